@@ -1,0 +1,229 @@
+"""The intake HTTP API, health and /metrics: one WSGI app on gevent's server.
+
+Requests become jobs here and nowhere else; every refusal is a JSON
+`{"error": ...}` that names the field at fault, and is counted by reason.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import socket
+from typing import Any, Callable, Iterable
+
+from gevent.pywsgi import LoggingLogAdapter, WSGIServer
+
+from gq import job as jobs_
+from gq.config import Config, split_listen
+from gq.dispatcher import Dispatcher, Draining, QueueFull
+from gq.errors import GqError, JobError
+from gq.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
+
+log = logging.getLogger("gq.api")
+
+JSON_TYPES = ("application/json",)
+NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
+RETRY_AFTER_FULL = "1"      # seconds: the queue moves in well under that
+RETRY_AFTER_DRAINING = "5"  # seconds: long enough for a restart, or another instance
+
+
+class Refusal(Exception):
+    """An answer other than success; `reason` is the gq_intake_rejected_total label, if any."""
+
+    def __init__(self, status: str, body: dict[str, Any], reason: str | None = None,
+                 headers: Iterable[tuple[str, str]] = ()):
+        self.status, self.body, self.reason, self.headers = status, body, reason, list(headers)
+
+
+def _json(status: str, body: Any, start_response: Callable, headers=()) -> list[bytes]:
+    data = json.dumps(body, ensure_ascii=False).encode()
+    start_response(status, [("Content-Type", "application/json"),
+                            ("Content-Length", str(len(data))), *headers])
+    return [data]
+
+
+def _job_refusal(error: JobError, where: str | None) -> Refusal:
+    prefix = f"{where}." if where else ""
+    body = {"error": f"{prefix}{error}", "field": error.field}
+    if error.index is not None:
+        body["index"] = error.index
+    return Refusal("400 Bad Request", body, "invalid")
+
+
+class Api:
+    def __init__(self, config: Config, dispatcher: Dispatcher, metrics: Metrics):
+        self.config = config
+        self.dispatcher = dispatcher
+        self.metrics = metrics
+        self.ready = False
+        self._token = config.api.token.encode()
+
+    # -- WSGI
+
+    def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        try:
+            if path.startswith("/v1/"):
+                self._authorize(environ)
+                if path == "/v1/jobs":
+                    self._allow(method, "POST")
+                    return self._post_jobs(environ, start_response)
+                if path.startswith("/v1/jobs/"):
+                    self._allow(method, "GET")
+                    return self._get_job(path[len("/v1/jobs/"):], start_response)
+                if path == "/v1/status":
+                    self._allow(method, "GET")
+                    return _json("200 OK", self.status(), start_response)
+            elif path == "/healthz":
+                return _json("200 OK", {"status": "ok"}, start_response)
+            elif path == "/readyz":
+                if self.ready and not self.dispatcher.draining:
+                    return _json("200 OK", {"status": "ready"}, start_response)
+                state = "draining" if self.dispatcher.draining else "starting"
+                return _json("503 Service Unavailable", {"status": state}, start_response)
+            elif path == "/metrics":
+                data = self.metrics.exposition()
+                start_response("200 OK", [("Content-Type", METRICS_CONTENT_TYPE),
+                                          ("Content-Length", str(len(data)))])
+                return [data]
+            raise Refusal("404 Not Found", {"error": f"path: no such endpoint {path}"})
+        except Refusal as r:
+            if r.reason:
+                self.metrics.rejected[r.reason].inc()
+            return _json(r.status, r.body, start_response, r.headers)
+        except Exception:
+            log.exception("internal error answering %s %s", method, path)
+            return _json("500 Internal Server Error", {"error": "internal error, see the daemon's log"},
+                         start_response)
+
+    def _authorize(self, environ: dict) -> None:
+        if not self._token:
+            return
+        given = environ.get("HTTP_AUTHORIZATION", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self._token):
+            raise Refusal("401 Unauthorized",
+                          {"error": "Authorization: missing or wrong bearer token"
+                           if given else "Authorization: bearer token required"},
+                          "unauthorized", [("WWW-Authenticate", 'Bearer realm="gq"')])
+
+    @staticmethod
+    def _allow(method: str, allowed: str) -> None:
+        if method != allowed:
+            raise Refusal("405 Method Not Allowed", {"error": f"method: use {allowed}"},
+                          headers=[("Allow", allowed)])
+
+    # -- POST /v1/jobs
+
+    def _post_jobs(self, environ: dict, start_response: Callable) -> list[bytes]:
+        if self.dispatcher.draining:
+            raise Refusal("503 Service Unavailable", {"error": "draining: not accepting jobs"},
+                          "draining", [("Retry-After", RETRY_AFTER_DRAINING)])
+        single, objects = self._read_jobs(environ)
+        jobs = self._parse(single, objects)
+        try:
+            added = self.dispatcher.submit(jobs, self.config.queue.enqueue_timeout)
+        except QueueFull as e:
+            raise Refusal("429 Too Many Requests", {"error": str(e)}, "queue_full",
+                          [("Retry-After", RETRY_AFTER_FULL)]) from None
+        except Draining as e:
+            raise Refusal("503 Service Unavailable", {"error": str(e)}, "draining",
+                          [("Retry-After", RETRY_AFTER_DRAINING)]) from None
+        body: dict[str, Any] = {"id": jobs[0].id} if single else {"ids": [j.id for j in jobs]}
+        if added.duplicates:
+            body["duplicates"] = added.duplicates
+        status = "202 Accepted" if added.entries else "200 OK"
+        return _json(status, body, start_response)
+
+    def _read_jobs(self, environ: dict) -> tuple[bool, list[tuple[str | None, Any]]]:
+        """The request's job objects, each with where it was ("jobs[3]", "line 4")."""
+        ctype = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+        if ctype not in JSON_TYPES + NDJSON_TYPES:
+            raise Refusal("415 Unsupported Media Type",
+                          {"error": "Content-Type: must be application/json or application/x-ndjson, "
+                                    f"got {ctype or 'none'!r}", "field": "Content-Type"}, "invalid")
+        raw = self._read_body(environ)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise Refusal("400 Bad Request", {"error": f"body: not UTF-8 ({e.reason} at byte {e.start})",
+                                              "field": "body"}, "invalid") from None
+        if ctype in NDJSON_TYPES:
+            try:
+                lines = jobs_.read_lines(text)
+            except JobError as e:
+                raise Refusal("400 Bad Request", {"error": f"line {e.index}: {e}", "field": e.field,
+                                                  "line": e.index}, "invalid") from None
+            return False, [(f"line {n}", obj) for n, obj in lines]
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as e:
+            raise Refusal("400 Bad Request", {"error": f"body: invalid JSON: {e}", "field": "body"},
+                          "invalid") from None
+        if isinstance(data, list):
+            return False, [(f"jobs[{i}]", obj) for i, obj in enumerate(data)]
+        return True, [(None, data)]
+
+    def _read_body(self, environ: dict) -> bytes:
+        limit = self.config.api.max_body_bytes
+        too_large = Refusal("413 Content Too Large",
+                            {"error": f"body: larger than api.max_body_bytes ({limit})", "field": "body"},
+                            "too_large")
+        length = environ.get("CONTENT_LENGTH") or ""
+        if length.isdigit() and int(length) > limit:
+            raise too_large
+        raw = environ["wsgi.input"].read(limit + 1)
+        if len(raw) > limit:
+            raise too_large
+        if not raw:
+            raise Refusal("400 Bad Request", {"error": "body: empty, expected jobs", "field": "body"},
+                          "invalid")
+        return raw
+
+    def _parse(self, single: bool, objects: list[tuple[str | None, Any]]) -> list[jobs_.Job]:
+        if not objects:
+            raise Refusal("400 Bad Request", {"error": "body: no jobs", "field": "body"}, "invalid")
+        target = self.config.target
+        jobs = []
+        for index, (where, obj) in enumerate(objects):
+            try:
+                jobs.append(jobs_.parse(obj, default_url=target.url, allowed_hosts=target.allowed_hosts))
+            except JobError as e:
+                raise _job_refusal(e if single else e.at(index), where) from None
+        return jobs
+
+    # -- reads
+
+    def _get_job(self, job_id: str, start_response: Callable) -> list[bytes]:
+        entry = self.dispatcher.broker.get(job_id)
+        if entry is None:
+            raise Refusal("404 Not Found", {"error": f"id: no job {job_id!r}", "field": "id"})
+        return _json("200 OK", entry.status(), start_response)
+
+    def status(self) -> dict[str, Any]:
+        d = self.dispatcher
+        return {
+            "queue_depth": d.queue.qsize(), "queue_maxsize": d.queue.maxsize,
+            "pool_busy": d.busy(), "pool_size": d.pool.size,
+            "draining": d.draining, "jobs": d.broker.counts(), "finished": dict(d.finished),
+        }
+
+    # -- serving
+
+    def serve(self, listen: str) -> WSGIServer:
+        """Start serving on `listen` (HOST:PORT); raises GqError when it cannot listen."""
+        host, port = split_listen(listen)
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+            sock = socket.socket(family, kind, proto)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(1024)
+        except OSError as e:
+            raise GqError(f"cannot listen on {listen}: {e.strerror or e}") from None
+        server = WSGIServer(sock, self, log=None,
+                            error_log=LoggingLogAdapter(logging.getLogger("gq.api.server"), logging.ERROR))
+        server.start()
+        return server

@@ -1,0 +1,100 @@
+"""Brokers keep jobs between intake and outcome; the dispatcher cannot tell which one it runs on.
+
+A broker holds every accepted job until its outcome is final. The dispatcher
+asks it for work (`take`), reports each attempt's start and outcome
+(`started`, `settle`), and the intake adds jobs (`add`). The embedded
+brokers keep retries waiting on their own schedule, so a job waiting for its
+next attempt holds neither a worker nor a queue slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Iterable, Protocol
+
+from gq.job import Job
+from gq.outcome import AttemptResult, Outcome
+
+HISTORY_LIMIT = 20  # attempts kept per job; the first and the latest ones
+
+
+class State(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    DEAD = "dead"
+
+
+FINAL = (State.SUCCEEDED, State.DEAD)
+
+
+@dataclass(eq=False, slots=True)
+class Entry:
+    """A job and where it stands; owned by its broker, read by the dispatcher."""
+
+    job: Job
+    state: State = State.QUEUED
+    attempts: int = 0
+    due: float = 0.0                        # wall-clock time the next attempt may start
+    accepted_at: float = 0.0                # wall-clock time of the 202
+    queued_at: float = 0.0                  # monotonic time it entered the in-memory queue
+    history: list[AttemptResult] = field(default_factory=list)
+    reason: str = ""                        # why it is dead
+
+    def status(self) -> dict[str, Any]:
+        """The job as `GET /v1/jobs/{id}` shows it."""
+        last = self.history[-1] if self.history else None
+        return {
+            "id": self.job.id,
+            "state": self.state.value,
+            "attempts": self.attempts,
+            "last_status": last.status if last else None,
+            "last_error": last.error if last else None,
+            "next_attempt_at": self.due if self.state is State.RETRYING else None,
+            "dead_reason": self.reason or None,
+            "history": [
+                {"started": a.started, "duration": round(a.duration, 6), "status": a.status,
+                 "error": a.error, "response": a.snippet} for a in self.history],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Added:
+    """What `Broker.add` did: the new entries to run here, and the ids already known."""
+
+    entries: list[Entry]
+    duplicates: list[str]
+
+
+class Broker(Protocol):
+    def add(self, jobs: Iterable[Job]) -> Added:
+        """Accept jobs; once this returns they survive a crash. Known ids are duplicates."""
+
+    def take(self, limit: int) -> list[Entry]:
+        """Up to `limit` entries due to run that are not in the dispatcher's hands (never blocks)."""
+
+    def wait(self, timeout: float) -> None:
+        """Block up to `timeout` seconds, returning early when `take` may have work."""
+
+    def started(self, entry: Entry) -> None:
+        """An attempt of `entry` is starting."""
+
+    def settle(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
+        """Record an attempt and its outcome: done, dead, or due again after `outcome.delay`."""
+
+    def get(self, job_id: str) -> Entry | None: ...
+
+    def counts(self) -> dict[str, int]:
+        """Jobs by state: queued, running, retrying, dead (finished jobs are not counted)."""
+
+    def dead_letters(self) -> list[Entry]: ...
+
+    def replay(self, ids: Iterable[str] | None) -> list[str]:
+        """Dead letters back to the queue (None = all); returns the ids replayed."""
+
+    def purge(self, ids: Iterable[str] | None) -> list[str]:
+        """Dead letters deleted (None = all); returns the ids purged."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,142 @@
+"""The in-memory broker: every structure the embedded brokers keep, with nothing on disk.
+
+Used as is when `journal.path = ""` (a crash loses what it holds), and as the
+index the SQLite journal keeps in front of its file.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections import OrderedDict
+from typing import Iterable
+
+from gevent.event import Event
+
+from gq.broker import HISTORY_LIMIT, Added, Entry, State
+from gq.job import Job
+from gq.outcome import AttemptResult, Outcome, Verdict
+
+KEEP_FINISHED = 10000  # succeeded jobs remembered for status look-ups and duplicate detection
+
+
+class MemoryBroker:
+    def __init__(self, clock=time.time, keep_finished: int = KEEP_FINISHED):
+        self.clock = clock
+        self.keep_finished = keep_finished
+        self._entries: dict[str, Entry] = {}
+        self._succeeded: OrderedDict[str, None] = OrderedDict()  # oldest first, for pruning
+        self._waiting: list[tuple[float, int, str]] = []        # (due, seq, id): held here, not queued
+        self._seq = itertools.count()
+        self._wakeup = Event()
+        self._counts = dict.fromkeys((State.QUEUED, State.RUNNING, State.RETRYING, State.DEAD), 0)
+
+    # -- intake
+
+    def add(self, jobs: Iterable[Job]) -> Added:
+        fresh, duplicates = [], []
+        now = self.clock()
+        for job in jobs:
+            if job.id in self._entries:
+                duplicates.append(job.id)
+                continue
+            entry = Entry(job, accepted_at=now)
+            self._entries[job.id] = entry
+            self._counts[State.QUEUED] += 1
+            fresh.append(entry)
+        return Added(fresh, duplicates)
+
+    # -- dispatch
+
+    def take(self, limit: int) -> list[Entry]:
+        taken, now = [], self.clock()
+        while self._waiting and len(taken) < limit and self._waiting[0][0] <= now:
+            _, _, job_id = heapq.heappop(self._waiting)
+            entry = self._entries.get(job_id)
+            if entry is not None and entry.state is State.RETRYING:
+                self._move(entry, State.QUEUED)
+                taken.append(entry)
+        return taken
+
+    def wait(self, timeout: float) -> None:
+        if self._waiting:
+            timeout = max(0.0, min(timeout, self._waiting[0][0] - self.clock()))
+        self._wakeup.wait(timeout)
+        self._wakeup.clear()
+
+    def started(self, entry: Entry) -> None:
+        entry.attempts += 1
+        self._move(entry, State.RUNNING)
+
+    def settle(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
+        history = entry.history
+        history.append(result)
+        if len(history) > HISTORY_LIMIT:
+            del history[1]  # keep the first attempt: it often says the most
+        if outcome.verdict is Verdict.SUCCESS:
+            self._move(entry, State.SUCCEEDED)
+            self._remember_success(entry.job.id)
+        elif outcome.verdict is Verdict.FAIL:
+            entry.reason = outcome.reason
+            self._move(entry, State.DEAD)
+        else:
+            self._hold(entry, self.clock() + outcome.delay)
+
+    def _hold(self, entry: Entry, due: float) -> None:
+        entry.due = due
+        self._move(entry, State.RETRYING)
+        heapq.heappush(self._waiting, (due, next(self._seq), entry.job.id))
+        self._wakeup.set()
+
+    def _move(self, entry: Entry, state: State) -> None:
+        # Succeeded jobs are not counted: they only leave.
+        if entry.state is not State.SUCCEEDED:
+            self._counts[entry.state] -= 1
+        if state is not State.SUCCEEDED:
+            self._counts[state] += 1
+        entry.state = state
+
+    def _remember_success(self, job_id: str) -> None:
+        self._succeeded[job_id] = None
+        while len(self._succeeded) > self.keep_finished:
+            old, _ = self._succeeded.popitem(last=False)
+            self._entries.pop(old, None)
+
+    # -- look-ups
+
+    def get(self, job_id: str) -> Entry | None:
+        return self._entries.get(job_id)
+
+    def counts(self) -> dict[str, int]:
+        return {state.value: n for state, n in self._counts.items()}
+
+    # -- dead letters
+
+    def dead_letters(self) -> list[Entry]:
+        return [e for e in self._entries.values() if e.state is State.DEAD]
+
+    def _pick_dead(self, ids: Iterable[str] | None) -> list[Entry]:
+        if ids is None:
+            return self.dead_letters()
+        picked = (self._entries.get(i) for i in ids)
+        return [e for e in picked if e is not None and e.state is State.DEAD]
+
+    def replay(self, ids: Iterable[str] | None) -> list[str]:
+        replayed = []
+        for entry in self._pick_dead(ids):
+            entry.attempts, entry.reason = 0, ""
+            self._hold(entry, 0.0)
+            replayed.append(entry.job.id)
+        return replayed
+
+    def purge(self, ids: Iterable[str] | None) -> list[str]:
+        purged = []
+        for entry in self._pick_dead(ids):
+            self._counts[State.DEAD] -= 1
+            del self._entries[entry.job.id]
+            purged.append(entry.job.id)
+        return purged
+
+    def close(self) -> None:
+        pass

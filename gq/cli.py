@@ -1,0 +1,154 @@
+"""Commands → exit codes. Errors for users are one `gq: ...` line on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+from gq import __version__, config as config_
+from gq.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, GqError, JobError, UsageError
+from gq.job import Job, parse, read_lines
+
+ENV_API = "GQ_API"
+ENV_TOKEN = "GQ_TOKEN"
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's default prints usage and a traceback-free line
+        raise UsageError(f"usage error: {message} (see gq {self.prog.split()[-1]} --help)"
+                         if " " in self.prog else f"usage error: {message} (see gq --help)")
+
+
+def _parser() -> Parser:
+    parser = Parser(prog="gq", description="gq: an HTTP job daemon on gevent.")
+    parser.add_argument("--version", action="version", version=f"gq {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("-c", "--config", metavar="FILE",
+                       help=f"TOML config file (default: ${config_.ENV_CONFIG}, else built-in defaults)")
+        return p
+
+    with_config(commands.add_parser("run", help="run the daemon in the foreground"))
+    with_config(commands.add_parser("check-config", help="validate and print the effective config"))
+    batch = with_config(commands.add_parser("batch", help="deliver every job of a JSON-lines file, then exit"))
+    batch.add_argument("jobs", metavar="JOBS", help="JSON-lines file of jobs, - for stdin")
+    for name, text in (("submit", "send jobs to a running daemon"),
+                       ("status", "show a running daemon's queue and pool")):
+        client = with_config(commands.add_parser(name, help=text))
+        client.add_argument("--api", metavar="URL",
+                            help=f"daemon's URL (default: ${ENV_API}, else from the config's api.listen)")
+        client.add_argument("--token", metavar="T", help=f"bearer token (default: ${ENV_TOKEN}, else api.token)")
+        if name == "submit":
+            client.add_argument("jobs", metavar="JOBS", help="JSON-lines file of jobs, - for stdin")
+        else:
+            client.add_argument("--json", action="store_true", help="print the status as JSON")
+    return parser
+
+
+def _read_source(path: str) -> str:
+    try:
+        if path == "-":
+            return sys.stdin.read()
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+
+
+def _read_objects(path: str) -> list[tuple[int, Any]]:
+    source = "stdin" if path == "-" else path
+    try:
+        return read_lines(_read_source(path))
+    except JobError as e:
+        raise UsageError(f"{source}:{e.index}: {e}") from None
+
+
+def _read_jobs(path: str, config: config_.Config) -> list[Job]:
+    source = "stdin" if path == "-" else path
+    jobs = []
+    for line, obj in _read_objects(path):
+        try:
+            jobs.append(parse(obj, default_url=config.target.url, allowed_hosts=config.target.allowed_hosts))
+        except JobError as e:
+            raise UsageError(f"{source}:{line}: {e}") from None
+    return jobs
+
+
+def _client(args: argparse.Namespace):
+    from gq.client import Client  # imports requests: only for the client commands
+
+    api, token = args.api or os.environ.get(ENV_API), args.token or os.environ.get(ENV_TOKEN)
+    if not api or token is None:
+        config = config_.load(args.config)
+        if not api:
+            host, port = config_.split_listen(config.api.listen)
+            if port == 0:
+                raise UsageError("api.listen has port 0: give the daemon's address with --api")
+            api = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        token = config.api.token if token is None else token
+    return Client(api, token)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from gq import log
+
+    if args.command == "check-config":
+        sys.stdout.write(config_.to_toml(config_.load(args.config)))
+        return EXIT_OK
+    if args.command == "run":
+        config = config_.load(args.config)
+        log.setup(config.log.level, config.log.format)
+        from gq.daemon import run
+        return run(config)
+    if args.command == "batch":
+        config = config_.load(args.config)
+        jobs = _read_jobs(args.jobs, config)
+        log.setup(config.log.level, config.log.format)
+        from gq.batch import run_batch
+        summary = run_batch(config, jobs, progress=sys.stderr if sys.stderr.isatty() else None)
+        print(json.dumps(summary))
+        return EXIT_OK if summary["succeeded"] == summary["total"] else EXIT_FAILURE
+    if args.command == "submit":
+        objects = _read_objects(args.jobs)
+        client = _client(args)
+        rejected = client.submit("stdin" if args.jobs == "-" else args.jobs, objects, sys.stdout)
+        return EXIT_FAILURE if rejected else EXIT_OK
+    if args.command == "status":
+        status = _client(args).status()
+        if args.json:
+            print(json.dumps(status))
+        else:
+            _print_status(status)
+        return EXIT_OK
+    raise UsageError(f"usage error: unknown command {args.command}")
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    jobs, finished = status["jobs"], status["finished"]
+    print(f"draining:  {'yes' if status['draining'] else 'no'}")
+    print(f"queue:     {status['queue_depth']}/{status['queue_maxsize']}")
+    print(f"workers:   {status['pool_busy']}/{status['pool_size']} busy")
+    print("jobs:      " + ", ".join(f"{n} {state}" for state, n in jobs.items()))
+    print("finished:  " + ", ".join(f"{n} {what}" for what, n in finished.items()))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        return _run(args)
+    except ConfigError as e:
+        for line in e.lines():
+            print(f"gq: {line}", file=sys.stderr)
+        return e.exit_code
+    except GqError as e:
+        print(f"gq: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+    except BrokenPipeError:
+        return EXIT_FAILURE
+

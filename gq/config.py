@@ -1,0 +1,277 @@
+"""The configuration: one frozen value, validated whole when it is loaded.
+
+Every key is declared once, in the section dataclasses below, with its
+default, its check and its help text; loading, `gq check-config` and
+`config.example.toml` all come from those declarations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from gq.errors import ConfigError
+
+ENV_CONFIG = "GQ_CONFIG"
+
+
+class Invalid(ValueError):
+    """Raised by a check; its text completes `section.key: ...`."""
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (str, int, float, bool, list)) else repr(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def integer(minimum: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if not _is_int(value) or value < minimum:
+            raise Invalid(f"must be an integer >= {minimum}, got {_shown(value)}")
+        return value
+    return check
+
+
+def seconds(minimum: float = 0.0, above: bool = False) -> Callable[[Any], float]:
+    bound = f"> {minimum:g}" if above else f">= {minimum:g}"
+
+    def check(value: Any) -> float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and (value > minimum if above else value >= minimum) and value != float("inf"):
+            return float(value)
+        raise Invalid(f"must be a number of seconds {bound}, got {_shown(value)}")
+    return check
+
+
+def choice(*allowed: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in allowed:
+            raise Invalid(f"must be one of {', '.join(map(_shown, allowed))}, got {_shown(value)}")
+        return value
+    return check
+
+
+def text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise Invalid(f"must be a string, got {_shown(value)}")
+    return value
+
+
+def string_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise Invalid(f"must be a list of non-empty strings, got {_shown(value)}")
+    return tuple(value)
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` → (host, port); raises Invalid."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise Invalid(f'must be "HOST:PORT" with a port 0-65535, got {_shown(value)}')
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def listen_address(value: Any) -> str:
+    split_listen(text(value))
+    return value
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def http_url(value: Any) -> str:
+    value = text(value)
+    if value:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise Invalid(f"must be an http or https URL, got {_shown(value)}")
+    return value
+
+
+def setting(default: Any, check: Callable[[Any], Any], help: str) -> Any:
+    return field(default=default, metadata={"check": check, "help": help})
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    maxsize: int = setting(1000, integer(1), "jobs held in memory, waiting for a worker")
+    enqueue_timeout: float = setting(
+        1.0, seconds(), "seconds an intake request waits for room before it is refused with 429")
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    size: int = setting(100, integer(1), "jobs in flight at once")
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    listen: str = setting("127.0.0.1:8765", listen_address,
+                          "intake API, health and /metrics; port 0 = any free port (logged)")
+    token: str = setting("", text, "bearer token for /v1/*; empty = no auth (loopback listen only)")
+    max_body_bytes: int = setting(1048576, integer(1), "largest request body accepted, in bytes")
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    url: str = setting("", http_url, "used when a job has no url")
+    timeout: float = setting(10.0, seconds(0, above=True), "seconds, per attempt")
+    allowed_hosts: tuple[str, ...] = setting(
+        (), string_list, "empty = any host, except link-local/metadata addresses")
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    max_attempts: int = setting(5, integer(1), "attempts in all, the first included")
+    backoff_base: float = setting(0.5, seconds(), "seconds before the 2nd attempt; doubles, full jitter")
+    backoff_max: float = setting(60.0, seconds(), "cap; a target's Retry-After is honoured up to it")
+
+
+@dataclass(frozen=True)
+class JournalConfig:
+    path: str = setting("gq-data/journal.sqlite3", text,
+                        'SQLite journal, relative to the working directory; "" = memory only')
+
+
+@dataclass(frozen=True)
+class ShutdownConfig:
+    drain_timeout: float = setting(30.0, seconds(), "after SIGTERM: seconds to finish queued and in-flight jobs")
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    kind: str = setting("embedded", choice("embedded", "redis"), '"redis": daemons share one Redis stream')
+    url: str = setting("redis://127.0.0.1:6379/0", text, "Redis URL when kind = \"redis\"")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = setting("info", choice("debug", "info", "warning", "error"), "least severe level logged")
+    format: str = setting("text", choice("text", "json"), '"json": one JSON object per line')
+
+
+@dataclass(frozen=True)
+class Config:
+    queue: QueueConfig = QueueConfig()
+    pool: PoolConfig = PoolConfig()
+    api: ApiConfig = ApiConfig()
+    target: TargetConfig = TargetConfig()
+    retry: RetryConfig = RetryConfig()
+    journal: JournalConfig = JournalConfig()
+    shutdown: ShutdownConfig = ShutdownConfig()
+    broker: BrokerConfig = BrokerConfig()
+    log: LogConfig = LogConfig()
+    source: str = field(default="", compare=False)  # the file it came from; "" = built-in defaults
+
+
+SECTIONS: dict[str, type] = {
+    "queue": QueueConfig, "pool": PoolConfig, "api": ApiConfig, "target": TargetConfig,
+    "retry": RetryConfig, "journal": JournalConfig, "shutdown": ShutdownConfig,
+    "broker": BrokerConfig, "log": LogConfig,
+}
+
+
+def _hint(name: str, known: list[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+
+
+def from_dict(data: dict[str, Any], source: str = "") -> Config:
+    """Build a Config from parsed TOML; raises ConfigError listing every problem."""
+    where = source or "<defaults>"
+    problems: list[str] = []
+    sections: dict[str, Any] = {}
+    for name, value in data.items():
+        if name not in SECTIONS:
+            problems.append(f"{where}: {name}: unknown section{_hint(name, list(SECTIONS))}")
+        elif not isinstance(value, dict):
+            problems.append(f"{where}: {name}: must be a table ([{name}]), got {_shown(value)}")
+    for name, cls in SECTIONS.items():
+        given = data.get(name)
+        if not isinstance(given, dict):
+            sections[name] = cls()
+            continue
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in given.items():
+            if key not in fields:
+                problems.append(f"{where}: {name}.{key}: unknown key{_hint(key, list(fields), name + '.')}")
+                continue
+            try:
+                values[key] = fields[key].metadata["check"](value)
+            except Invalid as e:
+                problems.append(f"{where}: {name}.{key}: {e}")
+        sections[name] = cls(**values)
+    config = Config(**sections, source=source)
+    problems += [f"{where}: {p}" for p in _cross_checks(config)]
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _cross_checks(config: Config) -> list[str]:
+    problems = []
+    host, _ = split_listen(config.api.listen)
+    if not config.api.token and not is_loopback(host):
+        problems.append(f"api.token: required when api.listen is not a loopback address "
+                        f"(listen is {_shown(config.api.listen)})")
+    if config.retry.backoff_base > config.retry.backoff_max:
+        problems.append(f"retry.backoff_base: must not exceed retry.backoff_max "
+                        f"({config.retry.backoff_base:g} > {config.retry.backoff_max:g})")
+    return problems
+
+
+def load(path: str | None) -> Config:
+    """Load `path`, else $GQ_CONFIG, else the built-in defaults; raises ConfigError."""
+    path = path or os.environ.get(ENV_CONFIG) or None
+    if path is None:
+        return Config()
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{path}: invalid TOML: {e}"]) from None
+    return from_dict(data, source=path)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, float):
+        return repr(value)
+    return json.dumps(value)  # str, int, bool: JSON's spelling is TOML's
+
+
+def to_toml(config: Config, comments: bool = False) -> str:
+    """The effective config as TOML, every key present; with comments, each key's help."""
+    out = []
+    for name in SECTIONS:
+        section = getattr(config, name)
+        out.append(f"[{name}]")
+        for f in dataclasses.fields(section):
+            line = f"{f.name} = {_toml_value(getattr(section, f.name))}"
+            if comments:
+                line = f"{line:<40} # {f.metadata['help']}"
+            out.append(line)
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,221 @@
+"""The dispatcher: a bounded gevent Queue feeding a fixed gevent Pool, and the drain.
+
+    intake ─submit()─▶ broker.add ─▶ Queue(maxsize) ─▶ Pool(size) ─▶ worker.attempt
+                                        ▲                               │
+                       broker.take ─────┘ (retries due, recovered)      ▼
+                                                  broker.settle ◀─ outcome.decide
+
+Room in the queue is the only backpressure: `submit` waits for room for a
+whole request, then refuses; the feeder moves work the broker holds into the
+queue only as room appears; the dispatch loop takes a job from the queue only
+when a worker is free.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Protocol
+
+import gevent
+from gevent.event import Event
+from gevent.pool import Pool
+from gevent.queue import Queue
+
+from gq.broker import Added, Broker, Entry
+from gq.errors import GqError
+from gq.job import Job
+from gq.outcome import AttemptResult, Outcome, Verdict, decide
+from gq.retry import RetryPolicy
+from gq.transport import Worker
+
+log = logging.getLogger("gq.dispatcher")
+
+FEED_POLL = 0.25  # seconds between looks at the broker when it has nothing due
+
+
+class QueueFull(GqError):
+    """No room in the queue within the enqueue timeout."""
+
+
+class Draining(GqError):
+    """The dispatcher is draining and takes no new jobs."""
+
+
+class Observer(Protocol):
+    """Told what happens to jobs; an observer's error never reaches the job path."""
+
+    def accepted(self, count: int) -> None: ...
+    def dequeued(self, waited: float) -> None: ...
+    def attempted(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DrainReport:
+    finished: bool     # True: nothing was left queued or in flight
+    queued_left: int
+    in_flight_left: int
+    seconds: float
+
+
+class Dispatcher:
+    def __init__(self, broker: Broker, worker: Worker, *, queue_maxsize: int, pool_size: int,
+                 policy: RetryPolicy, default_timeout: float, observers: Iterable[Observer] = ()):
+        self.broker = broker
+        self.worker = worker
+        self.queue: Queue = Queue(queue_maxsize)
+        self.pool = Pool(pool_size)
+        self.policy = policy
+        self.default_timeout = default_timeout
+        self.observers = list(observers)
+        self.draining = False
+        self.finished = {"succeeded": 0, "dead": 0}   # since start
+        self._reserved = 0           # queue slots promised to submits and feeds in progress
+        self._tick = Event()         # replaced and set whenever room or idleness may have changed
+        self._loops: list[gevent.Greenlet] = []
+
+    # -- state
+
+    def room(self) -> int:
+        return self.queue.maxsize - self.queue.qsize() - self._reserved
+
+    def busy(self) -> int:
+        return self.pool.size - self.pool.free_count()
+
+    def idle(self) -> bool:
+        """Nothing queued, in flight or being submitted (jobs waiting for a retry aside)."""
+        return self.queue.empty() and self.busy() == 0 and self._reserved == 0
+
+    def _signal(self) -> None:
+        tick = self._tick
+        if tick.linkcount():
+            self._tick = Event()
+            tick.set()
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float | None,
+                   interrupt: Event | None = None) -> bool:
+        """Block until `condition()` holds (rechecked on every queue or pool change);
+        False when `timeout` seconds pass or `interrupt` is set first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not condition():
+            if interrupt is not None and interrupt.is_set():
+                return False
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            # A bounded wait also notices changes nobody signals (a broker's due retries).
+            wait = FEED_POLL if remaining is None else min(remaining, FEED_POLL)
+            gevent.wait([self._tick] + ([interrupt] if interrupt else []), timeout=wait, count=1)
+        return True
+
+    # -- intake
+
+    def submit(self, jobs: list[Job], timeout: float | None) -> Added:
+        """Accept `jobs` all or none: wait up to `timeout` seconds (None: forever) for room
+        for all of them, hand them to the broker (durable once it returns), queue the new ones.
+
+        Raises QueueFull when the room does not come in time, Draining once draining.
+        """
+        count = len(jobs)
+        if self.draining:
+            raise Draining("draining: not accepting jobs")
+        if count > self.queue.maxsize:
+            raise QueueFull(f"{count} jobs in one request exceed queue.maxsize ({self.queue.maxsize})")
+        if not self.wait_until(lambda: self.room() >= count or self.draining, timeout):
+            raise QueueFull(f"queue full: no room for {count} job(s) within {timeout:g}s")
+        if self.draining:
+            raise Draining("draining: not accepting jobs")
+        self._reserved += count
+        try:
+            added = self.broker.add(jobs)
+        finally:
+            self._reserved -= count
+        self._enqueue(added.entries)
+        self._notify("accepted", len(added.entries))
+        return added
+
+    def _enqueue(self, entries: list[Entry]) -> None:
+        now = time.monotonic()
+        for entry in entries:
+            entry.queued_at = now
+            self.queue.put_nowait(entry)  # room was reserved: never blocks
+
+    # -- running
+
+    def start(self) -> None:
+        self._loops = [gevent.spawn(self._dispatch_loop), gevent.spawn(self._feed_loop)]
+
+    def _dispatch_loop(self) -> None:
+        while True:
+            self.pool.wait_available()
+            entry = self.queue.get()
+            self._signal()
+            self._notify("dequeued", time.monotonic() - entry.queued_at)
+            self.pool.spawn(self._run, entry)
+
+    def _feed_loop(self) -> None:
+        """Moves jobs the broker holds (due retries, recovered, replayed) into the queue."""
+        while not self.draining:
+            room = self.room()
+            if room <= 0:
+                self.wait_until(lambda: self.room() > 0 or self.draining, None)
+                continue
+            self._reserved += room
+            try:
+                entries = self.broker.take(room)
+            finally:
+                self._reserved -= room
+            if entries:
+                self._enqueue(entries)
+            else:
+                self.broker.wait(FEED_POLL)
+
+    def _run(self, entry: Entry) -> None:
+        job = entry.job
+        try:
+            self.broker.started(entry)
+            try:
+                result = self.worker.attempt(job, job.timeout or self.default_timeout)
+            except Exception as e:  # a worker bug must not lose the job: retry it
+                log.exception("worker failed on job %s", job.id)
+                result = AttemptResult(time.time(), 0.0, error=f"internal: {e!r}")
+            outcome = decide(result, entry.attempts, job.max_attempts or self.policy.max_attempts,
+                             self.policy)
+            self.broker.settle(entry, result, outcome)
+            if outcome.verdict is Verdict.SUCCESS:
+                self.finished["succeeded"] += 1
+            elif outcome.verdict is Verdict.FAIL:
+                self.finished["dead"] += 1
+                log.warning("job %s dead after %d attempt(s): %s; kept as a dead letter",
+                            job.id, entry.attempts, outcome.reason)
+            self._notify("attempted", entry, result, outcome)
+        finally:
+            self._signal()
+
+    def _notify(self, event: str, *args) -> None:
+        for observer in self.observers:
+            try:
+                getattr(observer, event)(*args)
+            except Exception:
+                log.exception("observer %r failed on %s", observer, event)
+
+    # -- stopping
+
+    def drain(self, timeout: float, hurry: Event | None = None) -> DrainReport:
+        """Stop taking jobs; finish what is queued and in flight for up to `timeout`
+        seconds (less if `hurry` is set), then cancel the rest: the broker keeps it."""
+        started = time.monotonic()
+        self.draining = True
+        self._signal()
+        finished = self.wait_until(self.idle, timeout, hurry)
+        report = DrainReport(finished, self.queue.qsize(), self.busy(), time.monotonic() - started)
+        self.stop()
+        return report
+
+    def stop(self) -> None:
+        """Kill the loops and every attempt in flight; owned greenlets all end here."""
+        self.draining = True
+        gevent.killall(self._loops)
+        self.pool.kill()
+        self._loops = []

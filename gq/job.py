@@ -1,0 +1,176 @@
+"""A job: one HTTP request to deliver, parsed and validated from its JSON form."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from gq.errors import JobError
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+FIELDS = ("id", "method", "url", "headers", "json", "body", "timeout", "max_attempts")
+MAX_ID_LENGTH = 256
+MAX_URL_LENGTH = 8192
+MAX_TIMEOUT = 86400.0
+MAX_ATTEMPTS = 1000
+# gq sets these itself, or the HTTP stack computes them from the body.
+RESERVED_HEADERS = frozenset(
+    ("idempotency-key", "content-length", "transfer-encoding", "host", "connection"))
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token: a header name
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What to send. `timeout`/`max_attempts` of None mean the configured defaults."""
+
+    id: str
+    method: str
+    url: str
+    headers: dict[str, str]
+    data: str | None = None          # the body, already serialized
+    is_json: bool = False            # data came from the `json` field
+    timeout: float | None = None
+    max_attempts: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job's JSON form, the one `parse` accepts."""
+        out: dict[str, Any] = {"id": self.id, "method": self.method, "url": self.url}
+        if self.headers:
+            out["headers"] = self.headers
+        if self.data is not None:
+            out["json" if self.is_json else "body"] = json.loads(self.data) if self.is_json else self.data
+        if self.timeout is not None:
+            out["timeout"] = self.timeout
+        if self.max_attempts is not None:
+            out["max_attempts"] = self.max_attempts
+        return out
+
+
+def forbidden_address(host: str) -> bool:
+    """Link-local and cloud-metadata addresses: never a job's target."""
+    try:
+        addr = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    return addr.is_link_local or addr in _METADATA
+
+
+_METADATA = (ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200"))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_url(url: Any, allowed_hosts: tuple[str, ...]) -> str:
+    if not isinstance(url, str) or not url:
+        raise JobError("url", "must be a non-empty string")
+    if len(url) > MAX_URL_LENGTH:
+        raise JobError("url", f"longer than {MAX_URL_LENGTH} characters")
+    if _CONTROL.search(url) or " " in url:
+        raise JobError("url", "contains spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as e:
+        raise JobError("url", f"not a valid URL: {e}") from None
+    if parts.scheme not in ("http", "https"):
+        raise JobError("url", f"scheme must be http or https, got {parts.scheme or 'none'!r}")
+    if not host:
+        raise JobError("url", "has no host")
+    if forbidden_address(host):
+        raise JobError("url", f"host {host} is a link-local or metadata address, always refused")
+    if allowed_hosts and host not in allowed_hosts:
+        raise JobError("url", f"host {host} is not in target.allowed_hosts")
+    return url
+
+
+def _check_headers(headers: Any) -> dict[str, str]:
+    if not isinstance(headers, dict):
+        raise JobError("headers", "must be an object of strings")
+    for name, value in headers.items():
+        if not _TOKEN.match(name):
+            raise JobError(f"headers.{name}", "not a valid header name")
+        if not isinstance(value, str):
+            raise JobError(f"headers.{name}", "value must be a string")
+        if _CONTROL.search(value.replace("\t", " ")):
+            raise JobError(f"headers.{name}", "value contains control characters")
+        if name.lower() in RESERVED_HEADERS:
+            raise JobError(f"headers.{name}", "set by gq, cannot be given")
+    return headers
+
+
+def parse(obj: Any, *, default_url: str = "", allowed_hosts: tuple[str, ...] = ()) -> Job:
+    """Validate one job's JSON object; raises JobError naming the field at fault."""
+    if not isinstance(obj, dict):
+        raise JobError("job", "must be a JSON object")
+    for name in obj:
+        if name not in FIELDS:
+            raise JobError(name, f"unknown field (fields: {', '.join(FIELDS)})")
+
+    job_id = obj.get("id")
+    if job_id is None:
+        job_id = uuid.uuid4().hex
+    elif not isinstance(job_id, str) or not job_id or len(job_id) > MAX_ID_LENGTH:
+        raise JobError("id", f"must be a string of 1 to {MAX_ID_LENGTH} characters")
+    elif _CONTROL.search(job_id):
+        raise JobError("id", "contains control characters")
+
+    method = obj.get("method", "POST")
+    if not isinstance(method, str) or method.upper() not in METHODS:
+        raise JobError("method", f"must be one of {', '.join(METHODS)}")
+
+    url = obj.get("url") or default_url
+    if not url and "url" not in obj:
+        raise JobError("url", "required (no target.url is configured)")
+    url = _check_url(url, allowed_hosts)
+
+    headers = _check_headers(obj.get("headers", {}))
+
+    if "json" in obj and "body" in obj:
+        raise JobError("body", "json and body cannot both be given")
+    data, is_json = None, False
+    if "json" in obj:
+        data, is_json = json.dumps(obj["json"], separators=(",", ":"), ensure_ascii=False), True
+    elif "body" in obj:
+        if not isinstance(obj["body"], str):
+            raise JobError("body", "must be a string (use json for structured data)")
+        data = obj["body"]
+
+    timeout = obj.get("timeout")
+    if timeout is not None and (not _number(timeout) or not 0 < timeout <= MAX_TIMEOUT):
+        raise JobError("timeout", f"must be a number of seconds > 0 and <= {MAX_TIMEOUT:g}")
+
+    max_attempts = obj.get("max_attempts")
+    if max_attempts is not None and (
+            not isinstance(max_attempts, int) or isinstance(max_attempts, bool)
+            or not 1 <= max_attempts <= MAX_ATTEMPTS):
+        raise JobError("max_attempts", f"must be an integer from 1 to {MAX_ATTEMPTS}")
+
+    return Job(job_id, method.upper(), url, headers, data, is_json,
+               float(timeout) if timeout is not None else None, max_attempts)
+
+
+def read_lines(text: str) -> list[tuple[int, Any]]:
+    """JSON lines → (1-based line number, object), blank lines skipped.
+
+    Raises JobError whose index is the line number of the first invalid line.
+    """
+    objects = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            objects.append((number, json.loads(line)))
+        except (ValueError, RecursionError) as e:
+            raise JobError("json", f"invalid JSON: {e}", number) from None
+    return objects

@@ -1,0 +1,72 @@
+"""What an attempt's result means for its job: succeeded, retry later, or dead."""
+
+from __future__ import annotations
+
+import email.utils
+from dataclasses import dataclass
+from enum import Enum
+
+from gq.retry import RetryPolicy
+
+RETRIED_STATUSES = frozenset((408, 425, 429))
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """What one attempt did: a status, or an error when no response came."""
+
+    started: float                  # wall-clock seconds since the epoch
+    duration: float                 # seconds
+    status: int | None = None
+    error: str | None = None        # e.g. "timeout: ...", "connect: ..."
+    retry_after: str | None = None  # the response's Retry-After header, as sent
+    snippet: str = ""               # the start of the response body
+
+
+class Verdict(str, Enum):
+    """An attempt's result, as the `result` label of gq_attempts_total."""
+
+    SUCCESS = "success"
+    RETRY = "retry"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    verdict: Verdict
+    delay: float = 0.0   # seconds before the next attempt, for RETRY
+    reason: str = ""     # why a job is dead: "permanent status 404", "attempts used up"
+
+
+def retryable(result: AttemptResult) -> bool:
+    if result.status is None:
+        return True  # connection errors and timeouts
+    return result.status in RETRIED_STATUSES or 500 <= result.status <= 599
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Retry-After as seconds from `now`: delta-seconds or an HTTP date; None if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def decide(result: AttemptResult, attempt: int, max_attempts: int, policy: RetryPolicy) -> Outcome:
+    """Classify attempt number `attempt` (1-based) of a job allowed `max_attempts`."""
+    if result.status is not None and 200 <= result.status <= 299:
+        return Outcome(Verdict.SUCCESS)
+    if not retryable(result):
+        return Outcome(Verdict.FAIL, reason=f"permanent status {result.status}")
+    if attempt >= max_attempts:
+        return Outcome(Verdict.FAIL, reason=f"attempts used up ({attempt})")
+    wait = parse_retry_after(result.retry_after, result.started + result.duration)
+    return Outcome(Verdict.RETRY, delay=policy.delay(attempt, wait))

@@ -1,0 +1,80 @@
+"""Workers: one attempt of one job → an AttemptResult. The HTTP worker is the default."""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+import gevent
+import requests
+from requests.adapters import HTTPAdapter
+
+from gq import __version__
+from gq.job import Job
+from gq.outcome import AttemptResult
+
+USER_AGENT = f"gq/{__version__}"
+SNIPPET_BYTES = 512          # kept with each attempt, for operators
+MAX_RESPONSE_BYTES = 65536   # read at most this much of a response; a longer one closes the connection
+
+
+class Worker(Protocol):
+    def attempt(self, job: Job, timeout: float) -> AttemptResult:
+        """Run one attempt of `job`, at most `timeout` seconds; never raises for the job's failures."""
+
+
+class HttpWorker:
+    """Sends jobs over one shared requests.Session, keep-alive reused across jobs.
+
+    The session ignores proxy settings and .netrc from the environment: reading
+    them on every request is the costliest part of a default requests call.
+    """
+
+    def __init__(self, pool_size: int):
+        self.session = requests.Session()
+        self.session.trust_env = False
+        adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers = {"User-Agent": USER_AGENT, "Accept": "*/*"}
+
+    def attempt(self, job: Job, timeout: float) -> AttemptResult:
+        headers = dict(job.headers)
+        headers["Idempotency-Key"] = job.id
+        if job.is_json and not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = "application/json"
+        body = job.data.encode() if job.data is not None else None
+        started, clock = time.time(), time.monotonic()
+        try:
+            # requests' own timeout bounds each socket operation; gevent's bounds the whole attempt.
+            with gevent.Timeout(timeout):
+                response = self.session.request(
+                    job.method, job.url, headers=headers, data=body,
+                    timeout=timeout, allow_redirects=False, stream=True)
+                try:
+                    content = response.raw.read(MAX_RESPONSE_BYTES)
+                finally:
+                    response.close()
+        except gevent.Timeout:
+            return AttemptResult(started, time.monotonic() - clock, error=f"timeout: no answer within {timeout:g}s")
+        except requests.RequestException as e:
+            return AttemptResult(started, time.monotonic() - clock, error=_describe(e))
+        return AttemptResult(
+            started, time.monotonic() - clock, status=response.status_code,
+            retry_after=response.headers.get("Retry-After"),
+            snippet=content[:SNIPPET_BYTES].decode("utf-8", "replace"))
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _describe(error: requests.RequestException) -> str:
+    kind = ("timeout" if isinstance(error, requests.Timeout)
+            else "tls" if isinstance(error, requests.exceptions.SSLError)
+            else "connect" if isinstance(error, requests.ConnectionError)
+            else "request")
+    # The innermost cause says what happened ("Connection refused"), not urllib3's wrapping.
+    cause: BaseException = error
+    while cause.__cause__ is not None or cause.__context__ is not None:
+        cause = cause.__cause__ or cause.__context__
+    return f"{kind}: {cause}"[:300]

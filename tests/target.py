@@ -1,0 +1,137 @@
+"""A real HTTP target for gq's tests and benchmarks: records what it receives.
+
+Run as its own process: `python tests/target.py [--port 0]`; it prints
+`listening PORT` once ready. A small HTTP/1.1 server on gevent's StreamServer
+(keep-alive, Content-Length bodies), so it can also misbehave on purpose.
+
+How it answers is chosen by the request's query string:
+  delay=S          answer after S seconds
+  status=N         answer with status N (default 200)
+  fail=N           the first N requests per Idempotency-Key get fail_status (default 503)
+  fail_status=N
+  retry_after=V    send Retry-After: V with failures
+  hang=1           never answer (until the client gives up)
+  garbage=1        answer with bytes that are not HTTP, then close
+  close=1          close the connection without answering
+  size=N           a response body of N bytes
+Control: GET /_stats (counts), GET /_received?since=I (records), POST /_reset.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections import Counter  # noqa: E402
+from urllib.parse import parse_qs, urlsplit  # noqa: E402
+
+import gevent  # noqa: E402
+from gevent.server import StreamServer  # noqa: E402
+
+REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 301: "Moved Permanently",
+           302: "Found", 400: "Bad Request", 404: "Not Found", 408: "Request Timeout",
+           425: "Too Early", 429: "Too Many Requests", 500: "Internal Server Error",
+           502: "Bad Gateway", 503: "Service Unavailable"}
+
+
+class Target:
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.received: list[dict] = []
+        self.per_key: Counter = Counter()
+        self.connections = 0
+
+    def handle(self, sock, address) -> None:
+        self.connections += 1
+        rfile = sock.makefile("rb")
+        try:
+            while self._one_request(sock, rfile):
+                pass
+        except OSError:
+            pass
+        finally:
+            rfile.close()
+            sock.close()
+
+    def _one_request(self, sock, rfile) -> bool:
+        line = rfile.readline(65537)
+        if not line:
+            return False
+        method, target, _ = line.decode("latin-1").split(" ", 2)
+        headers = {}
+        while True:
+            h = rfile.readline(65537)
+            if h in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = h.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = rfile.read(int(headers.get("content-length", 0) or 0))
+        url = urlsplit(target)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        if url.path.startswith("/_"):
+            return self._control(sock, method, url.path, query)
+
+        key = headers.get("idempotency-key", "")
+        self.per_key[key] += 1
+        self.received.append({"t": time.time(), "method": method, "path": url.path, "query": url.query,
+                              "headers": headers, "body": body.decode("utf-8", "replace"), "key": key})
+        if "delay" in query:
+            gevent.sleep(float(query["delay"]))
+        if "hang" in query:
+            gevent.sleep(3600)
+        if "close" in query:
+            return False
+        if "garbage" in query:
+            sock.sendall(b"this is not HTTP\r\n\r\n")
+            return False
+        status, extra = int(query.get("status", 200)), []
+        if self.per_key[key] <= int(query.get("fail", 0)):
+            status = int(query.get("fail_status", 503))
+            if "retry_after" in query:
+                extra.append(("Retry-After", query["retry_after"]))
+        self._answer(sock, status, b"x" * int(query.get("size", 0)) or b"ok", extra)
+        return headers.get("connection", "").lower() != "close"
+
+    def _control(self, sock, method: str, path: str, query: dict) -> bool:
+        if path == "/_stats":
+            data = {"count": len(self.received), "connections": self.connections,
+                    "keys": len(self.per_key), "duplicates": sum(n - 1 for n in self.per_key.values())}
+        elif path == "/_received":
+            data = self.received[int(query.get("since", 0)):]
+        elif path == "/_reset" and method == "POST":
+            self.reset()
+            data = {"reset": True}
+        else:
+            self._answer(sock, 404, b"no such control endpoint")
+            return True
+        self._answer(sock, 200, json.dumps(data).encode(), [("Content-Type", "application/json")])
+        return True
+
+    @staticmethod
+    def _answer(sock, status: int, body: bytes, headers=()) -> None:
+        head = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}", f"Content-Length: {len(body)}"]
+        head += [f"{k}: {v}" for k, v in headers]
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    server = StreamServer((args.host, args.port), Target().handle, backlog=4096)
+    server.start()
+    print(f"listening {server.server_port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
