@@ -1,4 +1,9 @@
-"""`gq batch`: deliver every job of a file through the daemon's own dispatcher, then exit."""
+"""`gq batch`: deliver every job of a file through the daemon's own dispatcher, then exit.
+
+On a journal, a batch that was interrupted resumes: jobs are identified by
+their `id`, or by their line when they have none, so the jobs of the same
+file already finished are not sent again.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,12 @@ from typing import TextIO
 
 import gevent
 
+from gq.broker import State
 from gq.config import Config
 from gq.daemon import Runtime, StopSignals
-from gq.dispatcher import Dispatcher, Draining
+from gq.dispatcher import Dispatcher, Draining, Observer
 from gq.job import Job
+from gq.outcome import Verdict
 
 log = logging.getLogger("gq.batch")
 
@@ -19,16 +26,40 @@ SUBMIT_CHUNK = 500   # jobs handed to the dispatcher at once
 PROGRESS_EVERY = 0.25
 
 
-def _submit_all(dispatcher: Dispatcher, jobs: list[Job]) -> None:
-    """Hand every job to the dispatcher, blocking while the queue is full (no timeout)."""
+class Tally(Observer):
+    """Final outcomes of the batch's own jobs (the journal may hold others)."""
+
+    def __init__(self, ids: set[str]):
+        self.ids = ids
+        self.succeeded = 0
+        self.dead = 0
+
+    def count(self, state: State) -> None:
+        if state is State.SUCCEEDED:
+            self.succeeded += 1
+        elif state is State.DEAD:
+            self.dead += 1
+
+    def attempted(self, entry, result, outcome) -> None:
+        if outcome.verdict is not Verdict.RETRY and entry.job.id in self.ids:
+            self.count(entry.state)
+
+
+def _submit_all(dispatcher: Dispatcher, jobs: list[Job], tally: Tally) -> None:
+    """Hand every job to the dispatcher, blocking while the queue is full (no timeout).
+    Jobs the journal already knows count as what they are (resumed batch)."""
     i = 0
     while i < len(jobs):
         dispatcher.wait_until(lambda: dispatcher.room() > 0, None)
         chunk = jobs[i:i + max(1, min(dispatcher.room(), SUBMIT_CHUNK))]
         try:
-            dispatcher.submit(chunk, None)
+            added = dispatcher.submit(chunk, None)
         except Draining:
             return
+        for job_id in added.duplicates:
+            entry = dispatcher.broker.get(job_id)
+            if entry is not None:
+                tally.count(entry.state)
         i += len(chunk)
 
 
@@ -37,43 +68,43 @@ def _unfinished(runtime: Runtime) -> int:
     return counts["queued"] + counts["running"] + counts["retrying"]
 
 
-def _progress(runtime: Runtime, total: int, started: float, out: TextIO) -> None:
-    finished = runtime.dispatcher.finished
+def _progress(tally: Tally, total: int, started: float, out: TextIO) -> None:
     while True:
-        done = finished["succeeded"] + finished["dead"]
+        done = tally.succeeded + tally.dead
         elapsed = time.monotonic() - started
         width = 30
         filled = width * done // total if total else width
         out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
-                  f"ok {finished['succeeded']} dead {finished['dead']} "
+                  f"ok {tally.succeeded} dead {tally.dead} "
                   f"{done / elapsed if elapsed else 0:.0f} jobs/s ")
         out.flush()
         gevent.sleep(PROGRESS_EVERY)
 
 
 def run_batch(config: Config, jobs: list[Job], progress: TextIO | None = None) -> dict:
-    """Deliver `jobs`; returns the summary. SIGTERM/SIGINT drains and counts what is left."""
+    """Deliver `jobs`, and whatever else the journal holds unfinished; returns the summary.
+    SIGTERM/SIGINT drains, and what is left counts as remaining."""
     started = time.monotonic()
+    tally = Tally({job.id for job in jobs})
     runtime = Runtime.build(config)
+    runtime.dispatcher.observers.append(tally)
     signals = StopSignals()
     dispatcher = runtime.dispatcher
-    total = len({job.id for job in jobs})
     dispatcher.start()
-    submitter = gevent.spawn(_submit_all, dispatcher, jobs)
-    bar = gevent.spawn(_progress, runtime, total, started, progress) if progress else None
+    submitter = gevent.spawn(_submit_all, dispatcher, jobs, tally)
+    bar = gevent.spawn(_progress, tally, len(tally.ids), started, progress) if progress else None
     completed = dispatcher.wait_until(lambda: submitter.dead and _unfinished(runtime) == 0,
                                       None, signals.stop)
     if not completed:
         log.info("%s received: draining for up to %gs", signals.received, config.shutdown.drain_timeout)
         submitter.kill()
         dispatcher.drain(config.shutdown.drain_timeout, signals.hurry)
-    submitter.kill()
     if bar is not None:
         bar.kill()
         progress.write("\n")
     runtime.close()
     signals.close()
-    succeeded, dead = dispatcher.finished["succeeded"], dispatcher.finished["dead"]
-    return {"total": total, "succeeded": succeeded, "dead": dead,
-            "remaining": total - succeeded - dead,
+    total = len(tally.ids)
+    return {"total": total, "succeeded": tally.succeeded, "dead": tally.dead,
+            "remaining": total - tally.succeeded - tally.dead,
             "seconds": round(time.monotonic() - started, 3)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -46,6 +47,16 @@ def _parser() -> Parser:
             client.add_argument("jobs", metavar="JOBS", help="JSON-lines file of jobs, - for stdin")
         else:
             client.add_argument("--json", action="store_true", help="print the status as JSON")
+    dlq = commands.add_parser("dlq", help="list, replay or purge dead letters")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION",
+                                      parser_class=Parser)
+    with_config(dlq_commands.add_parser("list", help="list dead letters")).add_argument(
+        "--json", action="store_true", help="one JSON object per line, with each attempt")
+    for action, text in (("replay", "run dead letters again, attempts reset"),
+                         ("purge", "delete dead letters")):
+        p = with_config(dlq_commands.add_parser(action, help=text))
+        p.add_argument("ids", nargs="*", metavar="ID", help="dead letters' job ids")
+        p.add_argument("--all", action="store_true", help="every dead letter")
     return parser
 
 
@@ -67,12 +78,20 @@ def _read_objects(path: str) -> list[tuple[int, Any]]:
         raise UsageError(f"{source}:{e.index}: {e}") from None
 
 
+def _line_id(line: int, obj: Any) -> str:
+    """A batch job's id when it has none: the same for the same line of the same content,
+    so a batch resumed on a journal does not send its finished jobs again."""
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:20]
+    return f"line{line}-{digest}"
+
+
 def _read_jobs(path: str, config: config_.Config) -> list[Job]:
     source = "stdin" if path == "-" else path
     jobs = []
     for line, obj in _read_objects(path):
         try:
-            jobs.append(parse(obj, default_url=config.target.url, allowed_hosts=config.target.allowed_hosts))
+            jobs.append(parse(obj, default_url=config.target.url, allowed_hosts=config.target.allowed_hosts,
+                              default_id=_line_id(line, obj)))
         except JobError as e:
             raise UsageError(f"{source}:{line}: {e}") from None
     return jobs
@@ -124,7 +143,38 @@ def _run(args: argparse.Namespace) -> int:
         else:
             _print_status(status)
         return EXIT_OK
+    if args.command == "dlq":
+        return _dlq(args)
     raise UsageError(f"usage error: unknown command {args.command}")
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    from gq.broker.journal import describe, open_admin
+
+    config = config_.load(args.config)
+    if not config.journal.path:
+        raise UsageError("dlq: journal.path is empty: dead letters were kept in memory only")
+    admin = open_admin(config.journal.path)
+    try:
+        if args.dlq_command == "list":
+            for entry in admin.list():
+                if args.json:
+                    print(json.dumps(describe(entry), ensure_ascii=False))
+                else:
+                    last = entry.status()["last_status"] or entry.status()["last_error"] or "-"
+                    print(f"{entry.job.id}\t{entry.attempts}\t{last}\t{entry.reason}\t{entry.job.url}")
+            return EXIT_OK
+        if bool(args.ids) == args.all:
+            raise UsageError(f"usage error: dlq {args.dlq_command}: give job ids or --all (not both)")
+        done = admin.run(args.dlq_command, None if args.all else args.ids)
+    finally:
+        admin.close()
+    for job_id in done:
+        print(job_id)
+    missing = [i for i in args.ids if i not in set(done)]
+    for job_id in missing:
+        print(f"gq: dlq {args.dlq_command}: {job_id}: no such dead letter", file=sys.stderr)
+    return EXIT_FAILURE if missing else EXIT_OK
 
 
 def _print_status(status: dict[str, Any]) -> None:

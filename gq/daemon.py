@@ -12,6 +12,7 @@ from gevent.event import Event
 from gq import __version__
 from gq.api import Api
 from gq.broker import Broker
+from gq.broker.journal import JournalBroker
 from gq.broker.memory import MemoryBroker
 from gq.config import Config
 from gq.dispatcher import Dispatcher
@@ -47,6 +48,16 @@ class StopSignals:
             handler.cancel()
 
 
+def open_broker(config: Config) -> Broker:
+    """The journal named by the config, its unfinished jobs recovered; or memory only."""
+    if not config.journal.path:
+        log.warning("journal.path is empty: jobs are kept in memory only, and a crash loses them")
+        return MemoryBroker()
+    broker = JournalBroker(config.journal.path)
+    log.info("journal %s: %d unfinished job(s) recovered", config.journal.path, broker.recovered)
+    return broker
+
+
 @dataclass
 class Runtime:
     """The job path, built from a config: broker → dispatcher → worker, observed by metrics."""
@@ -59,7 +70,7 @@ class Runtime:
 
     @classmethod
     def build(cls, config: Config) -> "Runtime":
-        broker = MemoryBroker()
+        broker = open_broker(config)
         worker = HttpWorker(config.pool.size)
         metrics = Metrics()
         dispatcher = Dispatcher(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable
 
 import gevent
 from gevent.event import Event
@@ -43,12 +43,17 @@ class Draining(GqError):
     """The dispatcher is draining and takes no new jobs."""
 
 
-class Observer(Protocol):
+class Observer:
     """Told what happens to jobs; an observer's error never reaches the job path."""
 
-    def accepted(self, count: int) -> None: ...
-    def dequeued(self, waited: float) -> None: ...
-    def attempted(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None: ...
+    def accepted(self, count: int) -> None:
+        """`count` new jobs were accepted."""
+
+    def dequeued(self, waited: float) -> None:
+        """A job left the queue for a worker after `waited` seconds."""
+
+    def attempted(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
+        """An attempt ended; `entry.state` is already its outcome's."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,8 +109,12 @@ def _check_headers(headers: Any) -> dict[str, str]:
     return headers
 
 
-def parse(obj: Any, *, default_url: str = "", allowed_hosts: tuple[str, ...] = ()) -> Job:
-    """Validate one job's JSON object; raises JobError naming the field at fault."""
+def parse(obj: Any, *, default_url: str = "", allowed_hosts: tuple[str, ...] = (),
+          default_id: str | None = None) -> Job:
+    """Validate one job's JSON object; raises JobError naming the field at fault.
+
+    A job without an `id` gets `default_id`, else a random one.
+    """
     if not isinstance(obj, dict):
         raise JobError("job", "must be a JSON object")
     for name in obj:
@@ -119,7 +123,7 @@ def parse(obj: Any, *, default_url: str = "", allowed_hosts: tuple[str, ...] = (
 
     job_id = obj.get("id")
     if job_id is None:
-        job_id = uuid.uuid4().hex
+        job_id = default_id or uuid.uuid4().hex
     elif not isinstance(job_id, str) or not job_id or len(job_id) > MAX_ID_LENGTH:
         raise JobError("id", f"must be a string of 1 to {MAX_ID_LENGTH} characters")
     elif _CONTROL.search(job_id):

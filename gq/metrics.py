@@ -11,6 +11,7 @@ from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, gen
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gq.broker import Entry
+from gq.dispatcher import Observer
 from gq.outcome import AttemptResult, Outcome, Verdict
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -20,7 +21,7 @@ LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 REJECT_REASONS = ("invalid", "unauthorized", "too_large", "queue_full", "draining")
 
 
-class Metrics:
+class Metrics(Observer):
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = r = registry or CollectorRegistry()
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
@@ -62,8 +63,6 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
-
-    # -- observer of the dispatcher
 
     def accepted(self, count: int) -> None:
         self.jobs_accepted.inc(count)

@@ -54,7 +54,7 @@ class MemoryBroker:
         while self._waiting and len(taken) < limit and self._waiting[0][0] <= now:
             _, _, job_id = heapq.heappop(self._waiting)
             entry = self._entries.get(job_id)
-            if entry is not None and entry.state is State.RETRYING:
+            if entry is not None and entry.state in (State.QUEUED, State.RETRYING):
                 self._move(entry, State.QUEUED)
                 taken.append(entry)
         return taken
@@ -81,11 +81,12 @@ class MemoryBroker:
             entry.reason = outcome.reason
             self._move(entry, State.DEAD)
         else:
-            self._hold(entry, self.clock() + outcome.delay)
+            self._hold(entry, self.clock() + outcome.delay, State.RETRYING)
 
-    def _hold(self, entry: Entry, due: float) -> None:
+    def _hold(self, entry: Entry, due: float, state: State) -> None:
+        """Keep `entry` here, in `state`, until `take` finds it due."""
         entry.due = due
-        self._move(entry, State.RETRYING)
+        self._move(entry, state)
         heapq.heappush(self._waiting, (due, next(self._seq), entry.job.id))
         self._wakeup.set()
 
@@ -101,7 +102,11 @@ class MemoryBroker:
         self._succeeded[job_id] = None
         while len(self._succeeded) > self.keep_finished:
             old, _ = self._succeeded.popitem(last=False)
-            self._entries.pop(old, None)
+            self._drop(old)
+
+    def _drop(self, job_id: str) -> None:
+        """Forget a job: a succeeded one past the window, or a purged dead letter."""
+        del self._entries[job_id]
 
     # -- look-ups
 
@@ -126,7 +131,7 @@ class MemoryBroker:
         replayed = []
         for entry in self._pick_dead(ids):
             entry.attempts, entry.reason = 0, ""
-            self._hold(entry, 0.0)
+            self._hold(entry, 0.0, State.QUEUED)
             replayed.append(entry.job.id)
         return replayed
 
@@ -134,7 +139,7 @@ class MemoryBroker:
         purged = []
         for entry in self._pick_dead(ids):
             self._counts[State.DEAD] -= 1
-            del self._entries[entry.job.id]
+            self._drop(entry.job.id)
             purged.append(entry.job.id)
         return purged
 

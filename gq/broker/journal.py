@@ -1,0 +1,359 @@
+"""The embedded journal: a SQLite file (WAL) behind the in-memory broker.
+
+Every accepted job is committed before `add` returns, so a 202 survives a
+crash. State changes after that are written behind: a crash may lose the
+last few, which at worst runs a job once more (at-least-once, same
+Idempotency-Key). One writer greenlet commits everything pending in one
+transaction, in gevent's threadpool, so the hub keeps serving while SQLite
+waits on the disk, and concurrent intakes share each commit (group commit).
+
+Only one process runs jobs from a journal: the daemon holds an exclusive
+lock on `PATH.lock`. `gq dlq` commands work on the file directly when no
+daemon holds the lock, and through the `control` table (polled by the
+daemon) when one does.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import sqlite3
+import time
+from typing import Any, Iterable
+
+import gevent
+from gevent.event import AsyncResult, Event
+
+from gq.broker import Added, Entry, State
+from gq.broker.memory import KEEP_FINISHED, MemoryBroker
+from gq.errors import GqError
+from gq.job import Job, parse
+from gq.outcome import AttemptResult, Outcome
+
+log = logging.getLogger("gq.journal")
+
+CONTROL_POLL = 0.5  # seconds between looks for dlq commands from other processes
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id          TEXT PRIMARY KEY,
+    spec        TEXT NOT NULL,              -- the job's JSON form
+    state       TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    due         REAL NOT NULL DEFAULT 0,    -- when a retrying job may run again
+    accepted_at REAL NOT NULL,
+    finished_at REAL,
+    reason      TEXT,                       -- why it is dead
+    history     TEXT NOT NULL DEFAULT '[]'  -- attempts: [started, duration, status, error, snippet]
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, finished_at);
+CREATE TABLE IF NOT EXISTS control (       -- dlq commands for a running daemon
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    op     TEXT NOT NULL,                   -- replay | purge
+    ids    TEXT,                            -- JSON list; NULL = all
+    result TEXT                             -- JSON list of ids done; NULL = not yet
+);
+"""
+
+
+class JournalError(GqError):
+    """The journal file cannot be opened, locked or written."""
+
+
+def _history_row(a: AttemptResult) -> list:
+    return [a.started, round(a.duration, 6), a.status, a.error, a.snippet]
+
+
+def _row(entry: Entry) -> tuple:
+    finished = time.time() if entry.state in (State.SUCCEEDED, State.DEAD) else None
+    return (entry.job.id, json.dumps(entry.job.to_dict(), ensure_ascii=False), entry.state.value,
+            entry.attempts, entry.due, entry.accepted_at, finished, entry.reason or None,
+            json.dumps([_history_row(a) for a in entry.history], ensure_ascii=False))
+
+
+def _entry(row: sqlite3.Row) -> Entry:
+    job = parse(json.loads(row["spec"]))
+    history = [AttemptResult(*a) for a in json.loads(row["history"])]
+    return Entry(job, State(row["state"]), row["attempts"], row["due"], row["accepted_at"],
+                 history=history, reason=row["reason"] or "")
+
+
+class JournalFile:
+    """The SQLite file. Not cooperative: the daemon calls it from gevent's threadpool."""
+
+    def __init__(self, path: str):
+        self.path = path
+        try:
+            directory = os.path.dirname(os.path.abspath(path))
+            os.makedirs(directory, exist_ok=True)
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")  # a 202 survives power loss, not just a crash
+            self.db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as e:
+            raise JournalError(f"journal: cannot open {path}: {e}") from None
+
+    def load(self) -> list[Entry]:
+        """Every job kept: unfinished, dead, and the most recent succeeded ones."""
+        rows = self.db.execute(
+            "SELECT * FROM jobs WHERE state != 'succeeded' UNION ALL "
+            "SELECT * FROM (SELECT * FROM jobs WHERE state = 'succeeded' "
+            "ORDER BY finished_at DESC LIMIT ?)", (KEEP_FINISHED,)).fetchall()
+        return [_entry(r) for r in rows]
+
+    def write(self, rows: list[tuple], deleted: Iterable[str]) -> None:
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany(
+                "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "state = excluded.state, attempts = excluded.attempts, due = excluded.due, "
+                "finished_at = excluded.finished_at, reason = excluded.reason, "
+                "history = excluded.history", rows)
+            self.db.executemany("DELETE FROM jobs WHERE id = ?", ((i,) for i in deleted))
+
+    def dead_letters(self) -> list[Entry]:
+        rows = self.db.execute("SELECT * FROM jobs WHERE state = 'dead' ORDER BY finished_at").fetchall()
+        return [_entry(r) for r in rows]
+
+    def _dead_ids(self, ids: list[str] | None) -> list[str]:
+        if ids is None:
+            return [r[0] for r in self.db.execute("SELECT id FROM jobs WHERE state = 'dead'")]
+        found = {r[0] for r in self.db.execute(
+            f"SELECT id FROM jobs WHERE state = 'dead' AND id IN ({','.join('?' * len(ids))})", ids)}
+        return [i for i in ids if i in found]
+
+    def replay(self, ids: list[str] | None) -> list[str]:
+        """Dead letters back to queued, attempts reset (for a journal no daemon holds)."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            done = self._dead_ids(ids)
+            self.db.executemany("UPDATE jobs SET state = 'queued', attempts = 0, due = 0, reason = NULL, "
+                                "finished_at = NULL WHERE id = ?", ((i,) for i in done))
+        return done
+
+    def purge(self, ids: list[str] | None) -> list[str]:
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            done = self._dead_ids(ids)
+            self.db.executemany("DELETE FROM jobs WHERE id = ?", ((i,) for i in done))
+        return done
+
+    # -- commands for a running daemon
+
+    def request(self, op: str, ids: list[str] | None) -> int:
+        cursor = self.db.execute("INSERT INTO control (op, ids) VALUES (?, ?)",
+                                 (op, None if ids is None else json.dumps(ids)))
+        return cursor.lastrowid
+
+    def answer(self, seq: int) -> list[str] | None:
+        row = self.db.execute("SELECT result FROM control WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None or row[0] is None else json.loads(row[0])
+
+    def requests(self) -> list[tuple[int, str, list[str] | None]]:
+        rows = self.db.execute("SELECT seq, op, ids FROM control WHERE result IS NULL ORDER BY seq")
+        return [(seq, op, None if ids is None else json.loads(ids)) for seq, op, ids in rows]
+
+    def answered(self, seq: int, result: list[str]) -> None:
+        with self.db:
+            self.db.execute("UPDATE control SET result = ? WHERE seq = ?", (json.dumps(result), seq))
+            self.db.execute("DELETE FROM control WHERE result IS NOT NULL AND seq < ?", (seq - 100,))
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class JournalLock:
+    """An exclusive lock on `PATH.lock`: held by the one process that runs the journal's jobs."""
+
+    def __init__(self, path: str):
+        self.path = path + ".lock"
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def try_acquire(self) -> bool:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def release(self) -> None:
+        os.close(self.fd)
+
+
+class JournalBroker(MemoryBroker):
+    """The in-memory broker, with every job and its outcome kept in a JournalFile."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.lock = JournalLock(path)
+        if not self.lock.try_acquire():
+            self.lock.release()
+            raise JournalError(f"journal: {path} is in use by another gq process")
+        self.file = JournalFile(path)
+        self._threadpool = gevent.get_hub().threadpool
+        self._dirty: dict[str, Entry] = {}
+        self._deleted: set[str] = set()
+        self._adding: list[tuple[AsyncResult, list[str]]] = []  # add() calls waiting for a commit
+        self._wake = Event()
+        self._stop = Event()
+        self.recovered = self._recover()
+        self._loops = [gevent.spawn(self._write_loop), gevent.spawn(self._control_loop)]
+
+    def _recover(self) -> int:
+        """Load the file; unfinished jobs wait here until the feeder has room for them."""
+        recovered = 0
+        for entry in self.file.load():
+            self._entries[entry.job.id] = entry
+            if entry.state is State.SUCCEEDED:
+                self._succeeded[entry.job.id] = None
+                continue
+            self._counts[entry.state] += 1
+            if entry.state is State.RETRYING:
+                self._hold(entry, entry.due, State.RETRYING)
+            elif entry.state is not State.DEAD:  # queued, or running when the process died
+                self._hold(entry, 0.0, State.QUEUED)
+            recovered += entry.state is not State.DEAD
+        return recovered
+
+    # -- what changes is written
+
+    def add(self, jobs: Iterable[Job]) -> Added:
+        """As MemoryBroker.add, returning once the new jobs are committed to the file."""
+        added = super().add(jobs)
+        if not added.entries:
+            return added
+        ids = [entry.job.id for entry in added.entries]
+        self._dirty.update(zip(ids, added.entries))
+        committed = AsyncResult()
+        self._adding.append((committed, ids))
+        self._wake.set()
+        try:
+            committed.get()
+        except BaseException:
+            for job_id in ids:
+                self._counts[State.QUEUED] -= 1
+                del self._entries[job_id]
+            raise
+        return added
+
+    def settle(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
+        super().settle(entry, result, outcome)
+        self._changed(entry)
+
+    def replay(self, ids: Iterable[str] | None) -> list[str]:
+        replayed = super().replay(ids)
+        for job_id in replayed:
+            self._changed(self._entries[job_id])
+        return replayed
+
+    def _drop(self, job_id: str) -> None:
+        super()._drop(job_id)
+        self._dirty.pop(job_id, None)
+        self._deleted.add(job_id)
+        self._wake.set()
+
+    def _changed(self, entry: Entry) -> None:
+        self._dirty[entry.job.id] = entry
+        self._wake.set()
+
+    # -- the writer
+
+    def _write_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit everything pending now, in one transaction; wakes the add() calls it covers."""
+        dirty, self._dirty = self._dirty, {}
+        deleted, self._deleted = self._deleted, set()
+        adding, self._adding = self._adding, []
+        if not (dirty or deleted or adding):
+            return
+        try:
+            self._threadpool.apply(self.file.write, ([_row(e) for e in dirty.values()], deleted))
+        except sqlite3.Error as e:
+            error = JournalError(f"journal: write failed: {e}")
+            refused = {job_id for _, ids in adding for job_id in ids}
+            log.error("%s; %d job(s) refused, state changes kept for the next write", error, len(refused))
+            for job_id, entry in dirty.items():
+                if job_id not in refused:
+                    self._dirty.setdefault(job_id, entry)
+            self._deleted |= deleted
+            for waiter, _ in adding:
+                waiter.set_exception(error)
+            self._stop.wait(0.5)  # a failing disk: do not spin
+            return
+        for waiter, _ in adding:
+            waiter.set(True)
+
+    def _control_loop(self) -> None:
+        while not self._stop.wait(CONTROL_POLL):
+            try:
+                for seq, op, ids in self._threadpool.apply(self.file.requests):
+                    done = self.replay(ids) if op == "replay" else self.purge(ids)
+                    self.flush()
+                    self._threadpool.apply(self.file.answered, (seq, done))
+                    log.info("dlq %s of %d job(s), as gq dlq asked", op, len(done))
+            except sqlite3.Error as e:
+                log.warning("journal: cannot read dlq commands: %s; will try again", e)
+
+    def close(self) -> None:
+        """Stop the loops between writes, commit what is pending, release the file."""
+        self._stop.set()
+        self._wake.set()
+        gevent.joinall(self._loops)
+        self.flush()
+        self.file.close()
+        self.lock.release()
+
+
+def open_admin(path: str) -> "DeadLetterAdmin":
+    return DeadLetterAdmin(path)
+
+
+class DeadLetterAdmin:
+    """`gq dlq` on a journal: directly when no daemon holds it, through the daemon when one does."""
+
+    WAIT = 10.0  # seconds to wait for a running daemon to carry out a command
+
+    def __init__(self, path: str):
+        if not os.path.exists(path):
+            raise JournalError(f"journal: {path} does not exist (journal.path)")
+        self.file = JournalFile(path)
+        self.path = path
+
+    def list(self) -> list[Entry]:
+        return self.file.dead_letters()
+
+    def run(self, op: str, ids: list[str] | None) -> list[str]:
+        lock = JournalLock(self.path)
+        try:
+            if lock.try_acquire():
+                return getattr(self.file, op)(ids)
+            seq = self.file.request(op, ids)
+            deadline = time.monotonic() + self.WAIT
+            while (done := self.file.answer(seq)) is None:
+                if time.monotonic() > deadline:
+                    raise JournalError(f"journal: the daemon running {self.path} did not answer within "
+                                       f"{self.WAIT:g}s; the {op} will happen when it does")
+                time.sleep(0.05)
+            return done
+        finally:
+            lock.release()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def describe(entry: Entry) -> dict[str, Any]:
+    """A dead letter as `gq dlq list --json` shows it."""
+    status = entry.status()
+    return {"id": entry.job.id, "url": entry.job.url, "attempts": entry.attempts,
+            "reason": entry.reason, "last_status": status["last_status"],
+            "last_error": status["last_error"], "history": status["history"]}

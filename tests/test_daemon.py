@@ -1,0 +1,47 @@
+"""The daemon end to end: real gq process, real target, real signals."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from conftest import wait_for
+
+
+def test_requests_are_cooperative_under_monkey_patching(start_daemon, target):
+    # 50 jobs against a target that answers after 1 s: cooperative sockets run them at
+    # once; blocking ones would take 50 s. The bound is far from both.
+    daemon = start_daemon(pool={"size": 50})
+    started = time.monotonic()
+    response = daemon.post([{"url": target.url(delay=1)} for _ in range(50)])
+    assert response.status_code == 202
+    wait_for(lambda: daemon.status()["finished"]["succeeded"] == 50, timeout=20, what="50 jobs")
+    elapsed = time.monotonic() - started
+    assert elapsed < 10, f"50 one-second jobs took {elapsed:.1f}s: requests is not cooperative"
+    assert target.count() == 50
+
+
+def test_drain_finishes_in_flight_and_queued_jobs_then_exits_0(start_daemon, target):
+    daemon = start_daemon(pool={"size": 5}, shutdown={"drain_timeout": 30})
+    ids = daemon.post([{"url": target.url(delay=0.5)} for _ in range(20)]).json()["ids"]
+    wait_for(lambda: daemon.status()["pool_busy"] == 5, what="5 jobs in flight")
+    assert daemon.status()["queue_depth"] > 0  # some are still queued when the signal comes
+    daemon.signal(signal.SIGTERM)
+    wait_for(lambda: daemon.get("/readyz").status_code == 503, what="/readyz 503 while draining")
+    refused = daemon.post({"url": target.url()})
+    assert refused.status_code == 503 and "Retry-After" in refused.headers
+    assert daemon.wait() == 0
+    keys = {r["key"] for r in target.received()}
+    assert keys == set(ids)
+    assert "nothing left in flight" in daemon.log()
+
+
+def test_second_signal_stops_at_once(start_daemon, target):
+    daemon = start_daemon(pool={"size": 2}, shutdown={"drain_timeout": 60})
+    daemon.post([{"url": target.url(hang=1)} for _ in range(2)])
+    wait_for(lambda: daemon.status()["pool_busy"] == 2, what="2 hanging jobs in flight")
+    daemon.signal(signal.SIGTERM)
+    wait_for(lambda: "draining" in daemon.log(), what="drain to start")
+    daemon.signal(signal.SIGINT)
+    assert daemon.wait(timeout=10) == 0
+    assert "2 in flight left unfinished" in daemon.log()
