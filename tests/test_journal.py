@@ -1,0 +1,157 @@
+"""Durability: a 202 survives kill -9 and drain timeouts; dead letters can be replayed and purged."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+
+from conftest import run_gq, wait_for
+
+JOURNAL = {"path": "data/journal.sqlite3"}
+
+
+def journal_states(workdir) -> dict[str, int]:
+    with sqlite3.connect(workdir / JOURNAL["path"]) as db:
+        return dict(db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
+
+
+def test_kill_9_loses_no_accepted_job(start_daemon, target, tmp_path):
+    daemon = start_daemon(journal=JOURNAL, pool={"size": 50}, queue={"maxsize": 5000})
+    accepted = []
+    for start in range(0, 3000, 100):
+        response = daemon.post([{"url": target.url(delay=0.2)} for _ in range(100)])
+        assert response.status_code == 202
+        accepted += response.json()["ids"]
+    wait_for(lambda: target.count() >= 300, what="some deliveries before the crash")
+    daemon.proc.send_signal(signal.SIGKILL)
+    daemon.wait()
+    delivered_before = target.count()
+    assert delivered_before < len(accepted), "the crash came too late to test anything"
+
+    restarted = start_daemon(journal=JOURNAL, pool={"size": 50}, queue={"maxsize": 5000})
+    assert "unfinished job(s) recovered" in restarted.log()
+    keys = lambda: {r["key"] for r in target.received()}  # noqa: E731
+    wait_for(lambda: keys() >= set(accepted), timeout=60, what="every accepted job delivered")
+    stats = target.stats()
+    print(f"\n{len(accepted)} accepted, {delivered_before} delivered before kill -9, "
+          f"{stats['duplicates']} delivered twice")
+    wait_for(lambda: journal_states(tmp_path).get("queued", 0) == 0, what="journal settled")
+
+
+def test_drain_timeout_leaves_the_rest_for_the_next_start(start_daemon, target, tmp_path):
+    daemon = start_daemon(journal=JOURNAL, pool={"size": 4}, shutdown={"drain_timeout": 0.5})
+    ids = daemon.post([{"url": target.url(delay=0.3)} for _ in range(200)]).json()["ids"]
+    wait_for(lambda: daemon.status()["pool_busy"] == 4, what="workers busy")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+    assert "left unfinished" in daemon.log()
+    left = journal_states(tmp_path)
+    assert left.get("queued", 0) > 100, left
+
+    start_daemon(journal=JOURNAL, pool={"size": 50})
+    wait_for(lambda: {r["key"] for r in target.received()} >= set(ids), what="leftovers delivered")
+
+
+def test_retries_are_recorded_and_shown(start_daemon, target):
+    daemon = start_daemon(journal=JOURNAL)
+    daemon.post({"id": "flaky", "url": target.url(fail=2, retry_after=0)})
+    job = wait_for(lambda: (j := daemon.job("flaky"))["state"] == "succeeded" and j, what="flaky job")
+    assert job["attempts"] == 3
+    assert [a["status"] for a in job["history"]] == [503, 503, 200]
+
+
+def dlq(tmp_path, *args):
+    return run_gq("dlq", *args, "-c", "gq.toml", cwd=tmp_path)
+
+
+def test_dead_letters_listed_replayed_and_purged_with_the_daemon_up_and_down(
+        start_daemon, target, tmp_path):
+    daemon = start_daemon(journal=JOURNAL)
+    daemon.post([{"id": "gone", "url": target.url(status=404)},
+                 {"id": "flaky", "url": target.url(status=410, fail=1, fail_status=410)}])
+    wait_for(lambda: daemon.status()["jobs"]["dead"] == 2, what="two dead letters")
+
+    listed = dlq(tmp_path, "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    letters = {d["id"]: d for d in map(json.loads, listed.stdout.splitlines())}
+    assert set(letters) == {"gone", "flaky"}
+    assert letters["gone"]["last_status"] == 404 and "404" in letters["gone"]["reason"]
+
+    # Up: a replayed job runs again within seconds; a purged one leaves the list.
+    before = target.count()
+    replayed = dlq(tmp_path, "replay", "gone")
+    assert (replayed.returncode, replayed.stdout.split()) == (0, ["gone"])
+    wait_for(lambda: target.count() == before + 1, what="the replayed job to run")
+    wait_for(lambda: daemon.job("gone")["state"] == "dead", what="it to die again")
+    purged = dlq(tmp_path, "purge", "flaky")
+    assert (purged.returncode, purged.stdout.split()) == (0, ["flaky"])
+    assert daemon.get("/v1/jobs/flaky").status_code == 404
+
+    # Down: replay waits for the next start; purge --all empties the list.
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+    assert dlq(tmp_path, "replay", "--all").stdout.split() == ["gone"]
+    assert dlq(tmp_path, "list").stdout == ""
+    missing = dlq(tmp_path, "purge", "nope")
+    assert missing.returncode == 1 and "nope: no such dead letter" in missing.stderr
+    before = target.count()
+    daemon = start_daemon(journal=JOURNAL)
+    wait_for(lambda: target.count() == before + 1, what="the replayed job to run at start")
+    wait_for(lambda: daemon.status()["jobs"]["dead"] == 1, what="it to die again")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+    assert dlq(tmp_path, "purge", "--all").stdout.split() == ["gone"]
+    assert dlq(tmp_path, "list").stdout == ""
+
+
+def test_a_journal_runs_in_one_process_only(start_daemon, tmp_path):
+    start_daemon(journal=JOURNAL)
+    second = run_gq("run", "-c", "gq.toml", cwd=tmp_path)
+    assert second.returncode == 1
+    assert "in use by another gq process" in second.stderr
+
+
+def test_batch_resumes_on_its_journal(target, tmp_path):
+    (tmp_path / "gq.toml").write_text(
+        f'[journal]\npath = "{JOURNAL["path"]}"\n[shutdown]\ndrain_timeout = 0.2\n[pool]\nsize = 5\n')
+    jobs = "".join(json.dumps({"url": target.url(delay=0.2), "json": {"n": n}}) + "\n" for n in range(100))
+    (tmp_path / "jobs.jsonl").write_text(jobs)
+    first = subprocess_batch(tmp_path)
+    wait_for(lambda: target.count() >= 10, what="a few deliveries")
+    first.send_signal(signal.SIGTERM)
+    out, _ = first.communicate(timeout=30)
+    summary = json.loads(out.splitlines()[-1])
+    assert first.returncode == 1 and summary["remaining"] > 0, summary
+
+    second = run_gq("batch", "-c", "gq.toml", "jobs.jsonl", cwd=tmp_path)
+    summary = json.loads(second.stdout.splitlines()[-1])
+    assert second.returncode == 0, second.stderr
+    assert summary == {**summary, "total": 100, "succeeded": 100, "dead": 0, "remaining": 0}
+    assert target.stats()["keys"] == 100
+
+
+def subprocess_batch(cwd):
+    return subprocess.Popen([sys.executable, "-m", "gq", "batch", "-c", "gq.toml", "jobs.jsonl"],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def test_journal_size_stays_bounded(target, tmp_path):
+    """Finished jobs are pruned: the file after 3x the jobs is about the same size."""
+    (tmp_path / "gq.toml").write_text(f'[journal]\npath = "{JOURNAL["path"]}"\n[pool]\nsize = 200\n')
+
+    def batch_of(first: int, count: int) -> int:
+        jobs = "".join(json.dumps({"id": f"j{n}", "url": target.url(), "json": {"n": n, "pad": "x" * 200}})
+                       + "\n" for n in range(first, first + count))
+        (tmp_path / "jobs.jsonl").write_text(jobs)
+        done = run_gq("batch", "-c", "gq.toml", "jobs.jsonl", cwd=tmp_path, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return sum(f.stat().st_size for f in (tmp_path / "data").glob("journal.sqlite3*"))
+
+    after_12k = batch_of(0, 12_000)
+    after_36k = batch_of(12_000, 24_000)
+    print(f"\njournal: {after_12k / 1e6:.1f} MB after 12,000 jobs, {after_36k / 1e6:.1f} MB after 36,000")
+    assert after_36k < 1.25 * after_12k
+    assert journal_states(tmp_path) == {"succeeded": 10_000}
