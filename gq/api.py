@@ -57,7 +57,6 @@ class Api:
         self.dispatcher = dispatcher
         self.metrics = metrics
         self.ready = False
-        self._token = config.api.token.encode()
 
     # -- WSGI
 
@@ -98,11 +97,12 @@ class Api:
                          start_response)
 
     def _authorize(self, environ: dict) -> None:
-        if not self._token:
+        expected = self.config.api.token
+        if not expected:
             return
         given = environ.get("HTTP_AUTHORIZATION", "")
         scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self._token):
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
             raise Refusal("401 Unauthorized",
                           {"error": "Authorization: missing or wrong bearer token"
                            if given else "Authorization: bearer token required"},
@@ -211,8 +211,12 @@ class Api:
 
     # -- serving
 
-    def serve(self, listen: str) -> WSGIServer:
-        """Start serving on `listen` (HOST:PORT); raises GqError when it cannot listen."""
+    def serve(self, listen: str, sock: socket.socket | None = None) -> WSGIServer:
+        """Start serving on `sock` (from systemd) or else on `listen` (HOST:PORT);
+        raises GqError when it cannot listen."""
+        if sock is not None:
+            log.info("serving on the socket systemd passed (api.listen is not used)")
+            return self._start(sock)
         host, port = split_listen(listen)
         try:
             family, kind, proto, _, address = socket.getaddrinfo(
@@ -223,6 +227,9 @@ class Api:
             sock.listen(1024)
         except OSError as e:
             raise GqError(f"cannot listen on {listen}: {e.strerror or e}") from None
+        return self._start(sock)
+
+    def _start(self, sock: socket.socket) -> WSGIServer:
         server = WSGIServer(sock, self, log=None,
                             error_log=LoggingLogAdapter(logging.getLogger("gq.api.server"), logging.ERROR))
         server.start()

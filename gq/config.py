@@ -169,6 +169,11 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class MemoryConfig:
+    max_rss_mb: int = setting(0, integer(0), "drain and exit (for systemd to restart gq) past this RSS; 0 = off")
+
+
+@dataclass(frozen=True)
 class Config:
     queue: QueueConfig = QueueConfig()
     pool: PoolConfig = PoolConfig()
@@ -179,14 +184,19 @@ class Config:
     shutdown: ShutdownConfig = ShutdownConfig()
     broker: BrokerConfig = BrokerConfig()
     log: LogConfig = LogConfig()
+    memory: MemoryConfig = MemoryConfig()
     source: str = field(default="", compare=False)  # the file it came from; "" = built-in defaults
 
 
 SECTIONS: dict[str, type] = {
     "queue": QueueConfig, "pool": PoolConfig, "api": ApiConfig, "target": TargetConfig,
     "retry": RetryConfig, "journal": JournalConfig, "shutdown": ShutdownConfig,
-    "broker": BrokerConfig, "log": LogConfig,
+    "broker": BrokerConfig, "log": LogConfig, "memory": MemoryConfig,
 }
+
+
+def keys(section: str) -> list[str]:
+    return [f.name for f in dataclasses.fields(SECTIONS[section])]
 
 
 def _hint(name: str, known: list[str], prefix: str = "") -> str:

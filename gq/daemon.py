@@ -1,40 +1,49 @@
-"""Wiring and lifecycle of `gq run`: start order, signals, drain."""
+"""Wiring and lifecycle of `gq run`: start order, signals, reload, heartbeat, drain."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
+import time
 from dataclasses import dataclass
 
 import gevent
 from gevent.event import Event
 
-from gq import __version__
+from gq import __version__, config as config_, log as log_
 from gq.api import Api
 from gq.broker import Broker
 from gq.broker.journal import JournalBroker
 from gq.broker.memory import MemoryBroker
 from gq.config import Config
 from gq.dispatcher import Dispatcher
-from gq.errors import EXIT_OK
+from gq.errors import EXIT_FAILURE, EXIT_OK, ConfigError
+from gq.health import LoopMonitor
 from gq.metrics import Metrics
 from gq.retry import RetryPolicy
+from gq.systemd import Notifier, listen_socket
 from gq.transport import HttpWorker
 
 log = logging.getLogger("gq")
 
+HEARTBEAT = 1.0           # seconds between STATUS= updates and memory checks
+EXTEND_MARGIN = 10.0      # seconds asked beyond the drain deadline while a drain makes progress
+# Keys a reload cannot apply to a running process: they keep their value until a restart.
+RESTART_ONLY = (("api", "listen"), ("journal", "path"), ("broker", "kind"), ("broker", "url"))
+
 
 class StopSignals:
     """SIGTERM/SIGINT: the first sets `stop` (drain), a second sets `hurry` (stop now).
-
-    The handlers only set events; the main greenlet logs and acts.
-    """
+    SIGHUP sets `reload`. The handlers only set events; the main greenlet logs and acts."""
 
     def __init__(self) -> None:
         self.stop = Event()
         self.hurry = Event()
+        self.reload = Event()
         self.received: str = ""
         self._handlers = [gevent.signal_handler(s, self._on, s) for s in (signal.SIGTERM, signal.SIGINT)]
+        self._handlers.append(gevent.signal_handler(signal.SIGHUP, self.reload.set))
 
     def _on(self, signum: int) -> None:
         if self.stop.is_set():
@@ -58,6 +67,10 @@ def open_broker(config: Config) -> Broker:
     return broker
 
 
+def retry_policy(config: Config) -> RetryPolicy:
+    return RetryPolicy(config.retry.max_attempts, config.retry.backoff_base, config.retry.backoff_max)
+
+
 @dataclass
 class Runtime:
     """The job path, built from a config: broker → dispatcher → worker, observed by metrics."""
@@ -75,9 +88,7 @@ class Runtime:
         metrics = Metrics()
         dispatcher = Dispatcher(
             broker, worker, queue_maxsize=config.queue.maxsize, pool_size=config.pool.size,
-            policy=RetryPolicy(config.retry.max_attempts, config.retry.backoff_base,
-                               config.retry.backoff_max),
-            default_timeout=config.target.timeout, observers=[metrics])
+            policy=retry_policy(config), default_timeout=config.target.timeout, observers=[metrics])
         metrics.bind(dispatcher)
         return cls(config, broker, worker, dispatcher, metrics)
 
@@ -87,31 +98,137 @@ class Runtime:
         self.broker.close()
 
 
+class Daemon:
+    def __init__(self, config: Config):
+        self.config = config
+        self.signals = StopSignals()
+        self.notifier = Notifier()
+        self.runtime = Runtime.build(config)   # recovers the journal before anything listens
+        self.monitor = LoopMonitor(self.runtime.metrics.loop_lag.observe)
+        self.runtime.metrics.bind_health(self.monitor)
+        self.api = Api(config, self.runtime.dispatcher, self.runtime.metrics)
+        self.memory_exceeded = False
+
+    def run(self) -> int:
+        """Serve until a signal (or the memory guard) says stop; returns the exit code."""
+        dispatcher = self.runtime.dispatcher
+        server = self.api.serve(self.config.api.listen, listen_socket())
+        dispatcher.start()
+        self.monitor.start()
+        self.api.ready = True
+        host, port = server.address[:2]
+        shown = f"[{host}]" if ":" in host else host
+        log.info("gq %s ready: listening on http://%s:%d (pool.size %d, queue.maxsize %d)",
+                 __version__, shown, port, self.config.pool.size, self.config.queue.maxsize)
+        self.notifier.send(READY=1, STATUS=self._status())
+        heartbeat = gevent.spawn(self._heartbeat)
+
+        while not self.signals.stop.is_set():
+            gevent.wait([self.signals.stop, self.signals.reload], count=1)
+            if self.signals.reload.is_set():
+                self.signals.reload.clear()
+                self.reload()
+
+        reason = "memory guard" if self.memory_exceeded else self.signals.received
+        log.info("%s: draining for up to %gs (a second SIGTERM/SIGINT stops at once)",
+                 reason, self.config.shutdown.drain_timeout)
+        self.notifier.send(STOPPING=1, STATUS="draining")
+        extender = gevent.spawn(self._extend_while_draining, time.monotonic())
+        report = dispatcher.drain(self.config.shutdown.drain_timeout, self.signals.hurry)
+        gevent.killall([heartbeat, extender])
+        server.stop(timeout=1)
+        self.monitor.stop()
+        self.runtime.close()
+        self.signals.close()
+        finished = dispatcher.finished
+        if report.finished:
+            log.info("drained in %.2fs: %d succeeded, %d dead since start; nothing left in flight",
+                     report.seconds, finished["succeeded"], finished["dead"])
+        else:
+            log.warning("stopped after %.2fs with %d queued and %d in flight left unfinished%s",
+                        report.seconds, report.queued_left, report.in_flight_left,
+                        "; they run at the next start" if self.config.journal.path else ", lost (no journal)")
+        self.notifier.close()
+        return EXIT_FAILURE if self.memory_exceeded else EXIT_OK
+
+    def _status(self) -> str:
+        d = self.runtime.dispatcher
+        state = "draining" if d.draining else "running"
+        return (f"{state}: queue {d.queue.qsize()}/{d.queue.maxsize}, workers {d.busy()}/{d.pool.size} "
+                f"busy, {d.broker.counts()['retrying']} retrying, {d.finished['succeeded']} succeeded, "
+                f"{d.finished['dead']} dead")
+
+    def _heartbeat(self) -> None:
+        """STATUS= every second; WATCHDOG=1 at half the watchdog timeout while the loop is
+        healthy (a hub blocked that long gets no ping, and systemd restarts gq); memory guard."""
+        interval = self.notifier.watchdog_interval
+        period = min(HEARTBEAT, interval) if interval else HEARTBEAT
+        last_ping = 0.0
+        while True:
+            now = time.monotonic()
+            if interval and now - last_ping >= interval - period / 2 and self.monitor.lag < interval:
+                self.notifier.send(WATCHDOG=1)
+                last_ping = now
+            self.notifier.send(STATUS=self._status())
+            self._check_memory()
+            gevent.sleep(period)
+
+    def _check_memory(self) -> None:
+        limit = self.config.memory.max_rss_mb
+        if not limit or self.signals.stop.is_set():
+            return
+        rss_mb = self.runtime.metrics.process.rss() / 2**20
+        if rss_mb > limit:
+            log.error("resident memory %.0f MB passed memory.max_rss_mb (%d): draining and exiting "
+                      "so that systemd restarts gq fresh", rss_mb, limit)
+            self.memory_exceeded = True
+            self.signals.stop.set()
+
+    def _extend_while_draining(self, started: float) -> None:
+        """Ask systemd for more stop time while the drain still finishes jobs."""
+        dispatcher, finished = self.runtime.dispatcher, -1
+        deadline = started + self.config.shutdown.drain_timeout
+        while True:
+            done = dispatcher.finished["succeeded"] + dispatcher.finished["dead"]
+            if done != finished:
+                finished = done
+                left = max(0.0, deadline - time.monotonic()) + EXTEND_MARGIN
+                self.notifier.send(EXTEND_TIMEOUT_USEC=int(left * 1e6), STATUS=self._status())
+            gevent.sleep(HEARTBEAT)
+
+    def reload(self) -> None:
+        """SIGHUP: apply what can change live; a broken file keeps the old config."""
+        self.notifier.send(RELOADING=1, MONOTONIC_USEC=time.monotonic_ns() // 1000)
+        try:
+            new = config_.load(self.config.source or None)
+        except ConfigError as e:
+            for problem in e.problems:
+                log.error("reload: config error: %s", problem)
+            log.error("reload: the config is unchanged")
+            self.notifier.send(READY=1, STATUS=self._status())
+            return
+        for section, key in RESTART_ONLY:
+            old_value, new_value = getattr(getattr(self.config, section), key), getattr(getattr(new, section), key)
+            if old_value != new_value:
+                log.warning("reload: %s.%s changed, but needs a restart: still %r", section, key, old_value)
+                new = dataclasses.replace(new, **{section: dataclasses.replace(
+                    getattr(new, section), **{key: old_value})})
+        changed = [f"{s}.{k}" for s in config_.SECTIONS for k in config_.keys(s)
+                   if getattr(getattr(self.config, s), k) != getattr(getattr(new, s), k)]
+        self._apply(new)
+        log.info("reload: %s", f"applied {', '.join(changed)}" if changed else "nothing changed")
+        self.notifier.send(READY=1, STATUS=self._status())
+
+    def _apply(self, new: Config) -> None:
+        d = self.runtime.dispatcher
+        d.resize(new.pool.size, new.queue.maxsize)
+        d.policy = retry_policy(new)
+        d.default_timeout = new.target.timeout
+        self.api.config = new
+        log_.setup(new.log.level, new.log.format)
+        self.config = new
+
+
 def run(config: Config) -> int:
     """The daemon in the foreground; returns the exit code once drained."""
-    runtime = Runtime.build(config)
-    signals = StopSignals()
-    api = Api(config, runtime.dispatcher, runtime.metrics)
-    server = api.serve(config.api.listen)
-    runtime.dispatcher.start()
-    api.ready = True
-    host, port = server.address[:2]
-    shown = f"[{host}]" if ":" in host else host
-    log.info("gq %s ready: listening on http://%s:%d (pool.size %d, queue.maxsize %d)",
-             __version__, shown, port, config.pool.size, config.queue.maxsize)
-
-    signals.stop.wait()
-    log.info("%s received: draining for up to %gs (a second signal stops at once)",
-             signals.received, config.shutdown.drain_timeout)
-    report = runtime.dispatcher.drain(config.shutdown.drain_timeout, signals.hurry)
-    server.stop(timeout=1)
-    runtime.close()
-    signals.close()
-    finished = runtime.dispatcher.finished
-    if report.finished:
-        log.info("drained in %.2fs: %d succeeded, %d dead since start; nothing left in flight",
-                 report.seconds, finished["succeeded"], finished["dead"])
-    else:
-        log.warning("stopped after %.2fs with %d queued and %d in flight left unfinished",
-                    report.seconds, report.queued_left, report.in_flight_left)
-    return EXIT_OK
+    return Daemon(config).run()

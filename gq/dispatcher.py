@@ -114,6 +114,25 @@ class Dispatcher:
             gevent.wait([self._tick] + ([interrupt] if interrupt else []), timeout=wait, count=1)
         return True
 
+    def resize(self, pool_size: int, queue_maxsize: int) -> None:
+        """Change the pool's size and the queue's bound while running (a reload).
+
+        gevent's Pool has no resize: its semaphore's counter is moved by the
+        difference (below zero while shrinking under load: finishing jobs
+        bring it back), and the worker's connection pool follows.
+        """
+        grow = pool_size - self.pool.size
+        if grow:
+            self.pool.size = pool_size
+            if grow > 0:
+                for _ in range(grow):
+                    self.pool._semaphore.release()
+            else:
+                self.pool._semaphore.counter += grow
+            self.worker.resize(pool_size)
+        self.queue.maxsize = queue_maxsize
+        self._signal()
+
     # -- intake
 
     def submit(self, jobs: list[Job], timeout: float | None) -> Added:
@@ -190,10 +209,14 @@ class Dispatcher:
             self.broker.settle(entry, result, outcome)
             if outcome.verdict is Verdict.SUCCESS:
                 self.finished["succeeded"] += 1
+                log.debug("job %s succeeded: %s after %d attempt(s)", job.id, result.status, entry.attempts)
             elif outcome.verdict is Verdict.FAIL:
                 self.finished["dead"] += 1
-                log.warning("job %s dead after %d attempt(s): %s; kept as a dead letter",
-                            job.id, entry.attempts, outcome.reason)
+                log.warning("job %s dead after %d attempt(s): %s (%s); kept as a dead letter",
+                            job.id, entry.attempts, outcome.reason, result.error or result.status)
+            else:
+                log.info("job %s attempt %d failed (%s); next attempt in %.1fs",
+                         job.id, entry.attempts, result.error or result.status, outcome.delay)
             self._notify("attempted", entry, result, outcome)
         finally:
             self._signal()

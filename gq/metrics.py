@@ -12,12 +12,15 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gq.broker import Entry
 from gq.dispatcher import Observer
+from gq.health import HealthCollector
 from gq.outcome import AttemptResult, Outcome, Verdict
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # HTTP attempts take milliseconds to minutes; queue waits the same.
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                    30.0, 60.0, 120.0, 300.0)
+# A healthy hub runs a timer within a millisecond; a second late means a blocking call.
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 REJECT_REASONS = ("invalid", "unauthorized", "too_large", "queue_full", "draining")
 
 
@@ -46,7 +49,12 @@ class Metrics(Observer):
                 ("gq_retry_scheduled", "Jobs waiting for their next attempt"),
                 ("gq_journal_pending", "Accepted jobs not yet finished"),
                 ("gq_dead_letters", "Dead letters kept"),
-                ("gq_draining", "1 while draining"))}
+                ("gq_draining", "1 while draining"),
+                ("gq_event_loop_lag_seconds", "How late the latest event-loop timer fired"))}
+        self.loop_lag = Histogram("gq_event_loop_delay_seconds", "How late event-loop timers fire",
+                                  buckets=LAG_BUCKETS, registry=r)
+        self.process = HealthCollector()
+        r.register(self.process)
 
     def bind(self, dispatcher) -> None:
         """Read the dispatcher's state at scrape time."""
@@ -60,6 +68,10 @@ class Metrics(Observer):
             lambda: sum(n for s, n in d.broker.counts().items() if s != "dead"))
         g["gq_dead_letters"].set_function(lambda: d.broker.counts()["dead"])
         g["gq_draining"].set_function(lambda: int(d.draining))
+
+    def bind_health(self, monitor) -> None:
+        """Event-loop lag from a LoopMonitor; psutil figures at scrape time."""
+        self._gauges["gq_event_loop_lag_seconds"].set_function(lambda: monitor.lag)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

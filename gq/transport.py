@@ -22,6 +22,9 @@ class Worker(Protocol):
     def attempt(self, job: Job, timeout: float) -> AttemptResult:
         """Run one attempt of `job`, at most `timeout` seconds; never raises for the job's failures."""
 
+    def resize(self, pool_size: int) -> None:
+        """Get ready for `pool_size` attempts at once."""
+
 
 class HttpWorker:
     """Sends jobs over one shared requests.Session, keep-alive reused across jobs.
@@ -33,9 +36,7 @@ class HttpWorker:
     def __init__(self, pool_size: int):
         self.session = requests.Session()
         self.session.trust_env = False
-        adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self.resize(pool_size)
         self.session.headers = {"User-Agent": USER_AGENT, "Accept": "*/*"}
 
     def attempt(self, job: Job, timeout: float) -> AttemptResult:
@@ -63,6 +64,12 @@ class HttpWorker:
             started, time.monotonic() - clock, status=response.status_code,
             retry_after=response.headers.get("Retry-After"),
             snippet=content[:SNIPPET_BYTES].decode("utf-8", "replace"))
+
+    def resize(self, pool_size: int) -> None:
+        """Keep-alive connections per host for `pool_size` jobs in flight."""
+        adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
 
     def close(self) -> None:
         self.session.close()
