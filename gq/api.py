@@ -53,10 +53,15 @@ def _job_refusal(error: JobError, where: str | None) -> Refusal:
 
 class Api:
     def __init__(self, config: Config, dispatcher: Dispatcher, metrics: Metrics):
-        self.config = config
         self.dispatcher = dispatcher
         self.metrics = metrics
         self.ready = False
+        self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        """Take a (re)loaded config: token, limits and target defaults apply to the next request."""
+        self.config = config
+        self.policy = config.target.policy()
 
     # -- WSGI
 
@@ -188,7 +193,7 @@ class Api:
         jobs = []
         for index, (where, obj) in enumerate(objects):
             try:
-                jobs.append(jobs_.parse(obj, default_url=target.url, allowed_hosts=target.allowed_hosts))
+                jobs.append(jobs_.parse(obj, default_url=target.url, policy=self.policy))
             except JobError as e:
                 raise _job_refusal(e if single else e.at(index), where) from None
         return jobs

@@ -34,7 +34,8 @@ def _parser() -> Parser:
         return p
 
     with_config(commands.add_parser("run", help="run the daemon in the foreground"))
-    with_config(commands.add_parser("check-config", help="validate and print the effective config"))
+    with_config(commands.add_parser("check-config", help="validate and print the effective config")).add_argument(
+        "--comments", action="store_true", help="say what each key means (config.example.toml is this)")
     batch = with_config(commands.add_parser("batch", help="deliver every job of a JSON-lines file, then exit"))
     batch.add_argument("jobs", metavar="JOBS", help="JSON-lines file of jobs, - for stdin")
     for name, text in (("submit", "send jobs to a running daemon"),
@@ -87,11 +88,10 @@ def _line_id(line: int, obj: Any) -> str:
 
 def _read_jobs(path: str, config: config_.Config) -> list[Job]:
     source = "stdin" if path == "-" else path
-    jobs = []
+    jobs, policy = [], config.target.policy()
     for line, obj in _read_objects(path):
         try:
-            jobs.append(parse(obj, default_url=config.target.url, allowed_hosts=config.target.allowed_hosts,
-                              default_id=_line_id(line, obj)))
+            jobs.append(parse(obj, default_url=config.target.url, policy=policy, default_id=_line_id(line, obj)))
         except JobError as e:
             raise UsageError(f"{source}:{line}: {e}") from None
     return jobs
@@ -116,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
     from gq import log
 
     if args.command == "check-config":
-        sys.stdout.write(config_.to_toml(config_.load(args.config)))
+        sys.stdout.write(config_.to_toml(config_.load(args.config), comments=args.comments))
         return EXIT_OK
     if args.command == "run":
         config = config_.load(args.config)

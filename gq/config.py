@@ -18,6 +18,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from gq.errors import ConfigError
+from gq.hosts import HostPatterns, HostPolicy
 
 ENV_CONFIG = "GQ_CONFIG"
 
@@ -71,6 +72,15 @@ def string_list(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise Invalid(f"must be a list of non-empty strings, got {_shown(value)}")
     return tuple(value)
+
+
+def host_patterns(value: Any) -> tuple[str, ...]:
+    patterns = string_list(value)
+    try:
+        HostPatterns.parse(patterns)
+    except ValueError as e:
+        raise Invalid(f"{e} (use a host, *.suffix or a CIDR network)") from None
+    return patterns
 
 
 def split_listen(value: str) -> tuple[str, int]:
@@ -135,7 +145,11 @@ class TargetConfig:
     url: str = setting("", http_url, "used when a job has no url")
     timeout: float = setting(10.0, seconds(0, above=True), "seconds, per attempt")
     allowed_hosts: tuple[str, ...] = setting(
-        (), string_list, "empty = any host, except link-local/metadata addresses")
+        (), host_patterns, "hosts, *.suffix or CIDRs; empty = any host but link-local/metadata")
+
+
+    def policy(self) -> HostPolicy:
+        return HostPolicy(HostPatterns.parse(self.allowed_hosts))
 
 
 @dataclass(frozen=True)

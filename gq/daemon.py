@@ -84,7 +84,7 @@ class Runtime:
     @classmethod
     def build(cls, config: Config) -> "Runtime":
         broker = open_broker(config)
-        worker = HttpWorker(config.pool.size)
+        worker = HttpWorker(config.pool.size, config.target.policy())
         metrics = Metrics()
         dispatcher = Dispatcher(
             broker, worker, queue_maxsize=config.queue.maxsize, pool_size=config.pool.size,
@@ -221,10 +221,13 @@ class Daemon:
 
     def _apply(self, new: Config) -> None:
         d = self.runtime.dispatcher
+        if new.target.allowed_hosts != self.config.target.allowed_hosts:
+            self.runtime.worker.policy = new.target.policy()
+            self.runtime.worker.resize(new.pool.size)
         d.resize(new.pool.size, new.queue.maxsize)
         d.policy = retry_policy(new)
         d.default_timeout = new.target.timeout
-        self.api.config = new
+        self.api.configure(new)
         log_.setup(new.log.level, new.log.format)
         self.config = new
 

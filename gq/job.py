@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 import uuid
@@ -11,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gq.errors import JobError
+from gq.hosts import HostPolicy
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 FIELDS = ("id", "method", "url", "headers", "json", "body", "timeout", "max_attempts")
@@ -52,25 +52,11 @@ class Job:
         return out
 
 
-def forbidden_address(host: str) -> bool:
-    """Link-local and cloud-metadata addresses: never a job's target."""
-    try:
-        addr = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped
-    return addr.is_link_local or addr in _METADATA
-
-
-_METADATA = (ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200"))
-
-
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _check_url(url: Any, allowed_hosts: tuple[str, ...]) -> str:
+def _check_url(url: Any, policy: HostPolicy) -> str:
     if not isinstance(url, str) or not url:
         raise JobError("url", "must be a non-empty string")
     if len(url) > MAX_URL_LENGTH:
@@ -87,10 +73,9 @@ def _check_url(url: Any, allowed_hosts: tuple[str, ...]) -> str:
         raise JobError("url", f"scheme must be http or https, got {parts.scheme or 'none'!r}")
     if not host:
         raise JobError("url", "has no host")
-    if forbidden_address(host):
-        raise JobError("url", f"host {host} is a link-local or metadata address, always refused")
-    if allowed_hosts and host not in allowed_hosts:
-        raise JobError("url", f"host {host} is not in target.allowed_hosts")
+    refusal = policy.refuse_host(host)
+    if refusal:
+        raise JobError("url", refusal)
     return url
 
 
@@ -109,7 +94,7 @@ def _check_headers(headers: Any) -> dict[str, str]:
     return headers
 
 
-def parse(obj: Any, *, default_url: str = "", allowed_hosts: tuple[str, ...] = (),
+def parse(obj: Any, *, default_url: str = "", policy: HostPolicy = HostPolicy(),
           default_id: str | None = None) -> Job:
     """Validate one job's JSON object; raises JobError naming the field at fault.
 
@@ -136,7 +121,7 @@ def parse(obj: Any, *, default_url: str = "", allowed_hosts: tuple[str, ...] = (
     url = obj.get("url") or default_url
     if not url and "url" not in obj:
         raise JobError("url", "required (no target.url is configured)")
-    url = _check_url(url, allowed_hosts)
+    url = _check_url(url, policy)
 
     headers = _check_headers(obj.get("headers", {}))
 

@@ -21,6 +21,7 @@ class AttemptResult:
     error: str | None = None        # e.g. "timeout: ...", "connect: ..."
     retry_after: str | None = None  # the response's Retry-After header, as sent
     snippet: str = ""               # the start of the response body
+    refused: bool = False           # gq would not connect (a forbidden address): never retried
 
 
 class Verdict(str, Enum):
@@ -40,7 +41,7 @@ class Outcome:
 
 def retryable(result: AttemptResult) -> bool:
     if result.status is None:
-        return True  # connection errors and timeouts
+        return not result.refused  # connection errors and timeouts are retried
     return result.status in RETRIED_STATUSES or 500 <= result.status <= 599
 
 
@@ -65,7 +66,7 @@ def decide(result: AttemptResult, attempt: int, max_attempts: int, policy: Retry
     if result.status is not None and 200 <= result.status <= 299:
         return Outcome(Verdict.SUCCESS)
     if not retryable(result):
-        return Outcome(Verdict.FAIL, reason=f"permanent status {result.status}")
+        return Outcome(Verdict.FAIL, reason=result.error if result.refused else f"permanent status {result.status}")
     if attempt >= max_attempts:
         return Outcome(Verdict.FAIL, reason=f"attempts used up ({attempt})")
     wait = parse_retry_after(result.retry_after, result.started + result.duration)

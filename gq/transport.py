@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Protocol
 
 import gevent
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.util import connection as urllib3_connection
 
-from gq import __version__
+from gq import __version__, hosts
+from gq.hosts import HostPolicy
 from gq.job import Job
 from gq.outcome import AttemptResult
 
@@ -26,6 +32,59 @@ class Worker(Protocol):
         """Get ready for `pool_size` attempts at once."""
 
 
+class TargetRefused(Exception):
+    """The target's address is not allowed (raised at connect time, never retried)."""
+
+
+class _Guarded:
+    """Connects only to resolved addresses the host policy allows (DNS rebinding included)."""
+
+    policy: HostPolicy
+
+    def _new_conn(self) -> socket.socket:
+        try:
+            resolved = socket.getaddrinfo(self._dns_host, self.port, type=socket.SOCK_STREAM)
+        except socket.gaierror:
+            return super()._new_conn()  # let urllib3 report the failed look-up as it does
+        allowed, reason = [], ""
+        for *_, sockaddr in resolved:
+            addr = hosts.address(sockaddr[0])
+            reason = self.policy.refuse_address(self.host, addr) or ""
+            if not reason:
+                allowed.append(sockaddr[0])
+        if not allowed:
+            raise TargetRefused(reason)
+        for i, ip in enumerate(allowed):
+            try:
+                return urllib3_connection.create_connection(
+                    (ip, self.port), self.timeout, source_address=self.source_address,
+                    socket_options=self.socket_options)
+            except TimeoutError as e:
+                if i == len(allowed) - 1:
+                    raise ConnectTimeoutError(self, f"connection to {self.host} timed out") from e
+            except OSError as e:
+                if i == len(allowed) - 1:
+                    raise NewConnectionError(self, f"Failed to establish a new connection: {e}") from e
+        raise AssertionError("unreachable")
+
+
+class GuardedAdapter(HTTPAdapter):
+    """An HTTPAdapter whose connections obey a HostPolicy."""
+
+    def __init__(self, policy: HostPolicy, **kwargs):
+        http_conn = type("GuardedHTTPConnection", (_Guarded, HTTPConnection), {"policy": policy})
+        https_conn = type("GuardedHTTPSConnection", (_Guarded, HTTPSConnection), {"policy": policy})
+        self._pool_classes = {
+            "http": type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
+            "https": type("GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
+        }
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = self._pool_classes
+
+
 class HttpWorker:
     """Sends jobs over one shared requests.Session, keep-alive reused across jobs.
 
@@ -33,7 +92,8 @@ class HttpWorker:
     them on every request is the costliest part of a default requests call.
     """
 
-    def __init__(self, pool_size: int):
+    def __init__(self, pool_size: int, policy: HostPolicy = HostPolicy()):
+        self.policy = policy
         self.session = requests.Session()
         self.session.trust_env = False
         self.resize(pool_size)
@@ -58,6 +118,8 @@ class HttpWorker:
                     response.close()
         except gevent.Timeout:
             return AttemptResult(started, time.monotonic() - clock, error=f"timeout: no answer within {timeout:g}s")
+        except TargetRefused as e:
+            return AttemptResult(started, time.monotonic() - clock, error=f"refused: {e}", refused=True)
         except requests.RequestException as e:
             return AttemptResult(started, time.monotonic() - clock, error=_describe(e))
         return AttemptResult(
@@ -67,7 +129,7 @@ class HttpWorker:
 
     def resize(self, pool_size: int) -> None:
         """Keep-alive connections per host for `pool_size` jobs in flight."""
-        adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0)
+        adapter = GuardedAdapter(self.policy, pool_connections=16, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 

@@ -14,6 +14,7 @@ def test_config_example_lists_every_key_with_its_default():
         example = config.from_dict(tomllib.load(f), "config.example.toml")
     assert example == config.Config()
     text = (ROOT / "config.example.toml").read_text()
+    # Regenerate with: gq check-config --comments (below the file's first comment lines).
     assert text.endswith(config.to_toml(config.Config(), comments=True))
 
 

@@ -1,0 +1,108 @@
+"""Which hosts a job may reach: host patterns, and the addresses never allowed.
+
+A pattern is an exact host name or address (`api.example.com`, `10.0.0.7`,
+`::1`), a suffix (`*.example.com`: any name under it, not the bare domain), or
+a network in CIDR notation (`10.0.0.0/8`). Names are compared case-blind.
+The check runs twice: at intake on the URL's host, and at connect time on
+every address the name resolved to, so a name that resolves (or rebinds)
+to a forbidden address is still refused.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Link-local (which holds the usual cloud metadata address 169.254.169.254) and the
+# metadata addresses of clouds that use other ones: never a job's target.
+FORBIDDEN_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32"))
+
+
+def address(host: str) -> IPAddress | None:
+    """The host as an IP address (IPv4-mapped IPv6 unwrapped), or None for a name."""
+    try:
+        addr = ipaddress.ip_address(host.strip("[]").split("%")[0])
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        return addr.ipv4_mapped
+    return addr
+
+
+def forbidden(addr: IPAddress) -> bool:
+    return any(addr in network for network in FORBIDDEN_NETWORKS if addr.version == network.version)
+
+
+@dataclass(frozen=True)
+class HostPatterns:
+    """A set of host patterns; empty matches nothing."""
+
+    names: frozenset[str] = frozenset()
+    suffixes: tuple[str, ...] = ()
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @classmethod
+    def parse(cls, patterns: tuple[str, ...] | list[str]) -> "HostPatterns":
+        """Raises ValueError naming the first pattern that is not one."""
+        names, suffixes, networks = set(), [], []
+        for pattern in patterns:
+            p = pattern.strip().lower()
+            if p.startswith("*."):
+                if not p[2:] or "*" in p[2:]:
+                    raise ValueError(f"not a host pattern: {pattern!r}")
+                suffixes.append(p[1:])  # ".example.com"
+            elif "/" in p:
+                try:
+                    networks.append(ipaddress.ip_network(p, strict=False))
+                except ValueError:
+                    raise ValueError(f"not a network (CIDR): {pattern!r}") from None
+            elif not p or "*" in p or " " in p:
+                raise ValueError(f"not a host pattern: {pattern!r}")
+            else:
+                addr = address(p)
+                names.add(str(addr) if addr else p.rstrip("."))
+        return cls(frozenset(names), tuple(suffixes), tuple(networks))
+
+    def __bool__(self) -> bool:
+        return bool(self.names or self.suffixes or self.networks)
+
+    def match_name(self, host: str) -> bool:
+        """The host (a name or a literal address) matches an exact or suffix pattern,
+        or, being an address, a network."""
+        host = host.lower().rstrip(".")
+        addr = address(host)
+        if addr is not None:
+            return str(addr) in self.names or self.match_address(addr)
+        return host in self.names or any(host.endswith(s) for s in self.suffixes)
+
+    def match_address(self, addr: IPAddress) -> bool:
+        return str(addr) in self.names or any(
+            addr in network for network in self.networks if addr.version == network.version)
+
+
+@dataclass(frozen=True)
+class HostPolicy:
+    """Where jobs may go: never to forbidden addresses; within `allowed` when it is set."""
+
+    allowed: HostPatterns = HostPatterns()
+
+    def refuse_host(self, host: str) -> str | None:
+        """At intake: why `host` is refused, or None. A name that only a network pattern
+        could allow is let through here and decided at connect time, on its addresses."""
+        addr = address(host)
+        if addr is not None and forbidden(addr):
+            return f"host {host} is a link-local or metadata address, always refused"
+        if self.allowed and not self.allowed.match_name(host) and (addr is not None or not self.allowed.networks):
+            return f"host {host} is not in target.allowed_hosts"
+        return None
+
+    def refuse_address(self, host: str, addr: IPAddress) -> str | None:
+        """At connect time: why connecting to `addr` (resolved from `host`) is refused, or None."""
+        if forbidden(addr):
+            return f"{host} resolved to {addr}, a link-local or metadata address, always refused"
+        if self.allowed and not self.allowed.match_name(host) and not self.allowed.match_address(addr):
+            return f"{host} resolved to {addr}, which target.allowed_hosts does not allow"
+        return None
