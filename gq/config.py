@@ -110,8 +110,12 @@ def is_loopback(host: str) -> bool:
 def http_url(value: Any) -> str:
     value = text(value)
     if value:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(value)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:
+            ok = False
+        if not ok:
             raise Invalid(f"must be an http or https URL, got {_shown(value)}")
     return value
 
@@ -275,15 +279,29 @@ def load(path: str | None) -> Config:
         raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{path}: invalid TOML: {e}"]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{path}: invalid TOML: not UTF-8 (byte {e.start})"]) from None
     return from_dict(data, source=path)
+
+
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: quotes, backslashes and control characters escaped, the rest as is."""
+    return '"' + "".join(
+        _TOML_ESCAPES.get(c) or (f"\\u{ord(c):04X}" if ord(c) < 0x20 or ord(c) == 0x7F else c)
+        for c in text) + '"'
 
 
 def _toml_value(value: Any) -> str:
     if isinstance(value, tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return _toml_string(value)
     if isinstance(value, float):
         return repr(value)
-    return json.dumps(value)  # str, int, bool: JSON's spelling is TOML's
+    return json.dumps(value)  # int, bool: JSON's spelling is TOML's
 
 
 def to_toml(config: Config, comments: bool = False) -> str:

@@ -86,7 +86,7 @@ class Dispatcher:
         return self.queue.maxsize - self.queue.qsize() - self._reserved
 
     def busy(self) -> int:
-        return self.pool.size - self.pool.free_count()
+        return len(self.pool)
 
     def idle(self) -> bool:
         """Nothing queued, in flight or being submitted (jobs waiting for a retry aside)."""
@@ -199,13 +199,14 @@ class Dispatcher:
         job = entry.job
         try:
             self.broker.started(entry)
+            max_attempts = job.max_attempts or self.policy.max_attempts
             try:
                 result = self.worker.attempt(job, job.timeout or self.default_timeout)
-            except Exception as e:  # a worker bug must not lose the job: retry it
-                log.exception("worker failed on job %s", job.id)
+                outcome = decide(result, entry.attempts, max_attempts, self.policy)
+            except Exception as e:  # a bug must not lose the job: it is retried
+                log.exception("internal error on job %s", job.id)
                 result = AttemptResult(time.time(), 0.0, error=f"internal: {e!r}")
-            outcome = decide(result, entry.attempts, job.max_attempts or self.policy.max_attempts,
-                             self.policy)
+                outcome = decide(result, entry.attempts, max_attempts, self.policy)
             self.broker.settle(entry, result, outcome)
             if outcome.verdict is Verdict.SUCCESS:
                 self.finished["succeeded"] += 1

@@ -11,9 +11,12 @@ to a forbidden address is still refused.
 from __future__ import annotations
 
 import ipaddress
+import re
+import socket
 from dataclasses import dataclass
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_INET_ATON = re.compile(r"(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}", re.IGNORECASE)
 
 # Link-local (which holds the usual cloud metadata address 169.254.169.254) and the
 # metadata addresses of clouds that use other ones: never a job's target.
@@ -22,11 +25,21 @@ FORBIDDEN_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
 
 
 def address(host: str) -> IPAddress | None:
-    """The host as an IP address (IPv4-mapped IPv6 unwrapped), or None for a name."""
+    """The host as an IP address (IPv4-mapped IPv6 unwrapped), or None for a name.
+
+    IPv4 in the forms the C library also accepts ("2852039166", "0xa9.0xfe.0xa9.0xfe",
+    "10.1") counts as the address it connects to.
+    """
+    host = host.strip("[]").split("%")[0]
     try:
-        addr = ipaddress.ip_address(host.strip("[]").split("%")[0])
+        addr = ipaddress.ip_address(host)
     except ValueError:
-        return None
+        if not _INET_ATON.fullmatch(host):
+            return None
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
         return addr.ipv4_mapped
     return addr

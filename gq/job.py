@@ -20,8 +20,8 @@ MAX_TIMEOUT = 86400.0
 MAX_ATTEMPTS = 1000
 # gq sets these itself, or the HTTP stack computes them from the body.
 RESERVED_HEADERS = frozenset(
-    ("idempotency-key", "content-length", "transfer-encoding", "host", "connection"))
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token: a header name
+    ("idempotency-key", "user-agent", "content-length", "transfer-encoding", "host", "connection"))
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: a header name
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -83,7 +83,7 @@ def _check_headers(headers: Any) -> dict[str, str]:
     if not isinstance(headers, dict):
         raise JobError("headers", "must be an object of strings")
     for name, value in headers.items():
-        if not _TOKEN.match(name):
+        if not _TOKEN.fullmatch(name):
             raise JobError(f"headers.{name}", "not a valid header name")
         if not isinstance(value, str):
             raise JobError(f"headers.{name}", "value must be a string")
@@ -118,7 +118,7 @@ def parse(obj: Any, *, default_url: str = "", policy: HostPolicy = HostPolicy(),
     if not isinstance(method, str) or method.upper() not in METHODS:
         raise JobError("method", f"must be one of {', '.join(METHODS)}")
 
-    url = obj.get("url") or default_url
+    url = obj["url"] if "url" in obj else default_url
     if not url and "url" not in obj:
         raise JobError("url", "required (no target.url is configured)")
     url = _check_url(url, policy)
@@ -155,7 +155,8 @@ def read_lines(text: str) -> list[tuple[int, Any]]:
     Raises JobError whose index is the line number of the first invalid line.
     """
     objects = []
-    for number, line in enumerate(text.splitlines(), 1):
+    # Only \n ends a line: JSON strings may hold U+2028 and the like, which splitlines() splits on.
+    for number, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:

@@ -124,7 +124,7 @@ class MemoryBroker:
     def _pick_dead(self, ids: Iterable[str] | None) -> list[Entry]:
         if ids is None:
             return self.dead_letters()
-        picked = (self._entries.get(i) for i in ids)
+        picked = (self._entries.get(i) for i in dict.fromkeys(ids))  # each id once
         return [e for e in picked if e is not None and e.state is State.DEAD]
 
     def replay(self, ids: Iterable[str] | None) -> list[str]:
