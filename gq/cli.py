@@ -116,7 +116,10 @@ def _run(args: argparse.Namespace) -> int:
     from gq import log
 
     if args.command == "check-config":
-        sys.stdout.write(config_.to_toml(config_.load(args.config), comments=args.comments))
+        config = config_.load(args.config)
+        for warning in config.warnings:
+            print(f"gq: warning: {warning}", file=sys.stderr)
+        sys.stdout.write(config_.to_toml(config, comments=args.comments))
         return EXIT_OK
     if args.command == "run":
         config = config_.load(args.config)

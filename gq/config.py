@@ -120,8 +120,10 @@ def http_url(value: Any) -> str:
     return value
 
 
-def setting(default: Any, check: Callable[[Any], Any], help: str) -> Any:
-    return field(default=default, metadata={"check": check, "help": help})
+def setting(default: Any, check: Callable[[Any], Any], help: str, secret: bool = False) -> Any:
+    """A config key: its default, the check that validates a given value, its help.
+    A secret's value is never printed."""
+    return field(default=default, metadata={"check": check, "help": help, "secret": secret})
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,9 @@ class PoolConfig:
 class ApiConfig:
     listen: str = setting("127.0.0.1:8765", listen_address,
                           "intake API, health and /metrics; port 0 = any free port (logged)")
-    token: str = setting("", text, "bearer token for /v1/*; empty = no auth (loopback listen only)")
+    token: str = setting("", text, "bearer token for /v1/*; empty = no auth (loopback listen only)",
+                         secret=True)
+    token_file: str = setting("", text, "file holding the token; relative: to $CREDENTIALS_DIRECTORY if set")
     max_body_bytes: int = setting(1048576, integer(1), "largest request body accepted, in bytes")
 
 
@@ -204,6 +208,7 @@ class Config:
     log: LogConfig = LogConfig()
     memory: MemoryConfig = MemoryConfig()
     source: str = field(default="", compare=False)  # the file it came from; "" = built-in defaults
+    warnings: tuple[str, ...] = field(default=(), compare=False)  # worth logging, not refusing
 
 
 SECTIONS: dict[str, type] = {
@@ -248,11 +253,36 @@ def from_dict(data: dict[str, Any], source: str = "") -> Config:
             except Invalid as e:
                 problems.append(f"{where}: {name}.{key}: {e}")
         sections[name] = cls(**values)
-    config = Config(**sections, source=source)
+    warnings: list[str] = []
+    if sections["api"].token_file:
+        try:
+            sections["api"] = dataclasses.replace(sections["api"], token=_read_token(sections["api"], warnings))
+        except Invalid as e:
+            problems.append(f"{where}: api.token_file: {e}")
+    config = Config(**sections, source=source, warnings=tuple(f"{where}: {w}" for w in warnings))
     problems += [f"{where}: {p}" for p in _cross_checks(config)]
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def _read_token(api: ApiConfig, warnings: list[str]) -> str:
+    """The token in api.token_file (systemd's LoadCredential= puts it in $CREDENTIALS_DIRECTORY)."""
+    if api.token:
+        raise Invalid("give api.token or api.token_file, not both")
+    path = os.path.join(os.environ.get("CREDENTIALS_DIRECTORY", ""), api.token_file)
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.read().strip()
+        mode = os.stat(path).st_mode
+    except (OSError, UnicodeDecodeError) as e:
+        raise Invalid(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    if not token:
+        raise Invalid(f"{path} is empty")
+    if mode & 0o077:
+        warnings.append(f"api.token_file: {path} can be read by other users (mode {mode & 0o777:o}): "
+                        f"chmod 600 it")
+    return token
 
 
 def _cross_checks(config: Config) -> list[str]:
@@ -305,13 +335,16 @@ def _toml_value(value: Any) -> str:
 
 
 def to_toml(config: Config, comments: bool = False) -> str:
-    """The effective config as TOML, every key present; with comments, each key's help."""
+    """The effective config as TOML, every key present, secrets hidden; with comments,
+    each key's help."""
     out = []
     for name in SECTIONS:
         section = getattr(config, name)
         out.append(f"[{name}]")
         for f in dataclasses.fields(section):
-            line = f"{f.name} = {_toml_value(getattr(section, f.name))}"
+            value = getattr(section, f.name)
+            shown = '"<secret>"' if f.metadata["secret"] and value else _toml_value(value)
+            line = f"{f.name} = {shown}"
             if comments:
                 line = f"{line:<40} # {f.metadata['help']}"
             out.append(line)

@@ -101,6 +101,8 @@ class Runtime:
 class Daemon:
     def __init__(self, config: Config):
         self.config = config
+        for warning in config.warnings:
+            log.warning("config: %s", warning)
         self.signals = StopSignals()
         self.notifier = Notifier()
         self.runtime = Runtime.build(config)   # recovers the journal before anything listens
