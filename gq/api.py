@@ -12,6 +12,7 @@ import logging
 import socket
 from typing import Any, Callable, Iterable
 
+from gevent.pool import Pool
 from gevent.pywsgi import LoggingLogAdapter, WSGIServer
 
 from gq import job as jobs_
@@ -235,7 +236,9 @@ class Api:
         return self._start(sock)
 
     def _start(self, sock: socket.socket) -> WSGIServer:
-        server = WSGIServer(sock, self, log=None,
+        connections = Pool(self.config.api.max_connections)
+        self.metrics.process.groups["intake"] = connections
+        server = WSGIServer(sock, self, log=None, spawn=connections,
                             error_log=LoggingLogAdapter(logging.getLogger("gq.api.server"), logging.ERROR))
         server.start()
         return server

@@ -146,6 +146,7 @@ class ApiConfig:
                          secret=True)
     token_file: str = setting("", text, "file holding the token; relative: to $CREDENTIALS_DIRECTORY if set")
     max_body_bytes: int = setting(1048576, integer(1), "largest request body accepted, in bytes")
+    max_connections: int = setting(1000, integer(1), "intake connections served at once; more wait to be accepted")
 
 
 @dataclass(frozen=True)

@@ -208,6 +208,7 @@ class Dispatcher:
                 result = AttemptResult(time.time(), 0.0, error=f"internal: {e!r}")
                 outcome = decide(result, entry.attempts, max_attempts, self.policy)
             self.broker.settle(entry, result, outcome)
+            self._notify("attempted", entry, result, outcome)
             if outcome.verdict is Verdict.SUCCESS:
                 self.finished["succeeded"] += 1
                 log.debug("job %s succeeded: %s after %d attempt(s)", job.id, result.status, entry.attempts)
@@ -218,7 +219,6 @@ class Dispatcher:
             else:
                 log.info("job %s attempt %d failed (%s); next attempt in %.1fs",
                          job.id, entry.attempts, result.error or result.status, outcome.delay)
-            self._notify("attempted", entry, result, outcome)
         finally:
             self._signal()
 

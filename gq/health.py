@@ -6,12 +6,10 @@ call is starving the hub.
 
 from __future__ import annotations
 
-import gc
 import time
 
 import gevent
 import psutil
-from greenlet import greenlet
 from prometheus_client.core import GaugeMetricFamily
 
 LAG_INTERVAL = 0.25  # seconds between lag probes
@@ -43,18 +41,14 @@ class LoopMonitor:
 
 
 class HealthCollector:
-    """psutil figures the default process_* collector lacks, read at scrape time."""
+    """Figures the default process_* collector lacks (it has fds and their limit), read at
+    scrape time: TCP connections by state (psutil), and greenlets by role."""
 
     def __init__(self) -> None:
         self.process = psutil.Process()
+        self.groups: dict[str, object] = {}  # role → a gevent Group/Pool whose len() counts greenlets
 
     def collect(self):
-        fds = GaugeMetricFamily("gq_open_fds", "Open file descriptors")
-        fds.add_metric([], self.process.num_fds())
-        yield fds
-        limit = GaugeMetricFamily("gq_max_fds", "File descriptor limit (soft)")
-        limit.add_metric([], self.process.rlimit(psutil.RLIMIT_NOFILE)[0])
-        yield limit
         states: dict[str, int] = {}
         for conn in self.process.net_connections(kind="inet"):
             states[conn.status.lower()] = states.get(conn.status.lower(), 0) + 1
@@ -62,8 +56,11 @@ class HealthCollector:
         for state, count in sorted(states.items()):
             connections.add_metric([state], count)
         yield connections
-        greenlets = GaugeMetricFamily("gq_greenlets", "Greenlets alive")
-        greenlets.add_metric([], sum(1 for o in gc.get_objects() if isinstance(o, greenlet) and o))
+        # Counted by their owners: walking the heap (gc) would stall the hub on every scrape.
+        greenlets = GaugeMetricFamily("gq_greenlets", "Greenlets running jobs (worker) and "
+                                      "serving intake connections (intake)", labels=["role"])
+        for role, group in sorted(self.groups.items()):
+            greenlets.add_metric([role], len(group))
         yield greenlets
 
     def rss(self) -> int:

@@ -7,7 +7,8 @@ job path only ever increments counters and observes histograms.
 from __future__ import annotations
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, generate_latest,
-                               GCCollector, PlatformCollector, ProcessCollector)
+                               GCCollector, PlatformCollector, ProcessCollector,
+                               disable_created_metrics)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gq.broker import Entry
@@ -16,6 +17,7 @@ from gq.health import HealthCollector
 from gq.outcome import AttemptResult, Outcome, Verdict
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+disable_created_metrics()  # the *_created series double the exposition and say nothing here
 # HTTP attempts take milliseconds to minutes; queue waits the same.
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                    30.0, 60.0, 120.0, 300.0)
@@ -68,6 +70,7 @@ class Metrics(Observer):
             lambda: sum(n for s, n in d.broker.counts().items() if s != "dead"))
         g["gq_dead_letters"].set_function(lambda: d.broker.counts()["dead"])
         g["gq_draining"].set_function(lambda: int(d.draining))
+        self.process.groups["worker"] = d.pool
 
     def bind_health(self, monitor) -> None:
         """Event-loop lag from a LoopMonitor; psutil figures at scrape time."""

@@ -1,0 +1,635 @@
+"""The Prometheus side of gq, against real processes.
+
+monitoring/ (alert rules, example scrape config, Grafana dashboard) must pass
+promtool and name only metrics a running gq exports; gq's exposition must pass
+`promtool check metrics` and carry the contract's metrics; a real Prometheus
+server scrapes a running gq; the counters stay exact under concurrent load.
+
+Needs `prometheus` and `promtool` (Debian package `prometheus`); run as root
+on Debian, the suite installs the package when it is missing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlsplit
+
+import psutil
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import ROOT, Daemon, daemon_config, start_target, wait_for
+
+MONITORING = ROOT / "monitoring"
+RULES = MONITORING / "gq-alerts.yml"
+DASHBOARD = MONITORING / "gq-dashboard.json"
+EXAMPLE_CONFIG = MONITORING / "prometheus.yml"
+
+# The contract's metrics: name as stored by Prometheus → (exposition type, label → values).
+CONTRACT = {
+    "gq_jobs_accepted_total": ("counter", {}),
+    "gq_jobs_finished_total": ("counter", {"outcome": {"succeeded", "dead"}}),
+    "gq_attempts_total": ("counter", {"result": {"success", "retry", "fail"}}),
+    "gq_intake_rejected_total": ("counter", {"reason": {"invalid", "unauthorized", "too_large",
+                                                        "queue_full", "draining"}}),
+    "gq_queue_depth": ("gauge", {}),
+    "gq_queue_maxsize": ("gauge", {}),
+    "gq_pool_busy": ("gauge", {}),
+    "gq_pool_size": ("gauge", {}),
+    "gq_retry_scheduled": ("gauge", {}),
+    "gq_journal_pending": ("gauge", {}),
+    "gq_dead_letters": ("gauge", {}),
+    "gq_attempt_duration_seconds": ("histogram", {}),
+    "gq_queue_wait_seconds": ("histogram", {}),
+    "gq_draining": ("gauge", {}),
+    # process health
+    "process_open_fds": ("gauge", {}),
+    "process_max_fds": ("gauge", {}),
+    "gq_connections": ("gauge", {"state": None}),   # values depend on the sockets open
+    "gq_greenlets": ("gauge", {"role": {"worker", "intake"}}),
+    "gq_event_loop_lag_seconds": ("gauge", {}),
+    "gq_event_loop_delay_seconds": ("histogram", {}),
+    "process_resident_memory_bytes": ("gauge", {}),
+}
+ALERTS = {"GqNoReadyInstance", "GqInstanceDown", "GqDrainingTooLong", "GqQueueNearlyFull",
+          "GqIntakeRejectingQueueFull", "GqIntakeRejectingRequests", "GqDeadLettersRising",
+          "GqRetriesPilingUp", "GqPoolSaturated", "GqEventLoopLagHigh", "GqEventLoopBlocked",
+          "GqFileDescriptorsNearLimit", "GqFileDescriptorsExhausted"}
+SEVERITIES = {"critical", "warning", "info"}
+# Labels Prometheus attaches to every scraped series: not in gq's exposition.
+TARGET_LABELS = {"job", "instance"}
+PR_SET_PDEATHSIG = 1   # linux/prctl.h
+METRIC_NAME = re.compile(r"(?<![\w:])((?:gq|process)_[A-Za-z0-9_]+)")
+SELECTOR = re.compile(r"(?<![\w:])((?:gq|process)_[A-Za-z0-9_]+|up)\s*\{([^}]*)\}")
+MATCHER = re.compile(r'([A-Za-z_]\w*)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+GROUPING = re.compile(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)")
+
+
+# -- tools
+
+@dataclass(frozen=True)
+class Tools:
+    prometheus: str
+    promtool: str
+
+
+def _prometheus_pids() -> set[int]:
+    pids = set()
+    for proc in psutil.process_iter(["name", "exe"]):
+        if proc.info["name"] == "prometheus" or (proc.info["exe"] or "").endswith("/prometheus"):
+            pids.add(proc.pid)
+    return pids
+
+
+def _stop_started_service(before: set[int]) -> None:
+    """Installing the package may start its service (postinst); stop what it started,
+    so that nothing this suite did not start itself keeps listening on :9090."""
+    if not _prometheus_pids() - before:
+        return
+    if Path("/run/systemd/system").is_dir():
+        subprocess.run(["systemctl", "disable", "--now", "prometheus"], capture_output=True, timeout=60)
+    elif Path("/etc/init.d/prometheus").exists():
+        subprocess.run(["/etc/init.d/prometheus", "stop"], capture_output=True, timeout=60)
+    left = [psutil.Process(pid) for pid in _prometheus_pids() - before if psutil.pid_exists(pid)]
+    for proc in left:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(left, timeout=10)
+    for proc in alive:
+        proc.kill()
+    psutil.wait_procs(alive, timeout=10)
+
+
+def _install_prometheus() -> str:
+    """`apt-get install prometheus`; returns why it failed, or "" on success."""
+    if not shutil.which("apt-get"):
+        return "prometheus/promtool not found, and there is no apt-get to install them"
+    if os.geteuid() != 0:
+        return "prometheus/promtool not found, and installing the Debian package needs root"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    wait_lock = ["-o", "DPkg::Lock::Timeout=300"]
+    before = _prometheus_pids()
+    try:
+        for command in (["apt-get", *wait_lock, "update", "-qq"],
+                        ["apt-get", *wait_lock, "install", "-y", "-qq", "--no-install-recommends",
+                         "prometheus"]):
+            try:
+                done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+            except subprocess.TimeoutExpired:
+                return f"`{' '.join(command)}` took over 900s"
+            if done.returncode != 0:
+                return f"`{' '.join(command)}` exited {done.returncode}: {done.stderr.strip()[-2000:]}"
+    finally:
+        _stop_started_service(before)
+    return ""
+
+
+_install_outcome: list[str] = []   # a failed install is tried once per session, not once per test
+
+
+@pytest.fixture(scope="session")
+def tools() -> Tools:
+    found = shutil.which("prometheus"), shutil.which("promtool")
+    if not all(found):
+        if not _install_outcome:
+            _install_outcome.append(_install_prometheus())
+        why = _install_outcome[0]
+        found = shutil.which("prometheus"), shutil.which("promtool")
+        if not all(found):
+            why = why or "the prometheus package installed, but prometheus/promtool are not on PATH"
+            if os.environ.get("CI") == "true":
+                pytest.fail(why)
+            pytest.skip(why)
+    return Tools(*found)
+
+
+def promtool(tools: Tools, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([tools.promtool, *args], input=input, capture_output=True, text=True,
+                          timeout=60)
+
+
+# -- gq's exposition
+
+class Exposition:
+    """gq's /metrics text, parsed."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.families = {f.name: f for f in text_string_to_metric_families(text)}
+        self.samples = [s for f in self.families.values() for s in f.samples]
+        self.names = {s.name for s in self.samples}
+
+    def family(self, name: str):
+        """The family a stored series name belongs to (counter foo_total → foo, histogram
+        foo_bucket/_sum/_count → foo)."""
+        for suffix, kinds in (("_total", ("counter",)), ("_bucket", ("histogram",)),
+                              ("_sum", ("histogram", "summary")), ("_count", ("histogram", "summary"))):
+            base = name[:-len(suffix)] if name.endswith(suffix) else None
+            if base and base in self.families and self.families[base].type in kinds:
+                return self.families[base]
+        return self.families.get(name)
+
+    def labels(self, name: str) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for s in self.samples:
+            if s.name == name:
+                for key, value in s.labels.items():
+                    out.setdefault(key, set()).add(value)
+        return out
+
+    def value(self, name: str, **labels: str) -> float:
+        found = [s.value for s in self.samples
+                 if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+        assert len(found) == 1, f"expected one sample {name}{labels}, found {len(found)}"
+        return found[0]
+
+
+def scrape(daemon: Daemon) -> Exposition:
+    response = daemon.get("/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].startswith("text/plain")
+    return Exposition(response.text)
+
+
+def finished(exposition: Exposition) -> float:
+    return sum(exposition.value("gq_jobs_finished_total", outcome=o) for o in ("succeeded", "dead"))
+
+
+@dataclass
+class Populated:
+    daemon: Daemon
+    exposition: Exposition
+
+
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory) -> Iterator[Populated]:
+    """A gq that has run jobs of every kind and refused some requests, and its exposition."""
+    target = start_target()
+    daemon = Daemon(tmp_path_factory.mktemp("gq"),
+                    daemon_config(pool={"size": 7}, queue={"maxsize": 50}))
+    try:
+        urls = [target.url(n=i) for i in range(3)] + [target.url(fail=1, retry_after=0),
+                                                      target.url(status=404)]
+        for url in urls:
+            assert daemon.post({"url": url}).status_code == 202
+        assert daemon.post("{not json").status_code == 400
+        assert daemon.post({"url": target.url()}, content_type="text/plain").status_code == 415
+
+        def settled():
+            exposition = scrape(daemon)
+            done = (finished(exposition) == 5
+                    and exposition.value("gq_event_loop_delay_seconds_count") > 0)
+            return done and exposition
+        yield Populated(daemon, wait_for(settled, what="5 jobs finished and a lag probe observed"))
+    finally:
+        daemon.stop()
+        target.proc.kill()
+        target.proc.wait()
+
+
+# -- a Prometheus server
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the test process dies, however it dies."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(15)
+
+
+@contextmanager
+def prometheus_server(tools: Tools, workdir: Path, scrape_target: str) -> Iterator[str]:
+    """A Prometheus on a free loopback port scraping `scrape_target` every second as
+    job "gq", with gq's alert rules loaded; yields its base URL, stopped on exit."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "prometheus.yml"
+    config.write_text(json.dumps({   # JSON is YAML
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(RULES)],
+        "scrape_configs": [{"job_name": "gq", "static_configs": [{"targets": [scrape_target]}]}],
+    }, indent=2))
+    for attempt in range(3):   # another process may take the free port before Prometheus binds it
+        port = free_port()
+        log_path = workdir / f"prometheus-{port}.log"
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                [tools.prometheus, f"--config.file={config}", f"--storage.tsdb.path={workdir / f'data-{port}'}",
+                 f"--web.listen-address=127.0.0.1:{port}", "--log.level=info"],
+                stdout=log, stderr=subprocess.STDOUT, cwd=workdir, preexec_fn=_die_with_parent)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            def ready():
+                if proc.poll() is not None:
+                    return "exited"
+                try:
+                    return requests.get(f"{base}/-/ready", timeout=2).status_code == 200
+                except requests.RequestException:
+                    return False
+            if wait_for(ready, what="Prometheus to be ready") == "exited":
+                log_text = log_path.read_text()
+                if "address already in use" in log_text and attempt < 2:
+                    continue
+                pytest.fail(f"Prometheus exited with {proc.returncode}:\n{log_text[-4000:]}")
+            yield base
+            return
+        finally:
+            stop_process(proc)
+    pytest.fail("Prometheus found no free port")
+
+
+def query(base: str, expr: str) -> list[dict]:
+    response = requests.get(f"{base}/api/v1/query", params={"query": expr}, timeout=10)
+    body = response.json()
+    assert response.status_code == 200 and body["status"] == "success", f"{expr}: {body}"
+    return body["data"]["result"]
+
+
+def query_value(base: str, expr: str) -> float | None:
+    """The value of an instant query expected to return at most one series."""
+    result = query(base, expr)
+    assert len(result) <= 1, f"{expr}: more than one series: {result}"
+    return float(result[0]["value"][1]) if result else None
+
+
+@pytest.fixture(scope="module")
+def prometheus_populated(tools, populated, tmp_path_factory) -> Iterator[str]:
+    """A Prometheus scraping the populated gq, once it has scraped it twice (rates need two)."""
+    address = urlsplit(populated.daemon.api).netloc
+    with prometheus_server(tools, tmp_path_factory.mktemp("prometheus"), address) as base:
+        wait_for(lambda: (query_value(base, 'count_over_time(up{job="gq"}[1m])') or 0) >= 2,
+                 what="two scrapes of gq")
+        yield base
+
+
+# -- PromQL in monitoring/ against the exposition
+
+def dashboard_exprs() -> list[tuple[str, str]]:
+    """(panel title, expr) for every query of the dashboard, rows' nested panels included."""
+    def walk(panels):
+        for panel in panels:
+            yield panel
+            yield from walk(panel.get("panels", []))
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [(panel.get("title", ""), target["expr"]) for panel in walk(dashboard["panels"])
+            for target in panel.get("targets", []) if target.get("expr")]
+
+
+def grafana_to_promql(expr: str) -> str:
+    """A dashboard expression with Grafana's variables as Prometheus can run it."""
+    return (expr.replace("$__rate_interval", "1m").replace("$__interval", "15s")
+            .replace("$__range", "1h").replace("$instance", ".*"))
+
+
+def unknown_names(text: str, exposition: Exposition) -> list[str]:
+    """gq_*/process_* names in `text` that are not series gq exports, each with a hint."""
+    problems = []
+    for name in sorted(set(METRIC_NAME.findall(text))):
+        if name in exposition.names:
+            continue
+        family = exposition.family(name) or exposition.families.get(re.sub(r"_(total|bucket|sum|count)$", "", name))
+        hint = (f"; the {family.type} {family.name} exports {sorted({s.name for s in family.samples})}"
+                if family else "")
+        problems.append(f"{name} is not exported{hint}")
+    return problems
+
+
+def label_problems(expr: str, exposition: Exposition) -> list[str]:
+    """Label matchers and groupings in `expr` that do not fit the labels gq exports."""
+    problems = []
+    names = set(METRIC_NAME.findall(expr))
+    for name, matchers in SELECTOR.findall(expr):
+        if name == "up":
+            continue
+        known = exposition.labels(name)
+        for label, op, value in MATCHER.findall(matchers):
+            if label in TARGET_LABELS:
+                continue
+            if label not in known:
+                problems.append(f"{name} has no label {label!r} (it has {sorted(known)})")
+            elif op == "=" and value not in known[label]:
+                problems.append(f"{name}{{{label}={value!r}}}: no such value, gq exports {sorted(known[label])}")
+            elif op == "=~":
+                for alternative in value.split("|"):
+                    if re.fullmatch(r"\w+", alternative) and alternative not in known[label]:
+                        problems.append(f"{name}{{{label}=~...{alternative}...}}: no such value, "
+                                        f"gq exports {sorted(known[label])}")
+    exported = set().union(*(exposition.labels(n) for n in names)) if names else set()
+    for group in GROUPING.findall(expr):
+        for label in (g.strip() for g in group.split(",")):
+            if label and label not in TARGET_LABELS and label not in exported:
+                problems.append(f"grouping by {label!r}: none of {sorted(names)} has it")
+    return problems
+
+
+# -- the monitoring files
+
+def test_alert_rules_pass_promtool(tools):
+    checked = promtool(tools, "check", "rules", str(RULES))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    m = re.search(r"SUCCESS: (\d+) rules found", checked.stdout + checked.stderr)
+    assert m and int(m.group(1)) == len(ALERTS), checked.stdout + checked.stderr
+
+
+def test_example_config_passes_promtool(tools, tmp_path):
+    text = EXAMPLE_CONFIG.read_text()
+    assert "job_name: gq" in text and "127.0.0.1:8765" in text
+    copy, count = re.subn(r"(?m)^(\s*-\s*)[\"']?gq-alerts\.yml[\"']?\s*$",
+                          lambda m: f"{m.group(1)}{json.dumps(str(RULES))}", text)
+    assert count == 1, "rule_files should list gq-alerts.yml once"
+    (tmp_path / "prometheus.yml").write_text(copy)
+    checked = promtool(tools, "check", "config", str(tmp_path / "prometheus.yml"))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "gq-alerts.yml" in checked.stdout + checked.stderr   # the rules were checked too
+
+
+def test_dashboard_is_a_grafana_dashboard():
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert 36 <= dashboard["schemaVersion"] <= 41
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    assert variables["instance"]["type"] == "query"
+    assert 'up{job="gq"}' in variables["instance"]["definition"]
+    ids = []
+    for panel in dashboard["panels"]:
+        ids.append(panel["id"])
+        assert {"h", "w", "x", "y"} <= panel["gridPos"].keys(), panel["title"]
+        assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24, panel["title"]
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}", panel["title"]
+            assert 'job="gq"' in target["expr"] and 'instance=~"$instance"' in target["expr"], target["expr"]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    exprs = [e for _, e in dashboard_exprs()]
+    for expr in exprs:
+        if "histogram_quantile" in expr:
+            assert re.search(r"rate\(\w+_bucket\{", expr) and re.search(r"\ble\b", expr), expr
+    used = set(METRIC_NAME.findall(" ".join(exprs)))
+    missing = [n for n in CONTRACT if not any(u == n or u.startswith(n + "_") for u in used)]
+    assert not missing, f"the dashboard shows nothing of {missing}"
+
+
+def test_alert_rules_cover_what_an_operator_needs():
+    text = RULES.read_text()
+    for needed in ("gq_queue_depth", "gq_queue_maxsize", 'gq_jobs_finished_total{job="gq", outcome="dead"}',
+                   "gq_event_loop_delay_seconds_bucket", "gq_event_loop_lag_seconds",
+                   "gq_intake_rejected_total", 'up{job="gq"}', "gq_draining", "process_open_fds",
+                   "process_max_fds", "gq_retry_scheduled"):
+        assert needed in text, needed
+    assert set(re.findall(r"(?m)^\s*- alert: (\w+)\s*$", text)) == ALERTS
+
+
+def test_monitoring_names_only_exported_metrics(populated):
+    exposition = populated.exposition
+    problems = [f"gq-alerts.yml: {p}" for p in unknown_names(RULES.read_text(), exposition)]
+    for title, expr in dashboard_exprs():
+        problems += [f"dashboard {title!r}: {p}" for p in unknown_names(expr, exposition)]
+        problems += [f"dashboard {title!r}: {p}" for p in label_problems(expr, exposition)]
+    for expr in re.findall(r"(?m)^\s*expr:\s*(.+)$", RULES.read_text()):
+        problems += [f"gq-alerts.yml {expr!r}: {p}" for p in label_problems(expr, exposition)]
+    assert not problems, "\n".join(problems)
+
+
+# -- gq's exposition
+
+def test_exposition_passes_promtool_check_metrics(tools, populated):
+    checked = promtool(tools, "check", "metrics", input=populated.exposition.text)
+    assert checked.returncode == 0 and not (checked.stdout + checked.stderr).strip(), \
+        checked.stdout + checked.stderr
+
+
+def test_contract_metrics_are_exported_with_their_types(populated):
+    exposition = populated.exposition
+    for name, (kind, labels) in CONTRACT.items():
+        family = exposition.family(name)
+        assert family is not None, f"{name} is not exported"
+        assert family.type == kind, f"{name} is a {family.type}, the contract says {kind}"
+        assert family.documentation, f"{name} has no HELP"
+        if kind == "histogram":
+            buckets = [s for s in family.samples if s.name == f"{name}_bucket"]
+            assert buckets and buckets[-1].labels["le"] == "+Inf", name
+            assert {f"{name}_sum", f"{name}_count"} <= {s.name for s in family.samples}, name
+            counts = [s.value for s in buckets]
+            assert counts == sorted(counts), f"{name}: buckets not cumulative"
+            assert counts[-1] == exposition.value(f"{name}_count"), name
+            continue
+        assert name in exposition.names, f"{name}: no series"
+        exported = exposition.labels(name)
+        assert set(exported) == set(labels), f"{name} has labels {sorted(exported)}, expected {sorted(labels)}"
+        for label, values in labels.items():
+            if values is not None:
+                assert exported[label] == values, f"{name}{{{label}}}: {sorted(exported[label])}"
+
+    # the figures of what the fixture did: 5 jobs (one retried, one dead), 2 refused as invalid
+    v = exposition.value
+    assert v("gq_jobs_accepted_total") == 5
+    assert v("gq_jobs_finished_total", outcome="succeeded") == 4
+    assert v("gq_jobs_finished_total", outcome="dead") == 1
+    assert [v("gq_attempts_total", result=r) for r in ("success", "retry", "fail")] == [4, 1, 1]
+    assert v("gq_intake_rejected_total", reason="invalid") == 2
+    assert sum(v("gq_intake_rejected_total", reason=r)
+               for r in ("unauthorized", "too_large", "queue_full", "draining")) == 0
+    assert v("gq_attempt_duration_seconds_count") == 6
+    assert v("gq_queue_wait_seconds_count") == 6
+    assert (v("gq_pool_size"), v("gq_queue_maxsize")) == (7, 50)
+    assert (v("gq_queue_depth"), v("gq_retry_scheduled"), v("gq_journal_pending")) == (0, 0, 0)
+    assert v("gq_dead_letters") == 1
+    assert v("gq_draining") == 0
+    process = psutil.Process(populated.daemon.proc.pid)
+    assert v("process_max_fds") == process.rlimit(psutil.RLIMIT_NOFILE)[0]
+    assert 0 < v("process_open_fds") <= v("process_max_fds")
+    assert 0.5 < v("process_resident_memory_bytes") / process.memory_info().rss < 2
+    assert v("gq_greenlets", role="intake") >= 1  # the connection scraping it
+    assert v("gq_greenlets", role="worker") == 0
+    assert "listen" in exposition.labels("gq_connections")["state"]
+    assert 0 <= v("gq_event_loop_lag_seconds") < 5
+
+
+# -- a real Prometheus server
+
+def test_prometheus_scrapes_gq(tools, start_daemon, target, tmp_path):
+    daemon = start_daemon()
+    address = urlsplit(daemon.api).netloc
+    with prometheus_server(tools, tmp_path / "prometheus", address) as prom:
+        wait_for(lambda: query_value(prom, 'up{job="gq"}') == 1, what='up{job="gq"} == 1')
+        # gq's counters start at 0: a scrape of the zero state lets increase() see the rise
+        wait_for(lambda: query_value(prom, 'gq_jobs_finished_total{outcome="dead"}') == 0,
+                 what="a scrape of the dead counter at 0")
+        for i in range(5):
+            assert daemon.post({"url": target.url(n=i)}).status_code == 202
+        for i in range(2):
+            assert daemon.post({"url": target.url(status=404, n=i)}).status_code == 202
+
+        def reflected():
+            return (query_value(prom, 'gq_jobs_finished_total{job="gq", outcome="succeeded"}') == 5
+                    and query_value(prom, 'gq_jobs_finished_total{job="gq", outcome="dead"}') == 2)
+        wait_for(reflected, what="Prometheus to see 5 succeeded and 2 dead")
+        series = query(prom, 'up{job="gq"}')
+        assert [(s["metric"]["instance"], s["value"][1]) for s in series] == [(address, "1")]
+        assert query_value(prom, 'gq_jobs_accepted_total{job="gq"}') == 7
+        assert query_value(prom, 'gq_attempts_total{job="gq", result="fail"}') == 2
+        assert target.stats()["count"] == 7
+
+        # the rules run against real data: the dead letters raise their alert, nothing else
+        def dead_letters_alert():
+            alerts = requests.get(f"{prom}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+            return [a for a in alerts if a["labels"]["alertname"] == "GqDeadLettersRising"] and alerts
+        alerts = wait_for(dead_letters_alert, what="GqDeadLettersRising to be pending")
+        (alert,) = [a for a in alerts if a["labels"]["alertname"] == "GqDeadLettersRising"]
+        assert alert["state"] in ("pending", "firing")
+        assert alert["labels"]["instance"] == address and alert["labels"]["severity"] == "warning"
+        assert float(alert["value"]) > 0
+        active = {a["labels"]["alertname"] for a in alerts}
+        assert not active & {"GqNoReadyInstance", "GqInstanceDown", "GqDrainingTooLong",
+                             "GqQueueNearlyFull", "GqIntakeRejectingQueueFull"}, alerts
+
+
+def test_rules_load_and_evaluate_in_prometheus(prometheus_populated):
+    def evaluated():
+        groups = requests.get(f"{prometheus_populated}/api/v1/rules", timeout=10).json()["data"]["groups"]
+        rules = [r for g in groups for r in g["rules"]]
+        return all(r["health"] != "unknown" for r in rules) and rules
+    rules = wait_for(evaluated, what="every rule to be evaluated")
+    assert {r["name"] for r in rules} == ALERTS
+    for rule in rules:
+        assert rule["type"] == "alerting", rule["name"]
+        assert rule["health"] == "ok", f"{rule['name']}: {rule.get('lastError')}"
+        assert rule["labels"].get("severity") in SEVERITIES, rule["name"]
+        assert rule["annotations"].get("summary") and len(rule["annotations"].get("description", "")) > 40, rule["name"]
+    # a healthy gq, up and not draining: no availability alert is pending
+    active = {a["labels"]["alertname"] for r in rules for a in r.get("alerts", [])}
+    assert not active & {"GqNoReadyInstance", "GqInstanceDown", "GqDrainingTooLong",
+                         "GqQueueNearlyFull", "GqFileDescriptorsNearLimit"}, active
+
+
+def test_dashboard_queries_return_data(prometheus_populated):
+    missing = []
+
+    def all_answered():
+        missing[:] = [(title, expr) for title, expr in dashboard_exprs()
+                      if not query(prometheus_populated, grafana_to_promql(expr))]
+        return not missing
+    deadline = time.monotonic() + 15
+    while not all_answered():
+        if time.monotonic() > deadline:
+            pytest.fail("dashboard queries with no data from a running gq:\n"
+                        + "\n".join(f"{t}: {e}" for t, e in missing))
+        time.sleep(0.5)
+
+
+# -- exact under concurrency
+
+def test_counters_exact_under_concurrent_submits(start_daemon, target, tmp_path):
+    daemon = start_daemon(journal={"path": str(tmp_path / "journal.sqlite3")})
+    kinds = ["ok"] * 300 + ["retry"] * 100 + ["dead"] * 100
+    random.Random(7).shuffle(kinds)
+    urls = {"ok": target.url(), "retry": target.url(fail=1, retry_after=0), "dead": target.url(status=404)}
+    local = threading.local()
+
+    def submit(kind: str) -> int:
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        return local.session.post(f"{daemon.api}/v1/jobs", json={"url": urls[kind]}, timeout=30).status_code
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        statuses = list(pool.map(submit, kinds))
+    assert statuses == [202] * 500
+
+    def done():
+        exposition = scrape(daemon)
+        return (finished(exposition) == 500 and exposition.value("gq_pool_busy") == 0
+                and exposition.value("gq_journal_pending") == 0 and exposition)
+    exposition = wait_for(done, what="500 jobs finished")
+    v = exposition.value
+    assert v("gq_jobs_accepted_total") == 500
+    assert v("gq_jobs_finished_total", outcome="succeeded") == 400
+    assert v("gq_jobs_finished_total", outcome="dead") == 100
+    assert v("gq_attempts_total", result="success") == 400
+    assert v("gq_attempts_total", result="retry") == kinds.count("retry")
+    assert v("gq_attempts_total", result="fail") == 100
+    assert v("gq_attempt_duration_seconds_count") == 600
+    assert v("gq_queue_wait_seconds_count") == 600
+    assert (v("gq_queue_depth"), v("gq_retry_scheduled"), v("gq_dead_letters")) == (0, 0, 100)
+    assert sum(v("gq_intake_rejected_total", reason=r) for r in CONTRACT["gq_intake_rejected_total"][1]["reason"]) == 0
+
+    stats = target.stats()
+    assert (stats["count"], stats["keys"], stats["duplicates"]) == (600, 500, 100)
+    by_query: dict[str, int] = {}
+    for record in target.received():
+        by_query[record["query"]] = by_query.get(record["query"], 0) + 1
+    assert by_query == {"": 300, "fail=1&retry_after=0": 200, "status=404": 100}
+    assert daemon.status()["finished"] == {"succeeded": 400, "dead": 100}
