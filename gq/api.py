@@ -67,7 +67,9 @@ class Api:
     # -- WSGI
 
     def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
-        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        # WSGI hands the path over decoded as Latin-1; clients send UTF-8.
+        path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace")
+        method = environ["REQUEST_METHOD"]
         try:
             if path.startswith("/v1/"):
                 self._authorize(environ)
@@ -236,6 +238,9 @@ class Api:
         return self._start(sock)
 
     def _start(self, sock: socket.socket) -> WSGIServer:
+        # gevent's server writes headers and body separately: without NODELAY, a keep-alive
+        # client waits ~40 ms for each answer (Nagle's algorithm against delayed ACKs).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         connections = Pool(self.config.api.max_connections)
         self.metrics.process.groups["intake"] = connections
         server = WSGIServer(sock, self, log=None, spawn=connections,

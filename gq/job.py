@@ -23,6 +23,15 @@ RESERVED_HEADERS = frozenset(
     ("idempotency-key", "user-agent", "content-length", "transfer-encoding", "host", "connection"))
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: a header name
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ID = re.compile(r"[\x20-\x7e]+")
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +98,9 @@ def _check_headers(headers: Any) -> dict[str, str]:
             raise JobError(f"headers.{name}", "value must be a string")
         if _CONTROL.search(value.replace("\t", " ")):
             raise JobError(f"headers.{name}", "value contains control characters")
+        if not value.isascii() and not _latin1(value):
+            raise JobError(f"headers.{name}", "value has characters HTTP headers cannot carry "
+                                              "(outside Latin-1)")
         if name.lower() in RESERVED_HEADERS:
             raise JobError(f"headers.{name}", "set by gq, cannot be given")
     return headers
@@ -111,8 +123,9 @@ def parse(obj: Any, *, default_url: str = "", policy: HostPolicy = HostPolicy(),
         job_id = default_id or uuid.uuid4().hex
     elif not isinstance(job_id, str) or not job_id or len(job_id) > MAX_ID_LENGTH:
         raise JobError("id", f"must be a string of 1 to {MAX_ID_LENGTH} characters")
-    elif _CONTROL.search(job_id):
-        raise JobError("id", "contains control characters")
+    elif not _ID.fullmatch(job_id):
+        # The id travels as the Idempotency-Key header: printable ASCII only.
+        raise JobError("id", "must be printable ASCII (it is sent as the Idempotency-Key header)")
 
     method = obj.get("method", "POST")
     if not isinstance(method, str) or method.upper() not in METHODS:

@@ -11,7 +11,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError
 from urllib3.util import connection as urllib3_connection
 
 from gq import __version__, hosts
@@ -114,13 +114,21 @@ class HttpWorker:
                     timeout=timeout, allow_redirects=False, stream=True)
                 try:
                     content = response.raw.read(MAX_RESPONSE_BYTES)
-                finally:
+                except BaseException:
                     response.close()
+                    raise
+                if len(content) < MAX_RESPONSE_BYTES:
+                    response.raw.release_conn()  # body read to its end: keep the connection
+                else:
+                    response.close()  # rather than read an unbounded body, drop the connection
         except gevent.Timeout:
             return AttemptResult(started, time.monotonic() - clock, error=f"timeout: no answer within {timeout:g}s")
+        except (UnicodeError, ValueError) as e:  # a request the HTTP stack cannot send
+            return AttemptResult(started, time.monotonic() - clock, error=f"refused: cannot send: {e}",
+                                 refused=True)
         except TargetRefused as e:
             return AttemptResult(started, time.monotonic() - clock, error=f"refused: {e}", refused=True)
-        except requests.RequestException as e:
+        except (requests.RequestException, HTTPError, OSError) as e:  # HTTPError: urllib3's, reading the body
             return AttemptResult(started, time.monotonic() - clock, error=_describe(e))
         return AttemptResult(
             started, time.monotonic() - clock, status=response.status_code,
@@ -137,8 +145,8 @@ class HttpWorker:
         self.session.close()
 
 
-def _describe(error: requests.RequestException) -> str:
-    kind = ("timeout" if isinstance(error, requests.Timeout)
+def _describe(error: Exception) -> str:
+    kind = ("timeout" if isinstance(error, (requests.Timeout, TimeoutError))
             else "tls" if isinstance(error, requests.exceptions.SSLError)
             else "connect" if isinstance(error, requests.ConnectionError)
             else "request")

@@ -14,7 +14,8 @@ How it answers is chosen by the request's query string:
   garbage=1        answer with bytes that are not HTTP, then close
   close=1          close the connection without answering
   size=N           a response body of N bytes
-Control: GET /_stats (counts), GET /_received?since=I (records), POST /_reset.
+Control: GET /_stats (requests, connections that carried jobs, distinct keys, duplicates),
+GET /_received?since=I (records), POST /_reset.
 """
 
 from gevent import monkey
@@ -47,21 +48,26 @@ class Target:
         self.connections = 0
 
     def handle(self, sock, address) -> None:
-        self.connections += 1
         rfile = sock.makefile("rb")
+        counted = False  # `connections` counts those that carried jobs, not control requests
         try:
-            while self._one_request(sock, rfile):
-                pass
+            while (served := self._one_request(sock, rfile)) is not None:
+                if served != "control" and not counted:
+                    self.connections += 1
+                    counted = True
+                if not served:
+                    break
         except OSError:
             pass
         finally:
             rfile.close()
             sock.close()
 
-    def _one_request(self, sock, rfile) -> bool:
+    def _one_request(self, sock, rfile) -> str | bool | None:
+        """Serve one request: "job" or "control" to go on, False to close, None at EOF."""
         line = rfile.readline(65537)
         if not line:
-            return False
+            return None
         method, target, _ = line.decode("latin-1").split(" ", 2)
         headers = {}
         while True:
@@ -74,7 +80,8 @@ class Target:
         url = urlsplit(target)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         if url.path.startswith("/_"):
-            return self._control(sock, method, url.path, query)
+            self._control(sock, method, url.path, query)
+            return "control"
 
         key = headers.get("idempotency-key", "")
         self.per_key[key] += 1
@@ -95,9 +102,11 @@ class Target:
             if "retry_after" in query:
                 extra.append(("Retry-After", query["retry_after"]))
         self._answer(sock, status, b"x" * int(query.get("size", 0)) or b"ok", extra)
-        return headers.get("connection", "").lower() != "close"
+        if headers.get("connection", "").lower() == "close":
+            return False
+        return "job"
 
-    def _control(self, sock, method: str, path: str, query: dict) -> bool:
+    def _control(self, sock, method: str, path: str, query: dict) -> None:
         if path == "/_stats":
             data = {"count": len(self.received), "connections": self.connections,
                     "keys": len(self.per_key), "duplicates": sum(n - 1 for n in self.per_key.values())}
@@ -108,9 +117,8 @@ class Target:
             data = {"reset": True}
         else:
             self._answer(sock, 404, b"no such control endpoint")
-            return True
+            return
         self._answer(sock, 200, json.dumps(data).encode(), [("Content-Type", "application/json")])
-        return True
 
     @staticmethod
     def _answer(sock, status: int, body: bytes, headers=()) -> None:
