@@ -13,7 +13,8 @@ import socket
 from typing import Any, Callable, Iterable
 
 from gevent.pool import Pool
-from gevent.pywsgi import LoggingLogAdapter, WSGIServer
+import gevent
+from gevent.pywsgi import LoggingLogAdapter, WSGIHandler, WSGIServer
 
 from gq import job as jobs_
 from gq.config import Config, split_listen
@@ -29,6 +30,64 @@ RETRY_AFTER_FULL = "1"      # seconds: the queue moves in well under that
 RETRY_AFTER_DRAINING = "5"  # seconds: long enough for a restart, or another instance
 
 
+class SlowClient(OSError):
+    """A client that took longer than api.client_timeout to send its request."""
+
+
+class IntakeHandler(WSGIHandler):
+    """gevent's WSGI handler, bounded against clients that hold connections:
+
+    - a request's head (line and headers) must arrive within api.client_timeout,
+      counted from when the server starts waiting for it, so an idle keep-alive
+      connection is closed after that long too (slowloris);
+    - a body the app refused without reading is not read either: the connection
+      is closed instead (gevent would otherwise read and discard it, gigabytes included).
+    """
+
+    _head_timer: gevent.Timeout | None = None
+
+    def _timeout(self) -> float:
+        return self.server.application.config.api.client_timeout
+
+    def read_requestline(self):
+        self._stop_timer()
+        self._head_timer = gevent.Timeout.start_new(
+            self._timeout(), SlowClient(f"request head not received within {self._timeout():g}s"))
+        return super().read_requestline()
+
+    def read_request(self, raw_requestline):
+        try:
+            return super().read_request(raw_requestline)
+        finally:
+            self._stop_timer()
+
+    def _stop_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.close()
+            self._head_timer = None
+
+    def _handle_client_error(self, ex):
+        if isinstance(ex, SlowClient):
+            self.close_connection = True
+            return ("408", b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+        return super()._handle_client_error(ex)
+
+    def run_application(self):
+        try:
+            super().run_application()
+        finally:
+            if self.environ.get("gq.unread_body"):
+                self.close_connection = True
+                self.wsgi_input.content_length = self.wsgi_input.position  # nothing left to discard
+                self.wsgi_input.chunked_input = False
+
+    def handle(self):
+        try:
+            super().handle()
+        finally:
+            self._stop_timer()
+
+
 class Refusal(Exception):
     """An answer other than success; `reason` is the gq_intake_rejected_total label, if any."""
 
@@ -42,6 +101,11 @@ def _json(status: str, body: Any, start_response: Callable, headers=()) -> list[
     start_response(status, [("Content-Type", "application/json"),
                             ("Content-Length", str(len(data))), *headers])
     return [data]
+
+
+def _has_body(environ: dict) -> bool:
+    length = environ.get("CONTENT_LENGTH") or "0"
+    return length != "0" or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
 
 
 def _job_refusal(error: JobError, where: str | None) -> Refusal:
@@ -98,7 +162,11 @@ class Api:
         except Refusal as r:
             if r.reason:
                 self.metrics.rejected[r.reason].inc()
-            return _json(r.status, r.body, start_response, r.headers)
+            headers = r.headers
+            if _has_body(environ) and not environ.get("gq.body_read"):
+                environ["gq.unread_body"] = True
+                headers = [*headers, ("Connection", "close")]
+            return _json(r.status, r.body, start_response, headers)
         except Exception:
             log.exception("internal error answering %s %s", method, path)
             return _json("500 Internal Server Error", {"error": "internal error, see the daemon's log"},
@@ -181,9 +249,17 @@ class Api:
         length = environ.get("CONTENT_LENGTH") or ""
         if length.isdigit() and int(length) > limit:
             raise too_large
-        raw = environ["wsgi.input"].read(limit + 1)
+        timeout = self.config.api.client_timeout
+        try:
+            with gevent.Timeout(timeout, SlowClient()):
+                raw = environ["wsgi.input"].read(limit + 1)
+        except OSError:
+            raise Refusal("408 Request Timeout",
+                          {"error": f"body: not received within api.client_timeout ({timeout:g}s)",
+                           "field": "body"}, "invalid") from None
         if len(raw) > limit:
             raise too_large
+        environ["gq.body_read"] = True
         if not raw:
             raise Refusal("400 Bad Request", {"error": "body: empty, expected jobs", "field": "body"},
                           "invalid")
@@ -243,7 +319,7 @@ class Api:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         connections = Pool(self.config.api.max_connections)
         self.metrics.process.groups["intake"] = connections
-        server = WSGIServer(sock, self, log=None, spawn=connections,
+        server = WSGIServer(sock, self, log=None, spawn=connections, handler_class=IntakeHandler,
                             error_log=LoggingLogAdapter(logging.getLogger("gq.api.server"), logging.ERROR))
         server.start()
         return server

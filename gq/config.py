@@ -147,6 +147,8 @@ class ApiConfig:
     token_file: str = setting("", text, "file holding the token; relative: to $CREDENTIALS_DIRECTORY if set")
     max_body_bytes: int = setting(1048576, integer(1), "largest request body accepted, in bytes")
     max_connections: int = setting(1000, integer(1), "intake connections served at once; more wait to be accepted")
+    client_timeout: float = setting(10.0, seconds(0, above=True),
+                                    "seconds a client has to send a request's head, and its body")
 
 
 @dataclass(frozen=True)
