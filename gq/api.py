@@ -127,6 +127,7 @@ class Api:
         """Take a (re)loaded config: token, limits and target defaults apply to the next request."""
         self.config = config
         self.policy = config.target.policy()
+        self.hidden_headers = config.target.hidden_headers()
 
     # -- WSGI
 
@@ -268,6 +269,10 @@ class Api:
     def _parse(self, single: bool, objects: list[tuple[str | None, Any]]) -> list[jobs_.Job]:
         if not objects:
             raise Refusal("400 Bad Request", {"error": "body: no jobs", "field": "body"}, "invalid")
+        limit = self.config.api.max_jobs_per_request
+        if len(objects) > limit:
+            raise Refusal("413 Content Too Large", {"error": f"body: {len(objects)} jobs, more than "
+                          f"api.max_jobs_per_request ({limit})", "field": "body"}, "too_large")
         target = self.config.target
         jobs = []
         for index, (where, obj) in enumerate(objects):
@@ -283,7 +288,7 @@ class Api:
         entry = self.dispatcher.broker.get(job_id)
         if entry is None:
             raise Refusal("404 Not Found", {"error": f"id: no job {job_id!r}", "field": "id"})
-        return _json("200 OK", entry.status(), start_response)
+        return _json("200 OK", entry.status(self.hidden_headers), start_response)
 
     def status(self) -> dict[str, Any]:
         d = self.dispatcher

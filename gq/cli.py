@@ -158,14 +158,16 @@ def _dlq(args: argparse.Namespace) -> int:
     if not config.journal.path:
         raise UsageError("dlq: journal.path is empty: dead letters were kept in memory only")
     admin = open_admin(config.journal.path)
+    hidden = config.target.hidden_headers()
     try:
         if args.dlq_command == "list":
             for entry in admin.list():
+                shown = describe(entry, hidden)
                 if args.json:
-                    print(json.dumps(describe(entry), ensure_ascii=False))
+                    print(json.dumps(shown, ensure_ascii=False))
                 else:
-                    last = entry.status()["last_status"] or entry.status()["last_error"] or "-"
-                    print(f"{entry.job.id}\t{entry.attempts}\t{last}\t{entry.reason}\t{entry.job.url}")
+                    last = shown["last_status"] or shown["last_error"] or "-"
+                    print(f"{entry.job.id}\t{entry.attempts}\t{last}\t{entry.reason}\t{shown['url']}")
             return EXIT_OK
         if bool(args.ids) == args.all:
             raise UsageError(f"usage error: dlq {args.dlq_command}: give job ids or --all (not both)")

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from gq.errors import ConfigError
 from gq.hosts import HostPatterns, HostPolicy
+from gq.signing import decode_secret
 
 ENV_CONFIG = "GQ_CONFIG"
 
@@ -93,6 +94,25 @@ def split_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class Table(tuple):
+    """A TOML table's (key, value) pairs, immutable like the rest of the config."""
+
+    def as_dict(self) -> dict:
+        return dict(self)
+
+
+def signing_secrets(value: Any) -> Table:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise Invalid('must be a table of "host pattern" = "whsec_..." strings')
+    for pattern, secret in value.items():
+        try:
+            HostPatterns.parse([pattern])
+            decode_secret(secret)
+        except ValueError as e:
+            raise Invalid(f"{pattern}: {e}") from None
+    return Table(value.items())
+
+
 def listen_address(value: Any) -> str:
     split_listen(text(value))
     return value
@@ -146,6 +166,7 @@ class ApiConfig:
                          secret=True)
     token_file: str = setting("", text, "file holding the token; relative: to $CREDENTIALS_DIRECTORY if set")
     max_body_bytes: int = setting(1048576, integer(1), "largest request body accepted, in bytes")
+    max_jobs_per_request: int = setting(1000, integer(1), "jobs in one POST /v1/jobs, at most")
     max_connections: int = setting(1000, integer(1), "intake connections served at once; more wait to be accepted")
     client_timeout: float = setting(10.0, seconds(0, above=True),
                                     "seconds a client has to send a request's head, and its body")
@@ -157,10 +178,19 @@ class TargetConfig:
     timeout: float = setting(10.0, seconds(0, above=True), "seconds, per attempt")
     allowed_hosts: tuple[str, ...] = setting(
         (), host_patterns, "hosts, *.suffix or CIDRs; empty = any host but link-local/metadata")
+    ca_bundle: str = setting("", text, "CA certificates (PEM file) to verify HTTPS targets; \"\" = the system's")
+    secret_headers: tuple[str, ...] = setting(
+        (), string_list, "header names never shown (Authorization, Cookie and the like always hidden)")
+    signing_secrets: Table = setting(
+        Table(), signing_secrets, 'sign deliveries (Standard Webhooks): { "host pattern" = "whsec_..." }',
+        secret=True)
 
 
     def policy(self) -> HostPolicy:
         return HostPolicy(HostPatterns.parse(self.allowed_hosts))
+
+    def hidden_headers(self) -> frozenset[str]:
+        return frozenset(h.lower() for h in self.secret_headers)
 
 
 @dataclass(frozen=True)
@@ -328,6 +358,9 @@ def _toml_string(text: str) -> str:
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, Table):
+        return "{ " + ", ".join(f"{_toml_string(k)} = {_toml_value(v)}" for k, v in value) + " }" \
+            if value else "{}"
     if isinstance(value, tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, str):
@@ -337,16 +370,19 @@ def _toml_value(value: Any) -> str:
     return json.dumps(value)  # int, bool: JSON's spelling is TOML's
 
 
-def to_toml(config: Config, comments: bool = False) -> str:
-    """The effective config as TOML, every key present, secrets hidden; with comments,
-    each key's help."""
+def to_toml(config: Config, comments: bool = False, secrets: bool = False) -> str:
+    """The effective config as TOML, every key present; secrets hidden unless `secrets`;
+    with comments, each key's help."""
     out = []
     for name in SECTIONS:
         section = getattr(config, name)
         out.append(f"[{name}]")
         for f in dataclasses.fields(section):
             value = getattr(section, f.name)
-            shown = '"<secret>"' if f.metadata["secret"] and value else _toml_value(value)
+            hide = f.metadata["secret"] and not secrets
+            if hide and isinstance(value, Table):
+                value = Table((k, "<secret>") for k, _ in value)
+            shown = '"<secret>"' if hide and isinstance(value, str) and value else _toml_value(value)
             line = f"{f.name} = {shown}"
             if comments:
                 line = f"{line:<40} # {f.metadata['help']}"

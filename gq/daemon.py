@@ -22,6 +22,7 @@ from gq.errors import EXIT_FAILURE, EXIT_OK, ConfigError
 from gq.health import LoopMonitor
 from gq.metrics import Metrics
 from gq.retry import RetryPolicy
+from gq.signing import Signer
 from gq.systemd import Notifier, listen_socket
 from gq.transport import HttpWorker
 
@@ -84,7 +85,8 @@ class Runtime:
     @classmethod
     def build(cls, config: Config) -> "Runtime":
         broker = open_broker(config)
-        worker = HttpWorker(config.pool.size, config.target.policy())
+        worker = HttpWorker(config.pool.size, config.target.policy(),
+                            Signer(config.target.signing_secrets.as_dict()), config.target.ca_bundle)
         metrics = Metrics()
         dispatcher = Dispatcher(
             broker, worker, queue_maxsize=config.queue.maxsize, pool_size=config.pool.size,
@@ -223,9 +225,12 @@ class Daemon:
 
     def _apply(self, new: Config) -> None:
         d = self.runtime.dispatcher
+        worker = self.runtime.worker
+        worker.signer = Signer(new.target.signing_secrets.as_dict())
+        worker.session.verify = new.target.ca_bundle or True
         if new.target.allowed_hosts != self.config.target.allowed_hosts:
-            self.runtime.worker.policy = new.target.policy()
-            self.runtime.worker.resize(new.pool.size)
+            worker.policy = new.target.policy()
+            worker.resize(new.pool.size)
         d.resize(new.pool.size, new.queue.maxsize)
         d.policy = retry_policy(new)
         d.default_timeout = new.target.timeout

@@ -22,6 +22,21 @@ MAX_ATTEMPTS = 1000
 RESERVED_HEADERS = frozenset(
     ("idempotency-key", "user-agent", "content-length", "transfer-encoding", "host", "connection"))
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: a header name
+REDACTED = "<redacted>"
+# Header values that hold credentials, never shown (target.secret_headers adds to them).
+SECRET_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie", "set-cookie",
+                            "x-api-key", "api-key", "x-auth-token", "x-access-token"))
+
+
+def redact_url(url: str) -> str:
+    """The URL with the password of any user:password@ part replaced."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", f":{REDACTED}@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ID = re.compile(r"[\x20-\x7e]+")
 
@@ -46,6 +61,13 @@ class Job:
     is_json: bool = False            # data came from the `json` field
     timeout: float | None = None
     max_attempts: int | None = None
+
+    def shown(self, hidden: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """What an operator may see of the request: secret header values and the URL's
+        password replaced by REDACTED (names in `hidden`, lower case, besides the usual)."""
+        hidden = SECRET_HEADERS | hidden
+        return {"method": self.method, "url": redact_url(self.url),
+                "headers": {k: REDACTED if k.lower() in hidden else v for k, v in self.headers.items()}}
 
     def to_dict(self) -> dict[str, Any]:
         """The job's JSON form, the one `parse` accepts."""

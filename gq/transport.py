@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from urllib.parse import urlsplit
 from typing import Protocol
 
 import gevent
@@ -18,6 +19,7 @@ from gq import __version__, hosts
 from gq.hosts import HostPolicy
 from gq.job import Job
 from gq.outcome import AttemptResult
+from gq.signing import Signer
 
 USER_AGENT = f"gq/{__version__}"
 SNIPPET_BYTES = 512          # kept with each attempt, for operators
@@ -92,10 +94,13 @@ class HttpWorker:
     them on every request is the costliest part of a default requests call.
     """
 
-    def __init__(self, pool_size: int, policy: HostPolicy = HostPolicy()):
+    def __init__(self, pool_size: int, policy: HostPolicy = HostPolicy(), signer: Signer | None = None,
+                 ca_bundle: str = ""):
         self.policy = policy
+        self.signer = signer
         self.session = requests.Session()
         self.session.trust_env = False
+        self.session.verify = ca_bundle or True
         self.resize(pool_size)
         self.session.headers = {"User-Agent": USER_AGENT, "Accept": "*/*"}
 
@@ -105,6 +110,8 @@ class HttpWorker:
         if job.is_json and not any(k.lower() == "content-type" for k in headers):
             headers["Content-Type"] = "application/json"
         body = job.data.encode() if job.data is not None else None
+        if self.signer:
+            headers.update(self.signer.headers(urlsplit(job.url).hostname or "", job.id, body))
         started, clock = time.time(), time.monotonic()
         try:
             # requests' own timeout bounds each socket operation; gevent's bounds the whole attempt.

@@ -43,12 +43,14 @@ class Entry:
     history: list[AttemptResult] = field(default_factory=list)
     reason: str = ""                        # why it is dead
 
-    def status(self) -> dict[str, Any]:
-        """The job as `GET /v1/jobs/{id}` shows it."""
+    def status(self, hidden: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """The job as `GET /v1/jobs/{id}` shows it; secret header values redacted (`hidden`
+        names more of them)."""
         last = self.history[-1] if self.history else None
         return {
             "id": self.job.id,
             "state": self.state.value,
+            "request": self.job.shown(hidden),
             "attempts": self.attempts,
             "last_status": last.status if last else None,
             "last_error": last.error if last else None,

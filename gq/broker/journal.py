@@ -351,9 +351,10 @@ class DeadLetterAdmin:
         self.file.close()
 
 
-def describe(entry: Entry) -> dict[str, Any]:
-    """A dead letter as `gq dlq list --json` shows it."""
-    status = entry.status()
-    return {"id": entry.job.id, "url": entry.job.url, "attempts": entry.attempts,
+def describe(entry: Entry, hidden: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """A dead letter as `gq dlq list --json` shows it, secrets redacted."""
+    status = entry.status(hidden)
+    return {"id": entry.job.id, "url": status["request"]["url"], "attempts": entry.attempts,
             "reason": entry.reason, "last_status": status["last_status"],
-            "last_error": status["last_error"], "history": status["history"]}
+            "last_error": status["last_error"], "request": status["request"],
+            "history": status["history"]}
