@@ -144,6 +144,10 @@ class Dispatcher:
         count = len(jobs)
         if self.draining:
             raise Draining("draining: not accepting jobs")
+        if not self.broker.local:  # the shared broker is the queue; it pushes back itself
+            added = self.broker.add(jobs)
+            self._notify("accepted", len(added.entries) + added.remote)
+            return added
         if count > self.queue.maxsize:
             raise QueueFull(f"{count} jobs in one request exceed queue.maxsize ({self.queue.maxsize})")
         if not self.wait_until(lambda: self.room() >= count or self.draining, timeout):
@@ -155,15 +159,11 @@ class Dispatcher:
             added = self.broker.add(jobs)
         finally:
             self._reserved -= count
-        self._enqueue(added.entries)
+        for entry in added.entries:
+            entry.queued_at = time.monotonic()
+            self.queue.put_nowait(entry)  # room was reserved: never blocks
         self._notify("accepted", len(added.entries))
         return added
-
-    def _enqueue(self, entries: list[Entry]) -> None:
-        now = time.monotonic()
-        for entry in entries:
-            entry.queued_at = now
-            self.queue.put_nowait(entry)  # room was reserved: never blocks
 
     # -- running
 
@@ -179,21 +179,17 @@ class Dispatcher:
             self.pool.spawn(self._run, entry)
 
     def _feed_loop(self) -> None:
-        """Moves jobs the broker holds (due retries, recovered, replayed) into the queue."""
+        """Moves jobs the broker holds (due retries, recovered, replayed; a shared broker's
+        jobs) into the queue, never more than it has room for. Should the intake fill
+        the room meanwhile, the feeder waits with what it took (a take's worth at most)."""
         while not self.draining:
             room = self.room()
             if room <= 0:
                 self.wait_until(lambda: self.room() > 0 or self.draining, None)
                 continue
-            self._reserved += room
-            try:
-                entries = self.broker.take(room)
-            finally:
-                self._reserved -= room
-            if entries:
-                self._enqueue(entries)
-            else:
-                self.broker.wait(FEED_POLL)
+            for entry in self.broker.take(room, FEED_POLL):
+                entry.queued_at = time.monotonic()
+                self.queue.put(entry)
 
     def _run(self, entry: Entry) -> None:
         job = entry.job

@@ -463,16 +463,16 @@ def test_broker_counts_follow_every_transition():
     assert broker.counts() == counts(running=1)
     settle(broker, entry, Verdict.RETRY, delay=5.0)
     assert broker.counts() == counts(retrying=1)
-    assert broker.take(10) == []          # not due yet
+    assert broker.take(10, 0) == []          # not due yet
     clock.advance(5.0)
-    assert broker.take(10) == [entry]
+    assert broker.take(10, 0) == [entry]
     assert broker.counts() == counts(queued=1)
     broker.started(entry)
     settle(broker, entry, Verdict.FAIL)
     assert broker.counts() == counts(dead=1)
     assert broker.replay(None) == ["a"]
     assert broker.counts() == counts(queued=1)
-    assert broker.take(10) == [entry]
+    assert broker.take(10, 0) == [entry]
     broker.started(entry)
     settle(broker, entry, Verdict.SUCCESS, status=200)
     assert broker.counts() == counts()
@@ -486,7 +486,7 @@ def test_broker_take_respects_its_limit():
         broker.started(entry)
         settle(broker, entry, Verdict.FAIL)
     broker.replay(None)
-    assert len(broker.take(2)) == 2 and len(broker.take(2)) == 1
+    assert len(broker.take(2, 0)) == 2 and len(broker.take(2, 0)) == 1
     assert broker.counts() == counts(queued=3)
 
 
@@ -499,7 +499,7 @@ def test_broker_dead_letter_ids_named_twice_count_once(operation):
     done = getattr(broker, operation)(["a", "a"])
     if operation == "replay":
         assert broker.counts() == counts(queued=1)
-        assert broker.take(10) == [entry], "handed out once, so run once"
+        assert broker.take(10, 0) == [entry], "handed out once, so run once"
     else:
         assert broker.counts() == counts() and broker.get("a") is None
     assert done == ["a"]

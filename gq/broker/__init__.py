@@ -68,17 +68,20 @@ class Added:
 
     entries: list[Entry]
     duplicates: list[str]
+    remote: int = 0          # new jobs a shared broker holds for whichever daemon takes them
 
 
 class Broker(Protocol):
+    # True: `add` returns the new entries for this process's queue (the intake waits for room).
+    # False: jobs reach the queue only through `take` (a broker shared by several daemons).
+    local: bool
+
     def add(self, jobs: Iterable[Job]) -> Added:
         """Accept jobs; once this returns they survive a crash. Known ids are duplicates."""
 
-    def take(self, limit: int) -> list[Entry]:
-        """Up to `limit` entries due to run that are not in the dispatcher's hands (never blocks)."""
-
-    def wait(self, timeout: float) -> None:
-        """Block up to `timeout` seconds, returning early when `take` may have work."""
+    def take(self, limit: int, timeout: float) -> list[Entry]:
+        """Up to `limit` entries due to run that are not in the dispatcher's hands, waiting up
+        to `timeout` seconds for some when none is due."""
 
     def started(self, entry: Entry) -> None:
         """An attempt of `entry` is starting."""

@@ -22,6 +22,8 @@ KEEP_FINISHED = 10000  # succeeded jobs remembered for status look-ups and dupli
 
 
 class MemoryBroker:
+    local = True
+
     def __init__(self, clock=time.time, keep_finished: int = KEEP_FINISHED):
         self.clock = clock
         self.keep_finished = keep_finished
@@ -49,7 +51,17 @@ class MemoryBroker:
 
     # -- dispatch
 
-    def take(self, limit: int) -> list[Entry]:
+    def take(self, limit: int, timeout: float) -> list[Entry]:
+        taken = self._due(limit)
+        if not taken and timeout > 0:
+            if self._waiting:
+                timeout = max(0.0, min(timeout, self._waiting[0][0] - self.clock()))
+            self._wakeup.wait(timeout)
+            self._wakeup.clear()
+            taken = self._due(limit)
+        return taken
+
+    def _due(self, limit: int) -> list[Entry]:
         taken, now = [], self.clock()
         while self._waiting and len(taken) < limit and self._waiting[0][0] <= now:
             _, _, job_id = heapq.heappop(self._waiting)
@@ -58,12 +70,6 @@ class MemoryBroker:
                 self._move(entry, State.QUEUED)
                 taken.append(entry)
         return taken
-
-    def wait(self, timeout: float) -> None:
-        if self._waiting:
-            timeout = max(0.0, min(timeout, self._waiting[0][0] - self.clock()))
-        self._wakeup.wait(timeout)
-        self._wakeup.clear()
 
     def started(self, entry: Entry) -> None:
         entry.attempts += 1
