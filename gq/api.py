@@ -19,7 +19,7 @@ from gevent.pywsgi import LoggingLogAdapter, WSGIHandler, WSGIServer
 from gq import job as jobs_
 from gq.config import Config, split_listen
 from gq.dispatcher import Dispatcher, Draining, QueueFull
-from gq.errors import GqError, JobError
+from gq.errors import BrokerUnavailable, GqError, JobError
 from gq.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 
 log = logging.getLogger("gq.api")
@@ -150,9 +150,11 @@ class Api:
             elif path == "/healthz":
                 return _json("200 OK", {"status": "ok"}, start_response)
             elif path == "/readyz":
-                if self.ready and not self.dispatcher.draining:
+                broker_ok = self.dispatcher.broker.healthy
+                if self.ready and not self.dispatcher.draining and broker_ok:
                     return _json("200 OK", {"status": "ready"}, start_response)
-                state = "draining" if self.dispatcher.draining else "starting"
+                state = ("draining" if self.dispatcher.draining else "broker unavailable"
+                         if not broker_ok else "starting")
                 return _json("503 Service Unavailable", {"status": state}, start_response)
             elif path == "/metrics":
                 data = self.metrics.exposition()
@@ -207,6 +209,9 @@ class Api:
         except Draining as e:
             raise Refusal("503 Service Unavailable", {"error": str(e)}, "draining",
                           [("Retry-After", RETRY_AFTER_DRAINING)]) from None
+        except BrokerUnavailable as e:
+            raise Refusal("503 Service Unavailable", {"error": str(e)},
+                          headers=[("Retry-After", RETRY_AFTER_DRAINING)]) from None
         body: dict[str, Any] = {"id": jobs[0].id} if single else {"ids": [j.id for j in jobs]}
         if added.duplicates:
             body["duplicates"] = added.duplicates
@@ -285,7 +290,11 @@ class Api:
     # -- reads
 
     def _get_job(self, job_id: str, start_response: Callable) -> list[bytes]:
-        entry = self.dispatcher.broker.get(job_id)
+        try:
+            entry = self.dispatcher.broker.get(job_id)
+        except BrokerUnavailable as e:
+            raise Refusal("503 Service Unavailable", {"error": str(e)},
+                          headers=[("Retry-After", RETRY_AFTER_DRAINING)]) from None
         if entry is None:
             raise Refusal("404 Not Found", {"error": f"id: no job {job_id!r}", "field": "id"})
         return _json("200 OK", entry.status(self.hidden_headers), start_response)

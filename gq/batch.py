@@ -34,6 +34,9 @@ class Tally(Observer):
         self.succeeded = 0
         self.dead = 0
 
+    def done(self) -> bool:
+        return self.succeeded + self.dead == len(self.ids)
+
     def count(self, state: State) -> None:
         if state is State.SUCCEEDED:
             self.succeeded += 1
@@ -63,11 +66,6 @@ def _submit_all(dispatcher: Dispatcher, jobs: list[Job], tally: Tally) -> None:
         i += len(chunk)
 
 
-def _unfinished(runtime: Runtime) -> int:
-    counts = runtime.broker.counts()
-    return counts["queued"] + counts["running"] + counts["retrying"]
-
-
 def _progress(tally: Tally, total: int, started: float, out: TextIO) -> None:
     while True:
         done = tally.succeeded + tally.dead
@@ -82,8 +80,9 @@ def _progress(tally: Tally, total: int, started: float, out: TextIO) -> None:
 
 
 def run_batch(config: Config, jobs: list[Job], progress: TextIO | None = None) -> dict:
-    """Deliver `jobs`, and whatever else the journal holds unfinished; returns the summary.
-    SIGTERM/SIGINT drains, and what is left counts as remaining."""
+    """Deliver `jobs`; returns the summary once each is succeeded or dead (on a journal,
+    unfinished jobs of an earlier run are recovered and run too). SIGTERM/SIGINT drains,
+    and what is left counts as remaining."""
     started = time.monotonic()
     tally = Tally({job.id for job in jobs})
     runtime = Runtime.build(config)
@@ -93,12 +92,12 @@ def run_batch(config: Config, jobs: list[Job], progress: TextIO | None = None) -
     dispatcher.start()
     submitter = gevent.spawn(_submit_all, dispatcher, jobs, tally)
     bar = gevent.spawn(_progress, tally, len(tally.ids), started, progress) if progress else None
-    completed = dispatcher.wait_until(lambda: submitter.dead and _unfinished(runtime) == 0,
-                                      None, signals.stop)
+    completed = dispatcher.wait_until(lambda: submitter.dead and tally.done(), None, signals.stop)
     if not completed:
         log.info("%s received: draining for up to %gs", signals.received, config.shutdown.drain_timeout)
         submitter.kill()
-        dispatcher.drain(config.shutdown.drain_timeout, signals.hurry)
+    # Whatever else is in flight (a journal's older jobs) finishes or stays in the journal.
+    dispatcher.drain(config.shutdown.drain_timeout, signals.hurry)
     if bar is not None:
         bar.kill()
         progress.write("\n")

@@ -151,13 +151,22 @@ def _run(args: argparse.Namespace) -> int:
     raise UsageError(f"usage error: unknown command {args.command}")
 
 
-def _dlq(args: argparse.Namespace) -> int:
-    from gq.broker.journal import describe, open_admin
-
-    config = config_.load(args.config)
+def _dead_letters(config: config_.Config):
+    """The dead letters of the broker the config names, as `list()` and `run(op, ids)`."""
+    if config.broker.kind == "redis":
+        from gq.broker.redis_streams import DeadLetters
+        return DeadLetters.open(config.broker)
     if not config.journal.path:
         raise UsageError("dlq: journal.path is empty: dead letters were kept in memory only")
-    admin = open_admin(config.journal.path)
+    from gq.broker.journal import DeadLetterAdmin
+    return DeadLetterAdmin(config.journal.path)
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    from gq.broker import describe
+
+    config = config_.load(args.config)
+    admin = _dead_letters(config)
     hidden = config.target.hidden_headers()
     try:
         if args.dlq_command == "list":

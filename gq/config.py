@@ -215,6 +215,11 @@ class ShutdownConfig:
 class BrokerConfig:
     kind: str = setting("embedded", choice("embedded", "redis"), '"redis": daemons share one Redis stream')
     url: str = setting("redis://127.0.0.1:6379/0", text, "Redis URL when kind = \"redis\"")
+    prefix: str = setting("gq", text, "Redis keys' prefix: daemons with the same one share the queue")
+    claim_idle: float = setting(60.0, seconds(1),
+                                "seconds a job may sit with a daemon that stopped before another takes it")
+    max_backlog: int = setting(1000000, integer(1), "jobs in the shared stream beyond which intake answers 429")
+    status_ttl: int = setting(86400, integer(60), "seconds job ids and states are kept in Redis")
 
 
 @dataclass(frozen=True)

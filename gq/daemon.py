@@ -59,7 +59,13 @@ class StopSignals:
 
 
 def open_broker(config: Config) -> Broker:
-    """The journal named by the config, its unfinished jobs recovered; or memory only."""
+    """The Redis stream shared with other daemons; or the journal named by the config,
+    its unfinished jobs recovered; or memory only."""
+    if config.broker.kind == "redis":
+        from gq.broker.redis_streams import RedisBroker  # imports redis: only when used
+        broker = RedisBroker(config.broker)
+        log.info("broker: Redis stream %s, consumer %s", broker.stream, broker.consumer)
+        return broker
     if not config.journal.path:
         log.warning("journal.path is empty: jobs are kept in memory only, and a crash loses them")
         return MemoryBroker()

@@ -24,7 +24,7 @@ from gevent.pool import Pool
 from gevent.queue import Queue
 
 from gq.broker import Added, Broker, Entry
-from gq.errors import GqError
+from gq.errors import GqError, QueueFull
 from gq.job import Job
 from gq.outcome import AttemptResult, Outcome, Verdict, decide
 from gq.retry import RetryPolicy
@@ -33,10 +33,6 @@ from gq.transport import Worker
 log = logging.getLogger("gq.dispatcher")
 
 FEED_POLL = 0.25  # seconds between looks at the broker when it has nothing due
-
-
-class QueueFull(GqError):
-    """No room in the queue within the enqueue timeout."""
 
 
 class Draining(GqError):

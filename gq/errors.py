@@ -28,6 +28,14 @@ class ConfigError(GqError):
         return [f"config error: {p}" for p in self.problems]
 
 
+class QueueFull(GqError):
+    """No room for a request's jobs within the enqueue timeout: the intake answers 429."""
+
+
+class BrokerUnavailable(GqError):
+    """The broker cannot be reached for now (Redis down); the intake answers 503."""
+
+
 class JobError(GqError):
     """A job that cannot be accepted; `field` names what is wrong (`url`, `headers.X`)."""
 

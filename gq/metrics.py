@@ -70,7 +70,18 @@ class Metrics(Observer):
             lambda: sum(n for s, n in d.broker.counts().items() if s != "dead"))
         g["gq_dead_letters"].set_function(lambda: d.broker.counts()["dead"])
         g["gq_draining"].set_function(lambda: int(d.draining))
+        self.bind_shared(d.broker)
         self.process.groups["worker"] = d.pool
+
+    def bind_shared(self, broker) -> None:
+        """A shared broker's fleet-wide figures: one Prometheus query can sum the daemons."""
+        shared = getattr(broker, "shared", None)
+        if shared is None:
+            return
+        for key, doc in (("stream_length", "Jobs in the shared stream (waiting or being run)"),
+                         ("pending", "Jobs of the shared stream held by some daemon")):
+            Gauge(f"gq_broker_{key}", doc, registry=self.registry).set_function(
+                lambda key=key: broker.shared[key])
 
     def bind_health(self, monitor) -> None:
         """Event-loop lag from a LoopMonitor; psutil figures at scrape time."""

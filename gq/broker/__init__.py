@@ -42,6 +42,7 @@ class Entry:
     queued_at: float = 0.0                  # monotonic time it entered the in-memory queue
     history: list[AttemptResult] = field(default_factory=list)
     reason: str = ""                        # why it is dead
+    handle: Any = None                      # the broker's own reference (a stream entry's id)
 
     def status(self, hidden: frozenset[str] = frozenset()) -> dict[str, Any]:
         """The job as `GET /v1/jobs/{id}` shows it; secret header values redacted (`hidden`
@@ -60,6 +61,15 @@ class Entry:
                 {"started": a.started, "duration": round(a.duration, 6), "status": a.status,
                  "error": a.error, "response": a.snippet} for a in self.history],
         }
+
+
+def describe(entry: Entry, hidden: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """A dead letter as `gq dlq list --json` shows it, secrets redacted."""
+    status = entry.status(hidden)
+    return {"id": entry.job.id, "url": status["request"]["url"], "attempts": entry.attempts,
+            "reason": entry.reason, "last_status": status["last_status"],
+            "last_error": status["last_error"], "request": status["request"],
+            "history": status["history"]}
 
 
 @dataclass(frozen=True, slots=True)

@@ -313,10 +313,6 @@ class JournalBroker(MemoryBroker):
         self.lock.release()
 
 
-def open_admin(path: str) -> "DeadLetterAdmin":
-    return DeadLetterAdmin(path)
-
-
 class DeadLetterAdmin:
     """`gq dlq` on a journal: directly when no daemon holds it, through the daemon when one does."""
 
@@ -350,11 +346,3 @@ class DeadLetterAdmin:
     def close(self) -> None:
         self.file.close()
 
-
-def describe(entry: Entry, hidden: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """A dead letter as `gq dlq list --json` shows it, secrets redacted."""
-    status = entry.status(hidden)
-    return {"id": entry.job.id, "url": status["request"]["url"], "attempts": entry.attempts,
-            "reason": entry.reason, "last_status": status["last_status"],
-            "last_error": status["last_error"], "request": status["request"],
-            "history": status["history"]}

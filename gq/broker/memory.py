@@ -23,6 +23,7 @@ KEEP_FINISHED = 10000  # succeeded jobs remembered for status look-ups and dupli
 
 class MemoryBroker:
     local = True
+    healthy = True
 
     def __init__(self, clock=time.time, keep_finished: int = KEEP_FINISHED):
         self.clock = clock

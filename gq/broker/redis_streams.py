@@ -1,0 +1,452 @@
+"""The Redis Streams broker: many gq daemons share one queue through a consumer group.
+
+Keys, under `broker.prefix` (P):
+    P:jobs       stream of jobs to run; one consumer group, P:workers, each daemon a consumer
+    P:retry      sorted set of jobs waiting for their next attempt (score: when due)
+    P:dead       stream of dead letters
+    P:id:ID      the job id is known (idempotent intake), for broker.status_ttl seconds
+    P:job:ID     hash: the job's state, attempts and history, for GET /v1/jobs/{id}
+
+Every entry carries one field, `payload`: JSON of the job, the attempts made and
+their history. A job is XADDed at intake, read by one daemon with XREADGROUP
+(no more than it has room for), and XACKed and XDELeted when its attempt's
+outcome is final: the stream holds only unfinished work (Redis 7 cannot trim
+only acknowledged entries, so MAXLEN is not used: it could drop unread jobs).
+A retry moves the job to P:retry, held by no daemon, until a mover puts it
+back on the stream. A daemon that dies leaves its jobs pending: after
+broker.claim_idle seconds another daemon takes them over (XAUTOCLAIM), so
+a job runs at least once. Live daemons keep their own jobs from looking idle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from typing import Any, Iterable
+
+import gevent
+import redis
+from gevent.event import Event
+
+from gq.broker import HISTORY_LIMIT, Added, Entry, State
+from gq.config import BrokerConfig
+from gq.errors import BrokerUnavailable, GqError
+from gq.job import Job, parse
+from gq.errors import QueueFull
+from gq.outcome import AttemptResult, Outcome, Verdict
+
+log = logging.getLogger("gq.redis")
+
+MOVE_EVERY = 0.2      # seconds between looks for due retries
+COUNTS_EVERY = 1.0    # seconds between refreshes of the shared counts
+BACKOFF_MAX = 5.0     # seconds between reconnection attempts, at most
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+# Intake: for each job, if its id is new, queue it; all or nothing against the backlog bound.
+ADD = """
+if redis.call('XLEN', KEYS[1]) + #ARGV / 2 - 1 > tonumber(ARGV[1]) then return -1 end
+local fresh = {}
+for i = 2, #ARGV, 2 do
+  local id = ARGV[i]
+  if redis.call('SET', KEYS[2] .. id, '1', 'NX', 'EX', KEYS[4]) then
+    redis.call('XADD', KEYS[1], '*', 'payload', ARGV[i + 1])
+    redis.call('HSET', KEYS[3] .. id, 'state', 'queued', 'payload', ARGV[i + 1])
+    redis.call('EXPIRE', KEYS[3] .. id, KEYS[4])
+    fresh[#fresh + 1] = id
+  end
+end
+return fresh
+"""
+# Due retries back onto the stream, atomically (any number of daemons may run this).
+MOVE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, payload in ipairs(due) do
+  redis.call('XADD', KEYS[2], '*', 'payload', payload)
+  redis.call('ZREM', KEYS[1], payload)
+end
+return #due
+"""
+
+
+def _payload(entry: Entry) -> str:
+    return json.dumps({"job": entry.job.to_dict(), "attempts": entry.attempts,
+                       "history": [_attempt(a) for a in entry.history]}, ensure_ascii=False)
+
+
+def _attempt(a: AttemptResult) -> list:
+    return [a.started, round(a.duration, 6), a.status, a.error, a.snippet]
+
+
+def _entry(payload: str | bytes, handle: Any = None, state: State = State.QUEUED) -> Entry:
+    data = json.loads(payload)
+    return Entry(parse(data["job"]), state, data["attempts"],
+                 history=[AttemptResult(*a) for a in data["history"]], handle=handle)
+
+
+class RedisBroker:
+    local = False
+
+    def __init__(self, config: BrokerConfig):
+        self.config = config
+        p = config.prefix
+        self.stream, self.group, self.retry_set, self.dead = f"{p}:jobs", f"{p}:workers", f"{p}:retry", f"{p}:dead"
+        self.consumer = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        # Few connections serve all: one blocks in XREADGROUP, the writer batches settlements,
+        # intake requests and maintenance share the rest; more callers wait for one.
+        self.redis = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
+            config.url, max_connections=16, timeout=10, socket_timeout=10,
+            socket_connect_timeout=5, health_check_interval=30))
+        self._add = self.redis.register_script(ADD)
+        self._move = self.redis.register_script(MOVE)
+        self.dlq = DeadLetters(self.redis, config)
+        self.healthy = False
+        self._held: dict[str, Entry] = {}         # taken and not settled, by stream id
+        self._ops: list[tuple] = []               # settlements waiting for the writer
+        self._wake = Event()
+        self._stop = Event()
+        self._counts = {"queued": 0, "running": 0, "retrying": 0, "dead": 0}
+        self.shared = {"stream_length": 0, "pending": 0}
+        self._last_claim = 0.0
+        self._connect()
+        self._loops = [gevent.spawn(self._write_loop), gevent.spawn(self._maintain_loop)]
+
+    # -- connection
+
+    def _connect(self) -> None:
+        """Create the group (and stream) if missing; raises GqError if Redis cannot be reached."""
+        try:
+            self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except redis.ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+        except REDIS_ERRORS as e:
+            raise GqError(f"broker: cannot reach Redis at {self._where()}: {e}") from None
+        self.healthy = True
+
+    def _where(self) -> str:
+        kw = self.redis.connection_pool.connection_kwargs
+        return f"{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
+
+    def _failed(self, what: str, error: Exception) -> None:
+        if self.healthy:
+            log.error("broker: Redis %s failed (%s); retrying with backoff, not ready meanwhile", what, error)
+        self.healthy = False
+
+    def _recovered(self) -> None:
+        if not self.healthy:
+            log.info("broker: Redis reachable again")
+        self.healthy = True
+
+    # -- intake
+
+    def add(self, jobs: Iterable[Job]) -> Added:
+        jobs = list(jobs)
+        keys = [self.stream, f"{self.config.prefix}:id:", f"{self.config.prefix}:job:", self.config.status_ttl]
+        args: list[Any] = [self.config.max_backlog]
+        for job in jobs:
+            args += [job.id, _payload(Entry(job))]
+        try:
+            fresh = self._add(keys=keys, args=args)
+        except REDIS_ERRORS as e:
+            self._failed("intake", e)
+            raise BrokerUnavailable(f"broker: Redis unavailable ({e})") from None
+        except redis.ResponseError as e:
+            if "NOGROUP" not in str(e) and "NOSCRIPT" not in str(e):
+                raise
+            raise BrokerUnavailable(f"broker: Redis lost its data ({e}); try again") from None
+        if fresh == -1:
+            raise QueueFull(f"queue full: the shared stream holds broker.max_backlog "
+                            f"({self.config.max_backlog}) jobs")
+        fresh = {i.decode() if isinstance(i, bytes) else i for i in fresh}
+        duplicates, seen = [], set()
+        for job in jobs:
+            if job.id not in fresh or job.id in seen:
+                duplicates.append(job.id)
+            seen.add(job.id)
+        return Added([], duplicates, remote=len(fresh))
+
+    # -- dispatch
+
+    def take(self, limit: int, timeout: float) -> list[Entry]:
+        """Jobs stale in dead consumers' hands first, then new ones (XREADGROUP, blocking)."""
+        try:
+            entries = self._claim_stale(limit)
+            if not entries:
+                reply = self.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"},
+                                              count=limit, block=max(1, int(timeout * 1000)))
+                entries = [self._taken(msg_id, fields) for _, messages in reply or ()
+                           for msg_id, fields in messages]
+        except REDIS_ERRORS as e:
+            self._failed("read", e)
+            self._stop.wait(min(BACKOFF_MAX, max(timeout, 0.5)))
+            return []
+        except redis.ResponseError as e:
+            if "NOGROUP" not in str(e):
+                raise
+            log.warning("broker: the consumer group is gone (Redis lost its data?); creating it again")
+            self._connect()
+            return []
+        self._recovered()
+        return [e for e in entries if e is not None]
+
+    def _taken(self, msg_id: bytes, fields: dict | None) -> Entry | None:
+        msg_id = msg_id.decode()
+        if not fields:  # deleted while pending
+            self._ops.append(("ack", msg_id))
+            return None
+        entry = _entry(fields[b"payload"], handle=msg_id)
+        self._held[msg_id] = entry
+        self._counts["running"] = len(self._held)
+        return entry
+
+    def _claim_stale(self, limit: int) -> list[Entry]:
+        now = time.monotonic()
+        if now - self._last_claim < self.config.claim_idle / 2:
+            return []
+        self._last_claim = now
+        _, claimed, *_ = self.redis.xautoclaim(self.stream, self.group, self.consumer,
+                                               int(self.config.claim_idle * 1000), "0-0", count=limit)
+        entries = [self._taken(msg_id, fields) for msg_id, fields in claimed]
+        if entries:
+            log.warning("broker: took over %d job(s) idle for %gs in a consumer that stopped",
+                        len(entries), self.config.claim_idle)
+        return entries
+
+    def started(self, entry: Entry) -> None:
+        entry.attempts += 1
+        entry.state = State.RUNNING
+        self._queue_op(("status", entry))
+
+    def settle(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
+        entry.history.append(result)
+        if len(entry.history) > HISTORY_LIMIT:
+            del entry.history[1]
+        if outcome.verdict is Verdict.SUCCESS:
+            entry.state = State.SUCCEEDED
+        elif outcome.verdict is Verdict.FAIL:
+            entry.state, entry.reason = State.DEAD, outcome.reason
+        else:
+            entry.state, entry.due = State.RETRYING, time.time() + outcome.delay
+        self._held.pop(entry.handle, None)
+        self._counts["running"] = len(self._held)
+        self._queue_op(("settle", entry))
+
+    def _queue_op(self, op: tuple) -> None:
+        self._ops.append(op)
+        self._wake.set()
+
+    # -- the writer: settlements batched into one transaction per round trip
+
+    def _write_loop(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            if self.flush():
+                backoff = 0.1
+            else:
+                self._stop.wait(backoff)
+                backoff = min(BACKOFF_MAX, backoff * 2)
+                self._wake.set()
+
+    def flush(self) -> bool:
+        """Write pending settlements; False (and kept for the next try) when Redis fails."""
+        ops, self._ops = self._ops, []
+        if not ops:
+            return True
+        pipe = self.redis.pipeline(transaction=True)
+        for op in ops:
+            self._write(pipe, op)
+        try:
+            pipe.execute()
+        except REDIS_ERRORS as e:
+            self._failed("write", e)
+            self._ops[:0] = ops
+            return False
+        self._recovered()
+        return True
+
+    def _write(self, pipe, op: tuple) -> None:
+        kind, item = op
+        if kind == "ack":
+            pipe.xack(self.stream, self.group, item)
+            pipe.xdel(self.stream, item)
+            return
+        entry: Entry = item
+        status_key = f"{self.config.prefix}:job:{entry.job.id}"
+        payload = _payload(entry)
+        last = entry.history[-1] if entry.history else None
+        status = {"state": entry.state.value, "payload": payload, "reason": entry.reason,
+                  "due": entry.due, "last_status": "" if not last or last.status is None else last.status,
+                  "last_error": (last.error or "") if last else ""}
+        if kind == "settle":
+            pipe.xack(self.stream, self.group, entry.handle)
+            pipe.xdel(self.stream, entry.handle)
+            if entry.state is State.RETRYING:
+                pipe.zadd(self.retry_set, {payload: entry.due})
+            elif entry.state is State.DEAD:
+                pipe.xadd(self.dead, {"payload": payload, "reason": entry.reason, "id": entry.job.id})
+        pipe.hset(status_key, mapping=status)
+        pipe.expire(status_key, self.config.status_ttl)
+
+    # -- maintenance: due retries, counts, in-flight jobs kept fresh, gone consumers
+
+    def _maintain_loop(self) -> None:
+        last_counts = last_touch = last_sweep = 0.0
+        while not self._stop.wait(MOVE_EVERY):
+            now = time.monotonic()
+            try:
+                self._move(keys=[self.retry_set, self.stream], args=[time.time(), 500])
+                if now - last_counts >= COUNTS_EVERY:
+                    self._refresh_counts()
+                    last_counts = now
+                if now - last_touch >= self.config.claim_idle / 3:
+                    self._touch_held()
+                    last_touch = now
+                if now - last_sweep >= self.config.claim_idle:
+                    self._sweep_consumers()
+                    last_sweep = now
+            except REDIS_ERRORS as e:
+                self._failed("maintenance", e)
+            except redis.ResponseError as e:
+                log.warning("broker: maintenance: %s", e)
+
+    def _sweep_consumers(self) -> None:
+        """Forget consumers of daemons that are gone: nothing pending, idle for long.
+        (A live one removed by mistake comes back by itself at its next read.)"""
+        for consumer in self.redis.xinfo_consumers(self.stream, self.group):
+            name = consumer["name"].decode() if isinstance(consumer["name"], bytes) else consumer["name"]
+            if name != self.consumer and consumer["pending"] == 0 \
+                    and consumer["idle"] > 2000 * self.config.claim_idle:
+                self.redis.xgroup_delconsumer(self.stream, self.group, name)
+
+    def _refresh_counts(self) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xlen(self.stream)
+        pipe.xpending(self.stream, self.group)
+        pipe.zcard(self.retry_set)
+        pipe.xlen(self.dead)
+        length, pending, retrying, dead = pipe.execute()
+        pending = pending["pending"] if isinstance(pending, dict) else 0
+        self.shared = {"stream_length": length, "pending": pending}
+        self._counts.update(queued=max(0, length - pending), retrying=retrying, dead=dead)
+
+    def _touch_held(self) -> None:
+        """Reset the idle time of the jobs this daemon holds, so nobody takes them over."""
+        held = list(self._held)
+        for start in range(0, len(held), 500):
+            self.redis.xclaim(self.stream, self.group, self.consumer, 0, held[start:start + 500],
+                              justid=True)
+
+    # -- look-ups
+
+    def get(self, job_id: str) -> Entry | None:
+        try:
+            status = self.redis.hgetall(f"{self.config.prefix}:job:{job_id}")
+        except REDIS_ERRORS as e:
+            raise BrokerUnavailable(f"broker: Redis unavailable ({e})") from None
+        if not status:
+            return None
+        entry = _entry(status[b"payload"], state=State(status[b"state"].decode()))
+        entry.reason = status.get(b"reason", b"").decode()
+        entry.due = float(status.get(b"due", 0) or 0)
+        return entry
+
+    def counts(self) -> dict[str, int]:
+        """Shared counts (the whole fleet's), refreshed every second; running is this daemon's."""
+        return dict(self._counts)
+
+    # -- dead letters
+
+    def dead_letters(self) -> list[Entry]:
+        return self.dlq.list()
+
+    def replay(self, ids: Iterable[str] | None) -> list[str]:
+        return self.dlq.run("replay", None if ids is None else list(ids))
+
+    def purge(self, ids: Iterable[str] | None) -> list[str]:
+        return self.dlq.run("purge", None if ids is None else list(ids))
+
+    # -- stopping
+
+    def close(self) -> None:
+        """Write what is pending; give back jobs still held (a drain that timed out) as new
+        stream entries, so no consumer that is gone holds any; leave the group."""
+        self._stop.set()
+        self._wake.set()
+        gevent.joinall(self._loops)
+        try:
+            if not self.flush():
+                raise redis.ConnectionError("settlements not written")
+            if self._held:
+                pipe = self.redis.pipeline(transaction=True)
+                for msg_id, entry in self._held.items():
+                    pipe.xadd(self.stream, {"payload": _payload(entry)})
+                    pipe.xack(self.stream, self.group, msg_id)
+                    pipe.xdel(self.stream, msg_id)
+                pipe.execute()
+                log.info("broker: %d unfinished job(s) given back to the stream", len(self._held))
+            self.redis.xgroup_delconsumer(self.stream, self.group, self.consumer)
+        except REDIS_ERRORS as e:
+            log.error("broker: Redis unavailable at exit (%s): %d job(s) stay pending and are taken "
+                      "over by another daemon after %gs", e, len(self._held), self.config.claim_idle)
+        self.redis.close()
+
+
+class DeadLetters:
+    """The dead-letter stream: `gq dlq` and the broker both work on it (no daemon needed)."""
+
+    def __init__(self, client: redis.Redis, config: BrokerConfig):
+        self.redis, self.prefix = client, config.prefix
+        self.stream, self.dead = f"{config.prefix}:jobs", f"{config.prefix}:dead"
+
+    @classmethod
+    def open(cls, config: BrokerConfig) -> "DeadLetters":
+        return cls(redis.Redis.from_url(config.url, socket_timeout=10, socket_connect_timeout=5), config)
+
+    def list(self) -> list[Entry]:
+        return [self._entry(fields) for _, fields in self._all()]
+
+    def _all(self) -> list:
+        try:
+            return self.redis.xrange(self.dead)
+        except REDIS_ERRORS as e:
+            raise GqError(f"broker: cannot reach Redis: {e}") from None
+
+    @staticmethod
+    def _entry(fields: dict) -> Entry:
+        entry = _entry(fields[b"payload"], state=State.DEAD)
+        entry.reason = fields.get(b"reason", b"").decode()
+        return entry
+
+    def run(self, op: str, ids: list[str] | None) -> list[str]:
+        """replay (back to the stream, attempts reset) or purge; returns the ids done."""
+        wanted = None if ids is None else set(ids)
+        picked, seen = [], set()
+        for msg_id, fields in self._all():
+            entry = self._entry(fields)
+            if (wanted is None or entry.job.id in wanted) and entry.job.id not in seen:
+                picked.append((msg_id, entry))
+                seen.add(entry.job.id)
+        pipe = self.redis.pipeline(transaction=True)
+        for msg_id, entry in picked:
+            pipe.xdel(self.dead, msg_id)
+            status_key = f"{self.prefix}:job:{entry.job.id}"
+            if op == "replay":
+                entry.attempts, entry.reason, entry.state = 0, "", State.QUEUED
+                payload = _payload(entry)
+                pipe.xadd(self.stream, {"payload": payload})
+                pipe.hset(status_key, mapping={"state": "queued", "payload": payload, "reason": ""})
+            else:
+                pipe.delete(status_key)
+        try:
+            pipe.execute()
+        except REDIS_ERRORS as e:
+            raise GqError(f"broker: cannot reach Redis: {e}") from None
+        return [entry.job.id for _, entry in picked]
+
+    def close(self) -> None:
+        self.redis.close()
