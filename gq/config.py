@@ -18,6 +18,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from gq.errors import ConfigError
+from gq.destinations import Limits
 from gq.hosts import HostPatterns, HostPolicy
 from gq.signing import decode_secret
 
@@ -111,6 +112,37 @@ def signing_secrets(value: Any) -> Table:
         except ValueError as e:
             raise Invalid(f"{pattern}: {e}") from None
     return Table(value.items())
+
+
+def number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise Invalid(f"must be a number >= 0, got {_shown(value)}")
+    return float(value)
+
+
+LIMIT_CHECKS = {"max_in_flight": integer(0), "rate": number, "burst": integer(0),
+                "breaker_failures": integer(0), "breaker_cooldown": seconds(0, above=True)}
+
+
+def destination_overrides(value: Any) -> Table:
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise Invalid('must be a table of "host pattern" = { key = value, ... }')
+    out = []
+    for pattern, limits in value.items():
+        try:
+            HostPatterns.parse([pattern])
+        except ValueError as e:
+            raise Invalid(f"{pattern}: {e}") from None
+        checked = []
+        for key, v in limits.items():
+            if key not in LIMIT_CHECKS:
+                raise Invalid(f"{pattern}: {key}: unknown key{_hint(key, list(LIMIT_CHECKS))}")
+            try:
+                checked.append((key, LIMIT_CHECKS[key](v)))
+            except Invalid as e:
+                raise Invalid(f"{pattern}: {key}: {e}") from None
+        out.append((pattern, Table(checked)))
+    return Table(out)
 
 
 def listen_address(value: Any) -> str:
@@ -229,6 +261,26 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class DestinationsConfig:
+    max_in_flight: int = setting(0, integer(0), "attempts in flight to one host, at most; 0 = no cap")
+    rate: float = setting(0.0, number, "attempts per second to one host, at most; 0 = no limit")
+    burst: int = setting(0, integer(0), "attempts a host may get at once within its rate; 0 = max(1, rate)")
+    breaker_failures: int = setting(5, integer(0), "failures in a row that open a host's circuit; 0 = never")
+    breaker_cooldown: float = setting(10.0, seconds(0, above=True),
+                                      "seconds an open circuit waits before one probe")
+    metrics_hosts: int = setting(50, integer(0), 'hosts with their own metric labels; the rest are "other"')
+    overrides: Table = setting(Table(), destination_overrides,
+                               'per host pattern: { "api.example.com" = { max_in_flight = 10 } }')
+
+    def limits(self) -> tuple["Limits", list]:
+        """The default limits, and (patterns, limits) for each override, in order."""
+        defaults = Limits(self.max_in_flight, self.rate, self.burst, self.breaker_failures,
+                          self.breaker_cooldown)
+        return defaults, [(HostPatterns.parse([p]), dataclasses.replace(defaults, **dict(v)))
+                          for p, v in self.overrides]
+
+
+@dataclass(frozen=True)
 class MemoryConfig:
     max_rss_mb: int = setting(0, integer(0), "drain and exit (for systemd to restart gq) past this RSS; 0 = off")
 
@@ -245,6 +297,7 @@ class Config:
     broker: BrokerConfig = BrokerConfig()
     log: LogConfig = LogConfig()
     memory: MemoryConfig = MemoryConfig()
+    destinations: DestinationsConfig = DestinationsConfig()
     source: str = field(default="", compare=False)  # the file it came from; "" = built-in defaults
     warnings: tuple[str, ...] = field(default=(), compare=False)  # worth logging, not refusing
 
@@ -253,6 +306,7 @@ SECTIONS: dict[str, type] = {
     "queue": QueueConfig, "pool": PoolConfig, "api": ApiConfig, "target": TargetConfig,
     "retry": RetryConfig, "journal": JournalConfig, "shutdown": ShutdownConfig,
     "broker": BrokerConfig, "log": LogConfig, "memory": MemoryConfig,
+    "destinations": DestinationsConfig,
 }
 
 

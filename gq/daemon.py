@@ -17,6 +17,7 @@ from gq.broker import Broker
 from gq.broker.journal import JournalBroker
 from gq.broker.memory import MemoryBroker
 from gq.config import Config
+from gq.destinations import Destinations
 from gq.dispatcher import Dispatcher
 from gq.errors import EXIT_FAILURE, EXIT_OK, ConfigError
 from gq.health import LoopMonitor
@@ -96,7 +97,8 @@ class Runtime:
         metrics = Metrics()
         dispatcher = Dispatcher(
             broker, worker, queue_maxsize=config.queue.maxsize, pool_size=config.pool.size,
-            policy=retry_policy(config), default_timeout=config.target.timeout, observers=[metrics])
+            policy=retry_policy(config), default_timeout=config.target.timeout, observers=[metrics],
+            destinations=Destinations(*config.destinations.limits(), config.destinations.metrics_hosts))
         metrics.bind(dispatcher)
         return cls(config, broker, worker, dispatcher, metrics)
 
@@ -238,6 +240,7 @@ class Daemon:
             worker.policy = new.target.policy()
             worker.resize(new.pool.size)
         d.resize(new.pool.size, new.queue.maxsize)
+        d.destinations.configure(*new.destinations.limits())
         d.policy = retry_policy(new)
         d.default_timeout = new.target.timeout
         self.api.configure(new)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
+from urllib.parse import urlsplit
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -24,6 +26,7 @@ from gevent.pool import Pool
 from gevent.queue import Queue
 
 from gq.broker import Added, Broker, Entry
+from gq.destinations import Destinations, Limits
 from gq.errors import GqError, QueueFull
 from gq.job import Job
 from gq.outcome import AttemptResult, Outcome, Verdict, decide
@@ -32,7 +35,13 @@ from gq.transport import Worker
 
 log = logging.getLogger("gq.dispatcher")
 
-FEED_POLL = 0.25  # seconds between looks at the broker when it has nothing due
+FEED_POLL = 0.25      # seconds between looks at the broker when it has nothing due
+PARK_LONGEST = 5.0    # seconds a job may wait parked for its host; longer waits go back to the broker
+
+
+def _host(entry: Entry) -> str:
+    entry.host = (urlsplit(entry.job.url).hostname or "").lower()
+    return entry.host
 
 
 class Draining(GqError):
@@ -62,8 +71,10 @@ class DrainReport:
 
 class Dispatcher:
     def __init__(self, broker: Broker, worker: Worker, *, queue_maxsize: int, pool_size: int,
-                 policy: RetryPolicy, default_timeout: float, observers: Iterable[Observer] = ()):
+                 policy: RetryPolicy, default_timeout: float, observers: Iterable[Observer] = (),
+                 destinations: Destinations | None = None):
         self.broker = broker
+        self.destinations = destinations or Destinations(Limits(breaker_failures=0), [], 0)
         self.worker = worker
         self.queue: Queue = Queue(queue_maxsize)
         self.pool = Pool(pool_size)
@@ -75,18 +86,22 @@ class Dispatcher:
         self._reserved = 0           # queue slots promised to submits and feeds in progress
         self._tick = Event()         # replaced and set whenever room or idleness may have changed
         self._loops: list[gevent.Greenlet] = []
+        self._parked: dict[str, deque[Entry]] = {}   # host → jobs waiting for it, off queue and pool
+        self._parked_count = 0
+        self._wakers: dict[str, gevent.Greenlet] = {}  # host → the timer that unparks its jobs
 
     # -- state
 
     def room(self) -> int:
-        return self.queue.maxsize - self.queue.qsize() - self._reserved
+        """Free queue slots; jobs parked for a busy host keep theirs (they will run here)."""
+        return self.queue.maxsize - self.queue.qsize() - self._reserved - self._parked_count
 
     def busy(self) -> int:
         return len(self.pool)
 
     def idle(self) -> bool:
         """Nothing queued, in flight or being submitted (jobs waiting for a retry aside)."""
-        return self.queue.empty() and self.busy() == 0 and self._reserved == 0
+        return self.queue.empty() and self.busy() == 0 and self._reserved == 0 and not self._parked_count
 
     def _signal(self) -> None:
         tick = self._tick
@@ -172,7 +187,46 @@ class Dispatcher:
             entry = self.queue.get()
             self._signal()
             self._notify("dequeued", time.monotonic() - entry.queued_at)
-            self.pool.spawn(self._run, entry)
+            host = entry.host or _host(entry)
+            wait = self.destinations.admit(host)
+            if wait:
+                self._park(entry, host, wait)
+            else:
+                self.pool.spawn(self._run, entry, host)
+
+    # -- jobs waiting for their host
+
+    def _park(self, entry: Entry, host: str, wait: float) -> None:
+        """Hold `entry` until `host` may take it; past its share of the queue, or when the
+        wait is long, hand it back to the broker instead (its slot goes to other hosts)."""
+        parked = self._parked.setdefault(host, deque())
+        if len(parked) >= max(1, self.queue.maxsize // 2) or PARK_LONGEST < wait < float("inf"):
+            self.broker.defer(entry, time.time() + min(wait, PARK_LONGEST * 10))
+            return
+        parked.append(entry)
+        self._parked_count += 1
+        self.destinations.get(host).waiting += 1
+        if wait < float("inf") and host not in self._wakers:
+            self._wakers[host] = gevent.spawn_later(wait, self._unpark, host, True)
+
+    def _unpark(self, host: str, timer: bool = False) -> None:
+        """Back into the queue, as many of `host`'s parked jobs as it may take now."""
+        if timer:
+            self._wakers.pop(host, None)
+        parked = self._parked.get(host)
+        if not parked:
+            return
+        allowed, wait = self.destinations.allowance(host)
+        destination = self.destinations.get(host)
+        for _ in range(min(allowed, len(parked))):
+            entry = parked.popleft()
+            self._parked_count -= 1
+            destination.waiting -= 1
+            self.queue.put_nowait(entry)  # its slot was kept: never blocks
+        if parked and wait < float("inf") and host not in self._wakers:
+            self._wakers[host] = gevent.spawn_later(wait, self._unpark, host, True)
+        if not parked:
+            del self._parked[host]
 
     def _feed_loop(self) -> None:
         """Moves jobs the broker holds (due retries, recovered, replayed; a shared broker's
@@ -187,8 +241,9 @@ class Dispatcher:
                 entry.queued_at = time.monotonic()
                 self.queue.put(entry)
 
-    def _run(self, entry: Entry) -> None:
+    def _run(self, entry: Entry, host: str) -> None:
         job = entry.job
+        result = retry_after = None
         try:
             self.broker.started(entry)
             max_attempts = job.max_attempts or self.policy.max_attempts
@@ -200,6 +255,8 @@ class Dispatcher:
                 result = AttemptResult(time.time(), 0.0, error=f"internal: {e!r}")
                 outcome = decide(result, entry.attempts, max_attempts, self.policy)
             self.broker.settle(entry, result, outcome)
+            retry_after = outcome.delay if result.retry_after and outcome.verdict is Verdict.RETRY else None
+            self.destinations.count(host, outcome.verdict.value)
             self._notify("attempted", entry, result, outcome)
             if outcome.verdict is Verdict.SUCCESS:
                 self.finished["succeeded"] += 1
@@ -212,6 +269,8 @@ class Dispatcher:
                 log.info("job %s attempt %d failed (%s); next attempt in %.1fs",
                          job.id, entry.attempts, result.error or result.status, outcome.delay)
         finally:
+            self.destinations.release(host, result, retry_after)
+            self._unpark(host)
             self._signal()
 
     def _notify(self, event: str, *args) -> None:
@@ -237,6 +296,6 @@ class Dispatcher:
     def stop(self) -> None:
         """Kill the loops and every attempt in flight; owned greenlets all end here."""
         self.draining = True
-        gevent.killall(self._loops)
+        gevent.killall(self._loops + list(self._wakers.values()))
         self.pool.kill()
-        self._loops = []
+        self._loops, self._wakers = [], {}

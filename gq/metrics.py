@@ -72,6 +72,7 @@ class Metrics(Observer):
         g["gq_draining"].set_function(lambda: int(d.draining))
         self.bind_shared(d.broker)
         self.process.groups["worker"] = d.pool
+        self.registry.register(d.destinations)
 
     def bind_shared(self, broker) -> None:
         """A shared broker's fleet-wide figures: one Prometheus query can sum the daemons."""

@@ -145,11 +145,14 @@ def to_toml(config: dict[str, dict[str, Any]]) -> str:
 
 
 def daemon_config(**sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """A config for tests: any free port, memory journal unless given, fast retries."""
+    """A config for tests: any free port, memory journal unless given, fast retries, no breaker."""
     config: dict[str, dict[str, Any]] = {
         "api": {"listen": "127.0.0.1:0"},
         "journal": {"path": ""},
         "retry": {"backoff_base": 0.05, "backoff_max": 0.5},
+        # Every test target is 127.0.0.1: one host, whose circuit the failure tests would open
+        # for the tests after them. The breaker's own tests turn it on.
+        "destinations": {"breaker_failures": 0},
     }
     for name, values in sections.items():
         config.setdefault(name, {}).update(values)

@@ -15,7 +15,8 @@ How it answers is chosen by the request's query string:
   close=1          close the connection without answering
   size=N           a response body of N bytes
 Control: GET /_stats (requests, connections that carried jobs, distinct keys, duplicates),
-GET /_received?since=I (records), POST /_reset.
+GET /_received?since=I (records), POST /_reset, POST /_down (every job request gets 503
+until POST /_up).
 """
 
 from gevent import monkey
@@ -46,6 +47,7 @@ class Target:
         self.received: list[dict] = []
         self.per_key: Counter = Counter()
         self.connections = 0
+        self.down = False
 
     def handle(self, sock, address) -> None:
         rfile = sock.makefile("rb")
@@ -96,7 +98,7 @@ class Target:
         if "garbage" in query:
             sock.sendall(b"this is not HTTP\r\n\r\n")
             return False
-        status, extra = int(query.get("status", 200)), []
+        status, extra = (503 if self.down else int(query.get("status", 200))), []
         if self.per_key[key] <= int(query.get("fail", 0)):
             status = int(query.get("fail_status", 503))
             if "retry_after" in query:
@@ -115,6 +117,9 @@ class Target:
         elif path == "/_reset" and method == "POST":
             self.reset()
             data = {"reset": True}
+        elif path in ("/_down", "/_up") and method == "POST":
+            self.down = path == "/_down"
+            data = {"down": self.down}
         else:
             self._answer(sock, 404, b"no such control endpoint")
             return

@@ -43,6 +43,7 @@ class Entry:
     history: list[AttemptResult] = field(default_factory=list)
     reason: str = ""                        # why it is dead
     handle: Any = None                      # the broker's own reference (a stream entry's id)
+    host: str = ""                          # the target's host, once the dispatcher looked
 
     def status(self, hidden: frozenset[str] = frozenset()) -> dict[str, Any]:
         """The job as `GET /v1/jobs/{id}` shows it; secret header values redacted (`hidden`
@@ -98,6 +99,9 @@ class Broker(Protocol):
 
     def settle(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
         """Record an attempt and its outcome: done, dead, or due again after `outcome.delay`."""
+
+    def defer(self, entry: Entry, due: float) -> None:
+        """Hold `entry`, not attempted, until `due` (wall clock): its host cannot take it now."""
 
     def get(self, job_id: str) -> Entry | None: ...
 

@@ -244,6 +244,10 @@ class JournalBroker(MemoryBroker):
         super().settle(entry, result, outcome)
         self._changed(entry)
 
+    def defer(self, entry: Entry, due: float) -> None:
+        super().defer(entry, due)
+        self._changed(entry)
+
     def replay(self, ids: Iterable[str] | None) -> list[str]:
         replayed = super().replay(ids)
         for job_id in replayed:

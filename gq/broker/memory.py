@@ -90,6 +90,9 @@ class MemoryBroker:
         else:
             self._hold(entry, self.clock() + outcome.delay, State.RETRYING)
 
+    def defer(self, entry: Entry, due: float) -> None:
+        self._hold(entry, due, State.QUEUED)
+
     def _hold(self, entry: Entry, due: float, state: State) -> None:
         """Keep `entry` here, in `state`, until `take` finds it due."""
         entry.due = due

@@ -234,6 +234,13 @@ class RedisBroker:
         self._counts["running"] = len(self._held)
         self._queue_op(("settle", entry))
 
+    def defer(self, entry: Entry, due: float) -> None:
+        """Back to the shared retry set, unattempted: any daemon may run it when due."""
+        entry.state, entry.due = State.QUEUED, due
+        self._held.pop(entry.handle, None)
+        self._counts["running"] = len(self._held)
+        self._queue_op(("settle", entry))
+
     def _queue_op(self, op: tuple) -> None:
         self._ops.append(op)
         self._wake.set()
@@ -285,7 +292,7 @@ class RedisBroker:
         if kind == "settle":
             pipe.xack(self.stream, self.group, entry.handle)
             pipe.xdel(self.stream, entry.handle)
-            if entry.state is State.RETRYING:
+            if entry.state in (State.RETRYING, State.QUEUED):  # QUEUED: deferred for its host
                 pipe.zadd(self.retry_set, {payload: entry.due})
             elif entry.state is State.DEAD:
                 pipe.xadd(self.dead, {"payload": payload, "reason": entry.reason, "id": entry.job.id})
