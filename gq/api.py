@@ -17,9 +17,9 @@ import gevent
 from gevent.pywsgi import LoggingLogAdapter, WSGIHandler, WSGIServer
 
 from gq import job as jobs_
-from gq.config import Config, split_listen
+from gq.config import Config, is_loopback, split_listen
 from gq.dispatcher import Dispatcher, Draining, QueueFull
-from gq.errors import BrokerUnavailable, GqError, JobError
+from gq.errors import BrokerUnavailable, ConfigError, GqError, JobError
 from gq.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 
 log = logging.getLogger("gq.api")
@@ -313,6 +313,7 @@ class Api:
         """Start serving on `sock` (from systemd) or else on `listen` (HOST:PORT);
         raises GqError when it cannot listen."""
         if sock is not None:
+            self._check_passed(sock)
             log.info("serving on the socket systemd passed (api.listen is not used)")
             return self._start(sock)
         host, port = split_listen(listen)
@@ -327,10 +328,19 @@ class Api:
             raise GqError(f"cannot listen on {listen}: {e.strerror or e}") from None
         return self._start(sock)
 
+    def _check_passed(self, sock: socket.socket) -> None:
+        """A socket from systemd obeys the rule api.listen does: no token, loopback only."""
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not self.config.api.token:
+            host = sock.getsockname()[0]
+            if not is_loopback(host):
+                raise ConfigError([f"{self.config.source or '<defaults>'}: api.token: required when "
+                                   f"the socket systemd passes is not on a loopback address (it is on {host})"])
+
     def _start(self, sock: socket.socket) -> WSGIServer:
-        # gevent's server writes headers and body separately: without NODELAY, a keep-alive
-        # client waits ~40 ms for each answer (Nagle's algorithm against delayed ACKs).
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            # gevent's server writes headers and body separately: without NODELAY, a keep-alive
+            # client waits ~40 ms for each answer (Nagle's algorithm against delayed ACKs).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         connections = Pool(self.config.api.max_connections)
         self.metrics.process.groups["intake"] = connections
         server = WSGIServer(sock, self, log=None, spawn=connections, handler_class=IntakeHandler,

@@ -128,10 +128,8 @@ class Daemon:
         dispatcher.start()
         self.monitor.start()
         self.api.ready = True
-        host, port = server.address[:2]
-        shown = f"[{host}]" if ":" in host else host
-        log.info("gq %s ready: listening on http://%s:%d (pool.size %d, queue.maxsize %d)",
-                 __version__, shown, port, self.config.pool.size, self.config.queue.maxsize)
+        log.info("gq %s ready: listening on %s (pool.size %d, queue.maxsize %d)",
+                 __version__, _shown_address(server.address), self.config.pool.size, self.config.queue.maxsize)
         self.notifier.send(READY=1, STATUS=self._status())
         heartbeat = gevent.spawn(self._heartbeat)
 
@@ -246,6 +244,13 @@ class Daemon:
         self.api.configure(new)
         log_.setup(new.log.level, new.log.format)
         self.config = new
+
+
+def _shown_address(address) -> str:
+    if isinstance(address, (str, bytes)):  # a unix socket from systemd
+        return f"unix:{address.decode() if isinstance(address, bytes) else address}"
+    host, port = address[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def run(config: Config) -> int:

@@ -49,13 +49,19 @@ class HealthCollector:
         self.groups: dict[str, object] = {}  # role → a gevent Group/Pool whose len() counts greenlets
 
     def collect(self):
-        states: dict[str, int] = {}
-        for conn in self.process.net_connections(kind="inet"):
-            states[conn.status.lower()] = states.get(conn.status.lower(), 0) + 1
-        connections = GaugeMetricFamily("gq_connections", "TCP connections by state", labels=["state"])
-        for state, count in sorted(states.items()):
-            connections.add_metric([state], count)
-        yield connections
+        # Under a sandbox that hides /proc/net (systemd's ProcSubset=pid), skip this figure
+        # rather than fail the scrape.
+        try:
+            states: dict[str, int] = {}
+            for conn in self.process.net_connections(kind="inet"):
+                states[conn.status.lower()] = states.get(conn.status.lower(), 0) + 1
+        except (OSError, psutil.Error):
+            states = None
+        if states is not None:
+            connections = GaugeMetricFamily("gq_connections", "TCP connections by state", labels=["state"])
+            for state, count in sorted(states.items()):
+                connections.add_metric([state], count)
+            yield connections
         # Counted by their owners: walking the heap (gc) would stall the hub on every scrape.
         greenlets = GaugeMetricFamily("gq_greenlets", "Greenlets running jobs (worker) and "
                                       "serving intake connections (intake)", labels=["role"])

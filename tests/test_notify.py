@@ -1,0 +1,442 @@
+"""The sd_notify protocol as systemd sees it: a real notify socket bound by the test, gq as a
+real subprocess with $NOTIFY_SOCKET (and $WATCHDOG_USEC) in its environment, real signals.
+
+Every datagram is recorded with the pid the kernel says sent it (SCM_CREDENTIALS, as systemd
+checks for NotifyAccess=main) and the order it arrived in.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import DEADLINE, daemon_config, gq_command, to_toml, wait_for
+
+WATCHDOG_USEC = 1_000_000  # gq pings at half of it
+SYSTEMD_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
+                "LISTEN_FDNAMES")
+
+
+@dataclass
+class Message:
+    """One datagram: when it arrived, who sent it, its KEY=value lines in order."""
+    seq: int
+    at: float
+    pid: int | None
+    text: str
+    fields: list[tuple[str, str]] = field(default_factory=list)
+    # Taken by the reader as a READY=1 datagram arrives: gq's log so far, and /readyz.
+    log_at_arrival: str | None = None
+    readyz_at_arrival: int | None = None
+
+    def get(self, key: str) -> str | None:
+        return next((v for k, v in self.fields if k == key), None)
+
+    def has(self, key: str, value: str | None = None) -> bool:
+        return any(k == key and (value is None or v == value) for k, v in self.fields)
+
+
+class NotifySocket:
+    """The service manager's side of sd_notify: a unix datagram socket and a reader thread."""
+
+    def __init__(self, address: str):
+        self.env_value = address  # what goes in $NOTIFY_SOCKET: a path or "@name"
+        self.address = "\0" + address[1:] if address.startswith("@") else address
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.address)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sock.settimeout(0.1)
+        self.messages: list[Message] = []
+        self.on_ready = None  # called in the reader thread with each READY=1 message
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._closed:
+            try:
+                data, ancillary, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(12))
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            at, pid = time.monotonic(), None
+            for level, kind, cdata in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    pid = struct.unpack("3i", cdata[:12])[0]
+            text = data.decode("utf-8", "replace")
+            fields = [tuple(line.split("=", 1)) for line in text.split("\n") if "=" in line]
+            message = Message(len(self.messages), at, pid, text, fields)
+            if message.has("READY", "1") and self.on_ready is not None:
+                self.on_ready(message)
+            with self._cond:
+                self.messages.append(message)
+                self._cond.notify_all()
+
+    def snapshot(self) -> list[Message]:
+        with self._cond:
+            return list(self.messages)
+
+    def wait_for(self, predicate, after: int = 0, timeout: float = DEADLINE, what: str = "a message") -> Message:
+        """The first message from index `after` on that satisfies `predicate`."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for message in self.messages[after:]:
+                    if predicate(message):
+                        return message
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    shown = "\n".join(repr(m.text) for m in self.messages[after:][-20:])
+                    pytest.fail(f"timed out after {timeout:g}s waiting for {what}; last messages:\n{shown}")
+                self._cond.wait(min(left, 0.1))
+
+    def barrier(self) -> int:
+        """Send a marker from this process; returns once the reader has taken it, so every
+        datagram sent before the call has been recorded. Returns the marker's index."""
+        marker = f"X_TEST_MARKER={uuid.uuid4().hex}"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(marker.encode(), self.address)
+        return self.wait_for(lambda m: m.text == marker, what="the test's own marker").seq
+
+    def close(self) -> None:
+        self._closed = True
+        self._thread.join(5)
+        self.sock.close()
+
+
+class Gq:
+    """`python -m gq run -c FILE` with exactly the systemd variables given."""
+
+    def __init__(self, workdir: Path, config: dict, notify: NotifySocket, **systemd_env: str):
+        self.workdir = workdir
+        self.config_path = workdir / "gq.toml"
+        self.config_path.write_text(to_toml(config))
+        self.log_path = workdir / f"gq-{time.monotonic_ns()}.log"
+        env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_VARS}
+        env.update(NOTIFY_SOCKET=notify.env_value, **systemd_env)
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(gq_command("run", "-c", str(self.config_path)), cwd=workdir,
+                                     stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.pid = self.proc.pid
+        self._api: str | None = None
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    @property
+    def api(self) -> str:
+        if self._api is None:
+            self._api = wait_for(lambda: self._listening(), what="gq to log its URL")
+        return self._api
+
+    def _listening(self) -> str | None:
+        m = re.search(r"listening on (http://\S+)", self.log())
+        if m:
+            return m.group(1)
+        if self.proc.poll() is not None:
+            pytest.fail(f"gq exited with {self.proc.returncode} before listening:\n{self.log()}")
+        return None
+
+    def get(self, path: str) -> requests.Response:
+        return requests.get(f"{self.api}{path}", timeout=10)
+
+    def status(self) -> dict:
+        return self.get("/v1/status").json()
+
+    def post(self, jobs) -> requests.Response:
+        return requests.post(f"{self.api}/v1/jobs", json=jobs, timeout=30)
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = DEADLINE) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"gq did not exit within {timeout:g}s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def notify_dir():
+    # Not tmp_path: a unix socket path must stay under 108 bytes.
+    with tempfile.TemporaryDirectory(prefix="gqn-") as d:
+        yield Path(d)
+
+
+@pytest.fixture
+def systemd(tmp_path, notify_dir):
+    """systemd(kind="path"|"abstract", env=..., **sections) → (Gq, NotifySocket); READY=1
+    datagrams are checked against the log and /readyz the moment they arrive."""
+    sockets: list[NotifySocket] = []
+    daemons: list[Gq] = []
+
+    def start(kind: str = "path", env: dict | None = None, **sections) -> tuple[Gq, NotifySocket]:
+        address = str(notify_dir / "notify.sock") if kind == "path" else f"@gq-test-{uuid.uuid4().hex}"
+        notify = NotifySocket(address)
+        sockets.append(notify)
+        box: dict[str, Gq] = {}
+
+        def on_ready(message: Message) -> None:
+            message.log_at_arrival = box["gq"].log()
+            m = re.search(r"listening on (http://\S+)", message.log_at_arrival)
+            if m:
+                try:
+                    message.readyz_at_arrival = requests.get(f"{m.group(1)}/readyz", timeout=5).status_code
+                except requests.RequestException:
+                    message.readyz_at_arrival = -1
+
+        notify.on_ready = on_ready
+        config = daemon_config(**sections)
+        gq = Gq(tmp_path, config, notify, **(env if env is not None else {"WATCHDOG_USEC": str(WATCHDOG_USEC)}))
+        box["gq"] = gq
+        daemons.append(gq)
+        return gq, notify
+
+    yield start
+    for gq in daemons:
+        gq.stop()
+    for notify in sockets:
+        notify.close()
+
+
+def from_gq(gq: Gq):
+    return lambda m: m.pid == gq.pid
+
+
+STATUS_RE = re.compile(r"^(running|draining): queue (\d+)/(\d+), workers (\d+)/(\d+) busy, "
+                       r"\d+ retrying, (\d+) succeeded, (\d+) dead$")
+
+
+def ready(gq: Gq, notify: NotifySocket, after: int = 0, timeout: float = DEADLINE) -> Message:
+    return notify.wait_for(lambda m: m.pid == gq.pid and m.has("READY", "1"), after, timeout, "READY=1")
+
+
+# -- start: READY, STATUS, WATCHDOG
+
+
+@pytest.mark.parametrize("kind", ["path", "abstract"])
+def test_ready_status_and_watchdog(systemd, kind):
+    gq, notify = systemd(kind, pool={"size": 3}, queue={"maxsize": 7})
+    first_ready = ready(gq, notify)
+
+    # READY=1 comes from gq's own pid, once and only after the API listens and answers.
+    assert first_ready.pid == gq.pid
+    assert "listening on http://127.0.0.1:" in first_ready.log_at_arrival, \
+        f"READY=1 arrived before the 'listening on' log line:\n{first_ready.log_at_arrival}"
+    assert first_ready.readyz_at_arrival == 200, "/readyz did not answer 200 right after READY=1"
+    assert gq.get("/healthz").status_code == 200
+    before = notify.snapshot()[:first_ready.seq]
+    assert not any(m.has("READY") for m in before)
+    # Nothing but STATUS= before READY=1 (no WATCHDOG=1 before the loop runs, no STOPPING=1).
+    assert all(k == "STATUS" for m in before for k, _ in m.fields), [m.text for m in before]
+
+    # STATUS= with queue and worker figures, in the READY=1 datagram and in the heartbeat.
+    status = first_ready.get("STATUS")
+    assert status is not None and STATUS_RE.match(status), status
+    assert "queue 0/7, workers 0/3 busy" in status
+    later = notify.wait_for(lambda m: m.pid == gq.pid and m.has("STATUS") and not m.has("READY"),
+                            after=first_ready.seq + 1, what="a heartbeat STATUS=")
+    assert STATUS_RE.match(later.get("STATUS")), later.text
+
+    # WATCHDOG=1 again and again, at about half of WATCHDOG_USEC: count them over a window.
+    start = notify.barrier()
+    window = 3.0
+    end = notify.wait_for(lambda m: m.at >= notify.messages[start].at + window, after=start,
+                          timeout=window + DEADLINE, what=f"messages {window:g}s on")
+    pings = [m for m in notify.snapshot()[start:end.seq + 1] if m.pid == gq.pid and m.has("WATCHDOG", "1")]
+    assert len(pings) >= 2, f"{len(pings)} WATCHDOG=1 in {window:g}s with WATCHDOG_USEC={WATCHDOG_USEC}"
+    assert len(pings) <= window / 0.1, f"{len(pings)} WATCHDOG=1 in {window:g}s: flooding"
+    # Only one READY=1 while nothing asked for a reload.
+    assert sum(m.has("READY", "1") for m in notify.snapshot()) == 1
+
+    gq.signal(signal.SIGTERM)
+    assert gq.wait() == 0
+
+
+@pytest.mark.parametrize("env", [{}, {"WATCHDOG_USEC": str(WATCHDOG_USEC), "WATCHDOG_PID": "1"}],
+                         ids=["no-watchdog-usec", "watchdog-pid-of-another-process"])
+def test_no_watchdog_pings_when_the_watchdog_is_not_for_gq(systemd, env):
+    gq, notify = systemd(env=env)
+    first = ready(gq, notify)
+    # Three heartbeats (one a second) with no WATCHDOG=1 among them.
+    third = first
+    for _ in range(3):
+        third = notify.wait_for(lambda m: m.pid == gq.pid and m.has("STATUS"), after=third.seq + 1,
+                                what="a heartbeat STATUS=")
+    assert not any(m.has("WATCHDOG") for m in notify.snapshot()), \
+        [m.text for m in notify.snapshot() if m.has("WATCHDOG")]
+    gq.signal(signal.SIGTERM)
+    assert gq.wait() == 0
+
+
+# -- SIGHUP
+
+
+def test_sighup_reloads_pool_size_between_reloading_and_ready(systemd):
+    gq, notify = systemd(pool={"size": 2})
+    first = ready(gq, notify)
+    assert gq.status()["pool_size"] == 2
+
+    config = daemon_config(pool={"size": 5})
+    gq.config_path.write_text(to_toml(config))
+    mark = notify.barrier()
+    before_ns = time.monotonic_ns()
+    gq.signal(signal.SIGHUP)
+    reloading = notify.wait_for(lambda m: m.pid == gq.pid and m.has("RELOADING"), after=mark,
+                                what="RELOADING=1")
+    assert reloading.get("RELOADING") == "1"
+    # MONOTONIC_USEC (CLOCK_MONOTONIC, as systemd's Type=notify-reload requires) of the reload.
+    monotonic = reloading.get("MONOTONIC_USEC")
+    assert monotonic is not None and monotonic.isdigit(), reloading.text
+    assert before_ns // 1000 - 1_000_000 <= int(monotonic) <= time.monotonic_ns() // 1000
+    again = ready(gq, notify, after=reloading.seq)
+    assert again.seq > reloading.seq > first.seq
+    # Between RELOADING=1 and READY=1: no READY, no STOPPING.
+    between = notify.snapshot()[reloading.seq + 1:again.seq]
+    assert not any(m.has("READY") or m.has("STOPPING") for m in between)
+    # Right after READY=1 the new size is in force, and STATUS= says so.
+    assert gq.status()["pool_size"] == 5
+    assert "workers 0/5 busy" in again.get("STATUS"), again.text
+    assert "reload: applied pool.size" in gq.log()
+    assert gq.proc.poll() is None
+
+    gq.signal(signal.SIGTERM)
+    assert gq.wait() == 0
+
+
+@pytest.mark.parametrize("broken, named", [
+    ('[pool]\nsize = "ten"\n', "pool.size"),
+    ("[pool\nsize = 3\n", "invalid TOML"),
+], ids=["bad-value", "bad-toml"])
+def test_sighup_with_a_broken_config_keeps_the_old_one(systemd, target, broken, named):
+    gq, notify = systemd(pool={"size": 2})
+    ready(gq, notify)
+    gq.config_path.write_text(broken)
+    mark = notify.barrier()
+    gq.signal(signal.SIGHUP)
+    reloading = notify.wait_for(lambda m: m.pid == gq.pid and m.has("RELOADING", "1"), after=mark,
+                                what="RELOADING=1")
+    # gq stays ready on the old config: READY=1 follows, no STOPPING=1.
+    ready(gq, notify, after=reloading.seq)
+    log = wait_for(lambda: (lambda text: text if "config error" in text else None)(gq.log()),
+                   what="the config error in the log")
+    error_lines = [line for line in log.splitlines() if "config error" in line]
+    assert any(named in line and str(gq.config_path.name) in line for line in error_lines), error_lines
+    assert not any(m.has("STOPPING") for m in notify.snapshot())
+    assert gq.proc.poll() is None
+    assert gq.get("/healthz").status_code == 200
+    assert gq.get("/readyz").status_code == 200
+    assert gq.status()["pool_size"] == 2
+    # And it still runs jobs.
+    job_id = gq.post({"url": target.url()}).json()["id"]
+    wait_for(lambda: gq.get(f"/v1/jobs/{job_id}").json()["state"] == "succeeded", what="a job after the failed reload")
+
+    gq.signal(signal.SIGTERM)
+    assert gq.wait() == 0
+
+
+# -- SIGTERM: drain
+
+
+def test_sigterm_stopping_then_extend_timeout_while_draining_then_exit_0(systemd, target):
+    gq, notify = systemd(pool={"size": 2}, shutdown={"drain_timeout": 30})
+    ready(gq, notify)
+    ids = gq.post([{"url": target.url(delay=2)} for _ in range(6)]).json()["ids"]
+    wait_for(lambda: gq.status()["pool_busy"] == 2, what="2 jobs in flight")
+    assert gq.status()["queue_depth"] > 0
+    busy = notify.wait_for(lambda m: m.pid == gq.pid and "workers 2/2 busy" in (m.get("STATUS") or ""),
+                           what="STATUS= with 2 of 2 workers busy")
+    assert STATUS_RE.match(busy.get("STATUS"))
+
+    mark = notify.barrier()
+    gq.signal(signal.SIGTERM)
+    stopping = notify.wait_for(lambda m: m.pid == gq.pid and m.has("STOPPING"), after=mark, what="STOPPING=1")
+    assert stopping.get("STOPPING") == "1"
+    assert gq.get("/readyz").status_code == 503
+    # EXTEND_TIMEOUT_USEC while jobs are still running: at the start, and as the drain progresses.
+    first = notify.wait_for(lambda m: m.pid == gq.pid and m.has("EXTEND_TIMEOUT_USEC"), after=stopping.seq,
+                            what="EXTEND_TIMEOUT_USEC")
+    assert gq.proc.poll() is None
+    notify.wait_for(lambda m: m.pid == gq.pid and m.has("EXTEND_TIMEOUT_USEC"), after=first.seq + 1,
+                    what="a second EXTEND_TIMEOUT_USEC as jobs finish")
+    assert gq.wait() == 0
+    after_stop = notify.snapshot()[mark:]
+    extends = [int(m.get("EXTEND_TIMEOUT_USEC")) for m in after_stop if m.has("EXTEND_TIMEOUT_USEC")]
+    # Each asks for at least what is left of the 30 s drain, never far beyond it.
+    assert all(1_000_000 <= usec <= 45_000_000 for usec in extends), extends
+    # Order: STOPPING=1 before every EXTEND_TIMEOUT_USEC, and no READY=1 after it.
+    keys = [k for m in after_stop if m.pid == gq.pid for k, _ in m.fields]
+    assert keys.index("STOPPING") < keys.index("EXTEND_TIMEOUT_USEC")
+    assert "READY" not in keys
+    draining = [m.get("STATUS") for m in after_stop if m.has("STATUS") and m.seq > stopping.seq]
+    assert draining and all(s.startswith("draining") for s in draining), draining
+    assert {r["key"] for r in target.received()} == set(ids)
+    assert "nothing left in flight" in gq.log()
+
+
+# -- a hung gq is not pinging
+
+
+def test_a_stopped_gq_sends_no_watchdog(systemd):
+    gq, notify = systemd()
+    first = ready(gq, notify)
+    notify.wait_for(lambda m: m.pid == gq.pid and m.has("WATCHDOG", "1"), after=first.seq, what="WATCHDOG=1")
+
+    gq.signal(signal.SIGSTOP)
+    stat = Path(f"/proc/{gq.pid}/stat")
+    wait_for(lambda: stat.read_text().rsplit(")", 1)[1].split()[0] == "T", what="gq to be stopped")
+    mark = notify.barrier()  # everything sent before it stopped is recorded
+    # Over twice WATCHDOG_USEC, i.e. over 4 ping intervals: nothing at all from gq.
+    window = 2 * WATCHDOG_USEC / 1e6
+    observed_until = time.monotonic() + window
+    while time.monotonic() < observed_until:
+        late = [m for m in notify.snapshot()[mark:] if m.pid == gq.pid]
+        assert not late, f"a stopped gq sent {[m.text for m in late]}"
+        time.sleep(0.05)
+
+    gq.signal(signal.SIGCONT)
+    # Alive again: the pings resume (the loop lag of the stop passes once measured).
+    resumed = notify.wait_for(lambda m: m.pid == gq.pid and m.has("WATCHDOG", "1"), after=mark,
+                              what="WATCHDOG=1 after SIGCONT")
+    assert resumed.at >= observed_until
+    gq.signal(signal.SIGTERM)
+    assert gq.wait() == 0
+
+
+# -- memory guard
+
+
+def test_memory_guard_drains_and_exits_1(systemd):
+    gq, notify = systemd(memory={"max_rss_mb": 1})
+    first = ready(gq, notify)
+    stopping = notify.wait_for(lambda m: m.pid == gq.pid and m.has("STOPPING", "1"), after=first.seq,
+                               what="STOPPING=1 from the memory guard")
+    assert stopping.seq > first.seq
+    assert gq.wait() == 1
+    log = gq.log()
+    assert "memory.max_rss_mb" in log
+    # Nothing was left: the guard drains like SIGTERM does.
+    assert "nothing left in flight" in log
+    assert "Traceback" not in log
