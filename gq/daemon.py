@@ -233,7 +233,7 @@ class Daemon:
         d = self.runtime.dispatcher
         worker = self.runtime.worker
         worker.signer = Signer(new.target.signing_secrets.as_dict())
-        worker.session.verify = new.target.ca_bundle or True
+        worker.verify = new.target.ca_bundle or True
         if new.target.allowed_hosts != self.config.target.allowed_hosts:
             worker.policy = new.target.policy()
             worker.resize(new.pool.size)
