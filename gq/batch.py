@@ -7,18 +7,26 @@ file already finished are not sent again.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 import time
+import zlib
 from typing import TextIO
 
 import gevent
 
 from gq.broker import State
 from gq.config import Config
+from gq.errors import GqError, UsageError
 from gq.daemon import Runtime, StopSignals
 from gq.dispatcher import Dispatcher, Draining, Observer
 from gq.job import Job
-from gq.outcome import Verdict
 
 log = logging.getLogger("gq.batch")
 
@@ -27,25 +35,28 @@ PROGRESS_EVERY = 0.25
 
 
 class Tally(Observer):
-    """Final outcomes of the batch's own jobs (the journal may hold others)."""
+    """Final outcomes of the batch's own jobs (the journal may hold others), each id once."""
 
     def __init__(self, ids: set[str]):
         self.ids = ids
+        self.final: dict[str, State] = {}
         self.succeeded = 0
         self.dead = 0
 
     def done(self) -> bool:
-        return self.succeeded + self.dead == len(self.ids)
+        return len(self.final) == len(self.ids)
 
-    def count(self, state: State) -> None:
+    def count(self, job_id: str, state: State) -> None:
+        if job_id in self.final or job_id not in self.ids or state not in (State.SUCCEEDED, State.DEAD):
+            return
+        self.final[job_id] = state
         if state is State.SUCCEEDED:
             self.succeeded += 1
-        elif state is State.DEAD:
+        else:
             self.dead += 1
 
     def attempted(self, entry, result, outcome) -> None:
-        if outcome.verdict is not Verdict.RETRY and entry.job.id in self.ids:
-            self.count(entry.state)
+        self.count(entry.job.id, entry.state)
 
 
 def _submit_all(dispatcher: Dispatcher, jobs: list[Job], tally: Tally) -> None:
@@ -62,7 +73,7 @@ def _submit_all(dispatcher: Dispatcher, jobs: list[Job], tally: Tally) -> None:
         for job_id in added.duplicates:
             entry = dispatcher.broker.get(job_id)
             if entry is not None:
-                tally.count(entry.state)
+                tally.count(job_id, entry.state)
         i += len(chunk)
 
 
@@ -107,3 +118,69 @@ def run_batch(config: Config, jobs: list[Job], progress: TextIO | None = None) -
     return {"total": total, "succeeded": tally.succeeded, "dead": tally.dead,
             "remaining": total - tally.succeeded - tally.dead,
             "seconds": round(time.monotonic() - started, 3)}
+
+
+# -- several processes: one core each
+
+def parse_part(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise UsageError(f"usage error: --part must be I/N with I < N, got {text!r}")
+    return int(index), int(count)
+
+
+def part_jobs(jobs: list[Job], index: int, count: int) -> list[Job]:
+    """Part I's share: by id, so one id always falls in one part (and is delivered once)."""
+    return [job for job in jobs if zlib.crc32(job.id.encode()) % count == index]
+
+
+def part_config(config: Config, index: int, count: int) -> Config:
+    """Part I of N keeps its own journal beside the configured one (PATH.partIofN...), so a
+    batch resumed with the same N finds each part's leftovers."""
+    if not config.journal.path:
+        return config
+    stem, suffix = os.path.splitext(config.journal.path)
+    journal = dataclasses.replace(config.journal, path=f"{stem}.part{index}of{count}{suffix}")
+    return dataclasses.replace(config, journal=journal)
+
+
+def run_processes(config_path: str | None, jobs_path: str, count: int, config: Config) -> dict:
+    """Run `count` child batches, each on its share of the file's jobs; sum their summaries.
+    SIGTERM/SIGINT are passed on: each child drains as a single batch does."""
+    started = time.monotonic()
+    spool = None
+    if jobs_path == "-":  # every child reads the file: keep stdin in one
+        spool = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False)
+        spool.write(sys.stdin.read())
+        spool.close()
+        jobs_path = spool.name
+    base = [sys.executable, "-m", "gq", "batch"] + (["-c", config_path] if config_path else [])
+    children = [subprocess.Popen(base + ["--part", f"{i}/{count}", jobs_path], stdout=subprocess.PIPE,
+                                 text=True) for i in range(count)]
+    signals = StopSignals()
+    forwarder = gevent.spawn(_forward_signals, signals, children)
+    try:
+        outputs = [child.communicate()[0] for child in children]
+    finally:
+        forwarder.kill()
+        signals.close()
+        if spool is not None:
+            os.unlink(spool.name)
+    summary = {"total": 0, "succeeded": 0, "dead": 0, "remaining": 0}
+    for i, (child, out) in enumerate(zip(children, outputs)):
+        try:
+            part = json.loads(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise GqError(f"batch part {i}/{count} failed (exit {child.returncode})") from None
+        for key in summary:
+            summary[key] += part[key]
+    summary["seconds"] = round(time.monotonic() - started, 3)
+    return summary
+
+
+def _forward_signals(signals: StopSignals, children: list[subprocess.Popen]) -> None:
+    for event, sig in ((signals.stop, signal.SIGTERM), (signals.hurry, signal.SIGTERM)):
+        event.wait()
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(sig)

@@ -38,6 +38,9 @@ def _parser() -> Parser:
         "--comments", action="store_true", help="say what each key means (config.example.toml is this)")
     batch = with_config(commands.add_parser("batch", help="deliver every job of a JSON-lines file, then exit"))
     batch.add_argument("jobs", metavar="JOBS", help="JSON-lines file of jobs, - for stdin")
+    batch.add_argument("-p", "--processes", type=int, default=1, metavar="N",
+                       help="split the jobs over N processes (one core each), each with its own journal")
+    batch.add_argument("--part", help=argparse.SUPPRESS)  # "I/N": this process's share, set by -p
     for name, text in (("submit", "send jobs to a running daemon"),
                        ("status", "show a running daemon's queue and pool")):
         client = with_config(commands.add_parser(name, help=text))
@@ -127,13 +130,7 @@ def _run(args: argparse.Namespace) -> int:
         from gq.daemon import run
         return run(config)
     if args.command == "batch":
-        config = config_.load(args.config)
-        jobs = _read_jobs(args.jobs, config)
-        log.setup(config.log.level, config.log.format)
-        from gq.batch import run_batch
-        summary = run_batch(config, jobs, progress=sys.stderr if sys.stderr.isatty() else None)
-        print(json.dumps(summary))
-        return EXIT_OK if summary["succeeded"] == summary["total"] else EXIT_FAILURE
+        return _batch(args)
     if args.command == "submit":
         objects = _read_objects(args.jobs)
         client = _client(args)
@@ -189,6 +186,26 @@ def _dlq(args: argparse.Namespace) -> int:
     for job_id in missing:
         print(f"gq: dlq {args.dlq_command}: {job_id}: no such dead letter", file=sys.stderr)
     return EXIT_FAILURE if missing else EXIT_OK
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from gq import batch, log
+
+    config = config_.load(args.config)
+    if args.processes < 1:
+        raise UsageError("usage error: --processes must be 1 or more")
+    jobs = _read_jobs(args.jobs, config)
+    log.setup(config.log.level, config.log.format)
+    if args.processes > 1:
+        summary = batch.run_processes(args.config, args.jobs, args.processes, config)
+    else:
+        progress = sys.stderr if sys.stderr.isatty() and not args.part else None
+        if args.part:
+            index, count = batch.parse_part(args.part)
+            jobs, config = batch.part_jobs(jobs, index, count), batch.part_config(config, index, count)
+        summary = batch.run_batch(config, jobs, progress=progress)
+    print(json.dumps(summary))
+    return EXIT_OK if summary["succeeded"] == summary["total"] else EXIT_FAILURE
 
 
 def _print_status(status: dict[str, Any]) -> None:

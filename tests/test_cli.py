@@ -220,6 +220,22 @@ def test_batch_delivers_every_job_and_prints_the_summary(tmp_path, target, sourc
     assert sorted(r["key"] for r in target.received()) == sorted(j["id"] for j in jobs)
 
 
+def test_batch_on_several_processes_delivers_every_job_once_and_resumes(tmp_path, target):
+    jobs = _jobs(target, 40, "parts") + [{"id": "parts-0", "url": target.url("/parts")}]  # a duplicate
+    config = write_config(tmp_path / "gq.toml", pool={"size": 4}, journal={"path": "data/j.sqlite3"})
+    path = write_jobs(tmp_path / "jobs.jsonl", jobs)
+    first = gq("batch", "-c", str(config), "-p", "3", str(path), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert {k: summary(first)[k] for k in ("total", "succeeded", "dead", "remaining")} == \
+        {"total": 40, "succeeded": 40, "dead": 0, "remaining": 0}
+    assert sorted(r["key"] for r in target.received()) == sorted(f"parts-{i}" for i in range(40))
+    assert sorted(p.name for p in (tmp_path / "data").glob("*.sqlite3")) == \
+        [f"j.part{i}of3.sqlite3" for i in range(3)]
+    again = gq("batch", "-c", str(config), "-p", "3", str(path), cwd=tmp_path)  # each part's journal
+    assert again.returncode == 0 and summary(again)["succeeded"] == 40
+    assert target.count() == 40, "a finished batch run again sends nothing"
+
+
 def test_batch_with_dead_jobs_exits_1(tmp_path, target):
     jobs = _jobs(target, 3, "ok") + _jobs(target, 2, "gone", status=404)
     config = write_config(tmp_path / "gq.toml", pool={"size": 2})

@@ -1,0 +1,868 @@
+"""gq's benchmark: gq against the bare stack it is built on, in one invocation.
+
+    python bench/bench.py [--quick] [--scenario NAME ...]
+
+Every figure comes from real processes talking HTTP on 127.0.0.1: the target
+(tests/target.py) runs alone on core 1, the process measured (the baseline, gq
+batch, the gq daemon) alone on core 0; this script and the intake load client
+share core 1 with the target, where they cost little. Scenarios:
+
+  A       20,000 jobs, no delay, pool 100: CPU-bound delivery
+  B       10,000 jobs, target answers after 100 ms, pool 500 (limit 5,000 jobs/s)
+          each of A and B: the baseline (bench/baseline.py), gq batch with its
+          journal, gq batch memory-only
+  intake  50,000 jobs POSTed to `gq run` in arrays of 100 by 8 concurrent senders,
+          journal on and memory-only, delivery parked (see README)
+  drain   500 jobs in flight against a 1 s target, then SIGTERM: time to exit
+  memory  daemon RSS idle, with 500 in flight, and with 10,000 more queued
+  profile (not in the default set) A's jobs, the baseline and gq batch with its
+          journal, each under cProfile: own time per job by area, and gq's top functions
+
+--quick divides every job count by 10 (a smoke run). The report is a table per
+scenario, then one line of JSON with every figure. Exit 1 if any run FAILED.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import http.client
+import importlib.metadata
+import json
+import os
+import platform
+import pstats
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+PY = sys.executable
+TARGET_CORE, MEASURED_CORE = 1, 0
+SCENARIOS = ("A", "B", "intake", "drain", "memory")
+EXTRA_SCENARIOS = ("profile",)
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+POLL = 0.005                        # seconds between looks at a child that is about to exit
+QUIET_WAIT, QUIET_PCT = 10.0, 20.0  # before each measured run: wait up to 10 s for both cores < 20% busy
+DISTURBED_PCT = 10.0                # a run during which others used more of core 0 is flagged (and re-run)
+
+
+class BenchError(Exception):
+    """A run could not be carried out (a process did not start, answer or stop)."""
+
+
+# -- processes ---------------------------------------------------------------
+
+class Proc:
+    """A child process, pinned to one core, its stdout/stderr in files of the work dir,
+    reaped with os.wait4 so its own rusage (CPU, peak RSS) is known."""
+
+    live: dict[int, "Proc"] = {}
+
+    def __init__(self, name: str, argv: list[str], ctx: "Context", core: int | None):
+        self.name = name
+        self.out = ctx.workdir / f"{name}.out"
+        self.err = ctx.workdir / f"{name}.err"
+        pin = partial(os.sched_setaffinity, 0, {core}) if ctx.pinned and core is not None else None
+        with open(self.out, "wb") as out, open(self.err, "wb") as err:
+            self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                          cwd=ctx.workdir, env=ctx.env, preexec_fn=pin)
+        self.pid = self.popen.pid
+        self.started = time.monotonic()
+        self.code: int | None = None
+        self.rusage: Any = None
+        Proc.live[self.pid] = self
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit code, or None if still running after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while self.code is None:
+            pid, status, rusage = os.wait4(self.pid, os.WNOHANG)
+            if pid:
+                self.code, self.rusage = os.waitstatus_to_exitcode(status), rusage
+                self.popen.returncode = self.code  # reaped here, not by Popen
+                Proc.live.pop(self.pid, None)
+            elif time.monotonic() >= deadline:
+                return None
+            else:
+                time.sleep(POLL)
+        return self.code
+
+    def send(self, sig: int) -> None:
+        if self.code is None:
+            os.kill(self.pid, sig)
+
+    def stop(self, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGINT), timeout: float = 15.0) -> int:
+        """Signal it (each signal once, 0.2 s apart) until it exits; SIGKILL past `timeout`."""
+        for sig in signals:
+            self.send(sig)
+            if self.wait(0.2) is not None:
+                return self.code
+        if self.wait(timeout) is None:
+            self.send(signal.SIGKILL)
+            self.wait(5)
+            raise BenchError(f"{self.name} did not exit within {timeout:g}s of {signals}: killed")
+        return self.code
+
+    def wait_line(self, pattern: str, timeout: float, stream: str = "err") -> re.Match:
+        """Wait for a line of its stdout/stderr matching `pattern`."""
+        path = self.err if stream == "err" else self.out
+        deadline = time.monotonic() + timeout
+        while True:
+            match = re.search(pattern, path.read_text(errors="replace"))
+            if match:
+                return match
+            if self.wait(0) is not None:
+                raise BenchError(f"{self.name} exited ({self.code}) before {pattern!r}: {self.tail()}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"{self.name}: no {pattern!r} within {timeout:g}s: {self.tail()}")
+            time.sleep(0.02)
+
+    def tail(self, lines: int = 3) -> str:
+        text = (self.err.read_text(errors="replace") + self.out.read_text(errors="replace")).strip()
+        return " | ".join(text.splitlines()[-lines:]) or "(no output)"
+
+    def stdout_json(self) -> dict:
+        lines = self.out.read_text(errors="replace").strip().splitlines()
+        try:
+            return json.loads(lines[-1])
+        except (IndexError, ValueError):
+            raise BenchError(f"{self.name}: no JSON on stdout: {self.tail()}") from None
+
+    @property
+    def cpu_seconds(self) -> float:
+        return self.rusage.ru_utime + self.rusage.ru_stime
+
+    @property
+    def max_rss_mb(self) -> float:
+        return self.rusage.ru_maxrss / 1024
+
+    @classmethod
+    def kill_all(cls) -> None:
+        """At exit: end every child this script started that is still running, by its pid."""
+        for proc in list(cls.live.values()):
+            proc.send(signal.SIGKILL)
+            proc.wait(5)
+
+
+def request(method: str, url: str, body: Any = None, timeout: float = 30.0) -> tuple[int, Any]:
+    """One HTTP request from this script (control and checks, never measured)."""
+    host, _, rest = url.removeprefix("http://").partition("/")
+    conn = http.client.HTTPConnection(host, timeout=timeout)
+    try:
+        data = None if body is None else json.dumps(body).encode()
+        conn.request(method, "/" + rest, body=data,
+                     headers={"Content-Type": "application/json"} if data is not None else {})
+        response = conn.getresponse()
+        raw = response.read()
+        try:
+            return response.status, json.loads(raw)
+        except ValueError:
+            return response.status, raw.decode(errors="replace")
+    finally:
+        conn.close()
+
+
+def poll_until(what: str, check: Callable[[], Any], timeout: float, every: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what}: not within {timeout:g}s")
+        time.sleep(every)
+
+
+class CoreClock:
+    """CPU time spent on the measured core by everything (steal included), to tell how much
+    of it went to processes other than the one measured: another load on the machine."""
+
+    def __init__(self, ctx: "Context"):
+        self.enabled = ctx.pinned
+        self.wall, self.busy = time.monotonic(), self._busy()
+
+    @staticmethod
+    def _busy() -> float:
+        t = psutil.cpu_times(percpu=True)[MEASURED_CORE]
+        return t.user + t.nice + t.system + t.irq + t.softirq + t.steal
+
+    def others_pct(self, own_cpu_seconds: float) -> float | None:
+        """Percent of the core's wall time used by others (or stolen) since this clock started."""
+        if not self.enabled:
+            return None
+        wall = time.monotonic() - self.wall
+        return round(max(0.0, self._busy() - self.busy - own_cpu_seconds) / wall * 100, 1) if wall else 0.0
+
+
+# -- the target ----------------------------------------------------------------
+
+class Target:
+    """tests/target.py on its own core; counts what it receives."""
+
+    def __init__(self, ctx: "Context"):
+        self.proc = Proc("target", [PY, str(ROOT / "tests" / "target.py"), "--port", "0"], ctx, TARGET_CORE)
+        port = self.proc.wait_line(r"listening (\d+)", 15, stream="out").group(1)
+        self.base = f"http://127.0.0.1:{port}"
+        self.ps = psutil.Process(self.proc.pid)
+
+    def url(self, delay: float = 0) -> str:
+        return f"{self.base}/hook" + (f"?delay={delay:g}" if delay else "")
+
+    def reset(self) -> None:
+        status, _ = request("POST", f"{self.base}/_reset")
+        if status != 200:
+            raise BenchError(f"target: /_reset answered {status}")
+
+    def stats(self) -> dict:
+        return request("GET", f"{self.base}/_stats")[1]
+
+    def cpu_seconds(self) -> float:
+        t = self.ps.cpu_times()
+        return t.user + t.system
+
+    def check(self, jobs: int) -> list[str]:
+        """What is wrong with what the target received, if it was not every job exactly once."""
+        s = self.stats()
+        problems = []
+        if s["count"] != jobs:
+            problems.append(f"target received {s['count']} requests, expected {jobs}")
+        if s["keys"] != jobs:
+            problems.append(f"target saw {s['keys']} distinct Idempotency-Keys, expected {jobs}")
+        return problems
+
+
+# -- the context: work dir, target, settings -------------------------------------
+
+@dataclass
+class Context:
+    workdir: Path
+    quick: bool
+    pinned: bool
+    env: dict[str, str]
+    deadline: float = float("inf")   # for measuring a disturbed run again, not a hard stop
+    target: Target | None = None
+    counter: int = 0
+
+    def scaled(self, jobs: int) -> int:
+        return jobs // 10 if self.quick else jobs
+
+    def name(self, label: str) -> str:
+        """A unique name for a run's files in the work dir."""
+        self.counter += 1
+        return f"{self.counter:02d}-{label}"
+
+    def quiet(self) -> float:
+        """Wait (a few seconds at most, within the time budget) for a moment when other
+        processes leave both cores alone: the machine may be shared. Returns the seconds waited."""
+        started = time.monotonic()
+        limit = min(QUIET_WAIT / 3 if self.quick else QUIET_WAIT, self.deadline - started)
+        while time.monotonic() - started < limit:
+            if max(psutil.cpu_percent(interval=0.5, percpu=True)[:2]) < QUIET_PCT:
+                break
+        return round(time.monotonic() - started, 1)
+
+    def least_disturbed(self, measure_once: Callable[[], "Run"]) -> "Run":
+        """Measure; if other processes took more than DISTURBED_PCT of the measured core and
+        the time budget allows, measure once more, and keep the less disturbed of the two."""
+        started = time.monotonic()
+        run = measure_once()
+        spent = time.monotonic() - started
+        if (run.others_pct or 0) > DISTURBED_PCT and time.monotonic() + 1.5 * spent < self.deadline:
+            again = measure_once()
+            again.extra["others_pct_of_discarded_run"] = run.others_pct
+            if (again.others_pct or 0) < run.others_pct:
+                run = again
+        return run
+
+    def run_bound(self, jobs: int) -> float:
+        """Seconds a delivery run may take before it is stopped and reported FAILED."""
+        return 60 + jobs / 100
+
+
+@dataclass
+class Run:
+    """One measured process."""
+
+    label: str
+    jobs: int
+    ok: bool = True
+    problems: list[str] = field(default_factory=list)
+    jobs_per_s: float | None = None
+    cpu_us_per_job: float | None = None
+    max_rss_mb: float | None = None
+    seconds: float | None = None
+    others_pct: float | None = None    # the measured core's time used by other processes
+    target_cpu_pct: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def fail(self, problem: str) -> None:
+        self.ok = False
+        self.problems.append(problem)
+
+
+# -- gq configs and job files ------------------------------------------------------
+
+def toml_value(value: Any) -> str:
+    return json.dumps(value)  # strings, numbers, booleans: JSON's spelling is TOML's
+
+
+def journal_path(ctx: Context, name: str) -> Path:
+    return ctx.workdir / f"{name}.journal" / "journal.sqlite3"
+
+
+def write_config(ctx: Context, name: str, *, pool: int, maxsize: int, url: str, journal: bool,
+                 timeout: float = 30.0, listen: str | None = None) -> Path:
+    sections: dict[str, dict[str, Any]] = {
+        "queue": {"maxsize": maxsize},
+        "pool": {"size": pool},
+        "target": {"url": url, "timeout": timeout},
+        "retry": {"max_attempts": 1},    # a failure must show as a failure, not as a retry's delay
+        "journal": {"path": str(journal_path(ctx, name)) if journal else ""},
+        "log": {"level": "info"},
+    }
+    if listen:
+        sections["api"] = {"listen": listen}
+    text = "".join(f"[{section}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in keys.items()) + "\n"
+                   for section, keys in sections.items())
+    path = ctx.workdir / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def job_body(seq: int) -> dict:
+    """What every benchmark job carries (bench/baseline.py sends the same)."""
+    return {"seq": seq, "event": "bench", "source": "gq-bench"}
+
+
+def jobs(prefix: str, first: int, count: int, url: str | None = None) -> list[dict]:
+    """gq jobs with ids `prefix<n>`; no url: the config's target.url."""
+    return [{"id": f"{prefix}{n}", **({"url": url} if url else {}), "json": job_body(n)}
+            for n in range(first, first + count)]
+
+
+def write_jobs(ctx: Context, name: str, count: int) -> Path:
+    path = ctx.workdir / f"{name}.jsonl"
+    with open(path, "w") as f:
+        for job in jobs(f"{name}-", 0, count):
+            f.write(json.dumps(job, separators=(",", ":")) + "\n")
+    return path
+
+
+# -- delivery: the baseline and gq batch ------------------------------------------------
+
+def measure(ctx: Context, label: str, argv: list[str], jobs_count: int,
+            read: Callable[[Proc, Run], None], slowdown: float = 1.0) -> Run:
+    """Run one delivery process on the measured core against a freshly reset target;
+    `read` fills the figures in from the exited process; then check the target got every job."""
+    run = Run(label, jobs_count)
+    ctx.target.reset()
+    run.extra["waited_for_quiet_s"] = ctx.quiet()
+    clock, target_cpu = CoreClock(ctx), ctx.target.cpu_seconds()
+    proc = Proc(ctx.name(label), argv, ctx, MEASURED_CORE)
+    bound = ctx.run_bound(jobs_count) * slowdown
+    if proc.wait(bound) is None:
+        run.fail(f"did not finish within {bound:g}s")
+        try:
+            proc.stop((signal.SIGTERM,), timeout=10)
+        except BenchError as e:
+            run.fail(str(e))
+    wall = time.monotonic() - proc.started
+    run.extra["process_wall_s"] = round(wall, 2)   # the interpreter's start and the input's parsing included
+    run.others_pct = clock.others_pct(proc.cpu_seconds)
+    run.target_cpu_pct = round((ctx.target.cpu_seconds() - target_cpu) / wall * 100, 1)
+    try:
+        read(proc, run)
+    except BenchError as e:
+        run.fail(str(e))
+    for problem in ctx.target.check(jobs_count):
+        run.fail(problem)
+    return run
+
+
+def run_baseline(ctx: Context, label: str, jobs_count: int, pool: int, url: str) -> Run:
+    def read(proc: Proc, run: Run) -> None:
+        out = proc.stdout_json()
+        run.jobs_per_s, run.cpu_us_per_job, run.max_rss_mb = (
+            out["jobs_per_s"], out["cpu_us_per_job"], out["max_rss_mb"])
+        run.seconds = out["seconds"]
+        if out["statuses"] != {"200": jobs_count} or out["errors"]:
+            run.fail(f"answers {out['statuses']}, errors {out['errors']}")
+
+    argv = [PY, str(BENCH / "baseline.py"), "--url", url, "--count", str(jobs_count), "--pool", str(pool),
+            "--prefix", f"{label}-", "--max-seconds", str(ctx.run_bound(jobs_count) - 10)]
+    return measure(ctx, label, argv, jobs_count, read)
+
+
+def batch_argv(ctx: Context, label: str, jobs_count: int, pool: int, url: str, journal: bool) -> list[str]:
+    name = ctx.name(label + "-input")
+    config = write_config(ctx, name, pool=pool, maxsize=max(1000, 2 * pool), url=url, journal=journal)
+    return ["-m", "gq", "batch", "-c", str(config), str(write_jobs(ctx, name, jobs_count))]
+
+
+def run_batch(ctx: Context, label: str, jobs_count: int, pool: int, url: str, journal: bool) -> Run:
+    def read(proc: Proc, run: Run) -> None:
+        summary = proc.stdout_json()
+        run.seconds = summary["seconds"]
+        run.jobs_per_s = round(jobs_count / summary["seconds"], 1)
+        run.cpu_us_per_job = round(proc.cpu_seconds / jobs_count * 1e6, 1)
+        run.max_rss_mb = round(proc.max_rss_mb, 1)
+        if proc.code != 0 or summary["succeeded"] != jobs_count:
+            run.fail(f"exit {proc.code}, summary {summary}")
+
+    argv = [PY] + batch_argv(ctx, label, jobs_count, pool, url, journal)
+    return measure(ctx, label, argv, jobs_count, read)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def delivery(ctx: Context, name: str, jobs_count: int, pool: int, delay: float) -> dict:
+    """One delivery scenario: the baseline, gq batch with journal, gq batch memory-only."""
+    url = ctx.target.url(delay)
+    runs = [ctx.least_disturbed(partial(run_baseline, ctx, f"{name}-baseline", jobs_count, pool, url)),
+            *(ctx.least_disturbed(partial(run_batch, ctx, f"{name}-gq-{kind}", jobs_count, pool, url,
+                                          journal=kind == "journal")) for kind in ("journal", "memory"))]
+    base = runs[0]
+    for run in runs:
+        run.extra["x_base_jobs_per_s"] = ratio(run.jobs_per_s, base.jobs_per_s)
+        run.extra["x_base_cpu"] = ratio(run.cpu_us_per_job, base.cpu_us_per_job)
+        run.extra["x_base_rss"] = ratio(run.max_rss_mb, base.max_rss_mb)
+        if delay:
+            run.extra["pct_of_limit"] = round(run.jobs_per_s / (pool / delay) * 100, 1) if run.jobs_per_s else None
+    result = {"jobs": jobs_count, "pool": pool, "delay_s": delay, "runs": [asdict(r) for r in runs]}
+    if delay:
+        result["limit_jobs_per_s"] = pool / delay
+    return result
+
+
+def scenario_a(ctx: Context) -> dict:
+    return delivery(ctx, "A", ctx.scaled(20000), pool=100, delay=0)
+
+
+def scenario_b(ctx: Context) -> dict:
+    return delivery(ctx, "B", ctx.scaled(10000), pool=500, delay=0.1)
+
+
+# -- the daemon ------------------------------------------------------------------------
+
+class Daemon:
+    """`gq run` on the measured core, API on a free loopback port."""
+
+    def __init__(self, ctx: Context, label: str, **config: Any):
+        name = ctx.name(label)
+        path = write_config(ctx, name, listen="127.0.0.1:0", **config)
+        self.journal = journal_path(ctx, name) if config["journal"] else None
+        self.proc = Proc(name, [PY, "-m", "gq", "run", "-c", str(path)], ctx, MEASURED_CORE)
+        host, port = self.proc.wait_line(r"listening on http://(\S+?):(\d+)\b", 30).groups()
+        self.api = f"http://{host}:{port}"
+        self.ps = psutil.Process(self.proc.pid)
+
+    def status(self) -> dict:
+        status, body = request("GET", f"{self.api}/v1/status")
+        if status != 200:
+            raise BenchError(f"daemon: /v1/status answered {status}")
+        return body
+
+    def submit(self, batch: list[dict]) -> None:
+        status, body = request("POST", f"{self.api}/v1/jobs", batch)
+        if status != 202:
+            raise BenchError(f"daemon: POST /v1/jobs of {len(batch)} answered {status}: {body}")
+
+    def rss_mb(self) -> float:
+        return self.ps.memory_info().rss / 2**20
+
+    def cpu_seconds(self) -> float:
+        t = self.ps.cpu_times()
+        return t.user + t.system
+
+    def log_has(self, pattern: str) -> str | None:
+        match = re.search(pattern, self.proc.err.read_text(errors="replace"))
+        return match.group(0) if match else None
+
+    def journal_rows(self) -> int | None:
+        """Jobs in its journal file (read once it has exited)."""
+        if self.journal is None or not self.journal.exists():
+            return None
+        db = sqlite3.connect(self.journal)
+        try:
+            return db.execute("SELECT count(*) FROM jobs").fetchone()[0]
+        finally:
+            db.close()
+
+
+def intake_run(ctx: Context, label: str, jobs_count: int, batch: int, senders: int, journal: bool) -> Run:
+    """POST `jobs_count` jobs in arrays of `batch` from `senders` concurrent connections
+    of a load client (on the target's core), delivery parked behind a 60 s target."""
+    run = Run(label, jobs_count)
+    ctx.target.reset()
+    daemon = Daemon(ctx, label, pool=100, maxsize=max(100000, jobs_count), url=ctx.target.url(60),
+                    timeout=120, journal=journal)
+    try:
+        run.extra["waited_for_quiet_s"] = ctx.quiet()
+        clock, cpu = CoreClock(ctx), daemon.cpu_seconds()
+        client = Proc(ctx.name(label + "-client"),
+                      [PY, str(BENCH / "baseline.py"), "--url", f"{daemon.api}/v1/jobs",
+                       "--count", str(jobs_count // batch), "--batch", str(batch), "--pool", str(senders),
+                       "--prefix", f"{label}-", "--max-seconds", "120"], ctx, TARGET_CORE)
+        if client.wait(130) is None:
+            client.stop((signal.SIGKILL,))
+            raise BenchError("load client did not finish within 130s")
+        daemon_cpu = daemon.cpu_seconds() - cpu
+        out = client.stdout_json()
+        run.seconds, run.jobs_per_s = out["seconds"], out["jobs_per_s"]
+        run.cpu_us_per_job = round(daemon_cpu / jobs_count * 1e6, 1)
+        run.others_pct = clock.others_pct(daemon_cpu)
+        run.max_rss_mb = round(daemon.rss_mb(), 1)   # holding every job accepted
+        run.extra["requests"] = out["requests"]
+        run.extra["statuses"] = out["statuses"]
+        if out["statuses"] != {"202": jobs_count // batch} or out["errors"]:
+            run.fail(f"answers {out['statuses']}, errors {out['errors']}: not every request got 202")
+        held = daemon.status()["jobs"]
+        held_count = held.get("queued", 0) + held.get("running", 0)
+        if held_count != jobs_count:
+            run.fail(f"daemon holds {held_count} jobs (queued + running), expected {jobs_count}")
+    finally:
+        code = daemon.proc.stop()
+    if code != 0:
+        run.fail(f"daemon exit code {code} after SIGINT twice")
+    if journal:
+        rows = daemon.journal_rows()
+        run.extra["journal_rows_after_stop"] = rows
+        if rows != jobs_count:
+            run.fail(f"journal holds {rows} jobs after the stop, expected {jobs_count}")
+    return run
+
+
+def scenario_intake(ctx: Context) -> dict:
+    jobs_count, batch, senders = ctx.scaled(50000), 100, 8
+    runs = [ctx.least_disturbed(partial(intake_run, ctx, f"intake-{kind}", jobs_count, batch, senders,
+                                        journal=kind == "journal")) for kind in ("journal", "memory")]
+    return {"jobs": jobs_count, "batch": batch, "senders": senders, "runs": [asdict(r) for r in runs]}
+
+
+def scenario_drain(ctx: Context) -> dict:
+    """500 jobs in flight against a 1 s target; SIGTERM once the pool is full of them."""
+    in_flight, delay = 500, 1.0
+    run = Run("drain", in_flight)
+    ctx.target.reset()
+    daemon = Daemon(ctx, "drain", pool=in_flight, maxsize=2 * in_flight, url=ctx.target.url(delay),
+                    timeout=10, journal=True)
+    try:
+        daemon.submit(jobs("drain-", 0, in_flight))
+        poll_until("500 in flight", lambda: daemon.status()["pool_busy"] == in_flight
+                   and ctx.target.stats()["count"] == in_flight, 15)
+        at_signal = ctx.target.stats()["count"]
+        sent = time.monotonic()
+        daemon.proc.send(signal.SIGTERM)
+        code = daemon.proc.wait(45)
+        run.seconds = round(time.monotonic() - sent, 3)
+    except BaseException:
+        daemon.proc.stop((signal.SIGKILL,))
+        raise
+    if code is None:
+        daemon.proc.stop((signal.SIGKILL,))
+        run.fail("daemon did not exit within 45s of SIGTERM")
+    elif code != 0:
+        run.fail(f"exit code {code}, expected 0")
+    run.extra.update(exit_code=code, target_count_at_sigterm=at_signal,
+                     log=daemon.log_has(r"drained in [^\n]*") or daemon.log_has(r"stopped after [^\n]*"))
+    for problem in ctx.target.check(in_flight):
+        run.fail(problem)
+    return {"in_flight": in_flight, "delay_s": delay, "runs": [asdict(run)]}
+
+
+def scenario_memory(ctx: Context) -> dict:
+    """Daemon RSS idle (after a warm-up), with 500 in flight, with 10,000 more queued."""
+    in_flight, queued, delay, chunk = 500, ctx.scaled(10000), 30.0, 1000
+    run = Run("memory", in_flight + queued)
+    ctx.target.reset()
+    daemon = Daemon(ctx, "memory", pool=in_flight, maxsize=in_flight + queued + 100, url=ctx.target.url(delay),
+                    timeout=delay + 30, journal=True)
+    try:
+        warm = 20  # the first attempts import and allocate what every later one reuses
+        daemon.submit(jobs("warm-", 0, warm, url=ctx.target.url()))
+        poll_until("warm-up jobs finished", lambda: daemon.status()["finished"]["succeeded"] == warm, 10)
+        time.sleep(0.3)
+        idle = daemon.rss_mb()
+        daemon.submit(jobs("flight-", 0, in_flight))
+        poll_until("500 in flight", lambda: daemon.status()["pool_busy"] == in_flight
+                   and ctx.target.stats()["count"] >= warm + in_flight, 15)
+        busy = daemon.rss_mb()
+        for first in range(0, queued, chunk):
+            daemon.submit(jobs("queued-", first, min(chunk, queued - first)))
+        poll_until(f"{queued} queued", lambda: daemon.status()["queue_depth"] == queued, 15)
+        full = daemon.rss_mb()
+    finally:
+        code = daemon.proc.stop()
+    if code != 0:
+        run.fail(f"daemon exit code {code} after SIGINT twice")
+    run.max_rss_mb = round(full, 1)
+    run.extra.update(
+        rss_idle_mb=round(idle, 1), rss_in_flight_mb=round(busy, 1), rss_in_flight_and_queued_mb=round(full, 1),
+        kb_per_in_flight_job=round((busy - idle) * 1024 / in_flight, 1),
+        kb_per_queued_job=round((full - busy) * 1024 / queued, 2) if queued else None,
+        in_flight=in_flight, queued=queued, exit_code=code)
+    return {"in_flight": in_flight, "queued": queued, "delay_s": delay, "runs": [asdict(run)]}
+
+
+def area(filename: str) -> str:
+    """What a profiled function belongs to: gq, a package, a stdlib module, or C code."""
+    if filename == "~":
+        return "C functions (builtins, sockets, sqlite3)"
+    if filename.startswith("<frozen "):
+        return "stdlib " + filename[len("<frozen "):].rstrip(">").split(".")[0]
+    path = Path(filename)
+    if ROOT / "gq" in path.parents:
+        return "gq"
+    if BENCH in path.parents:
+        return "bench (baseline)"
+    if "site-packages" in path.parts:
+        return path.parts[path.parts.index("site-packages") + 1].removesuffix(".py")
+    if STDLIB in path.parents:
+        return "stdlib " + path.relative_to(STDLIB).parts[0].removesuffix(".py")
+    return str(path)
+
+
+def run_profiled(ctx: Context, label: str, argv: list[str], jobs_count: int) -> Run:
+    """Run `argv` (a python command line, without the interpreter) under cProfile, as measure() runs."""
+    out = ctx.workdir / f"{ctx.name(label)}.prof"
+
+    def read(proc: Proc, run: Run) -> None:
+        if proc.code != 0:
+            run.fail(f"exit {proc.code}: {proc.tail()}")
+        run.extra["profile"] = str(out)
+
+    return measure(ctx, label, [PY, "-m", "cProfile", "-o", str(out)] + argv, jobs_count, read, slowdown=4)
+
+
+def scenario_profile(ctx: Context) -> dict:
+    """The baseline and gq batch (journal on) on scenario A's jobs, under cProfile: own time
+    per job by area (gq, requests, urllib3, gevent, stdlib modules, C), and gq's top functions.
+    cProfile slows everything several times over, and its clock is the wall clock: compare
+    the rows of one report, of runs little disturbed, not the totals with A's."""
+    jobs_count, pool, url = ctx.scaled(20000), 100, ctx.target.url()
+    baseline = [str(BENCH / "baseline.py"), "--url", url, "--count", str(jobs_count), "--pool", str(pool),
+                "--prefix", "profile-base-", "--max-seconds", str(ctx.run_bound(jobs_count) * 3)]
+    runs = {"baseline": ctx.least_disturbed(partial(run_profiled, ctx, "profile-baseline", baseline, jobs_count)),
+            "gq": ctx.least_disturbed(lambda: run_profiled(
+                ctx, "profile-gq", batch_argv(ctx, "profile-gq", jobs_count, pool, url, True), jobs_count))}
+    failed = [f"{r.label}: {'; '.join(r.problems)}" for r in runs.values() if not r.ok]
+    if failed:
+        raise BenchError(" / ".join(failed))
+    stats = {name: pstats.Stats(r.extra["profile"]) for name, r in runs.items()}
+    by_area: dict[str, dict[str, float]] = {}
+    for name, profiled in stats.items():
+        for (filename, _, _), (_, _, tottime, _, _) in profiled.stats.items():
+            cell = by_area.setdefault(area(filename), {"baseline": 0.0, "gq": 0.0})
+            cell[name] += tottime / jobs_count * 1e6
+    areas = sorted(({"area": name, "baseline_us_per_job": round(v["baseline"], 1), "gq_us_per_job": round(v["gq"], 1),
+                     "gq_minus_baseline": round(v["gq"] - v["baseline"], 1)} for name, v in by_area.items()),
+                   key=lambda a: -max(a["gq_us_per_job"], a["baseline_us_per_job"]))
+    top = sorted(stats["gq"].stats.items(), key=lambda kv: kv[1][2], reverse=True)[:20]
+    functions = [{"function": f"{Path(f).name}:{line}({name})", "area": area(f), "calls": nc,
+                  "us_per_job": round(tt / jobs_count * 1e6, 1)}
+                 for (f, line, name), (_, nc, tt, _, _) in top]
+    totals = {name: round(profiled.total_tt / jobs_count * 1e6, 1) for name, profiled in stats.items()}
+    return {"jobs": jobs_count, "profiled_us_per_job": totals, "by_area": areas[:16], "gq_top_functions": functions,
+            "runs": [asdict(r) for r in runs.values()]}
+
+
+RUNNERS: dict[str, Callable[[Context], dict]] = {
+    "A": scenario_a, "B": scenario_b, "intake": scenario_intake, "drain": scenario_drain,
+    "memory": scenario_memory, "profile": scenario_profile,
+}
+
+
+# -- the report ------------------------------------------------------------------------
+
+def fmt(value: Any, spec: str = "") -> str:
+    if value is None:
+        return "-"
+    return format(value, spec) if spec else str(value)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def status_cell(run: dict) -> str:
+    return "ok" if run["ok"] else "FAILED: " + "; ".join(run["problems"])
+
+
+def report_delivery(name: str, result: dict) -> str:
+    limit = result.get("limit_jobs_per_s")
+    title = (f"Scenario {name}: {result['jobs']:,} jobs, pool {result['pool']}, "
+             + (f"target delay {result['delay_s'] * 1000:g} ms (limit {limit:,.0f} jobs/s)" if limit
+                else "no target delay"))
+    headers = ["run", "jobs/s", "x base", *(["% limit"] if limit else []), "CPU us/job", "x base",
+               "peak RSS MB", "x base", "others on core0 %", "target CPU %", "status"]
+    rows = []
+    for r in result["runs"]:
+        x = r["extra"]
+        rows.append([r["label"], fmt(r["jobs_per_s"], ",.0f"), fmt(x.get("x_base_jobs_per_s")),
+                     *([fmt(x.get("pct_of_limit"), ".1f")] if limit else []),
+                     fmt(r["cpu_us_per_job"], ",.0f"), fmt(x.get("x_base_cpu")),
+                     fmt(r["max_rss_mb"], ".1f"), fmt(x.get("x_base_rss")),
+                     fmt(r["others_pct"]), fmt(r["target_cpu_pct"]), status_cell(r)])
+    return title + "\n" + table(headers, rows)
+
+
+def report_intake(result: dict) -> str:
+    title = (f"Intake: {result['jobs']:,} jobs POSTed in arrays of {result['batch']} by "
+             f"{result['senders']} concurrent senders (delivery parked)")
+    rows = [[r["label"], fmt(r["jobs_per_s"], ",.0f"), fmt(r["seconds"], ".2f"), fmt(r["cpu_us_per_job"], ",.0f"),
+             fmt(r["max_rss_mb"], ".1f"), fmt(r["extra"].get("journal_rows_after_stop")), fmt(r["others_pct"]),
+             status_cell(r)] for r in result["runs"]]
+    return title + "\n" + table(["run", "accepted jobs/s", "seconds", "daemon CPU us/job",
+                                 "daemon RSS MB (all held)", "journal rows", "others on core0 %", "status"], rows)
+
+
+def report_drain(result: dict) -> str:
+    r = result["runs"][0]
+    x = r["extra"]
+    return (f"Drain: {result['in_flight']} jobs in flight against a {result['delay_s']:g} s target, then SIGTERM\n"
+            f"  SIGTERM to exit: {fmt(r['seconds'], '.3f')} s, exit code {fmt(x.get('exit_code'))}, "
+            f"target had {fmt(x.get('target_count_at_sigterm'))} at SIGTERM; log: {fmt(x.get('log'))}\n"
+            f"  {status_cell(r)}")
+
+
+def report_memory(result: dict) -> str:
+    r = result["runs"][0]
+    x = r["extra"]
+    rows = [["idle, after a warm-up", fmt(x.get("rss_idle_mb")), ""],
+            [f"{result['in_flight']} in flight", fmt(x.get("rss_in_flight_mb")),
+             f"{fmt(x.get('kb_per_in_flight_job'))} KB per in-flight job"],
+            [f"{result['in_flight']} in flight + {result['queued']:,} queued", fmt(x.get("rss_in_flight_and_queued_mb")),
+             f"{fmt(x.get('kb_per_queued_job'))} KB per queued job"]]
+    return (f"Memory: daemon RSS, pool {result['in_flight']}, journal on, target delay {result['delay_s']:g} s\n"
+            + table(["daemon", "RSS MB", "estimate"], rows) + f"\n  {status_cell(r)}")
+
+
+def report_profile(result: dict) -> str:
+    totals = result["profiled_us_per_job"]
+    others = ", ".join(f"{r['label']} {fmt(r['others_pct'])}%" for r in result["runs"])
+    areas = [[a["area"], f"{a['baseline_us_per_job']:,.1f}", f"{a['gq_us_per_job']:,.1f}",
+              f"{a['gq_minus_baseline']:+,.1f}"] for a in result["by_area"]]
+    functions = [[f["function"], f["area"], str(f["calls"]), f"{f['us_per_job']:.1f}"]
+                 for f in result["gq_top_functions"]]
+    return (f"Profile: scenario A's {result['jobs']:,} jobs under cProfile, baseline vs gq batch with journal "
+            f"(profiled own time per job: baseline {totals['baseline']:,.0f} us, gq {totals['gq']:,.0f} us; "
+            f"others on core 0: {others})\n"
+            + table(["own time per job, by area", "baseline us", "gq us", "gq - base"], areas)
+            + "\n\n" + table(["gq's top functions by own time", "area", "calls", "us/job"], functions))
+
+
+def report(name: str, result: dict) -> str:
+    if "error" in result:
+        return f"{name}: FAILED: {result['error']}"
+    if name in ("A", "B"):
+        return report_delivery(name, result)
+    return {"intake": report_intake, "drain": report_drain, "memory": report_memory,
+            "profile": report_profile}[name](result)
+
+
+# -- main ------------------------------------------------------------------------------
+
+def machine(ctx: Context) -> dict:
+    background = psutil.cpu_percent(interval=1.0, percpu=True)
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor() or "unknown")
+    versions = {}
+    for package in ("gq", "gevent", "requests", "prometheus-client"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+                            capture_output=True, text=True).stdout.strip() or None
+    return {"cpu_model": model, "cores": os.cpu_count(), "pinned": ctx.pinned,
+            "python": platform.python_version(), "versions": versions, "commit": commit,
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+            "cpu_busy_pct_per_core_before_start": background,
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1/10 of every job count: a smoke run")
+    parser.add_argument("--scenario", nargs="+", metavar="NAME", choices=SCENARIOS + EXTRA_SCENARIOS,
+                        help=f"run only these: {', '.join(SCENARIOS + EXTRA_SCENARIOS)} (default: all but profile)")
+    parser.add_argument("--budget", type=float, metavar="SECONDS",
+                        help="time within which a disturbed run may be measured again "
+                             "(default: 240, with --quick 50)")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, configs, journals)")
+    args = parser.parse_args(argv)
+    names = args.scenario or list(SCENARIOS)
+
+    pinned = {TARGET_CORE, MEASURED_CORE} <= os.sched_getaffinity(0)
+    if pinned:
+        os.sched_setaffinity(0, {TARGET_CORE})  # this script stays off the measured core
+    else:
+        print("warning: fewer than 2 cores available: nothing is pinned", file=sys.stderr)
+    env = {k: v for k, v in os.environ.items() if k not in ("GQ_CONFIG", "NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    workdir = Path(tempfile.mkdtemp(prefix="gq-bench-"))
+    budget = args.budget if args.budget is not None else 50 if args.quick else 240
+    ctx = Context(workdir, args.quick, pinned, env, deadline=time.monotonic() + budget)
+    info = machine(ctx)
+    print(f"gq benchmark{' (--quick: 1/10 of the jobs)' if args.quick else ''}: {info['date']}")
+    print(f"{info['cpu_model']}, {info['cores']} cores, "
+          f"{'target on core 1, measured process on core 0' if pinned else 'not pinned'}; "
+          f"Python {info['python']}, " + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+          + f"; tree {info['commit']}")
+    print(f"before start: load average {info['load_average_at_start']}, "
+          f"cores busy {info['cpu_busy_pct_per_core_before_start']} % (other processes)\n")
+    results: dict[str, Any] = {}
+    started = time.monotonic()
+    try:
+        try:
+            ctx.target = Target(ctx)
+        except BenchError as e:
+            print(f"FAILED: the target did not start: {e}")
+            return 1
+        for name in names:
+            t = time.monotonic()
+            try:
+                results[name] = RUNNERS[name](ctx)
+            except BenchError as e:
+                results[name] = {"error": str(e), "runs": []}
+            results[name]["wall_seconds"] = round(time.monotonic() - t, 1)
+            print(report(name, results[name]) + "\n", flush=True)
+    finally:
+        Proc.kill_all()
+        if args.keep:
+            print(f"work dir kept: {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    failed = [name for name, r in results.items() if "error" in r] + [
+        run["label"] for r in results.values() for run in r["runs"] if not run["ok"]]
+    disturbed = [run["label"] for r in results.values() for run in r["runs"]
+                 if (run["others_pct"] or 0) > DISTURBED_PCT]
+    print(f"{'FAILED: ' + ', '.join(failed) if failed else 'all runs ok'}; "
+          f"{time.monotonic() - started:.0f} s in all")
+    if disturbed:
+        print(f"disturbed: other processes used more than {DISTURBED_PCT:g}% of core 0 during "
+              f"{', '.join(disturbed)}: their jobs/s are low, their CPU per job less affected")
+    print(json.dumps({"machine": info, "quick": args.quick, "scenarios": results, "failed": failed,
+                      "disturbed": disturbed}, separators=(",", ":")))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
