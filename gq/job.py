@@ -69,12 +69,21 @@ class Job:
         return {"method": self.method, "url": redact_url(self.url),
                 "headers": {k: REDACTED if k.lower() in hidden else v for k, v in self.headers.items()}}
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> str:
+        """`to_dict()` as JSON, the body spliced in as it is (no parse and dump again)."""
+        head = self.to_dict(body=False)
+        if self.data is None:
+            return json.dumps(head, ensure_ascii=False)
+        value = self.data if self.is_json else json.dumps(self.data, ensure_ascii=False)
+        key = "json" if self.is_json else "body"
+        return json.dumps(head, ensure_ascii=False)[:-1] + f', "{key}": {value}}}'
+
+    def to_dict(self, body: bool = True) -> dict[str, Any]:
         """The job's JSON form, the one `parse` accepts."""
         out: dict[str, Any] = {"id": self.id, "method": self.method, "url": self.url}
         if self.headers:
             out["headers"] = self.headers
-        if self.data is not None:
+        if body and self.data is not None:
             out["json" if self.is_json else "body"] = json.loads(self.data) if self.is_json else self.data
         if self.timeout is not None:
             out["timeout"] = self.timeout

@@ -326,6 +326,7 @@ def test_valid_job_survives_to_dict_and_parse(obj):
     job = parse(obj)
     out = job.to_dict()
     assert parse(out) == job
+    assert json.loads(job.to_json()) == out  # the journal's and the Redis broker's form
     expected = {**obj, "method": obj.get("method", "POST").upper(), "id": job.id}
     if not expected.get("headers"):
         expected.pop("headers", None)

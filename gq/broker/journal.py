@@ -66,10 +66,13 @@ def _history_row(a: AttemptResult) -> list:
     return [a.started, round(a.duration, 6), a.status, a.error, a.snippet]
 
 
-def _row(entry: Entry) -> tuple:
+def _new_row(entry: Entry) -> tuple:
+    return (entry.job.id, entry.job.to_json(), entry.accepted_at) + _state_row(entry)
+
+
+def _state_row(entry: Entry) -> tuple:
     finished = time.time() if entry.state in (State.SUCCEEDED, State.DEAD) else None
-    return (entry.job.id, json.dumps(entry.job.to_dict(), ensure_ascii=False), entry.state.value,
-            entry.attempts, entry.due, entry.accepted_at, finished, entry.reason or None,
+    return (entry.state.value, entry.attempts, entry.due, finished, entry.reason or None,
             json.dumps([_history_row(a) for a in entry.history], ensure_ascii=False))
 
 
@@ -104,14 +107,16 @@ class JournalFile:
             "ORDER BY finished_at DESC LIMIT ?)", (KEEP_FINISHED,)).fetchall()
         return [_entry(r) for r in rows]
 
-    def write(self, rows: list[tuple], deleted: Iterable[str]) -> None:
+    def write(self, new: list[tuple], changed: list[tuple], deleted: Iterable[str]) -> None:
+        """One transaction: new jobs (_new_row), state changes (_state_row + id), deletions."""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany(
-                "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-                "state = excluded.state, attempts = excluded.attempts, due = excluded.due, "
-                "finished_at = excluded.finished_at, reason = excluded.reason, "
-                "history = excluded.history", rows)
+                "INSERT INTO jobs (id, spec, accepted_at, state, attempts, due, finished_at, reason, "
+                "history) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", new)
+            self.db.executemany(
+                "UPDATE jobs SET state = ?, attempts = ?, due = ?, finished_at = ?, reason = ?, "
+                "history = ? WHERE id = ?", changed)
             self.db.executemany("DELETE FROM jobs WHERE id = ?", ((i,) for i in deleted))
 
     def dead_letters(self) -> list[Entry]:
@@ -279,14 +284,16 @@ class JournalBroker(MemoryBroker):
         adding, self._adding = self._adding, []
         if not (dirty or deleted or adding):
             return
+        fresh = {job_id for _, ids in adding for job_id in ids}
+        new = [_new_row(e) for i, e in dirty.items() if i in fresh]
+        changed = [_state_row(e) + (i,) for i, e in dirty.items() if i not in fresh]
         try:
-            self._threadpool.apply(self.file.write, ([_row(e) for e in dirty.values()], deleted))
+            self._threadpool.apply(self.file.write, (new, changed, deleted))
         except sqlite3.Error as e:
             error = JournalError(f"journal: write failed: {e}")
-            refused = {job_id for _, ids in adding for job_id in ids}
-            log.error("%s; %d job(s) refused, state changes kept for the next write", error, len(refused))
+            log.error("%s; %d job(s) refused, state changes kept for the next write", error, len(fresh))
             for job_id, entry in dirty.items():
-                if job_id not in refused:
+                if job_id not in fresh:
                     self._dirty.setdefault(job_id, entry)
             self._deleted |= deleted
             for waiter, _ in adding:

@@ -72,8 +72,9 @@ return #due
 
 
 def _payload(entry: Entry) -> str:
-    return json.dumps({"job": entry.job.to_dict(), "attempts": entry.attempts,
-                       "history": [_attempt(a) for a in entry.history]}, ensure_ascii=False)
+    head = json.dumps({"attempts": entry.attempts, "history": [_attempt(a) for a in entry.history]},
+                      ensure_ascii=False)
+    return head[:-1] + f', "job": {entry.job.to_json()}}}'  # the job as it is, not parsed again
 
 
 def _attempt(a: AttemptResult) -> list:
