@@ -164,7 +164,7 @@ class Api:
             raise Refusal("404 Not Found", {"error": f"path: no such endpoint {path}"})
         except Refusal as r:
             if r.reason:
-                self.metrics.rejected[r.reason].inc()
+                self.metrics.rejected.inc(r.reason)
             headers = r.headers
             if _has_body(environ) and not environ.get("gq.body_read"):
                 environ["gq.unread_body"] = True
