@@ -107,8 +107,9 @@ def test_dead_letters_listed_replayed_and_purged_with_the_daemon_up_and_down(
     assert dlq(tmp_path, "list").stdout == ""
 
 
-def test_a_journal_runs_in_one_process_only(start_daemon, tmp_path):
+def test_a_journal_runs_in_one_process_only_and_is_its_owners(start_daemon, tmp_path):
     start_daemon(journal=JOURNAL)
+    assert (tmp_path / JOURNAL["path"]).stat().st_mode & 0o077 == 0, "jobs carry secrets"
     second = run_gq("run", "-c", "gq.toml", cwd=tmp_path)
     assert second.returncode == 1
     assert "in use by another gq process" in second.stderr

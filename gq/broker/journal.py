@@ -91,6 +91,9 @@ class JournalFile:
         try:
             directory = os.path.dirname(os.path.abspath(path))
             os.makedirs(directory, exist_ok=True)
+            # Jobs carry their secrets (Authorization headers): the file is its owner's only.
+            # SQLite gives the -wal and -shm files the same mode.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
             self.db.row_factory = sqlite3.Row
             self.db.execute("PRAGMA journal_mode=WAL")
