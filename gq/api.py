@@ -26,6 +26,7 @@ log = logging.getLogger("gq.api")
 
 JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
+MAX_HEAD = 65536            # bytes of request line and headers
 RETRY_AFTER_FULL = "1"      # seconds: the queue moves in well under that
 RETRY_AFTER_DRAINING = "5"  # seconds: long enough for a restart, or another instance
 
@@ -34,17 +35,45 @@ class SlowClient(OSError):
     """A client that took longer than api.client_timeout to send its request."""
 
 
+class HeadTooLarge(ValueError):
+    """A request's line and headers over MAX_HEAD bytes."""
+
+
+class _HeadLimit:
+    """The connection's reader, counting the bytes of each request head against MAX_HEAD
+    (gevent's own limits allow 100 headers of 64 KiB: 6.4 MB held per connection)."""
+
+    def __init__(self, rfile):
+        self._rfile, self.left = rfile, None  # None: reading a body, not a head
+
+    def readline(self, size: int = -1) -> bytes:
+        line = self._rfile.readline(size)
+        if self.left is not None:
+            self.left -= len(line)
+            if self.left < 0:
+                raise HeadTooLarge(f"request head over {MAX_HEAD} bytes")
+        return line
+
+    def __getattr__(self, name: str):
+        return getattr(self._rfile, name)
+
+
 class IntakeHandler(WSGIHandler):
     """gevent's WSGI handler, bounded against clients that hold connections:
 
     - a request's head (line and headers) must arrive within api.client_timeout,
       counted from when the server starts waiting for it, so an idle keep-alive
-      connection is closed after that long too (slowloris);
-    - a body the app refused without reading is not read either: the connection
-      is closed instead (gevent would otherwise read and discard it, gigabytes included).
+      connection is closed after that long too (slowloris), and be at most MAX_HEAD bytes;
+    - a body the app did not read (it refused the request, or the endpoint takes
+      none) is not read either: the connection is closed instead (gevent would
+      otherwise read and discard it, gigabytes included).
     """
 
     _head_timer: gevent.Timeout | None = None
+
+    def __init__(self, sock, address, server, rfile=None):
+        super().__init__(sock, address, server, rfile)
+        self.rfile = _HeadLimit(self.rfile)
 
     def _timeout(self) -> float:
         return self.server.application.config.api.client_timeout
@@ -53,6 +82,7 @@ class IntakeHandler(WSGIHandler):
         self._stop_timer()
         self._head_timer = gevent.Timeout.start_new(
             self._timeout(), SlowClient(f"request head not received within {self._timeout():g}s"))
+        self.rfile.left = MAX_HEAD
         return super().read_requestline()
 
     def read_request(self, raw_requestline):
@@ -60,6 +90,7 @@ class IntakeHandler(WSGIHandler):
             return super().read_request(raw_requestline)
         finally:
             self._stop_timer()
+            self.rfile.left = None
 
     def _stop_timer(self) -> None:
         if self._head_timer is not None:
@@ -67,16 +98,21 @@ class IntakeHandler(WSGIHandler):
             self._head_timer = None
 
     def _handle_client_error(self, ex):
+        """A malformed request: one line at debug (a client must not flood the log), then 4xx."""
+        self.close_connection = True
+        log.debug("bad request from %s: %s", self.client_address, ex)
         if isinstance(ex, SlowClient):
-            self.close_connection = True
             return ("408", b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-        return super()._handle_client_error(ex)
+        if isinstance(ex, HeadTooLarge):
+            return ("431", b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n"
+                           b"Content-Length: 0\r\n\r\n")
+        return ("400", b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
 
     def run_application(self):
         try:
             super().run_application()
         finally:
-            if self.environ.get("gq.unread_body"):
+            if _has_body(self.environ) and not self.environ.get("gq.body_read"):
                 self.close_connection = True
                 self.wsgi_input.content_length = self.wsgi_input.position  # nothing left to discard
                 self.wsgi_input.chunked_input = False
@@ -167,8 +203,7 @@ class Api:
                 self.metrics.rejected.inc(r.reason)
             headers = r.headers
             if _has_body(environ) and not environ.get("gq.body_read"):
-                environ["gq.unread_body"] = True
-                headers = [*headers, ("Connection", "close")]
+                headers = [*headers, ("Connection", "close")]  # its body is not read: see IntakeHandler
             return _json(r.status, r.body, start_response, headers)
         except Exception:
             log.exception("internal error answering %s %s", method, path)
@@ -215,7 +250,7 @@ class Api:
         body: dict[str, Any] = {"id": jobs[0].id} if single else {"ids": [j.id for j in jobs]}
         if added.duplicates:
             body["duplicates"] = added.duplicates
-        status = "202 Accepted" if added.entries else "200 OK"
+        status = "202 Accepted" if added.entries or added.remote else "200 OK"
         return _json(status, body, start_response)
 
     def _read_jobs(self, environ: dict) -> tuple[bool, list[tuple[str | None, Any]]]:
@@ -239,7 +274,7 @@ class Api:
                                                   "line": e.index}, "invalid") from None
             return False, [(f"line {n}", obj) for n, obj in lines]
         try:
-            data = json.loads(text)
+            data = jobs_.loads(text)
         except (ValueError, RecursionError) as e:
             raise Refusal("400 Bad Request", {"error": f"body: invalid JSON: {e}", "field": "body"},
                           "invalid") from None
@@ -259,10 +294,13 @@ class Api:
         try:
             with gevent.Timeout(timeout, SlowClient()):
                 raw = environ["wsgi.input"].read(limit + 1)
-        except OSError:
+        except SlowClient:
             raise Refusal("408 Request Timeout",
                           {"error": f"body: not received within api.client_timeout ({timeout:g}s)",
                            "field": "body"}, "invalid") from None
+        except (OSError, ValueError) as e:  # a malformed chunked body, a connection gone
+            raise Refusal("400 Bad Request", {"error": f"body: unreadable: {e}", "field": "body"},
+                          "invalid") from None
         if len(raw) > limit:
             raise too_large
         environ["gq.body_read"] = True

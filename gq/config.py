@@ -352,7 +352,7 @@ def from_dict(data: dict[str, Any], source: str = "") -> Config:
         except Invalid as e:
             problems.append(f"{where}: api.token_file: {e}")
     config = Config(**sections, source=source, warnings=tuple(f"{where}: {w}" for w in warnings))
-    problems += [f"{where}: {p}" for p in _cross_checks(config)]
+    problems += [f"{where}: {p}" for p in cross_checks(config)]
     if problems:
         raise ConfigError(problems)
     return config
@@ -377,7 +377,8 @@ def _read_token(api: ApiConfig, warnings: list[str]) -> str:
     return token
 
 
-def _cross_checks(config: Config) -> list[str]:
+def cross_checks(config: Config) -> list[str]:
+    """Rules between keys (a public listen needs a token...): problems, without the file name."""
     problems = []
     host, _ = split_listen(config.api.listen)
     if not config.api.token and not is_loopback(host):

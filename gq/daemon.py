@@ -223,6 +223,14 @@ class Daemon:
                 log.warning("reload: %s.%s changed, but needs a restart: still %r", section, key, old_value)
                 new = dataclasses.replace(new, **{section: dataclasses.replace(
                     getattr(new, section), **{key: old_value})})
+        broken = config_.cross_checks(new)  # as applied: a kept public listen still needs its token
+        if broken:
+            for problem in broken:
+                log.error("reload: config error: %s: %s (%s is kept until a restart)",
+                          new.source, problem, "api.listen")
+            log.error("reload: the config is unchanged")
+            self.notifier.send(READY=1, STATUS=self._status())
+            return
         changed = [f"{s}.{k}" for s in config_.SECTIONS for k in config_.keys(s)
                    if getattr(getattr(self.config, s), k) != getattr(getattr(new, s), k)]
         self._apply(new)

@@ -10,8 +10,8 @@ Circuit breaker: `breaker_failures` failures in a row (connection errors,
 timeouts, 5xx) open the circuit; its jobs wait, attempts unspent, for
 `breaker_cooldown` seconds; then one probe goes through (half-open): success
 closes the circuit, failure opens it again for twice as long (up to 16x).
-A 429 or a Retry-After does not count as a failure: it pauses the host for
-that long instead.
+A 429 or a Retry-After does not count as a failure: it pauses the host as long
+as the job's own retry waits (the Retry-After, up to retry.backoff_max).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ CLOSED, HALF_OPEN, OPEN = "closed", "half_open", "open"
 CIRCUIT_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}  # gq_destination_circuit_state
 MAX_COOLDOWN_FACTOR = 16
 OTHER = "other"
+MAX_HOSTS = 10000  # host states kept; past it, idle ones are forgotten
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,10 @@ class Destination:
     cooldown: float = 0.0
     paused_until: float = 0.0        # a 429 / Retry-After asked for a pause
     probe_in_flight: bool = False
-    attempts: dict[str, int] = field(default_factory=dict)
+
+    def idle(self, now: float) -> bool:
+        return (not self.in_flight and not self.waiting and self.circuit == CLOSED
+                and self.paused_until <= now and not self.failures)
 
 
 class Destinations:
@@ -68,6 +72,7 @@ class Destinations:
         self.clock = clock
         self.hosts: dict[str, Destination] = {}
         self._labels: set[str] = set()
+        self.attempts: dict[str, dict[str, int]] = {}  # label → result → count
 
     def configure(self, defaults: Limits, overrides: list[tuple[HostPatterns, Limits]]) -> None:
         """New limits (a reload); each host keeps its counts and circuit."""
@@ -84,12 +89,20 @@ class Destinations:
     def get(self, host: str) -> Destination:
         d = self.hosts.get(host)
         if d is None:
-            label = host if len(self._labels) < self.max_labels else OTHER
+            if len(self.hosts) >= MAX_HOSTS:
+                self._forget_idle()
+            label = host if host in self._labels or len(self._labels) < self.max_labels else OTHER
             self._labels.add(label)
             limits = self._limits(host)
             d = self.hosts[host] = Destination(limits, label, tokens=self._burst(limits),
                                                refilled=self.clock())
         return d
+
+    def _forget_idle(self) -> None:
+        """Drop the state of hosts with nothing going on (their counts live on, by label)."""
+        now = self.clock()
+        for host in [h for h, d in self.hosts.items() if d.idle(now)]:
+            del self.hosts[host]
 
     @staticmethod
     def _burst(limits: Limits) -> float:
@@ -175,10 +188,11 @@ class Destinations:
             in_flight.add_metric([label], sum(d.in_flight for d in group))
             waiting.add_metric([label], sum(d.waiting for d in group))
             circuit.add_metric([label], max(CIRCUIT_VALUE[d.circuit] for d in group))
+        for label, counts in sorted(self.attempts.items()):
             for result in ("success", "retry", "fail"):
-                attempts.add_metric([label, result], sum(d.attempts.get(result, 0) for d in group))
+                attempts.add_metric([label, result], counts.get(result, 0))
         yield from (in_flight, waiting, circuit, attempts)
 
     def count(self, host: str, result_label: str) -> None:
-        d = self.get(host)
-        d.attempts[result_label] = d.attempts.get(result_label, 0) + 1
+        counts = self.attempts.setdefault(self.get(host).label, {})
+        counts[result_label] = counts.get(result_label, 0) + 1

@@ -26,6 +26,7 @@ from gevent.pool import Pool
 from gevent.queue import Queue
 
 from gq.broker import Added, Broker, Entry
+from gq import hosts
 from gq.destinations import Destinations, Limits
 from gq.errors import GqError, QueueFull
 from gq.job import Job
@@ -37,10 +38,15 @@ log = logging.getLogger("gq.dispatcher")
 
 FEED_POLL = 0.25      # seconds between looks at the broker when it has nothing due
 PARK_LONGEST = 5.0    # seconds a job may wait parked for its host; longer waits go back to the broker
+RECHECK = 1.0         # seconds a job handed back for a host at its cap waits before another look
 
 
 def _host(entry: Entry) -> str:
-    entry.host = (urlsplit(entry.job.url).hostname or "").lower()
+    """The destination's key: an address in its one canonical spelling ("127.2" is
+    127.0.0.2), else the lower-case name without its trailing dot."""
+    host = (urlsplit(entry.job.url).hostname or "").lower().rstrip(".")
+    addr = hosts.address(host)
+    entry.host = str(addr) if addr is not None else host
     return entry.host
 
 
@@ -88,20 +94,23 @@ class Dispatcher:
         self._loops: list[gevent.Greenlet] = []
         self._parked: dict[str, deque[Entry]] = {}   # host → jobs waiting for it, off queue and pool
         self._parked_count = 0
+        self._ready: deque[Entry] = deque()          # unparked, queue full: dispatched first
         self._wakers: dict[str, gevent.Greenlet] = {}  # host → the timer that unparks its jobs
 
     # -- state
 
     def room(self) -> int:
         """Free queue slots; jobs parked for a busy host keep theirs (they will run here)."""
-        return self.queue.maxsize - self.queue.qsize() - self._reserved - self._parked_count
+        return (self.queue.maxsize - self.queue.qsize() - self._reserved - self._parked_count
+                - len(self._ready))
 
     def busy(self) -> int:
         return len(self.pool)
 
     def idle(self) -> bool:
         """Nothing queued, in flight or being submitted (jobs waiting for a retry aside)."""
-        return self.queue.empty() and self.busy() == 0 and self._reserved == 0 and not self._parked_count
+        return (self.queue.empty() and self.busy() == 0 and self._reserved == 0
+                and not self._parked_count and not self._ready)
 
     def _signal(self) -> None:
         tick = self._tick
@@ -184,7 +193,9 @@ class Dispatcher:
     def _dispatch_loop(self) -> None:
         while True:
             self.pool.wait_available()
-            entry = self.queue.get()
+            # Unparked jobs that found the queue full come first (the queue is then not empty,
+            # so this loop never sleeps in get() while any wait).
+            entry = self._ready.popleft() if self._ready else self.queue.get()
             self._signal()
             self._notify("dequeued", time.monotonic() - entry.queued_at)
             host = entry.host or _host(entry)
@@ -197,11 +208,17 @@ class Dispatcher:
     # -- jobs waiting for their host
 
     def _park(self, entry: Entry, host: str, wait: float) -> None:
-        """Hold `entry` until `host` may take it; past its share of the queue, or when the
-        wait is long, hand it back to the broker instead (its slot goes to other hosts)."""
+        """Hold `entry` until `host` may take it. Parked jobs keep their queue slots, so
+        they may fill a quarter of the queue per host and half in all; past that, or for
+        a long wait (an open circuit), the job goes back to the broker until then, and its
+        slot to other hosts."""
         parked = self._parked.setdefault(host, deque())
-        if len(parked) >= max(1, self.queue.maxsize // 2) or PARK_LONGEST < wait < float("inf"):
-            self.broker.defer(entry, time.time() + min(wait, PARK_LONGEST * 10))
+        if (len(parked) >= max(1, self.queue.maxsize // 4)
+                or self._parked_count >= max(1, self.queue.maxsize // 2)
+                or PARK_LONGEST < wait < float("inf")):
+            self.broker.defer(entry, time.time() + (wait if wait < float("inf") else RECHECK))
+            if not parked:
+                del self._parked[host]
             return
         parked.append(entry)
         self._parked_count += 1
@@ -222,7 +239,10 @@ class Dispatcher:
             entry = parked.popleft()
             self._parked_count -= 1
             destination.waiting -= 1
-            self.queue.put_nowait(entry)  # its slot was kept: never blocks
+            if self.queue.qsize() < self.queue.maxsize:
+                self.queue.put_nowait(entry)
+            else:  # a reload shrank the queue, or the feeder filled it: next in line all the same
+                self._ready.append(entry)
         if parked and wait < float("inf") and host not in self._wakers:
             self._wakers[host] = gevent.spawn_later(wait, self._unpark, host, True)
         if not parked:
@@ -230,8 +250,7 @@ class Dispatcher:
 
     def _feed_loop(self) -> None:
         """Moves jobs the broker holds (due retries, recovered, replayed; a shared broker's
-        jobs) into the queue, never more than it has room for. Should the intake fill
-        the room meanwhile, the feeder waits with what it took (a take's worth at most)."""
+        jobs) into the queue, never more than it has room for."""
         while not self.draining:
             room = self.room()
             if room <= 0:
@@ -239,7 +258,10 @@ class Dispatcher:
                 continue
             for entry in self.broker.take(room, FEED_POLL):
                 entry.queued_at = time.monotonic()
-                self.queue.put(entry)
+                if self.room() > 0 and not self.queue.full():
+                    self.queue.put_nowait(entry)
+                else:  # the intake took the room while the broker was asked: give it back
+                    self.broker.defer(entry, time.time())
 
     def _run(self, entry: Entry, host: str) -> None:
         job = entry.job

@@ -22,6 +22,7 @@ _INET_ATON = re.compile(r"(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}", re
 # metadata addresses of clouds that use other ones: never a job's target.
 FORBIDDEN_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
     "169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32"))
+EMBEDDING_NETWORKS = tuple(ipaddress.ip_network(n) for n in ("64:ff9b::/96", "::/96"))
 
 
 def address(host: str) -> IPAddress | None:
@@ -30,7 +31,7 @@ def address(host: str) -> IPAddress | None:
     IPv4 in the forms the C library also accepts ("2852039166", "0xa9.0xfe.0xa9.0xfe",
     "10.1") counts as the address it connects to.
     """
-    host = host.strip("[]").split("%")[0]
+    host = host.strip("[]").split("%")[0].rstrip(".")
     try:
         addr = ipaddress.ip_address(host)
     except ValueError:
@@ -46,6 +47,8 @@ def address(host: str) -> IPAddress | None:
 
 
 def forbidden(addr: IPAddress) -> bool:
+    if addr.version == 6 and any(addr in n for n in EMBEDDING_NETWORKS):
+        addr = ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)  # an IPv4 address inside (NAT64, ::a.b.c.d)
     return any(addr in network for network in FORBIDDEN_NETWORKS if addr.version == network.version)
 
 

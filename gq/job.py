@@ -29,16 +29,40 @@ SECRET_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie", "s
 
 
 def redact_url(url: str) -> str:
-    """The URL with the password of any user:password@ part replaced."""
+    """The URL with any user:password@ (or token@) part replaced."""
     parts = urlsplit(url)
-    if parts.password is None:
+    if "@" not in parts.netloc:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", f":{REDACTED}@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    return parts._replace(netloc=f"{REDACTED}@{parts.netloc.rpartition('@')[2]}").geturl()
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_ID = re.compile(r"[\x20-\x7e]+")
+_ID = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")  # HTTP strips spaces around a header value
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number out of range: {text[:40]}")
+    return value
+
+
+def _not_json(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads(text: str) -> Any:
+    """Strict JSON: no NaN or Infinity, no number too large for a float; raises ValueError
+    (and RecursionError when nested too deep)."""
+    return json.loads(text, parse_float=_finite, parse_constant=_not_json)
 
 
 def _latin1(text: str) -> bool:
@@ -101,8 +125,8 @@ def _check_url(url: Any, policy: HostPolicy) -> str:
         raise JobError("url", "must be a non-empty string")
     if len(url) > MAX_URL_LENGTH:
         raise JobError("url", f"longer than {MAX_URL_LENGTH} characters")
-    if _CONTROL.search(url) or " " in url:
-        raise JobError("url", "contains spaces or control characters")
+    if _CONTROL.search(url) or " " in url or not _utf8(url):
+        raise JobError("url", "contains spaces, control characters or text that is not Unicode")
     try:
         parts = urlsplit(url)
         host = parts.hostname
@@ -155,8 +179,9 @@ def parse(obj: Any, *, default_url: str = "", policy: HostPolicy = HostPolicy(),
     elif not isinstance(job_id, str) or not job_id or len(job_id) > MAX_ID_LENGTH:
         raise JobError("id", f"must be a string of 1 to {MAX_ID_LENGTH} characters")
     elif not _ID.fullmatch(job_id):
-        # The id travels as the Idempotency-Key header: printable ASCII only.
-        raise JobError("id", "must be printable ASCII (it is sent as the Idempotency-Key header)")
+        # The id travels as the Idempotency-Key header: printable ASCII, no space at either end.
+        raise JobError("id", "must be printable ASCII without spaces at either end "
+                             "(it is sent as the Idempotency-Key header)")
 
     method = obj.get("method", "POST")
     if not isinstance(method, str) or method.upper() not in METHODS:
@@ -173,11 +198,17 @@ def parse(obj: Any, *, default_url: str = "", policy: HostPolicy = HostPolicy(),
         raise JobError("body", "json and body cannot both be given")
     data, is_json = None, False
     if "json" in obj:
-        data, is_json = json.dumps(obj["json"], separators=(",", ":"), ensure_ascii=False), True
+        try:
+            data, is_json = json.dumps(obj["json"], separators=(",", ":"), ensure_ascii=False,
+                                       allow_nan=False), True
+        except ValueError:
+            raise JobError("json", "numbers must be finite (NaN and Infinity are not JSON)") from None
     elif "body" in obj:
         if not isinstance(obj["body"], str):
             raise JobError("body", "must be a string (use json for structured data)")
         data = obj["body"]
+    if data is not None and not _utf8(data):
+        raise JobError("json" if is_json else "body", "has text that is not Unicode (a lone surrogate)")
 
     timeout = obj.get("timeout")
     if timeout is not None and (not _number(timeout) or not 0 < timeout <= MAX_TIMEOUT):
@@ -204,7 +235,7 @@ def read_lines(text: str) -> list[tuple[int, Any]]:
         if not line.strip():
             continue
         try:
-            objects.append((number, json.loads(line)))
+            objects.append((number, loads(line)))
         except (ValueError, RecursionError) as e:
             raise JobError("json", f"invalid JSON: {e}", number) from None
     return objects

@@ -292,7 +292,7 @@ class JournalBroker(MemoryBroker):
         changed = [_state_row(e) + (i,) for i, e in dirty.items() if i not in fresh]
         try:
             self._threadpool.apply(self.file.write, (new, changed, deleted))
-        except sqlite3.Error as e:
+        except Exception as e:  # the writer must live on: a failed write fails its own adds only
             error = JournalError(f"journal: write failed: {e}")
             log.error("%s; %d job(s) refused, state changes kept for the next write", error, len(fresh))
             for job_id, entry in dirty.items():

@@ -60,6 +60,30 @@ for i = 2, #ARGV, 2 do
 end
 return fresh
 """
+# A consumer leaves: every entry still pending for it (read, maybe never seen: a reply lost
+# when the daemon stopped) goes back on the stream as a new entry, then the consumer goes.
+LEAVE = """
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 100000, ARGV[2])
+for _, p in ipairs(pending) do
+  local entry = redis.call('XRANGE', KEYS[1], p[1], p[1])
+  if entry[1] then redis.call('XADD', KEYS[1], '*', unpack(entry[1][2])) end
+  redis.call('XACK', KEYS[1], ARGV[1], p[1])
+  redis.call('XDEL', KEYS[1], p[1])
+end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return #pending
+"""
+# Forget a consumer of a daemon that is gone, if it still holds nothing and idles (atomic:
+# a read in between would otherwise lose what it read).
+SWEEP = """
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local info = {}
+  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+  if info['name'] ~= ARGV[2] and info['pending'] == 0 and info['idle'] > tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+  end
+end
+"""
 # Due retries back onto the stream, atomically (any number of daemons may run this).
 MOVE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
@@ -102,6 +126,8 @@ class RedisBroker:
             socket_connect_timeout=5, health_check_interval=30))
         self._add = self.redis.register_script(ADD)
         self._move = self.redis.register_script(MOVE)
+        self._leave = self.redis.register_script(LEAVE)
+        self._sweep = self.redis.register_script(SWEEP)
         self.dlq = DeadLetters(self.redis, config)
         self.healthy = False
         self._held: dict[str, Entry] = {}         # taken and not settled, by stream id
@@ -210,11 +236,25 @@ class RedisBroker:
         self._last_claim = now
         _, claimed, *_ = self.redis.xautoclaim(self.stream, self.group, self.consumer,
                                                int(self.config.claim_idle * 1000), "0-0", count=limit)
-        entries = [self._taken(msg_id, fields) for msg_id, fields in claimed]
+        entries = [e for e in (self._taken(msg_id, fields) for msg_id, fields in claimed) if e]
         if entries:
+            self._resume_attempts(entries)
             log.warning("broker: took over %d job(s) idle for %gs in a consumer that stopped",
                         len(entries), self.config.claim_idle)
         return entries
+
+    def _resume_attempts(self, entries: list[Entry]) -> None:
+        """A job taken over keeps the attempts its state records (the stream entry holds
+        those made before it was queued), so a job that kills daemons is not retried forever."""
+        pipe = self.redis.pipeline(transaction=False)
+        for entry in entries:
+            pipe.hget(f"{self.config.prefix}:job:{entry.job.id}", "payload")
+        for entry, payload in zip(entries, pipe.execute()):
+            if payload:
+                known = json.loads(payload)
+                if known["attempts"] > entry.attempts:
+                    entry.attempts = known["attempts"]
+                    entry.history = [AttemptResult(*a) for a in known["history"]]
 
     def started(self, entry: Entry) -> None:
         entry.attempts += 1
@@ -325,11 +365,7 @@ class RedisBroker:
     def _sweep_consumers(self) -> None:
         """Forget consumers of daemons that are gone: nothing pending, idle for long.
         (A live one removed by mistake comes back by itself at its next read.)"""
-        for consumer in self.redis.xinfo_consumers(self.stream, self.group):
-            name = consumer["name"].decode() if isinstance(consumer["name"], bytes) else consumer["name"]
-            if name != self.consumer and consumer["pending"] == 0 \
-                    and consumer["idle"] > 2000 * self.config.claim_idle:
-                self.redis.xgroup_delconsumer(self.stream, self.group, name)
+        self._sweep(keys=[self.stream], args=[self.group, self.consumer, int(2000 * self.config.claim_idle)])
 
     def _refresh_counts(self) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -389,15 +425,17 @@ class RedisBroker:
         try:
             if not self.flush():
                 raise redis.ConnectionError("settlements not written")
-            if self._held:
+            given = len(self._held)
+            if self._held:  # with their attempts so far
                 pipe = self.redis.pipeline(transaction=True)
                 for msg_id, entry in self._held.items():
                     pipe.xadd(self.stream, {"payload": _payload(entry)})
                     pipe.xack(self.stream, self.group, msg_id)
                     pipe.xdel(self.stream, msg_id)
                 pipe.execute()
-                log.info("broker: %d unfinished job(s) given back to the stream", len(self._held))
-            self.redis.xgroup_delconsumer(self.stream, self.group, self.consumer)
+            given += self._leave(keys=[self.stream], args=[self.group, self.consumer])
+            if given:
+                log.info("broker: %d unfinished job(s) given back to the stream", given)
         except REDIS_ERRORS as e:
             log.error("broker: Redis unavailable at exit (%s): %d job(s) stay pending and are taken "
                       "over by another daemon after %gs", e, len(self._held), self.config.claim_idle)

@@ -1,0 +1,148 @@
+"""A real redis-server for the Redis broker's tests: its own loopback port and directory, AOF on.
+
+`find_redis_server()` returns the binary, installing Debian's package when it is missing
+(as root, with apt-get); `RedisServer` starts, stops and restarts one server process.
+A system Redis that the package may start on 6379 never matters: each server here has a
+free port of its own, and the tests name it in every URL.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+DEBIAN_BINARY = "/usr/bin/redis-server"
+START_DEADLINE = 20.0   # seconds for a server to answer PING (an AOF replay included)
+
+
+def _which() -> str | None:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    return DEBIAN_BINARY if os.access(DEBIAN_BINARY, os.X_OK) else None
+
+
+def _apt(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    return subprocess.run(["apt-get", *args], env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=600)
+
+
+def find_redis_server() -> tuple[str | None, str]:
+    """(path of redis-server, "") or (None, why it cannot be had); installs it when it can."""
+    found = _which()
+    if found:
+        return found, ""
+    if not shutil.which("apt-get"):
+        return None, "redis-server is not installed and there is no apt-get to install it"
+    if os.geteuid() != 0:
+        return None, "redis-server is not installed and installing it needs root"
+    install = ("install", "-y", "--no-install-recommends", "redis-server")
+    result = _apt(*install)
+    if result.returncode != 0:  # a fresh machine has no package lists yet
+        update = _apt("update")
+        if update.returncode != 0:
+            return None, f"apt-get update failed: {update.stderr.strip()[-500:]}"
+        result = _apt(*install)
+    found = _which()
+    if result.returncode != 0 or not found:
+        return None, f"apt-get install redis-server failed: {result.stderr.strip()[-500:]}"
+    return found, ""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """redis-server on 127.0.0.1:`port`, data in `directory`, append-only file on.
+
+    appendfsync "always": Redis writes and fsyncs a command to the AOF before it answers
+    it. A 202 from gq comes only after Redis answered the intake script, so whatever gq
+    acknowledged is on disk however Redis stops: a job missing after a restart is gq's
+    fault, never the test server's ("everysec" leaves up to a second of acknowledged
+    writes to the shutdown's flush, and loses them on a crash).
+    """
+
+    def __init__(self, binary: str, directory: Path, appendfsync: str = "always"):
+        self.binary, self.directory, self.appendfsync = binary, directory, appendfsync
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "redis.log"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=10, socket_connect_timeout=5)
+
+    def start(self) -> None:
+        """Start on a free port the first time, on the same port and directory afterwards."""
+        for _ in range(5):
+            port = self.port or free_port()
+            self.proc = subprocess.Popen(
+                [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+                 "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", "",
+                 "--daemonize", "no", "--logfile", str(self.log_path), "--loglevel", "notice"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                cwd=self.directory)
+            if self._answers(port):
+                self.port = port
+                self.starts += 1
+                return
+            self.proc.kill()
+            self.proc.wait()
+            if self.port:  # a restart must keep its port
+                break
+        raise RuntimeError(f"redis-server did not start:\n{self.log()[-3000:]}")
+
+    def _answers(self, port: int) -> bool:
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2)
+        deadline = time.monotonic() + START_DEADLINE
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    return False
+                try:
+                    if client.ping():
+                        return True
+                except redis.RedisError:  # not listening yet, or still loading the AOF
+                    time.sleep(0.02)
+            return False
+        finally:
+            client.close()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        """Signal the server and wait for it to exit; returns its exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise RuntimeError(f"redis-server ignored signal {sig} for {timeout:g}s")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
