@@ -10,7 +10,7 @@ import sys
 from typing import Any, Sequence
 
 from gq import __version__, config as config_
-from gq.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, GqError, JobError, UsageError
+from gq.errors import EXIT_FAILURE, EXIT_OK, ConfigError, GqError, JobError, UsageError
 from gq.job import Job, parse, read_lines
 
 ENV_API = "GQ_API"

@@ -99,7 +99,7 @@ class Table(tuple):
     """A TOML table's (key, value) pairs, immutable like the rest of the config."""
 
     def as_dict(self) -> dict:
-        return dict(self)
+        return {k: v.as_dict() if isinstance(v, Table) else v for k, v in self}
 
 
 def signing_secrets(value: Any) -> Table:

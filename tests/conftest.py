@@ -20,8 +20,10 @@ ROOT = HERE.parent
 DEADLINE = 30.0  # seconds any condition in a test may take before it fails
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition") -> Any:
-    """Poll `condition` until it returns something truthy; fail the test after `timeout`."""
+def wait_for(condition: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition",
+             every: float = 0.02) -> Any:
+    """Poll `condition` every `every` seconds until it returns something truthy; fail the
+    test after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -29,7 +31,7 @@ def wait_for(condition: Callable[[], Any], timeout: float = DEADLINE, what: str 
             return value
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(every)
 
 
 def gq_command(*args: str) -> list[str]:
@@ -73,6 +75,15 @@ def start_target() -> Target:
     return Target(proc, int(line.split()[1]))
 
 
+@pytest.fixture(scope="module")
+def shared_target():
+    """One target for a module's tests that each look at their own jobs only."""
+    t = start_target()
+    yield t
+    t.proc.kill()
+    t.proc.wait()
+
+
 @pytest.fixture
 def target():
     t = start_target()
@@ -84,7 +95,9 @@ def target():
 class Daemon:
     """A `gq run` subprocess with its config in a temp dir; its stderr is collected in a file."""
 
-    def __init__(self, workdir: Path, config: dict[str, dict[str, Any]], env: dict | None = None):
+    def __init__(self, workdir: Path, config: dict[str, dict[str, Any]], env: dict | None = None,
+                 wait: bool = True):
+        """wait=False: return at once; `api` then waits for the "listening on" line."""
         self.workdir = workdir
         self.config_path = workdir / "gq.toml"
         self.config_path.write_text(to_toml(config))
@@ -92,9 +105,21 @@ class Daemon:
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(gq_command("run", "-c", str(self.config_path)), cwd=workdir,
                                      stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        found = wait_for(self._listening, what="gq to listen")
-        self.api = found
+        self.pid = self.proc.pid
+        self._api: str | None = None
         self.session = requests.Session()
+        if wait:
+            self.api  # noqa: B018 - waits for it
+
+    @property
+    def api(self) -> str:
+        if self._api is None:
+            self._api = wait_for(self._listening, what="gq to listen")
+        return self._api
+
+    @api.setter
+    def api(self, url: str) -> None:
+        self._api = url
 
     def _listening(self) -> str | None:
         if self.proc.poll() is not None:
@@ -131,6 +156,7 @@ class Daemon:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a test may have stopped it
             self.proc.kill()
             self.proc.wait()
         self._log.close()

@@ -14,7 +14,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import DEADLINE, Daemon, daemon_config, start_target, wait_for
+from conftest import DEADLINE, Daemon, daemon_config, wait_for
 from gq import __version__
 
 MAX_BODY = 2048
@@ -23,13 +23,6 @@ REJECT_REASONS = ("invalid", "unauthorized", "too_large", "queue_full", "drainin
 
 
 # -- fixtures: one daemon and one target shared by the tests that only look at their own jobs
-
-@pytest.fixture(scope="module")
-def shared_target():
-    target = start_target()
-    yield target
-    target.proc.kill()
-    target.proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -146,7 +146,7 @@ def test_env_names_the_file_when_no_path_is_given(in_cases, monkeypatch):
     config = load(None)
     assert config.source == "valid_full.toml" and config.pool.size == 8
     monkeypatch.setenv(ENV_CONFIG, "bad_pool_size.toml")
-    assert problems_of(None) == [f'bad_pool_size.toml: pool.size: must be an integer >= 1, got "ten"']
+    assert problems_of(None) == ['bad_pool_size.toml: pool.size: must be an integer >= 1, got "ten"']
 
 
 def test_explicit_path_wins_over_env(in_cases, monkeypatch):

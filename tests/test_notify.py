@@ -12,7 +12,6 @@ import re
 import signal
 import socket
 import struct
-import subprocess
 import tempfile
 import threading
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import DEADLINE, daemon_config, gq_command, to_toml, wait_for
+from conftest import DEADLINE, Daemon, daemon_config, to_toml, wait_for
 
 WATCHDOG_USEC = 1_000_000  # gq pings at half of it
 SYSTEMD_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
@@ -119,63 +118,12 @@ class NotifySocket:
         self.sock.close()
 
 
-class Gq:
-    """`python -m gq run -c FILE` with exactly the systemd variables given."""
-
-    def __init__(self, workdir: Path, config: dict, notify: NotifySocket, **systemd_env: str):
-        self.workdir = workdir
-        self.config_path = workdir / "gq.toml"
-        self.config_path.write_text(to_toml(config))
-        self.log_path = workdir / f"gq-{time.monotonic_ns()}.log"
-        env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_VARS}
-        env.update(NOTIFY_SOCKET=notify.env_value, **systemd_env)
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(gq_command("run", "-c", str(self.config_path)), cwd=workdir,
-                                     stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        self.pid = self.proc.pid
-        self._api: str | None = None
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    @property
-    def api(self) -> str:
-        if self._api is None:
-            self._api = wait_for(lambda: self._listening(), what="gq to log its URL")
-        return self._api
-
-    def _listening(self) -> str | None:
-        m = re.search(r"listening on (http://\S+)", self.log())
-        if m:
-            return m.group(1)
-        if self.proc.poll() is not None:
-            pytest.fail(f"gq exited with {self.proc.returncode} before listening:\n{self.log()}")
-        return None
-
-    def get(self, path: str) -> requests.Response:
-        return requests.get(f"{self.api}{path}", timeout=10)
-
-    def status(self) -> dict:
-        return self.get("/v1/status").json()
-
-    def post(self, jobs) -> requests.Response:
-        return requests.post(f"{self.api}/v1/jobs", json=jobs, timeout=30)
-
-    def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout: float = DEADLINE) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"gq did not exit within {timeout:g}s:\n{self.log()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
+def Gq(workdir: Path, config: dict, notify: NotifySocket, **systemd_env: str) -> Daemon:
+    """`python -m gq run -c FILE` with exactly the systemd variables given; returns at once
+    (its `api` waits for the "listening on" line)."""
+    env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_VARS}
+    env.update(NOTIFY_SOCKET=notify.env_value, **systemd_env)
+    return Daemon(workdir, config, env=env, wait=False)
 
 
 @pytest.fixture

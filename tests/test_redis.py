@@ -18,33 +18,20 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Daemon, run_gq, to_toml
+from conftest import Daemon, run_gq, to_toml, wait_for
 from redis_server import RedisServer, find_redis_server, free_port
 
 CLAIM_IDLE = 2.0   # seconds: broker.claim_idle of every daemon here
 
 
 # -- waiting
-
-def until(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
-    """Poll `condition` (gently: several processes share two cores) until it is truthy;
-    fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(every)
-
 
 # -- the Redis server and the fleet
 
@@ -283,7 +270,7 @@ def test_three_daemons_share_5000_jobs(fleet, target):
     assert len(set(ids)) == 5000
     keys = wait_delivered(target, set(ids), 120, "5,000 jobs delivered")
     assert set(keys) == set(ids)
-    until(lambda: sum(succeeded(d) for d in daemons) >= 5000, 20, "every success counted")
+    wait_for(lambda: sum(succeeded(d) for d in daemons) >= 5000, 20, "every success counted")
     split = [succeeded(d) for d in daemons]
     stats = target.stats()
     print(f"\n5,000 jobs over 3 daemons in {time.monotonic() - started:.1f}s: "
@@ -294,9 +281,9 @@ def test_three_daemons_share_5000_jobs(fleet, target):
     for daemon, share in zip(daemons, split):
         assert share > 500, f"{daemon.name} did only {share} of 5,000 jobs: {split}"
     # The stream holds only unfinished work: it is empty once all is done, for every daemon's gauges.
-    until(lambda: fleet.redis.xlen(fleet.stream) == 0 and fleet.pending_total() == 0, 10, "an empty stream")
+    wait_for(lambda: fleet.redis.xlen(fleet.stream) == 0 and fleet.pending_total() == 0, 10, "an empty stream")
     for daemon in daemons:
-        until(lambda: metric(daemon, "gq_broker_stream_length") == 0
+        wait_for(lambda: metric(daemon, "gq_broker_stream_length") == 0
               and metric(daemon, "gq_broker_pending") == 0, 10, f"{daemon.name}'s broker gauges at 0")
     assert_no_traceback(*daemons)
 
@@ -308,7 +295,7 @@ def test_jobs_of_a_killed_daemon_are_taken_over(fleet, target):
     ids = accepted_ids(victim.post([job(target, i, delay=0.3) for i in range(40)]))
     ids += accepted_ids(survivor.post([job(target, i, delay=0.3) for i in range(40, 80)]))
 
-    until(lambda: (s := victim.status())["pool_busy"] == 4 and s["queue_depth"] >= 1, 20,
+    wait_for(lambda: (s := victim.status())["pool_busy"] == 4 and s["queue_depth"] >= 1, 20,
           "the victim with jobs in flight and jobs queued locally")
     victim.proc.kill()
     victim.proc.wait()
@@ -328,10 +315,10 @@ def test_jobs_of_a_killed_daemon_are_taken_over(fleet, target):
     assert set(twice) <= set(held), (twice, held)
     assert stats["duplicates"] <= len(held)
     for job_id in held:
-        until(lambda: survivor.job(job_id)["state"] == "succeeded", 10, f"{job_id} succeeded")
+        wait_for(lambda: survivor.job(job_id)["state"] == "succeeded", 10, f"{job_id} succeeded")
     # Nothing stays pending for the dead consumer, and the fleet forgets it.
-    until(lambda: victim_consumer not in fleet.consumers(), 20, "the dead consumer removed from the group")
-    until(lambda: fleet.pending_total() == 0 and fleet.redis.xlen(fleet.stream) == 0, 10, "an empty stream")
+    wait_for(lambda: victim_consumer not in fleet.consumers(), 20, "the dead consumer removed from the group")
+    wait_for(lambda: fleet.pending_total() == 0 and fleet.redis.xlen(fleet.stream) == 0, 10, "an empty stream")
     assert survivor.proc.poll() is None
     assert_no_traceback(survivor)
 
@@ -388,19 +375,19 @@ def test_redis_restart_under_load_loses_nothing(fleet, redis_server, target):
     submitter = Submitter(daemons, target)
     submitter.start()
     try:
-        until(lambda: len(submitter.accepted) >= 100 and target.count() >= 50, 30,
+        wait_for(lambda: len(submitter.accepted) >= 100 and target.count() >= 50, 30,
               "jobs accepted and being delivered")
         assert redis_server.stop(signal.SIGTERM) == 0
         down = time.monotonic()
         for daemon in daemons:
-            until(lambda: ready(daemon) == 503, 15, f"{daemon.name}'s /readyz 503 while Redis is down")
-        until(lambda: sum(submitter.refused.values()) >= 10, 15, "intake refusing while Redis is down")
+            wait_for(lambda: ready(daemon) == 503, 15, f"{daemon.name}'s /readyz 503 while Redis is down")
+        wait_for(lambda: sum(submitter.refused.values()) >= 10, 15, "intake refusing while Redis is down")
         restart = time.monotonic()
         redis_server.start()  # same port, same directory: the AOF is loaded again
         for daemon in daemons:
-            until(lambda: ready(daemon) == 200, 20, f"{daemon.name}'s /readyz 200 once Redis is back")
+            wait_for(lambda: ready(daemon) == 200, 20, f"{daemon.name}'s /readyz 200 once Redis is back")
         after = len(submitter.accepted)
-        until(lambda: len(submitter.accepted) >= after + 100, 30, "jobs accepted after the restart")
+        wait_for(lambda: len(submitter.accepted) >= after + 100, 30, "jobs accepted after the restart")
     finally:
         submitter.halt.set()
         submitter.join(70)
@@ -418,7 +405,7 @@ def test_redis_restart_under_load_loses_nothing(fleet, redis_server, target):
         assert daemon.proc.poll() is None, daemon.log()[-3000:]
         log = daemon.log()
         assert "retrying with backoff" in log and "Redis reachable again" in log, log[-3000:]
-    until(lambda: fleet.pending_total() == 0 and fleet.redis.xlen(fleet.stream) == 0, 20, "an empty stream")
+    wait_for(lambda: fleet.pending_total() == 0 and fleet.redis.xlen(fleet.stream) == 0, 20, "an empty stream")
     assert_no_traceback(*daemons)
 
 
@@ -428,7 +415,7 @@ def test_sigterm_drains_one_daemon_while_the_others_go_on(fleet, target):
     ids: list[str] = []
     for n, daemon in enumerate((a, b, c)):
         ids += accepted_ids(daemon.post([job(target, f"{n}-{i}", delay=0.2) for i in range(30)]))
-    until(lambda: c.status()["pool_busy"] == 3, 20, "c busy")
+    wait_for(lambda: c.status()["pool_busy"] == 3, 20, "c busy")
     assert fleet.consumers().get(c_consumer, 0) > 0
     c.signal(signal.SIGTERM)
     for n, daemon in enumerate((a, b, a, b)):  # the others go on taking jobs meanwhile
@@ -448,7 +435,7 @@ def test_sigterm_drains_one_daemon_while_the_others_go_on(fleet, target):
           f"duplicates {stats['duplicates']}")
     assert set(keys) == set(ids)
     assert stats["duplicates"] == 0, "a clean drain ran some job twice"
-    until(lambda: fleet.pending_total() == 0 and fleet.redis.xlen(fleet.stream) == 0, 10, "an empty stream")
+    wait_for(lambda: fleet.pending_total() == 0 and fleet.redis.xlen(fleet.stream) == 0, 10, "an empty stream")
     assert a.proc.poll() is None and b.proc.poll() is None
     assert_no_traceback(a, b, c)
 
@@ -458,7 +445,7 @@ def test_sigterm_past_drain_timeout_gives_jobs_back(fleet, target):
     c = fleet.start("c", pool={"size": 2}, queue={"maxsize": 2}, shutdown={"drain_timeout": 0.5})
     c_consumer = consumer_of(c)
     ids = accepted_ids(a.post([job(target, i, delay=1.5) for i in range(12)]))
-    until(lambda: c.status()["pool_busy"] == 2 and c.status()["queue_depth"] == 2, 20,
+    wait_for(lambda: c.status()["pool_busy"] == 2 and c.status()["queue_depth"] == 2, 20,
           "c holding 4 jobs")
     held = fleet.pending_job_ids(c_consumer)
     assert len(held) == 4, held
@@ -485,10 +472,10 @@ def test_sigterm_to_an_idle_daemon_loses_no_job_handed_to_it_as_it_stops(fleet, 
     # SIGTERM in five to an idle daemon lost a job in trials.)
     full = fleet.start("full", pool={"size": 1}, queue={"maxsize": 1}, target={"timeout": 60})
     accepted_ids(full.post([job(target, i, delay=30) for i in range(2)]))
-    until(lambda: (s := full.status())["pool_busy"] == 1 and s["queue_depth"] == 1, 20,
+    wait_for(lambda: (s := full.status())["pool_busy"] == 1 and s["queue_depth"] == 1, 20,
           "the full daemon holding 2 jobs (its reader waits for room)")
     idle = fleet.start("idle", pool={"size": 2})
-    until(lambda: redis_connections(idle, redis_server.port) >= 2, 20, "the idle daemon reading")
+    wait_for(lambda: redis_connections(idle, redis_server.port) >= 2, 20, "the idle daemon reading")
     connected = redis_connections(idle, redis_server.port)
     answer: dict[str, requests.Response] = {}
     big = {"id": "at-the-stop", "url": target.url("/hook"), "body": "x" * 4000}
@@ -496,10 +483,10 @@ def test_sigterm_to_an_idle_daemon_loses_no_job_handed_to_it_as_it_stops(fleet, 
     pause_redis_as_it_blocks(redis_server, consumer_of(idle))
     try:
         poster.start()
-        until(lambda: unread_by_redis(full, redis_server.port) >= 4000, 5, "the intake's write waiting in Redis",
+        wait_for(lambda: unread_by_redis(full, redis_server.port) >= 4000, 5, "the intake's write waiting in Redis",
               every=0.005)
         idle.signal(signal.SIGTERM)
-        until(lambda: redis_connections(idle, redis_server.port) < connected, 5,
+        wait_for(lambda: redis_connections(idle, redis_server.port) < connected, 5,
               "the idle daemon to close its reader", every=0.005)
     finally:
         redis_server.proc.send_signal(signal.SIGCONT)
@@ -523,7 +510,7 @@ def test_idempotency_and_job_state_are_fleet_wide(fleet, target):
     a, b = (fleet.start(name, pool={"size": 2}, queue={"maxsize": 2}) for name in ("a", "b"))
     # Every slot of both daemons busy for a while: the next job waits in the stream.
     blockers = accepted_ids(a.post([job(target, i, delay=1.5) for i in range(10)]))
-    until(lambda: a.status()["pool_busy"] == 2 and b.status()["pool_busy"] == 2, 20, "both daemons busy")
+    wait_for(lambda: a.status()["pool_busy"] == 2 and b.status()["pool_busy"] == 2, 20, "both daemons busy")
 
     first = a.post({"id": "fleet-once", "url": target.url("/hook")})
     assert accepted_ids(first) == ["fleet-once"]
@@ -538,8 +525,8 @@ def test_idempotency_and_job_state_are_fleet_wide(fleet, target):
     assert accepted_ids(a.post({"id": "fleet-dead", "url": target.url("/hook", status=404)})) == ["fleet-dead"]
 
     for daemon in (b, a):
-        until(lambda: daemon.job("fleet-once")["state"] == "succeeded", 20, f"fleet-once succeeded on {daemon.name}")
-        until(lambda: daemon.job("fleet-dead")["state"] == "dead", 20, f"fleet-dead dead on {daemon.name}")
+        wait_for(lambda: daemon.job("fleet-once")["state"] == "succeeded", 20, f"fleet-once succeeded on {daemon.name}")
+        wait_for(lambda: daemon.job("fleet-dead")["state"] == "dead", 20, f"fleet-dead dead on {daemon.name}")
     for daemon in (a, b):
         done, gone = daemon.job("fleet-once"), daemon.job("fleet-dead")
         assert done["attempts"] == 1 and done["last_status"] == 200 and len(done["history"]) == 1, done
@@ -550,7 +537,7 @@ def test_idempotency_and_job_state_are_fleet_wide(fleet, target):
 
     ids = set(blockers) | {"fleet-once", "fleet-new", "fleet-dead"}
     wait_delivered(target, ids, 30, "every job delivered")
-    until(lambda: fleet.redis.xlen(fleet.stream) == 0, 10, "an empty stream")
+    wait_for(lambda: fleet.redis.xlen(fleet.stream) == 0, 10, "an empty stream")
     keys = keys_received(target)
     assert keys["fleet-once"] == 1, keys
     assert target.stats()["duplicates"] == 0
@@ -561,7 +548,7 @@ def test_retries_are_shared_and_wait_outside_the_group(fleet, target):
     a, b = (fleet.start(name, pool={"size": 2}, retry={"backoff_max": 10}) for name in ("a", "b"))
     assert accepted_ids(a.post({"id": "flaky", "url": target.url("/hook", fail=2, retry_after=0)})) == ["flaky"]
     for daemon in (b, a):
-        until(lambda: daemon.job("flaky")["state"] == "succeeded", 20, f"flaky succeeded on {daemon.name}")
+        wait_for(lambda: daemon.job("flaky")["state"] == "succeeded", 20, f"flaky succeeded on {daemon.name}")
         state = daemon.job("flaky")
         assert state["attempts"] == 3, state
         assert [h["status"] for h in state["history"]] == [503, 503, 200], state
@@ -569,7 +556,7 @@ def test_retries_are_shared_and_wait_outside_the_group(fleet, target):
 
     # A job waiting for its next attempt sits in P:retry, held by no daemon.
     assert accepted_ids(b.post({"id": "later", "url": target.url("/hook", fail=1, retry_after=4)})) == ["later"]
-    until(lambda: a.job("later")["state"] == "retrying", 20, "later retrying")
+    wait_for(lambda: a.job("later")["state"] == "retrying", 20, "later retrying")
     due = fleet.retry_ids()
     assert set(due) == {"later"}, due
     assert 0 < due["later"] - time.time() <= 4.5
@@ -578,8 +565,8 @@ def test_retries_are_shared_and_wait_outside_the_group(fleet, target):
     for daemon in (a, b):
         state = daemon.job("later")
         assert state["state"] == "retrying" and state["attempts"] == 1 and state["next_attempt_at"], state
-        until(lambda: metric(daemon, "gq_retry_scheduled") == 1, 5, f"gq_retry_scheduled 1 on {daemon.name}")
-    until(lambda: b.job("later")["state"] == "succeeded", 20, "later succeeded after its retry")
+        wait_for(lambda: metric(daemon, "gq_retry_scheduled") == 1, 5, f"gq_retry_scheduled 1 on {daemon.name}")
+    wait_for(lambda: b.job("later")["state"] == "succeeded", 20, "later succeeded after its retry")
     assert b.job("later")["attempts"] == 2
     assert fleet.retry_ids() == {}
     assert keys_received(target)["later"] == 2
@@ -605,7 +592,7 @@ def test_dead_letters_with_daemons_running_and_with_none(fleet, target):
     a, b = (fleet.start(name, pool={"size": 2}) for name in ("a", "b"))
     for n, daemon in enumerate((a, b, a)):
         accepted_ids(daemon.post({"id": f"gone-{n}", "url": target.url("/hook", status=404)}))
-    until(lambda: len(fleet.dead_ids()) == 3, 20, "3 dead letters")
+    wait_for(lambda: len(fleet.dead_ids()) == 3, 20, "3 dead letters")
 
     # With the daemons running.
     letters = listed(config)
@@ -613,19 +600,19 @@ def test_dead_letters_with_daemons_running_and_with_none(fleet, target):
     assert all(fields[1] == "1" and fields[2] == "404" for fields in letters.values()), letters
     count = target.count()
     assert dlq(config, "replay", "gone-1") == ["gone-1"]
-    until(lambda: target.count() == count + 1, 20, "the replayed job run again")
-    until(lambda: sorted(fleet.dead_ids()) == ["gone-0", "gone-1", "gone-2"], 20, "it dead again (404)")
+    wait_for(lambda: target.count() == count + 1, 20, "the replayed job run again")
+    wait_for(lambda: sorted(fleet.dead_ids()) == ["gone-0", "gone-1", "gone-2"], 20, "it dead again (404)")
     missing = run_gq("dlq", "replay", "no-such-id", "-c", str(config))
     assert missing.returncode == 1 and "no-such-id: no such dead letter" in missing.stderr, missing.stderr
     assert sorted(dlq(config, "purge", "--all")) == ["gone-0", "gone-1", "gone-2"]
     assert listed(config) == {} and fleet.redis.xlen(fleet.dead) == 0
     for daemon in (a, b):
-        until(lambda: metric(daemon, "gq_dead_letters") == 0, 5, f"gq_dead_letters 0 on {daemon.name}")
+        wait_for(lambda: metric(daemon, "gq_dead_letters") == 0, 5, f"gq_dead_letters 0 on {daemon.name}")
 
     # With none running.
     for n, daemon in enumerate((a, b)):
         accepted_ids(daemon.post({"id": f"late-{n}", "url": target.url("/hook", status=404)}))
-    until(lambda: len(fleet.dead_ids()) == 2, 20, "2 more dead letters")
+    wait_for(lambda: len(fleet.dead_ids()) == 2, 20, "2 more dead letters")
     for daemon in (a, b):
         daemon.signal(signal.SIGTERM)
         assert daemon.wait() == 0
@@ -639,8 +626,8 @@ def test_dead_letters_with_daemons_running_and_with_none(fleet, target):
     assert listed(config) == {} and fleet.redis.xlen(fleet.dead) == 0
     assert target.count() == count
     c = fleet.start("c", pool={"size": 2})  # the replayed job runs at the next start
-    until(lambda: target.count() == count + 1, 20, "the replayed job run by the next daemon")
-    until(lambda: fleet.dead_ids() == ["late-0"], 20, "late-0 dead again")
+    wait_for(lambda: target.count() == count + 1, 20, "the replayed job run by the next daemon")
+    wait_for(lambda: fleet.dead_ids() == ["late-0"], 20, "late-0 dead again")
     assert set(listed(config)) == {"late-0"}
     assert keys_received(target)["late-0"] == 2
     assert_no_traceback(a, b, c)
@@ -668,7 +655,7 @@ def test_intake_answers_429_at_max_backlog(fleet, target):
         r = b.post(slow(1))
         assert r.status_code in (200, 202, 429), r.text
         return [] if r.status_code == 429 else accepted_ids(r)
-    ids += until(accepted_later, 20, "room again once jobs finish", every=0.2)
+    ids += wait_for(accepted_later, 20, "room again once jobs finish", every=0.2)
     keys = wait_delivered(target, set(ids), 30, "every accepted job delivered")
     assert set(keys) == set(ids) and target.stats()["duplicates"] == 0
     assert_no_traceback(a, b)
@@ -682,11 +669,11 @@ def test_metrics_show_the_shared_stream(fleet, target):
     ids = accepted_ids(a.post([job(target, i, delay=2.5) for i in range(10)]))
     # Both daemons hold 4 (3 in flight, 1 queued): 8 of the 10 entries pending, on every daemon's gauges.
     for daemon in (a, b):
-        until(lambda: metric(daemon, "gq_broker_stream_length") == 10 and metric(daemon, "gq_broker_pending") == 8,
+        wait_for(lambda: metric(daemon, "gq_broker_stream_length") == 10 and metric(daemon, "gq_broker_pending") == 8,
               2, f"{daemon.name}'s gauges: stream 10, pending 8")
     wait_delivered(target, set(ids), 20, "every job delivered")
     for daemon in (a, b):
-        until(lambda: metric(daemon, "gq_broker_stream_length") == 0 and metric(daemon, "gq_broker_pending") == 0,
+        wait_for(lambda: metric(daemon, "gq_broker_stream_length") == 0 and metric(daemon, "gq_broker_pending") == 0,
               10, f"{daemon.name}'s gauges back at 0")
     assert_no_traceback(a, b)
 

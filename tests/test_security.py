@@ -43,7 +43,7 @@ import requests
 from hypothesis import HealthCheck, Phase, event, given, settings, strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Daemon, daemon_config, gq_command, run_gq, start_target, to_toml, wait_for
+from conftest import Daemon, daemon_config, gq_command, run_gq, to_toml, wait_for
 from gq import __version__
 
 JSON_TYPES = ("application/json",)
@@ -352,13 +352,6 @@ def check_answer(daemon: Daemon, target, body: bytes, content_type: str | None, 
 
 
 # -- fixtures ---------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def shared_target():
-    target = start_target()
-    yield target
-    target.proc.kill()
-    target.proc.wait()
 
 
 class Restartable:

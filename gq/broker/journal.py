@@ -21,7 +21,7 @@ import logging
 import os
 import sqlite3
 import time
-from typing import Any, Iterable
+from typing import Iterable
 
 import gevent
 from gevent.event import AsyncResult, Event
