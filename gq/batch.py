@@ -8,25 +8,28 @@ file already finished are not sent again.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import itertools
 import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+import shutil
 import tempfile
 import time
 import zlib
-from typing import TextIO
+from typing import Iterable, Iterator, TextIO
 
 import gevent
 
 from gq.broker import State
 from gq.config import Config
-from gq.errors import GqError, UsageError
+from gq.errors import GqError, JobError, UsageError
 from gq.daemon import Runtime, StopSignals
 from gq.dispatcher import Dispatcher, Draining, Observer
-from gq.job import Job
+from gq.job import Job, loads, parse
 
 log = logging.getLogger("gq.batch")
 
@@ -59,13 +62,74 @@ class Tally(Observer):
         self.count(entry.job.id, entry.state)
 
 
-def _submit_all(dispatcher: Dispatcher, jobs: list[Job], tally: Tally) -> None:
+class JobFile:
+    """A JSON-lines file of jobs, read twice: whole first, to check every line and collect
+    the ids (nothing is sent if one line is wrong), then line by line as the queue takes
+    them, so memory does not grow with the file. Standard input is spooled to a file."""
+
+    def __init__(self, path: str, shown: str, config: Config, part: tuple[int, int], spooled: bool):
+        self.path, self.shown, self.part, self._spooled = path, shown, part, spooled
+        self.default_url, self.policy = config.target.url, config.target.policy()
+
+    @classmethod
+    def open(cls, path: str, config: Config, part: tuple[int, int] = (0, 1)) -> "JobFile":
+        if path != "-":
+            return cls(path, path, config, part, spooled=False)
+        with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False, encoding="utf-8") as spool:
+            shutil.copyfileobj(sys.stdin, spool)
+        return cls(spool.name, "stdin", config, part, spooled=True)
+
+    def __enter__(self) -> "JobFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._spooled:
+            os.unlink(self.path)
+
+    def __iter__(self) -> Iterator[Job]:
+        """The jobs of this part, in file order; raises UsageError naming FILE:LINE."""
+        index, count = self.part
+        try:
+            with open(self.path, encoding="utf-8", newline="\n") as f:
+                for number, line in enumerate(f, 1):
+                    if line.strip():
+                        job = self._parse(number, line)
+                        if count == 1 or zlib.crc32(job.id.encode()) % count == index:
+                            yield job
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"{self.shown}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+
+    def _parse(self, number: int, line: str) -> Job:
+        try:
+            obj = loads(line)
+        except (ValueError, RecursionError) as e:
+            raise UsageError(f"{self.shown}:{number}: json: invalid JSON: {e}") from None
+        try:
+            return parse(obj, default_url=self.default_url, policy=self.policy,
+                         default_id=line_id(number, obj))
+        except JobError as e:
+            raise UsageError(f"{self.shown}:{number}: {e}") from None
+
+    def ids(self) -> set[str]:
+        return {job.id for job in self}
+
+
+def line_id(line: int, obj: object) -> str:
+    """A batch job's id when it has none: the same for the same line of the same content,
+    so a batch resumed on a journal does not send its finished jobs again."""
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:20]
+    return f"line{line}-{digest}"
+
+
+def _submit_all(dispatcher: Dispatcher, jobs: Iterable[Job], tally: Tally) -> None:
     """Hand every job to the dispatcher, blocking while the queue is full (no timeout).
     Jobs the journal already knows count as what they are (resumed batch)."""
-    i = 0
-    while i < len(jobs):
+    jobs = iter(jobs)
+    while True:
         dispatcher.wait_until(lambda: dispatcher.room() > 0, None)
-        chunk = jobs[i:i + max(1, min(dispatcher.room(), SUBMIT_CHUNK))]
+        chunk = list(itertools.islice(jobs, max(1, min(dispatcher.room(), SUBMIT_CHUNK))))
+        if not chunk:
+            return
         try:
             added = dispatcher.submit(chunk, None)
         except Draining:
@@ -74,7 +138,6 @@ def _submit_all(dispatcher: Dispatcher, jobs: list[Job], tally: Tally) -> None:
             entry = dispatcher.broker.get(job_id)
             if entry is not None:
                 tally.count(job_id, entry.state)
-        i += len(chunk)
 
 
 def _progress(tally: Tally, total: int, started: float, out: TextIO) -> None:
@@ -90,12 +153,12 @@ def _progress(tally: Tally, total: int, started: float, out: TextIO) -> None:
         gevent.sleep(PROGRESS_EVERY)
 
 
-def run_batch(config: Config, jobs: list[Job], progress: TextIO | None = None) -> dict:
-    """Deliver `jobs`; returns the summary once each is succeeded or dead (on a journal,
-    unfinished jobs of an earlier run are recovered and run too). SIGTERM/SIGINT drains,
-    and what is left counts as remaining."""
+def run_batch(config: Config, jobs: Iterable[Job], ids: set[str], progress: TextIO | None = None) -> dict:
+    """Deliver `jobs` (whose ids are `ids`); returns the summary once each is succeeded or
+    dead (on a journal, unfinished jobs of an earlier run are recovered and run too).
+    SIGTERM/SIGINT drains, and what is left counts as remaining."""
     started = time.monotonic()
-    tally = Tally({job.id for job in jobs})
+    tally = Tally(ids)
     runtime = Runtime.build(config)
     runtime.dispatcher.observers.append(tally)
     signals = StopSignals()
@@ -129,31 +192,21 @@ def parse_part(text: str) -> tuple[int, int]:
     return int(index), int(count)
 
 
-def part_jobs(jobs: list[Job], index: int, count: int) -> list[Job]:
-    """Part I's share: by id, so one id always falls in one part (and is delivered once)."""
-    return [job for job in jobs if zlib.crc32(job.id.encode()) % count == index]
-
-
 def part_config(config: Config, index: int, count: int) -> Config:
     """Part I of N keeps its own journal beside the configured one (PATH.partIofN...), so a
-    batch resumed with the same N finds each part's leftovers."""
-    if not config.journal.path:
+    batch resumed with the same N finds each part's leftovers. A part's share of the jobs
+    is by id (JobFile), so one id is always delivered by one part."""
+    if count == 1 or not config.journal.path:
         return config
     stem, suffix = os.path.splitext(config.journal.path)
     journal = dataclasses.replace(config.journal, path=f"{stem}.part{index}of{count}{suffix}")
     return dataclasses.replace(config, journal=journal)
 
 
-def run_processes(config_path: str | None, jobs_path: str, count: int, config: Config) -> dict:
+def run_processes(config_path: str | None, jobs_path: str, count: int) -> dict:
     """Run `count` child batches, each on its share of the file's jobs; sum their summaries.
     SIGTERM/SIGINT are passed on: each child drains as a single batch does."""
     started = time.monotonic()
-    spool = None
-    if jobs_path == "-":  # every child reads the file: keep stdin in one
-        spool = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False)
-        spool.write(sys.stdin.read())
-        spool.close()
-        jobs_path = spool.name
     base = [sys.executable, "-m", "gq", "batch"] + (["-c", config_path] if config_path else [])
     children = [subprocess.Popen(base + ["--part", f"{i}/{count}", jobs_path], stdout=subprocess.PIPE,
                                  text=True) for i in range(count)]
@@ -164,8 +217,6 @@ def run_processes(config_path: str | None, jobs_path: str, count: int, config: C
     finally:
         forwarder.kill()
         signals.close()
-        if spool is not None:
-            os.unlink(spool.name)
     summary = {"total": 0, "succeeded": 0, "dead": 0, "remaining": 0}
     for i, (child, out) in enumerate(zip(children, outputs)):
         try:

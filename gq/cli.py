@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -11,7 +10,7 @@ from typing import Any, Sequence
 
 from gq import __version__, config as config_
 from gq.errors import EXIT_FAILURE, EXIT_OK, ConfigError, GqError, JobError, UsageError
-from gq.job import Job, parse, read_lines
+from gq.job import read_lines
 
 ENV_API = "GQ_API"
 ENV_TOKEN = "GQ_TOKEN"
@@ -80,24 +79,6 @@ def _read_objects(path: str) -> list[tuple[int, Any]]:
         return read_lines(_read_source(path))
     except JobError as e:
         raise UsageError(f"{source}:{e.index}: {e}") from None
-
-
-def _line_id(line: int, obj: Any) -> str:
-    """A batch job's id when it has none: the same for the same line of the same content,
-    so a batch resumed on a journal does not send its finished jobs again."""
-    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:20]
-    return f"line{line}-{digest}"
-
-
-def _read_jobs(path: str, config: config_.Config) -> list[Job]:
-    source = "stdin" if path == "-" else path
-    jobs, policy = [], config.target.policy()
-    for line, obj in _read_objects(path):
-        try:
-            jobs.append(parse(obj, default_url=config.target.url, policy=policy, default_id=_line_id(line, obj)))
-        except JobError as e:
-            raise UsageError(f"{source}:{line}: {e}") from None
-    return jobs
 
 
 def _client(args: argparse.Namespace):
@@ -194,16 +175,15 @@ def _batch(args: argparse.Namespace) -> int:
     config = config_.load(args.config)
     if args.processes < 1:
         raise UsageError("usage error: --processes must be 1 or more")
-    jobs = _read_jobs(args.jobs, config)
-    log.setup(config.log.level, config.log.format)
-    if args.processes > 1:
-        summary = batch.run_processes(args.config, args.jobs, args.processes, config)
-    else:
-        progress = sys.stderr if sys.stderr.isatty() and not args.part else None
-        if args.part:
-            index, count = batch.parse_part(args.part)
-            jobs, config = batch.part_jobs(jobs, index, count), batch.part_config(config, index, count)
-        summary = batch.run_batch(config, jobs, progress=progress)
+    part = batch.parse_part(args.part) if args.part else (0, 1)
+    with batch.JobFile.open(args.jobs, config, part) as jobs:
+        ids = jobs.ids()  # every line checked before anything is sent
+        log.setup(config.log.level, config.log.format)
+        if args.processes > 1:
+            summary = batch.run_processes(args.config, jobs.path, args.processes)
+        else:
+            progress = sys.stderr if sys.stderr.isatty() and not args.part else None
+            summary = batch.run_batch(batch.part_config(config, *part), jobs, ids, progress=progress)
     print(json.dumps(summary))
     return EXIT_OK if summary["succeeded"] == summary["total"] else EXIT_FAILURE
 
