@@ -5,18 +5,29 @@
 Every figure comes from real processes talking HTTP on 127.0.0.1: the target
 (tests/target.py) runs alone on core 1, the process measured (the baseline, gq
 batch, the gq daemon) alone on core 0; this script and the intake load client
-share core 1 with the target, where they cost little. Scenarios:
+share core 1 with the target, where they cost little. Scenarios "cores" and
+"redis" pin nothing: there the target shares both cores with what is measured.
+Scenarios:
 
   A       20,000 jobs, no delay, pool 100: CPU-bound delivery
   B       10,000 jobs, target answers after 100 ms, pool 500 (limit 5,000 jobs/s)
           each of A and B: the baseline (bench/baseline.py), gq batch with its
           journal, gq batch memory-only
+  cores   A and B with `gq batch -p 2` (journal on) and the baseline, nothing pinned,
+          against the 1-process gq batch of A and B (reused when A, B ran before)
+  redis   20,000 jobs through 1, 2 and 4 `gq run` daemons sharing a Redis stream
+          (a fresh redis-server, AOF everysec): jobs/s, split, Redis commands per job;
+          skipped when there is no redis-server
   intake  50,000 jobs POSTed to `gq run` in arrays of 100 by 8 concurrent senders,
           journal on and memory-only, delivery parked (see README)
   drain   500 jobs in flight against a 1 s target, then SIGTERM: time to exit
   memory  daemon RSS idle, with 500 in flight, and with 10,000 more queued
-  profile (not in the default set) A's jobs, the baseline and gq batch with its
-          journal, each under cProfile: own time per job by area, and gq's top functions
+Not in the default set (name them with --scenario):
+  metrics A's gq batch (journal on) with the Metrics observer as shipped, and with its
+          job-path methods replaced by no-ops (bench/gq_without_metrics.py), 2 runs each
+          (shipped, no-op, no-op, shipped), and those methods timed in-process
+  profile A's jobs, the baseline and gq batch with its journal, each under cProfile:
+          own time per job by area, and gq's top functions
 
 --quick divides every job count by 10 (a smoke run). The report is a table per
 scenario, then one line of JSON with every figure. Exit 1 if any run FAILED.
@@ -25,7 +36,9 @@ scenario, then one line of JSON with every figure. Exit 1 if any run FAILED.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import hashlib
 import http.client
 import importlib.metadata
 import json
@@ -33,15 +46,18 @@ import os
 import platform
 import pstats
 import re
+import resource
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -52,31 +68,49 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 PY = sys.executable
 TARGET_CORE, MEASURED_CORE = 1, 0
-SCENARIOS = ("A", "B", "intake", "drain", "memory")
-EXTRA_SCENARIOS = ("profile",)
+BOTH_CORES = frozenset({TARGET_CORE, MEASURED_CORE})   # "not pinned": a process may run on either
+SCENARIOS = ("A", "B", "cores", "redis", "intake", "drain", "memory")
+EXTRA_SCENARIOS = ("metrics", "profile")
+GQ = ["-m", "gq"]                                       # how gq is started: `python -m gq ...`
+GQ_WITHOUT_METRICS = [str(BENCH / "gq_without_metrics.py")]   # the same, Metrics' job path made no-ops
+REDIS_SERVER = "/usr/bin/redis-server"                  # Debian's, when none is on $PATH
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 POLL = 0.005                        # seconds between looks at a child that is about to exit
 QUIET_WAIT, QUIET_PCT = 10.0, 20.0  # before each measured run: wait up to 10 s for both cores < 20% busy
 DISTURBED_PCT = 10.0                # a run during which others used more of core 0 is flagged (and re-run)
+BUDGET_PER_SCENARIO, QUICK_BUDGET_PER_SCENARIO = 48, 10   # seconds of --budget's default
+DELIVERY = {"A": (20000, 100, 0.0), "B": (10000, 500, 0.1)}   # scenario: jobs, pool, target delay (s)
 
 
 class BenchError(Exception):
     """A run could not be carried out (a process did not start, answer or stop)."""
 
 
+class Skipped(BenchError):
+    """A scenario this machine cannot run (a program it needs is missing): not a failure."""
+
+
 # -- processes ---------------------------------------------------------------
 
+Cores = int | frozenset[int]   # one core, or BOTH_CORES
+
+
+def core_set(cores: Cores) -> frozenset[int]:
+    return frozenset({cores}) if isinstance(cores, int) else cores
+
+
 class Proc:
-    """A child process, pinned to one core, its stdout/stderr in files of the work dir,
-    reaped with os.wait4 so its own rusage (CPU, peak RSS) is known."""
+    """A child process, pinned to one core (or let run on both), its stdout/stderr in files
+    of the work dir, reaped with os.wait4 so its own rusage (CPU, peak RSS) is known: Linux
+    adds to it that of the children it waited for, and its peak RSS is the largest of theirs."""
 
     live: dict[int, "Proc"] = {}
 
-    def __init__(self, name: str, argv: list[str], ctx: "Context", core: int | None):
+    def __init__(self, name: str, argv: list[str], ctx: "Context", cores: Cores | None):
         self.name = name
         self.out = ctx.workdir / f"{name}.out"
         self.err = ctx.workdir / f"{name}.err"
-        pin = partial(os.sched_setaffinity, 0, {core}) if ctx.pinned and core is not None else None
+        pin = partial(os.sched_setaffinity, 0, core_set(cores)) if ctx.pinned and cores is not None else None
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
             self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                           cwd=ctx.workdir, env=ctx.env, preexec_fn=pin)
@@ -176,6 +210,18 @@ def request(method: str, url: str, body: Any = None, timeout: float = 30.0) -> t
         conn.close()
 
 
+def cpu_seconds_of(ps: psutil.Process) -> float:
+    """A running process's CPU so far (user + system)."""
+    t = ps.cpu_times()
+    return t.user + t.system
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def poll_until(what: str, check: Callable[[], Any], timeout: float, every: float = 0.02) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -188,24 +234,29 @@ def poll_until(what: str, check: Callable[[], Any], timeout: float, every: float
 
 
 class CoreClock:
-    """CPU time spent on the measured core by everything (steal included), to tell how much
-    of it went to processes other than the one measured: another load on the machine."""
+    """CPU time spent on the measured core (or cores) by everything (steal included), to tell
+    how much of it went to processes other than those measured: another load on the machine.
+    This script's own CPU counts as measured when it runs on one of those cores."""
 
-    def __init__(self, ctx: "Context"):
+    def __init__(self, ctx: "Context", cores: Cores = MEASURED_CORE):
         self.enabled = ctx.pinned
-        self.wall, self.busy = time.monotonic(), self._busy()
+        self.cores = sorted(core_set(cores))
+        self.mine = bool(set(self.cores) & os.sched_getaffinity(0))
+        self.wall, self.busy, self.own = time.monotonic(), self._busy(), time.process_time()
 
-    @staticmethod
-    def _busy() -> float:
-        t = psutil.cpu_times(percpu=True)[MEASURED_CORE]
-        return t.user + t.nice + t.system + t.irq + t.softirq + t.steal
+    def _busy(self) -> float:
+        times = psutil.cpu_times(percpu=True)
+        return sum(t.user + t.nice + t.system + t.irq + t.softirq + t.steal for t in (times[c] for c in self.cores))
 
     def others_pct(self, own_cpu_seconds: float) -> float | None:
-        """Percent of the core's wall time used by others (or stolen) since this clock started."""
+        """Percent of the cores' wall time used by others (or stolen) since this clock started."""
         if not self.enabled:
             return None
         wall = time.monotonic() - self.wall
-        return round(max(0.0, self._busy() - self.busy - own_cpu_seconds) / wall * 100, 1) if wall else 0.0
+        if self.mine:
+            own_cpu_seconds += time.process_time() - self.own
+        others = max(0.0, self._busy() - self.busy - own_cpu_seconds)
+        return round(others / (wall * len(self.cores)) * 100, 1) if wall else 0.0
 
 
 # -- the target ----------------------------------------------------------------
@@ -231,8 +282,27 @@ class Target:
         return request("GET", f"{self.base}/_stats")[1]
 
     def cpu_seconds(self) -> float:
-        t = self.ps.cpu_times()
-        return t.user + t.system
+        return cpu_seconds_of(self.ps)
+
+    @contextlib.contextmanager
+    def beside(self, ctx: "Context", cores: Cores):
+        """While what is measured runs on `cores`: when that is both cores, the target may run
+        on either too (it shares them), and is back on its own core afterwards."""
+        shared = ctx.pinned and core_set(cores) == BOTH_CORES
+        if shared:
+            os.sched_setaffinity(self.proc.pid, BOTH_CORES)
+        try:
+            yield
+        finally:
+            if shared:
+                os.sched_setaffinity(self.proc.pid, {TARGET_CORE})
+
+    def received_times(self, since: int = 0) -> list[float]:
+        """When (wall clock) each job request since the reset arrived, from the `since`-th on."""
+        status, received = request("GET", f"{self.base}/_received?since={since}", timeout=60)
+        if status != 200:
+            raise BenchError(f"target: /_received answered {status}")
+        return [r["t"] for r in received]
 
     def check(self, jobs: int) -> list[str]:
         """What is wrong with what the target received, if it was not every job exactly once."""
@@ -256,6 +326,7 @@ class Context:
     deadline: float = float("inf")   # for measuring a disturbed run again, not a hard stop
     target: Target | None = None
     counter: int = 0
+    runs: dict[str, "Run"] = field(default_factory=dict)   # delivery runs by label, for later scenarios
 
     def scaled(self, jobs: int) -> int:
         return jobs // 10 if self.quick else jobs
@@ -305,7 +376,7 @@ class Run:
     cpu_us_per_job: float | None = None
     max_rss_mb: float | None = None
     seconds: float | None = None
-    others_pct: float | None = None    # the measured core's time used by other processes
+    others_pct: float | None = None    # the measured core's (cores') time used by other processes
     target_cpu_pct: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -325,7 +396,7 @@ def journal_path(ctx: Context, name: str) -> Path:
 
 
 def write_config(ctx: Context, name: str, *, pool: int, maxsize: int, url: str, journal: bool,
-                 timeout: float = 30.0, listen: str | None = None) -> Path:
+                 timeout: float = 30.0, listen: str | None = None, broker: dict | None = None) -> Path:
     sections: dict[str, dict[str, Any]] = {
         "queue": {"maxsize": maxsize},
         "pool": {"size": pool},
@@ -336,6 +407,8 @@ def write_config(ctx: Context, name: str, *, pool: int, maxsize: int, url: str, 
     }
     if listen:
         sections["api"] = {"listen": listen}
+    if broker:
+        sections["broker"] = broker
     text = "".join(f"[{section}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in keys.items()) + "\n"
                    for section, keys in sections.items())
     path = ctx.workdir / f"{name}.toml"
@@ -364,36 +437,51 @@ def write_jobs(ctx: Context, name: str, count: int) -> Path:
 
 # -- delivery: the baseline and gq batch ------------------------------------------------
 
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(ctx: Context, label: str, argv: list[str], jobs_count: int,
-            read: Callable[[Proc, Run], None], slowdown: float = 1.0) -> Run:
-    """Run one delivery process on the measured core against a freshly reset target;
-    `read` fills the figures in from the exited process; then check the target got every job."""
+            read: Callable[[Proc, Run], None], slowdown: float = 1.0, cores: Cores = MEASURED_CORE) -> Run:
+    """Run one delivery process on the measured core (or on both, beside the target) against a
+    freshly reset target; `read` fills the figures in from the exited process; then check the
+    target got every job, and note the span from its first request to its last."""
     run = Run(label, jobs_count)
     ctx.target.reset()
     run.extra["waited_for_quiet_s"] = ctx.quiet()
-    clock, target_cpu = CoreClock(ctx), ctx.target.cpu_seconds()
-    proc = Proc(ctx.name(label), argv, ctx, MEASURED_CORE)
-    bound = ctx.run_bound(jobs_count) * slowdown
-    if proc.wait(bound) is None:
-        run.fail(f"did not finish within {bound:g}s")
-        try:
-            proc.stop((signal.SIGTERM,), timeout=10)
-        except BenchError as e:
-            run.fail(str(e))
-    wall = time.monotonic() - proc.started
+    with ctx.target.beside(ctx, cores):
+        clock, target_cpu, children_cpu = CoreClock(ctx, cores), ctx.target.cpu_seconds(), children_cpu_seconds()
+        proc = Proc(ctx.name(label), argv, ctx, cores)
+        bound = ctx.run_bound(jobs_count) * slowdown
+        if proc.wait(bound) is None:
+            run.fail(f"did not finish within {bound:g}s")
+            try:
+                proc.stop((signal.SIGTERM,), timeout=10)
+            except BenchError as e:
+                run.fail(str(e))
+        wall = time.monotonic() - proc.started
+        target_used = ctx.target.cpu_seconds() - target_cpu
+        # On both cores the target's CPU is on the clock's cores too: not another load.
+        run.others_pct = clock.others_pct(proc.cpu_seconds + (target_used if len(clock.cores) > 1 else 0))
     run.extra["process_wall_s"] = round(wall, 2)   # the interpreter's start and the input's parsing included
-    run.others_pct = clock.others_pct(proc.cpu_seconds)
-    run.target_cpu_pct = round((ctx.target.cpu_seconds() - target_cpu) / wall * 100, 1)
+    run.extra["cpu_s_rusage_children"] = round(children_cpu_seconds() - children_cpu, 3)  # = the wait4 figure
+    run.target_cpu_pct = round(target_used / wall * 100, 1)
     try:
         read(proc, run)
     except BenchError as e:
         run.fail(str(e))
     for problem in ctx.target.check(jobs_count):
         run.fail(problem)
+    arrived = ctx.target.received_times()
+    if len(arrived) > 1:
+        span = arrived[-1] - arrived[0]
+        run.extra.update(target_span_s=round(span, 3), target_jobs_per_s=round((len(arrived) - 1) / span, 1))
     return run
 
 
-def run_baseline(ctx: Context, label: str, jobs_count: int, pool: int, url: str) -> Run:
+def run_baseline(ctx: Context, label: str, jobs_count: int, pool: int, url: str,
+                 cores: Cores = MEASURED_CORE) -> Run:
     def read(proc: Proc, run: Run) -> None:
         out = proc.stdout_json()
         run.jobs_per_s, run.cpu_us_per_job, run.max_rss_mb = (
@@ -404,16 +492,22 @@ def run_baseline(ctx: Context, label: str, jobs_count: int, pool: int, url: str)
 
     argv = [PY, str(BENCH / "baseline.py"), "--url", url, "--count", str(jobs_count), "--pool", str(pool),
             "--prefix", f"{label}-", "--max-seconds", str(ctx.run_bound(jobs_count) - 10)]
-    return measure(ctx, label, argv, jobs_count, read)
+    return measure(ctx, label, argv, jobs_count, read, cores=cores)
 
 
-def batch_argv(ctx: Context, label: str, jobs_count: int, pool: int, url: str, journal: bool) -> list[str]:
+def batch_argv(ctx: Context, label: str, jobs_count: int, pool: int, url: str, journal: bool,
+               processes: int = 1, launcher: list[str] = GQ) -> list[str]:
+    """`gq batch` (after the interpreter) on a config and a jobs file of its own."""
     name = ctx.name(label + "-input")
     config = write_config(ctx, name, pool=pool, maxsize=max(1000, 2 * pool), url=url, journal=journal)
-    return ["-m", "gq", "batch", "-c", str(config), str(write_jobs(ctx, name, jobs_count))]
+    return launcher + ["batch", *(["-p", str(processes)] if processes > 1 else []),
+                       "-c", str(config), str(write_jobs(ctx, name, jobs_count))]
 
 
-def run_batch(ctx: Context, label: str, jobs_count: int, pool: int, url: str, journal: bool) -> Run:
+def run_batch(ctx: Context, label: str, jobs_count: int, pool: int, url: str, journal: bool,
+              processes: int = 1, cores: Cores = MEASURED_CORE, launcher: list[str] = GQ) -> Run:
+    """gq batch, measured; with processes > 1 the figures are of the parent and its children
+    together (CPU summed, peak RSS the largest process's), see Proc."""
     def read(proc: Proc, run: Run) -> None:
         summary = proc.stdout_json()
         run.seconds = summary["seconds"]
@@ -423,8 +517,8 @@ def run_batch(ctx: Context, label: str, jobs_count: int, pool: int, url: str, jo
         if proc.code != 0 or summary["succeeded"] != jobs_count:
             run.fail(f"exit {proc.code}, summary {summary}")
 
-    argv = [PY] + batch_argv(ctx, label, jobs_count, pool, url, journal)
-    return measure(ctx, label, argv, jobs_count, read)
+    argv = [PY] + batch_argv(ctx, label, jobs_count, pool, url, journal, processes, launcher)
+    return measure(ctx, label, argv, jobs_count, read, cores=cores)
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -439,6 +533,7 @@ def delivery(ctx: Context, name: str, jobs_count: int, pool: int, delay: float) 
                                           journal=kind == "journal")) for kind in ("journal", "memory"))]
     base = runs[0]
     for run in runs:
+        ctx.runs[run.label] = run
         run.extra["x_base_jobs_per_s"] = ratio(run.jobs_per_s, base.jobs_per_s)
         run.extra["x_base_cpu"] = ratio(run.cpu_us_per_job, base.cpu_us_per_job)
         run.extra["x_base_rss"] = ratio(run.max_rss_mb, base.max_rss_mb)
@@ -450,24 +545,74 @@ def delivery(ctx: Context, name: str, jobs_count: int, pool: int, delay: float) 
     return result
 
 
+def sizes(ctx: Context, name: str) -> tuple[int, int, float]:
+    """Scenario A's or B's jobs, pool and target delay."""
+    jobs_count, pool, delay = DELIVERY[name]
+    return ctx.scaled(jobs_count), pool, delay
+
+
 def scenario_a(ctx: Context) -> dict:
-    return delivery(ctx, "A", ctx.scaled(20000), pool=100, delay=0)
+    return delivery(ctx, "A", *sizes(ctx, "A"))
 
 
 def scenario_b(ctx: Context) -> dict:
-    return delivery(ctx, "B", ctx.scaled(10000), pool=500, delay=0.1)
+    return delivery(ctx, "B", *sizes(ctx, "B"))
+
+
+# -- both cores: gq batch -p 2 ---------------------------------------------------------
+
+def cores_runs(ctx: Context, name: str, jobs_count: int, pool: int, delay: float) -> dict:
+    """Scenario `name` again with gq batch -p 2 (journal on) and with the baseline, both let
+    run on both cores, the target too (it shares them); against the 1-process gq batch with
+    journal (pinned, alone on core 0) of scenario `name`: reused when it ran in this invocation,
+    as its pinned baseline is (shown, not measured again: what unpinning alone changes).
+    jobs/s here are the target's: requests arrived per second, first to last, one clock for all."""
+    url = ctx.target.url(delay)
+    pinned_base, one = ctx.runs.get(f"{name}-baseline"), ctx.runs.get(f"{name}-gq-journal")
+    reused = [run for run in (pinned_base, one) if run is not None]
+    if one is None:
+        one = ctx.least_disturbed(partial(run_batch, ctx, f"{name}-gq-journal", jobs_count, pool, url, True))
+    base = ctx.least_disturbed(partial(run_baseline, ctx, f"{name}-baseline-unpinned", jobs_count, pool, url,
+                                       cores=BOTH_CORES))
+    two = ctx.least_disturbed(partial(run_batch, ctx, f"{name}-gq-p2", jobs_count, pool, url, True,
+                                      processes=2, cores=BOTH_CORES))
+    rows, measured = [], []
+    for run in (pinned_base, base, one, two):
+        if run is None:
+            continue
+        at_target = run.extra.get("target_jobs_per_s")
+        figures = {"cores": "both" if run is base or run is two else str(MEASURED_CORE),
+                   "reused_from": name if any(run is r for r in reused) else None,
+                   "x_one_process_jobs_per_s": ratio(at_target, one.extra.get("target_jobs_per_s")),
+                   "x_base_unpinned_jobs_per_s": ratio(at_target, base.extra.get("target_jobs_per_s")),
+                   "x_one_process_cpu": ratio(run.cpu_us_per_job, one.cpu_us_per_job),
+                   "x_one_process_rss": ratio(run.max_rss_mb, one.max_rss_mb)}
+        if delay:
+            figures["pct_of_limit"] = round(at_target / (pool / delay) * 100, 1) if at_target else None
+        rows.append(asdict(replace(run, extra={**run.extra, **figures})))
+        if not figures["reused_from"]:
+            measured.append(rows[-1])
+    result = {"jobs": jobs_count, "pool": pool, "delay_s": delay, "rows": rows, "measured": measured}
+    if delay:
+        result["limit_jobs_per_s"] = pool / delay
+    return result
+
+
+def scenario_cores(ctx: Context) -> dict:
+    parts = {name: cores_runs(ctx, name, *sizes(ctx, name)) for name in DELIVERY}
+    return {**parts, "runs": [row for part in parts.values() for row in part.pop("measured")]}
 
 
 # -- the daemon ------------------------------------------------------------------------
 
 class Daemon:
-    """`gq run` on the measured core, API on a free loopback port."""
+    """`gq run` on the measured core (or on both), API on a free loopback port."""
 
-    def __init__(self, ctx: Context, label: str, **config: Any):
+    def __init__(self, ctx: Context, label: str, cores: Cores = MEASURED_CORE, **config: Any):
         name = ctx.name(label)
         path = write_config(ctx, name, listen="127.0.0.1:0", **config)
         self.journal = journal_path(ctx, name) if config["journal"] else None
-        self.proc = Proc(name, [PY, "-m", "gq", "run", "-c", str(path)], ctx, MEASURED_CORE)
+        self.proc = Proc(name, [PY, *GQ, "run", "-c", str(path)], ctx, cores)
         host, port = self.proc.wait_line(r"listening on http://(\S+?):(\d+)\b", 30).groups()
         self.api = f"http://{host}:{port}"
         self.ps = psutil.Process(self.proc.pid)
@@ -487,8 +632,15 @@ class Daemon:
         return self.ps.memory_info().rss / 2**20
 
     def cpu_seconds(self) -> float:
-        t = self.ps.cpu_times()
-        return t.user + t.system
+        return cpu_seconds_of(self.ps)
+
+    def succeeded(self) -> int:
+        """Jobs it delivered, from its /metrics: gq_jobs_finished_total{outcome="succeeded"}."""
+        status, text = request("GET", f"{self.api}/metrics")
+        match = re.search(r'^gq_jobs_finished_total\{outcome="succeeded"\} (\S+)$', str(text), re.M)
+        if status != 200 or not match:
+            raise BenchError(f"daemon: /metrics answered {status} without gq_jobs_finished_total")
+        return int(float(match.group(1)))
 
     def log_has(self, pattern: str) -> str | None:
         match = re.search(pattern, self.proc.err.read_text(errors="replace"))
@@ -620,6 +772,234 @@ def scenario_memory(ctx: Context) -> dict:
     return {"in_flight": in_flight, "queued": queued, "delay_s": delay, "runs": [asdict(run)]}
 
 
+# -- Redis: daemons sharing one stream ---------------------------------------------------
+
+class RedisServer:
+    """A fresh redis-server on a free loopback port, its data in the work dir: AOF on with
+    appendfsync everysec, no RDB snapshots, no automatic AOF rewrite (a fork at a random
+    moment of a run). It may run on both cores."""
+
+    def __init__(self, ctx: Context):
+        import redis  # gq's own dependency (its Redis broker's client)
+
+        binary = shutil.which("redis-server") or (REDIS_SERVER if os.access(REDIS_SERVER, os.X_OK) else None)
+        if binary is None:
+            raise Skipped("redis-server not found (Debian: apt-get install redis-server)")
+        name = ctx.name("redis-server")
+        directory = ctx.workdir / name
+        directory.mkdir()
+        port = free_port()
+        self.proc = Proc(name, [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+                                "--appendonly", "yes", "--appendfsync", "everysec",
+                                "--auto-aof-rewrite-percentage", "0", "--save", "", "--daemonize", "no"],
+                         ctx, BOTH_CORES)
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=10, socket_connect_timeout=2)
+        self.own_requests = 0   # this script's INFO requests: each one a read and a write on the server
+        poll_until("redis-server answering", partial(self._answers, redis.RedisError), 20, every=0.05)
+        self.ps = psutil.Process(self.proc.pid)
+        self.version = self.client.info("server")["redis_version"]
+
+    def _answers(self, errors: type[Exception]) -> bool:
+        try:
+            return self.client.ping()
+        except errors:
+            if self.proc.wait(0) is not None:
+                raise BenchError(f"redis-server exited ({self.proc.code}): {self.proc.tail()}") from None
+            return False
+
+    def counters(self) -> dict:
+        """Commands executed, by name (those run by scripts and inside MULTI/EXEC included),
+        and the read and write events on client sockets (at least one each per round trip)."""
+        self.own_requests += 1
+        info = self.client.info("stats", "commandstats")
+        return {"commands": {k.removeprefix("cmdstat_"): v["calls"] for k, v in info.items()
+                             if k.startswith("cmdstat_")},
+                "reads": info["total_reads_processed"], "writes": info["total_writes_processed"],
+                "own_requests": self.own_requests}
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds_of(self.ps)
+
+    def stop(self) -> int:
+        self.client.close()
+        return self.proc.stop((signal.SIGTERM,), timeout=30)   # SIGTERM: AOF flushed, then exit 0
+
+
+def redis_usage(before: dict, after: dict, jobs_count: int) -> dict:
+    """What the server did between two counters() per job: commands by name (this script's
+    INFO left out), transactions (EXEC), and round trips at most: the fewer of the read and
+    write events, each round trip taking at least one of each (a large request or reply more)."""
+    own = after["own_requests"] - before["own_requests"]
+    commands = {name: n - before["commands"].get(name, 0) for name, n in after["commands"].items()
+                if name != "info" and n > before["commands"].get(name, 0)}
+    reads, writes = after["reads"] - before["reads"] - own, after["writes"] - before["writes"] - own
+    per_job = lambda n: round(n / jobs_count, 4)  # noqa: E731
+    return {"redis_commands_per_job": {name: per_job(n) for name, n in sorted(commands.items(), key=lambda kv: -kv[1])},
+            "redis_commands_total_per_job": per_job(sum(commands.values())),
+            "redis_transactions_per_job": per_job(commands.get("exec", 0)),
+            "redis_reads_per_job": per_job(reads), "redis_writes_per_job": per_job(writes),
+            "redis_round_trips_per_job_at_most": per_job(min(reads, writes))}
+
+
+def settled(server: RedisServer, before: dict, jobs_count: int) -> dict | None:
+    """The server's counters once every job is settled (its XDEL, in its settlement's
+    transaction, has run), else None."""
+    now = server.counters()
+    return now if now["commands"].get("xdel", 0) - before["commands"].get("xdel", 0) >= jobs_count else None
+
+
+def spread_submit(daemons: list[Daemon], prefix: str, jobs_count: int, batch: int, senders: int) -> None:
+    """POST the jobs in arrays of `batch`, the arrays dealt round the daemons, from `senders`
+    threads of this script at once."""
+    chunks = [(daemons[i % len(daemons)], first) for i, first in enumerate(range(0, jobs_count, batch))]
+
+    def send(mine: list[tuple[Daemon, int]]) -> None:
+        for daemon, first in mine:
+            daemon.submit(jobs(prefix, first, min(batch, jobs_count - first)))
+
+    with ThreadPoolExecutor(senders) as executor:
+        for sent in [executor.submit(send, chunks[i::senders]) for i in range(senders)]:
+            sent.result()
+
+
+def stop_daemons(daemons: list[Daemon]) -> list[int | None]:
+    """SIGTERM each (a drain, quick when idle); every one is stopped even if another fails."""
+    codes = []
+    for daemon in daemons:
+        try:
+            codes.append(daemon.proc.stop((signal.SIGTERM,)))
+        except BenchError:
+            codes.append(None)
+    return codes
+
+
+def redis_run(ctx: Context, server: RedisServer, count: int, jobs_count: int, pool: int, batch: int,
+              senders: int) -> Run:
+    """`count` gq daemons (journal off, pool `pool`) on a fresh stream (a prefix of its own) of
+    `server`, all on both cores with Redis and the target. The jobs are POSTed through the
+    daemons' intake; timed from the first POST to the target's receiving the last job."""
+    label = f"redis-{count}-daemon{'s' if count > 1 else ''}"
+    run = Run(label, jobs_count)
+    prefix = f"bench-{ctx.name(label)}-{os.urandom(3).hex()}"
+    broker = {"kind": "redis", "url": server.url, "prefix": prefix}
+    ctx.target.reset()
+    daemons: list[Daemon] = []
+    try:
+        for i in range(count):
+            daemons.append(Daemon(ctx, f"{label}-{i + 1}", cores=BOTH_CORES, pool=pool, maxsize=max(1000, 2 * pool),
+                                  url=ctx.target.url(), journal=False, broker=broker))
+        run.extra["waited_for_quiet_s"] = ctx.quiet()
+        cpu = lambda: ([d.cpu_seconds() for d in daemons], server.cpu_seconds(), ctx.target.cpu_seconds())  # noqa: E731
+        with ctx.target.beside(ctx, BOTH_CORES):
+            before, clock, (gq0, redis0, target0) = server.counters(), CoreClock(ctx, BOTH_CORES), cpu()
+            started = time.time()
+            spread_submit(daemons, f"{label}-", jobs_count, batch, senders)
+            run.extra["intake_s"] = round(time.time() - started, 2)
+            poll_until("the target receiving every job", lambda: ctx.target.stats()["count"] >= jobs_count,
+                       ctx.run_bound(jobs_count), every=0.05)
+            run.seconds = round(ctx.target.received_times(jobs_count - 1)[0] - started, 3)
+            after = poll_until("every job settled in Redis", partial(settled, server, before, jobs_count), 30,
+                               every=0.05)
+            gq1, redis1, target1 = cpu()
+            wall = time.time() - started
+            gq_cpu = sum(gq1) - sum(gq0)
+            run.others_pct = clock.others_pct(gq_cpu + (redis1 - redis0) + (target1 - target0))
+        split = [d.succeeded() for d in daemons]
+    finally:
+        codes = stop_daemons(daemons)
+    run.jobs_per_s = round(jobs_count / run.seconds, 1)
+    run.cpu_us_per_job = round(gq_cpu / jobs_count * 1e6, 1)
+    run.max_rss_mb = max((round(d.proc.max_rss_mb, 1) for d in daemons if d.proc.rusage), default=None)
+    run.target_cpu_pct = round((target1 - target0) / wall * 100, 1)
+    run.extra.update(daemons=count, prefix=prefix, split=split, exit_codes=codes,
+                     redis_cpu_us_per_job=round((redis1 - redis0) / jobs_count * 1e6, 1),
+                     **redis_usage(before, after, jobs_count))
+    if sum(split) != jobs_count:
+        run.fail(f"the daemons' /metrics count {sum(split)} succeeded, expected {jobs_count}")
+    if codes != [0] * count:
+        run.fail(f"daemon exit codes {codes} after SIGTERM")
+    for problem in ctx.target.check(jobs_count):
+        run.fail(problem)
+    return run
+
+
+def scenario_redis(ctx: Context) -> dict:
+    """1, 2 and 4 daemons on one fresh redis-server, stopped at the end."""
+    jobs_count, pool, batch, senders = ctx.scaled(20000), 100, 100, 4
+    server = RedisServer(ctx)
+    try:
+        runs = [ctx.least_disturbed(partial(redis_run, ctx, server, count, jobs_count, pool, batch, senders))
+                for count in (1, 2, 4)]
+    finally:
+        code = server.stop()
+    for run in runs:
+        run.extra["x_one_daemon"] = ratio(run.jobs_per_s, runs[0].jobs_per_s)
+    if code != 0:
+        runs[-1].fail(f"redis-server exit code {code} after SIGTERM")
+    return {"jobs": jobs_count, "pool": pool, "batch": batch, "senders": senders,
+            "redis": {"version": server.version, "appendfsync": "everysec"}, "runs": [asdict(r) for r in runs]}
+
+
+# -- the cost of metrics on the job path ----------------------------------------------------
+
+def mean(values: list[float | None]) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(sum(values) / len(values), 1) if values else None
+
+
+def observer_us_per_job(jobs_count: int = 200000) -> float:
+    """What the Metrics observer's job-path methods cost per job, timed in this process: a
+    Metrics of gq's fed what a job that succeeds feeds it (accepted in chunks of 500, as gq
+    batch submits), less the same calls to no-op functions (the call itself stays in gq)."""
+    from gq.metrics import Metrics
+    from gq.outcome import AttemptResult, Outcome, Verdict
+
+    def nothing(*args) -> None:
+        pass
+
+    metrics = Metrics()
+    result, outcome = AttemptResult(time.time(), 0.004, status=200), Outcome(Verdict.SUCCESS)
+    cpu = []
+    for accepted, dequeued, attempted in ((metrics.accepted, metrics.dequeued, metrics.attempted),
+                                          (nothing, nothing, nothing)):
+        started = time.process_time()
+        for n in range(jobs_count):
+            if n % 500 == 0:
+                accepted(500)
+            dequeued(0.002)
+            attempted(None, result, outcome)
+        cpu.append(time.process_time() - started)
+    return round((cpu[0] - cpu[1]) / jobs_count * 1e6, 2)
+
+
+def scenario_metrics(ctx: Context) -> dict:
+    """A's gq batch (journal on), as shipped and with the Metrics observer's job-path methods
+    made no-ops (bench/gq_without_metrics.py), `pairs` times each, in the order shipped,
+    no-op, no-op, shipped...: a drift of the machine over the runs cancels out of the means."""
+    jobs_count, pool, delay = sizes(ctx, "A")
+    url, pairs = ctx.target.url(delay), 2
+    launchers = [("shipped", GQ), ("no-op", GQ_WITHOUT_METRICS)]
+    runs: dict[str, list[Run]] = {kind: [] for kind, _ in launchers}
+    in_order = []
+    for i in range(1, pairs + 1):
+        for kind, launcher in launchers if i % 2 else launchers[::-1]:
+            run = ctx.least_disturbed(partial(run_batch, ctx, f"metrics-{kind}-{i}", jobs_count, pool, url, True,
+                                              launcher=launcher))
+            runs[kind].append(run)
+            in_order.append(run)
+    means = {kind: {key: mean([getattr(r, key) for r in kind_runs if r.ok])
+                    for key in ("jobs_per_s", "cpu_us_per_job")} for kind, kind_runs in runs.items()}
+    cpu = {kind: [r.cpu_us_per_job for r in kind_runs if r.ok] for kind, kind_runs in runs.items()}
+    difference = (means["shipped"]["cpu_us_per_job"] - means["no-op"]["cpu_us_per_job"]
+                  if None not in (means["shipped"]["cpu_us_per_job"], means["no-op"]["cpu_us_per_job"]) else None)
+    return {"jobs": jobs_count, "pool": pool, "pairs": pairs, "means": means,
+            "metrics_cpu_us_per_job": round(difference, 1) if difference is not None else None,
+            "observer_us_per_job_in_process": observer_us_per_job(),
+            "spread_cpu_us_per_job": max((round(max(v) - min(v), 1) for v in cpu.values() if v), default=None),
+            "runs": [asdict(r) for r in in_order]}
+
+
 def area(filename: str) -> str:
     """What a profiled function belongs to: gq, a package, a stdlib module, or C code."""
     if filename == "~":
@@ -655,7 +1035,8 @@ def scenario_profile(ctx: Context) -> dict:
     per job by area (gq, requests, urllib3, gevent, stdlib modules, C), and gq's top functions.
     cProfile slows everything several times over, and its clock is the wall clock: compare
     the rows of one report, of runs little disturbed, not the totals with A's."""
-    jobs_count, pool, url = ctx.scaled(20000), 100, ctx.target.url()
+    jobs_count, pool, delay = sizes(ctx, "A")
+    url = ctx.target.url(delay)
     baseline = [str(BENCH / "baseline.py"), "--url", url, "--count", str(jobs_count), "--pool", str(pool),
                 "--prefix", "profile-base-", "--max-seconds", str(ctx.run_bound(jobs_count) * 3)]
     runs = {"baseline": ctx.least_disturbed(partial(run_profiled, ctx, "profile-baseline", baseline, jobs_count)),
@@ -684,7 +1065,8 @@ def scenario_profile(ctx: Context) -> dict:
 
 RUNNERS: dict[str, Callable[[Context], dict]] = {
     "A": scenario_a, "B": scenario_b, "intake": scenario_intake, "drain": scenario_drain,
-    "memory": scenario_memory, "profile": scenario_profile,
+    "memory": scenario_memory, "cores": scenario_cores, "redis": scenario_redis, "metrics": scenario_metrics,
+    "profile": scenario_profile,
 }
 
 
@@ -706,11 +1088,16 @@ def status_cell(run: dict) -> str:
     return "ok" if run["ok"] else "FAILED: " + "; ".join(run["problems"])
 
 
+def delivery_title(name: str, result: dict) -> str:
+    limit = result.get("limit_jobs_per_s")
+    return (f"Scenario {name}: {result['jobs']:,} jobs, pool {result['pool']}, "
+            + (f"target delay {result['delay_s'] * 1000:g} ms (limit {limit:,.0f} jobs/s)" if limit
+               else "no target delay"))
+
+
 def report_delivery(name: str, result: dict) -> str:
     limit = result.get("limit_jobs_per_s")
-    title = (f"Scenario {name}: {result['jobs']:,} jobs, pool {result['pool']}, "
-             + (f"target delay {result['delay_s'] * 1000:g} ms (limit {limit:,.0f} jobs/s)" if limit
-                else "no target delay"))
+    title = delivery_title(name, result)
     headers = ["run", "jobs/s", "x base", *(["% limit"] if limit else []), "CPU us/job", "x base",
                "peak RSS MB", "x base", "others on core0 %", "target CPU %", "status"]
     rows = []
@@ -722,6 +1109,73 @@ def report_delivery(name: str, result: dict) -> str:
                      fmt(r["max_rss_mb"], ".1f"), fmt(x.get("x_base_rss")),
                      fmt(r["others_pct"]), fmt(r["target_cpu_pct"]), status_cell(r)])
     return title + "\n" + table(headers, rows)
+
+
+def report_cores(result: dict) -> str:
+    parts = []
+    for name in DELIVERY:
+        part = result[name]
+        limit = part.get("limit_jobs_per_s")
+        headers = ["run", "cores", "jobs/s", "x 1 proc", "x base", *(["% limit"] if limit else []),
+                   "CPU us/job", "x 1 proc", "peak RSS MB", "x 1 proc", "others on its cores %",
+                   "target CPU %", "status"]
+        rows = []
+        for r in part["rows"]:
+            x = r["extra"]
+            rows.append([r["label"], x["cores"] + (f", from {x['reused_from']}" if x["reused_from"] else ""),
+                         fmt(x.get("target_jobs_per_s"), ",.0f"), fmt(x.get("x_one_process_jobs_per_s")),
+                         fmt(x.get("x_base_unpinned_jobs_per_s")),
+                         *([fmt(x.get("pct_of_limit"), ".1f")] if limit else []),
+                         fmt(r["cpu_us_per_job"], ",.0f"), fmt(x.get("x_one_process_cpu")),
+                         fmt(r["max_rss_mb"], ".1f"), fmt(x.get("x_one_process_rss")),
+                         fmt(r["others_pct"]), fmt(r["target_cpu_pct"]), status_cell(r)])
+        parts.append(f"Cores, {delivery_title(name, part)}\n" + table(headers, rows))
+    return ("\n\n".join(parts) + "\n  gq-p2: `gq batch -p 2`, journal on; it and baseline-unpinned run on both "
+            "cores, not pinned, and so does the target then: it shares a core with them. baseline, gq-journal: "
+            "1 process alone on core 0, the target alone on core 1.\n  jobs/s: job requests arrived at the target "
+            "per second, first to last, for every row; x base: to baseline-unpinned; CPU: the process and its "
+            "children (gq-p2: the parent and both parts); peak RSS: its largest process.")
+
+
+def report_redis(result: dict) -> str:
+    runs = result["runs"]
+    title = (f"Redis: {result['jobs']:,} jobs through 1, 2 and 4 `gq run` daemons (journal off, pool "
+             f"{result['pool']} each) sharing one stream of a fresh redis-server {result['redis']['version']} "
+             f"(AOF, appendfsync {result['redis']['appendfsync']}); POSTed in arrays of {result['batch']} by "
+             f"{result['senders']} senders dealt round the daemons;\n  jobs/s: from the first POST to the "
+             f"target's receiving the last job. Nothing pinned: the daemons, Redis and the target share both cores")
+    rows = [[r["label"], fmt(r["jobs_per_s"], ",.0f"), fmt(r["extra"].get("x_one_daemon")),
+             fmt(r["extra"].get("intake_s")), " / ".join(f"{n:,}" for n in r["extra"].get("split", [])) or "-",
+             fmt(r["cpu_us_per_job"], ",.0f"), fmt(r["extra"].get("redis_cpu_us_per_job"), ",.0f"),
+             fmt(r["max_rss_mb"], ".1f"), fmt(r["extra"].get("redis_round_trips_per_job_at_most"), ".3f"),
+             fmt(r["extra"].get("redis_transactions_per_job"), ".3f"), fmt(r["others_pct"]),
+             fmt(r["target_cpu_pct"]), status_cell(r)] for r in runs]
+    main = table(["run", "jobs/s", "x 1 daemon", "intake s", "succeeded, per daemon", "gq CPU us/job",
+                  "Redis CPU us/job", "peak RSS MB", "round trips/job (at most)", "transactions/job",
+                  "others on both cores %", "target CPU %", "status"], rows)
+    per_run = [r["extra"].get("redis_commands_per_job", {}) for r in runs]
+    names = sorted({n for commands in per_run for n, v in commands.items() if v >= 0.0005},
+                   key=lambda n: -max(c.get(n, 0) for c in per_run))
+    commands = [[name] + [f"{c.get(name, 0):.3f}" for c in per_run] for name in names]
+    commands.append(["all commands"] + [fmt(r["extra"].get("redis_commands_total_per_job"), ".3f") for r in runs])
+    return (title + "\n" + main + "\n\n"
+            + table(["Redis commands per job (scripts' and transactions' own included)"]
+                    + [r["label"] for r in runs], commands))
+
+
+def report_metrics(result: dict) -> str:
+    rows = [[r["label"], fmt(r["jobs_per_s"], ",.0f"), fmt(r["cpu_us_per_job"], ",.0f"), fmt(r["max_rss_mb"], ".1f"),
+             fmt(r["others_pct"]), status_cell(r)] for r in result["runs"]]
+    means = result["means"]
+    return (f"Metrics: scenario A's {result['jobs']:,} jobs, gq batch with journal, the Metrics observer as shipped "
+            f"and with accepted/dequeued/attempted made no-ops (bench/gq_without_metrics.py), in this order\n"
+            + table(["run", "jobs/s", "CPU us/job", "peak RSS MB", "others on core0 %", "status"], rows)
+            + "\n  mean of " + str(result["pairs"]) + " runs each: "
+            + "; ".join(f"{kind} {fmt(m['jobs_per_s'], ',.0f')} jobs/s, {fmt(m['cpu_us_per_job'], ',.0f')} us/job"
+                        for kind, m in means.items())
+            + f"\n  metrics on the job path: {fmt(result['metrics_cpu_us_per_job'], '+.1f')} us of CPU per job "
+              f"(the runs of one kind differ by up to {fmt(result['spread_cpu_us_per_job'])} us/job); "
+              f"the observer's methods timed in-process: {fmt(result['observer_us_per_job_in_process'])} us per job")
 
 
 def report_intake(result: dict) -> str:
@@ -772,13 +1226,23 @@ def report_profile(result: dict) -> str:
 def report(name: str, result: dict) -> str:
     if "error" in result:
         return f"{name}: FAILED: {result['error']}"
+    if "skipped" in result:
+        return f"{name}: skipped: {result['skipped']}"
     if name in ("A", "B"):
         return report_delivery(name, result)
-    return {"intake": report_intake, "drain": report_drain, "memory": report_memory,
-            "profile": report_profile}[name](result)
+    return {"intake": report_intake, "drain": report_drain, "memory": report_memory, "cores": report_cores,
+            "redis": report_redis, "metrics": report_metrics, "profile": report_profile}[name](result)
 
 
 # -- main ------------------------------------------------------------------------------
+
+def source_digest() -> str:
+    """A digest of gq's source files: a working tree edited during a run is measured in two versions."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "gq").rglob("*.py")):
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
 
 def machine(ctx: Context) -> dict:
     background = psutil.cpu_percent(interval=1.0, percpu=True)
@@ -794,6 +1258,7 @@ def machine(ctx: Context) -> dict:
                             capture_output=True, text=True).stdout.strip() or None
     return {"cpu_model": model, "cores": os.cpu_count(), "pinned": ctx.pinned,
             "python": platform.python_version(), "versions": versions, "commit": commit,
+            "gq_source": source_digest(),
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             "cpu_busy_pct_per_core_before_start": background,
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
@@ -803,10 +1268,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1/10 of every job count: a smoke run")
     parser.add_argument("--scenario", nargs="+", metavar="NAME", choices=SCENARIOS + EXTRA_SCENARIOS,
-                        help=f"run only these: {', '.join(SCENARIOS + EXTRA_SCENARIOS)} (default: all but profile)")
+                        help=f"run only these: {', '.join(SCENARIOS + EXTRA_SCENARIOS)} (default: "
+                             f"{' '.join(SCENARIOS)}; {', '.join(EXTRA_SCENARIOS)} only when named)")
     parser.add_argument("--budget", type=float, metavar="SECONDS",
                         help="time within which a disturbed run may be measured again "
-                             "(default: 240, with --quick 50)")
+                             f"(default: {BUDGET_PER_SCENARIO} per scenario run, with --quick "
+                             f"{QUICK_BUDGET_PER_SCENARIO}: {len(SCENARIOS) * BUDGET_PER_SCENARIO} and "
+                             f"{len(SCENARIOS) * QUICK_BUDGET_PER_SCENARIO} for the default set)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, configs, journals)")
     args = parser.parse_args(argv)
     names = args.scenario or list(SCENARIOS)
@@ -818,7 +1286,8 @@ def main(argv: list[str] | None = None) -> int:
         print("warning: fewer than 2 cores available: nothing is pinned", file=sys.stderr)
     env = {k: v for k, v in os.environ.items() if k not in ("GQ_CONFIG", "NOTIFY_SOCKET", "WATCHDOG_USEC")}
     workdir = Path(tempfile.mkdtemp(prefix="gq-bench-"))
-    budget = args.budget if args.budget is not None else 50 if args.quick else 240
+    budget = args.budget if args.budget is not None else len(names) * (
+        QUICK_BUDGET_PER_SCENARIO if args.quick else BUDGET_PER_SCENARIO)
     ctx = Context(workdir, args.quick, pinned, env, deadline=time.monotonic() + budget)
     info = machine(ctx)
     print(f"gq benchmark{' (--quick: 1/10 of the jobs)' if args.quick else ''}: {info['date']}")
@@ -840,6 +1309,8 @@ def main(argv: list[str] | None = None) -> int:
             t = time.monotonic()
             try:
                 results[name] = RUNNERS[name](ctx)
+            except Skipped as e:
+                results[name] = {"skipped": str(e), "runs": []}
             except BenchError as e:
                 results[name] = {"error": str(e), "runs": []}
             results[name]["wall_seconds"] = round(time.monotonic() - t, 1)
@@ -857,10 +1328,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'FAILED: ' + ', '.join(failed) if failed else 'all runs ok'}; "
           f"{time.monotonic() - started:.0f} s in all")
     if disturbed:
-        print(f"disturbed: other processes used more than {DISTURBED_PCT:g}% of core 0 during "
+        print(f"disturbed: other processes used more than {DISTURBED_PCT:g}% of the measured core(s) during "
               f"{', '.join(disturbed)}: their jobs/s are low, their CPU per job less affected")
+    source_changed = source_digest() != info["gq_source"]
+    if source_changed:
+        print("warning: gq's source (gq/) changed during the run: its figures straddle two versions of gq")
     print(json.dumps({"machine": info, "quick": args.quick, "scenarios": results, "failed": failed,
-                      "disturbed": disturbed}, separators=(",", ":")))
+                      "disturbed": disturbed, "gq_source_changed": source_changed}, separators=(",", ":")))
     return 1 if failed else 0
 
 
