@@ -34,7 +34,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ROOT, Daemon, daemon_config, start_target, wait_for
+from conftest import ROOT, Daemon, daemon_config, start_target, unavailable, wait_for
 
 MONITORING = ROOT / "monitoring"
 RULES = MONITORING / "gq-alerts.yml"
@@ -154,10 +154,7 @@ def tools() -> Tools:
         why = _install_outcome[0]
         found = shutil.which("prometheus"), shutil.which("promtool")
         if not all(found):
-            why = why or "the prometheus package installed, but prometheus/promtool are not on PATH"
-            if os.environ.get("CI") == "true":
-                pytest.fail(why)
-            pytest.skip(why)
+            unavailable(why or "the prometheus package installed, but prometheus/promtool are not on PATH")
     return Tools(*found)
 
 

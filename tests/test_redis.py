@@ -11,7 +11,6 @@ idempotency, retries and dead letters are fleet-wide.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import threading
@@ -25,7 +24,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Daemon, run_gq, to_toml, wait_for
+from conftest import Daemon, run_gq, to_toml, unavailable, wait_for
 from redis_server import RedisServer, find_redis_server, free_port
 
 CLAIM_IDLE = 2.0   # seconds: broker.claim_idle of every daemon here
@@ -40,9 +39,7 @@ def redis_binary() -> str:
     path, why = find_redis_server()
     if path:
         return path
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"redis-server is needed for the Redis broker's tests: {why}")
-    pytest.skip(f"redis-server unavailable: {why}")
+    unavailable(f"redis-server is needed for the Redis broker's tests: {why}")
 
 
 @pytest.fixture
