@@ -40,9 +40,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ID = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")  # HTTP strips spaces around a header value
 
 
-def _utf8(text: str) -> bool:
+def _encodes(text: str, encoding: str) -> bool:
     try:
-        text.encode("utf-8")
+        text.encode(encoding)
     except UnicodeEncodeError:
         return False
     return True
@@ -63,14 +63,6 @@ def loads(text: str) -> Any:
     """Strict JSON: no NaN or Infinity, no number too large for a float; raises ValueError
     (and RecursionError when nested too deep)."""
     return json.loads(text, parse_float=_finite, parse_constant=_not_json)
-
-
-def _latin1(text: str) -> bool:
-    try:
-        text.encode("latin-1")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +117,7 @@ def _check_url(url: Any, policy: HostPolicy) -> str:
         raise JobError("url", "must be a non-empty string")
     if len(url) > MAX_URL_LENGTH:
         raise JobError("url", f"longer than {MAX_URL_LENGTH} characters")
-    if _CONTROL.search(url) or " " in url or not _utf8(url):
+    if _CONTROL.search(url) or " " in url or not _encodes(url, "utf-8"):
         raise JobError("url", "contains spaces, control characters or text that is not Unicode")
     try:
         parts = urlsplit(url)
@@ -153,7 +145,7 @@ def _check_headers(headers: Any) -> dict[str, str]:
             raise JobError(f"headers.{name}", "value must be a string")
         if _CONTROL.search(value.replace("\t", " ")):
             raise JobError(f"headers.{name}", "value contains control characters")
-        if not value.isascii() and not _latin1(value):
+        if not value.isascii() and not _encodes(value, "latin-1"):
             raise JobError(f"headers.{name}", "value has characters HTTP headers cannot carry "
                                               "(outside Latin-1)")
         if name.lower() in RESERVED_HEADERS:
@@ -207,7 +199,7 @@ def parse(obj: Any, *, default_url: str = "", policy: HostPolicy = HostPolicy(),
         if not isinstance(obj["body"], str):
             raise JobError("body", "must be a string (use json for structured data)")
         data = obj["body"]
-    if data is not None and not _utf8(data):
+    if data is not None and not _encodes(data, "utf-8"):
         raise JobError("json" if is_json else "body", "has text that is not Unicode (a lone surrogate)")
 
     timeout = obj.get("timeout")
