@@ -1,8 +1,8 @@
 """`gq batch`: deliver every job of a file through the daemon's own dispatcher, then exit.
 
 On a journal, a batch that was interrupted resumes: jobs are identified by
-their `id`, or by their line when they have none, so the jobs of the same
-file already finished are not sent again.
+their `id`, or by their line when they have none, and the journal keeps the
+ids of the batch's succeeded jobs, so none of them is sent again.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Iterable, Iterator, TextIO
 import gevent
 
 from gq.broker import State
+from gq.broker.journal import JournalBroker
 from gq.config import Config
 from gq.errors import GqError, JobError, UsageError
 from gq.daemon import Runtime, StopSignals
@@ -159,12 +160,18 @@ def run_batch(config: Config, jobs: Iterable[Job], ids: set[str], progress: Text
     SIGTERM/SIGINT drains, and what is left counts as remaining."""
     started = time.monotonic()
     tally = Tally(ids)
-    runtime = Runtime.build(config)
+    runtime = Runtime.build(config, batch=True)
+    if isinstance(runtime.broker, JournalBroker):  # an earlier run's successes are not sent again
+        for job_id in runtime.broker.batch_done(ids):
+            tally.count(job_id, State.SUCCEEDED)
     runtime.dispatcher.observers.append(tally)
     signals = StopSignals()
     dispatcher = runtime.dispatcher
     dispatcher.start()
-    submitter = gevent.spawn(_submit_all, dispatcher, jobs, tally)
+    # A job finished already (in an earlier run, or earlier in the file: the same id) is
+    # not handed over again: the broker forgets succeeded jobs at once in a batch.
+    unfinished = (job for job in jobs if job.id not in tally.final)
+    submitter = gevent.spawn(_submit_all, dispatcher, unfinished, tally)
     bar = gevent.spawn(_progress, tally, len(tally.ids), started, progress) if progress else None
     completed = dispatcher.wait_until(lambda: submitter.dead and tally.done(), None, signals.stop)
     if not completed:

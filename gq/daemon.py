@@ -59,9 +59,10 @@ class StopSignals:
             handler.cancel()
 
 
-def open_broker(config: Config) -> Broker:
+def open_broker(config: Config, batch: bool = False) -> Broker:
     """The Redis stream shared with other daemons; or the journal named by the config,
-    its unfinished jobs recovered; or memory only."""
+    its unfinished jobs recovered; or memory only. For `gq batch`, the embedded brokers
+    keep no succeeded job (nobody looks them up)."""
     if config.broker.kind == "redis":
         from gq.broker.redis_streams import RedisBroker  # imports redis: only when used
         broker = RedisBroker(config.broker)
@@ -69,8 +70,8 @@ def open_broker(config: Config) -> Broker:
         return broker
     if not config.journal.path:
         log.warning("journal.path is empty: jobs are kept in memory only, and a crash loses them")
-        return MemoryBroker()
-    broker = JournalBroker(config.journal.path)
+        return MemoryBroker(keep_finished=0) if batch else MemoryBroker()
+    broker = JournalBroker(config.journal.path, batch)
     log.info("journal %s: %d unfinished job(s) recovered", config.journal.path, broker.recovered)
     return broker
 
@@ -90,8 +91,8 @@ class Runtime:
     metrics: Metrics
 
     @classmethod
-    def build(cls, config: Config) -> "Runtime":
-        broker = open_broker(config)
+    def build(cls, config: Config, batch: bool = False) -> "Runtime":
+        broker = open_broker(config, batch)
         worker = HttpWorker(config.pool.size, config.target.policy(),
                             Signer(config.target.signing_secrets.as_dict()), config.target.ca_bundle)
         metrics = Metrics()

@@ -7,15 +7,22 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 
 from conftest import run_gq, wait_for
 
 JOURNAL = {"path": "data/journal.sqlite3"}
 
 
+def journal_query(workdir, sql: str) -> list[tuple]:
+    """Rows from the journal, on a connection closed at once (an open one would keep the
+    daemon's write-ahead log from being folded back when it closes)."""
+    with closing(sqlite3.connect(workdir / JOURNAL["path"])) as db:
+        return db.execute(sql).fetchall()
+
+
 def journal_states(workdir) -> dict[str, int]:
-    with sqlite3.connect(workdir / JOURNAL["path"]) as db:
-        return dict(db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
+    return dict(journal_query(workdir, "SELECT state, count(*) FROM jobs GROUP BY state"))
 
 
 def test_kill_9_loses_no_accepted_job(start_daemon, target, tmp_path):
@@ -139,20 +146,79 @@ def subprocess_batch(cwd):
                             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
-def test_journal_size_stays_bounded(target, tmp_path):
-    """Finished jobs are pruned: the file after 3x the jobs is about the same size."""
-    (tmp_path / "gq.toml").write_text(f'[journal]\npath = "{JOURNAL["path"]}"\n[pool]\nsize = 200\n')
 
-    def batch_of(first: int, count: int) -> int:
-        jobs = "".join(json.dumps({"id": f"j{n}", "url": target.url(), "json": {"n": n, "pad": "x" * 200}})
-                       + "\n" for n in range(first, first + count))
-        (tmp_path / "jobs.jsonl").write_text(jobs)
-        done = run_gq("batch", "-c", "gq.toml", "jobs.jsonl", cwd=tmp_path, timeout=300)
-        assert done.returncode == 0, done.stderr
+def test_journal_size_stays_bounded(start_daemon, target, tmp_path):
+    """A daemon keeps the last 10,000 succeeded jobs: the file after 3x the jobs is about
+    the same size."""
+    def run_daemon_on(first: int, count: int) -> int:
+        daemon = start_daemon(journal=JOURNAL, pool={"size": 200}, queue={"maxsize": 25_000})
+        for start in range(first, first + count, 500):
+            response = daemon.post([{"id": f"j{n}", "url": target.url(), "json": {"n": n, "pad": "x" * 200}}
+                                    for n in range(start, start + 500)])
+            assert response.status_code == 202, response.text
+        wait_for(lambda: target.stats()["keys"] == first + count, 120, "every job delivered")
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0
         return sum(f.stat().st_size for f in (tmp_path / "data").glob("journal.sqlite3*"))
 
-    after_12k = batch_of(0, 12_000)
-    after_36k = batch_of(12_000, 24_000)
+    after_12k = run_daemon_on(0, 12_000)
+    after_36k = run_daemon_on(12_000, 24_000)
     print(f"\njournal: {after_12k / 1e6:.1f} MB after 12,000 jobs, {after_36k / 1e6:.1f} MB after 36,000")
     assert after_36k < 1.25 * after_12k
     assert journal_states(tmp_path) == {"succeeded": 10_000}
+    assert target.stats()["duplicates"] == 0
+
+
+def done_ids(workdir) -> set[str]:
+    return {row[0] for row in journal_query(workdir, "SELECT id FROM done")}
+
+
+def test_a_long_batch_resumes_without_sending_any_succeeded_job_again(target, tmp_path):
+    # More jobs than a daemon keeps succeeded (10,000): the batch keeps every id it finished.
+    (tmp_path / "gq.toml").write_text(f'[journal]\npath = "{JOURNAL["path"]}"\n[pool]\nsize = 100\n')
+
+    def write_jobs(prefix: str) -> set[str]:
+        ids = [f"{prefix}{n}" for n in range(12_000)]
+        (tmp_path / "jobs.jsonl").write_text("".join(
+            json.dumps({"id": i, "url": target.url(), "json": {"pad": "x" * 200}}) + "\n" for i in ids))
+        return set(ids)
+
+    first_ids = write_jobs("a")
+    first = subprocess_batch(tmp_path)
+    wait_for(lambda: target.count() >= 10_500, 120, "over 10,000 deliveries")
+    first.send_signal(signal.SIGTERM)
+    out, _ = first.communicate(timeout=60)
+    summary = json.loads(out.splitlines()[-1])
+    assert first.returncode == 1 and 10_500 <= summary["succeeded"] < 12_000, summary
+    assert len(done_ids(tmp_path)) == summary["succeeded"]
+    assert "succeeded" not in journal_states(tmp_path), "a batch keeps ids, not jobs"
+
+    resumed = run_gq("batch", "-c", "gq.toml", "jobs.jsonl", cwd=tmp_path, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout.splitlines()[-1])["succeeded"] == 12_000
+    stats = target.stats()
+    assert stats["keys"] == 12_000 and stats["count"] == 12_000, stats  # each once, none again
+    assert done_ids(tmp_path) == first_ids
+
+    # Run again once complete: nothing is sent, all count as succeeded.
+    again = run_gq("batch", "-c", "gq.toml", "jobs.jsonl", cwd=tmp_path, timeout=120)
+    assert again.returncode == 0 and json.loads(again.stdout.splitlines()[-1])["succeeded"] == 12_000
+    assert target.count() == 12_000
+
+    # Another file on the same journal: the record holds that batch's ids only.
+    size = sum(f.stat().st_size for f in (tmp_path / "data").glob("journal.sqlite3*"))
+    second_ids = write_jobs("b")
+    second = run_gq("batch", "-c", "gq.toml", "jobs.jsonl", cwd=tmp_path, timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert done_ids(tmp_path) == second_ids
+    assert sum(f.stat().st_size for f in (tmp_path / "data").glob("journal.sqlite3*")) < 1.25 * size
+
+
+def test_a_batch_sends_a_repeated_id_once(target, tmp_path):
+    (tmp_path / "gq.toml").write_text(f'[journal]\npath = "{JOURNAL["path"]}"\n[pool]\nsize = 2\n')
+    lines = [{"id": f"r{n % 3}", "url": target.url(), "json": {"n": n}} for n in range(9)]
+    (tmp_path / "jobs.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    done = run_gq("batch", "-c", "gq.toml", "jobs.jsonl", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["total"] == 3
+    assert target.stats()["count"] == 3

@@ -49,6 +49,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     history     TEXT NOT NULL DEFAULT '[]'  -- attempts: [started, duration, status, error, snippet]
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, finished_at);
+CREATE TABLE IF NOT EXISTS done (          -- gq batch: ids of its succeeded jobs, rows deleted
+    id TEXT PRIMARY KEY
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS control (       -- dlq commands for a running daemon
     seq    INTEGER PRIMARY KEY AUTOINCREMENT,
     op     TEXT NOT NULL,                   -- replay | purge
@@ -110,8 +113,9 @@ class JournalFile:
             "ORDER BY finished_at DESC LIMIT ?)", (KEEP_FINISHED,)).fetchall()
         return [_entry(r) for r in rows]
 
-    def write(self, new: list[tuple], changed: list[tuple], deleted: Iterable[str]) -> None:
-        """One transaction: new jobs (_new_row), state changes (_state_row + id), deletions."""
+    def write(self, new: list[tuple], changed: list[tuple], deleted: Iterable[str], done: Iterable[str]) -> None:
+        """One transaction: new jobs (_new_row), state changes (_state_row + id), deletions,
+        ids of a batch's succeeded jobs."""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany(
@@ -121,6 +125,21 @@ class JournalFile:
                 "UPDATE jobs SET state = ?, attempts = ?, due = ?, finished_at = ?, reason = ?, "
                 "history = ? WHERE id = ?", changed)
             self.db.executemany("DELETE FROM jobs WHERE id = ?", ((i,) for i in deleted))
+            self.db.executemany("INSERT OR IGNORE INTO done (id) VALUES (?)", ((i,) for i in done))
+
+    def batch_done(self, ids: Iterable[str]) -> set[str]:
+        """Those of a batch's `ids` that succeeded in an earlier run of it. The record of
+        done ids is cut down to this batch's, so it never holds more than one batch."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("CREATE TEMP TABLE batch (id TEXT PRIMARY KEY) WITHOUT ROWID")
+            self.db.executemany("INSERT OR IGNORE INTO temp.batch (id) VALUES (?)", ((i,) for i in ids))
+            self.db.execute("INSERT OR IGNORE INTO done (id) SELECT id FROM jobs "
+                            "WHERE state = 'succeeded' AND id IN (SELECT id FROM temp.batch)")
+            self.db.execute("DELETE FROM done WHERE id NOT IN (SELECT id FROM temp.batch)")
+            done = {row[0] for row in self.db.execute("SELECT id FROM done")}
+            self.db.execute("DROP TABLE temp.batch")
+        return done
 
     def dead_letters(self) -> list[Entry]:
         rows = self.db.execute("SELECT * FROM jobs WHERE state = 'dead' ORDER BY finished_at").fetchall()
@@ -193,10 +212,15 @@ class JournalLock:
 
 
 class JournalBroker(MemoryBroker):
-    """The in-memory broker, with every job and its outcome kept in a JournalFile."""
+    """The in-memory broker, with every job and its outcome kept in a JournalFile.
 
-    def __init__(self, path: str):
-        super().__init__()
+    For `gq batch` (`batch=True`), which answers no look-ups, a succeeded job is forgotten
+    at once, its row too, and only its id is kept (`done`): memory and file stay small
+    however long the batch, and the batch run again skips every job that succeeded."""
+
+    def __init__(self, path: str, batch: bool = False):
+        super().__init__(keep_finished=0 if batch else KEEP_FINISHED)
+        self.batch = batch
         self.lock = JournalLock(path)
         if not self.lock.try_acquire():
             self.lock.release()
@@ -205,6 +229,7 @@ class JournalBroker(MemoryBroker):
         self._threadpool = gevent.get_hub().threadpool
         self._dirty: dict[str, Entry] = {}
         self._deleted: set[str] = set()
+        self._done: list[str] = []
         self._adding: list[tuple[AsyncResult, list[str]]] = []  # add() calls waiting for a commit
         self._wake = Event()
         self._stop = Event()
@@ -250,7 +275,15 @@ class JournalBroker(MemoryBroker):
 
     def settle(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
         super().settle(entry, result, outcome)
-        self._changed(entry)
+        if self.batch and entry.state is State.SUCCEEDED:  # forgotten (_drop) but for its id
+            self._done.append(entry.job.id)
+            self._wake.set()
+        else:
+            self._changed(entry)
+
+    def batch_done(self, ids: Iterable[str]) -> set[str]:
+        """See JournalFile.batch_done; called before the batch starts."""
+        return self._threadpool.apply(self.file.batch_done, (ids,))
 
     def defer(self, entry: Entry, due: float) -> None:
         super().defer(entry, due)
@@ -284,14 +317,15 @@ class JournalBroker(MemoryBroker):
         """Commit everything pending now, in one transaction; wakes the add() calls it covers."""
         dirty, self._dirty = self._dirty, {}
         deleted, self._deleted = self._deleted, set()
+        done, self._done = self._done, []
         adding, self._adding = self._adding, []
-        if not (dirty or deleted or adding):
+        if not (dirty or deleted or done or adding):
             return
         fresh = {job_id for _, ids in adding for job_id in ids}
         new = [_new_row(e) for i, e in dirty.items() if i in fresh]
         changed = [_state_row(e) + (i,) for i, e in dirty.items() if i not in fresh]
         try:
-            self._threadpool.apply(self.file.write, (new, changed, deleted))
+            self._threadpool.apply(self.file.write, (new, changed, deleted, done))
         except Exception as e:  # the writer must live on: a failed write fails its own adds only
             error = JournalError(f"journal: write failed: {e}")
             log.error("%s; %d job(s) refused, state changes kept for the next write", error, len(fresh))
@@ -299,6 +333,7 @@ class JournalBroker(MemoryBroker):
                 if job_id not in fresh:
                     self._dirty.setdefault(job_id, entry)
             self._deleted |= deleted
+            self._done[:0] = done
             for waiter, _ in adding:
                 waiter.set_exception(error)
             self._stop.wait(0.5)  # a failing disk: do not spin
