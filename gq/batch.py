@@ -7,6 +7,7 @@ ids of the batch's succeeded jobs, so none of them is sent again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -68,17 +69,17 @@ class JobFile:
     the ids (nothing is sent if one line is wrong), then line by line as the queue takes
     them, so memory does not grow with the file. Standard input is spooled to a file."""
 
-    def __init__(self, path: str, shown: str, config: Config, part: tuple[int, int], spooled: bool):
-        self.path, self.shown, self.part, self._spooled = path, shown, part, spooled
+    def __init__(self, path: str, shown: str, config: Config, spooled: bool):
+        self.path, self.shown, self._spooled = path, shown, spooled
         self.default_url, self.policy = config.target.url, config.target.policy()
 
     @classmethod
-    def open(cls, path: str, config: Config, part: tuple[int, int] = (0, 1)) -> "JobFile":
+    def open(cls, path: str, config: Config) -> "JobFile":
         if path != "-":
-            return cls(path, path, config, part, spooled=False)
+            return cls(path, path, config, spooled=False)
         with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False, encoding="utf-8") as spool:
             shutil.copyfileobj(sys.stdin, spool)
-        return cls(spool.name, "stdin", config, part, spooled=True)
+        return cls(spool.name, "stdin", config, spooled=True)
 
     def __enter__(self) -> "JobFile":
         return self
@@ -88,15 +89,12 @@ class JobFile:
             os.unlink(self.path)
 
     def __iter__(self) -> Iterator[Job]:
-        """The jobs of this part, in file order; raises UsageError naming FILE:LINE."""
-        index, count = self.part
+        """The jobs, in file order; raises UsageError naming FILE:LINE."""
         try:
             with open(self.path, encoding="utf-8", newline="\n") as f:
                 for number, line in enumerate(f, 1):
                     if line.strip():
-                        job = self._parse(number, line)
-                        if count == 1 or zlib.crc32(job.id.encode()) % count == index:
-                            yield job
+                        yield self._parse(number, line)
         except (OSError, UnicodeDecodeError) as e:
             raise UsageError(f"{self.shown}: cannot read: {getattr(e, 'strerror', None) or e}") from None
 
@@ -113,6 +111,17 @@ class JobFile:
 
     def ids(self) -> set[str]:
         return {job.id for job in self}
+
+    def split(self, count: int, directory: str) -> list[str]:
+        """Write the jobs into `count` files in `directory`, each job to the part its id
+        hashes to (one id is always in one part), with its id, so that a part reads its own
+        jobs only and resumes by the same ids; returns their paths."""
+        paths = [os.path.join(directory, f"part{i}of{count}.jsonl") for i in range(count)]
+        with contextlib.ExitStack() as stack:
+            parts = [stack.enter_context(open(p, "w", encoding="utf-8")) for p in paths]
+            for job in self:
+                parts[zlib.crc32(job.id.encode()) % count].write(job.to_json() + "\n")
+        return paths
 
 
 def line_id(line: int, obj: object) -> str:
@@ -201,8 +210,8 @@ def parse_part(text: str) -> tuple[int, int]:
 
 def part_config(config: Config, index: int, count: int) -> Config:
     """Part I of N keeps its own journal beside the configured one (PATH.partIofN...), so a
-    batch resumed with the same N finds each part's leftovers. A part's share of the jobs
-    is by id (JobFile), so one id is always delivered by one part."""
+    batch resumed with the same N finds each part's leftovers (a part's share of the jobs
+    is by id: JobFile.split)."""
     if count == 1 or not config.journal.path:
         return config
     stem, suffix = os.path.splitext(config.journal.path)
@@ -210,20 +219,22 @@ def part_config(config: Config, index: int, count: int) -> Config:
     return dataclasses.replace(config, journal=journal)
 
 
-def run_processes(config_path: str | None, jobs_path: str, count: int) -> dict:
-    """Run `count` child batches, each on its share of the file's jobs; sum their summaries.
-    SIGTERM/SIGINT are passed on: each child drains as a single batch does."""
+def run_processes(config_path: str | None, jobs: JobFile, count: int) -> dict:
+    """Split the file (checking every line), run `count` child batches, one on each part;
+    sum their summaries. SIGTERM/SIGINT are passed on: each child drains as a batch does."""
     started = time.monotonic()
     base = [sys.executable, "-m", "gq", "batch"] + (["-c", config_path] if config_path else [])
-    children = [subprocess.Popen(base + ["--part", f"{i}/{count}", jobs_path], stdout=subprocess.PIPE,
-                                 text=True) for i in range(count)]
-    signals = StopSignals()
-    forwarder = gevent.spawn(_forward_signals, signals, children)
-    try:
-        outputs = [child.communicate()[0] for child in children]
-    finally:
-        forwarder.kill()
-        signals.close()
+    with tempfile.TemporaryDirectory(prefix="gq-batch-") as directory:
+        parts = jobs.split(count, directory)
+        children = [subprocess.Popen(base + ["--part", f"{i}/{count}", path], stdout=subprocess.PIPE, text=True)
+                    for i, path in enumerate(parts)]
+        signals = StopSignals()
+        forwarder = gevent.spawn(_forward_signals, signals, children)
+        try:
+            outputs = [child.communicate()[0] for child in children]
+        finally:
+            forwarder.kill()
+            signals.close()
     summary = {"total": 0, "succeeded": 0, "dead": 0, "remaining": 0}
     for i, (child, out) in enumerate(zip(children, outputs)):
         try:

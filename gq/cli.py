@@ -39,7 +39,7 @@ def _parser() -> Parser:
     batch.add_argument("jobs", metavar="JOBS", help="JSON-lines file of jobs, - for stdin")
     batch.add_argument("-p", "--processes", type=int, default=1, metavar="N",
                        help="split the jobs over N processes (one core each), each with its own journal")
-    batch.add_argument("--part", help=argparse.SUPPRESS)  # "I/N": this process's share, set by -p
+    batch.add_argument("--part", help=argparse.SUPPRESS)  # "I/N": set by -p on each part file (its journal)
     for name, text in (("submit", "send jobs to a running daemon"),
                        ("status", "show a running daemon's queue and pool")):
         client = with_config(commands.add_parser(name, help=text))
@@ -176,12 +176,13 @@ def _batch(args: argparse.Namespace) -> int:
     if args.processes < 1:
         raise UsageError("usage error: --processes must be 1 or more")
     part = batch.parse_part(args.part) if args.part else (0, 1)
-    with batch.JobFile.open(args.jobs, config, part) as jobs:
-        ids = jobs.ids()  # every line checked before anything is sent
-        log.setup(config.log.level, config.log.format)
+    with batch.JobFile.open(args.jobs, config) as jobs:
         if args.processes > 1:
-            summary = batch.run_processes(args.config, jobs.path, args.processes)
+            log.setup(config.log.level, config.log.format)
+            summary = batch.run_processes(args.config, jobs, args.processes)
         else:
+            ids = jobs.ids()  # every line checked before anything is sent
+            log.setup(config.log.level, config.log.format)
             progress = sys.stderr if sys.stderr.isatty() and not args.part else None
             summary = batch.run_batch(batch.part_config(config, *part), jobs, ids, progress=progress)
     print(json.dumps(summary))

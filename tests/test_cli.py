@@ -236,6 +236,23 @@ def test_batch_on_several_processes_delivers_every_job_once_and_resumes(tmp_path
     assert target.count() == 40, "a finished batch run again sends nothing"
 
 
+def test_batch_on_several_processes_from_stdin_checks_every_line_first(tmp_path, target):
+    # Jobs without ids (an id from the line) read from stdin; the split files are private.
+    config = write_config(tmp_path / "gq.toml", pool={"size": 4})
+    spool = tmp_path / "tmp"
+    spool.mkdir()
+    lines = [json.dumps({"url": target.url("/stdin"), "json": {"n": n}}) for n in range(30)]
+    bad = gq("batch", "-c", str(config), "-p", "2", "-", input="\n".join(lines[:20] + ["{nope"] + lines[20:]),
+             cwd=tmp_path, TMPDIR=str(spool))
+    assert bad.returncode == 2 and one_error(bad, "gq: stdin:21: json: invalid JSON")
+    assert target.count() == 0 and list(spool.iterdir()) == []
+    good = gq("batch", "-c", str(config), "-p", "2", "-", input="\n".join(lines), cwd=tmp_path, TMPDIR=str(spool))
+    assert good.returncode == 0, good.stderr
+    assert summary(good)["succeeded"] == 30
+    assert sorted(json.loads(r["body"])["n"] for r in target.received()) == list(range(30))
+    assert list(spool.iterdir()) == []
+
+
 def test_batch_with_dead_jobs_exits_1(tmp_path, target):
     jobs = _jobs(target, 3, "ok") + _jobs(target, 2, "gone", status=404)
     config = write_config(tmp_path / "gq.toml", pool={"size": 2})
