@@ -40,19 +40,23 @@ PROGRESS_EVERY = 0.25
 
 
 class Tally(Observer):
-    """Final outcomes of the batch's own jobs (the journal may hold others), each id once."""
+    """Final outcomes of the batch's own jobs (the journal may hold others), each id once:
+    one table of the batch's ids, the outcome of each or None yet."""
 
-    def __init__(self, ids: set[str]):
-        self.ids = ids
-        self.final: dict[str, State] = {}
+    def __init__(self, ids: Iterable[str]):
+        self.final: dict[str, State | None] = dict.fromkeys(ids)
+        self.total = len(self.final)
         self.succeeded = 0
         self.dead = 0
 
     def done(self) -> bool:
-        return len(self.final) == len(self.ids)
+        return self.succeeded + self.dead == self.total
+
+    def finished(self, job_id: str) -> bool:
+        return self.final.get(job_id) is not None
 
     def count(self, job_id: str, state: State) -> None:
-        if job_id in self.final or job_id not in self.ids or state not in (State.SUCCEEDED, State.DEAD):
+        if state not in (State.SUCCEEDED, State.DEAD) or job_id not in self.final or self.finished(job_id):
             return
         self.final[job_id] = state
         if state is State.SUCCEEDED:
@@ -109,8 +113,8 @@ class JobFile:
         except JobError as e:
             raise UsageError(f"{self.shown}:{number}: {e}") from None
 
-    def ids(self) -> set[str]:
-        return {job.id for job in self}
+    def ids(self) -> Iterator[str]:
+        return (job.id for job in self)
 
     def split(self, count: int, directory: str) -> list[str]:
         """Write the jobs into `count` files in `directory`, each job to the part its id
@@ -150,7 +154,8 @@ def _submit_all(dispatcher: Dispatcher, jobs: Iterable[Job], tally: Tally) -> No
                 tally.count(job_id, entry.state)
 
 
-def _progress(tally: Tally, total: int, started: float, out: TextIO) -> None:
+def _progress(tally: Tally, started: float, out: TextIO) -> None:
+    total = tally.total
     while True:
         done = tally.succeeded + tally.dead
         elapsed = time.monotonic() - started
@@ -163,15 +168,15 @@ def _progress(tally: Tally, total: int, started: float, out: TextIO) -> None:
         gevent.sleep(PROGRESS_EVERY)
 
 
-def run_batch(config: Config, jobs: Iterable[Job], ids: set[str], progress: TextIO | None = None) -> dict:
-    """Deliver `jobs` (whose ids are `ids`); returns the summary once each is succeeded or
-    dead (on a journal, unfinished jobs of an earlier run are recovered and run too).
-    SIGTERM/SIGINT drains, and what is left counts as remaining."""
+def run_batch(config: Config, jobs: JobFile, progress: TextIO | None = None) -> dict:
+    """Deliver the file's jobs, once every line is checked; returns the summary once each is
+    succeeded or dead (on a journal, unfinished jobs of an earlier run are recovered and run
+    too). SIGTERM/SIGINT drains, and what is left counts as remaining."""
     started = time.monotonic()
-    tally = Tally(ids)
+    tally = Tally(jobs.ids())  # raises before anything is sent if a line is wrong
     runtime = Runtime.build(config, batch=True)
     if isinstance(runtime.broker, JournalBroker):  # an earlier run's successes are not sent again
-        for job_id in runtime.broker.batch_done(ids):
+        for job_id in runtime.broker.batch_done(tally.final):
             tally.count(job_id, State.SUCCEEDED)
     runtime.dispatcher.observers.append(tally)
     signals = StopSignals()
@@ -179,9 +184,9 @@ def run_batch(config: Config, jobs: Iterable[Job], ids: set[str], progress: Text
     dispatcher.start()
     # A job finished already (in an earlier run, or earlier in the file: the same id) is
     # not handed over again: the broker forgets succeeded jobs at once in a batch.
-    unfinished = (job for job in jobs if job.id not in tally.final)
+    unfinished = (job for job in jobs if not tally.finished(job.id))
     submitter = gevent.spawn(_submit_all, dispatcher, unfinished, tally)
-    bar = gevent.spawn(_progress, tally, len(tally.ids), started, progress) if progress else None
+    bar = gevent.spawn(_progress, tally, started, progress) if progress else None
     completed = dispatcher.wait_until(lambda: submitter.dead and tally.done(), None, signals.stop)
     if not completed:
         log.info("%s received: draining for up to %gs", signals.received, config.shutdown.drain_timeout)
@@ -193,9 +198,8 @@ def run_batch(config: Config, jobs: Iterable[Job], ids: set[str], progress: Text
         progress.write("\n")
     runtime.close()
     signals.close()
-    total = len(tally.ids)
-    return {"total": total, "succeeded": tally.succeeded, "dead": tally.dead,
-            "remaining": total - tally.succeeded - tally.dead,
+    return {"total": tally.total, "succeeded": tally.succeeded, "dead": tally.dead,
+            "remaining": tally.total - tally.succeeded - tally.dead,
             "seconds": round(time.monotonic() - started, 3)}
 
 

@@ -177,14 +177,12 @@ def _batch(args: argparse.Namespace) -> int:
         raise UsageError("usage error: --processes must be 1 or more")
     part = batch.parse_part(args.part) if args.part else (0, 1)
     with batch.JobFile.open(args.jobs, config) as jobs:
+        log.setup(config.log.level, config.log.format)
         if args.processes > 1:
-            log.setup(config.log.level, config.log.format)
             summary = batch.run_processes(args.config, jobs, args.processes)
         else:
-            ids = jobs.ids()  # every line checked before anything is sent
-            log.setup(config.log.level, config.log.format)
             progress = sys.stderr if sys.stderr.isatty() and not args.part else None
-            summary = batch.run_batch(batch.part_config(config, *part), jobs, ids, progress=progress)
+            summary = batch.run_batch(batch.part_config(config, *part), jobs, progress=progress)
     print(json.dumps(summary))
     return EXIT_OK if summary["succeeded"] == summary["total"] else EXIT_FAILURE
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
 import signal
 import socket
@@ -218,6 +219,29 @@ def test_batch_delivers_every_job_and_prints_the_summary(tmp_path, target, sourc
     assert isinstance(done["seconds"], (int, float)) and 0 <= done["seconds"] < 60
     assert "\r" not in result.stderr, "a progress bar on a stderr that is not a terminal"
     assert sorted(r["key"] for r in target.received()) == sorted(j["id"] for j in jobs)
+
+
+def test_batch_draws_its_progress_on_a_terminal(tmp_path, target):
+    config = write_config(tmp_path / "gq.toml", pool={"size": 4})
+    path = write_jobs(tmp_path / "jobs.jsonl", _jobs(target, 12, "tty"))
+    terminal, its_end = pty.openpty()
+    proc = subprocess.Popen(gq_command("batch", "-c", str(config), str(path)), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=its_end, text=True)
+    os.close(its_end)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # EIO: gq closed its end
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(terminal)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert json.loads(out.splitlines()[-1])["succeeded"] == 12
+    assert "\r[" + "#" * 30 + "] 12/12 ok 12 dead 0 " in shown.decode(), shown
 
 
 def test_batch_on_several_processes_delivers_every_job_once_and_resumes(tmp_path, target):
