@@ -109,7 +109,7 @@ class JobFile:
             raise UsageError(f"{self.shown}:{number}: json: invalid JSON: {e}") from None
         try:
             return parse(obj, default_url=self.default_url, policy=self.policy,
-                         default_id=line_id(number, obj))
+                         default_id=line_id(number, line))
         except JobError as e:
             raise UsageError(f"{self.shown}:{number}: {e}") from None
 
@@ -128,11 +128,11 @@ class JobFile:
         return paths
 
 
-def line_id(line: int, obj: object) -> str:
-    """A batch job's id when it has none: the same for the same line of the same content,
-    so a batch resumed on a journal does not send its finished jobs again."""
-    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:20]
-    return f"line{line}-{digest}"
+def line_id(number: int, line: str) -> str:
+    """A batch job's id when it has none: the same for the same line of the same text, so
+    a batch resumed on a journal does not send its finished jobs again."""
+    digest = hashlib.sha256(line.strip().encode()).hexdigest()[:20]
+    return f"line{number}-{digest}"
 
 
 def _submit_all(dispatcher: Dispatcher, jobs: Iterable[Job], tally: Tally) -> None:

@@ -10,6 +10,7 @@ to a forbidden address is still refused.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -25,6 +26,7 @@ FORBIDDEN_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
 EMBEDDING_NETWORKS = tuple(ipaddress.ip_network(n) for n in ("64:ff9b::/96", "::/96"))
 
 
+@functools.lru_cache(maxsize=4096)  # every job's host is checked; most jobs share a few hosts
 def address(host: str) -> IPAddress | None:
     """The host as an IP address (IPv4-mapped IPv6 unwrapped), or None for a name.
 
@@ -46,6 +48,7 @@ def address(host: str) -> IPAddress | None:
     return addr
 
 
+@functools.lru_cache(maxsize=4096)
 def forbidden(addr: IPAddress) -> bool:
     if addr.version == 6 and any(addr in n for n in EMBEDDING_NETWORKS):
         addr = ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)  # an IPv4 address inside (NAT64, ::a.b.c.d)
