@@ -510,6 +510,10 @@ def test_idempotency_and_job_state_are_fleet_wide(fleet, target):
     # Every slot of both daemons busy for a while: the next job waits in the stream.
     blockers = accepted_ids(a.post([job(target, i, delay=1.5) for i in range(10)]))
     wait_for(lambda: a.status()["pool_busy"] == 2 and b.status()["pool_busy"] == 2, 20, "both daemons busy")
+    # A job in flight shows as running, its attempt counted, on any daemon.
+    running = wait_for(lambda: [s for s in (b.job(i) for i in blockers) if s["state"] == "running"], 5,
+                       "jobs shown running")
+    assert all(s["attempts"] == 1 and s["history"] == [] for s in running), running
 
     first = a.post({"id": "fleet-once", "url": target.url("/hook")})
     assert accepted_ids(first) == ["fleet-once"]

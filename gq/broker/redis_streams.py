@@ -245,21 +245,23 @@ class RedisBroker:
 
     def _resume_attempts(self, entries: list[Entry]) -> None:
         """A job taken over keeps the attempts its state records (the stream entry holds
-        those made before it was queued), so a job that kills daemons is not retried forever."""
+        those made before it was queued; the count, one begun when its daemon died), so a
+        job that kills daemons is not retried forever."""
         pipe = self.redis.pipeline(transaction=False)
         for entry in entries:
-            pipe.hget(f"{self.config.prefix}:job:{entry.job.id}", "payload")
-        for entry, payload in zip(entries, pipe.execute()):
+            pipe.hmget(f"{self.config.prefix}:job:{entry.job.id}", "payload", "attempts")
+        for entry, (payload, attempts) in zip(entries, pipe.execute()):
             if payload:
                 known = json.loads(payload)
                 if known["attempts"] > entry.attempts:
                     entry.attempts = known["attempts"]
                     entry.history = [AttemptResult(*a) for a in known["history"]]
+            entry.attempts = max(entry.attempts, int(attempts or 0))
 
     def started(self, entry: Entry) -> None:
         entry.attempts += 1
         entry.state = State.RUNNING
-        self._queue_op(("status", entry))
+        self._queue_op(("start", entry))
 
     def settle(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
         entry.history.append(result)
@@ -325,9 +327,13 @@ class RedisBroker:
             return
         entry: Entry = item
         status_key = f"{self.config.prefix}:job:{entry.job.id}"
+        if kind == "start":  # the state and the attempt count; the job itself is there since intake
+            pipe.hset(status_key, mapping={"state": entry.state.value, "attempts": entry.attempts})
+            return
         payload = _payload(entry)
         last = entry.history[-1] if entry.history else None
-        status = {"state": entry.state.value, "payload": payload, "reason": entry.reason,
+        status = {"state": entry.state.value, "payload": payload, "attempts": entry.attempts,
+                  "reason": entry.reason,
                   "due": entry.due, "last_status": "" if not last or last.status is None else last.status,
                   "last_error": (last.error or "") if last else ""}
         if kind == "settle":
@@ -392,9 +398,10 @@ class RedisBroker:
             status = self.redis.hgetall(f"{self.config.prefix}:job:{job_id}")
         except REDIS_ERRORS as e:
             raise BrokerUnavailable(f"broker: Redis unavailable ({e})") from None
-        if not status:
+        if b"payload" not in status:  # unknown, or expired (status_ttl) before its attempt began
             return None
         entry = _entry(status[b"payload"], state=State(status[b"state"].decode()))
+        entry.attempts = int(status.get(b"attempts", entry.attempts))
         entry.reason = status.get(b"reason", b"").decode()
         entry.due = float(status.get(b"due", 0) or 0)
         return entry
@@ -485,7 +492,7 @@ class DeadLetters:
                 entry.attempts, entry.reason, entry.state = 0, "", State.QUEUED
                 payload = _payload(entry)
                 pipe.xadd(self.stream, {"payload": payload})
-                pipe.hset(status_key, mapping={"state": "queued", "payload": payload, "reason": ""})
+                pipe.hset(status_key, mapping={"state": "queued", "payload": payload, "attempts": 0, "reason": ""})
             else:
                 pipe.delete(status_key)
         try:
