@@ -29,7 +29,7 @@ from gq.broker import State
 from gq.broker.journal import JournalBroker
 from gq.config import Config
 from gq.errors import GqError, JobError, UsageError
-from gq.daemon import Runtime, StopSignals
+from gq.daemon import STOP_SIGNALS, Runtime, StopSignals
 from gq.dispatcher import Dispatcher, Draining, Observer
 from gq.job import Job, loads, parse
 
@@ -109,7 +109,7 @@ class JobFile:
             raise UsageError(f"{self.shown}:{number}: json: invalid JSON: {e}") from None
         try:
             return parse(obj, default_url=self.default_url, policy=self.policy,
-                         default_id=line_id(number, line))
+                         default_id=line_id(number, obj))
         except JobError as e:
             raise UsageError(f"{self.shown}:{number}: {e}") from None
 
@@ -128,26 +128,30 @@ class JobFile:
         return paths
 
 
-def line_id(number: int, line: str) -> str:
-    """A batch job's id when it has none: the same for the same line of the same text, so
-    a batch resumed on a journal does not send its finished jobs again."""
-    digest = hashlib.sha256(line.strip().encode()).hexdigest()[:20]
+def line_id(number: int, obj: object) -> str:
+    """A batch job's id when it has none: the same for the same line of the same content
+    (however its JSON is spaced or its keys ordered), so a batch resumed on a journal does
+    not send its finished jobs again."""
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:20]
     return f"line{number}-{digest}"
 
 
-def _submit_all(dispatcher: Dispatcher, jobs: Iterable[Job], tally: Tally) -> None:
+def _submit_all(dispatcher: Dispatcher, jobs: Iterable[Job], tally: Tally) -> GqError | None:
     """Hand every job to the dispatcher, blocking while the queue is full (no timeout).
-    Jobs the journal already knows count as what they are (resumed batch)."""
+    Jobs the journal already knows count as what they are (resumed batch). Returns the
+    error that stopped it early (a journal that cannot write), if one did."""
     jobs = iter(jobs)
     while True:
         dispatcher.wait_until(lambda: dispatcher.room() > 0, None)
         chunk = list(itertools.islice(jobs, max(1, min(dispatcher.room(), SUBMIT_CHUNK))))
         if not chunk:
-            return
+            return None
         try:
             added = dispatcher.submit(chunk, None)
         except Draining:
-            return
+            return None
+        except GqError as e:
+            return e
         for job_id in added.duplicates:
             entry = dispatcher.broker.get(job_id)
             if entry is not None:
@@ -173,13 +177,25 @@ def run_batch(config: Config, jobs: JobFile, progress: TextIO | None = None) -> 
     succeeded or dead (on a journal, unfinished jobs of an earlier run are recovered and run
     too). SIGTERM/SIGINT drains, and what is left counts as remaining."""
     started = time.monotonic()
-    tally = Tally(jobs.ids())  # raises before anything is sent if a line is wrong
+    signals = StopSignals()
+    try:
+        tally = Tally(jobs.ids())  # raises before anything is sent if a line is wrong
+        _deliver(config, jobs, tally, signals, started, progress)
+    finally:
+        signals.close()
+    return {"total": tally.total, "succeeded": tally.succeeded, "dead": tally.dead,
+            "remaining": tally.total - tally.succeeded - tally.dead,
+            "seconds": round(time.monotonic() - started, 3)}
+
+
+def _deliver(config: Config, jobs: JobFile, tally: Tally, signals: StopSignals, started: float,
+             progress: TextIO | None) -> None:
     runtime = Runtime.build(config, batch=True)
-    if isinstance(runtime.broker, JournalBroker):  # an earlier run's successes are not sent again
-        for job_id in runtime.broker.batch_done(tally.final):
+    journal = runtime.broker if isinstance(runtime.broker, JournalBroker) else None
+    if journal:  # an earlier run's successes are not sent again
+        for job_id in journal.batch_done(tally.final):
             tally.count(job_id, State.SUCCEEDED)
     runtime.dispatcher.observers.append(tally)
-    signals = StopSignals()
     dispatcher = runtime.dispatcher
     dispatcher.start()
     # A job finished already (in an earlier run, or earlier in the file: the same id) is
@@ -187,20 +203,20 @@ def run_batch(config: Config, jobs: JobFile, progress: TextIO | None = None) -> 
     unfinished = (job for job in jobs if not tally.finished(job.id))
     submitter = gevent.spawn(_submit_all, dispatcher, unfinished, tally)
     bar = gevent.spawn(_progress, tally, started, progress) if progress else None
-    completed = dispatcher.wait_until(lambda: submitter.dead and tally.done(), None, signals.stop)
-    if not completed:
+    dispatcher.wait_until(lambda: submitter.dead and (tally.done() or submitter.value), None, signals.stop)
+    if signals.stop.is_set():
         log.info("%s received: draining for up to %gs", signals.received, config.shutdown.drain_timeout)
         submitter.kill()
+    elif submitter.value:
+        log.error("stopping the batch: %s", submitter.value)
     # Whatever else is in flight (a journal's older jobs) finishes or stays in the journal.
     dispatcher.drain(config.shutdown.drain_timeout, signals.hurry)
     if bar is not None:
         bar.kill()
         progress.write("\n")
+    if journal and tally.total and tally.done():  # complete: the ids of other batches may go
+        journal.batch_done(tally.final, forget_others=True)
     runtime.close()
-    signals.close()
-    return {"total": tally.total, "succeeded": tally.succeeded, "dead": tally.dead,
-            "remaining": tally.total - tally.succeeded - tally.dead,
-            "seconds": round(time.monotonic() - started, 3)}
 
 
 # -- several processes: one core each
@@ -228,17 +244,23 @@ def run_processes(config_path: str | None, jobs: JobFile, count: int) -> dict:
     sum their summaries. SIGTERM/SIGINT are passed on: each child drains as a batch does."""
     started = time.monotonic()
     base = [sys.executable, "-m", "gq", "batch"] + (["-c", config_path] if config_path else [])
-    with tempfile.TemporaryDirectory(prefix="gq-batch-") as directory:
-        parts = jobs.split(count, directory)
-        children = [subprocess.Popen(base + ["--part", f"{i}/{count}", path], stdout=subprocess.PIPE, text=True)
-                    for i, path in enumerate(parts)]
-        signals = StopSignals()
-        forwarder = gevent.spawn(_forward_signals, signals, children)
-        try:
-            outputs = [child.communicate()[0] for child in children]
-        finally:
-            forwarder.kill()
-            signals.close()
+    signals = StopSignals()  # from here a SIGTERM stops in order: the split files are removed
+    try:
+        with tempfile.TemporaryDirectory(prefix="gq-batch-") as directory:
+            parts = jobs.split(count, directory)
+            # In sessions of their own, the parts take their signals from this process only
+            # (Ctrl-C at a terminal would otherwise reach each part twice: a second one hurries);
+            # blocked until a part handles them, so that one passed on at once waits for it.
+            children = [subprocess.Popen(base + ["--part", f"{i}/{count}", path], stdout=subprocess.PIPE,
+                                         text=True, start_new_session=True, preexec_fn=_block_stop_signals)
+                        for i, path in enumerate(parts)]
+            forwarder = gevent.spawn(_forward_signals, signals, children)
+            try:
+                outputs = [child.communicate()[0] for child in children]
+            finally:
+                forwarder.kill()
+    finally:
+        signals.close()
     summary = {"total": 0, "succeeded": 0, "dead": 0, "remaining": 0}
     for i, (child, out) in enumerate(zip(children, outputs)):
         try:
@@ -249,6 +271,10 @@ def run_processes(config_path: str | None, jobs: JobFile, count: int) -> dict:
             summary[key] += part[key]
     summary["seconds"] = round(time.monotonic() - started, 3)
     return summary
+
+
+def _block_stop_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
 
 
 def _forward_signals(signals: StopSignals, children: list[subprocess.Popen]) -> None:

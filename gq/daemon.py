@@ -35,6 +35,9 @@ EXTEND_MARGIN = 10.0      # seconds asked beyond the drain deadline while a drai
 RESTART_ONLY = (("api", "listen"), ("journal", "path"), ("broker", "kind"), ("broker", "url"))
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 class StopSignals:
     """SIGTERM/SIGINT: the first sets `stop` (drain), a second sets `hurry` (stop now).
     SIGHUP sets `reload`. The handlers only set events; the main greenlet logs and acts."""
@@ -44,8 +47,10 @@ class StopSignals:
         self.hurry = Event()
         self.reload = Event()
         self.received: str = ""
-        self._handlers = [gevent.signal_handler(s, self._on, s) for s in (signal.SIGTERM, signal.SIGINT)]
+        self._handlers = [gevent.signal_handler(s, self._on, s) for s in STOP_SIGNALS]
         self._handlers.append(gevent.signal_handler(signal.SIGHUP, self.reload.set))
+        # A process started with them blocked (a part of `gq batch -p N`) gets them from now on.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
     def _on(self, signum: int) -> None:
         if self.stop.is_set():

@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from contextlib import closing
 
 from conftest import run_gq, wait_for
@@ -194,6 +195,11 @@ def test_a_long_batch_resumes_without_sending_any_succeeded_job_again(target, tm
     assert first.returncode == 1 and 10_500 <= summary["succeeded"] < 12_000, summary
     assert len(done_ids(tmp_path)) == summary["succeeded"]
     assert "succeeded" not in journal_states(tmp_path), "a batch keeps ids, not jobs"
+    recorded = done_ids(tmp_path)
+    # An empty batch (say, from a failed pipe) forgets nothing; it runs the jobs left over.
+    empty = run_gq("batch", "-c", "gq.toml", "-", input="", cwd=tmp_path, timeout=120)
+    assert empty.returncode == 0 and json.loads(empty.stdout.splitlines()[-1])["total"] == 0
+    assert done_ids(tmp_path) >= recorded, "only a batch that completes forgets other batches"
 
     resumed = run_gq("batch", "-c", "gq.toml", "jobs.jsonl", cwd=tmp_path, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
@@ -207,13 +213,17 @@ def test_a_long_batch_resumes_without_sending_any_succeeded_job_again(target, tm
     assert again.returncode == 0 and json.loads(again.stdout.splitlines()[-1])["succeeded"] == 12_000
     assert target.count() == 12_000
 
-    # Another file on the same journal: the record holds that batch's ids only.
-    size = sum(f.stat().st_size for f in (tmp_path / "data").glob("journal.sqlite3*"))
-    second_ids = write_jobs("b")
-    second = run_gq("batch", "-c", "gq.toml", "jobs.jsonl", cwd=tmp_path, timeout=120)
-    assert second.returncode == 0, second.stderr
-    assert done_ids(tmp_path) == second_ids
-    assert sum(f.stat().st_size for f in (tmp_path / "data").glob("journal.sqlite3*")) < 1.25 * size
+    # Other files on the same journal: once one completes, the record holds its ids only,
+    # and the file stops growing.
+    def complete_batch(prefix: str) -> int:
+        ids = write_jobs(prefix)
+        done = run_gq("batch", "-c", "gq.toml", "jobs.jsonl", cwd=tmp_path, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done_ids(tmp_path) == ids
+        return sum(f.stat().st_size for f in (tmp_path / "data").glob("journal.sqlite3*"))
+
+    after_second = complete_batch("b")
+    assert complete_batch("c") < 1.25 * after_second
 
 
 def test_a_batch_sends_a_repeated_id_once(target, tmp_path):
@@ -224,3 +234,42 @@ def test_a_batch_sends_a_repeated_id_once(target, tmp_path):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1])["total"] == 3
     assert target.stats()["count"] == 3
+
+
+def test_a_batch_leaves_a_daemons_finished_jobs_alone(start_daemon, target, tmp_path):
+    daemon = start_daemon(journal=JOURNAL)
+    assert daemon.post([{"id": f"d{n}", "url": target.url()} for n in range(50)]).status_code == 202
+    wait_for(lambda: journal_states(tmp_path).get("succeeded") == 50, what="the daemon's jobs finished")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+    (tmp_path / "gq.toml").write_text(f'[journal]\npath = "{JOURNAL["path"]}"\n')
+    (tmp_path / "jobs.jsonl").write_text("".join(json.dumps({"id": i, "url": target.url()}) + "\n"
+                                                 for i in ("d0", "d1", "b0")))
+    batch = run_gq("batch", "-c", "gq.toml", "jobs.jsonl", cwd=tmp_path)
+    assert batch.returncode == 0 and json.loads(batch.stdout.splitlines()[-1])["succeeded"] == 3
+    assert target.count() == 51, "d0 and d1 had succeeded: not sent again"
+    assert journal_states(tmp_path) == {"succeeded": 50}, "the daemon's status window is kept"
+    again = start_daemon(journal=JOURNAL)
+    assert again.post({"id": "d7", "url": target.url()}).status_code == 200  # still a duplicate
+
+
+def test_dlq_commands_while_jobs_pour_in_leave_every_write_whole(start_daemon, target, tmp_path):
+    # A replay is carried out by the daemon between its own writes to the file, never during
+    # one: two transactions on one SQLite connection would interleave.
+    daemon = start_daemon(journal=JOURNAL, pool={"size": 50}, queue={"maxsize": 5000})
+    replays = threading.Thread(target=lambda: [dlq(tmp_path, "replay", "--all") for _ in range(15)])
+    replays.start()
+    accepted = set()
+    for start in range(0, 3000, 100):
+        jobs = [{"id": f"p{n}", "url": target.url(status=404 if n % 10 == 0 else 200)}
+                for n in range(start, start + 100)]
+        response = daemon.post(jobs)
+        assert response.status_code == 202, response.text
+        accepted |= set(response.json()["ids"])
+    replays.join(120)
+    wait_for(lambda: target.stats()["keys"] == 3000, 60, "every job delivered")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+    assert "write failed" not in daemon.log() and "cannot read dlq" not in daemon.log(), daemon.log()[-3000:]
+    rows = dict(journal_query(tmp_path, "SELECT id, state FROM jobs"))
+    assert accepted <= set(rows) and {rows[f"p{n}"] for n in range(0, 3000, 10)} == {"dead"}

@@ -25,6 +25,7 @@ from typing import Iterable
 
 import gevent
 from gevent.event import AsyncResult, Event
+from gevent.lock import BoundedSemaphore
 
 from gq.broker import Added, Entry, State
 from gq.broker.memory import KEEP_FINISHED, MemoryBroker
@@ -105,12 +106,12 @@ class JournalFile:
         except (OSError, sqlite3.Error) as e:
             raise JournalError(f"journal: cannot open {path}: {e}") from None
 
-    def load(self) -> list[Entry]:
-        """Every job kept: unfinished, dead, and the most recent succeeded ones."""
+    def load(self, succeeded: int) -> list[Entry]:
+        """Every job kept: unfinished, dead, and the `succeeded` most recent succeeded ones."""
         rows = self.db.execute(
             "SELECT * FROM jobs WHERE state != 'succeeded' UNION ALL "
             "SELECT * FROM (SELECT * FROM jobs WHERE state = 'succeeded' "
-            "ORDER BY finished_at DESC LIMIT ?)", (KEEP_FINISHED,)).fetchall()
+            "ORDER BY finished_at DESC LIMIT ?)", (succeeded,)).fetchall()
         return [_entry(r) for r in rows]
 
     def write(self, new: list[tuple], changed: list[tuple], deleted: Iterable[str], done: Iterable[str]) -> None:
@@ -127,17 +128,19 @@ class JournalFile:
             self.db.executemany("DELETE FROM jobs WHERE id = ?", ((i,) for i in deleted))
             self.db.executemany("INSERT OR IGNORE INTO done (id) VALUES (?)", ((i,) for i in done))
 
-    def batch_done(self, ids: Iterable[str]) -> set[str]:
-        """Those of a batch's `ids` that succeeded in an earlier run of it. The record of
-        done ids is cut down to this batch's, so it never holds more than one batch."""
+    def batch_done(self, ids: Iterable[str], forget_others: bool) -> set[str]:
+        """Those of a batch's `ids` that succeeded before (in an interrupted run of it, or
+        as a daemon's jobs). With `forget_others` (the batch completed), the record of done
+        ids keeps this batch's only: it grows by the batches left unfinished, no more."""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute("CREATE TEMP TABLE batch (id TEXT PRIMARY KEY) WITHOUT ROWID")
             self.db.executemany("INSERT OR IGNORE INTO temp.batch (id) VALUES (?)", ((i,) for i in ids))
-            self.db.execute("INSERT OR IGNORE INTO done (id) SELECT id FROM jobs "
-                            "WHERE state = 'succeeded' AND id IN (SELECT id FROM temp.batch)")
-            self.db.execute("DELETE FROM done WHERE id NOT IN (SELECT id FROM temp.batch)")
-            done = {row[0] for row in self.db.execute("SELECT id FROM done")}
+            if forget_others:
+                self.db.execute("DELETE FROM done WHERE id NOT IN (SELECT id FROM temp.batch)")
+            done = {row[0] for row in self.db.execute(
+                "SELECT id FROM done WHERE id IN (SELECT id FROM temp.batch) UNION "
+                "SELECT id FROM jobs WHERE state = 'succeeded' AND id IN (SELECT id FROM temp.batch)")}
             self.db.execute("DROP TABLE temp.batch")
         return done
 
@@ -214,9 +217,13 @@ class JournalLock:
 class JournalBroker(MemoryBroker):
     """The in-memory broker, with every job and its outcome kept in a JournalFile.
 
-    For `gq batch` (`batch=True`), which answers no look-ups, a succeeded job is forgotten
-    at once, its row too, and only its id is kept (`done`): memory and file stay small
-    however long the batch, and the batch run again skips every job that succeeded."""
+    For `gq batch` (`batch=True`), which answers no look-ups, a job of the batch that
+    succeeds is forgotten at once, its row too, and only its id is kept (`done`): memory
+    and file stay small however long the batch, and the batch run again skips every job
+    that succeeded. Succeeded jobs a daemon left in the file are neither loaded nor pruned.
+
+    The file is used by one thread at a time (`_file`): SQLite transactions on one
+    connection from two threads would interleave."""
 
     def __init__(self, path: str, batch: bool = False):
         super().__init__(keep_finished=0 if batch else KEEP_FINISHED)
@@ -227,6 +234,7 @@ class JournalBroker(MemoryBroker):
             raise JournalError(f"journal: {path} is in use by another gq process")
         self.file = JournalFile(path)
         self._threadpool = gevent.get_hub().threadpool
+        self._file_lock = BoundedSemaphore()
         self._dirty: dict[str, Entry] = {}
         self._deleted: set[str] = set()
         self._done: list[str] = []
@@ -239,7 +247,7 @@ class JournalBroker(MemoryBroker):
     def _recover(self) -> int:
         """Load the file; unfinished jobs wait here until the feeder has room for them."""
         recovered = 0
-        for entry in self.file.load():
+        for entry in self.file.load(0 if self.batch else KEEP_FINISHED):
             self._entries[entry.job.id] = entry
             if entry.state is State.SUCCEEDED:
                 self._succeeded[entry.job.id] = None
@@ -281,9 +289,14 @@ class JournalBroker(MemoryBroker):
         else:
             self._changed(entry)
 
-    def batch_done(self, ids: Iterable[str]) -> set[str]:
-        """See JournalFile.batch_done; called before the batch starts."""
-        return self._threadpool.apply(self.file.batch_done, (ids,))
+    def batch_done(self, ids: Iterable[str], forget_others: bool = False) -> set[str]:
+        """See JournalFile.batch_done."""
+        return self._file(self.file.batch_done, ids, forget_others)
+
+    def _file(self, method, *args):
+        """Call a JournalFile method in the threadpool, one call at a time."""
+        with self._file_lock:
+            return self._threadpool.apply(method, args)
 
     def defer(self, entry: Entry, due: float) -> None:
         super().defer(entry, due)
@@ -325,7 +338,7 @@ class JournalBroker(MemoryBroker):
         new = [_new_row(e) for i, e in dirty.items() if i in fresh]
         changed = [_state_row(e) + (i,) for i, e in dirty.items() if i not in fresh]
         try:
-            self._threadpool.apply(self.file.write, (new, changed, deleted, done))
+            self._file(self.file.write, new, changed, deleted, done)
         except Exception as e:  # the writer must live on: a failed write fails its own adds only
             error = JournalError(f"journal: write failed: {e}")
             log.error("%s; %d job(s) refused, state changes kept for the next write", error, len(fresh))
@@ -344,10 +357,10 @@ class JournalBroker(MemoryBroker):
     def _control_loop(self) -> None:
         while not self._stop.wait(CONTROL_POLL):
             try:
-                for seq, op, ids in self._threadpool.apply(self.file.requests):
+                for seq, op, ids in self._file(self.file.requests):
                     done = self.replay(ids) if op == "replay" else self.purge(ids)
                     self.flush()
-                    self._threadpool.apply(self.file.answered, (seq, done))
+                    self._file(self.file.answered, seq, done)
                     log.info("dlq %s of %d job(s), as gq dlq asked", op, len(done))
             except sqlite3.Error as e:
                 log.warning("journal: cannot read dlq commands: %s; will try again", e)
