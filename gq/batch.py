@@ -71,7 +71,7 @@ class Tally(Observer):
 class JobFile:
     """A JSON-lines file of jobs, read twice: whole first, to check every line and collect
     the ids (nothing is sent if one line is wrong), then line by line as the queue takes
-    them, so memory does not grow with the file. Standard input is spooled to a file."""
+    them: the jobs are not held, only their ids. Standard input is spooled to a file."""
 
     def __init__(self, path: str, shown: str, config: Config, spooled: bool):
         self.path, self.shown, self._spooled = path, shown, spooled
