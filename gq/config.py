@@ -120,8 +120,15 @@ def number(value: Any) -> float:
     return float(value)
 
 
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise Invalid(f"must be true or false, got {_shown(value)}")
+    return value
+
+
 LIMIT_CHECKS = {"max_in_flight": integer(0), "rate": number, "burst": integer(0),
-                "breaker_failures": integer(0), "breaker_cooldown": seconds(0, above=True)}
+                "breaker_failures": integer(0), "breaker_window": seconds(0, above=True),
+                "breaker_cooldown": seconds(0, above=True), "pause_on_retry_after": boolean}
 
 
 def destination_overrides(value: Any) -> Table:
@@ -265,9 +272,14 @@ class DestinationsConfig:
     max_in_flight: int = setting(0, integer(0), "attempts in flight to one host, at most; 0 = no cap")
     rate: float = setting(0.0, number, "attempts per second to one host, at most; 0 = no limit")
     burst: int = setting(0, integer(0), "attempts a host may get at once within its rate; 0 = max(1, rate)")
-    breaker_failures: int = setting(5, integer(0), "failures in a row that open a host's circuit; 0 = never")
+    breaker_failures: int = setting(0, integer(0), "failures within breaker_window that, with no answer "
+                                    "for that long, open a host's circuit; 0 = no breaker")
+    breaker_window: float = setting(10.0, seconds(0, above=True),
+                                    "seconds a host must have answered nothing before its circuit opens")
     breaker_cooldown: float = setting(10.0, seconds(0, above=True),
-                                      "seconds an open circuit waits before one probe")
+                                      "seconds an open circuit fails attempts at once, before probes")
+    pause_on_retry_after: bool = setting(False, boolean, "true: a Retry-After pauses every job to its "
+                                         "host, not just its own")
     metrics_hosts: int = setting(50, integer(0), 'hosts with their own metric labels; the rest are "other"')
     overrides: Table = setting(Table(), destination_overrides,
                                'per host pattern: { "api.example.com" = { max_in_flight = 10 } }')
@@ -275,7 +287,7 @@ class DestinationsConfig:
     def limits(self) -> tuple["Limits", list]:
         """The default limits, and (patterns, limits) for each override, in order."""
         defaults = Limits(self.max_in_flight, self.rate, self.burst, self.breaker_failures,
-                          self.breaker_cooldown)
+                          self.breaker_window, self.breaker_cooldown, self.pause_on_retry_after)
         return defaults, [(HostPatterns.parse([p]), dataclasses.replace(defaults, **dict(v)))
                           for p, v in self.overrides]
 

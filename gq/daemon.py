@@ -157,13 +157,15 @@ class Daemon:
         self.runtime.close()
         self.signals.close()
         finished = dispatcher.finished
+        kept = ("given back to the shared stream" if self.config.broker.kind == "redis"
+                else "they run at the next start" if self.config.journal.path else "lost (no journal)")
         if report.finished:
-            log.info("drained in %.2fs: %d succeeded, %d dead since start; nothing left in flight",
-                     report.seconds, finished["succeeded"], finished["dead"])
+            log.info("drained in %.2fs: %d succeeded, %d dead since start; nothing left in flight%s",
+                     report.seconds, finished["succeeded"], finished["dead"],
+                     f"; {report.not_started} job(s) not started, {kept}" if report.not_started else "")
         else:
-            log.warning("stopped after %.2fs with %d queued and %d in flight left unfinished%s",
-                        report.seconds, report.queued_left, report.in_flight_left,
-                        "; they run at the next start" if self.config.journal.path else ", lost (no journal)")
+            log.warning("stopped after %.2fs with %d queued and %d in flight left unfinished; %s",
+                        report.seconds, report.queued_left + report.not_started, report.in_flight_left, kept)
         self.notifier.close()
         return EXIT_FAILURE if self.memory_exceeded else EXIT_OK
 

@@ -1,36 +1,43 @@
-"""Per-destination fairness: one slow or failing host cannot take the whole pool.
+"""Per-destination protections, each off until configured: an in-flight cap, a rate limit,
+a circuit breaker, and a host-wide pause on Retry-After.
 
-For each target host: a cap on attempts in flight, a token-bucket rate limit,
-and a circuit breaker. `admit(host)` answers at once, never blocking: 0 when an
-attempt may start now (its slot and token are taken), else how many seconds
-until it might. The dispatcher parks the job meanwhile, off the queue and
-off the pool, so jobs for other hosts go on (no head-of-line blocking).
+With the defaults none applies, and a job's retries follow [retry] alone, job by
+job: no job waits for another job's outcome. `admit(host)` answers at once, never
+blocking: start now (the slot and token are taken), wait so many seconds (the
+dispatcher parks the job meanwhile, off the queue and off the pool, so jobs for
+other hosts go on), or fail at once because the host's circuit is open.
 
-Circuit breaker: `breaker_failures` failures in a row (connection errors,
-timeouts, 5xx) open the circuit; its jobs wait, attempts unspent, for
-`breaker_cooldown` seconds; then one probe goes through (half-open): success
-closes the circuit, failure opens it again for twice as long (up to 16x).
-A 429 or a Retry-After does not count as a failure: it pauses the host as long
-as the job's own retry waits (the Retry-After, up to retry.backoff_max).
+The circuit breaker (`breaker_failures` > 0) opens on evidence that the host is
+down: it has answered no attempt for `breaker_window` seconds, and at least
+`breaker_failures` attempts failed within that window (connection errors,
+timeouts, 5xx). A run of concurrent failures of a host that still answers other
+attempts does not open it. While open, an attempt fails at once without a
+request ("circuit open: ..."), spending one of its job's attempts at the job's
+own backoff pace: a job's retry budget is the same with the breaker as without,
+and a job whose host stays down is dead after `max_attempts`. After
+`breaker_cooldown` seconds the circuit is half-open: up to PROBES attempts go
+through at once; the first that reaches the host closes it, PROBES failures
+open it for another cooldown.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Callable
 
 from gq.hosts import HostPatterns
-from gq.outcome import AttemptResult
+from gq.outcome import AttemptResult, host_answered
 
 log = logging.getLogger("gq.destinations")
 
 CLOSED, HALF_OPEN, OPEN = "closed", "half_open", "open"
 CIRCUIT_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}  # gq_destination_circuit_state
-MAX_COOLDOWN_FACTOR = 16
+PROBES = 3          # attempts a half-open circuit lets through at once
 OTHER = "other"
-MAX_HOSTS = 10000  # host states kept; past it, idle ones are forgotten
+MAX_HOSTS = 10000   # host states kept; past it, idle ones are forgotten
 
 
 @dataclass(frozen=True)
@@ -38,8 +45,10 @@ class Limits:
     max_in_flight: int = 0          # 0 = no cap
     rate: float = 0.0               # attempts per second; 0 = no limit
     burst: int = 0                  # tokens the bucket holds; 0 = max(1, rate)
-    breaker_failures: int = 5       # failures in a row that open the circuit; 0 = no breaker
-    breaker_cooldown: float = 10.0  # seconds the circuit stays open before a probe
+    breaker_failures: int = 0       # failures within the window that open the circuit; 0 = no breaker
+    breaker_window: float = 10.0    # seconds without an answer, and over which failures count
+    breaker_cooldown: float = 10.0  # seconds the circuit stays open before probes
+    pause_on_retry_after: bool = False  # a Retry-After pauses every job to the host
 
 
 @dataclass
@@ -53,15 +62,15 @@ class Destination:
     tokens: float = 0.0
     refilled: float = 0.0
     circuit: str = CLOSED
-    failures: int = 0                # in a row
-    reopen_at: float = 0.0           # when an open circuit lets a probe through
-    cooldown: float = 0.0
-    paused_until: float = 0.0        # a 429 / Retry-After asked for a pause
-    probe_in_flight: bool = False
+    silent_since: float | None = None    # the first failure since the host last answered
+    failed_at: deque[float] = field(default_factory=deque)  # latest failures, at most breaker_failures
+    reopen_at: float = 0.0           # when an open circuit lets probes through
+    probe_failures: int = 0          # failures while half-open
+    paused_until: float = 0.0        # a Retry-After asked for a pause (pause_on_retry_after)
 
     def idle(self, now: float) -> bool:
         return (not self.in_flight and not self.waiting and self.circuit == CLOSED
-                and self.paused_until <= now and not self.failures)
+                and self.paused_until <= now and self.silent_since is None)
 
 
 class Destinations:
@@ -72,13 +81,17 @@ class Destinations:
         self.clock = clock
         self.hosts: dict[str, Destination] = {}
         self._labels: set[str] = set()
-        self.attempts: dict[str, dict[str, int]] = {}  # label → result → count
+        self.attempts: dict[str, dict[str, int]] = {}     # label → result → count
+        self.transitions: dict[str, dict[str, int]] = {}  # label → circuit state entered → count
 
     def configure(self, defaults: Limits, overrides: list[tuple[HostPatterns, Limits]]) -> None:
-        """New limits (a reload); each host keeps its counts and circuit."""
+        """New limits (a reload); each host keeps its counts and circuit (a circuit whose
+        breaker was turned off closes)."""
         self.defaults, self.overrides = defaults, overrides
         for host, d in self.hosts.items():
             d.limits = self._limits(host)
+            if not d.limits.breaker_failures and d.circuit != CLOSED:
+                self._enter(host, d, CLOSED, "the breaker is off")
 
     def _limits(self, host: str) -> Limits:
         for patterns, limits in self.overrides:
@@ -108,20 +121,22 @@ class Destinations:
     def _burst(limits: Limits) -> float:
         return float(limits.burst or max(1, int(limits.rate)))
 
+    # -- admission
+
     def allowance(self, host: str) -> tuple[int, float]:
-        """(attempts that may start now, seconds until more may): nothing is taken.
-        The wait is float('inf') when only an attempt ending can make room."""
+        """(attempts that may be dispatched now, seconds until more may): nothing is taken.
+        The wait is float('inf') when only an attempt ending can make room. Behind an open
+        circuit any number may: `admit` fails them at once."""
         d, now = self.get(host), self.clock()
         limits = d.limits
         if d.paused_until > now:
             return 0, d.paused_until - now
+        if d.circuit == OPEN and now >= d.reopen_at:
+            self._enter(host, d, HALF_OPEN, f"letting up to {PROBES} probes through")
         if d.circuit == OPEN:
-            if now < d.reopen_at:
-                return 0, d.reopen_at - now
-            d.circuit = HALF_OPEN
-            log.info("destination %s: circuit half-open, sending one probe", host)
+            return 1 << 30, float("inf")
         if d.circuit == HALF_OPEN:
-            return (0, float("inf")) if d.probe_in_flight else (1, float("inf"))
+            return max(0, PROBES - d.in_flight), float("inf")
         allowed, wait = 1 << 30, float("inf")
         if limits.max_in_flight:
             allowed = max(0, limits.max_in_flight - d.in_flight)
@@ -132,45 +147,86 @@ class Destinations:
             wait = (1.0 - d.tokens % 1.0) / limits.rate
         return allowed, wait
 
-    def admit(self, host: str) -> float:
-        """0: an attempt to `host` starts now (its slot and token taken); else seconds to
-        wait (float('inf'): until one of its attempts in flight ends)."""
+    def admit(self, host: str) -> float | str:
+        """What an attempt to `host` does now: 0.0 start (its slot and token are taken);
+        seconds to wait first (float('inf'): until one of the host's attempts ends); or,
+        while the host's circuit is open, the error the attempt fails with at once,
+        without a request."""
         allowed, wait = self.allowance(host)
+        d = self.hosts[host]
+        if d.circuit == OPEN:
+            return (f"circuit open: {host} answered no attempt for {d.limits.breaker_window:g}s; "
+                    f"next probe in {max(0.0, d.reopen_at - self.clock()):.1f}s")
         if not allowed:
             return wait
-        d = self.hosts[host]
-        if d.limits.rate:
+        if d.limits.rate and d.circuit == CLOSED:
             d.tokens -= 1.0
         d.in_flight += 1
-        d.probe_in_flight = d.circuit == HALF_OPEN
         return 0.0
 
+    # -- outcomes
+
     def release(self, host: str, result: AttemptResult | None, retry_after: float | None) -> None:
-        """An attempt admitted by `admit` ended (result None: cancelled)."""
+        """An attempt admitted by `admit` ended (result None: cancelled); `retry_after`: the
+        delay its job honours from the target's Retry-After, if any."""
         d, now = self.get(host), self.clock()
         d.in_flight -= 1
-        probe, d.probe_in_flight = d.probe_in_flight, False
         if result is None:
             return
-        if result.status == 429 or retry_after:
-            d.paused_until = max(d.paused_until, now + (retry_after or 1.0))
+        if retry_after is not None and d.limits.pause_on_retry_after:
+            d.paused_until = max(d.paused_until, now + retry_after)
+        answered = host_answered(result)
+        if answered is None:
             return
-        failed = result.status is None and not result.refused or (result.status or 0) >= 500
-        if not failed:
+        if answered:
+            d.silent_since = None
+            d.failed_at.clear()
             if d.circuit != CLOSED:
-                log.info("destination %s: probe succeeded, circuit closed", host)
-            d.circuit, d.failures, d.cooldown = CLOSED, 0, 0.0
+                self._enter(host, d, CLOSED, f"{host} answered ({result.status})")
             return
-        d.failures += 1
+        self._failed(host, d, now, result)
+
+    def _failed(self, host: str, d: Destination, now: float, result: AttemptResult) -> None:
         limits = d.limits
-        if probe or (limits.breaker_failures and d.failures >= limits.breaker_failures
-                     and d.circuit == CLOSED):
-            base = limits.breaker_cooldown
-            d.cooldown = min(base * MAX_COOLDOWN_FACTOR, d.cooldown * 2) if probe and d.cooldown else base
-            d.circuit, d.reopen_at = OPEN, now + d.cooldown
-            log.warning("destination %s: circuit open for %gs after %d failure(s) in a row (%s); "
-                        "its jobs wait, attempts unspent", host, d.cooldown, d.failures,
-                        result.error or result.status)
+        if not limits.breaker_failures:
+            return
+        if d.silent_since is None:
+            d.silent_since = now
+        d.failed_at.append(now)
+        while len(d.failed_at) > limits.breaker_failures:
+            d.failed_at.popleft()
+        cause = result.error or f"status {result.status}"
+        if d.circuit == HALF_OPEN:
+            d.probe_failures += 1
+            if d.probe_failures >= PROBES:
+                self._open(host, d, now, f"{PROBES} probes failed ({cause})")
+        elif (d.circuit == CLOSED and len(d.failed_at) >= limits.breaker_failures
+              and now - d.failed_at[0] < limits.breaker_window
+              and now - d.silent_since >= limits.breaker_window):
+            self._open(host, d, now, f"no answer for {now - d.silent_since:.1f}s, "
+                                     f"{limits.breaker_failures}+ failures ({cause})")
+
+    def _open(self, host: str, d: Destination, now: float, why: str) -> None:
+        d.reopen_at = now + d.limits.breaker_cooldown
+        self._enter(host, d, OPEN, f"{why}; its attempts fail at once for "
+                                   f"{d.limits.breaker_cooldown:g}s, then probes")
+
+    def _enter(self, host: str, d: Destination, state: str, why: str) -> None:
+        """Every change of a circuit: logged once, counted for the metrics."""
+        d.circuit, d.probe_failures = state, 0
+        counts = self.transitions.setdefault(d.label, {})
+        counts[state] = counts.get(state, 0) + 1
+        shown = state.replace("_", "-")
+        if state == OPEN:
+            log.warning("destination %s: circuit open: %s", host, why)
+        else:
+            log.info("destination %s: circuit %s: %s", host, shown, why)
+
+    def count(self, host: str, result_label: str) -> None:
+        counts = self.attempts.setdefault(self.get(host).label, {})
+        counts[result_label] = counts.get(result_label, 0) + 1
+
+    # -- metrics
 
     def collect(self):
         """Prometheus families per host label (hosts past metrics_hosts summed as "other")."""
@@ -180,6 +236,8 @@ class Destinations:
                                     "them", labels=["host"])
         circuit = GaugeMetricFamily("gq_destination_circuit_state", "Circuit: 0 closed, 1 half-open, "
                                     "2 open (the worst of the hosts in a label)", labels=["host"])
+        changes = CounterMetricFamily("gq_destination_circuit_changes", "Circuit state changes, by the "
+                                      "state entered", labels=["host", "state"])
         attempts = CounterMetricFamily("gq_destination_attempts", "Attempts by result", labels=["host", "result"])
         by_label: dict[str, list[Destination]] = {}
         for d in self.hosts.values():
@@ -188,11 +246,10 @@ class Destinations:
             in_flight.add_metric([label], sum(d.in_flight for d in group))
             waiting.add_metric([label], sum(d.waiting for d in group))
             circuit.add_metric([label], max(CIRCUIT_VALUE[d.circuit] for d in group))
+        for label, by_state in sorted(self.transitions.items()):
+            for state in (OPEN, HALF_OPEN, CLOSED):
+                changes.add_metric([label, state], by_state.get(state, 0))
         for label, counts in sorted(self.attempts.items()):
             for result in ("success", "retry", "fail"):
                 attempts.add_metric([label, result], counts.get(result, 0))
-        yield from (in_flight, waiting, circuit, attempts)
-
-    def count(self, host: str, result_label: str) -> None:
-        counts = self.attempts.setdefault(self.get(host).label, {})
-        counts[result_label] = counts.get(result_label, 0) + 1
+        yield from (in_flight, waiting, circuit, changes, attempts)

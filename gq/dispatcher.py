@@ -39,6 +39,7 @@ log = logging.getLogger("gq.dispatcher")
 FEED_POLL = 0.25      # seconds between looks at the broker when it has nothing due
 PARK_LONGEST = 5.0    # seconds a job may wait parked for its host; longer waits go back to the broker
 RECHECK = 1.0         # seconds a job handed back for a host at its cap waits before another look
+DRAIN_MARGIN = 0.5    # seconds kept between a drain's last attempt's timeout and its deadline
 
 
 def _host(entry: Entry) -> str:
@@ -73,6 +74,8 @@ class DrainReport:
     queued_left: int
     in_flight_left: int
     seconds: float
+    not_started: int   # jobs the drain did not start (their timeout outlasted it, or their host
+                       # could not take them): unattempted, they stay with the broker
 
 
 class Dispatcher:
@@ -80,7 +83,7 @@ class Dispatcher:
                  policy: RetryPolicy, default_timeout: float, observers: Iterable[Observer] = (),
                  destinations: Destinations | None = None):
         self.broker = broker
-        self.destinations = destinations or Destinations(Limits(breaker_failures=0), [], 0)
+        self.destinations = destinations or Destinations(Limits(), [], 0)
         self.worker = worker
         self.queue: Queue = Queue(queue_maxsize)
         self.pool = Pool(pool_size)
@@ -88,6 +91,8 @@ class Dispatcher:
         self.default_timeout = default_timeout
         self.observers = list(observers)
         self.draining = False
+        self._deadline = float("inf")  # monotonic time a drain ends
+        self._not_started = 0          # jobs a drain handed back unattempted
         self.finished = {"succeeded": 0, "dead": 0}   # since start
         self._reserved = 0           # queue slots promised to submits and feeds in progress
         self._tick = Event()         # replaced and set whenever room or idleness may have changed
@@ -106,11 +111,6 @@ class Dispatcher:
 
     def busy(self) -> int:
         return len(self.pool)
-
-    def idle(self) -> bool:
-        """Nothing queued, in flight or being submitted (jobs waiting for a retry aside)."""
-        return (self.queue.empty() and self.busy() == 0 and self._reserved == 0
-                and not self._parked_count and not self._ready)
 
     def _signal(self) -> None:
         tick = self._tick
@@ -198,20 +198,32 @@ class Dispatcher:
             entry = self._ready.popleft() if self._ready else self.queue.get()
             self._signal()
             self._notify("dequeued", time.monotonic() - entry.queued_at)
+            if self.draining and not self._may_start(entry):
+                self.broker.defer(entry, time.time())  # not started: it waits in the broker
+                self._not_started += 1
+                continue
             host = entry.host or _host(entry)
-            wait = self.destinations.admit(host)
-            if wait:
-                self._park(entry, host, wait)
+            admission = self.destinations.admit(host)
+            if isinstance(admission, str):  # the host's circuit is open: fails without a request
+                self.pool.spawn(self._run, entry, host, admission)
+            elif admission:
+                self._park(entry, host, admission)
             else:
                 self.pool.spawn(self._run, entry, host)
+
+    def _may_start(self, entry: Entry) -> bool:
+        """Draining: an attempt starts only if its timeout ends before the drain's deadline,
+        so that the drain never cuts off what it started itself (that would run it twice)."""
+        timeout = entry.job.timeout or self.default_timeout
+        return time.monotonic() + timeout + DRAIN_MARGIN <= self._deadline
 
     # -- jobs waiting for their host
 
     def _park(self, entry: Entry, host: str, wait: float) -> None:
         """Hold `entry` until `host` may take it. Parked jobs keep their queue slots, so
         they may fill a quarter of the queue per host and half in all; past that, or for
-        a long wait (an open circuit), the job goes back to the broker until then, and its
-        slot to other hosts."""
+        a long wait (a long pause of the host), the job goes back to the broker until then,
+        and its slot to other hosts."""
         parked = self._parked.setdefault(host, deque())
         if (len(parked) >= max(1, self.queue.maxsize // 4)
                 or self._parked_count >= max(1, self.queue.maxsize // 2)
@@ -263,14 +275,17 @@ class Dispatcher:
                 else:  # the intake took the room while the broker was asked: give it back
                     self.broker.defer(entry, time.time())
 
-    def _run(self, entry: Entry, host: str) -> None:
+    def _run(self, entry: Entry, host: str, refusal: str | None = None) -> None:
+        """One attempt of `entry`, start to outcome; with a `refusal` (an open circuit) the
+        attempt fails at once, without a request and without a slot of its host's."""
         job = entry.job
         result = retry_after = None
         try:
             self.broker.started(entry)
             max_attempts = job.max_attempts or self.policy.max_attempts
             try:
-                result = self.worker.attempt(job, job.timeout or self.default_timeout)
+                result = (AttemptResult(time.time(), 0.0, error=refusal) if refusal
+                          else self.worker.attempt(job, job.timeout or self.default_timeout))
                 outcome = decide(result, entry.attempts, max_attempts, self.policy)
             except Exception as e:  # a bug must not lose the job: it is retried
                 log.exception("internal error on job %s", job.id)
@@ -287,11 +302,12 @@ class Dispatcher:
                 self.finished["dead"] += 1
                 log.warning("job %s dead after %d attempt(s): %s (%s); kept as a dead letter",
                             job.id, entry.attempts, outcome.reason, result.error or result.status)
-            else:
+            elif not refusal:  # one line per circuit, not per job behind it
                 log.info("job %s attempt %d failed (%s); next attempt in %.1fs",
                          job.id, entry.attempts, result.error or result.status, outcome.delay)
         finally:
-            self.destinations.release(host, result, retry_after)
+            if not refusal:
+                self.destinations.release(host, result, retry_after)
             self._unpark(host)
             self._signal()
 
@@ -305,15 +321,23 @@ class Dispatcher:
     # -- stopping
 
     def drain(self, timeout: float, hurry: Event | None = None) -> DrainReport:
-        """Stop taking jobs; finish what is queued and in flight for up to `timeout`
-        seconds (less if `hurry` is set), then cancel the rest: the broker keeps it."""
+        """Stop taking jobs; for up to `timeout` seconds (less if `hurry` is set) finish what
+        is in flight and start what is queued, if its own timeout ends before the deadline
+        (the rest goes back to the broker, unattempted); then cancel what is left in flight:
+        the broker keeps it. Ends as soon as nothing it may start is left: jobs parked for
+        their host (an open circuit, a rate limit) do not hold it."""
         started = time.monotonic()
+        self._deadline = started + timeout
         self.draining = True
         self._signal()
-        finished = self.wait_until(self.idle, timeout, hurry)
-        report = DrainReport(finished, self.queue.qsize(), self.busy(), time.monotonic() - started)
+        finished = self.wait_until(self._drained, timeout, hurry)
+        report = DrainReport(finished, self.queue.qsize(), self.busy(), time.monotonic() - started,
+                             self._not_started + self._parked_count)
         self.stop()
         return report
+
+    def _drained(self) -> bool:
+        return self.queue.empty() and not self._ready and self.busy() == 0 and self._reserved == 0
 
     def stop(self) -> None:
         """Kill the loops and every attempt in flight; owned greenlets all end here."""

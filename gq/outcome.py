@@ -45,6 +45,15 @@ def retryable(result: AttemptResult) -> bool:
     return result.status in RETRIED_STATUSES or 500 <= result.status <= 599
 
 
+def host_answered(result: AttemptResult) -> bool | None:
+    """What an attempt says of its host, for a circuit breaker: True it answers (any status
+    below 500: a 404 or a 429 comes from a live host), False it failed (a connection error,
+    a timeout, a 5xx), None nothing (gq refused to connect: the host was never asked)."""
+    if result.refused:
+        return None
+    return result.status is not None and result.status < 500
+
+
 def parse_retry_after(value: str | None, now: float) -> float | None:
     """Retry-After as seconds from `now`: delta-seconds or an HTTP date; None if absent or bad."""
     if not value:

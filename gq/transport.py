@@ -27,6 +27,7 @@ BASE_HEADERS = {"User-Agent": USER_AGENT, "Accept": "*/*"}
 URL_CACHE = 4096             # prepared URLs remembered (webhook jobs share few URLs)
 SNIPPET_BYTES = 512          # kept with each attempt, for operators
 MAX_RESPONSE_BYTES = 65536   # read at most this much of a response; a longer one closes the connection
+FROZEN = 1.0                 # seconds late a timer fires when gq itself did not run (SIGSTOP, a stall)
 
 
 class Worker(Protocol):
@@ -97,6 +98,28 @@ class GuardedAdapter(HTTPAdapter):
         return response
 
 
+class AttemptTimeout(gevent.Timeout):
+    """The deadline of a whole attempt (connect, send, answer), except for time gq itself
+    did not run: when the process was stopped (SIGSTOP, a frozen VM) or the event loop
+    stalled, the timer fires late, at once on waking, though the answer may be waiting in
+    the socket. Then the deadline moves by the time lost, so the attempt reads what came
+    meanwhile instead of being charged a timeout the target did not cause."""
+
+    def start(self) -> None:
+        self._due = time.monotonic() + self.seconds
+        super().start()
+
+    def _on_expiration(self, prev_greenlet, ex) -> None:
+        late = time.monotonic() - self._due
+        if late < FROZEN:
+            prev_greenlet.throw(ex)
+            return
+        self._due += late
+        self.timer.close()
+        self.timer = gevent.get_hub().loop.timer(late, priority=-1)
+        self.timer.start(self._on_expiration, prev_greenlet, ex, update=True)
+
+
 class HttpWorker:
     """Sends jobs through one requests HTTPAdapter, keep-alive reused across jobs.
 
@@ -155,9 +178,10 @@ class HttpWorker:
         started, clock = time.time(), time.monotonic()
         try:
             request, body = self._prepare(job)
-            # requests' own timeout bounds each socket operation; gevent's bounds the whole attempt.
-            with gevent.Timeout(timeout):
-                response = self.adapter.send(request, stream=True, timeout=timeout, verify=self.verify)
+            # One deadline for the whole attempt; no socket timeouts of their own beneath it
+            # (they would not know that the process was stopped: see AttemptTimeout).
+            with AttemptTimeout(timeout):
+                response = self.adapter.send(request, stream=True, timeout=None, verify=self.verify)
                 raw = response.raw
                 try:
                     content = raw.read(MAX_RESPONSE_BYTES)
@@ -168,7 +192,7 @@ class HttpWorker:
                     raw.release_conn()  # body read to its end: keep the connection
                 else:
                     raw.close()  # rather than read an unbounded body, drop the connection
-        except gevent.Timeout:
+        except AttemptTimeout:
             return AttemptResult(started, time.monotonic() - clock, error=f"timeout: no answer within {timeout:g}s")
         except (UnicodeError, ValueError) as e:  # a request the HTTP stack cannot send
             return AttemptResult(started, time.monotonic() - clock, error=f"refused: cannot send: {e}",

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,6 +33,13 @@ def wait_for(condition: Callable[[], Any], timeout: float = DEADLINE, what: str 
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(every)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: connections to it are refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def unavailable(why: str) -> NoReturn:
@@ -179,14 +187,11 @@ def to_toml(config: dict[str, dict[str, Any]]) -> str:
 
 
 def daemon_config(**sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """A config for tests: any free port, memory journal unless given, fast retries, no breaker."""
+    """A config for tests: any free port, memory journal unless given, fast retries."""
     config: dict[str, dict[str, Any]] = {
         "api": {"listen": "127.0.0.1:0"},
         "journal": {"path": ""},
         "retry": {"backoff_base": 0.05, "backoff_max": 0.5},
-        # Every test target is 127.0.0.1: one host, whose circuit the failure tests would open
-        # for the tests after them. The breaker's own tests turn it on.
-        "destinations": {"breaker_failures": 0},
     }
     for name, values in sections.items():
         config.setdefault(name, {}).update(values)

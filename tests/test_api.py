@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import time
 import uuid
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import DEADLINE, Daemon, daemon_config, wait_for
+from conftest import DEADLINE, Daemon, closed_port, daemon_config, wait_for
 from gq import __version__
 
 MAX_BODY = 2048
@@ -79,12 +78,6 @@ def wait_state(daemon: Daemon, job_id: str, state: str, timeout: float = DEADLIN
         job = fetch(daemon, f"/v1/jobs/{job_id}").json()
         return job if job.get("state") == state else None
     return wait_for(reached, timeout, f"job {job_id} to be {state}")
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def delivered(target, job_id: str) -> list[dict]:

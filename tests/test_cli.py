@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Daemon, daemon_config, gq_command, run_gq, start_target, to_toml, wait_for
+from conftest import Daemon, closed_port, daemon_config, gq_command, run_gq, start_target, to_toml, wait_for
 
 TOKEN = "cli-token"
 LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z]+ gq")
@@ -67,12 +67,6 @@ def summary(result: subprocess.CompletedProcess) -> dict[str, Any]:
     lines = result.stdout.splitlines()
     assert lines, result.stderr
     return json.loads(lines[-1])
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def port_of(daemon: Daemon) -> int:
@@ -321,22 +315,51 @@ def test_batch_delivers_a_duplicated_id_once(tmp_path, target):
     assert sorted(r["key"] for r in target.received()) == ["other", "same"]
 
 
+def batch_stopped(tmp_path: Path, config: Path, jobs: Path, when) -> tuple[int, str, str]:
+    """`gq batch` sent SIGTERM once `when()` holds: (exit code, stdout, stderr)."""
+    proc = subprocess.Popen(gq_command("batch", "-c", str(config), str(jobs)), cwd=tmp_path,
+                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(when, what="the batch's jobs in flight")
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    return proc.returncode, stdout, stderr
+
+
 def test_batch_interrupted_by_sigterm_exits_1_with_remaining(tmp_path, target):
     jobs = [{"url": target.url(hang=1), "timeout": 60} for _ in range(3)]
     config = write_config(tmp_path / "gq.toml", pool={"size": 2}, shutdown={"drain_timeout": 0.3})
     path = write_jobs(tmp_path / "jobs.jsonl", jobs)
-    proc = subprocess.Popen(gq_command("batch", "-c", str(config), str(path)), cwd=tmp_path,
-                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: target.count() == 2, what="two jobs in flight")
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=20)
-    finally:
-        proc.kill()
-    assert proc.returncode == 1, stderr
+    returncode, stdout, stderr = batch_stopped(tmp_path, config, path, lambda: target.count() == 2)
+    assert returncode == 1, stderr
     done = json.loads(stdout.splitlines()[-1])
     assert (done["total"], done["succeeded"], done["dead"], done["remaining"]) == (3, 0, 0, 3)
     assert "Traceback" not in stderr
+
+
+def test_batch_drain_starts_nothing_its_deadline_could_cut_off_and_resumes_without_duplicates(tmp_path, target):
+    # 50 in flight on a 500 ms target, 500 waiting; job timeout 10 s, drain 3 s: SIGTERM
+    # lets the 50 finish and starts none of the rest; run again, the batch sends each of
+    # those once.
+    jobs = [{"id": f"job{i}", "url": target.url(delay=0.5)} for i in range(550)]
+    config = write_config(tmp_path / "gq.toml", journal={"path": "data/journal.sqlite3"}, pool={"size": 50},
+                          target={"timeout": 10}, shutdown={"drain_timeout": 3})
+    path = write_jobs(tmp_path / "jobs.jsonl", jobs)
+    returncode, stdout, stderr = batch_stopped(tmp_path, config, path, lambda: target.count() >= 50)
+    assert returncode == 1, stderr
+    first = json.loads(stdout.splitlines()[-1])
+    assert (first["total"], first["succeeded"], first["remaining"]) == (550, 50, 500), first
+    assert target.count() == 50
+
+    again = gq("batch", "-c", str(config), str(path), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert summary(again)["succeeded"] == 550
+    stats = target.stats()
+    print(f"\nbatch drained by SIGTERM, then resumed: {stats['count']} requests for {stats['keys']} jobs, "
+          f"{stats['duplicates']} delivered twice")
+    assert stats["keys"] == 550 and stats["duplicates"] == 0
 
 
 # -- submit

@@ -1,4 +1,5 @@
-"""Per-destination fairness against real processes: in-flight cap, rate limit, circuit breaker.
+"""Per-destination protections against real processes: in-flight cap, rate limit, circuit
+breaker, host pause; each off by default.
 
 Two real targets: tests/target.py on 127.0.0.1 and a second one on 127.0.0.2 (Linux routes
 all of 127.0.0.0/8 to the loopback interface), so gq sees two distinct hosts. Assertions
@@ -19,6 +20,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import HERE, Daemon, Target, daemon_config, run_gq, to_toml, wait_for
+from gq.destinations import PROBES
 
 OTHER_HOST = "127.0.0.2"
 
@@ -60,14 +62,15 @@ def overrides(table: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def destination_metrics(daemon: Daemon) -> dict[str, dict[tuple, float]]:
-    """gq_destination_* samples from /metrics: sample name → {(host[, result]): value}."""
+    """gq_destination_* samples from /metrics: sample name → {(host[, result | state]): value}."""
     response = daemon.get("/metrics")
     response.raise_for_status()
     out: dict[str, dict[tuple, float]] = {}
     for family in text_string_to_metric_families(response.text):
         for sample in family.samples:
             if sample.name.startswith("gq_destination_"):
-                key = (sample.labels["host"],) + ((sample.labels["result"],) if "result" in sample.labels else ())
+                key = (sample.labels["host"],) + tuple(sample.labels[k] for k in ("result", "state")
+                                                       if k in sample.labels)
                 out.setdefault(sample.name, {})[key] = sample.value
     return out
 
@@ -150,21 +153,21 @@ def test_bad_neighbour_cannot_starve_a_healthy_host_with_the_cap_on(start_daemon
         f"the scenario does not show starvation")
 
 
-# -- 2. the circuit breaker
+# -- 2. the circuit breaker (off by default)
 
 JOBS_DOWN = 30
-MAX_ATTEMPTS = 5
+BREAKER = {"breaker_failures": 3, "breaker_window": 1, "breaker_cooldown": 1}
 
 
-def test_circuit_breaker_holds_jobs_with_attempts_unspent_then_delivers_all(start_daemon, target):
-    daemon = start_daemon(destinations={"breaker_failures": 3, "breaker_cooldown": 1},
-                          retry={"max_attempts": MAX_ATTEMPTS})
+def test_circuit_opens_while_the_host_is_down_and_closes_once_it_answers(start_daemon, target):
+    # A retry budget longer than the outage: the breaker spends attempts, locally, at the
+    # backoff pace (about 0.25 s each here), so 100 of them last well past it.
+    daemon = start_daemon(destinations=BREAKER, retry={"max_attempts": 100})
     control(target, "/_down")
     response = daemon.post([{"url": target.url()} for _ in range(JOBS_DOWN)])
     assert response.status_code == 202
     ids = response.json()["ids"]
-
-    seen_states: set[float] = set()
+    seen_states: set[float | None] = set()
 
     def sample() -> float | None:
         state = circuit_state(daemon, "127.0.0.1")
@@ -172,58 +175,68 @@ def test_circuit_breaker_holds_jobs_with_attempts_unspent_then_delivers_all(star
         return state
 
     wait_for(lambda: sample() == 2, timeout=10, what="circuit_state 2 (open)")
-    wait_for(lambda: "circuit open" in daemon.log(), timeout=5, what='the "circuit open" log line')
-    # Stay down past the first cooldown: a probe goes through (half-open) and fails.
-    wait_for(lambda: "circuit half-open" in daemon.log(), timeout=10, what="a probe")
-    held = time.monotonic() + 1.0
-    while time.monotonic() < held:
-        sample()
-        time.sleep(0.05)
-
+    at_open = target.count()
+    # Down through two cooldowns: probes go through (half-open), fail, and reopen it.
+    wait_for(lambda: sample() is not None and daemon.log().count("circuit half-open") >= 2, timeout=10,
+             what="two rounds of probes")
+    wait_for(lambda: daemon.log().count("circuit open") >= 3, timeout=10, what="the second probes to fail")
+    at_end = target.count()
+    probe_rounds = daemon.log().count("circuit half-open")
     jobs = states(daemon, ids)
-    received_down = target.received()
-    probes = daemon.log().count("circuit half-open")
-    attempts_down = len(received_down)
-    per_key = Counter(r["key"] for r in received_down)
-    beyond_first = attempts_down - len(per_key)
-    status = daemon.status()
-    print(f"\nwhile down: {attempts_down} attempts at the target for {JOBS_DOWN} jobs "
-          f"(no breaker: up to {JOBS_DOWN * MAX_ATTEMPTS}); {len(per_key)} jobs tried, "
-          f"{beyond_first} attempts beyond each job's first; {probes} probe(s) logged; "
-          f"job attempts {sorted(Counter(j['attempts'] for j in jobs).items())}; circuit states seen "
-          f"{sorted(s for s in seen_states if s is not None)}; jobs {status['jobs']}")
+    spent = sum(j["attempts"] for j in jobs)
+    print(f"\nwhile down: {at_open} attempts reached the host before its circuit opened, "
+          f"{at_end - at_open} after ({probe_rounds} probe rounds); {spent} attempts spent by the jobs "
+          f"in all, {spent - at_end} of them failed at once by the open circuit")
 
-    assert status["jobs"]["dead"] == 0 and status["finished"]["dead"] == 0, status
-    assert all(j["state"] != "dead" for j in jobs)
-    assert max(j["attempts"] for j in jobs) < MAX_ATTEMPTS, [j["attempts"] for j in jobs]
-    # The first wave of concurrent attempts goes out before any failure comes back; after
-    # that only probes may reach the host (plus attempts already dispatched when the
-    # breaker_failures-th failure arrived).
-    assert attempts_down <= JOBS_DOWN + probes + 3, (attempts_down, probes)
-    assert attempts_down < JOBS_DOWN * MAX_ATTEMPTS // 3
-    assert beyond_first <= probes + 3, (beyond_first, probes)
+    assert all(j["state"] == "retrying" or j["state"] == "queued" or j["state"] == "running" for j in jobs), jobs
+    # Once open, only probes reach the host (plus attempts in flight when it opened).
+    assert at_end - at_open <= JOBS_DOWN + PROBES * probe_rounds, (at_open, at_end, probe_rounds)
+    assert spent - at_end >= JOBS_DOWN, "the open circuit failed no attempt at once"
+    assert any(a["error"] and a["error"].startswith("circuit open: 127.0.0.1") for j in jobs for a in j["history"])
+    assert daemon.log().count("circuit closed") == 0
 
     control(target, "/_up")
-    wait_for(lambda: "probe succeeded, circuit closed" in daemon.log(), timeout=20,
-             what="a probe to succeed after the target came up")
-    wait_for(lambda: circuit_state(daemon, "127.0.0.1") == 0, timeout=5, what="circuit_state 0")
+    wait_for(lambda: "circuit closed" in daemon.log(), timeout=20, what="the circuit to close after the host came up")
     wait_for(lambda: daemon.status()["finished"]["succeeded"] == JOBS_DOWN, timeout=20,
              what=f"all {JOBS_DOWN} jobs to succeed")
-    jobs = states(daemon, ids)
-    assert all(j["state"] == "succeeded" for j in jobs)
+    assert circuit_state(daemon, "127.0.0.1") == 0
+    assert all(j["state"] == "succeeded" for j in states(daemon, ids))
     assert {r["key"] for r in target.received()} == set(ids)
     assert daemon.status()["jobs"]["dead"] == 0
+    changes = destination_metrics(daemon)["gq_destination_circuit_changes_total"]
+    assert changes[("127.0.0.1", "open")] == daemon.log().count("circuit open") >= 3
+    assert changes[("127.0.0.1", "half_open")] == daemon.log().count("circuit half-open")
+    assert changes[("127.0.0.1", "closed")] == 1
+    assert seen_states - {None} <= {0.0, 1.0, 2.0} and 2.0 in seen_states
     assert_clean_log(daemon)
 
 
-# -- 3. a 429 pauses the host; it is not a failure
+def test_with_the_breaker_on_jobs_to_a_host_that_stays_down_die_after_max_attempts(start_daemon, target):
+    attempts = 12
+    daemon = start_daemon(destinations={**BREAKER, "breaker_window": 0.2, "breaker_cooldown": 60},
+                          retry={"max_attempts": attempts, "backoff_max": 0.3})
+    control(target, "/_down")
+    ids = daemon.post([{"url": target.url()} for _ in range(10)]).json()["ids"]
+    wait_for(lambda: daemon.status()["finished"]["dead"] == 10, timeout=30, what="10 dead letters")
+    jobs = states(daemon, ids)
+    print(f"\nhost down, breaker on: 10 jobs dead after {attempts} attempts each; "
+          f"{target.count()} of their {10 * attempts} attempts reached the host")
+    assert all(j["state"] == "dead" and j["attempts"] == attempts for j in jobs), jobs
+    assert all(j["dead_reason"] == f"attempts used up ({attempts})" for j in jobs)
+    assert all(j["last_error"].startswith("circuit open: 127.0.0.1") for j in jobs), [j["last_error"] for j in jobs]
+    # About 4 attempts each reach the host within the 0.2 s window; the rest fail at once.
+    assert target.count() <= 10 * attempts // 2
+    assert_clean_log(daemon)
+
+
+# -- 3. pause_on_retry_after: a 429 pauses the host; it is not a failure
 
 JOBS_429 = 20
 
 
-def test_429_pauses_the_host_without_opening_the_circuit(start_daemon, target):
+def test_pause_on_retry_after_pauses_the_host_without_opening_the_circuit(start_daemon, target):
     # backoff_max 5: Retry-After 1 is honoured in full (conftest's default caps it at 0.5 s).
-    daemon = start_daemon(destinations={"breaker_failures": 2, "breaker_cooldown": 5},
+    daemon = start_daemon(destinations={"pause_on_retry_after": True, **BREAKER, "breaker_window": 0.2},
                           retry={"max_attempts": 5, "backoff_max": 5})
     first = daemon.post([{"url": target.url(fail=1, fail_status=429, retry_after=1)}
                          for _ in range(JOBS_429)])

@@ -403,10 +403,25 @@ def test_failing_observer_breaks_neither_the_job_nor_other_observers(make):
 def test_drain_finishes_queued_and_in_flight_jobs(make):
     d, hold, _ = fill(make, queue_maxsize=5, queued=3)
     gevent.spawn(hold.set)  # runs once drain() waits
-    report = d.drain(DEADLINE)
+    report = d.drain(DEADLINE * 2)  # longer than a job's timeout (7 s): queued jobs may start
     assert (report.finished, report.queued_left, report.in_flight_left) == (True, 0, 0)
     assert states(d, "run0", "q0", "q1", "q2") == [State.SUCCEEDED] * 4
     assert d.finished["succeeded"] == 4 and d.broker.counts() == counts()
+
+
+def test_drain_starts_no_job_whose_timeout_outlasts_it(make):
+    # Timeouts 7 s (the default) and 1 s, a drain of 3 s: only the 1 s job can end in time.
+    d, hold, worker = fill(make, queue_maxsize=5, queued=2)
+    d.submit(jobs("short", timeout=1.0), timeout=0)
+    gevent.spawn(hold.set)
+    report = d.drain(3.0)
+    assert (report.finished, report.queued_left, report.in_flight_left) == (True, 0, 0)
+    assert report.seconds < 3.0, "the drain waited for jobs it would not start"
+    assert worker.calls == ["run0", "short"]
+    assert states(d, "run0", "q0", "q1", "short") == [State.SUCCEEDED, State.QUEUED, State.QUEUED,
+                                                      State.SUCCEEDED]
+    assert d.broker.counts() == counts(queued=2)  # unattempted, kept for the next start
+    assert [e.attempts for e in map(d.broker.get, ("q0", "q1"))] == [0, 0]
 
 
 def test_drain_gives_up_after_the_timeout(make):

@@ -564,8 +564,9 @@ def test_reload_with_a_broken_config_keeps_gq_running(box):
 
 def test_stop_drains_and_what_is_left_runs_at_the_next_start(box):
     box.start()
-    # 6 one-second jobs on 2 workers: 3 s of work, more than the 2.5 s drain.
-    answer = box.http("POST", "/v1/jobs", [{"url": f"{box.target_url}/hook?delay=1", "json": {"n": i}}
+    # 6 four-second jobs on 2 workers: the 2 in flight outlast the 2.5 s drain, which starts
+    # none of the 4 queued (their timeout, 10 s, would outlast it too).
+    answer = box.http("POST", "/v1/jobs", [{"url": f"{box.target_url}/hook?delay=4", "json": {"n": i}}
                                            for i in range(6)])
     assert answer.status == 202, answer.text
     ids = set(answer.json()["ids"])
