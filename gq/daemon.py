@@ -99,7 +99,8 @@ class Runtime:
     def build(cls, config: Config, batch: bool = False) -> "Runtime":
         broker = open_broker(config, batch)
         worker = HttpWorker(config.pool.size, config.target.policy(),
-                            Signer(config.target.signing_secrets.as_dict()), config.target.ca_bundle)
+                            Signer(config.target.signing_secrets.as_dict()), config.target.ca_bundle,
+                            config.target.hidden_headers())
         metrics = Metrics()
         dispatcher = Dispatcher(
             broker, worker, queue_maxsize=config.queue.maxsize, pool_size=config.pool.size,
@@ -250,6 +251,7 @@ class Daemon:
         worker = self.runtime.worker
         worker.signer = Signer(new.target.signing_secrets.as_dict())
         worker.verify = new.target.ca_bundle or True
+        worker.hidden = new.target.hidden_headers()
         if new.target.allowed_hosts != self.config.target.allowed_hosts:
             worker.policy = new.target.policy()
             worker.resize(new.pool.size)

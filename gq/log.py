@@ -33,3 +33,8 @@ def setup(level: str = "info", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    # urllib3 warns about targets' malformed answers, quoting URLs (secrets in query strings
+    # included) with tracebacks; gq reports each attempt's error itself.
+    urllib3 = logging.getLogger("urllib3")
+    urllib3.handlers[:] = [logging.NullHandler()]
+    urllib3.propagate = False

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
 import socket
 import time
-from urllib.parse import urlsplit
+import zlib
+from urllib.parse import unquote, urlsplit
 from typing import Protocol
 
 import gevent
@@ -13,17 +15,19 @@ from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, NameResolutionError, NewConnectionError
 from urllib3.util import connection as urllib3_connection
 
 from gq import __version__, hosts
 from gq.hosts import HostPolicy
-from gq.job import Job
+from gq.job import REDACTED, SECRET_HEADERS, Job
 from gq.outcome import AttemptResult
+from gq.response_limits import BoundedResponse
 from gq.signing import Signer
 
 USER_AGENT = f"gq/{__version__}"
-BASE_HEADERS = {"User-Agent": USER_AGENT, "Accept": "*/*"}
+# identity: a body is kept as sent (its first bytes), never inflated (a gzip bomb stays small)
+BASE_HEADERS = {"User-Agent": USER_AGENT, "Accept": "*/*", "Accept-Encoding": "identity"}
 URL_CACHE = 4096             # prepared URLs remembered (webhook jobs share few URLs)
 SNIPPET_BYTES = 512          # kept with each attempt, for operators
 MAX_RESPONSE_BYTES = 65536   # read at most this much of a response; a longer one closes the connection
@@ -50,8 +54,8 @@ class _Guarded:
     def _new_conn(self) -> socket.socket:
         try:
             resolved = socket.getaddrinfo(self._dns_host, self.port, type=socket.SOCK_STREAM)
-        except socket.gaierror:
-            return super()._new_conn()  # let urllib3 report the failed look-up as it does
+        except socket.gaierror as e:  # a failed attempt, never a connection made unchecked
+            raise NameResolutionError(self.host, self, e) from e
         allowed, reason = [], ""
         for *_, sockaddr in resolved:
             addr = hosts.address(sockaddr[0])
@@ -78,8 +82,9 @@ class GuardedAdapter(HTTPAdapter):
     """An HTTPAdapter whose connections obey a HostPolicy."""
 
     def __init__(self, policy: HostPolicy, **kwargs):
-        http_conn = type("GuardedHTTPConnection", (_Guarded, HTTPConnection), {"policy": policy})
-        https_conn = type("GuardedHTTPSConnection", (_Guarded, HTTPSConnection), {"policy": policy})
+        guarded = {"policy": policy, "response_class": BoundedResponse}
+        http_conn = type("GuardedHTTPConnection", (_Guarded, HTTPConnection), guarded)
+        https_conn = type("GuardedHTTPSConnection", (_Guarded, HTTPSConnection), guarded)
         self._pool_classes = {
             "http": type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
             "https": type("GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
@@ -132,9 +137,10 @@ class HttpWorker:
     """
 
     def __init__(self, pool_size: int, policy: HostPolicy = HostPolicy(), signer: Signer | None = None,
-                 ca_bundle: str = ""):
+                 ca_bundle: str = "", hidden: frozenset[str] = frozenset()):
         self.policy = policy
         self.signer = signer
+        self.hidden = hidden  # header names (lower case), besides SECRET_HEADERS, no error may show
         self.verify: bool | str = ca_bundle or True
         # a job's URL → (as requests prepares it: quoted, IDNA; basic auth from its user:password@)
         self._urls: dict[str, tuple[str, str | None]] = {}
@@ -184,7 +190,7 @@ class HttpWorker:
                 response = self.adapter.send(request, stream=True, timeout=None, verify=self.verify)
                 raw = response.raw
                 try:
-                    content = raw.read(MAX_RESPONSE_BYTES)
+                    content = raw.read(MAX_RESPONSE_BYTES, decode_content=False)
                 except BaseException:
                     raw.close()
                     raise
@@ -195,28 +201,58 @@ class HttpWorker:
         except AttemptTimeout:
             return AttemptResult(started, time.monotonic() - clock, error=f"timeout: no answer within {timeout:g}s")
         except (UnicodeError, ValueError) as e:  # a request the HTTP stack cannot send
-            return AttemptResult(started, time.monotonic() - clock, error=f"refused: cannot send: {e}",
+            return AttemptResult(started, time.monotonic() - clock,
+                                 error=_scrubbed(f"refused: cannot send: {e}", job, self.hidden),
                                  refused=True)
         except TargetRefused as e:
             return AttemptResult(started, time.monotonic() - clock, error=f"refused: {e}", refused=True)
         except (requests.RequestException, HTTPError, OSError) as e:  # HTTPError: urllib3's, reading the body
-            return AttemptResult(started, time.monotonic() - clock, error=_describe(e))
+            return AttemptResult(started, time.monotonic() - clock, error=_scrubbed(_describe(e), job, self.hidden))
         return AttemptResult(
             started, time.monotonic() - clock, status=response.status_code,
             retry_after=response.headers.get("Retry-After"),
-            snippet=content[:SNIPPET_BYTES].decode("utf-8", "replace"))
+            snippet=_snippet(content, response.headers.get("Content-Encoding", "")))
 
     def close(self) -> None:
         self.adapter.close()
 
 
+def _snippet(content: bytes, encoding: str) -> str:
+    """The start of a body for operators; a compressed one (sent despite Accept-Encoding:
+    identity) inflated to SNIPPET_BYTES at most."""
+    if encoding.strip().lower() in ("gzip", "deflate"):
+        try:
+            content = zlib.decompressobj(wbits=47).decompress(content, SNIPPET_BYTES)  # 47: gzip or zlib
+        except zlib.error:
+            pass
+    return content[:SNIPPET_BYTES].decode("utf-8", "replace")
+
+
 def _describe(error: Exception) -> str:
-    kind = ("timeout" if isinstance(error, (requests.Timeout, TimeoutError))
-            else "tls" if isinstance(error, requests.exceptions.SSLError)
-            else "connect" if isinstance(error, requests.ConnectionError)
-            else "request")
     # The innermost cause says what happened ("Connection refused"), not urllib3's wrapping.
     cause: BaseException = error
     while cause.__cause__ is not None or cause.__context__ is not None:
         cause = cause.__cause__ or cause.__context__
+    kind = ("timeout" if isinstance(error, (requests.Timeout, TimeoutError))
+            else "protocol" if isinstance(cause, http.client.HTTPException)  # a malformed answer
+            else "tls" if isinstance(error, requests.exceptions.SSLError)
+            else "connect" if isinstance(error, requests.ConnectionError)
+            else "request")
     return f"{kind}: {cause}"[:300]
+
+
+def _scrubbed(error: str, job: Job, hidden: frozenset[str]) -> str:
+    """An error text with the job's secrets taken out (the HTTP stack quotes URLs in its
+    errors): the URL's user:password and the values of credential headers (SECRET_HEADERS and
+    those named in `hidden`)."""
+    authority = job.url.partition("://")[2]
+    for end in "/?#":
+        authority = authority.partition(end)[0]
+    userinfo = authority.rpartition("@")[0]
+    password = userinfo.partition(":")[2]
+    secrets = [userinfo, unquote(userinfo), password, unquote(password)]
+    secrets += [v for k, v in job.headers.items() if k.lower() in SECRET_HEADERS or k.lower() in hidden]
+    for secret in secrets:
+        if len(secret) >= 4:  # a shorter one would redact ordinary words
+            error = error.replace(secret, REDACTED).replace(repr(secret)[1:-1], REDACTED)  # quoted too
+    return error
