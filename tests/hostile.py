@@ -22,12 +22,12 @@ monkey.patch_all()
 import argparse  # noqa: E402
 import socket  # noqa: E402
 import struct  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 import zlib  # noqa: E402
 
 import gevent  # noqa: E402
-from gevent.server import StreamServer  # noqa: E402
+
+from target import serve  # noqa: E402  (tests/ is this script's directory)
 
 BLOCK = 65536
 _bomb: bytes | None = None
@@ -119,14 +119,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
-    server = StreamServer(("127.0.0.1", args.port), Hostile(args.seconds).handle, backlog=1024)
-    server.start()
     gzip_bomb()
-    print(f"listening {server.server_port}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        sys.exit(0)
+    serve(Hostile(args.seconds).handle, "127.0.0.1", args.port)
 
 
 if __name__ == "__main__":

@@ -137,7 +137,13 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    server = StreamServer((args.host, args.port), Target().handle, backlog=4096)
+    serve(Target().handle, args.host, args.port)
+
+
+def serve(handle, host: str, port: int) -> None:
+    """Serve connections with `handle` on host:port (0: any free port), printing
+    `listening PORT` once ready, until killed."""
+    server = StreamServer((host, port), handle, backlog=4096)
     server.start()
     print(f"listening {server.server_port}", flush=True)
     try:
