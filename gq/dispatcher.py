@@ -40,6 +40,8 @@ FEED_POLL = 0.25      # seconds between looks at the broker when it has nothing 
 PARK_LONGEST = 5.0    # seconds a job may wait parked for its host; longer waits go back to the broker
 RECHECK = 1.0         # seconds a job handed back for a host at its cap waits before another look
 DRAIN_MARGIN = 0.5    # seconds kept between a drain's last attempt's timeout and its deadline
+DIED = ("died: gq stopped during attempt {} (a crash, a kill or a freeze); "
+        "whether it reached the target is not known")
 
 
 def _host(entry: Entry) -> str:
@@ -198,11 +200,14 @@ class Dispatcher:
             entry = self._ready.popleft() if self._ready else self.queue.get()
             self._signal()
             self._notify("dequeued", time.monotonic() - entry.queued_at)
+            host = entry.host or _host(entry)
+            if entry.interrupted:  # gq died during its last attempt: that one is settled first
+                self.pool.spawn(self._run, entry, host, DIED.format(entry.attempts))
+                continue
             if self.draining and not self._may_start(entry):
                 self.broker.defer(entry, time.time())  # not started: it waits in the broker
                 self._not_started += 1
                 continue
-            host = entry.host or _host(entry)
             admission = self.destinations.admit(host)
             if isinstance(admission, str):  # the host's circuit is open: fails without a request
                 self.pool.spawn(self._run, entry, host, admission)
@@ -276,12 +281,19 @@ class Dispatcher:
                     self.broker.defer(entry, time.time())
 
     def _run(self, entry: Entry, host: str, refusal: str | None = None) -> None:
-        """One attempt of `entry`, start to outcome; with a `refusal` (an open circuit) the
-        attempt fails at once, without a request and without a slot of its host's."""
+        """One attempt of `entry`, start to outcome. With a `refusal` the attempt fails at
+        once with that error, without a request and without a slot of its host's: the host's
+        circuit is open, or (the entry `interrupted`) the attempt is the one gq died during,
+        already counted, whose end is recorded now."""
         job = entry.job
         result = retry_after = None
         try:
-            self.broker.started(entry)
+            if entry.interrupted:
+                entry.interrupted = False
+                log.warning("job %s: gq stopped during its attempt %d, which counts as failed",
+                            job.id, entry.attempts)
+            else:
+                self.broker.started(entry)
             max_attempts = job.max_attempts or self.policy.max_attempts
             try:
                 result = (AttemptResult(time.time(), 0.0, error=refusal) if refusal

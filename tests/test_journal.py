@@ -49,6 +49,28 @@ def test_kill_9_loses_no_accepted_job(start_daemon, target, tmp_path):
     wait_for(lambda: journal_states(tmp_path).get("queued", 0) == 0, what="journal settled")
 
 
+def test_a_job_that_kills_gq_during_its_attempts_uses_them_up_and_dies(start_daemon, target, tmp_path):
+    # A poison job: gq dies (kill -9, as a crash or a watchdog would) during each of its
+    # attempts. Each attempt is on record before it starts, so after max_attempts of them
+    # the job is dead, not run again at every start.
+    sections = {"journal": JOURNAL, "retry": {"max_attempts": 2}}
+    daemon = start_daemon(**sections)
+    job_id = daemon.post({"url": target.url(hang=1), "timeout": 60}).json()["id"]
+    for attempt in (1, 2):
+        wait_for(lambda: target.count() == attempt, what=f"attempt {attempt} in flight")
+        daemon.proc.send_signal(signal.SIGKILL)
+        daemon.wait()
+        assert journal_query(tmp_path, "SELECT state, attempts FROM jobs") == [("running", attempt)]
+        daemon = start_daemon(**sections)
+    job = wait_for(lambda: (j := daemon.job(job_id))["state"] == "dead" and j, what="the poison job to die")
+    print(f"\npoison job after two kills: {job['state']}, {job['attempts']} attempts, {job['last_error']!r}")
+    assert job["attempts"] == 2 and job["dead_reason"] == "attempts used up (2)", job
+    assert [a["error"][:36] for a in job["history"]] == ["died: gq stopped during attempt 1 (a",
+                                                         "died: gq stopped during attempt 2 (a"]
+    assert target.count() == 2, "the dead job was sent again"
+    assert "gq stopped during its attempt 2, which counts as failed" in daemon.log()
+
+
 def test_drain_timeout_leaves_the_rest_for_the_next_start(start_daemon, target, tmp_path):
     daemon = start_daemon(journal=JOURNAL, pool={"size": 4}, shutdown={"drain_timeout": 0.5})
     ids = daemon.post([{"url": target.url(delay=0.3)} for _ in range(200)]).json()["ids"]

@@ -44,6 +44,7 @@ class Entry:
     reason: str = ""                        # why it is dead
     handle: Any = None                      # the broker's own reference (a stream entry's id)
     host: str = ""                          # the target's host, once the dispatcher looked
+    interrupted: bool = False               # its last attempt began but never ended (gq died)
 
     def status(self, hidden: frozenset[str] = frozenset()) -> dict[str, Any]:
         """The job as `GET /v1/jobs/{id}` shows it; secret header values redacted (`hidden`
@@ -95,7 +96,8 @@ class Broker(Protocol):
         to `timeout` seconds for some when none is due."""
 
     def started(self, entry: Entry) -> None:
-        """An attempt of `entry` is starting."""
+        """An attempt of `entry` is starting: once this returns it is on record (a durable
+        broker has written it), so a crash during the attempt still counts it."""
 
     def settle(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
         """Record an attempt and its outcome: done, dead, or due again after `outcome.delay`."""

@@ -239,6 +239,7 @@ class JournalBroker(MemoryBroker):
         self._deleted: set[str] = set()
         self._done: list[str] = []
         self._adding: list[tuple[AsyncResult, list[str]]] = []  # add() calls waiting for a commit
+        self._starting: list[AsyncResult] = []  # started() calls waiting for a commit
         self._wake = Event()
         self._stop = Event()
         self.recovered = self._recover()
@@ -256,6 +257,7 @@ class JournalBroker(MemoryBroker):
             if entry.state is State.RETRYING:
                 self._hold(entry, entry.due, State.RETRYING)
             elif entry.state is not State.DEAD:  # queued, or running when the process died
+                entry.interrupted = entry.state is State.RUNNING
                 self._hold(entry, 0.0, State.QUEUED)
             recovered += entry.state is not State.DEAD
         return recovered
@@ -280,6 +282,15 @@ class JournalBroker(MemoryBroker):
                 del self._entries[job_id]
             raise
         return added
+
+    def started(self, entry: Entry) -> None:
+        """As MemoryBroker.started, returning once the attempt is committed: a job whose
+        attempts crash or freeze the process uses them up like any other."""
+        super().started(entry)
+        self._changed(entry)
+        committed = AsyncResult()
+        self._starting.append(committed)
+        committed.get()
 
     def settle(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
         super().settle(entry, result, outcome)
@@ -332,7 +343,9 @@ class JournalBroker(MemoryBroker):
         deleted, self._deleted = self._deleted, set()
         done, self._done = self._done, []
         adding, self._adding = self._adding, []
+        starting, self._starting = self._starting, []
         if not (dirty or deleted or done or adding):
+            self._release(starting)
             return
         fresh = {job_id for _, ids in adding for job_id in ids}
         new = [_new_row(e) for i, e in dirty.items() if i in fresh]
@@ -349,9 +362,16 @@ class JournalBroker(MemoryBroker):
             self._done[:0] = done
             for waiter, _ in adding:
                 waiter.set_exception(error)
+            self._release(starting)  # the attempts go on: their state is written with the next write
             self._stop.wait(0.5)  # a failing disk: do not spin
             return
         for waiter, _ in adding:
+            waiter.set(True)
+        self._release(starting)
+
+    @staticmethod
+    def _release(waiters: list[AsyncResult]) -> None:
+        for waiter in waiters:
             waiter.set(True)
 
     def _control_loop(self) -> None:

@@ -29,7 +29,7 @@ from typing import Any, Iterable
 
 import gevent
 import redis
-from gevent.event import Event
+from gevent.event import AsyncResult, Event
 
 from gq.broker import HISTORY_LIMIT, Added, Entry, State
 from gq.config import BrokerConfig
@@ -43,6 +43,7 @@ log = logging.getLogger("gq.redis")
 MOVE_EVERY = 0.2      # seconds between looks for due retries
 COUNTS_EVERY = 1.0    # seconds between refreshes of the shared counts
 BACKOFF_MAX = 5.0     # seconds between reconnection attempts, at most
+START_WAIT = 5.0      # seconds an attempt waits for its start to be written (Redis down: it goes on)
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
 # Intake: for each job, if its id is new, queue it; all or nothing against the backlog bound.
@@ -132,6 +133,7 @@ class RedisBroker:
         self.healthy = False
         self._held: dict[str, Entry] = {}         # taken and not settled, by stream id
         self._ops: list[tuple] = []               # settlements waiting for the writer
+        self._starting: list[AsyncResult] = []    # started() calls waiting for their write
         self._wake = Event()
         self._stop = Event()
         self._counts = {"queued": 0, "running": 0, "retrying": 0, "dead": 0}
@@ -249,19 +251,26 @@ class RedisBroker:
         job that kills daemons is not retried forever."""
         pipe = self.redis.pipeline(transaction=False)
         for entry in entries:
-            pipe.hmget(f"{self.config.prefix}:job:{entry.job.id}", "payload", "attempts")
-        for entry, (payload, attempts) in zip(entries, pipe.execute()):
+            pipe.hmget(f"{self.config.prefix}:job:{entry.job.id}", "payload", "attempts", "state")
+        for entry, (payload, attempts, state) in zip(entries, pipe.execute()):
             if payload:
                 known = json.loads(payload)
                 if known["attempts"] > entry.attempts:
                     entry.attempts = known["attempts"]
                     entry.history = [AttemptResult(*a) for a in known["history"]]
             entry.attempts = max(entry.attempts, int(attempts or 0))
+            # An attempt begun and never settled: its daemon died during it.
+            entry.interrupted = state == State.RUNNING.value.encode() and entry.attempts > 0
 
     def started(self, entry: Entry) -> None:
+        """Returns once the attempt's start is written (or after START_WAIT seconds without
+        Redis), so that a daemon dying during it leaves the attempt counted."""
         entry.attempts += 1
         entry.state = State.RUNNING
+        written = AsyncResult()
+        self._starting.append(written)
         self._queue_op(("start", entry))
+        written.wait(START_WAIT)
 
     def settle(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
         entry.history.append(result)
@@ -305,6 +314,7 @@ class RedisBroker:
     def flush(self) -> bool:
         """Write pending settlements; False (and kept for the next try) when Redis fails."""
         ops, self._ops = self._ops, []
+        starting, self._starting = self._starting, []
         if not ops:
             return True
         pipe = self.redis.pipeline(transaction=True)
@@ -315,8 +325,11 @@ class RedisBroker:
         except REDIS_ERRORS as e:
             self._failed("write", e)
             self._ops[:0] = ops
+            self._starting[:0] = starting
             return False
         self._recovered()
+        for waiter in starting:
+            waiter.set(True)
         return True
 
     def _write(self, pipe, op: tuple) -> None:
