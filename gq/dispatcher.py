@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from urllib.parse import urlsplit
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -46,8 +45,11 @@ DIED = ("died: gq stopped during attempt {} (a crash, a kill or a freeze); "
 
 def _host(entry: Entry) -> str:
     """The destination's key: an address in its one canonical spelling ("127.2" is
-    127.0.0.2), else the lower-case name without its trailing dot."""
-    host = (urlsplit(entry.job.url).hostname or "").lower().rstrip(".")
+    127.0.0.2), else the name as the transport reads it (lower case, no trailing dot)."""
+    try:
+        host = hosts.url_host(entry.job.url)
+    except ValueError:  # a job accepted before intake read URLs this way: keyed by its text
+        host = entry.job.url
     addr = hosts.address(host)
     entry.host = str(addr) if addr is not None else host
     return entry.host

@@ -15,6 +15,10 @@ import ipaddress
 import re
 import socket
 from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _INET_ATON = re.compile(r"(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}", re.IGNORECASE)
@@ -46,6 +50,35 @@ def address(host: str) -> IPAddress | None:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
         return addr.ipv4_mapped
     return addr
+
+
+@functools.lru_cache(maxsize=4096)  # every job's URL is read at intake and by the dispatcher
+def url_host(url: str) -> str:
+    """A URL's host as the transport reads it: urllib3's parser (percent-decoded, IDNA,
+    lower case), without brackets or a trailing dot. Raises ValueError for a URL that
+    parsers would read differently: a backslash, a percent-encoded host, or an authority
+    whose host or port another parser (urllib.parse) reads otherwise."""
+    if "\\" in url:
+        raise ValueError("contains a backslash, which URL parsers read differently")
+    try:
+        ours, other = parse_url(url), urlsplit(url)
+        other_host, other_port = other.hostname or "", other.port
+    except LocationParseError:  # its text quotes the URL, password included
+        raise ValueError("not a valid URL: its host or port cannot be read") from None
+    except ValueError as e:
+        raise ValueError(f"not a valid URL: {e}") from None
+    if "%" in other_host:
+        raise ValueError("has a percent-encoded host")
+    host = (ours.host or "").strip("[]")
+    try:
+        other_host = other_host.encode("idna").decode("ascii") if not other_host.isascii() else other_host
+    except UnicodeError:
+        raise ValueError(f"has a host that is not a valid name: {other_host!r}") from None
+    if host.startswith((".", "*")) or ".." in host:  # requests would refuse to send it
+        raise ValueError(f"has a host that is not a valid name: {host!r}")
+    if host != other_host.lower() or ours.port != other_port:
+        raise ValueError(f"has an authority that URL parsers read differently ({host!r} or {other_host!r})")
+    return host.rstrip(".")
 
 
 @functools.lru_cache(maxsize=4096)

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gq.errors import JobError
-from gq.hosts import HostPolicy
+from gq.hosts import HostPolicy, url_host
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 FIELDS = ("id", "method", "url", "headers", "json", "body", "timeout", "max_attempts")
@@ -119,14 +119,13 @@ def _check_url(url: Any, policy: HostPolicy) -> str:
         raise JobError("url", f"longer than {MAX_URL_LENGTH} characters")
     if _CONTROL.search(url) or " " in url or not _encodes(url, "utf-8"):
         raise JobError("url", "contains spaces, control characters or text that is not Unicode")
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        parts.port  # noqa: B018 - raises on a bad port
+    scheme = url.partition(":")[0].lower() if ":" in url else ""
+    if scheme not in ("http", "https"):
+        raise JobError("url", f"scheme must be http or https, got {scheme or 'none'!r}")
+    try:  # read as the transport reads it, and refused if another parser would read it otherwise
+        host = url_host(url)
     except ValueError as e:
-        raise JobError("url", f"not a valid URL: {e}") from None
-    if parts.scheme not in ("http", "https"):
-        raise JobError("url", f"scheme must be http or https, got {parts.scheme or 'none'!r}")
+        raise JobError("url", str(e)) from None
     if not host:
         raise JobError("url", "has no host")
     refusal = policy.refuse_host(host)

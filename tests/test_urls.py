@@ -1,0 +1,66 @@
+"""One URL reading: intake, the host policy and the transport read a job's URL alike, and
+URLs that parsers read differently are refused at intake."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from hypothesis import given, settings, strategies as st
+from urllib3.util import parse_url
+
+from gq.errors import JobError
+from gq.hosts import HostPatterns, HostPolicy, url_host
+from gq.job import parse
+
+AMBIGUOUS = {
+    # urllib.parse reads the host after the "@", urllib3 (the transport) before the "\"
+    "http://169.254.169.254\\@127.0.0.1/": "url: contains a backslash, which URL parsers read differently",
+    "http://127.0.0.1:8000\\@a.allowed.test/": "url: contains a backslash, which URL parsers read differently",
+    # urllib3 decodes it to 169.254.169.254; urllib.parse does not
+    "http://%31%36%39.254.169.254/": "url: has a percent-encoded host",
+    "http://ex%41mple.com/": "url: has a percent-encoded host",
+}
+
+
+@pytest.mark.parametrize("url", list(AMBIGUOUS))
+def test_a_url_parsers_read_differently_is_refused_at_intake(start_daemon, target, url):
+    daemon = start_daemon(target={"allowed_hosts": ["a.allowed.test", "127.0.0.1"]})
+    response = daemon.post({"url": url})
+    assert response.status_code == 400, response.text
+    assert response.json() == {"error": AMBIGUOUS[url], "field": "url"}
+    assert target.count() == 0
+
+
+def transport_host(url: str) -> str:
+    """The host requests and urllib3 connect to for `url`, as HttpWorker prepares it."""
+    prepared = requests.PreparedRequest()
+    prepared.prepare_url(url, None)
+    return (parse_url(prepared.url).host or "").strip("[]").rstrip(".")
+
+
+AUTHORITY = st.text(alphabet="ab1.:@%[]\\/?#-_~!$&'()*+,;=09é", max_size=24)
+
+
+@settings(max_examples=400, deadline=None)
+@given(AUTHORITY)
+def test_a_url_intake_accepts_is_read_alike_by_intake_the_policy_and_the_transport(authority):
+    url = f"http://{authority}/path"
+    try:
+        job = parse({"url": url})
+    except JobError:
+        return  # refused: nothing to compare
+    host = url_host(job.url)
+    assert host == transport_host(job.url), url
+    other = (urlsplit(job.url).hostname or "").encode("idna").decode().rstrip(".")
+    assert host == other, url
+
+
+def test_the_policy_judges_the_host_the_transport_connects_to():
+    # "a.allowed.test" is allowed; a URL whose transport host is another is refused, whatever
+    # another parser would have read.
+    policy = HostPolicy(HostPatterns.parse(["a.allowed.test"]))
+    assert parse({"url": "http://a.allowed.test/x"}, policy=policy).url == "http://a.allowed.test/x"
+    with pytest.raises(JobError, match="not in target.allowed_hosts"):
+        parse({"url": "http://x@a.allowed.test@127.0.0.1/"}, policy=policy)
