@@ -1,4 +1,4 @@
-"""The intake HTTP API, health and /metrics: one WSGI app on gevent's server.
+"""The intake HTTP API, health and /metrics: one WSGI app (served by gq/http_server.py).
 
 Requests become jobs here and nowhere else; every refusal is a JSON
 `{"error": ...}` that names the field at fault, and is counted by reason.
@@ -12,116 +12,24 @@ import logging
 import socket
 from typing import Any, Callable, Iterable
 
-from gevent.pool import Pool
 import gevent
-from gevent.pywsgi import LoggingLogAdapter, WSGIHandler, WSGIServer
+from gevent.pywsgi import WSGIServer
 
 from gq import job as jobs_
 from gq.config import Config, is_loopback, split_listen
 from gq.dispatcher import Dispatcher, Draining, QueueFull
 from gq.errors import BrokerUnavailable, ConfigError, GqError, JobError
+from gq.http_server import Connections, SlowClient, has_body, start
 from gq.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 
 log = logging.getLogger("gq.api")
 
 JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
-MAX_HEAD = 65536            # bytes of request line and headers
 RETRY_AFTER_FULL = "1"      # seconds: the queue moves in well under that
 RETRY_AFTER_DRAINING = "5"  # seconds: long enough for a restart, or another instance
-
-
-class SlowClient(OSError):
-    """A client that took longer than api.client_timeout to send its request."""
-
-
-class HeadTooLarge(ValueError):
-    """A request's line and headers over MAX_HEAD bytes."""
-
-
-class _HeadLimit:
-    """The connection's reader, counting the bytes of each request head against MAX_HEAD
-    (gevent's own limits allow 100 headers of 64 KiB: 6.4 MB held per connection)."""
-
-    def __init__(self, rfile):
-        self._rfile, self.left = rfile, None  # None: reading a body, not a head
-
-    def readline(self, size: int = -1) -> bytes:
-        line = self._rfile.readline(size)
-        if self.left is not None:
-            self.left -= len(line)
-            if self.left < 0:
-                raise HeadTooLarge(f"request head over {MAX_HEAD} bytes")
-        return line
-
-    def __getattr__(self, name: str):
-        return getattr(self._rfile, name)
-
-
-class IntakeHandler(WSGIHandler):
-    """gevent's WSGI handler, bounded against clients that hold connections:
-
-    - a request's head (line and headers) must arrive within api.client_timeout,
-      counted from when the server starts waiting for it, so an idle keep-alive
-      connection is closed after that long too (slowloris), and be at most MAX_HEAD bytes;
-    - a body the app did not read (it refused the request, or the endpoint takes
-      none) is not read either: the connection is closed instead (gevent would
-      otherwise read and discard it, gigabytes included).
-    """
-
-    _head_timer: gevent.Timeout | None = None
-
-    def __init__(self, sock, address, server, rfile=None):
-        super().__init__(sock, address, server, rfile)
-        self.rfile = _HeadLimit(self.rfile)
-
-    def _timeout(self) -> float:
-        return self.server.application.config.api.client_timeout
-
-    def read_requestline(self):
-        self._stop_timer()
-        self._head_timer = gevent.Timeout.start_new(
-            self._timeout(), SlowClient(f"request head not received within {self._timeout():g}s"))
-        self.rfile.left = MAX_HEAD
-        return super().read_requestline()
-
-    def read_request(self, raw_requestline):
-        try:
-            return super().read_request(raw_requestline)
-        finally:
-            self._stop_timer()
-            self.rfile.left = None
-
-    def _stop_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.close()
-            self._head_timer = None
-
-    def _handle_client_error(self, ex):
-        """A malformed request: one line at debug (a client must not flood the log), then 4xx."""
-        self.close_connection = True
-        log.debug("bad request from %s: %s", self.client_address, ex)
-        if isinstance(ex, SlowClient):
-            return ("408", b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-        if isinstance(ex, HeadTooLarge):
-            return ("431", b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n"
-                           b"Content-Length: 0\r\n\r\n")
-        return ("400", b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-
-    def run_application(self):
-        try:
-            super().run_application()
-        finally:
-            if _has_body(self.environ) and not self.environ.get("gq.body_read"):
-                self.close_connection = True
-                self.wsgi_input.content_length = self.wsgi_input.position  # nothing left to discard
-                self.wsgi_input.chunked_input = False
-
-    def handle(self):
-        try:
-            super().handle()
-        finally:
-            self._stop_timer()
+HEALTH_PATHS = ("/healthz", "/readyz", "/metrics")
+HEALTH_CONNECTIONS = 16     # on api.health_listen: probers and scrapers, not clients
 
 
 class Refusal(Exception):
@@ -139,11 +47,6 @@ def _json(status: str, body: Any, start_response: Callable, headers=()) -> list[
     return [data]
 
 
-def _has_body(environ: dict) -> bool:
-    length = environ.get("CONTENT_LENGTH") or "0"
-    return length != "0" or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-
-
 def _job_refusal(error: JobError, where: str | None) -> Refusal:
     prefix = f"{where}." if where else ""
     body = {"error": f"{prefix}{error}", "field": error.field}
@@ -157,6 +60,7 @@ class Api:
         self.dispatcher = dispatcher
         self.metrics = metrics
         self.ready = False
+        self.servers: list[WSGIServer] = []  # intake's, then health's when api.health_listen is set
         self.configure(config)
 
     def configure(self, config: Config) -> None:
@@ -202,7 +106,7 @@ class Api:
             if r.reason:
                 self.metrics.rejected.inc(r.reason)
             headers = r.headers
-            if _has_body(environ) and not environ.get("gq.body_read"):
+            if has_body(environ) and not environ.get("gq.body_read"):
                 headers = [*headers, ("Connection", "close")]  # its body is not read: see IntakeHandler
             return _json(r.status, r.body, start_response, headers)
         except Exception:
@@ -348,23 +252,35 @@ class Api:
     # -- serving
 
     def serve(self, listen: str, sock: socket.socket | None = None) -> WSGIServer:
-        """Start serving on `sock` (from systemd) or else on `listen` (HOST:PORT);
-        raises GqError when it cannot listen."""
+        """Start serving on `sock` (from systemd) or else on `listen` (HOST:PORT), and health
+        on api.health_listen when set; returns the intake's server. Raises GqError when it
+        cannot listen."""
         if sock is not None:
             self._check_passed(sock)
             log.info("serving on the socket systemd passed (api.listen is not used)")
-            return self._start(sock)
-        host, port = split_listen(listen)
-        try:
-            family, kind, proto, _, address = socket.getaddrinfo(
-                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-            sock = socket.socket(family, kind, proto)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(address)
-            sock.listen(1024)
-        except OSError as e:
-            raise GqError(f"cannot listen on {listen}: {e.strerror or e}") from None
-        return self._start(sock)
+        else:
+            sock = _listen(listen)
+        connections = Connections(self.config.api.max_connections, self.metrics.evicted.inc)
+        self.metrics.process.groups["intake"] = connections
+        client_timeout = lambda: self.config.api.client_timeout  # noqa: E731 - as reloaded
+        self.servers = [start(sock, self, connections, client_timeout, lambda: self.metrics.rejected.inc("invalid"))]
+        if self.config.api.health_listen:
+            health = start(_listen(self.config.api.health_listen), self._health_only, Connections(HEALTH_CONNECTIONS),
+                           client_timeout)
+            self.servers.append(health)
+            log.info("health, readiness and metrics also on %s", shown_address(health.address))
+        return self.servers[0]
+
+    def _health_only(self, environ: dict, start_response: Callable) -> list[bytes]:
+        """The health listener's app: the same answers, for its three paths only."""
+        if environ.get("PATH_INFO") in HEALTH_PATHS:
+            return self(environ, start_response)
+        return _json("404 Not Found", {"error": "path: this listener serves /healthz, /readyz and /metrics"},
+                     start_response)
+
+    def stop(self, timeout: float) -> None:
+        for server in self.servers:
+            server.stop(timeout=timeout)
 
     def _check_passed(self, sock: socket.socket) -> None:
         """A socket from systemd obeys the rule api.listen does: no token, loopback only."""
@@ -374,14 +290,24 @@ class Api:
                 raise ConfigError([f"{self.config.source or '<defaults>'}: api.token: required when "
                                    f"the socket systemd passes is not on a loopback address (it is on {host})"])
 
-    def _start(self, sock: socket.socket) -> WSGIServer:
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            # gevent's server writes headers and body separately: without NODELAY, a keep-alive
-            # client waits ~40 ms for each answer (Nagle's algorithm against delayed ACKs).
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        connections = Pool(self.config.api.max_connections)
-        self.metrics.process.groups["intake"] = connections
-        server = WSGIServer(sock, self, log=None, spawn=connections, handler_class=IntakeHandler,
-                            error_log=LoggingLogAdapter(logging.getLogger("gq.api.server"), logging.ERROR))
-        server.start()
-        return server
+
+def _listen(listen: str) -> socket.socket:
+    """A listening socket on HOST:PORT; raises GqError when it cannot listen."""
+    host, port = split_listen(listen)
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(1024)
+    except OSError as e:
+        raise GqError(f"cannot listen on {listen}: {e.strerror or e}") from None
+    return sock
+
+
+def shown_address(address) -> str:
+    if isinstance(address, (str, bytes)):  # a unix socket from systemd
+        return f"unix:{address.decode() if isinstance(address, bytes) else address}"
+    host, port = address[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

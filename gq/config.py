@@ -157,6 +157,10 @@ def listen_address(value: Any) -> str:
     return value
 
 
+def optional_listen_address(value: Any) -> str:
+    return listen_address(value) if text(value) else ""
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -209,6 +213,8 @@ class ApiConfig:
     max_connections: int = setting(1000, integer(1), "intake connections served at once; more wait to be accepted")
     client_timeout: float = setting(10.0, seconds(0, above=True),
                                     "seconds a client has to send a request's head, and its body")
+    health_listen: str = setting("", optional_listen_address, "HOST:PORT of a listener of their own for "
+                                 "/healthz, /readyz and /metrics, beside api.listen; \"\" = none")
 
 
 @dataclass(frozen=True)

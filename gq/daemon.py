@@ -12,7 +12,7 @@ import gevent
 from gevent.event import Event
 
 from gq import __version__, config as config_, log as log_
-from gq.api import Api
+from gq.api import Api, shown_address
 from gq.broker import Broker
 from gq.broker.journal import JournalBroker
 from gq.broker.memory import MemoryBroker
@@ -32,7 +32,8 @@ log = logging.getLogger("gq")
 HEARTBEAT = 1.0           # seconds between STATUS= updates and memory checks
 EXTEND_MARGIN = 10.0      # seconds asked beyond the drain deadline while a drain makes progress
 # Keys a reload cannot apply to a running process: they keep their value until a restart.
-RESTART_ONLY = (("api", "listen"), ("journal", "path"), ("broker", "kind"), ("broker", "url"))
+RESTART_ONLY = (("api", "listen"), ("api", "health_listen"), ("journal", "path"), ("broker", "kind"),
+                ("broker", "url"))
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -136,7 +137,7 @@ class Daemon:
         self.monitor.start()
         self.api.ready = True
         log.info("gq %s ready: listening on %s (pool.size %d, queue.maxsize %d)",
-                 __version__, _shown_address(server.address), self.config.pool.size, self.config.queue.maxsize)
+                 __version__, shown_address(server.address), self.config.pool.size, self.config.queue.maxsize)
         self.notifier.send(READY=1, STATUS=self._status())
         heartbeat = gevent.spawn(self._heartbeat)
 
@@ -153,7 +154,7 @@ class Daemon:
         extender = gevent.spawn(self._extend_while_draining, time.monotonic())
         report = dispatcher.drain(self.config.shutdown.drain_timeout, self.signals.hurry)
         gevent.killall([heartbeat, extender])
-        server.stop(timeout=1)
+        self.api.stop(timeout=1)
         self.monitor.stop()
         self.runtime.close()
         self.signals.close()
@@ -262,13 +263,6 @@ class Daemon:
         self.api.configure(new)
         log_.setup(new.log.level, new.log.format)
         self.config = new
-
-
-def _shown_address(address) -> str:
-    if isinstance(address, (str, bytes)):  # a unix socket from systemd
-        return f"unix:{address.decode() if isinstance(address, bytes) else address}"
-    host, port = address[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def run(config: Config) -> int:

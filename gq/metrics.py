@@ -77,6 +77,8 @@ class Metrics(Observer):
                                       tuple(v.value for v in Verdict))
         self.rejected = CounterFamily("gq_intake_rejected", "Intake requests refused", "reason",
                                       REJECT_REASONS)
+        self.evicted = CounterFamily("gq_intake_evicted", "Connections closed to make room for new ones: "
+                                     "they had waited longest for a request head")
         self.attempt_duration = HistogramFamily("gq_attempt_duration_seconds", "Duration of one attempt",
                                                 LATENCY_BUCKETS)
         self.queue_wait = HistogramFamily("gq_queue_wait_seconds", "Time a job waited in the queue",
@@ -130,7 +132,7 @@ class Metrics(Observer):
 
     def collect(self):
         """The job path's counters and histograms, as they stand."""
-        for metric in (self.jobs_accepted, self.finished, self.attempts, self.rejected,
+        for metric in (self.jobs_accepted, self.finished, self.attempts, self.rejected, self.evicted,
                        self.attempt_duration, self.queue_wait, self.loop_lag):
             yield metric.family()
 
