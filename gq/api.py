@@ -18,7 +18,7 @@ from gevent.pywsgi import WSGIServer
 from gq import job as jobs_
 from gq.config import Config, is_loopback, split_listen
 from gq.dispatcher import Dispatcher, Draining, QueueFull
-from gq.errors import BrokerUnavailable, ConfigError, GqError, JobError
+from gq.errors import BacklogFull, BrokerUnavailable, ConfigError, GqError, JobError, StorageUnavailable
 from gq.http_server import Connections, SlowClient, has_body, start
 from gq.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 
@@ -28,7 +28,17 @@ JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
 RETRY_AFTER_FULL = "1"      # seconds: the queue moves in well under that
 RETRY_AFTER_DRAINING = "5"  # seconds: long enough for a restart, or another instance
+RETRY_AFTER_BACKLOG = "10"  # seconds: a backlog that long drains slowly
+RETRY_AFTER_STORAGE = "10"  # seconds: an operator, or the disk, has to act
 HEALTH_PATHS = ("/healthz", "/readyz", "/metrics")
+# Why submit refused a request → (status, gq_intake_rejected_total reason, Retry-After)
+SUBMIT_REFUSALS: dict[type, tuple[str, str | None, str]] = {
+    QueueFull: ("429 Too Many Requests", "queue_full", RETRY_AFTER_FULL),
+    BacklogFull: ("429 Too Many Requests", "backlog_full", RETRY_AFTER_BACKLOG),
+    Draining: ("503 Service Unavailable", "draining", RETRY_AFTER_DRAINING),
+    StorageUnavailable: ("503 Service Unavailable", "storage", RETRY_AFTER_STORAGE),
+    BrokerUnavailable: ("503 Service Unavailable", None, RETRY_AFTER_DRAINING),
+}
 HEALTH_CONNECTIONS = 16     # on api.health_listen: probers and scrapers, not clients
 
 
@@ -90,11 +100,10 @@ class Api:
             elif path == "/healthz":
                 return _json("200 OK", {"status": "ok"}, start_response)
             elif path == "/readyz":
-                broker_ok = self.dispatcher.broker.healthy
-                if self.ready and not self.dispatcher.draining and broker_ok:
+                problem = self.dispatcher.broker.health()
+                if self.ready and not self.dispatcher.draining and problem is None:
                     return _json("200 OK", {"status": "ready"}, start_response)
-                state = ("draining" if self.dispatcher.draining else "broker unavailable"
-                         if not broker_ok else "starting")
+                state = ("draining" if self.dispatcher.draining else problem or "starting")
                 return _json("503 Service Unavailable", {"status": state}, start_response)
             elif path == "/metrics":
                 data = self.metrics.exposition()
@@ -142,15 +151,9 @@ class Api:
         jobs = self._parse(single, objects)
         try:
             added = self.dispatcher.submit(jobs, self.config.queue.enqueue_timeout)
-        except QueueFull as e:
-            raise Refusal("429 Too Many Requests", {"error": str(e)}, "queue_full",
-                          [("Retry-After", RETRY_AFTER_FULL)]) from None
-        except Draining as e:
-            raise Refusal("503 Service Unavailable", {"error": str(e)}, "draining",
-                          [("Retry-After", RETRY_AFTER_DRAINING)]) from None
-        except BrokerUnavailable as e:
-            raise Refusal("503 Service Unavailable", {"error": str(e)},
-                          headers=[("Retry-After", RETRY_AFTER_DRAINING)]) from None
+        except tuple(SUBMIT_REFUSALS) as e:
+            status, reason, retry_after = next(v for k, v in SUBMIT_REFUSALS.items() if isinstance(e, k))
+            raise Refusal(status, {"error": str(e)}, reason, [("Retry-After", retry_after)]) from None
         body: dict[str, Any] = {"id": jobs[0].id} if single else {"ids": [j.id for j in jobs]}
         if added.duplicates:
             body["duplicates"] = added.duplicates

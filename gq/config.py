@@ -249,6 +249,10 @@ class RetryConfig:
 class JournalConfig:
     path: str = setting("gq-data/journal.sqlite3", text,
                         'SQLite journal, relative to the working directory; "" = memory only')
+    max_backlog: int = setting(10_000_000, integer(1), "unfinished jobs held at most (memory only too); "
+                               "past it intake answers 429")
+    min_free_mb: int = setting(256, integer(0), "free space kept on the journal's file system; below it "
+                               "intake answers 503")
 
 
 @dataclass(frozen=True)

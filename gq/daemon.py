@@ -15,7 +15,7 @@ from gq import __version__, config as config_, log as log_
 from gq.api import Api, shown_address
 from gq.broker import Broker
 from gq.broker.journal import JournalBroker
-from gq.broker.memory import MemoryBroker
+from gq.broker.memory import KEEP_FINISHED, MemoryBroker
 from gq.config import Config
 from gq.destinations import Destinations
 from gq.dispatcher import Dispatcher
@@ -74,10 +74,11 @@ def open_broker(config: Config, batch: bool = False) -> Broker:
         broker = RedisBroker(config.broker)
         log.info("broker: Redis stream %s, consumer %s", broker.stream, broker.consumer)
         return broker
-    if not config.journal.path:
+    journal = config.journal
+    if not journal.path:
         log.warning("journal.path is empty: jobs are kept in memory only, and a crash loses them")
-        return MemoryBroker(keep_finished=0) if batch else MemoryBroker()
-    broker = JournalBroker(config.journal.path, batch)
+        return MemoryBroker(keep_finished=0 if batch else KEEP_FINISHED, max_backlog=journal.max_backlog)
+    broker = JournalBroker(journal.path, batch, journal.max_backlog, journal.min_free_mb)
     log.info("journal %s: %d unfinished job(s) recovered", config.journal.path, broker.recovered)
     return broker
 

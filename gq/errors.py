@@ -32,6 +32,15 @@ class QueueFull(GqError):
     """No room for a request's jobs within the enqueue timeout: the intake answers 429."""
 
 
+class BacklogFull(GqError):
+    """The embedded broker holds journal.max_backlog unfinished jobs: the intake answers 429."""
+
+
+class StorageUnavailable(GqError):
+    """The journal cannot store jobs now (disk below journal.min_free_mb, a failed write, its
+    file deleted): the intake answers 503."""
+
+
 class BrokerUnavailable(GqError):
     """The broker cannot be reached for now (Redis down); the intake answers 503."""
 

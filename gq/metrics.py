@@ -9,6 +9,7 @@ buys nothing and costs a few microseconds per job.
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 
 from prometheus_client import (CollectorRegistry, Gauge, generate_latest, GCCollector,
@@ -28,7 +29,7 @@ LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
                    30.0, 60.0, 120.0, 300.0)
 # A healthy hub runs a timer within a millisecond; a second late means a blocking call.
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-REJECT_REASONS = ("invalid", "unauthorized", "too_large", "queue_full", "draining")
+REJECT_REASONS = ("invalid", "unauthorized", "too_large", "queue_full", "draining", "backlog_full", "storage")
 
 
 class CounterFamily:
@@ -96,6 +97,8 @@ class Metrics(Observer):
                 ("gq_journal_pending", "Accepted jobs not yet finished"),
                 ("gq_dead_letters", "Dead letters kept"),
                 ("gq_draining", "1 while draining"),
+                ("gq_oldest_job_age_seconds", "Age of the oldest unfinished job (0 when none)"),
+                ("gq_journal_bytes", "Size of the journal's files on disk"),
                 ("gq_event_loop_lag_seconds", "How late the latest event-loop timer fired"))}
         self.process = HealthCollector()
         r.register(self.process)
@@ -112,6 +115,8 @@ class Metrics(Observer):
             lambda: sum(n for s, n in d.broker.counts().items() if s != "dead"))
         g["gq_dead_letters"].set_function(lambda: d.broker.counts()["dead"])
         g["gq_draining"].set_function(lambda: int(d.draining))
+        g["gq_oldest_job_age_seconds"].set_function(lambda: _age(d.broker.oldest_accepted()))
+        g["gq_journal_bytes"].set_function(d.broker.stored_bytes)
         self.bind_shared(d.broker)
         self.process.groups["worker"] = d.pool
         self.registry.register(d.destinations)
@@ -152,3 +157,7 @@ class Metrics(Observer):
             self.finished.inc("succeeded")
         elif outcome.verdict is Verdict.FAIL:
             self.finished.inc("dead")
+
+
+def _age(accepted: float | None) -> float:
+    return max(0.0, time.time() - accepted) if accepted is not None else 0.0

@@ -190,7 +190,9 @@ def daemon_config(**sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """A config for tests: any free port, memory journal unless given, fast retries."""
     config: dict[str, dict[str, Any]] = {
         "api": {"listen": "127.0.0.1:0"},
-        "journal": {"path": ""},
+        # Tests run wherever there is disk: the default 256 MB of free space kept could refuse
+        # every job on a nearly full machine (the storage tests set their own).
+        "journal": {"path": "", "min_free_mb": 16},
         "retry": {"backoff_base": 0.05, "backoff_max": 0.5},
     }
     for name, values in sections.items():

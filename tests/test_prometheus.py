@@ -47,7 +47,7 @@ CONTRACT = {
     "gq_jobs_finished_total": ("counter", {"outcome": {"succeeded", "dead"}}),
     "gq_attempts_total": ("counter", {"result": {"success", "retry", "fail"}}),
     "gq_intake_rejected_total": ("counter", {"reason": {"invalid", "unauthorized", "too_large",
-                                                        "queue_full", "draining"}}),
+                                                        "queue_full", "draining", "backlog_full", "storage"}}),
     "gq_queue_depth": ("gauge", {}),
     "gq_queue_maxsize": ("gauge", {}),
     "gq_pool_busy": ("gauge", {}),
@@ -58,6 +58,8 @@ CONTRACT = {
     "gq_attempt_duration_seconds": ("histogram", {}),
     "gq_queue_wait_seconds": ("histogram", {}),
     "gq_draining": ("gauge", {}),
+    "gq_oldest_job_age_seconds": ("gauge", {}),
+    "gq_journal_bytes": ("gauge", {}),
     # process health
     "process_open_fds": ("gauge", {}),
     "process_max_fds": ("gauge", {}),

@@ -110,6 +110,15 @@ class Broker(Protocol):
     def counts(self) -> dict[str, int]:
         """Jobs by state: queued, running, retrying, dead (finished jobs are not counted)."""
 
+    def health(self) -> str | None:
+        """Why the broker cannot take jobs now (storage, Redis), or None: /readyz says it."""
+
+    def oldest_accepted(self) -> float | None:
+        """Wall-clock time the oldest unfinished job was accepted; None when there is none."""
+
+    def stored_bytes(self) -> int:
+        """Bytes of the broker's files on disk (0 for none)."""
+
     def dead_letters(self) -> list[Entry]: ...
 
     def replay(self, ids: Iterable[str] | None) -> list[str]:

@@ -29,7 +29,8 @@ from gevent.lock import BoundedSemaphore
 
 from gq.broker import Added, Entry, State
 from gq.broker.memory import KEEP_FINISHED, MemoryBroker
-from gq.errors import GqError
+from gq.broker.storage import StorageGuard
+from gq.errors import GqError, StorageUnavailable
 from gq.job import Job, parse
 from gq.outcome import AttemptResult, Outcome
 
@@ -108,8 +109,8 @@ class JournalFile:
 
     def load(self, succeeded: int) -> list[Entry]:
         """Every job kept: unfinished, dead, and the `succeeded` most recent succeeded ones."""
-        rows = self.db.execute(
-            "SELECT * FROM jobs WHERE state != 'succeeded' UNION ALL "
+        rows = self.db.execute(  # unfinished ones first, oldest first (see oldest_accepted)
+            "SELECT * FROM (SELECT * FROM jobs WHERE state != 'succeeded' ORDER BY accepted_at) UNION ALL "
             "SELECT * FROM (SELECT * FROM jobs WHERE state = 'succeeded' "
             "ORDER BY finished_at DESC LIMIT ?)", (succeeded,)).fetchall()
         return [_entry(r) for r in rows]
@@ -225,20 +226,22 @@ class JournalBroker(MemoryBroker):
     The file is used by one thread at a time (`_file`): SQLite transactions on one
     connection from two threads would interleave."""
 
-    def __init__(self, path: str, batch: bool = False):
-        super().__init__(keep_finished=0 if batch else KEEP_FINISHED)
+    def __init__(self, path: str, batch: bool = False, max_backlog: int = 10_000_000, min_free_mb: int = 256):
+        super().__init__(keep_finished=0 if batch else KEEP_FINISHED, max_backlog=max_backlog)
         self.batch = batch
         self.lock = JournalLock(path)
         if not self.lock.try_acquire():
             self.lock.release()
             raise JournalError(f"journal: {path} is in use by another gq process")
         self.file = JournalFile(path)
+        self.guard = StorageGuard(path, min_free_mb)
         self._threadpool = gevent.get_hub().threadpool
         self._file_lock = BoundedSemaphore()
         self._dirty: dict[str, Entry] = {}
         self._deleted: set[str] = set()
         self._done: list[str] = []
         self._adding: list[tuple[AsyncResult, list[str]]] = []  # add() calls waiting for a commit
+        self._uncommitted: dict[str, AsyncResult] = {}  # new ids → the commit they wait for
         self._starting: list[AsyncResult] = []  # started() calls waiting for a commit
         self._wake = Event()
         self._stop = Event()
@@ -265,7 +268,17 @@ class JournalBroker(MemoryBroker):
     # -- what changes is written
 
     def add(self, jobs: Iterable[Job]) -> Added:
-        """As MemoryBroker.add, returning once the new jobs are committed to the file."""
+        """As MemoryBroker.add, returning once the new jobs are committed to the file. Raises
+        StorageUnavailable when the storage cannot take them (see StorageGuard), or when the
+        commit fails. A duplicate is one of a job whose commit succeeded."""
+        jobs = list(jobs)
+        problem = self.guard.problem()
+        if problem:
+            raise StorageUnavailable(problem)
+        # An id whose first commit is still under way is not known yet: wait for that commit
+        # (a failed one forgets the id, which is then new here).
+        while pending := {self._uncommitted[j.id] for j in jobs if j.id in self._uncommitted}:
+            gevent.wait(list(pending))
         added = super().add(jobs)
         if not added.entries:
             return added
@@ -273,15 +286,17 @@ class JournalBroker(MemoryBroker):
         self._dirty.update(zip(ids, added.entries))
         committed = AsyncResult()
         self._adding.append((committed, ids))
+        self._uncommitted.update(dict.fromkeys(ids, committed))
         self._wake.set()
-        try:
-            committed.get()
-        except BaseException:
-            for job_id in ids:
-                self._counts[State.QUEUED] -= 1
-                del self._entries[job_id]
-            raise
+        committed.get()  # the writer settles the ids first: kept, or forgotten on a failure
         return added
+
+    def health(self) -> str | None:
+        return self.guard.problem()
+
+    def stored_bytes(self) -> int:
+        return sum(os.path.getsize(p) for p in (self.file.path, self.file.path + "-wal", self.file.path + "-shm")
+                   if os.path.exists(p))
 
     def started(self, entry: Entry) -> None:
         """As MemoryBroker.started, returning once the attempt is committed: a job whose
@@ -352,22 +367,33 @@ class JournalBroker(MemoryBroker):
         changed = [_state_row(e) + (i,) for i, e in dirty.items() if i not in fresh]
         try:
             self._file(self.file.write, new, changed, deleted, done)
+            self.guard.look()  # a file deleted before this commit: its adds are not stored
+            if self.guard.gone:
+                raise OSError("the journal file was deleted or replaced")
         except Exception as e:  # the writer must live on: a failed write fails its own adds only
-            error = JournalError(f"journal: write failed: {e}")
+            self.guard.write_failed(e)
+            error = StorageUnavailable(f"journal: write failed: {e}")
             log.error("%s; %d job(s) refused, state changes kept for the next write", error, len(fresh))
             for job_id, entry in dirty.items():
                 if job_id not in fresh:
                     self._dirty.setdefault(job_id, entry)
             self._deleted |= deleted
             self._done[:0] = done
-            for waiter, _ in adding:
+            for waiter, ids in adding:
+                for job_id in ids:  # never stored: unknown again, before anyone asks
+                    self._uncommitted.pop(job_id, None)
+                    self._counts[State.QUEUED] -= 1
+                    del self._entries[job_id]
                 waiter.set_exception(error)
             self._release(starting)  # the attempts go on: their state is written with the next write
             self._stop.wait(0.5)  # a failing disk: do not spin
             return
-        for waiter, _ in adding:
+        for waiter, ids in adding:
+            for job_id in ids:
+                self._uncommitted.pop(job_id, None)
             waiter.set(True)
         self._release(starting)
+        self.guard.wrote()
 
     @staticmethod
     def _release(waiters: list[AsyncResult]) -> None:

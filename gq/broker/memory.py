@@ -15,19 +15,23 @@ from typing import Iterable
 from gevent.event import Event
 
 from gq.broker import HISTORY_LIMIT, Added, Entry, State
+from gq.errors import BacklogFull
 from gq.job import Job
 from gq.outcome import AttemptResult, Outcome, Verdict
 
 KEEP_FINISHED = 10000  # succeeded jobs remembered for status look-ups and duplicate detection
 
 
+UNFINISHED = (State.QUEUED, State.RUNNING, State.RETRYING)
+
+
 class MemoryBroker:
     local = True
-    healthy = True
 
-    def __init__(self, clock=time.time, keep_finished: int = KEEP_FINISHED):
+    def __init__(self, clock=time.time, keep_finished: int = KEEP_FINISHED, max_backlog: int = 10_000_000):
         self.clock = clock
         self.keep_finished = keep_finished
+        self.max_backlog = max_backlog
         self._entries: dict[str, Entry] = {}
         self._succeeded: OrderedDict[str, None] = OrderedDict()  # oldest first, for pruning
         self._waiting: list[tuple[float, int, str]] = []        # (due, seq, id): held here, not queued
@@ -38,16 +42,24 @@ class MemoryBroker:
     # -- intake
 
     def add(self, jobs: Iterable[Job]) -> Added:
-        fresh, duplicates = [], []
-        now = self.clock()
+        """New entries for the jobs whose id is not known; raises BacklogFull when they would
+        take the unfinished jobs past max_backlog."""
+        new: dict[str, Job] = {}
+        duplicates = []
         for job in jobs:
-            if job.id in self._entries:
+            if job.id in self._entries or job.id in new:
                 duplicates.append(job.id)
-                continue
-            entry = Entry(job, accepted_at=now)
-            self._entries[job.id] = entry
-            self._counts[State.QUEUED] += 1
-            fresh.append(entry)
+            else:
+                new[job.id] = job
+        unfinished = sum(self._counts[s] for s in UNFINISHED)
+        if new and unfinished + len(new) > self.max_backlog:
+            raise BacklogFull(f"backlog full: {unfinished} unfinished jobs, journal.max_backlog "
+                              f"({self.max_backlog}) at most; try again once some are delivered")
+        now = self.clock()
+        fresh = [Entry(job, accepted_at=now) for job in new.values()]
+        for entry in fresh:
+            self._entries[entry.job.id] = entry
+        self._counts[State.QUEUED] += len(fresh)
         return Added(fresh, duplicates)
 
     # -- dispatch
@@ -125,6 +137,16 @@ class MemoryBroker:
 
     def counts(self) -> dict[str, int]:
         return {state.value: n for state, n in self._counts.items()}
+
+    def health(self) -> str | None:
+        return None
+
+    def oldest_accepted(self) -> float | None:
+        """When the oldest unfinished job was accepted (entries are kept in the order they came)."""
+        return next((e.accepted_at for e in self._entries.values() if e.state in UNFINISHED), None)
+
+    def stored_bytes(self) -> int:
+        return 0
 
     # -- dead letters
 

@@ -392,9 +392,11 @@ class RedisBroker:
         pipe.xpending(self.stream, self.group)
         pipe.zcard(self.retry_set)
         pipe.xlen(self.dead)
-        length, pending, retrying, dead = pipe.execute()
+        pipe.xrange(self.stream, count=1)
+        length, pending, retrying, dead, head = pipe.execute()
         pending = pending["pending"] if isinstance(pending, dict) else 0
-        self.shared = {"stream_length": length, "pending": pending}
+        oldest = int(head[0][0].split(b"-")[0]) / 1000 if head else None  # a stream id: milliseconds-seq
+        self.shared = {"stream_length": length, "pending": pending, "oldest": oldest}
         self._counts.update(queued=max(0, length - pending), retrying=retrying, dead=dead)
 
     def _touch_held(self) -> None:
@@ -418,6 +420,16 @@ class RedisBroker:
         entry.reason = status.get(b"reason", b"").decode()
         entry.due = float(status.get(b"due", 0) or 0)
         return entry
+
+    def health(self) -> str | None:
+        return None if self.healthy else "broker: Redis unavailable"
+
+    def oldest_accepted(self) -> float | None:
+        """The oldest entry of the shared stream (its id is its time), as last looked at."""
+        return self.shared.get("oldest")
+
+    def stored_bytes(self) -> int:
+        return 0
 
     def counts(self) -> dict[str, int]:
         """Shared counts (the whole fleet's), refreshed every second; running is this daemon's."""
