@@ -32,6 +32,7 @@ from gq.errors import GqError, JobError, UsageError
 from gq.daemon import STOP_SIGNALS, Runtime, StopSignals
 from gq.dispatcher import Dispatcher, Draining, Observer
 from gq.job import Job, loads, parse
+from gq.supervisor import Supervisor
 
 log = logging.getLogger("gq.batch")
 
@@ -190,7 +191,8 @@ def run_batch(config: Config, jobs: JobFile, progress: TextIO | None = None) -> 
 
 def _deliver(config: Config, jobs: JobFile, tally: Tally, signals: StopSignals, started: float,
              progress: TextIO | None) -> None:
-    runtime = Runtime.build(config, batch=True)
+    # A loop that fails for good stops the batch as a signal would: what is left is remaining.
+    runtime = Runtime.build(config, Supervisor(on_fatal=lambda why: signals.stop.set()), batch=True)
     journal = runtime.broker if isinstance(runtime.broker, JournalBroker) else None
     if journal:  # an earlier run's successes are not sent again
         for job_id in journal.batch_done(tally.final):

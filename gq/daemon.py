@@ -24,6 +24,7 @@ from gq.health import LoopMonitor
 from gq.metrics import Metrics
 from gq.retry import RetryPolicy
 from gq.signing import Signer
+from gq.supervisor import Supervisor
 from gq.systemd import Notifier, listen_socket
 from gq.transport import HttpWorker
 
@@ -65,20 +66,20 @@ class StopSignals:
             handler.cancel()
 
 
-def open_broker(config: Config, batch: bool = False) -> Broker:
+def open_broker(config: Config, batch: bool, supervisor: Supervisor) -> Broker:
     """The Redis stream shared with other daemons; or the journal named by the config,
     its unfinished jobs recovered; or memory only. For `gq batch`, the embedded brokers
     keep no succeeded job (nobody looks them up)."""
     if config.broker.kind == "redis":
         from gq.broker.redis_streams import RedisBroker  # imports redis: only when used
-        broker = RedisBroker(config.broker)
+        broker = RedisBroker(config.broker, supervisor)
         log.info("broker: Redis stream %s, consumer %s", broker.stream, broker.consumer)
         return broker
     journal = config.journal
     if not journal.path:
         log.warning("journal.path is empty: jobs are kept in memory only, and a crash loses them")
         return MemoryBroker(keep_finished=0 if batch else KEEP_FINISHED, max_backlog=journal.max_backlog)
-    broker = JournalBroker(journal.path, batch, journal.max_backlog, journal.min_free_mb)
+    broker = JournalBroker(journal.path, batch, journal.max_backlog, journal.min_free_mb, supervisor)
     log.info("journal %s: %d unfinished job(s) recovered", config.journal.path, broker.recovered)
     return broker
 
@@ -98,8 +99,9 @@ class Runtime:
     metrics: Metrics
 
     @classmethod
-    def build(cls, config: Config, batch: bool = False) -> "Runtime":
-        broker = open_broker(config, batch)
+    def build(cls, config: Config, supervisor: Supervisor, batch: bool = False) -> "Runtime":
+        """The parts, their long-lived loops watched by `supervisor`."""
+        broker = open_broker(config, batch, supervisor)
         worker = HttpWorker(config.pool.size, config.target.policy(),
                             Signer(config.target.signing_secrets.as_dict()), config.target.ca_bundle,
                             config.target.hidden_headers())
@@ -107,7 +109,8 @@ class Runtime:
         dispatcher = Dispatcher(
             broker, worker, queue_maxsize=config.queue.maxsize, pool_size=config.pool.size,
             policy=retry_policy(config), default_timeout=config.target.timeout, observers=[metrics],
-            destinations=Destinations(*config.destinations.limits(), config.destinations.metrics_hosts))
+            destinations=Destinations(*config.destinations.limits(), config.destinations.metrics_hosts),
+            supervisor=supervisor)
         metrics.bind(dispatcher)
         return cls(config, broker, worker, dispatcher, metrics)
 
@@ -124,7 +127,8 @@ class Daemon:
             log.warning("config: %s", warning)
         self.signals = StopSignals()
         self.notifier = Notifier()
-        self.runtime = Runtime.build(config)   # recovers the journal before anything listens
+        self.supervisor = Supervisor(on_fatal=self._fatal)
+        self.runtime = Runtime.build(config, self.supervisor)  # recovers the journal before anything listens
         self.monitor = LoopMonitor(self.runtime.metrics.loop_lag.observe)
         self.runtime.metrics.bind_health(self.monitor)
         self.api = Api(config, self.runtime.dispatcher, self.runtime.metrics)
@@ -135,12 +139,12 @@ class Daemon:
         dispatcher = self.runtime.dispatcher
         server = self.api.serve(self.config.api.listen, listen_socket())
         dispatcher.start()
-        self.monitor.start()
+        self.monitor.start(self.supervisor)
         self.api.ready = True
         log.info("gq %s ready: listening on %s (pool.size %d, queue.maxsize %d)",
                  __version__, shown_address(server.address), self.config.pool.size, self.config.queue.maxsize)
         self.notifier.send(READY=1, STATUS=self._status())
-        heartbeat = gevent.spawn(self._heartbeat)
+        heartbeat = self.supervisor.spawn("heartbeat", self._heartbeat)
 
         while not self.signals.stop.is_set():
             gevent.wait([self.signals.stop, self.signals.reload], count=1)
@@ -148,7 +152,8 @@ class Daemon:
                 self.signals.reload.clear()
                 self.reload()
 
-        reason = "memory guard" if self.memory_exceeded else self.signals.received
+        reason = ("memory guard" if self.memory_exceeded else f"a loop failed for good ({self.supervisor.fatal})"
+                  if self.supervisor.fatal else self.signals.received)
         log.info("%s: draining for up to %gs (a second SIGTERM/SIGINT stops at once)",
                  reason, self.config.shutdown.drain_timeout)
         self.notifier.send(STOPPING=1, STATUS="draining")
@@ -170,7 +175,15 @@ class Daemon:
             log.warning("stopped after %.2fs with %d queued and %d in flight left unfinished; %s",
                         report.seconds, report.queued_left + report.not_started, report.in_flight_left, kept)
         self.notifier.close()
-        return EXIT_FAILURE if self.memory_exceeded else EXIT_OK
+        return EXIT_FAILURE if self.memory_exceeded or self.supervisor.fatal else EXIT_OK
+
+    def _fatal(self, why: str) -> None:
+        """A loop that cannot be started again: not ready, no more watchdog pings, drain, exit 1
+        (for systemd to start gq afresh)."""
+        log.error("%s: stopping; not ready and no watchdog pings from now on", why)
+        if getattr(self, "api", None) is not None:  # a loop may fail before the API exists
+            self.api.ready = False
+        self.signals.stop.set()
 
     def _status(self) -> str:
         d = self.runtime.dispatcher
@@ -187,7 +200,8 @@ class Daemon:
         last_ping = 0.0
         while True:
             now = time.monotonic()
-            if interval and now - last_ping >= interval - period / 2 and self.monitor.lag < interval:
+            if (interval and now - last_ping >= interval - period / 2 and self.monitor.lag < interval
+                    and not self.supervisor.fatal):
                 self.notifier.send(WATCHDOG=1)
                 last_ping = now
             self.notifier.send(STATUS=self._status())

@@ -31,6 +31,7 @@ from gq.errors import GqError, QueueFull
 from gq.job import Job
 from gq.outcome import AttemptResult, Outcome, Verdict, decide
 from gq.retry import RetryPolicy
+from gq.supervisor import Supervisor
 from gq.transport import Worker
 
 log = logging.getLogger("gq.dispatcher")
@@ -85,8 +86,9 @@ class DrainReport:
 class Dispatcher:
     def __init__(self, broker: Broker, worker: Worker, *, queue_maxsize: int, pool_size: int,
                  policy: RetryPolicy, default_timeout: float, observers: Iterable[Observer] = (),
-                 destinations: Destinations | None = None):
+                 destinations: Destinations | None = None, supervisor: Supervisor | None = None):
         self.broker = broker
+        self.supervisor = supervisor or Supervisor()
         self.destinations = destinations or Destinations(Limits(), [], 0)
         self.worker = worker
         self.queue: Queue = Queue(queue_maxsize)
@@ -192,7 +194,8 @@ class Dispatcher:
     # -- running
 
     def start(self) -> None:
-        self._loops = [gevent.spawn(self._dispatch_loop), gevent.spawn(self._feed_loop)]
+        self._loops = [self.supervisor.spawn("dispatch loop", self._dispatch_loop),
+                       self.supervisor.spawn("feed loop", self._feed_loop)]
 
     def _dispatch_loop(self) -> None:
         while True:

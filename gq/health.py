@@ -12,6 +12,8 @@ import gevent
 import psutil
 from prometheus_client.core import GaugeMetricFamily
 
+from gq.supervisor import Supervisor
+
 LAG_INTERVAL = 0.25  # seconds between lag probes
 
 
@@ -24,8 +26,8 @@ class LoopMonitor:
         self.observe = observe  # called with each lag measured (a histogram's observe)
         self._greenlet: gevent.Greenlet | None = None
 
-    def start(self) -> None:
-        self._greenlet = gevent.spawn(self._run)
+    def start(self, supervisor: Supervisor) -> None:
+        self._greenlet = supervisor.spawn("event-loop monitor", self._run)
 
     def _run(self) -> None:
         while True:

@@ -214,3 +214,22 @@ def start_daemon(tmp_path):
     yield start
     for daemon in started:
         daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_binary() -> str:
+    from redis_server import find_redis_server
+    path, why = find_redis_server()
+    if path:
+        return path
+    unavailable(f"redis-server is needed for the Redis broker's tests: {why}")
+
+
+@pytest.fixture
+def redis_server(redis_binary, tmp_path):
+    """A redis-server of its own on a free loopback port, killed at the end."""
+    from redis_server import RedisServer
+    server = RedisServer(redis_binary, tmp_path / "redis")
+    server.start()
+    yield server
+    server.kill()

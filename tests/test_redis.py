@@ -24,8 +24,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Daemon, run_gq, to_toml, unavailable, wait_for
-from redis_server import RedisServer, find_redis_server, free_port
+from conftest import Daemon, run_gq, to_toml, wait_for
+from redis_server import RedisServer, free_port
 
 CLAIM_IDLE = 2.0   # seconds: broker.claim_idle of every daemon here
 
@@ -33,22 +33,6 @@ CLAIM_IDLE = 2.0   # seconds: broker.claim_idle of every daemon here
 # -- waiting
 
 # -- the Redis server and the fleet
-
-@pytest.fixture(scope="session")
-def redis_binary() -> str:
-    path, why = find_redis_server()
-    if path:
-        return path
-    unavailable(f"redis-server is needed for the Redis broker's tests: {why}")
-
-
-@pytest.fixture
-def redis_server(redis_binary, tmp_path):
-    server = RedisServer(redis_binary, tmp_path / "redis")
-    server.start()
-    yield server
-    server.kill()
-
 
 class Fleet:
     """gq daemons on one Redis server and one key prefix, and a Redis client to look inside."""

@@ -33,6 +33,7 @@ from gq.broker.storage import StorageGuard
 from gq.errors import GqError, StorageUnavailable
 from gq.job import Job, parse
 from gq.outcome import AttemptResult, Outcome
+from gq.supervisor import Supervisor
 
 log = logging.getLogger("gq.journal")
 
@@ -226,7 +227,8 @@ class JournalBroker(MemoryBroker):
     The file is used by one thread at a time (`_file`): SQLite transactions on one
     connection from two threads would interleave."""
 
-    def __init__(self, path: str, batch: bool = False, max_backlog: int = 10_000_000, min_free_mb: int = 256):
+    def __init__(self, path: str, batch: bool = False, max_backlog: int = 10_000_000, min_free_mb: int = 256,
+                 supervisor: Supervisor | None = None):
         super().__init__(keep_finished=0 if batch else KEEP_FINISHED, max_backlog=max_backlog)
         self.batch = batch
         self.lock = JournalLock(path)
@@ -246,7 +248,9 @@ class JournalBroker(MemoryBroker):
         self._wake = Event()
         self._stop = Event()
         self.recovered = self._recover()
-        self._loops = [gevent.spawn(self._write_loop), gevent.spawn(self._control_loop)]
+        supervisor = supervisor or Supervisor()
+        self._loops = [supervisor.spawn("journal writer", self._write_loop),
+                       supervisor.spawn("journal control poll", self._control_loop)]
 
     def _recover(self) -> int:
         """Load the file; unfinished jobs wait here until the feeder has room for them."""

@@ -37,6 +37,7 @@ from gq.errors import BrokerUnavailable, GqError
 from gq.job import Job, parse
 from gq.errors import QueueFull
 from gq.outcome import AttemptResult, Outcome, Verdict
+from gq.supervisor import Supervisor
 
 log = logging.getLogger("gq.redis")
 
@@ -44,7 +45,11 @@ MOVE_EVERY = 0.2      # seconds between looks for due retries
 COUNTS_EVERY = 1.0    # seconds between refreshes of the shared counts
 BACKOFF_MAX = 5.0     # seconds between reconnection attempts, at most
 START_WAIT = 5.0      # seconds an attempt waits for its start to be written (Redis down: it goes on)
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+# Redis cannot serve now: gone, slow, loading, out of memory, a read-only replica, a failover.
+# gq backs off and answers not ready meanwhile. Other errors reach the supervisor.
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.exceptions.OutOfMemoryError,
+                redis.ReadOnlyError, redis.exceptions.ExecAbortError, redis.exceptions.MasterDownError,
+                redis.exceptions.TryAgainError)
 
 # Intake: for each job, if its id is new, queue it; all or nothing against the backlog bound.
 ADD = """
@@ -115,7 +120,7 @@ def _entry(payload: str | bytes, handle: Any = None, state: State = State.QUEUED
 class RedisBroker:
     local = False
 
-    def __init__(self, config: BrokerConfig):
+    def __init__(self, config: BrokerConfig, supervisor: Supervisor | None = None):
         self.config = config
         p = config.prefix
         self.stream, self.group, self.retry_set, self.dead = f"{p}:jobs", f"{p}:workers", f"{p}:retry", f"{p}:dead"
@@ -134,13 +139,16 @@ class RedisBroker:
         self._held: dict[str, Entry] = {}         # taken and not settled, by stream id
         self._ops: list[tuple] = []               # settlements waiting for the writer
         self._starting: list[AsyncResult] = []    # started() calls waiting for their write
+        self._settling: set[str] = set()           # stream ids whose settlement is not written yet
         self._wake = Event()
         self._stop = Event()
         self._counts = {"queued": 0, "running": 0, "retrying": 0, "dead": 0}
         self.shared = {"stream_length": 0, "pending": 0}
         self._last_claim = 0.0
         self._connect()
-        self._loops = [gevent.spawn(self._write_loop), gevent.spawn(self._maintain_loop)]
+        supervisor = supervisor or Supervisor()
+        self._loops = [supervisor.spawn("Redis writer", self._write_loop),
+                       supervisor.spawn("Redis maintenance", self._maintain_loop)]
 
     # -- connection
 
@@ -218,7 +226,8 @@ class RedisBroker:
             log.warning("broker: the consumer group is gone (Redis lost its data?); creating it again")
             self._connect()
             return []
-        self._recovered()
+        # A read that works says nothing of writes (an out-of-memory Redis still reads):
+        # only writes (the writer, maintenance) say Redis is usable again.
         return [e for e in entries if e is not None]
 
     def _taken(self, msg_id: bytes, fields: dict | None) -> Entry | None:
@@ -238,7 +247,11 @@ class RedisBroker:
         self._last_claim = now
         _, claimed, *_ = self.redis.xautoclaim(self.stream, self.group, self.consumer,
                                                int(self.config.claim_idle * 1000), "0-0", count=limit)
-        entries = [e for e in (self._taken(msg_id, fields) for msg_id, fields in claimed) if e]
+        # Entries this daemon still holds, or has settled but not yet written (Redis refusing
+        # writes, its touches failing meanwhile), are its own: not taken over again.
+        mine = self._held.keys() | self._settling
+        entries = [e for e in (self._taken(msg_id, fields) for msg_id, fields in claimed
+                               if _text_id(msg_id) not in mine) if e]
         if entries:
             self._resume_attempts(entries)
             log.warning("broker: took over %d job(s) idle for %gs in a consumer that stopped",
@@ -294,6 +307,8 @@ class RedisBroker:
         self._queue_op(("settle", entry))
 
     def _queue_op(self, op: tuple) -> None:
+        if op[0] == "settle":
+            self._settling.add(op[1].handle)
         self._ops.append(op)
         self._wake.set()
 
@@ -322,12 +337,15 @@ class RedisBroker:
             self._write(pipe, op)
         try:
             pipe.execute()
-        except REDIS_ERRORS as e:
-            self._failed("write", e)
+        except BaseException as e:  # kept for the next write, whatever stopped this one
             self._ops[:0] = ops
             self._starting[:0] = starting
+            if not isinstance(e, REDIS_ERRORS):
+                raise
+            self._failed("write", e)
             return False
         self._recovered()
+        self._settling.difference_update(op[1].handle for op in ops if op[0] == "settle")
         for waiter in starting:
             waiter.set(True)
         return True
@@ -380,6 +398,8 @@ class RedisBroker:
                 self._failed("maintenance", e)
             except redis.ResponseError as e:
                 log.warning("broker: maintenance: %s", e)
+            else:
+                self._recovered()  # its script writes: Redis takes writes again
 
     def _sweep_consumers(self) -> None:
         """Forget consumers of daemons that are gone: nothing pending, idle for long.
@@ -528,3 +548,7 @@ class DeadLetters:
 
     def close(self) -> None:
         self.redis.close()
+
+
+def _text_id(msg_id: bytes | str) -> str:
+    return msg_id.decode() if isinstance(msg_id, bytes) else msg_id

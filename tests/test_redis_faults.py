@@ -1,0 +1,51 @@
+"""Redis refusing writes while jobs flow: an answer (503, not ready), never a dead loop or a
+lost job. Real redis-server on loopback."""
+
+from __future__ import annotations
+
+import time
+
+from conftest import wait_for
+from test_redis import Fleet
+
+FAULT = 3.0  # seconds Redis refuses every write
+
+
+def accepted(response) -> list[str]:
+    assert response.status_code == 202, response.text
+    return response.json()["ids"]
+
+
+def test_redis_out_of_memory_is_answered_503_and_loses_nothing(redis_server, start_daemon, target, tmp_path):
+    fleet = Fleet(redis_server, start_daemon, tmp_path, "oom")
+    daemon = fleet.start("a", pool={"size": 10})
+    ids = accepted(daemon.post([{"url": target.url(delay=0.05)} for _ in range(200)]))
+    wait_for(lambda: target.count() >= 20, what="jobs flowing")
+    fleet.redis.config_set("maxmemory-policy", "noeviction")
+    fleet.redis.config_set("maxmemory", "1")  # every write that needs memory: OOM
+    faulted = time.monotonic()
+    answers = set()
+    try:
+        wait_for(lambda: daemon.get("/readyz").status_code == 503, timeout=10, what="/readyz 503 during the fault")
+        while time.monotonic() < faulted + FAULT:
+            refused = daemon.post({"url": target.url()})
+            answers.add(refused.status_code)
+            if refused.status_code == 503:
+                assert refused.headers.get("Retry-After"), refused.headers
+            time.sleep(0.1)
+    finally:
+        fleet.redis.config_set("maxmemory", "0")
+    assert answers == {503}, answers
+    wait_for(lambda: daemon.get("/readyz").status_code == 200, timeout=20, what="/readyz 200 once Redis writes again")
+    ids += accepted(daemon.post([{"url": target.url()} for _ in range(20)]))
+    wait_for(lambda: {r["key"] for r in target.received()} >= set(ids), timeout=60, what="every accepted job delivered")
+    wait_for(lambda: fleet.pending_total() == 0 and fleet.redis.xlen(fleet.stream) == 0
+             and fleet.redis.zcard(fleet.retry_set) == 0, timeout=20, what="every delivery acknowledged")
+    settled = target.stats()
+    time.sleep(3 * 2.0)  # past claim_idle: nothing left to deliver again
+    stats = target.stats()
+    print(f"\nRedis OOM for {FAULT:g}s: {stats['keys']} jobs, {stats['duplicates']} delivered twice; answers {answers}")
+    assert stats["count"] == settled["count"], "jobs delivered again after everything was acknowledged"
+    assert stats["duplicates"] <= 10, stats  # at most the jobs in flight at the fault (pool.size)
+    log = daemon.log()
+    assert "internal error" not in log and "giving up" not in log, log[-3000:]
