@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import time
 
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
+
 from conftest import wait_for
+from gq.broker.redis_streams import _passing
 from test_redis import Fleet
 
 FAULT = 3.0  # seconds Redis refuses every write
@@ -49,3 +52,16 @@ def test_redis_out_of_memory_is_answered_503_and_loses_nothing(redis_server, sta
     assert stats["duplicates"] <= 10, stats  # at most the jobs in flight at the fault (pool.size)
     log = daemon.log()
     assert "internal error" not in log and "giving up" not in log, log[-3000:]
+
+
+def test_which_redis_errors_mean_redis_cannot_serve_now():
+    passing = [OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+               ReadOnlyError("You can't write against a read only replica."),
+               ResponseError("MISCONF Errors writing to the AOF file: No space left on device"),
+               ResponseError("UNBLOCKED force unblock from blocking operation, instance state changed"),
+               ResponseError("NOREPLICAS Not enough good replicas to write.")]
+    bugs = [ResponseError("NOGROUP No such key 'gq:jobs' or consumer group"),
+            ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
+            ResponseError("ERR unknown command")]
+    assert [_passing(e) for e in passing] == [True] * len(passing)
+    assert [_passing(e) for e in bugs] == [False] * len(bugs)

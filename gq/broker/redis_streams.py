@@ -50,6 +50,14 @@ START_WAIT = 5.0      # seconds an attempt waits for its start to be written (Re
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.exceptions.OutOfMemoryError,
                 redis.ReadOnlyError, redis.exceptions.ExecAbortError, redis.exceptions.MasterDownError,
                 redis.exceptions.TryAgainError)
+# The same, said in a plain error reply: snapshots failing (MISCONF), a blocked read unblocked
+# by a failover (UNBLOCKED), replicas missing, a script running too long.
+PASSING_REPLIES = ("MISCONF", "UNBLOCKED", "NOREPLICAS", "BUSY ")
+
+
+def _passing(error: BaseException) -> bool:
+    return isinstance(error, REDIS_ERRORS) or (
+        isinstance(error, redis.ResponseError) and str(error).startswith(PASSING_REPLIES))
 
 # Intake: for each job, if its id is new, queue it; all or nothing against the backlog bound.
 ADD = """
@@ -191,6 +199,9 @@ class RedisBroker:
             self._failed("intake", e)
             raise BrokerUnavailable(f"broker: Redis unavailable ({e})") from None
         except redis.ResponseError as e:
+            if _passing(e):
+                self._failed("intake", e)
+                raise BrokerUnavailable(f"broker: Redis unavailable ({e})") from None
             if "NOGROUP" not in str(e) and "NOSCRIPT" not in str(e):
                 raise
             raise BrokerUnavailable(f"broker: Redis lost its data ({e}); try again") from None
@@ -221,6 +232,10 @@ class RedisBroker:
             self._stop.wait(min(BACKOFF_MAX, max(timeout, 0.5)))
             return []
         except redis.ResponseError as e:
+            if _passing(e):
+                self._failed("read", e)
+                self._stop.wait(min(BACKOFF_MAX, max(timeout, 0.5)))
+                return []
             if "NOGROUP" not in str(e):
                 raise
             log.warning("broker: the consumer group is gone (Redis lost its data?); creating it again")
@@ -340,7 +355,7 @@ class RedisBroker:
         except BaseException as e:  # kept for the next write, whatever stopped this one
             self._ops[:0] = ops
             self._starting[:0] = starting
-            if not isinstance(e, REDIS_ERRORS):
+            if not _passing(e):
                 raise
             self._failed("write", e)
             return False
@@ -397,7 +412,10 @@ class RedisBroker:
             except REDIS_ERRORS as e:
                 self._failed("maintenance", e)
             except redis.ResponseError as e:
-                log.warning("broker: maintenance: %s", e)
+                if _passing(e):
+                    self._failed("maintenance", e)
+                else:
+                    log.warning("broker: maintenance: %s", e)
             else:
                 self._recovered()  # its script writes: Redis takes writes again
 
