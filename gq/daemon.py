@@ -72,7 +72,8 @@ def open_broker(config: Config, batch: bool, supervisor: Supervisor) -> Broker:
     keep no succeeded job (nobody looks them up)."""
     if config.broker.kind == "redis":
         from gq.broker.redis_streams import RedisBroker  # imports redis: only when used
-        broker = RedisBroker(config.broker, supervisor)
+        broker = RedisBroker(config.broker, supervisor,
+                             hold_at_most=config.pool.size + (config.broker.prefetch or config.pool.size))
         log.info("broker: Redis stream %s, consumer %s", broker.stream, broker.consumer)
         return broker
     journal = config.journal

@@ -1,5 +1,6 @@
-"""Redis refusing writes while jobs flow: an answer (503, not ready), never a dead loop or a
-lost job. Real redis-server on loopback."""
+"""A fleet on Redis through bad days: Redis refusing writes while jobs flow is an answer (503,
+not ready), never a dead loop or a lost job; a daemon killed has its jobs run elsewhere within
+seconds; daemons share the work by their speed. Real redis-server on loopback."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
 from conftest import wait_for
 from gq.broker.redis_streams import _passing
-from test_redis import Fleet
+from test_redis import Fleet, consumer_of
 
 FAULT = 3.0  # seconds Redis refuses every write
 
@@ -65,3 +66,63 @@ def test_which_redis_errors_mean_redis_cannot_serve_now():
             ResponseError("ERR unknown command")]
     assert [_passing(e) for e in passing] == [True] * len(passing)
     assert [_passing(e) for e in bugs] == [False] * len(bugs)
+
+
+# -- sharing: bounded prefetch, fast failover
+
+def held(daemon) -> int:
+    return daemon.status()["jobs"]["running"]  # taken from the stream, not settled
+
+
+def test_a_killed_daemons_jobs_run_on_the_other_within_seconds(redis_server, start_daemon, target, tmp_path):
+    fleet = Fleet(redis_server, start_daemon, tmp_path, "hb")
+    broker = {"claim_idle": 60.0}  # the default: the heartbeat alone must find the dead daemon
+    a = fleet.start("a", broker=broker, pool={"size": 10}, queue={"maxsize": 5000})
+    b = fleet.start("b", broker=broker, pool={"size": 10}, queue={"maxsize": 5000})
+    ids = accepted(a.post([{"url": target.url(delay=0.1)} for _ in range(600)]))
+    most = {"a": 0, "b": 0}
+
+    def sample() -> None:
+        for name, daemon in (("a", a), ("b", b)):
+            if daemon.proc.poll() is None:
+                most[name] = max(most[name], held(daemon))
+
+    def b_busy() -> bool:
+        sample()
+        return b.status()["finished"]["succeeded"] >= 30
+
+    wait_for(b_busy, what="b delivering")
+    victim = consumer_of(b)
+    b.proc.kill()
+    b.proc.wait()
+    killed = time.time()
+    stranded = set(fleet.pending_job_ids(victim))
+    assert stranded, "b held nothing when it died"
+
+    def taken_over() -> bool:
+        sample()
+        return stranded <= {r["key"] for r in target.received() if r["t"] > killed}
+
+    wait_for(taken_over, timeout=30, what="b's jobs running on a")
+    seconds = max(min(r["t"] for r in target.received() if r["key"] == k and r["t"] > killed)
+                  for k in stranded) - killed
+    wait_for(lambda: {r["key"] for r in target.received()} >= set(ids), timeout=60, what="every job delivered")
+    stats = target.stats()
+    print(f"\nkill -9 of b holding {len(stranded)} jobs: all running on a {seconds:.1f}s after the kill "
+          f"(claim_idle 60); held at most a {most['a']}, b {most['b']} (pool 10 + prefetch 10); "
+          f"{stats['duplicates']} delivered twice")
+    assert seconds < 10
+    assert most["a"] <= 20 and most["b"] <= 20, most
+    assert stats["duplicates"] <= len(stranded)
+    assert "of a daemon silent for 3 heartbeats" in a.log()
+
+
+def test_a_fast_daemon_delivers_most_jobs_beside_a_slow_one(redis_server, start_daemon, target, tmp_path):
+    fleet = Fleet(redis_server, start_daemon, tmp_path, "speed")
+    slow = fleet.start("slow", pool={"size": 2})   # holds at most 4
+    fast = fleet.start("fast", pool={"size": 20})  # holds at most 40
+    ids = accepted(slow.post([{"url": target.url(delay=0.1)} for _ in range(400)]))
+    wait_for(lambda: {r["key"] for r in target.received()} >= set(ids), timeout=60, what="every job delivered")
+    by_fast, by_slow = fast.status()["finished"]["succeeded"], slow.status()["finished"]["succeeded"]
+    print(f"\nslow daemon (pool 2) and fast one (pool 20): fast delivered {by_fast}, slow {by_slow}")
+    assert by_fast >= 0.7 * len(ids), (by_fast, by_slow)

@@ -98,6 +98,29 @@ for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
   end
 end
 """
+# The jobs of consumers whose liveness key expired (dead daemons), claimed for ARGV[2], at most
+# ARGV[3]; atomic, so two daemons never both take one. Returns [id, fields] pairs.
+TAKEOVER = """
+local taken = {}
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local info = {}
+  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+  local room = tonumber(ARGV[3]) - #taken
+  if room <= 0 then break end
+  if info['name'] ~= ARGV[2] and info['pending'] > 0 and redis.call('EXISTS', ARGV[4] .. info['name']) == 0 then
+    local ids = {}
+    for _, p in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', room, info['name'])) do
+      ids[#ids + 1] = p[1]
+    end
+    if #ids > 0 then
+      for _, e in ipairs(redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids))) do
+        taken[#taken + 1] = e
+      end
+    end
+  end
+end
+return taken
+"""
 # Due retries back onto the stream, atomically (any number of daemons may run this).
 MOVE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
@@ -128,8 +151,11 @@ def _entry(payload: str | bytes, handle: Any = None, state: State = State.QUEUED
 class RedisBroker:
     local = False
 
-    def __init__(self, config: BrokerConfig, supervisor: Supervisor | None = None):
+    def __init__(self, config: BrokerConfig, supervisor: Supervisor | None = None, hold_at_most: int = 200):
+        """`hold_at_most`: jobs taken from the stream and not yet settled, at most (pool.size
+        + broker.prefetch): the rest stay in the stream for whichever daemon is free."""
         self.config = config
+        self.hold_at_most = hold_at_most
         p = config.prefix
         self.stream, self.group, self.retry_set, self.dead = f"{p}:jobs", f"{p}:workers", f"{p}:retry", f"{p}:dead"
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
@@ -142,6 +168,10 @@ class RedisBroker:
         self._move = self.redis.register_script(MOVE)
         self._leave = self.redis.register_script(LEAVE)
         self._sweep = self.redis.register_script(SWEEP)
+        self._takeover = self.redis.register_script(TAKEOVER)
+        self.alive_prefix = f"{p}:alive:"
+        self._room = Event()   # set when a held job is settled or deferred
+        self._last_takeover = 0.0
         self.dlq = DeadLetters(self.redis, config)
         self.healthy = False
         self._held: dict[str, Entry] = {}         # taken and not settled, by stream id
@@ -169,6 +199,7 @@ class RedisBroker:
                 raise
         except REDIS_ERRORS as e:
             raise GqError(f"broker: cannot reach Redis at {self._where()}: {e}") from None
+        self._beat()
         self.healthy = True
 
     def _where(self) -> str:
@@ -219,9 +250,15 @@ class RedisBroker:
     # -- dispatch
 
     def take(self, limit: int, timeout: float) -> list[Entry]:
-        """Jobs stale in dead consumers' hands first, then new ones (XREADGROUP, blocking)."""
+        """Jobs of dead daemons first, then jobs idle too long in any consumer's hands, then
+        new ones (XREADGROUP, blocking); never more than hold_at_most held in all."""
+        limit = min(limit, self.hold_at_most - len(self._held))
+        if limit <= 0:
+            self._room.clear()
+            self._room.wait(timeout)
+            return []
         try:
-            entries = self._claim_stale(limit)
+            entries = self._claim_dead(limit) or self._claim_stale(limit)
             if not entries:
                 reply = self.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"},
                                               count=limit, block=max(1, int(timeout * 1000)))
@@ -254,6 +291,20 @@ class RedisBroker:
         self._held[msg_id] = entry
         self._counts["running"] = len(self._held)
         return entry
+
+    def _claim_dead(self, limit: int) -> list[Entry]:
+        """The jobs of daemons whose liveness key expired (3 heartbeats without a beat)."""
+        now = time.monotonic()
+        if now - self._last_takeover < self.config.heartbeat:
+            return []
+        self._last_takeover = now
+        claimed = self._takeover(keys=[self.stream], args=[self.group, self.consumer, limit, self.alive_prefix])
+        entries = [e for e in (self._taken(msg_id, dict(zip(fields[::2], fields[1::2])) if fields else None)
+                               for msg_id, fields in claimed) if e]
+        if entries:
+            self._resume_attempts(entries)
+            log.warning("broker: took over %d job(s) of a daemon silent for %g heartbeats", len(entries), 3)
+        return entries
 
     def _claim_stale(self, limit: int) -> list[Entry]:
         now = time.monotonic()
@@ -311,6 +362,7 @@ class RedisBroker:
         else:
             entry.state, entry.due = State.RETRYING, time.time() + outcome.delay
         self._held.pop(entry.handle, None)
+        self._room.set()
         self._counts["running"] = len(self._held)
         self._queue_op(("settle", entry))
 
@@ -318,6 +370,7 @@ class RedisBroker:
         """Back to the shared retry set, unattempted: any daemon may run it when due."""
         entry.state, entry.due = State.QUEUED, due
         self._held.pop(entry.handle, None)
+        self._room.set()
         self._counts["running"] = len(self._held)
         self._queue_op(("settle", entry))
 
@@ -395,10 +448,13 @@ class RedisBroker:
     # -- maintenance: due retries, counts, in-flight jobs kept fresh, gone consumers
 
     def _maintain_loop(self) -> None:
-        last_counts = last_touch = last_sweep = 0.0
+        last_counts = last_touch = last_sweep = last_beat = 0.0
         while not self._stop.wait(MOVE_EVERY):
             now = time.monotonic()
             try:
+                if now - last_beat >= self.config.heartbeat:
+                    self._beat()
+                    last_beat = now
                 self._move(keys=[self.retry_set, self.stream], args=[time.time(), 500])
                 if now - last_counts >= COUNTS_EVERY:
                     self._refresh_counts()
@@ -438,11 +494,20 @@ class RedisBroker:
         self._counts.update(queued=max(0, length - pending), retrying=retrying, dead=dead)
 
     def _touch_held(self) -> None:
-        """Reset the idle time of the jobs this daemon holds, so nobody takes them over."""
-        held = list(self._held)
+        """Reset the idle time of the jobs this daemon holds, so nobody takes them over; a job
+        another daemon took over meanwhile (this one was paused) is left with it."""
+        if not self._held:
+            return
+        owned = {_text_id(p["message_id"]) for p in self.redis.xpending_range(
+            self.stream, self.group, "-", "+", len(self._held) + len(self._settling), consumername=self.consumer)}
+        held = [i for i in self._held if i in owned]
         for start in range(0, len(held), 500):
             self.redis.xclaim(self.stream, self.group, self.consumer, 0, held[start:start + 500],
                               justid=True)
+
+    def _beat(self) -> None:
+        """This daemon is alive for 3 more heartbeats."""
+        self.redis.set(self.alive_prefix + self.consumer, 1, px=int(3000 * self.config.heartbeat))
 
     # -- look-ups
 
@@ -504,11 +569,12 @@ class RedisBroker:
                     pipe.xdel(self.stream, msg_id)
                 pipe.execute()
             given += self._leave(keys=[self.stream], args=[self.group, self.consumer])
+            self.redis.delete(self.alive_prefix + self.consumer)
             if given:
                 log.info("broker: %d unfinished job(s) given back to the stream", given)
         except REDIS_ERRORS as e:
             log.error("broker: Redis unavailable at exit (%s): %d job(s) stay pending and are taken "
-                      "over by another daemon after %gs", e, len(self._held), self.config.claim_idle)
+                      "over by another daemon within %g s", e, len(self._held), 3 * self.config.heartbeat)
         self.redis.close()
 
 
