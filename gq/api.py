@@ -32,7 +32,7 @@ RETRY_AFTER_BACKLOG = "10"  # seconds: a backlog that long drains slowly
 RETRY_AFTER_STORAGE = "10"  # seconds: an operator, or the disk, has to act
 HEALTH_PATHS = ("/healthz", "/readyz", "/metrics")
 # Why submit refused a request → (status, gq_intake_rejected_total reason, Retry-After)
-SUBMIT_REFUSALS: dict[type, tuple[str, str | None, str]] = {
+SUBMIT_REFUSALS: dict[type[Exception], tuple[str, str | None, str]] = {
     QueueFull: ("429 Too Many Requests", "queue_full", RETRY_AFTER_FULL),
     BacklogFull: ("429 Too Many Requests", "backlog_full", RETRY_AFTER_BACKLOG),
     Draining: ("503 Service Unavailable", "draining", RETRY_AFTER_DRAINING),

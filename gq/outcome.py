@@ -75,7 +75,8 @@ def decide(result: AttemptResult, attempt: int, max_attempts: int, policy: Retry
     if result.status is not None and 200 <= result.status <= 299:
         return Outcome(Verdict.SUCCESS)
     if not retryable(result):
-        return Outcome(Verdict.FAIL, reason=result.error if result.refused else f"permanent status {result.status}")
+        reason = (result.error or "") if result.refused else f"permanent status {result.status}"
+        return Outcome(Verdict.FAIL, reason=reason)
     if attempt >= max_attempts:
         return Outcome(Verdict.FAIL, reason=f"attempts used up ({attempt})")
     wait = parse_retry_after(result.retry_after, result.started + result.duration)
