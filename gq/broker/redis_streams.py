@@ -6,16 +6,19 @@ Keys, under `broker.prefix` (P):
     P:dead       stream of dead letters
     P:id:ID      the job id is known (idempotent intake), for broker.status_ttl seconds
     P:job:ID     hash: the job's state, attempts and history, for GET /v1/jobs/{id}
+    P:alive:C    consumer C's daemon is alive (set every broker.heartbeat, expires after 3)
 
 Every entry carries one field, `payload`: JSON of the job, the attempts made and
 their history. A job is XADDed at intake, read by one daemon with XREADGROUP
-(no more than it has room for), and XACKed and XDELeted when its attempt's
-outcome is final: the stream holds only unfinished work (Redis 7 cannot trim
-only acknowledged entries, so MAXLEN is not used: it could drop unread jobs).
-A retry moves the job to P:retry, held by no daemon, until a mover puts it
-back on the stream. A daemon that dies leaves its jobs pending: after
-broker.claim_idle seconds another daemon takes them over (XAUTOCLAIM), so
-a job runs at least once. Live daemons keep their own jobs from looking idle.
+(no more than pool.size + broker.prefetch held at once), and XACKed and XDELeted
+when its attempt's outcome is final: the stream holds only unfinished work (Redis 7
+cannot trim only acknowledged entries, so MAXLEN is not used: it could drop unread
+jobs). A retry moves the job to P:retry, held by no daemon, until a mover puts it
+back on the stream. A daemon that dies leaves its jobs pending: once its P:alive key
+expires another daemon takes them over at once, and after broker.claim_idle seconds
+any job idle in a consumer's hands is taken over (XAUTOCLAIM), so a job runs at
+least once. Live daemons keep their own jobs from looking idle. The Lua scripts that
+must be atomic are in scripts/, one a file.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import logging
 import os
 import socket
 import time
+from importlib.resources import files
 from typing import Any, Iterable
 
 import gevent
@@ -59,77 +63,10 @@ def _passing(error: BaseException) -> bool:
     return isinstance(error, REDIS_ERRORS) or (
         isinstance(error, redis.ResponseError) and str(error).startswith(PASSING_REPLIES))
 
-# Intake: for each job, if its id is new, queue it; all or nothing against the backlog bound.
-ADD = """
-if redis.call('XLEN', KEYS[1]) + #ARGV / 2 - 1 > tonumber(ARGV[1]) then return -1 end
-local fresh = {}
-for i = 2, #ARGV, 2 do
-  local id = ARGV[i]
-  if redis.call('SET', KEYS[2] .. id, '1', 'NX', 'EX', KEYS[4]) then
-    redis.call('XADD', KEYS[1], '*', 'payload', ARGV[i + 1])
-    redis.call('HSET', KEYS[3] .. id, 'state', 'queued', 'payload', ARGV[i + 1])
-    redis.call('EXPIRE', KEYS[3] .. id, KEYS[4])
-    fresh[#fresh + 1] = id
-  end
-end
-return fresh
-"""
-# A consumer leaves: every entry still pending for it (read, maybe never seen: a reply lost
-# when the daemon stopped) goes back on the stream as a new entry, then the consumer goes.
-LEAVE = """
-local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 100000, ARGV[2])
-for _, p in ipairs(pending) do
-  local entry = redis.call('XRANGE', KEYS[1], p[1], p[1])
-  if entry[1] then redis.call('XADD', KEYS[1], '*', unpack(entry[1][2])) end
-  redis.call('XACK', KEYS[1], ARGV[1], p[1])
-  redis.call('XDEL', KEYS[1], p[1])
-end
-redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-return #pending
-"""
-# Forget a consumer of a daemon that is gone, if it still holds nothing and idles (atomic:
-# a read in between would otherwise lose what it read).
-SWEEP = """
-for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
-  local info = {}
-  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
-  if info['name'] ~= ARGV[2] and info['pending'] == 0 and info['idle'] > tonumber(ARGV[3]) then
-    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
-  end
-end
-"""
-# The jobs of consumers whose liveness key expired (dead daemons), claimed for ARGV[2], at most
-# ARGV[3]; atomic, so two daemons never both take one. Returns [id, fields] pairs.
-TAKEOVER = """
-local taken = {}
-for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
-  local info = {}
-  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
-  local room = tonumber(ARGV[3]) - #taken
-  if room <= 0 then break end
-  if info['name'] ~= ARGV[2] and info['pending'] > 0 and redis.call('EXISTS', ARGV[4] .. info['name']) == 0 then
-    local ids = {}
-    for _, p in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', room, info['name'])) do
-      ids[#ids + 1] = p[1]
-    end
-    if #ids > 0 then
-      for _, e in ipairs(redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids))) do
-        taken[#taken + 1] = e
-      end
-    end
-  end
-end
-return taken
-"""
-# Due retries back onto the stream, atomically (any number of daemons may run this).
-MOVE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, payload in ipairs(due) do
-  redis.call('XADD', KEYS[2], '*', 'payload', payload)
-  redis.call('ZREM', KEYS[1], payload)
-end
-return #due
-"""
+
+def _script(name: str) -> str:
+    """A Lua script of scripts/ (each says what it does, atomically, in Redis)."""
+    return (files("gq.broker") / "scripts" / f"{name}.lua").read_text(encoding="utf-8")
 
 
 def _payload(entry: Entry) -> str:
@@ -164,11 +101,8 @@ class RedisBroker:
         self.redis = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
             config.url, max_connections=16, timeout=10, socket_timeout=10,
             socket_connect_timeout=5, health_check_interval=30))
-        self._add = self.redis.register_script(ADD)
-        self._move = self.redis.register_script(MOVE)
-        self._leave = self.redis.register_script(LEAVE)
-        self._sweep = self.redis.register_script(SWEEP)
-        self._takeover = self.redis.register_script(TAKEOVER)
+        self._add, self._move, self._leave, self._sweep, self._takeover = (
+            self.redis.register_script(_script(name)) for name in ("add", "move", "leave", "sweep", "takeover"))
         self.alive_prefix = f"{p}:alive:"
         self._room = Event()   # set when a held job is settled or deferred
         self._last_takeover = 0.0
