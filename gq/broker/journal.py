@@ -68,6 +68,14 @@ class JournalError(GqError):
     """The journal file cannot be opened, locked or written."""
 
 
+def _size(path: str) -> int:
+    """A file's size; 0 when it is not there (the -wal between checkpoints, a file deleted)."""
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
 def _history_row(a: AttemptResult) -> list:
     return [a.started, round(a.duration, 6), a.status, a.error, a.snippet]
 
@@ -299,8 +307,7 @@ class JournalBroker(MemoryBroker):
         return self.guard.problem()
 
     def stored_bytes(self) -> int:
-        return sum(os.path.getsize(p) for p in (self.file.path, self.file.path + "-wal", self.file.path + "-shm")
-                   if os.path.exists(p))
+        return sum(_size(self.file.path + suffix) for suffix in ("", "-wal", "-shm"))
 
     def started(self, entry: Entry) -> None:
         """As MemoryBroker.started, returning once the attempt is committed: a job whose
