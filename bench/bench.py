@@ -70,7 +70,7 @@ PY = sys.executable
 TARGET_CORE, MEASURED_CORE = 1, 0
 BOTH_CORES = frozenset({TARGET_CORE, MEASURED_CORE})   # "not pinned": a process may run on either
 SCENARIOS = ("A", "B", "cores", "redis", "intake", "drain", "memory")
-EXTRA_SCENARIOS = ("metrics", "profile")
+EXTRA_SCENARIOS = ("backlog", "metrics", "profile")
 GQ = ["-m", "gq"]                                       # how gq is started: `python -m gq ...`
 GQ_WITHOUT_METRICS = [str(BENCH / "gq_without_metrics.py")]   # the same, Metrics' job path made no-ops
 REDIS_SERVER = "/usr/bin/redis-server"                  # Debian's, when none is on $PATH
@@ -396,7 +396,12 @@ def journal_path(ctx: Context, name: str) -> Path:
 
 
 def write_config(ctx: Context, name: str, *, pool: int, maxsize: int, url: str, journal: bool,
-                 timeout: float = 30.0, listen: str | None = None, broker: dict | None = None) -> Path:
+                 timeout: float = 30.0, listen: str | None = None, broker: dict | None = None,
+                 seed: Path | None = None) -> Path:
+    """A config file for run `name`; with a `seed` journal, its journal starts as a copy of it."""
+    if seed is not None:
+        journal_path(ctx, name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(seed, journal_path(ctx, name))
     sections: dict[str, dict[str, Any]] = {
         "queue": {"maxsize": maxsize},
         "pool": {"size": pool},
@@ -496,16 +501,17 @@ def run_baseline(ctx: Context, label: str, jobs_count: int, pool: int, url: str,
 
 
 def batch_argv(ctx: Context, label: str, jobs_count: int, pool: int, url: str, journal: bool,
-               processes: int = 1, launcher: list[str] = GQ) -> list[str]:
+               processes: int = 1, launcher: list[str] = GQ, seed: Path | None = None) -> list[str]:
     """`gq batch` (after the interpreter) on a config and a jobs file of its own."""
     name = ctx.name(label + "-input")
-    config = write_config(ctx, name, pool=pool, maxsize=max(1000, 2 * pool), url=url, journal=journal)
+    config = write_config(ctx, name, pool=pool, maxsize=max(1000, 2 * pool), url=url, journal=journal, seed=seed)
     return launcher + ["batch", *(["-p", str(processes)] if processes > 1 else []),
                        "-c", str(config), str(write_jobs(ctx, name, jobs_count))]
 
 
 def run_batch(ctx: Context, label: str, jobs_count: int, pool: int, url: str, journal: bool,
-              processes: int = 1, cores: Cores = MEASURED_CORE, launcher: list[str] = GQ) -> Run:
+              processes: int = 1, cores: Cores = MEASURED_CORE, launcher: list[str] = GQ,
+              seed: Path | None = None) -> Run:
     """gq batch, measured; with processes > 1 the figures are of the parent and its children
     together (CPU summed, peak RSS the largest process's), see Proc."""
     def read(proc: Proc, run: Run) -> None:
@@ -517,7 +523,7 @@ def run_batch(ctx: Context, label: str, jobs_count: int, pool: int, url: str, jo
         if proc.code != 0 or summary["succeeded"] != jobs_count:
             run.fail(f"exit {proc.code}, summary {summary}")
 
-    argv = [PY] + batch_argv(ctx, label, jobs_count, pool, url, journal, processes, launcher)
+    argv = [PY] + batch_argv(ctx, label, jobs_count, pool, url, journal, processes, launcher, seed)
     return measure(ctx, label, argv, jobs_count, read, cores=cores)
 
 
@@ -531,6 +537,11 @@ def delivery(ctx: Context, name: str, jobs_count: int, pool: int, delay: float) 
     runs = [ctx.least_disturbed(partial(run_baseline, ctx, f"{name}-baseline", jobs_count, pool, url)),
             *(ctx.least_disturbed(partial(run_batch, ctx, f"{name}-gq-{kind}", jobs_count, pool, url,
                                           journal=kind == "journal")) for kind in ("journal", "memory"))]
+    return against_baseline(ctx, runs, jobs_count, pool, delay)
+
+
+def against_baseline(ctx: Context, runs: list[Run], jobs_count: int, pool: int, delay: float) -> dict:
+    """The figures of delivery `runs` as ratios to the first one's, the baseline's."""
     base = runs[0]
     for run in runs:
         ctx.runs[run.label] = run
@@ -770,6 +781,78 @@ def scenario_memory(ctx: Context) -> dict:
         kb_per_queued_job=round((full - busy) * 1024 / queued, 2) if queued else None,
         in_flight=in_flight, queued=queued, exit_code=code)
     return {"in_flight": in_flight, "queued": queued, "delay_s": delay, "runs": [asdict(run)]}
+
+
+# -- the backlog: jobs waiting in the journal ----------------------------------------------
+
+BACKLOGS = (0, 100_000, 1_000_000)   # jobs waiting in the journal at a start (scaled by --quick)
+BACKLOG_RUNNING_S = 10.0             # seconds the daemon delivers from the backlog before its RSS is read again
+
+
+def build_journal(path: Path, count: int, url: str, state: str = "queued", due: float = 0.0,
+                  pad: int = 1000) -> dict:
+    """A journal of `count` jobs of about `pad` bytes in `state` until `due`, written straight
+    into SQLite in gq's own layout (the file is created by gq's JournalFile)."""
+    from gq.broker.journal_file import JournalFile
+
+    started = time.monotonic()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    JournalFile(str(path)).close()
+    db = sqlite3.connect(path)
+    now, chunk = time.time(), 50_000
+    with db:
+        for first in range(0, count, chunk):
+            db.executemany(
+                "INSERT INTO jobs (id, spec, state, due, accepted_at) VALUES (?, ?, ?, ?, ?)",
+                ((f"w{n}", json.dumps({"id": f"w{n}", "method": "POST", "url": url,
+                                       "json": {"n": n, "pad": "x" * pad}}), state, due or now, now)
+                 for n in range(first, min(count, first + chunk))))
+    db.close()
+    return {"jobs": count, "build_s": round(time.monotonic() - started, 1),
+            "file_mb": round(path.stat().st_size / 2**20, 1)}
+
+
+def backlog_start(ctx: Context, waiting: int) -> Run:
+    """`gq run` started on a journal where `waiting` jobs wait: seconds until /readyz
+    answers 200, RSS then, and RSS after BACKLOG_RUNNING_S of delivering them at full speed."""
+    run = Run(f"start-{waiting}", waiting)
+    ctx.target.reset()
+    seed = ctx.workdir / f"backlog-{waiting}.sqlite3"
+    run.extra["journal"] = build_journal(seed, waiting, ctx.target.url())
+    started = time.monotonic()
+    daemon = Daemon(ctx, run.label, pool=100, maxsize=1000, url=ctx.target.url(), journal=True, seed=seed)
+    try:
+        poll_until("/readyz 200", lambda: request("GET", f"{daemon.api}/readyz")[0] == 200, 30, every=0.01)
+        run.seconds = round(time.monotonic() - started, 3)
+        run.extra["rss_ready_mb"] = round(daemon.rss_mb(), 1)
+        time.sleep(BACKLOG_RUNNING_S)
+        run.max_rss_mb = round(daemon.rss_mb(), 1)
+        run.extra["delivered_meanwhile"] = daemon.succeeded()
+    finally:
+        code = daemon.proc.stop()
+    if code != 0:
+        run.fail(f"daemon exit code {code} after SIGINT twice")
+    seed.unlink()
+    return run
+
+
+def scenario_backlog(ctx: Context) -> dict:
+    """Starts on 0, 100,000 and 1,000,000 waiting jobs; then A's jobs through gq batch on an
+    empty journal and on one where 1,000,000 jobs wait for a retry due tomorrow."""
+    starts = [backlog_start(ctx, ctx.scaled(n)) for n in BACKLOGS]
+    jobs_count, pool, delay = sizes(ctx, "A")
+    waiting = ctx.scaled(BACKLOGS[-1])
+    seed = ctx.workdir / "backlog-retrying.sqlite3"
+    built = build_journal(seed, waiting, ctx.target.url(), state="retrying", due=time.time() + 86400)
+    url = ctx.target.url(delay)
+    runs = [ctx.least_disturbed(partial(run_baseline, ctx, "A-baseline", jobs_count, pool, url)),
+            ctx.least_disturbed(partial(run_batch, ctx, "A-gq-journal-empty", jobs_count, pool, url, journal=True)),
+            ctx.least_disturbed(partial(run_batch, ctx, f"A-gq-journal-{waiting}-waiting", jobs_count, pool, url,
+                                        journal=True, seed=seed))]
+    seed.unlink()
+    delivery_result = against_baseline(ctx, runs, jobs_count, pool, delay)
+    return {"starts": [asdict(r) for r in starts], "waiting": waiting, "waiting_journal": built,
+            **delivery_result, "runs": [asdict(r) for r in starts + runs]}
 
 
 # -- Redis: daemons sharing one stream ---------------------------------------------------
@@ -1066,7 +1149,7 @@ def scenario_profile(ctx: Context) -> dict:
 RUNNERS: dict[str, Callable[[Context], dict]] = {
     "A": scenario_a, "B": scenario_b, "intake": scenario_intake, "drain": scenario_drain,
     "memory": scenario_memory, "cores": scenario_cores, "redis": scenario_redis, "metrics": scenario_metrics,
-    "profile": scenario_profile,
+    "profile": scenario_profile, "backlog": scenario_backlog,
 }
 
 
@@ -1209,6 +1292,17 @@ def report_memory(result: dict) -> str:
             + table(["daemon", "RSS MB", "estimate"], rows) + f"\n  {status_cell(r)}")
 
 
+def report_backlog(result: dict) -> str:
+    rows = [[f"{r['jobs']:,}", fmt(r["extra"]["journal"]["file_mb"], ",.0f"), fmt(r["seconds"], ".2f"),
+             fmt(r["extra"].get("rss_ready_mb")), fmt(r["max_rss_mb"]), fmt(r["extra"].get("delivered_meanwhile")),
+             status_cell(r)] for r in result["starts"]]
+    starts = ("Backlog: gq run started on a journal of N waiting jobs of about 1 KB (pool 100, queue 1000)\n"
+              + table(["waiting", "file MB", "start to /readyz s", "RSS ready MB",
+                       f"RSS after {BACKLOG_RUNNING_S:g} s MB", "delivered then", "status"], rows))
+    runs = {**result, "runs": result["runs"][len(result["starts"]):]}
+    return starts + "\n\n" + report_delivery(f"A, {result['waiting']:,} other jobs waiting", runs)
+
+
 def report_profile(result: dict) -> str:
     totals = result["profiled_us_per_job"]
     others = ", ".join(f"{r['label']} {fmt(r['others_pct'])}%" for r in result["runs"])
@@ -1231,7 +1325,8 @@ def report(name: str, result: dict) -> str:
     if name in ("A", "B"):
         return report_delivery(name, result)
     return {"intake": report_intake, "drain": report_drain, "memory": report_memory, "cores": report_cores,
-            "redis": report_redis, "metrics": report_metrics, "profile": report_profile}[name](result)
+            "redis": report_redis, "metrics": report_metrics, "profile": report_profile,
+            "backlog": report_backlog}[name](result)
 
 
 # -- main ------------------------------------------------------------------------------

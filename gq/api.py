@@ -157,7 +157,7 @@ class Api:
         body: dict[str, Any] = {"id": jobs[0].id} if single else {"ids": [j.id for j in jobs]}
         if added.duplicates:
             body["duplicates"] = added.duplicates
-        status = "202 Accepted" if added.entries or added.remote else "200 OK"
+        status = "202 Accepted" if added.entries or added.stored else "200 OK"
         return _json(status, body, start_response)
 
     def _read_jobs(self, environ: dict) -> tuple[bool, list[tuple[str | None, Any]]]:

@@ -130,7 +130,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _dead_letters(config: config_.Config):
-    """The dead letters of the broker the config names, as `list()` and `run(op, ids)`."""
+    """The dead letters of the broker the config names, as `dead_letters()` and `run(op, ids)`."""
     if config.broker.kind == "redis":
         from gq.broker.redis_streams import DeadLetters
         return DeadLetters.open(config.broker)
@@ -148,7 +148,7 @@ def _dlq(args: argparse.Namespace) -> int:
     hidden = config.target.hidden_headers()
     try:
         if args.dlq_command == "list":
-            for entry in admin.list():
+            for entry in admin.dead_letters():
                 shown = describe(entry, hidden)
                 if args.json:
                     print(json.dumps(shown, ensure_ascii=False))

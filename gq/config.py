@@ -253,6 +253,8 @@ class JournalConfig:
                                "past it intake answers 429")
     min_free_mb: int = setting(256, integer(0), "free space kept on the journal's file system; below it "
                                "intake answers 503")
+    keep_succeeded: float = setting(3600.0, seconds(), "seconds a succeeded job stays visible and counts as a "
+                                    "duplicate; its body is dropped at success")
 
 
 @dataclass(frozen=True)

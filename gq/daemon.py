@@ -80,7 +80,8 @@ def open_broker(config: Config, batch: bool, supervisor: Supervisor) -> Broker:
     if not journal.path:
         log.warning("journal.path is empty: jobs are kept in memory only, and a crash loses them")
         return MemoryBroker(keep_finished=0 if batch else KEEP_FINISHED, max_backlog=journal.max_backlog)
-    broker = JournalBroker(journal.path, batch, journal.max_backlog, journal.min_free_mb, supervisor)
+    broker = JournalBroker(journal.path, batch, journal.max_backlog, journal.min_free_mb,
+                           journal.keep_succeeded, supervisor)
     log.info("journal %s: %d unfinished job(s) recovered", config.journal.path, broker.recovered)
     return broker
 

@@ -1,14 +1,16 @@
 """The dispatcher: a bounded gevent Queue feeding a fixed gevent Pool, and the drain.
 
     intake ─submit()─▶ broker.add ─▶ Queue(maxsize) ─▶ Pool(size) ─▶ worker.attempt
-                                        ▲                               │
-                       broker.take ─────┘ (retries due, recovered)      ▼
+                           │            ▲                               │
+                           └─(backlog)─ broker.take (due, recovered)    ▼
                                                   broker.settle ◀─ outcome.decide
 
-Room in the queue is the only backpressure: `submit` waits for room for a
-whole request, then refuses; the feeder moves work the broker holds into the
-queue only as room appears; the dispatch loop takes a job from the queue only
-when a worker is free.
+The broker holds the backlog (the journal's file, a Redis stream): `submit`
+queues at once what the queue has room for and leaves the rest to the broker,
+whose own bound pushes back; a broker without a backlog (memory only) makes
+`submit` wait for room for a whole request, then refuse. The feeder moves work
+the broker holds into the queue only as room appears; the dispatch loop takes
+a job from the queue only when a worker is free.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Callable, Iterable
 import gevent
 from gevent.event import Event
 from gevent.pool import Pool
-from gevent.queue import Queue
+from gevent.queue import Empty, Queue
 
 from gq.broker import Added, Broker, Entry
 from gq import hosts
@@ -105,7 +107,7 @@ class Dispatcher:
         self._loops: list[gevent.Greenlet] = []
         self._parked: dict[str, deque[Entry]] = {}   # host → jobs waiting for it, off queue and pool
         self._parked_count = 0
-        self._ready: deque[Entry] = deque()          # unparked, queue full: dispatched first
+        self._ready: deque[Entry] = deque()          # unparked or fed, queue full: dispatched first
         self._wakers: dict[str, gevent.Greenlet] = {}  # host → the timer that unparks its jobs
 
     # -- state
@@ -162,33 +164,35 @@ class Dispatcher:
     # -- intake
 
     def submit(self, jobs: list[Job], timeout: float | None) -> Added:
-        """Accept `jobs` all or none: wait up to `timeout` seconds (None: forever) for room
-        for all of them, hand them to the broker (durable once it returns), queue the new ones.
+        """Accept `jobs` all or none: hand them to the broker (durable once it returns) and
+        queue the new ones it gives back to run here, as many as the queue has room for.
+        A broker without a backlog of its own (memory only) needs room for all of them:
+        this waits up to `timeout` seconds (None: forever) for it.
 
-        Raises QueueFull when the room does not come in time, Draining once draining.
+        Raises QueueFull when the room does not come in time, Draining once draining,
+        and what the broker raises (BacklogFull, StorageUnavailable, BrokerUnavailable).
         """
         count = len(jobs)
         if self.draining:
             raise Draining("draining: not accepting jobs")
-        if not self.broker.local:  # the shared broker is the queue; it pushes back itself
-            added = self.broker.add(jobs)
-            self._notify("accepted", len(added.entries) + added.remote)
-            return added
-        if count > self.queue.maxsize:
-            raise QueueFull(f"{count} jobs in one request exceed queue.maxsize ({self.queue.maxsize})")
-        if not self.wait_until(lambda: self.room() >= count or self.draining, timeout):
-            raise QueueFull(f"queue full: no room for {count} job(s) within {timeout:g}s")
-        if self.draining:
-            raise Draining("draining: not accepting jobs")
-        self._reserved += count
+        if not self.broker.backlog:
+            if count > self.queue.maxsize:
+                raise QueueFull(f"{count} jobs in one request exceed queue.maxsize ({self.queue.maxsize})")
+            if not self.wait_until(lambda: self.room() >= count or self.draining, timeout):
+                raise QueueFull(f"queue full: no room for {count} job(s) within {timeout:g}s")
+            if self.draining:
+                raise Draining("draining: not accepting jobs")
+        hold = max(0, min(count, self.room()))
+        self._reserved += hold
         try:
-            added = self.broker.add(jobs)
+            added = self.broker.add(jobs, hold)
         finally:
-            self._reserved -= count
+            self._reserved -= hold
         for entry in added.entries:
             entry.queued_at = time.monotonic()
             self.queue.put_nowait(entry)  # room was reserved: never blocks
-        self._notify("accepted", len(added.entries))
+        self._signal()
+        self._notify("accepted", len(added.entries) + added.stored)
         return added
 
     # -- running
@@ -200,9 +204,15 @@ class Dispatcher:
     def _dispatch_loop(self) -> None:
         while True:
             self.pool.wait_available()
-            # Unparked jobs that found the queue full come first (the queue is then not empty,
-            # so this loop never sleeps in get() while any wait).
-            entry = self._ready.popleft() if self._ready else self.queue.get()
+            # Jobs that found the queue full come first. A fed one may wait here while the
+            # queue is empty (its room was promised to an intake): get() looks up again soon.
+            if self._ready:
+                entry = self._ready.popleft()
+            else:
+                try:
+                    entry = self.queue.get(timeout=FEED_POLL)
+                except Empty:
+                    continue
             self._signal()
             self._notify("dequeued", time.monotonic() - entry.queued_at)
             host = entry.host or _host(entry)
@@ -282,8 +292,8 @@ class Dispatcher:
                 entry.queued_at = time.monotonic()
                 if self.room() > 0 and not self.queue.full():
                     self.queue.put_nowait(entry)
-                else:  # the intake took the room while the broker was asked: give it back
-                    self.broker.defer(entry, time.time())
+                else:  # the intake took the room while the broker was asked: next in line all the same
+                    self._ready.append(entry)
 
     def _run(self, entry: Entry, host: str, refusal: str | None = None) -> None:
         """One attempt of `entry`, start to outcome. With a `refusal` the attempt fails at

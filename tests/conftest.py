@@ -82,8 +82,10 @@ class Target:
         return self.stats()["count"]
 
 
-def start_target() -> Target:
-    proc = subprocess.Popen([sys.executable, str(HERE / "target.py")], stdout=subprocess.PIPE, text=True)
+def start_target(port: int = 0) -> Target:
+    """The target on `port` (0: any free one)."""
+    proc = subprocess.Popen([sys.executable, str(HERE / "target.py"), "--port", str(port)],
+                            stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line.startswith("listening "):
         proc.kill()

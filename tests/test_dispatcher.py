@@ -472,7 +472,7 @@ def settle(broker: MemoryBroker, entry, verdict: Verdict, delay: float = 0.0, st
 def test_broker_counts_follow_every_transition():
     clock = FakeClock()
     broker = MemoryBroker(clock=clock)
-    (entry,) = broker.add(jobs("a")).entries
+    (entry,) = broker.add(jobs("a"), hold=1).entries
     assert broker.counts() == counts(queued=1)
     broker.started(entry)
     assert broker.counts() == counts(running=1)
@@ -496,7 +496,7 @@ def test_broker_counts_follow_every_transition():
 
 def test_broker_take_respects_its_limit():
     broker = MemoryBroker(clock=FakeClock())
-    entries = broker.add(jobs("a", "b", "c")).entries
+    entries = broker.add(jobs("a", "b", "c"), hold=3).entries
     for entry in entries:
         broker.started(entry)
         settle(broker, entry, Verdict.FAIL)
@@ -508,7 +508,7 @@ def test_broker_take_respects_its_limit():
 @pytest.mark.parametrize("operation", ["replay", "purge"])
 def test_broker_dead_letter_ids_named_twice_count_once(operation):
     broker = MemoryBroker(clock=FakeClock())
-    (entry,) = broker.add(jobs("a")).entries
+    (entry,) = broker.add(jobs("a"), hold=1).entries
     broker.started(entry)
     settle(broker, entry, Verdict.FAIL)
     done = getattr(broker, operation)(["a", "a"])

@@ -114,7 +114,7 @@ def test_dead_letters_listed_replayed_and_purged_with_the_daemon_up_and_down(
     # Up: a replayed job runs again within seconds; a purged one leaves the list.
     before = target.count()
     replayed = dlq(tmp_path, "replay", "gone")
-    assert (replayed.returncode, replayed.stdout.split()) == (0, ["gone"])
+    assert (replayed.returncode, replayed.stdout.split()) == (0, ["gone"]), replayed.stderr + daemon.log()
     wait_for(lambda: target.count() == before + 1, what="the replayed job to run")
     wait_for(lambda: daemon.job("gone")["state"] == "dead", what="it to die again")
     purged = dlq(tmp_path, "purge", "flaky")
@@ -172,11 +172,12 @@ def subprocess_batch(cwd):
 
 
 def test_journal_size_stays_bounded(start_daemon, target, tmp_path):
-    """A daemon keeps the last 10,000 succeeded jobs: the file after 3x the jobs is about
-    the same size. (Its backlog is kept under 2,000 jobs: the file also grows to hold the
-    largest backlog, and SQLite does not give the space back.)"""
+    """A daemon keeps succeeded jobs for journal.keep_succeeded seconds: the file after 3x
+    the jobs is about the same size. (Its backlog is kept under 2,000 jobs: the file also
+    grows to hold the largest backlog, and SQLite does not give the space back.)"""
     def run_daemon_on(first: int, count: int) -> int:
-        daemon = start_daemon(journal=JOURNAL, pool={"size": 200}, queue={"maxsize": 2_000})
+        daemon = start_daemon(journal={**JOURNAL, "keep_succeeded": 1}, pool={"size": 200},
+                              queue={"maxsize": 2_000})
         for start in range(first, first + count, 500):
             wait_for(lambda: target.stats()["keys"] >= start - 1_500, 60, "the backlog to shrink")
             response = daemon.post([{"id": f"j{n}", "url": target.url(), "json": {"n": n, "pad": "x" * 200}}
@@ -191,7 +192,8 @@ def test_journal_size_stays_bounded(start_daemon, target, tmp_path):
     after_36k = run_daemon_on(12_000, 24_000)
     print(f"\njournal: {after_12k / 1e6:.1f} MB after 12,000 jobs, {after_36k / 1e6:.1f} MB after 36,000")
     assert after_36k < 1.25 * after_12k
-    assert journal_states(tmp_path) == {"succeeded": 10_000}
+    states = journal_states(tmp_path)  # those of the last second or so, no more
+    assert set(states) == {"succeeded"} and states["succeeded"] < 12_000, states
     assert target.stats()["duplicates"] == 0
 
 

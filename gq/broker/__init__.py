@@ -1,17 +1,19 @@
 """Brokers keep jobs between intake and outcome; the dispatcher cannot tell which one it runs on.
 
-A broker holds every accepted job until its outcome is final. The dispatcher
-asks it for work (`take`), reports each attempt's start and outcome
-(`started`, `settle`), and the intake adds jobs (`add`). The embedded
-brokers keep retries waiting on their own schedule, so a job waiting for its
-next attempt holds neither a worker nor a queue slot.
+A broker holds every accepted job until its outcome is final. Its users see it
+through the part they need: the intake adds jobs and looks them up (`Intake`),
+the dispatcher asks for work and reports each attempt's start and outcome
+(`Dispatch`), metrics read its gauges (`Gauges`). Every broker keeps retries
+waiting on its own schedule, so a job waiting for its next attempt holds
+neither a worker nor a queue slot.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 from gq.job import Job
 from gq.outcome import AttemptResult, Outcome
@@ -27,7 +29,7 @@ class State(str, Enum):
     DEAD = "dead"
 
 
-FINAL = (State.SUCCEEDED, State.DEAD)
+UNFINISHED = (State.QUEUED, State.RUNNING, State.RETRYING)
 
 
 @dataclass(eq=False, slots=True)
@@ -74,23 +76,66 @@ def describe(entry: Entry, hidden: frozenset[str] = frozenset()) -> dict[str, An
             "history": status["history"]}
 
 
+def record(entry: Entry, result: AttemptResult) -> None:
+    """Add an attempt to `entry`'s history, which keeps the first and the latest ones."""
+    history = entry.history
+    history.append(result)
+    if len(history) > HISTORY_LIMIT:
+        del history[1]  # keep the first attempt: it often says the most
+
+
+class Counts:
+    """Jobs by state, kept as entries move: queued, running, retrying, dead (succeeded jobs
+    only leave, and are not counted)."""
+
+    def __init__(self, start: dict[State, int] | None = None):
+        self.by_state = dict.fromkeys((State.QUEUED, State.RUNNING, State.RETRYING, State.DEAD), 0)
+        self.by_state.update(start or {})
+
+    def move(self, entry: Entry, state: State) -> None:
+        if entry.state is not State.SUCCEEDED:
+            self.by_state[entry.state] -= 1
+        if state is not State.SUCCEEDED:
+            self.by_state[state] += 1
+        entry.state = state
+
+    def unfinished(self) -> int:
+        return sum(self.by_state[s] for s in UNFINISHED)
+
+    def shown(self) -> dict[str, int]:
+        return {state.value: n for state, n in self.by_state.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class Added:
-    """What `Broker.add` did: the new entries to run here, and the ids already known."""
+    """What `Intake.add` did: the new entries to run here at once, the ids already known,
+    and how many new jobs the broker keeps until the dispatcher takes them."""
 
     entries: list[Entry]
     duplicates: list[str]
-    remote: int = 0          # new jobs a shared broker holds for whichever daemon takes them
+    stored: int = 0
 
 
-class Broker(Protocol):
-    # True: `add` returns the new entries for this process's queue (the intake waits for room).
-    # False: jobs reach the queue only through `take` (a broker shared by several daemons).
-    local: bool
+class Intake(Protocol):
+    # True: the broker keeps jobs the queue has no room for (on disk, in Redis): intake is
+    # bounded by the broker's backlog. False (memory only): intake waits for queue room.
+    backlog: bool
 
-    def add(self, jobs: Iterable[Job]) -> Added:
-        """Accept jobs; once this returns they survive a crash. Known ids are duplicates."""
+    def add(self, jobs: Iterable[Job], hold: int = 0) -> Added:
+        """Accept jobs; once this returns they survive a crash (a durable broker). Known ids
+        are duplicates. Up to `hold` new entries may be returned to run here at once (the
+        queue has room for them); the others wait in the broker for `take`."""
 
+    def get(self, job_id: str) -> Entry | None: ...
+
+    def counts(self) -> dict[str, int]:
+        """Jobs by state: queued, running, retrying, dead (finished jobs are not counted)."""
+
+    def health(self) -> str | None:
+        """Why the broker cannot take jobs now (storage, Redis), or None: /readyz says it."""
+
+
+class Dispatch(Protocol):
     def take(self, limit: int, timeout: float) -> list[Entry]:
         """Up to `limit` entries due to run that are not in the dispatcher's hands, waiting up
         to `timeout` seconds for some when none is due."""
@@ -105,19 +150,19 @@ class Broker(Protocol):
     def defer(self, entry: Entry, due: float) -> None:
         """Hold `entry`, not attempted, until `due` (wall clock): its host cannot take it now."""
 
-    def get(self, job_id: str) -> Entry | None: ...
 
-    def counts(self) -> dict[str, int]:
-        """Jobs by state: queued, running, retrying, dead (finished jobs are not counted)."""
 
-    def health(self) -> str | None:
-        """Why the broker cannot take jobs now (storage, Redis), or None: /readyz says it."""
-
+class Gauges(Protocol):
     def oldest_accepted(self) -> float | None:
         """Wall-clock time the oldest unfinished job was accepted; None when there is none."""
 
     def stored_bytes(self) -> int:
         """Bytes of the broker's files on disk (0 for none)."""
+
+
+class DeadLetters(Protocol):
+    """Dead letters, administered in the process that runs them (`gq dlq` reaches a
+    running daemon's journal through the file, see journal.DeadLetterAdmin)."""
 
     def dead_letters(self) -> list[Entry]: ...
 
@@ -127,4 +172,6 @@ class Broker(Protocol):
     def purge(self, ids: Iterable[str] | None) -> list[str]:
         """Dead letters deleted (None = all); returns the ids purged."""
 
+
+class Broker(Intake, Dispatch, Gauges, Protocol):
     def close(self) -> None: ...

@@ -1,71 +1,58 @@
-"""The embedded journal: a SQLite file (WAL) behind the in-memory broker.
+"""The embedded broker: a SQLite file (WAL) that is the backlog.
+
+Jobs wait in the file, not in memory: the dispatcher's feeder reads the due
+ones in small batches as the queue makes room (`take`, by the jobs_due index),
+and memory holds only the jobs taken from it (queued, parked or in flight here)
+and a read-ahead of READ_AHEAD. Retries wait in the file on their own schedule;
+dead letters and succeeded jobs (for `journal.keep_succeeded`) are rows of it.
 
 Every accepted job is committed before `add` returns, so a 202 survives a
-crash. State changes after that are written behind: a crash may lose the
-last few, which at worst runs a job once more (at-least-once, same
-Idempotency-Key). One writer greenlet commits everything pending in one
-transaction, in gevent's threadpool, so the hub keeps serving while SQLite
-waits on the disk, and concurrent intakes share each commit (group commit).
+crash; duplicates are found by the file's primary key, so an id is a duplicate
+only once its first commit succeeded. An attempt's start is committed before
+the attempt; its outcome is written behind (a crash may lose the last few,
+which at worst runs a job once more: at-least-once, same Idempotency-Key). One
+writer greenlet commits everything pending in one transaction, in gevent's
+threadpool, so the hub keeps serving while SQLite waits on the disk, and
+concurrent intakes share each commit (group commit).
 
-Only one process runs jobs from a journal: the daemon holds an exclusive
-lock on `PATH.lock`. `gq dlq` commands work on the file directly when no
-daemon holds the lock, and through the `control` table (polled by the
-daemon) when one does.
+Only one process runs jobs from a journal: the daemon holds an exclusive lock
+on `PATH.lock`. `gq dlq` commands work on the file directly when no daemon
+holds the lock, and through the `control` table (polled by the daemon) when one
+does.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import sqlite3
 import time
-from typing import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import gevent
 from gevent.event import AsyncResult, Event
 from gevent.lock import BoundedSemaphore
 
-from gq.broker import Added, Entry, State
-from gq.broker.memory import KEEP_FINISHED, MemoryBroker
+from gq.broker import Added, Counts, Entry, State, record
+from gq.broker.journal_file import JournalError, JournalFile, state_row
 from gq.broker.storage import StorageGuard
-from gq.errors import GqError, StorageUnavailable
-from gq.job import Job, parse
-from gq.outcome import AttemptResult, Outcome
+from gq.errors import BacklogFull, StorageUnavailable
+from gq.job import Job
+from gq.outcome import AttemptResult, Outcome, Verdict
 from gq.supervisor import Supervisor
 
 log = logging.getLogger("gq.journal")
 
-CONTROL_POLL = 0.5  # seconds between looks for dlq commands from other processes
+READ_AHEAD = 256      # jobs read from the file at a time, held until the queue has room
+CONTROL_POLL = 0.5    # seconds between looks for dlq commands from other processes
+EXPIRE_EVERY = 1.0    # seconds between deletions of succeeded jobs past keep_succeeded
+EXPIRE_STEP = 500     # rows deleted per transaction, so that a commit never waits long for it
+FAILED_WRITE_PAUSE = 0.5  # seconds the writer waits after a failed write: a failing disk, no spinning
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id          TEXT PRIMARY KEY,
-    spec        TEXT NOT NULL,              -- the job's JSON form
-    state       TEXT NOT NULL,
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    due         REAL NOT NULL DEFAULT 0,    -- when a retrying job may run again
-    accepted_at REAL NOT NULL,
-    finished_at REAL,
-    reason      TEXT,                       -- why it is dead
-    history     TEXT NOT NULL DEFAULT '[]'  -- attempts: [started, duration, status, error, snippet]
-);
-CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, finished_at);
-CREATE TABLE IF NOT EXISTS done (          -- gq batch: ids of its succeeded jobs, rows deleted
-    id TEXT PRIMARY KEY
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS control (       -- dlq commands for a running daemon
-    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
-    op     TEXT NOT NULL,                   -- replay | purge
-    ids    TEXT,                            -- JSON list; NULL = all
-    result TEXT                             -- JSON list of ids done; NULL = not yet
-);
-"""
-
-
-class JournalError(GqError):
-    """The journal file cannot be opened, locked or written."""
+__all__ = ["DeadLetterAdmin", "JournalBroker", "JournalError", "JournalLock"]
 
 
 def _size(path: str) -> int:
@@ -74,135 +61,6 @@ def _size(path: str) -> int:
         return os.path.getsize(path)
     except OSError:
         return 0
-
-
-def _history_row(a: AttemptResult) -> list:
-    return [a.started, round(a.duration, 6), a.status, a.error, a.snippet]
-
-
-def _new_row(entry: Entry) -> tuple:
-    return (entry.job.id, entry.job.to_json(), entry.accepted_at) + _state_row(entry)
-
-
-def _state_row(entry: Entry) -> tuple:
-    finished = time.time() if entry.state in (State.SUCCEEDED, State.DEAD) else None
-    return (entry.state.value, entry.attempts, entry.due, finished, entry.reason or None,
-            json.dumps([_history_row(a) for a in entry.history], ensure_ascii=False))
-
-
-def _entry(row: sqlite3.Row) -> Entry:
-    job = parse(json.loads(row["spec"]))
-    history = [AttemptResult(*a) for a in json.loads(row["history"])]
-    return Entry(job, State(row["state"]), row["attempts"], row["due"], row["accepted_at"],
-                 history=history, reason=row["reason"] or "")
-
-
-class JournalFile:
-    """The SQLite file. Not cooperative: the daemon calls it from gevent's threadpool."""
-
-    def __init__(self, path: str):
-        self.path = path
-        try:
-            directory = os.path.dirname(os.path.abspath(path))
-            os.makedirs(directory, exist_ok=True)
-            # Jobs carry their secrets (Authorization headers): the file is its owner's only.
-            # SQLite gives the -wal and -shm files the same mode.
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
-            self.db.row_factory = sqlite3.Row
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")  # a 202 survives power loss, not just a crash
-            self.db.executescript(SCHEMA)
-        except (OSError, sqlite3.Error) as e:
-            raise JournalError(f"journal: cannot open {path}: {e}") from None
-
-    def load(self, succeeded: int) -> list[Entry]:
-        """Every job kept: unfinished, dead, and the `succeeded` most recent succeeded ones."""
-        rows = self.db.execute(  # unfinished ones first, oldest first (see oldest_accepted)
-            "SELECT * FROM (SELECT * FROM jobs WHERE state != 'succeeded' ORDER BY accepted_at) UNION ALL "
-            "SELECT * FROM (SELECT * FROM jobs WHERE state = 'succeeded' "
-            "ORDER BY finished_at DESC LIMIT ?)", (succeeded,)).fetchall()
-        return [_entry(r) for r in rows]
-
-    def write(self, new: list[tuple], changed: list[tuple], deleted: Iterable[str], done: Iterable[str]) -> None:
-        """One transaction: new jobs (_new_row), state changes (_state_row + id), deletions,
-        ids of a batch's succeeded jobs."""
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.executemany(
-                "INSERT INTO jobs (id, spec, accepted_at, state, attempts, due, finished_at, reason, "
-                "history) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", new)
-            self.db.executemany(
-                "UPDATE jobs SET state = ?, attempts = ?, due = ?, finished_at = ?, reason = ?, "
-                "history = ? WHERE id = ?", changed)
-            self.db.executemany("DELETE FROM jobs WHERE id = ?", ((i,) for i in deleted))
-            self.db.executemany("INSERT OR IGNORE INTO done (id) VALUES (?)", ((i,) for i in done))
-
-    def batch_done(self, ids: Iterable[str], forget_others: bool) -> set[str]:
-        """Those of a batch's `ids` that succeeded before (in an interrupted run of it, or
-        as a daemon's jobs). With `forget_others` (the batch completed), the record of done
-        ids keeps this batch's only: it grows by the batches left unfinished, no more."""
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.execute("CREATE TEMP TABLE batch (id TEXT PRIMARY KEY) WITHOUT ROWID")
-            self.db.executemany("INSERT OR IGNORE INTO temp.batch (id) VALUES (?)", ((i,) for i in ids))
-            if forget_others:
-                self.db.execute("DELETE FROM done WHERE id NOT IN (SELECT id FROM temp.batch)")
-            done = {row[0] for row in self.db.execute(
-                "SELECT id FROM done WHERE id IN (SELECT id FROM temp.batch) UNION "
-                "SELECT id FROM jobs WHERE state = 'succeeded' AND id IN (SELECT id FROM temp.batch)")}
-            self.db.execute("DROP TABLE temp.batch")
-        return done
-
-    def dead_letters(self) -> list[Entry]:
-        rows = self.db.execute("SELECT * FROM jobs WHERE state = 'dead' ORDER BY finished_at").fetchall()
-        return [_entry(r) for r in rows]
-
-    def _dead_ids(self, ids: list[str] | None) -> list[str]:
-        if ids is None:
-            return [r[0] for r in self.db.execute("SELECT id FROM jobs WHERE state = 'dead'")]
-        found = {r[0] for r in self.db.execute(
-            f"SELECT id FROM jobs WHERE state = 'dead' AND id IN ({','.join('?' * len(ids))})", ids)}
-        return [i for i in ids if i in found]
-
-    def replay(self, ids: list[str] | None) -> list[str]:
-        """Dead letters back to queued, attempts reset (for a journal no daemon holds)."""
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            done = self._dead_ids(ids)
-            self.db.executemany("UPDATE jobs SET state = 'queued', attempts = 0, due = 0, reason = NULL, "
-                                "finished_at = NULL WHERE id = ?", ((i,) for i in done))
-        return done
-
-    def purge(self, ids: list[str] | None) -> list[str]:
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            done = self._dead_ids(ids)
-            self.db.executemany("DELETE FROM jobs WHERE id = ?", ((i,) for i in done))
-        return done
-
-    # -- commands for a running daemon
-
-    def request(self, op: str, ids: list[str] | None) -> int:
-        cursor = self.db.execute("INSERT INTO control (op, ids) VALUES (?, ?)",
-                                 (op, None if ids is None else json.dumps(ids)))
-        return cursor.lastrowid
-
-    def answer(self, seq: int) -> list[str] | None:
-        row = self.db.execute("SELECT result FROM control WHERE seq = ?", (seq,)).fetchone()
-        return None if row is None or row[0] is None else json.loads(row[0])
-
-    def requests(self) -> list[tuple[int, str, list[str] | None]]:
-        rows = self.db.execute("SELECT seq, op, ids FROM control WHERE result IS NULL ORDER BY seq")
-        return [(seq, op, None if ids is None else json.loads(ids)) for seq, op, ids in rows]
-
-    def answered(self, seq: int, result: list[str]) -> None:
-        with self.db:
-            self.db.execute("UPDATE control SET result = ? WHERE seq = ?", (json.dumps(result), seq))
-            self.db.execute("DELETE FROM control WHERE result IS NOT NULL AND seq < ?", (seq - 100,))
-
-    def close(self) -> None:
-        self.db.close()
 
 
 class JournalLock:
@@ -224,136 +82,215 @@ class JournalLock:
         os.close(self.fd)
 
 
-class JournalBroker(MemoryBroker):
-    """The in-memory broker, with every job and its outcome kept in a JournalFile.
+class _Add:
+    """One `add` call waiting for the commit that carries its jobs."""
+
+    __slots__ = ("done", "hold", "jobs")
+
+    def __init__(self, jobs: list[Job], hold: int):
+        self.jobs = jobs
+        self.hold = hold
+        self.done: AsyncResult = AsyncResult()
+
+
+class JournalBroker:
+    """The backlog in a JournalFile; in memory, only what runs here soon.
 
     For `gq batch` (`batch=True`), which answers no look-ups, a job of the batch that
-    succeeds is forgotten at once, its row too, and only its id is kept (`done`): memory
-    and file stay small however long the batch, and the batch run again skips every job
-    that succeeded. Succeeded jobs a daemon left in the file are neither loaded nor pruned.
+    succeeds is deleted at once and only its id is kept (`done`): the batch run again
+    skips every job that succeeded.
 
-    The file is used by one thread at a time (`_file`): SQLite transactions on one
-    connection from two threads would interleave."""
+    Each connection is used by one thread at a time (`_call`): SQLite transactions on one
+    connection from two threads would interleave. Look-ups use a connection of their own,
+    so that they do not wait for the writer's commits."""
+
+    backlog = True
 
     def __init__(self, path: str, batch: bool = False, max_backlog: int = 10_000_000, min_free_mb: int = 256,
-                 supervisor: Supervisor | None = None):
-        super().__init__(keep_finished=0 if batch else KEEP_FINISHED, max_backlog=max_backlog)
+                 keep_succeeded: float = 3600.0, supervisor: Supervisor | None = None):
         self.batch = batch
+        self.max_backlog = max_backlog
+        self.keep_succeeded = keep_succeeded
         self.lock = JournalLock(path)
         if not self.lock.try_acquire():
             self.lock.release()
             raise JournalError(f"journal: {path} is in use by another gq process")
         self.file = JournalFile(path)
+        self.reader = JournalFile(path, reader=True)
         self.guard = StorageGuard(path, min_free_mb)
         self._threadpool = gevent.get_hub().threadpool
-        self._file_lock = BoundedSemaphore()
-        self._dirty: dict[str, Entry] = {}
+        self._locks = {self.file: BoundedSemaphore(), self.reader: BoundedSemaphore()}
+        self._held: dict[str, Entry] = {}      # taken from the file: read ahead, queued or running here
+        self._ahead: deque[Entry] = deque()    # taken, not yet handed to the dispatcher
+        self._dirty: dict[str, Entry] = {}     # changes not yet written
+        self._writing: dict[str, Entry] = {}   # changes being written now
         self._deleted: set[str] = set()
         self._done: list[str] = []
-        self._adding: list[tuple[AsyncResult, list[str]]] = []  # add() calls waiting for a commit
-        self._uncommitted: dict[str, AsyncResult] = {}  # new ids → the commit they wait for
+        self._adding: list[_Add] = []
         self._starting: list[AsyncResult] = []  # started() calls waiting for a commit
-        self._wake = Event()
+        self._writes = 0                # commits so far that may have made a job due sooner
+        self._wake = Event()            # the writer has work
+        self._due = Event()             # a job may be due in the file sooner than thought
         self._stop = Event()
-        self.recovered = self._recover()
+        # _next_due: when the file's next waiting job is due (-inf: look at the file)
+        counts, running, self._next_due = self.file.recover()
+        self._counts = Counts(counts)
+        for entry in running:  # their attempt was under way when the last process ended
+            entry.interrupted = True
+            self._counts.move(entry, State.QUEUED)
+            self._keep(entry)
+        self.recovered = self._counts.unfinished()
         supervisor = supervisor or Supervisor()
         self._loops = [supervisor.spawn("journal writer", self._write_loop),
                        supervisor.spawn("journal control poll", self._control_loop)]
+        if keep_succeeded and not batch:
+            self._loops.append(supervisor.spawn("journal expiry", self._expire_loop))
 
-    def _recover(self) -> int:
-        """Load the file; unfinished jobs wait here until the feeder has room for them."""
-        recovered = 0
-        for entry in self.file.load(0 if self.batch else KEEP_FINISHED):
-            self._entries[entry.job.id] = entry
-            if entry.state is State.SUCCEEDED:
-                self._succeeded[entry.job.id] = None
-                continue
-            self._counts[entry.state] += 1
-            if entry.state is State.RETRYING:
-                self._hold(entry, entry.due, State.RETRYING)
-            elif entry.state is not State.DEAD:  # queued, or running when the process died
-                entry.interrupted = entry.state is State.RUNNING
-                self._hold(entry, 0.0, State.QUEUED)
-            recovered += entry.state is not State.DEAD
-        return recovered
+    def _call(self, connection: JournalFile, function: Callable[..., Any], *args: Any) -> Any:
+        """`function(connection, *args)` in the threadpool, one call per connection at a time."""
+        with self._locks[connection]:
+            return self._threadpool.apply(function, (connection,) + args)
 
-    # -- what changes is written
+    # -- intake
 
-    def add(self, jobs: Iterable[Job]) -> Added:
-        """As MemoryBroker.add, returning once the new jobs are committed to the file. Raises
-        StorageUnavailable when the storage cannot take them (see StorageGuard), or when the
-        commit fails. A duplicate is one of a job whose commit succeeded."""
-        jobs = list(jobs)
+    def add(self, jobs: Iterable[Job], hold: int = 0) -> Added:
+        """Returns once the new jobs are committed to the file. Up to `hold` of them are
+        returned to run at once, unless older jobs wait in the file (they go first). Raises
+        BacklogFull past max_backlog, StorageUnavailable when the storage cannot take them
+        (see StorageGuard) or the commit fails."""
         problem = self.guard.problem()
         if problem:
             raise StorageUnavailable(problem)
-        # An id whose first commit is still under way is not known yet: wait for that commit
-        # (a failed one forgets the id, which is then new here).
-        while pending := {self._uncommitted[j.id] for j in jobs if j.id in self._uncommitted}:
-            gevent.wait(list(pending))
-        added = super().add(jobs)
-        if not added.entries:
-            return added
-        ids = [entry.job.id for entry in added.entries]
-        self._dirty.update(zip(ids, added.entries))
-        committed = AsyncResult()
-        self._adding.append((committed, ids))
-        self._uncommitted.update(dict.fromkeys(ids, committed))
+        if self._ahead or self._next_due <= time.time():
+            hold = 0
+        request = _Add(list(jobs), hold)
+        self._adding.append(request)
         self._wake.set()
-        committed.get()  # the writer settles the ids first: kept, or forgotten on a failure
-        return added
+        return request.done.get()
+
+    def get(self, job_id: str) -> Entry | None:
+        """From memory when it runs here soon, else from the file (off the hub)."""
+        for place in (self._held, self._dirty, self._writing):
+            if job_id in place:
+                return place[job_id]
+        return self._call(self.reader, JournalFile.get, job_id)
+
+    def counts(self) -> dict[str, int]:
+        return self._counts.shown()
 
     def health(self) -> str | None:
         return self.guard.problem()
 
-    def stored_bytes(self) -> int:
-        return sum(_size(self.file.path + suffix) for suffix in ("", "-wal", "-shm"))
+    # -- dispatch
+
+    def take(self, limit: int, timeout: float) -> list[Entry]:
+        if not self._ahead:
+            self._read_ahead()
+        if not self._ahead and timeout > 0:
+            self._due.wait(max(0.0, min(timeout, self._next_due - time.time())))
+            self._due.clear()
+            self._read_ahead()
+        return [self._ahead.popleft() for _ in range(min(limit, len(self._ahead)))]
+
+    def _read_ahead(self) -> None:
+        now = time.time()
+        if self._next_due > now:
+            return
+        writes = self._writes
+        try:
+            entries, next_due = self._call(self.file, JournalFile.take, READ_AHEAD, now)
+        except (sqlite3.Error, OSError) as e:
+            log.warning("journal: cannot read due jobs: %s; will try again", e)
+            self._stop.wait(FAILED_WRITE_PAUSE)
+            return
+        for entry in entries:
+            self._counts.move(entry, State.QUEUED)  # a due retry is queued again
+            self._keep(entry)
+        # A commit meanwhile may have made a job due sooner than the file said: look again.
+        more = len(entries) == READ_AHEAD or writes != self._writes
+        self._next_due = float("-inf") if more else next_due
+
+    def _keep(self, entry: Entry) -> None:
+        self._held[entry.job.id] = entry
+        self._ahead.append(entry)
 
     def started(self, entry: Entry) -> None:
-        """As MemoryBroker.started, returning once the attempt is committed: a job whose
-        attempts crash or freeze the process uses them up like any other."""
-        super().started(entry)
+        """Returns once the attempt is committed: a job whose attempts crash or freeze the
+        process uses them up like any other."""
+        entry.attempts += 1
+        self._counts.move(entry, State.RUNNING)
         self._changed(entry)
         committed = AsyncResult()
         self._starting.append(committed)
         committed.get()
 
     def settle(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
-        super().settle(entry, result, outcome)
-        if self.batch and entry.state is State.SUCCEEDED:  # forgotten (_drop) but for its id
-            self._done.append(entry.job.id)
-            self._wake.set()
+        record(entry, result)
+        self._held.pop(entry.job.id, None)
+        if outcome.verdict is Verdict.SUCCESS:
+            self._counts.move(entry, State.SUCCEEDED)
+            if self.batch:  # only its id is kept
+                self._forget(entry.job.id)
+                self._done.append(entry.job.id)
+                return
+            if not self.keep_succeeded:
+                self._forget(entry.job.id)
+                return
+        elif outcome.verdict is Verdict.FAIL:
+            entry.reason = outcome.reason
+            self._counts.move(entry, State.DEAD)
         else:
-            self._changed(entry)
-
-    def batch_done(self, ids: Iterable[str], forget_others: bool = False) -> set[str]:
-        """See JournalFile.batch_done."""
-        return self._file(self.file.batch_done, ids, forget_others)
-
-    def _file(self, method, *args):
-        """Call a JournalFile method in the threadpool, one call at a time."""
-        with self._file_lock:
-            return self._threadpool.apply(method, args)
-
-    def defer(self, entry: Entry, due: float) -> None:
-        super().defer(entry, due)
+            entry.due = time.time() + outcome.delay
+            self._counts.move(entry, State.RETRYING)
         self._changed(entry)
 
-    def replay(self, ids: Iterable[str] | None) -> list[str]:
-        replayed = super().replay(ids)
-        for job_id in replayed:
-            self._changed(self._entries[job_id])
-        return replayed
-
-    def _drop(self, job_id: str) -> None:
-        super()._drop(job_id)
-        self._dirty.pop(job_id, None)
-        self._deleted.add(job_id)
-        self._wake.set()
+    def defer(self, entry: Entry, due: float) -> None:
+        """Back to the file, unattempted, until `due`."""
+        self._held.pop(entry.job.id, None)
+        entry.due = due
+        self._changed(entry)
 
     def _changed(self, entry: Entry) -> None:
         self._dirty[entry.job.id] = entry
         self._wake.set()
+
+    def _forget(self, job_id: str) -> None:
+        self._dirty.pop(job_id, None)
+        self._deleted.add(job_id)
+        self._wake.set()
+
+    # -- gauges
+
+    def oldest_accepted(self) -> float | None:
+        try:
+            return self._call(self.reader, JournalFile.oldest)
+        except sqlite3.Error:
+            return None
+
+    def stored_bytes(self) -> int:
+        return sum(_size(self.file.path + suffix) for suffix in ("", "-wal", "-shm"))
+
+    # -- dead letters
+
+    def dead_letters(self) -> list[Entry]:
+        return self._call(self.reader, lambda f: list(f.dead_letters()))
+
+    def replay(self, ids: Iterable[str] | None) -> list[str]:
+        replayed = self._call(self.file, JournalFile.replay, None if ids is None else list(ids))
+        self._counts.by_state[State.DEAD] -= len(replayed)
+        self._counts.by_state[State.QUEUED] += len(replayed)
+        self._next_due = float("-inf")
+        self._due.set()
+        return replayed
+
+    def purge(self, ids: Iterable[str] | None) -> list[str]:
+        purged = self._call(self.file, JournalFile.purge, None if ids is None else list(ids))
+        self._counts.by_state[State.DEAD] -= len(purged)
+        return purged
+
+    def batch_done(self, ids: Iterable[str], forget_others: bool = False) -> set[str]:
+        """See JournalFile.batch_done."""
+        return self._call(self.file, JournalFile.batch_done, ids, forget_others)
 
     # -- the writer
 
@@ -364,71 +301,116 @@ class JournalBroker(MemoryBroker):
             self.flush()
 
     def flush(self) -> None:
-        """Commit everything pending now, in one transaction; wakes the add() calls it covers."""
-        dirty, self._dirty = self._dirty, {}
+        """Commit everything pending now, in one transaction; wakes the add() and started()
+        calls it covers."""
+        self._writing, self._dirty = self._dirty, {}
         deleted, self._deleted = self._deleted, set()
         done, self._done = self._done, []
         adding, self._adding = self._adding, []
         starting, self._starting = self._starting, []
-        if not (dirty or deleted or done or adding):
+        if not (self._writing or deleted or done or adding):
             self._release(starting)
             return
-        fresh = {job_id for _, ids in adding for job_id in ids}
-        new = [_new_row(e) for i, e in dirty.items() if i in fresh]
-        changed = [_state_row(e) + (i,) for i, e in dirty.items() if i not in fresh]
+        accepted_at = time.time()
+        budget = self.max_backlog - self._counts.unfinished()
+        rows = [([(job.id, job.to_json()) for job in a.jobs], a.hold) for a in adding]
+        changed = [state_row(e) for e in self._writing.values()]
         try:
-            self._file(self.file.write, new, changed, deleted, done)
+            fates = self._call(self.file, JournalFile.write, rows, budget, accepted_at, changed, deleted, done)
             self.guard.look()  # a file deleted before this commit: its adds are not stored
             if self.guard.gone:
                 raise OSError("the journal file was deleted or replaced")
         except Exception as e:  # the writer must live on: a failed write fails its own adds only
-            self.guard.write_failed(e)
-            error = StorageUnavailable(f"journal: write failed: {e}")
-            log.error("%s; %d job(s) refused, state changes kept for the next write", error, len(fresh))
-            for job_id, entry in dirty.items():
-                if job_id not in fresh:
-                    self._dirty.setdefault(job_id, entry)
-            self._deleted |= deleted
-            self._done[:0] = done
-            for waiter, ids in adding:
-                for job_id in ids:  # never stored: unknown again, before anyone asks
-                    self._uncommitted.pop(job_id, None)
-                    self._counts[State.QUEUED] -= 1
-                    del self._entries[job_id]
-                waiter.set_exception(error)
+            self._failed(e, adding, deleted, done)
             self._release(starting)  # the attempts go on: their state is written with the next write
-            self._stop.wait(0.5)  # a failing disk: do not spin
+            self._stop.wait(FAILED_WRITE_PAUSE)
             return
-        for waiter, ids in adding:
-            for job_id in ids:
-                self._uncommitted.pop(job_id, None)
-            waiter.set(True)
+        stored = sum([self._accepted(request, fate, accepted_at) for request, fate in zip(adding, fates)])
+        waiting = [e.due for e in self._writing.values() if e.state in (State.QUEUED, State.RETRYING)]
+        if stored or waiting:  # jobs wait in the file now: the feeder looks again
+            self._writes += 1
+            self._next_due = min([self._next_due, *waiting] + ([accepted_at] if stored else []))
+            self._due.set()
+        self._writing = {}
         self._release(starting)
         self.guard.wrote()
+
+    def _accepted(self, request: _Add, fate: list[str] | None, accepted_at: float) -> int:
+        """Answer an add whose write committed; returns how many of its jobs wait in the file."""
+        if fate is None:
+            unfinished = self._counts.unfinished()
+            request.done.set_exception(BacklogFull(
+                f"backlog full: {unfinished} unfinished jobs, journal.max_backlog ({self.max_backlog}) "
+                f"at most; try again once some are delivered"))
+            return 0
+        entries, duplicates, stored = [], [], 0
+        for job, state in zip(request.jobs, fate):
+            if not state:
+                duplicates.append(job.id)
+            elif state == "queued":
+                stored += 1
+            else:
+                entry = Entry(job, accepted_at=accepted_at)
+                self._held[job.id] = entry
+                entries.append(entry)
+        self._counts.by_state[State.QUEUED] += len(entries) + stored
+        request.done.set(Added(entries, duplicates, stored))
+        return stored
+
+    def _failed(self, error: Exception, adding: list[_Add], deleted: set[str], done: list[str]) -> None:
+        """A write failed: its adds are refused (nothing of them is in memory), its state
+        changes are kept for the next write."""
+        self.guard.write_failed(error)
+        refusal = StorageUnavailable(f"journal: write failed: {error}")
+        log.error("%s; %d job(s) refused, state changes kept for the next write", refusal,
+                  sum(len(a.jobs) for a in adding))
+        for job_id, entry in self._writing.items():
+            self._dirty.setdefault(job_id, entry)
+        self._writing = {}
+        self._deleted |= deleted
+        self._done[:0] = done
+        for request in adding:
+            request.done.set_exception(refusal)
 
     @staticmethod
     def _release(waiters: list[AsyncResult]) -> None:
         for waiter in waiters:
             waiter.set(True)
 
+    # -- housekeeping
+
     def _control_loop(self) -> None:
         while not self._stop.wait(CONTROL_POLL):
             try:
-                for seq, op, ids in self._file(self.file.requests):
+                for seq, op, ids in self._call(self.file, JournalFile.requests):
                     done = self.replay(ids) if op == "replay" else self.purge(ids)
-                    self.flush()
-                    self._file(self.file.answered, seq, done)
+                    self._call(self.file, JournalFile.answered, seq, done)
                     log.info("dlq %s of %d job(s), as gq dlq asked", op, len(done))
             except sqlite3.Error as e:
                 log.warning("journal: cannot read dlq commands: %s; will try again", e)
 
+    def _expire_loop(self) -> None:
+        """Succeeded jobs past keep_succeeded are deleted, a few at a time."""
+        while not self._stop.wait(EXPIRE_EVERY):
+            try:
+                while self._call(self.file, JournalFile.expire, time.time() - self.keep_succeeded, EXPIRE_STEP) == EXPIRE_STEP:
+                    gevent.sleep(0)
+            except sqlite3.Error as e:
+                log.warning("journal: cannot delete expired succeeded jobs: %s; will try again", e)
+
     def close(self) -> None:
-        """Stop the loops between writes, commit what is pending, release the file."""
+        """Stop the loops between writes, commit what is pending, release the file; jobs
+        read ahead wait on disk again."""
         self._stop.set()
         self._wake.set()
         gevent.joinall(self._loops)
         self.flush()
+        try:
+            self._call(self.file, JournalFile.untake)
+        except sqlite3.Error as e:  # opened again, the file puts them back itself
+            log.warning("journal: %s", e)
         self.file.close()
+        self.reader.close()
         self.lock.release()
 
 
@@ -443,7 +425,7 @@ class DeadLetterAdmin:
         self.file = JournalFile(path)
         self.path = path
 
-    def list(self) -> list[Entry]:
+    def dead_letters(self) -> Iterator[Entry]:
         return self.file.dead_letters()
 
     def run(self, op: str, ids: list[str] | None) -> list[str]:
@@ -464,4 +446,3 @@ class DeadLetterAdmin:
 
     def close(self) -> None:
         self.file.close()
-

@@ -1,7 +1,7 @@
-"""The in-memory broker: every structure the embedded brokers keep, with nothing on disk.
+"""The in-memory broker, used when `journal.path = ""`: a crash loses what it holds.
 
-Used as is when `journal.path = ""` (a crash loses what it holds), and as the
-index the SQLite journal keeps in front of its file.
+It keeps no backlog beyond the queue: the intake waits for queue room (and
+`journal.max_backlog` bounds the unfinished jobs, retries included).
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import heapq
 import itertools
 import time
 from collections import OrderedDict
-from typing import Iterable
+from collections.abc import Iterable
 
 from gevent.event import Event
 
-from gq.broker import HISTORY_LIMIT, Added, Entry, State
+from gq.broker import UNFINISHED, Added, Counts, Entry, State, record
 from gq.errors import BacklogFull
 from gq.job import Job
 from gq.outcome import AttemptResult, Outcome, Verdict
@@ -22,11 +22,8 @@ from gq.outcome import AttemptResult, Outcome, Verdict
 KEEP_FINISHED = 10000  # succeeded jobs remembered for status look-ups and duplicate detection
 
 
-UNFINISHED = (State.QUEUED, State.RUNNING, State.RETRYING)
-
-
 class MemoryBroker:
-    local = True
+    backlog = False
 
     def __init__(self, clock=time.time, keep_finished: int = KEEP_FINISHED, max_backlog: int = 10_000_000):
         self.clock = clock
@@ -37,13 +34,14 @@ class MemoryBroker:
         self._waiting: list[tuple[float, int, str]] = []        # (due, seq, id): held here, not queued
         self._seq = itertools.count()
         self._wakeup = Event()
-        self._counts = dict.fromkeys((State.QUEUED, State.RUNNING, State.RETRYING, State.DEAD), 0)
+        self._counts = Counts()
 
     # -- intake
 
-    def add(self, jobs: Iterable[Job]) -> Added:
-        """New entries for the jobs whose id is not known; raises BacklogFull when they would
-        take the unfinished jobs past max_backlog."""
+    def add(self, jobs: Iterable[Job], hold: int = 0) -> Added:
+        """New entries for the jobs whose id is not known, the first `hold` to run at once
+        (the others wait here for `take`); raises BacklogFull when they would take the
+        unfinished jobs past max_backlog."""
         new: dict[str, Job] = {}
         duplicates = []
         for job in jobs:
@@ -51,7 +49,7 @@ class MemoryBroker:
                 duplicates.append(job.id)
             else:
                 new[job.id] = job
-        unfinished = sum(self._counts[s] for s in UNFINISHED)
+        unfinished = self._counts.unfinished()
         if new and unfinished + len(new) > self.max_backlog:
             raise BacklogFull(f"backlog full: {unfinished} unfinished jobs, journal.max_backlog "
                               f"({self.max_backlog}) at most; try again once some are delivered")
@@ -59,8 +57,10 @@ class MemoryBroker:
         fresh = [Entry(job, accepted_at=now) for job in new.values()]
         for entry in fresh:
             self._entries[entry.job.id] = entry
-        self._counts[State.QUEUED] += len(fresh)
-        return Added(fresh, duplicates)
+        self._counts.by_state[State.QUEUED] += len(fresh)
+        for entry in fresh[hold:]:
+            self._hold(entry, now, State.QUEUED)
+        return Added(fresh[:hold], duplicates, len(fresh[hold:]))
 
     # -- dispatch
 
@@ -75,7 +75,8 @@ class MemoryBroker:
         return taken
 
     def _due(self, limit: int) -> list[Entry]:
-        taken, now = [], self.clock()
+        taken: list[Entry] = []
+        now = self.clock()
         while self._waiting and len(taken) < limit and self._waiting[0][0] <= now:
             _, _, job_id = heapq.heappop(self._waiting)
             entry = self._entries.get(job_id)
@@ -89,10 +90,7 @@ class MemoryBroker:
         self._move(entry, State.RUNNING)
 
     def settle(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
-        history = entry.history
-        history.append(result)
-        if len(history) > HISTORY_LIMIT:
-            del history[1]  # keep the first attempt: it often says the most
+        record(entry, result)
         if outcome.verdict is Verdict.SUCCESS:
             self._move(entry, State.SUCCEEDED)
             self._remember_success(entry.job.id)
@@ -113,12 +111,7 @@ class MemoryBroker:
         self._wakeup.set()
 
     def _move(self, entry: Entry, state: State) -> None:
-        # Succeeded jobs are not counted: they only leave.
-        if entry.state is not State.SUCCEEDED:
-            self._counts[entry.state] -= 1
-        if state is not State.SUCCEEDED:
-            self._counts[state] += 1
-        entry.state = state
+        self._counts.move(entry, state)
 
     def _remember_success(self, job_id: str) -> None:
         self._succeeded[job_id] = None
@@ -136,7 +129,7 @@ class MemoryBroker:
         return self._entries.get(job_id)
 
     def counts(self) -> dict[str, int]:
-        return {state.value: n for state, n in self._counts.items()}
+        return self._counts.shown()
 
     def health(self) -> str | None:
         return None
@@ -170,7 +163,7 @@ class MemoryBroker:
     def purge(self, ids: Iterable[str] | None) -> list[str]:
         purged = []
         for entry in self._pick_dead(ids):
-            self._counts[State.DEAD] -= 1
+            self._counts.by_state[State.DEAD] -= 1
             self._drop(entry.job.id)
             purged.append(entry.job.id)
         return purged

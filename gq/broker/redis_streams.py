@@ -28,8 +28,9 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterable
 from importlib.resources import files
-from typing import Any, Iterable
+from typing import Any
 
 import gevent
 import redis
@@ -37,9 +38,8 @@ from gevent.event import AsyncResult, Event
 
 from gq.broker import HISTORY_LIMIT, Added, Entry, State
 from gq.config import BrokerConfig
-from gq.errors import BrokerUnavailable, GqError
+from gq.errors import BrokerUnavailable, GqError, QueueFull
 from gq.job import Job, parse
-from gq.errors import QueueFull
 from gq.outcome import AttemptResult, Outcome, Verdict
 from gq.supervisor import Supervisor
 
@@ -86,7 +86,7 @@ def _entry(payload: str | bytes, handle: Any = None, state: State = State.QUEUED
 
 
 class RedisBroker:
-    local = False
+    backlog = True
 
     def __init__(self, config: BrokerConfig, supervisor: Supervisor | None = None, hold_at_most: int = 200):
         """`hold_at_most`: jobs taken from the stream and not yet settled, at most (pool.size
@@ -152,7 +152,8 @@ class RedisBroker:
 
     # -- intake
 
-    def add(self, jobs: Iterable[Job]) -> Added:
+    def add(self, jobs: Iterable[Job], hold: int = 0) -> Added:
+        """Into the shared stream: every daemon of the fleet takes from it (`hold` is not used)."""
         jobs = list(jobs)
         keys = [self.stream, f"{self.config.prefix}:id:", f"{self.config.prefix}:job:", self.config.status_ttl]
         args: list[Any] = [self.config.max_backlog]
@@ -179,7 +180,7 @@ class RedisBroker:
             if job.id not in fresh or job.id in seen:
                 duplicates.append(job.id)
             seen.add(job.id)
-        return Added([], duplicates, remote=len(fresh))
+        return Added([], duplicates, stored=len(fresh))
 
     # -- dispatch
 
@@ -475,7 +476,7 @@ class RedisBroker:
     # -- dead letters
 
     def dead_letters(self) -> list[Entry]:
-        return self.dlq.list()
+        return self.dlq.dead_letters()
 
     def replay(self, ids: Iterable[str] | None) -> list[str]:
         return self.dlq.run("replay", None if ids is None else list(ids))
@@ -520,10 +521,10 @@ class DeadLetters:
         self.stream, self.dead = f"{config.prefix}:jobs", f"{config.prefix}:dead"
 
     @classmethod
-    def open(cls, config: BrokerConfig) -> "DeadLetters":
+    def open(cls, config: BrokerConfig) -> DeadLetters:
         return cls(redis.Redis.from_url(config.url, socket_timeout=10, socket_connect_timeout=5), config)
 
-    def list(self) -> list[Entry]:
+    def dead_letters(self) -> list[Entry]:
         return [self._entry(fields) for _, fields in self._all()]
 
     def _all(self) -> list:
