@@ -133,3 +133,17 @@ def test_a_dead_letter_is_looked_up_from_the_file_after_a_restart(start_daemon, 
     job = restarted.job("gone")
     assert (job["state"], job["attempts"], job["last_status"]) == ("dead", 1, 404)
     assert [a["status"] for a in job["history"]] == [404]
+
+
+def test_a_job_the_file_holds_but_cannot_read_back_is_dead_and_holds_up_nothing(start_daemon, target, tmp_path):
+    # A row gq cannot make a job of again (an older gq's, a hand edit) becomes a dead letter
+    # saying why; the jobs behind it run.
+    fill_journal(tmp_path / JOURNAL["path"], 10, target.url())
+    with closing(sqlite3.connect(tmp_path / JOURNAL["path"])) as db, db:
+        db.execute("INSERT INTO jobs (id, spec, state, due, accepted_at) VALUES "
+                   "('bad', '{\"id\": \"bad\", \"url\": \"ftp://x/\"}', 'queued', 0, 0)")
+    daemon = start_daemon(journal=JOURNAL)
+    wait_for(lambda: target.stats()["keys"] == 10, what="the readable jobs delivered")
+    job = daemon.job("bad")
+    assert job["state"] == "dead" and "unreadable in the journal" in job["dead_reason"], job
+    assert daemon.status()["jobs"]["dead"] == 1

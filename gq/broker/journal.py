@@ -198,16 +198,20 @@ class JournalBroker:
             return
         writes = self._writes
         try:
-            entries, next_due = self._call(self.file, JournalFile.take, READ_AHEAD, now)
+            entries, unreadable, next_due = self._call(self.file, JournalFile.take, READ_AHEAD, now)
         except (sqlite3.Error, OSError) as e:
             log.warning("journal: cannot read due jobs: %s; will try again", e)
             self._stop.wait(FAILED_WRITE_PAUSE)
             return
+        for state in unreadable:
+            log.error("journal: a job could not be read back from the file; kept as a dead letter")
+            self._counts.by_state[State(state)] -= 1
+            self._counts.by_state[State.DEAD] += 1
         for entry in entries:
             self._counts.move(entry, State.QUEUED)  # a due retry is queued again
             self._keep(entry)
         # A commit meanwhile may have made a job due sooner than the file said: look again.
-        more = len(entries) == READ_AHEAD or writes != self._writes
+        more = len(entries) + len(unreadable) == READ_AHEAD or writes != self._writes
         self._next_due = float("-inf") if more else next_due
 
     def _keep(self, entry: Entry) -> None:
