@@ -101,6 +101,7 @@ class RedisServer:
             self.proc = subprocess.Popen(
                 [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.directory),
                  "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", "",
+                 "--enable-debug-command", "local",
                  "--daemonize", "no", "--logfile", str(self.log_path), "--loglevel", "notice"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 cwd=self.directory)

@@ -1,14 +1,18 @@
-"""A fleet on Redis through bad days: Redis refusing writes while jobs flow is an answer (503,
-not ready), never a dead loop or a lost job; a daemon killed has its jobs run elsewhere within
+"""A fleet on Redis through bad days: Redis out of memory, made a read-only replica, silent
+(DEBUG SLEEP) or killed while jobs flow is an answer (503, not ready), never a hang, a dead
+loop or a lost job; a daemon killed has its jobs run elsewhere within
 seconds; daemons share the work by their speed. Real redis-server on loopback."""
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import Callable
 
+import pytest
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
-from conftest import wait_for
+from conftest import closed_port, wait_for
 from gq.broker.redis_streams import _passing
 from test_redis import Fleet, consumer_of
 
@@ -20,27 +24,53 @@ def accepted(response) -> list[str]:
     return response.json()["ids"]
 
 
-def test_redis_out_of_memory_is_answered_503_and_loses_nothing(redis_server, start_daemon, target, tmp_path):
-    fleet = Fleet(redis_server, start_daemon, tmp_path, "oom")
+SLEEP = 5  # seconds of DEBUG SLEEP: longer than a Redis command may take in gq (3 s)
+
+
+def inject(fault: str, redis_server, fleet) -> Callable[[], None]:
+    """Make Redis fail in the way named; returns what ends the fault."""
+    r = fleet.redis
+    if fault == "oom":  # every write that needs memory is refused
+        r.config_set("maxmemory-policy", "noeviction")
+        r.config_set("maxmemory", "1")
+        return lambda: r.config_set("maxmemory", "0")
+    if fault == "read-only":  # a failover made it a replica (of a master it cannot reach: data kept)
+        r.replicaof("127.0.0.1", closed_port())
+        return lambda: r.replicaof("NO", "ONE")
+    if fault == "sleep":  # it answers nothing at all for a while
+        sleeper = threading.Thread(target=redis_server.client().execute_command, args=("DEBUG", "SLEEP", SLEEP))
+        sleeper.start()
+        return sleeper.join
+    assert fault == "kill"  # kill -9, then started again on its append-only file
+    redis_server.kill()
+    return redis_server.start
+
+
+@pytest.mark.parametrize("fault", ["oom", "read-only", "sleep", "kill"])
+def test_a_redis_fault_is_answered_503_and_loses_nothing(fault, redis_server, start_daemon, target, tmp_path):
+    fleet = Fleet(redis_server, start_daemon, tmp_path, fault)
     daemon = fleet.start("a", pool={"size": 10})
     ids = accepted(daemon.post([{"url": target.url(delay=0.05)} for _ in range(200)]))
     wait_for(lambda: target.count() >= 20, what="jobs flowing")
-    fleet.redis.config_set("maxmemory-policy", "noeviction")
-    fleet.redis.config_set("maxmemory", "1")  # every write that needs memory: OOM
+    end = inject(fault, redis_server, fleet)
     faulted = time.monotonic()
-    answers = set()
+    answers, unready, window = set(), False, SLEEP if fault == "sleep" else FAULT
     try:
-        wait_for(lambda: daemon.get("/readyz").status_code == 503, timeout=10, what="/readyz 503 during the fault")
-        while time.monotonic() < faulted + FAULT:
-            refused = daemon.post({"url": target.url()})
-            answers.add(refused.status_code)
-            if refused.status_code == 503:
-                assert refused.headers.get("Retry-After"), refused.headers
+        while time.monotonic() < faulted + window:
+            unready |= daemon.get("/readyz").status_code == 503
+            response = daemon.post({"url": target.url()})
+            answers.add(response.status_code)
+            if response.status_code == 503:
+                assert response.headers.get("Retry-After"), response.headers
+            else:  # Redis woke from its sleep while the request waited for it: taken for good
+                assert response.status_code == 202, response.text
+                ids.append(response.json()["id"])
             time.sleep(0.1)
     finally:
-        fleet.redis.config_set("maxmemory", "0")
-    assert answers == {503}, answers
-    wait_for(lambda: daemon.get("/readyz").status_code == 200, timeout=20, what="/readyz 200 once Redis writes again")
+        end()
+    assert unready, "/readyz said ready during the fault"
+    assert 503 in answers and answers <= ({202, 503} if fault == "sleep" else {503}), answers
+    wait_for(lambda: daemon.get("/readyz").status_code == 200, timeout=20, what="/readyz 200 once Redis serves again")
     ids += accepted(daemon.post([{"url": target.url()} for _ in range(20)]))
     wait_for(lambda: {r["key"] for r in target.received()} >= set(ids), timeout=60, what="every accepted job delivered")
     wait_for(lambda: fleet.pending_total() == 0 and fleet.redis.xlen(fleet.stream) == 0
@@ -48,11 +78,12 @@ def test_redis_out_of_memory_is_answered_503_and_loses_nothing(redis_server, sta
     settled = target.stats()
     time.sleep(3 * 2.0)  # past claim_idle: nothing left to deliver again
     stats = target.stats()
-    print(f"\nRedis OOM for {FAULT:g}s: {stats['keys']} jobs, {stats['duplicates']} delivered twice; answers {answers}")
+    print(f"\nRedis {fault} for {window:g}s: {stats['keys']} jobs, {stats['duplicates']} delivered twice; "
+          f"answers {answers}")
     assert stats["count"] == settled["count"], "jobs delivered again after everything was acknowledged"
     assert stats["duplicates"] <= 10, stats  # at most the jobs in flight at the fault (pool.size)
     log = daemon.log()
-    assert "internal error" not in log and "giving up" not in log, log[-3000:]
+    assert "internal error" not in log and "giving up" not in log and "Traceback" not in log, log[-3000:]
 
 
 def test_which_redis_errors_mean_redis_cannot_serve_now():

@@ -49,6 +49,10 @@ MOVE_EVERY = 0.2      # seconds between looks for due retries
 COUNTS_EVERY = 1.0    # seconds between refreshes of the shared counts
 BACKOFF_MAX = 5.0     # seconds between reconnection attempts, at most
 START_WAIT = 5.0      # seconds an attempt waits for its start to be written (Redis down: it goes on)
+# Seconds a Redis command may take, and a caller may wait for a connection: Redis answers in
+# milliseconds, so one that is silent this long is not serving (DEBUG SLEEP, a stalled host,
+# a network partition): the daemon says not ready and backs off instead of hanging with it.
+REDIS_TIMEOUT = 3.0
 # Redis cannot serve now: gone, slow, loading, out of memory, a read-only replica, a failover.
 # gq backs off and answers not ready meanwhile. Other errors reach the supervisor.
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.exceptions.OutOfMemoryError,
@@ -99,8 +103,8 @@ class RedisBroker:
         # Few connections serve all: one blocks in XREADGROUP, the writer batches settlements,
         # intake requests and maintenance share the rest; more callers wait for one.
         self.redis = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
-            config.url, max_connections=16, timeout=10, socket_timeout=10,
-            socket_connect_timeout=5, health_check_interval=30))
+            config.url, max_connections=16, timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT,
+            socket_connect_timeout=REDIS_TIMEOUT, health_check_interval=30))
         self._add, self._move, self._leave, self._sweep, self._takeover = (
             self.redis.register_script(_script(name)) for name in ("add", "move", "leave", "sweep", "takeover"))
         self.alive_prefix = f"{p}:alive:"
