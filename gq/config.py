@@ -183,6 +183,41 @@ def http_url(value: Any) -> str:
     return value
 
 
+SENTINEL_SCHEME = "redis+sentinel"
+
+
+def sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int]:
+    """redis+sentinel://HOST:PORT[,HOST:PORT…]/SERVICE[/DB] → the sentinels, the service and
+    the database; ValueError naming what is wrong."""
+    rest = url[len(SENTINEL_SCHEME) + 3:]
+    hosts_text, _, path = rest.partition("/")
+    service, _, db = path.partition("/")
+    sentinels = []
+    for item in hosts_text.split(","):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"sentinel {item!r} is not HOST:PORT")
+        sentinels.append((host.strip("[]"), int(port)))
+    if not service:
+        raise ValueError("no service name after the sentinels (…/SERVICE[/DB])")
+    if db and not db.isdigit():
+        raise ValueError(f"database {db!r} is not a number")
+    return sentinels, service, int(db or 0)
+
+
+def redis_url(value: Any) -> str:
+    value = text(value)
+    scheme = value.partition("://")[0]
+    if scheme == SENTINEL_SCHEME:
+        try:
+            sentinel_parts(value)
+        except ValueError as e:
+            raise Invalid(f"{e}, in {_shown(value)}") from None
+    elif value and (scheme not in ("redis", "rediss", "unix") or "://" not in value):
+        raise Invalid(f"must be a redis://, rediss://, unix:// or {SENTINEL_SCHEME}:// URL, got {_shown(value)}")
+    return value
+
+
 def setting(default: Any, check: Callable[[Any], Any], help: str, secret: bool = False) -> Any:
     """A config key: its default, the check that validates a given value, its help.
     A secret's value is never printed."""
@@ -265,7 +300,8 @@ class ShutdownConfig:
 @dataclass(frozen=True)
 class BrokerConfig:
     kind: str = setting("embedded", choice("embedded", "redis"), '"redis": daemons share one Redis stream')
-    url: str = setting("redis://127.0.0.1:6379/0", text, "Redis URL when kind = \"redis\"")
+    url: str = setting("redis://127.0.0.1:6379/0", redis_url, "Redis URL when kind = \"redis\"; or "
+                       "redis+sentinel://HOST:PORT[,HOST:PORT…]/SERVICE[/DB] (Redis Sentinel)")
     prefix: str = setting("gq", text, "Redis keys' prefix: daemons with the same one share the queue")
     claim_idle: float = setting(60.0, seconds(1),
                                 "seconds a job may sit with a daemon that stopped before another takes it")

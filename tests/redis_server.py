@@ -73,8 +73,9 @@ class RedisServer:
     writes to the shutdown's flush, and loses them on a crash).
     """
 
-    def __init__(self, binary: str, directory: Path, appendfsync: str = "always"):
-        self.binary, self.directory, self.appendfsync = binary, directory, appendfsync
+    def __init__(self, binary: str, directory: Path, appendfsync: str = "always", args: tuple[str, ...] = ()):
+        """`args`: more of redis-server's options (`--replicaof HOST PORT`)."""
+        self.binary, self.directory, self.appendfsync, self.args = binary, directory, appendfsync, args
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = 0
         self.proc: subprocess.Popen | None = None
@@ -102,7 +103,7 @@ class RedisServer:
                 [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.directory),
                  "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", "",
                  "--enable-debug-command", "local",
-                 "--daemonize", "no", "--logfile", str(self.log_path), "--loglevel", "notice"],
+                 "--daemonize", "no", "--logfile", str(self.log_path), "--loglevel", "notice", *self.args],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 cwd=self.directory)
             if self._answers(port):
@@ -145,5 +146,39 @@ class RedisServer:
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Sentinel:
+    """redis-server --sentinel on a free loopback port, watching the master named `service`
+    (2 sentinels make a quorum); its config file in `directory`, as Sentinel rewrites it."""
+
+    def __init__(self, binary: str, directory: Path, service: str, master_port: int):
+        directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        conf = directory / "sentinel.conf"
+        conf.write_text(f"port {self.port}\nbind 127.0.0.1\ndir {directory}\n"
+                        f"sentinel monitor {service} 127.0.0.1 {master_port} 2\n"
+                        f"sentinel down-after-milliseconds {service} 1000\n"
+                        f"sentinel failover-timeout {service} 5000\n")
+        self.proc = subprocess.Popen([binary, str(conf), "--sentinel", "--logfile", str(directory / "sentinel.log")],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, decode_responses=True)
+
+    def master_port(self, service: str) -> int | None:
+        try:
+            return int(self.client.sentinel_get_master_addr_by_name(service)[1])
+        except (redis.RedisError, TypeError):
+            return None
+
+    def replicas(self, service: str) -> int:
+        try:
+            return len(self.client.sentinel_slaves(service))
+        except redis.RedisError:
+            return 0
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()

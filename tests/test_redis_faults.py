@@ -14,7 +14,8 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
 from conftest import closed_port, wait_for
 from gq.broker.redis_streams import _passing
-from test_redis import Fleet, consumer_of
+from redis_server import RedisServer, Sentinel
+from test_redis import Fleet, Submitter, assert_no_traceback, consumer_of, wait_delivered
 
 FAULT = 3.0  # seconds Redis refuses every write
 
@@ -157,3 +158,54 @@ def test_a_fast_daemon_delivers_most_jobs_beside_a_slow_one(redis_server, start_
     by_fast, by_slow = fast.status()["finished"]["succeeded"], slow.status()["finished"]["succeeded"]
     print(f"\nslow daemon (pool 2) and fast one (pool 20): fast delivered {by_fast}, slow {by_slow}")
     assert by_fast >= 0.7 * len(ids), (by_fast, by_slow)
+
+
+# -- Redis Sentinel
+
+SERVICE = "gqm"
+
+
+def test_the_fleet_follows_a_sentinel_failover_and_loses_nothing(redis_binary, start_daemon, target, tmp_path):
+    # A master, a replica and three sentinels; the master is killed with -9 while jobs flow.
+    # The daemons, given the sentinels only, follow the new master; every job answered 202
+    # reached the replica before its answer (WAIT), so none is lost by the failover.
+    master = RedisServer(redis_binary, tmp_path / "master")
+    master.start()
+    replica = RedisServer(redis_binary, tmp_path / "replica", args=("--replicaof", "127.0.0.1", str(master.port)))
+    replica.start()
+    sentinels = [Sentinel(redis_binary, tmp_path / f"sentinel{i}", SERVICE, master.port) for i in range(3)]
+    try:
+        wait_for(lambda: all(s.replicas(SERVICE) == 1 for s in sentinels), 20, "the sentinels to know the replica")
+        url = "redis+sentinel://" + ",".join(f"127.0.0.1:{s.port}" for s in sentinels) + f"/{SERVICE}/0"
+        fleet = Fleet(master, start_daemon, tmp_path, "sentinel")
+        daemons = [fleet.start(name, broker={"url": url}, pool={"size": 4}) for name in ("a", "b")]
+        submitter = Submitter(daemons, target)
+        submitter.start()
+        try:
+            wait_for(lambda: len(submitter.accepted) >= 100 and target.count() >= 50, 30, "jobs flowing")
+            master.kill()
+            killed = time.monotonic()
+            wait_for(lambda: all(s.master_port(SERVICE) == replica.port for s in sentinels), 30,
+                     "the sentinels to promote the replica")
+            promoted = time.monotonic() - killed
+            after = len(submitter.accepted)
+            wait_for(lambda: len(submitter.accepted) >= after + 100, 30, "jobs accepted by the new master")
+            followed = time.monotonic() - killed
+        finally:
+            submitter.halt.set()
+            submitter.join(70)
+        assert submitter.error is None, submitter.error
+        ids = set(submitter.accepted) | set(submitter.known)
+        keys = wait_delivered(target, ids, 60, "every accepted job delivered after the failover")
+        print(f"\nSentinel failover: replica promoted {promoted:.1f}s after kill -9 of the master, jobs accepted "
+              f"again {followed:.1f}s after it; {len(ids)} jobs accepted in all, refusals "
+              f"{dict(submitter.refused)}, duplicates {target.stats()['duplicates']}")
+        assert set(keys) == ids, sorted(ids - set(keys))[:10]
+        for daemon in daemons:
+            assert daemon.proc.poll() is None, daemon.log()[-3000:]
+        assert_no_traceback(*daemons)
+    finally:
+        for sentinel in sentinels:
+            sentinel.kill()
+        replica.kill()
+        master.kill()

@@ -63,6 +63,15 @@ def _size(path: str) -> int:
         return 0
 
 
+def _captured(function: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+    """Run in a thread of the pool: an exception comes back as a value (gevent's threadpool
+    would also print it, with a traceback, as an error of its own)."""
+    try:
+        return True, function(*args)
+    except Exception as e:  # raised again by the caller, in its greenlet
+        return False, e
+
+
 class JournalLock:
     """An exclusive lock on `PATH.lock`: held by the one process that runs the journal's jobs."""
 
@@ -147,9 +156,13 @@ class JournalBroker:
             self._loops.append(supervisor.spawn("journal expiry", self._expire_loop))
 
     def _call(self, connection: JournalFile, function: Callable[..., Any], *args: Any) -> Any:
-        """`function(connection, *args)` in the threadpool, one call per connection at a time."""
+        """`function(connection, *args)` in the threadpool, one call per connection at a time;
+        what it raises is raised here."""
         with self._locks[connection]:
-            return self._threadpool.apply(function, (connection,) + args)
+            ok, value = self._threadpool.apply(_captured, (function, connection) + args)
+        if not ok:
+            raise value
+        return value
 
     # -- intake
 

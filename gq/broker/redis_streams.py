@@ -34,12 +34,13 @@ from typing import Any
 
 import gevent
 import redis
+from redis.sentinel import Sentinel
 from gevent.event import AsyncResult, Event
 
 from gq.broker import HISTORY_LIMIT, Added, Entry, State
-from gq.config import BrokerConfig
+from gq.config import SENTINEL_SCHEME, BrokerConfig, sentinel_parts
 from gq.errors import BrokerUnavailable, GqError, QueueFull
-from gq.job import Job, parse
+from gq.job import Job, parse, redact_url
 from gq.outcome import AttemptResult, Outcome, Verdict
 from gq.supervisor import Supervisor
 
@@ -61,6 +62,19 @@ REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingErro
 # The same, said in a plain error reply: snapshots failing (MISCONF), a blocked read unblocked
 # by a failover (UNBLOCKED), replicas missing, a script running too long.
 PASSING_REPLIES = ("MISCONF", "UNBLOCKED", "NOREPLICAS", "BUSY ")
+
+
+def client(url: str) -> redis.Redis:
+    """A client for the Redis the URL names. redis://, rediss://, unix://: callers share 16
+    connections, waiting for one. redis+sentinel://: the master the sentinels name now, found
+    again after a failover (redis-py's Sentinel; its pool opens a connection per caller that
+    finds none free)."""
+    timeouts: dict[str, Any] = {"socket_timeout": REDIS_TIMEOUT, "socket_connect_timeout": REDIS_TIMEOUT}
+    if url.startswith(SENTINEL_SCHEME):
+        sentinels, service, db = sentinel_parts(url)
+        return Sentinel(sentinels, sentinel_kwargs=timeouts, **timeouts).master_for(service, db=db)
+    return redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
+        url, max_connections=16, timeout=REDIS_TIMEOUT, health_check_interval=30, **timeouts))
 
 
 def _passing(error: BaseException) -> bool:
@@ -102,9 +116,9 @@ class RedisBroker:
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         # Few connections serve all: one blocks in XREADGROUP, the writer batches settlements,
         # intake requests and maintenance share the rest; more callers wait for one.
-        self.redis = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
-            config.url, max_connections=16, timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT,
-            socket_connect_timeout=REDIS_TIMEOUT, health_check_interval=30))
+        self.redis = client(config.url)
+        self.sentinel = config.url.startswith(SENTINEL_SCHEME)
+        self._replicas = 0   # the master's replicas, as last looked at (Sentinel: see _added)
         self._add, self._move, self._leave, self._sweep, self._takeover = (
             self.redis.register_script(_script(name)) for name in ("add", "move", "leave", "sweep", "takeover"))
         self.alive_prefix = f"{p}:alive:"
@@ -137,12 +151,12 @@ class RedisBroker:
                 raise
         except REDIS_ERRORS as e:
             raise GqError(f"broker: cannot reach Redis at {self._where()}: {e}") from None
+        self._refresh_counts()
         self._beat()
         self.healthy = True
 
     def _where(self) -> str:
-        kw = self.redis.connection_pool.connection_kwargs
-        return f"{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
+        return redact_url(self.config.url)
 
     def _failed(self, what: str, error: Exception) -> None:
         if self.healthy:
@@ -164,7 +178,7 @@ class RedisBroker:
         for job in jobs:
             args += [job.id, _payload(Entry(job))]
         try:
-            fresh = self._add(keys=keys, args=args)
+            fresh = self._added(keys, args)
         except REDIS_ERRORS as e:
             self._failed("intake", e)
             raise BrokerUnavailable(f"broker: Redis unavailable ({e})") from None
@@ -185,6 +199,21 @@ class RedisBroker:
                 duplicates.append(job.id)
             seen.add(job.id)
         return Added([], duplicates, stored=len(fresh))
+
+    def _added(self, keys: list, args: list) -> Any:
+        """Run the intake script. Under Sentinel, a failover promotes a replica that may miss
+        the master's last writes: the jobs are answered for only once a replica has them too
+        (WAIT, on the script's own connection)."""
+        if not (self.sentinel and self._replicas):  # no replica: no failover can lose them
+            return self._add(keys=keys, args=args)
+        pipe = self.redis.pipeline(transaction=False)
+        self._add(keys=keys, args=args, client=pipe)
+        pipe.wait(1, int(REDIS_TIMEOUT * 1000))
+        fresh, replicas = pipe.execute()
+        if fresh != -1 and fresh and replicas < 1:
+            raise BrokerUnavailable("broker: no Redis replica confirmed the jobs within "
+                                    f"{REDIS_TIMEOUT:g}s; send them again with the same ids")
+        return fresh
 
     # -- dispatch
 
@@ -426,7 +455,9 @@ class RedisBroker:
         pipe.zcard(self.retry_set)
         pipe.xlen(self.dead)
         pipe.xrange(self.stream, count=1)
-        length, pending, retrying, dead, head = pipe.execute()
+        pipe.info("replication")
+        length, pending, retrying, dead, head, replication = pipe.execute()
+        self._replicas = int(replication.get("connected_slaves", 0))
         pending = pending["pending"] if isinstance(pending, dict) else 0
         oldest = int(head[0][0].split(b"-")[0]) / 1000 if head else None  # a stream id: milliseconds-seq
         self.shared = {"stream_length": length, "pending": pending, "oldest": oldest}
@@ -526,7 +557,7 @@ class DeadLetters:
 
     @classmethod
     def open(cls, config: BrokerConfig) -> DeadLetters:
-        return cls(redis.Redis.from_url(config.url, socket_timeout=10, socket_connect_timeout=5), config)
+        return cls(client(config.url), config)
 
     def dead_letters(self) -> list[Entry]:
         return [self._entry(fields) for _, fields in self._all()]
