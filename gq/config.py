@@ -332,6 +332,8 @@ class DestinationsConfig:
                                       "seconds an open circuit fails attempts at once, before probes")
     pause_on_retry_after: bool = setting(False, boolean, "true: a Retry-After pauses every job to its "
                                          "host, not just its own")
+    scope: str = setting("daemon", choice("daemon", "fleet"), '"fleet" (Redis broker): max_in_flight and rate '
+                         "are shared by every daemon of the fleet")
     metrics_hosts: int = setting(50, integer(0), 'hosts with their own metric labels; the rest are "other"')
     overrides: Table = setting(Table(), destination_overrides,
                                'per host pattern: { "api.example.com" = { max_in_flight = 10 } }')
@@ -448,6 +450,9 @@ def cross_checks(config: Config) -> list[str]:
     if not config.api.token and not is_loopback(host):
         problems.append(f"api.token: required when api.listen is not a loopback address "
                         f"(listen is {_shown(config.api.listen)})")
+    if config.destinations.scope == "fleet" and config.broker.kind != "redis":
+        problems.append('destinations.scope: "fleet" needs broker.kind = "redis" (the fleet shares its '
+                        "limits through Redis)")
     if config.retry.backoff_base > config.retry.backoff_max:
         problems.append(f"retry.backoff_base: must not exceed retry.backoff_max "
                         f"({config.retry.backoff_base:g} > {config.retry.backoff_max:g})")

@@ -7,6 +7,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import gevent
 from gevent.event import Event
@@ -16,6 +17,9 @@ from gq.api import Api, shown_address
 from gq.broker import Broker
 from gq.broker.journal import JournalBroker
 from gq.broker.memory import KEEP_FINISHED, MemoryBroker
+
+if TYPE_CHECKING:
+    from gq.broker.fleet_limits import FleetLimits
 from gq.config import Config
 from gq.destinations import Destinations
 from gq.dispatcher import Dispatcher
@@ -34,7 +38,7 @@ HEARTBEAT = 1.0           # seconds between STATUS= updates and memory checks
 EXTEND_MARGIN = 10.0      # seconds asked beyond the drain deadline while a drain makes progress
 # Keys a reload cannot apply to a running process: they keep their value until a restart.
 RESTART_ONLY = (("api", "listen"), ("api", "health_listen"), ("journal", "path"), ("broker", "kind"),
-                ("broker", "url"))
+                ("broker", "url"), ("destinations", "scope"))
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -80,10 +84,18 @@ def open_broker(config: Config, batch: bool, supervisor: Supervisor) -> Broker:
     if not journal.path:
         log.warning("journal.path is empty: jobs are kept in memory only, and a crash loses them")
         return MemoryBroker(keep_finished=0 if batch else KEEP_FINISHED, max_backlog=journal.max_backlog)
-    broker = JournalBroker(journal.path, batch, journal.max_backlog, journal.min_free_mb,
-                           journal.keep_succeeded, supervisor)
-    log.info("journal %s: %d unfinished job(s) recovered", config.journal.path, broker.recovered)
-    return broker
+    embedded = JournalBroker(journal.path, batch, journal.max_backlog, journal.min_free_mb,
+                             journal.keep_succeeded, supervisor)
+    log.info("journal %s: %d unfinished job(s) recovered", config.journal.path, embedded.recovered)
+    return embedded
+
+
+def fleet_limits(config: Config, broker: Broker) -> "FleetLimits | None":
+    """With destinations.scope = "fleet": the limits kept in the fleet's Redis."""
+    if config.destinations.scope != "fleet":
+        return None
+    from gq.broker.fleet_limits import FleetLimits  # imports redis: only when used
+    return FleetLimits(broker)  # type: ignore[arg-type]  # the config says: the Redis broker
 
 
 def retry_policy(config: Config) -> RetryPolicy:
@@ -111,7 +123,8 @@ class Runtime:
         dispatcher = Dispatcher(
             broker, worker, queue_maxsize=config.queue.maxsize, pool_size=config.pool.size,
             policy=retry_policy(config), default_timeout=config.target.timeout, observers=[metrics],
-            destinations=Destinations(*config.destinations.limits(), config.destinations.metrics_hosts),
+            destinations=Destinations(*config.destinations.limits(), config.destinations.metrics_hosts,
+                                      fleet=fleet_limits(config, broker)),
             supervisor=supervisor)
         metrics.bind(dispatcher)
         return cls(config, broker, worker, dispatcher, metrics)

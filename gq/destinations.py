@@ -26,16 +26,21 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
 
 from gq.hosts import HostPatterns
 from gq.outcome import AttemptResult, host_answered
+
+if TYPE_CHECKING:
+    from gq.broker.fleet_limits import FleetLimits
 
 log = logging.getLogger("gq.destinations")
 
 CLOSED, HALF_OPEN, OPEN = "closed", "half_open", "open"
 CIRCUIT_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}  # gq_destination_circuit_state
 PROBES = 3          # attempts a half-open circuit lets through at once
+FLEET_RECHECK = 0.05  # fleet-wide limits: seconds before a parked job asks Redis again
 OTHER = "other"
 MAX_HOSTS = 10000   # host states kept; past it, idle ones are forgotten
 
@@ -67,6 +72,7 @@ class Destination:
     reopen_at: float = 0.0           # when an open circuit lets probes through
     probe_failures: int = 0          # failures while half-open
     paused_until: float = 0.0        # a Retry-After asked for a pause (pause_on_retry_after)
+    leases: list[str] = field(default_factory=list)  # fleet-wide limits: one per attempt in flight
 
     def idle(self, now: float) -> bool:
         return (not self.in_flight and not self.waiting and self.circuit == CLOSED
@@ -75,8 +81,10 @@ class Destination:
 
 class Destinations:
     def __init__(self, defaults: Limits, overrides: list[tuple[HostPatterns, Limits]],
-                 max_labels: int, clock: Callable[[], float] = time.monotonic):
+                 max_labels: int, clock: Callable[[], float] = time.monotonic, fleet: FleetLimits | None = None):
+        """`fleet`: the in-flight caps and rates are the fleet's, kept in Redis."""
         self.defaults, self.overrides = defaults, overrides
+        self.fleet = fleet
         self.max_labels = max_labels
         self.clock = clock
         self.hosts: dict[str, Destination] = {}
@@ -137,6 +145,8 @@ class Destinations:
             return 1 << 30, float("inf")
         if d.circuit == HALF_OPEN:
             return max(0, PROBES - d.in_flight), float("inf")
+        if self.fleet and (limits.max_in_flight or limits.rate):  # Redis decides, at admit
+            return 1, FLEET_RECHECK
         allowed, wait = 1 << 30, float("inf")
         if limits.max_in_flight:
             allowed = max(0, limits.max_in_flight - d.in_flight)
@@ -147,19 +157,25 @@ class Destinations:
             wait = (1.0 - d.tokens % 1.0) / limits.rate
         return allowed, wait
 
-    def admit(self, host: str) -> float | str:
-        """What an attempt to `host` does now: 0.0 start (its slot and token are taken);
-        seconds to wait first (float('inf'): until one of the host's attempts ends); or,
-        while the host's circuit is open, the error the attempt fails with at once,
-        without a request."""
+    def admit(self, host: str, timeout: float = 0.0) -> float | str:
+        """What an attempt to `host` (of `timeout` seconds) does now: 0.0 start (its slot
+        and token are taken); seconds to wait first (float('inf'): until one of the host's
+        attempts ends); or, while the host's circuit is open, the error the attempt fails
+        with at once, without a request."""
         allowed, wait = self.allowance(host)
         d = self.hosts[host]
+        limits = d.limits
         if d.circuit == OPEN:
-            return (f"circuit open: {host} answered no attempt for {d.limits.breaker_window:g}s; "
+            return (f"circuit open: {host} answered no attempt for {limits.breaker_window:g}s; "
                     f"next probe in {max(0.0, d.reopen_at - self.clock()):.1f}s")
         if not allowed:
             return wait
-        if d.limits.rate and d.circuit == CLOSED:
+        if self.fleet and (limits.max_in_flight or limits.rate) and d.circuit == CLOSED:
+            lease, wait = self.fleet.admit(host, limits.max_in_flight, limits.rate, self._burst(limits), timeout)
+            if lease is None:
+                return wait
+            d.leases.append(lease)
+        elif limits.rate and d.circuit == CLOSED:
             d.tokens -= 1.0
         d.in_flight += 1
         return 0.0
@@ -171,6 +187,8 @@ class Destinations:
         delay its job honours from the target's Retry-After, if any."""
         d, now = self.get(host), self.clock()
         d.in_flight -= 1
+        if d.leases and self.fleet:
+            self.fleet.release(host, d.leases.pop())
         if result is None:
             return
         if retry_after is not None and d.limits.pause_on_retry_after:

@@ -223,7 +223,7 @@ class Dispatcher:
                 self.broker.defer(entry, time.time())  # not started: it waits in the broker
                 self._not_started += 1
                 continue
-            admission = self.destinations.admit(host)
+            admission = self.destinations.admit(host, entry.job.timeout or self.default_timeout)
             if isinstance(admission, str):  # the host's circuit is open: fails without a request
                 self.pool.spawn(self._run, entry, host, admission)
             elif admission:

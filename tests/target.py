@@ -48,6 +48,8 @@ class Target:
         self.per_key: Counter = Counter()
         self.connections = 0
         self.down = False
+        self.active = 0       # job requests being answered now
+        self.max_active = 0   # the most at once
 
     def handle(self, sock, address) -> None:
         rfile = sock.makefile("rb")
@@ -89,10 +91,15 @@ class Target:
         self.per_key[key] += 1
         self.received.append({"t": time.time(), "method": method, "path": url.path, "query": url.query,
                               "headers": headers, "body": body.decode("utf-8", "replace"), "key": key})
-        if "delay" in query:
-            gevent.sleep(float(query["delay"]))
-        if "hang" in query:
-            gevent.sleep(3600)
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            if "delay" in query:
+                gevent.sleep(float(query["delay"]))
+            if "hang" in query:
+                gevent.sleep(3600)
+        finally:
+            self.active -= 1
         if "close" in query:
             return False
         if "garbage" in query:
@@ -111,7 +118,8 @@ class Target:
     def _control(self, sock, method: str, path: str, query: dict) -> None:
         if path == "/_stats":
             data = {"count": len(self.received), "connections": self.connections,
-                    "keys": len(self.per_key), "duplicates": sum(n - 1 for n in self.per_key.values())}
+                    "keys": len(self.per_key), "duplicates": sum(n - 1 for n in self.per_key.values()),
+                    "max_active": self.max_active}
         elif path == "/_received":
             data = self.received[int(query.get("since", 0)):]
         elif path == "/_reset" and method == "POST":

@@ -329,6 +329,20 @@ class Submitter(threading.Thread):
         except BaseException as e:  # reported by the test
             self.error = e
 
+    def more(self, count: int, timeout: float, what: str) -> None:
+        """Wait until `count` more jobs than now are accepted."""
+        after = len(self.accepted)
+        wait_for(lambda: len(self.accepted) >= after + count, timeout, what)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(70)
+
+    def ids(self) -> set[str]:
+        """Once stopped: every job a daemon accepted, or knew from a try whose answer was lost."""
+        assert self.error is None, self.error
+        return set(self.accepted) | set(self.known)
+
     def _submit(self, session: requests.Session, daemon: Daemon, batch: list[dict]) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -367,13 +381,10 @@ def test_redis_restart_under_load_loses_nothing(fleet, redis_server, target):
         redis_server.start()  # same port, same directory: the AOF is loaded again
         for daemon in daemons:
             wait_for(lambda: ready(daemon) == 200, 20, f"{daemon.name}'s /readyz 200 once Redis is back")
-        after = len(submitter.accepted)
-        wait_for(lambda: len(submitter.accepted) >= after + 100, 30, "jobs accepted after the restart")
+        submitter.more(100, 30, "jobs accepted after the restart")
     finally:
-        submitter.halt.set()
-        submitter.join(70)
-    assert submitter.error is None, submitter.error
-    ids = set(submitter.accepted) | set(submitter.known)
+        submitter.stop()
+    ids = submitter.ids()
     keys = wait_delivered(target, ids, 60, "every accepted job delivered after the restart")
     stats = target.stats()
     while_down = [a for a in submitter.answers if a[0] > down and a[1] < restart]

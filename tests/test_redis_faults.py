@@ -188,14 +188,11 @@ def test_the_fleet_follows_a_sentinel_failover_and_loses_nothing(redis_binary, s
             wait_for(lambda: all(s.master_port(SERVICE) == replica.port for s in sentinels), 30,
                      "the sentinels to promote the replica")
             promoted = time.monotonic() - killed
-            after = len(submitter.accepted)
-            wait_for(lambda: len(submitter.accepted) >= after + 100, 30, "jobs accepted by the new master")
+            submitter.more(100, 30, "jobs accepted by the new master")
             followed = time.monotonic() - killed
         finally:
-            submitter.halt.set()
-            submitter.join(70)
-        assert submitter.error is None, submitter.error
-        ids = set(submitter.accepted) | set(submitter.known)
+            submitter.stop()
+        ids = submitter.ids()
         keys = wait_delivered(target, ids, 60, "every accepted job delivered after the failover")
         print(f"\nSentinel failover: replica promoted {promoted:.1f}s after kill -9 of the master, jobs accepted "
               f"again {followed:.1f}s after it; {len(ids)} jobs accepted in all, refusals "
@@ -209,3 +206,37 @@ def test_the_fleet_follows_a_sentinel_failover_and_loses_nothing(redis_binary, s
             sentinel.kill()
         replica.kill()
         master.kill()
+
+
+# -- destination limits shared by the fleet
+
+def per_second(times: list[float]) -> list[int]:
+    """Requests in each whole second from the first one."""
+    start = min(times)
+    counts = [0] * (int(max(times) - start) + 1)
+    for t in times:
+        counts[int(t - start)] += 1
+    return counts
+
+
+@pytest.mark.parametrize("limit", ["rate", "max_in_flight"])
+def test_fleet_wide_limits_hold_for_the_fleet_as_a_whole(limit, redis_server, start_daemon, target, tmp_path):
+    fleet = Fleet(redis_server, start_daemon, tmp_path, f"fleet-{limit}")
+    destinations = ({"scope": "fleet", "rate": 20, "burst": 1} if limit == "rate"
+                    else {"scope": "fleet", "max_in_flight": 3})
+    delay = 0.0 if limit == "rate" else 0.3
+    a, b = (fleet.start(name, destinations=destinations, pool={"size": 10}) for name in ("a", "b"))
+    ids = accepted(a.post([{"url": target.url(delay=delay)} for _ in range(100)]))
+    wait_for(lambda: target.stats()["keys"] == 100, 60, "every job delivered")
+    received = target.received()
+    assert {r["key"] for r in received} == set(ids)
+    taken_by = {daemon.name: daemon.status()["finished"]["succeeded"] for daemon in (a, b)}
+    assert all(taken_by.values()), taken_by  # both daemons sent some
+    if limit == "rate":
+        counts = per_second([r["t"] for r in received])
+        print(f"\nscope = fleet, rate 20, two daemons {taken_by}: requests per second {counts}")
+        assert max(counts) <= 22, counts  # one daemon alone would be allowed 20
+    else:
+        most = target.stats()["max_active"]
+        print(f"\nscope = fleet, max_in_flight 3, two daemons {taken_by}: at most {most} at once at the target")
+        assert most <= 3

@@ -82,7 +82,7 @@ def _passing(error: BaseException) -> bool:
         isinstance(error, redis.ResponseError) and str(error).startswith(PASSING_REPLIES))
 
 
-def _script(name: str) -> str:
+def lua_script(name: str) -> str:
     """A Lua script of scripts/ (each says what it does, atomically, in Redis)."""
     return (files("gq.broker") / "scripts" / f"{name}.lua").read_text(encoding="utf-8")
 
@@ -120,7 +120,7 @@ class RedisBroker:
         self.sentinel = config.url.startswith(SENTINEL_SCHEME)
         self._replicas = 0   # the master's replicas, as last looked at (Sentinel: see _added)
         self._add, self._move, self._leave, self._sweep, self._takeover = (
-            self.redis.register_script(_script(name)) for name in ("add", "move", "leave", "sweep", "takeover"))
+            self.redis.register_script(lua_script(name)) for name in ("add", "move", "leave", "sweep", "takeover"))
         self.alive_prefix = f"{p}:alive:"
         self._room = Event()   # set when a held job is settled or deferred
         self._last_takeover = 0.0

@@ -1,0 +1,59 @@
+"""Destination limits shared by a fleet on Redis (`destinations.scope = "fleet"`).
+
+Each host's in-flight cap and rate are kept in Redis, so that N daemons send it no
+more than one daemon would be allowed. An attempt takes a lease (a member of
+`P:dest:HOST:leases`, scored by when it expires: the attempt's timeout and a margin)
+and a token of the host's bucket (`P:dest:HOST:bucket`), in one script, on Redis's
+clock; its end gives the lease back. The leases of a daemon that died expire.
+Circuits and pauses stay each daemon's own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+
+import redis
+
+from gq.broker.redis_streams import RedisBroker, lua_script
+
+log = logging.getLogger("gq.destinations")
+
+LEASE_MARGIN = 10.0  # seconds a lease outlives its attempt's timeout (a slow release, a late clock)
+RECHECK = 0.05       # seconds before a job asks again for a host at its fleet-wide cap
+UNREACHABLE = 1.0    # seconds a job waits when Redis cannot be asked
+
+
+class FleetLimits:
+    def __init__(self, broker: RedisBroker):
+        self.redis, self.prefix, self.consumer = broker.redis, broker.config.prefix, broker.consumer
+        self._admit = self.redis.register_script(lua_script("admit"))
+        self._leases = itertools.count()
+        self._failing = False
+
+    def _keys(self, host: str) -> list[str]:
+        return [f"{self.prefix}:dest:{host}:leases", f"{self.prefix}:dest:{host}:bucket"]
+
+    def admit(self, host: str, max_in_flight: int, rate: float, burst: float, timeout: float) -> tuple[str | None, float]:
+        """A lease for one attempt of `timeout` seconds to `host`, or None and the seconds
+        to wait before asking again."""
+        lease = f"{self.consumer}:{next(self._leases)}"
+        try:
+            taken, wait = self._admit(keys=self._keys(host),
+                                      args=[max_in_flight, rate, burst, timeout + LEASE_MARGIN, lease])
+        except redis.RedisError as e:
+            if not self._failing:
+                log.warning("fleet-wide limits: cannot ask Redis (%s); attempts to limited hosts wait", e)
+            self._failing = True
+            return None, UNREACHABLE
+        self._failing = False
+        if taken:
+            return lease, 0.0
+        wait = float(wait)
+        return None, RECHECK if wait < 0 else wait
+
+    def release(self, host: str, lease: str) -> None:
+        try:
+            self.redis.zrem(self._keys(host)[0], lease)
+        except redis.RedisError:
+            pass  # the lease expires by itself
