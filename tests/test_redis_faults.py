@@ -5,6 +5,7 @@ seconds; daemons share the work by their speed. Real redis-server on loopback.""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from typing import Callable
@@ -13,7 +14,7 @@ import pytest
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
 from conftest import closed_port, wait_for
-from gq.broker.redis_streams import _passing
+from gq.broker.redis_link import passing
 from redis_server import RedisServer, Sentinel
 from test_redis import Fleet, Submitter, assert_no_traceback, consumer_of, wait_delivered
 
@@ -88,7 +89,7 @@ def test_a_redis_fault_is_answered_503_and_loses_nothing(fault, redis_server, st
 
 
 def test_which_redis_errors_mean_redis_cannot_serve_now():
-    passing = [OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+    refusals = [OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
                ReadOnlyError("You can't write against a read only replica."),
                ResponseError("MISCONF Errors writing to the AOF file: No space left on device"),
                ResponseError("UNBLOCKED force unblock from blocking operation, instance state changed"),
@@ -96,8 +97,8 @@ def test_which_redis_errors_mean_redis_cannot_serve_now():
     bugs = [ResponseError("NOGROUP No such key 'gq:jobs' or consumer group"),
             ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
             ResponseError("ERR unknown command")]
-    assert [_passing(e) for e in passing] == [True] * len(passing)
-    assert [_passing(e) for e in bugs] == [False] * len(bugs)
+    assert [passing(e) for e in refusals] == [True] * len(refusals)
+    assert [passing(e) for e in bugs] == [False] * len(bugs)
 
 
 # -- sharing: bounded prefetch, fast failover
@@ -147,6 +148,36 @@ def test_a_killed_daemons_jobs_run_on_the_other_within_seconds(redis_server, sta
     assert most["a"] <= 20 and most["b"] <= 20, most
     assert stats["duplicates"] <= len(stranded)
     assert "of a daemon silent for 3 heartbeats" in a.log()
+
+
+def test_a_paused_daemon_loses_nothing_and_runs_again_only_what_it_held(redis_server, start_daemon, target, tmp_path):
+    # b is stopped (SIGSTOP, as a long GC or a frozen VM would) for longer than 3 heartbeats:
+    # a takes its jobs over and runs them. b, continued, leaves those with a; it may run
+    # again only what it held and had not started (at least once, within pool + prefetch).
+    fleet = Fleet(redis_server, start_daemon, tmp_path, "pause")
+    broker = {"claim_idle": 60.0}
+    a = fleet.start("a", broker=broker, pool={"size": 5})
+    b = fleet.start("b", broker=broker, pool={"size": 5})
+    ids = accepted(a.post([{"url": target.url(delay=0.2)} for _ in range(300)]))
+    wait_for(lambda: b.status()["finished"]["succeeded"] >= 10, what="b delivering")
+    victim = consumer_of(b)
+    b.proc.send_signal(signal.SIGSTOP)
+    paused = set(fleet.pending_job_ids(victim))
+    try:
+        wait_for(lambda: "of a daemon silent for 3 heartbeats" in a.log(), 15, "a taking over b's jobs")
+    finally:
+        b.proc.send_signal(signal.SIGCONT)
+    wait_for(lambda: {r["key"] for r in target.received()} >= set(ids), timeout=90, what="every job delivered")
+    wait_for(lambda: fleet.pending_total() == 0 and fleet.redis.xlen(fleet.stream) == 0, 20, "an empty stream")
+    time.sleep(2.0)  # anything b would still send
+    stats = target.stats()
+    print(f"\nb paused holding {len(paused)} jobs, taken over by a: {stats['keys']} jobs delivered, "
+          f"{stats['duplicates']} twice (b holds at most pool 5 + prefetch 5)")
+    assert stats["keys"] == len(ids)
+    assert stats["duplicates"] <= 10, stats
+    for daemon in (a, b):
+        assert daemon.proc.poll() is None, daemon.log()[-3000:]
+    assert_no_traceback(a, b)
 
 
 def test_a_fast_daemon_delivers_most_jobs_beside_a_slow_one(redis_server, start_daemon, target, tmp_path):

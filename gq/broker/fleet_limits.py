@@ -15,7 +15,8 @@ import logging
 
 import redis
 
-from gq.broker.redis_streams import RedisBroker, lua_script
+from gq.broker.redis_link import lua_script
+from gq.broker.redis_streams import RedisBroker
 
 log = logging.getLogger("gq.destinations")
 

@@ -1,0 +1,116 @@
+"""What every part of the Redis broker shares: the client, the keys, which errors mean that
+Redis cannot serve now, whether it serves (Health), and a job's form in Redis."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+
+import redis
+from redis.sentinel import Sentinel
+
+from gq.broker import Entry, State
+from gq.config import SENTINEL_SCHEME, sentinel_parts
+from gq.job import parse
+from gq.outcome import AttemptResult
+
+log = logging.getLogger("gq.redis")
+
+BACKOFF_MAX = 5.0     # seconds between reconnection attempts, at most
+# Seconds a Redis command may take, and a caller may wait for a connection: Redis answers in
+# milliseconds, so one that is silent this long is not serving (DEBUG SLEEP, a stalled host,
+# a network partition): the daemon says not ready and backs off instead of hanging with it.
+REDIS_TIMEOUT = 3.0
+# Redis cannot serve now: gone, slow, loading, out of memory, a read-only replica, a failover.
+# gq backs off and answers not ready meanwhile. Other errors reach the supervisor.
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.exceptions.OutOfMemoryError,
+                redis.ReadOnlyError, redis.exceptions.ExecAbortError, redis.exceptions.MasterDownError,
+                redis.exceptions.TryAgainError)
+# The same, said in a plain error reply: snapshots failing (MISCONF), a blocked read unblocked
+# by a failover (UNBLOCKED), replicas missing, a script running too long.
+PASSING_REPLIES = ("MISCONF", "UNBLOCKED", "NOREPLICAS", "BUSY ")
+
+
+def client(url: str) -> redis.Redis:
+    """A client for the Redis the URL names. redis://, rediss://, unix://: callers share 16
+    connections, waiting for one. redis+sentinel://: the master the sentinels name now, found
+    again after a failover (redis-py's Sentinel; its pool opens a connection per caller that
+    finds none free)."""
+    timeouts: dict[str, Any] = {"socket_timeout": REDIS_TIMEOUT, "socket_connect_timeout": REDIS_TIMEOUT}
+    if url.startswith(SENTINEL_SCHEME):
+        sentinels, service, db = sentinel_parts(url)
+        return Sentinel(sentinels, sentinel_kwargs=timeouts, **timeouts).master_for(service, db=db)
+    return redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
+        url, max_connections=16, timeout=REDIS_TIMEOUT, health_check_interval=30, **timeouts))
+
+
+def passing(error: BaseException) -> bool:
+    """The error says Redis cannot serve now (it will again), not that gq asked wrongly."""
+    return isinstance(error, REDIS_ERRORS) or (
+        isinstance(error, redis.ResponseError) and str(error).startswith(PASSING_REPLIES))
+
+
+def lua_script(name: str) -> str:
+    """A Lua script of scripts/ (each says what it does, atomically, in Redis)."""
+    return (files("gq.broker") / "scripts" / f"{name}.lua").read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The keys of one fleet, under broker.prefix P (see redis_streams)."""
+
+    stream: str          # P:jobs
+    group: str           # P:workers
+    retry_set: str       # P:retry
+    dead: str            # P:dead
+    alive_prefix: str    # P:alive:CONSUMER
+    status_prefix: str   # P:job:ID
+
+    @classmethod
+    def of(cls, p: str) -> Keys:
+        return cls(f"{p}:jobs", f"{p}:workers", f"{p}:retry", f"{p}:dead", f"{p}:alive:", f"{p}:job:")
+
+    def status(self, job_id: str) -> str:
+        return self.status_prefix + job_id
+
+
+class Health:
+    """Whether Redis serves this daemon now, as its writes last said: /readyz reads it."""
+
+    def __init__(self) -> None:
+        self.healthy = False
+
+    def failed(self, what: str, error: BaseException) -> None:
+        if self.healthy:
+            log.error("broker: Redis %s failed (%s); retrying with backoff, not ready meanwhile", what, error)
+        self.healthy = False
+
+    def recovered(self) -> None:
+        if not self.healthy:
+            log.info("broker: Redis reachable again")
+        self.healthy = True
+
+
+def payload(entry: Entry) -> str:
+    """A stream entry's one field: the job, the attempts made and their history."""
+    head = json.dumps({"attempts": entry.attempts, "history": [_attempt(a) for a in entry.history]},
+                      ensure_ascii=False)
+    return head[:-1] + f', "job": {entry.job.to_json()}}}'  # the job as it is, not parsed again
+
+
+def _attempt(a: AttemptResult) -> list:
+    return [a.started, round(a.duration, 6), a.status, a.error, a.snippet]
+
+
+def entry_of(data: str | bytes, handle: Any = None, state: State = State.QUEUED) -> Entry:
+    """The Entry a payload() holds."""
+    loaded = json.loads(data)
+    return Entry(parse(loaded["job"]), state, loaded["attempts"],
+                 history=[AttemptResult(*a) for a in loaded["history"]], handle=handle)
+
+
+def text_id(msg_id: bytes | str) -> str:
+    return msg_id.decode() if isinstance(msg_id, bytes) else msg_id
