@@ -332,8 +332,8 @@ class DestinationsConfig:
                                       "seconds an open circuit fails attempts at once, before probes")
     pause_on_retry_after: bool = setting(False, boolean, "true: a Retry-After pauses every job to its "
                                          "host, not just its own")
-    scope: str = setting("daemon", choice("daemon", "fleet"), '"fleet" (Redis broker): max_in_flight and rate '
-                         "are shared by every daemon of the fleet")
+    scope: str = setting("daemon", choice("daemon", "fleet"), '"fleet" (Redis broker): max_in_flight, rate and '
+                         "the circuit are shared by every daemon of the fleet")
     metrics_hosts: int = setting(50, integer(0), 'hosts with their own metric labels; the rest are "other"')
     overrides: Table = setting(Table(), destination_overrides,
                                'per host pattern: { "api.example.com" = { max_in_flight = 10 } }')

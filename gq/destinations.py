@@ -41,6 +41,7 @@ CLOSED, HALF_OPEN, OPEN = "closed", "half_open", "open"
 CIRCUIT_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}  # gq_destination_circuit_state
 PROBES = 3          # attempts a half-open circuit lets through at once
 FLEET_RECHECK = 0.05  # fleet-wide limits: seconds before a parked job asks Redis again
+CIRCUIT_LOOK = 0.5    # fleet-wide circuits: seconds between looks at a host's, per daemon
 OTHER = "other"
 MAX_HOSTS = 10000   # host states kept; past it, idle ones are forgotten
 
@@ -73,6 +74,7 @@ class Destination:
     probe_failures: int = 0          # failures while half-open
     paused_until: float = 0.0        # a Retry-After asked for a pause (pause_on_retry_after)
     leases: list[str] = field(default_factory=list)  # fleet-wide limits: one per attempt in flight
+    fleet_looked: float = float("-inf")  # when its fleet-wide circuit was last looked at
 
     def idle(self, now: float) -> bool:
         return (not self.in_flight and not self.waiting and self.circuit == CLOSED
@@ -139,6 +141,13 @@ class Destinations:
         limits = d.limits
         if d.paused_until > now:
             return 0, d.paused_until - now
+        if self.fleet and limits.breaker_failures and d.circuit == CLOSED and now - d.fleet_looked >= CIRCUIT_LOOK:
+            d.fleet_looked = now
+            left = self.fleet.circuit_open_for(host)
+            if left:
+                d.reopen_at = now + left
+                self._enter(host, d, OPEN, f"another daemon of the fleet opened it; its attempts fail at "
+                                           f"once for {left:.1f}s, then probes")
         if d.circuit == OPEN and now >= d.reopen_at:
             self._enter(host, d, HALF_OPEN, f"letting up to {PROBES} probes through")
         if d.circuit == OPEN:
@@ -201,6 +210,8 @@ class Destinations:
             d.failed_at.clear()
             if d.circuit != CLOSED:
                 self._enter(host, d, CLOSED, f"{host} answered ({result.status})")
+                if self.fleet:
+                    self.fleet.close_circuit(host)
             return
         self._failed(host, d, now, result)
 
@@ -226,6 +237,8 @@ class Destinations:
 
     def _open(self, host: str, d: Destination, now: float, why: str) -> None:
         d.reopen_at = now + d.limits.breaker_cooldown
+        if self.fleet:
+            self.fleet.open_circuit(host, d.limits.breaker_cooldown)
         self._enter(host, d, OPEN, f"{why}; its attempts fail at once for "
                                    f"{d.limits.breaker_cooldown:g}s, then probes")
 

@@ -271,3 +271,25 @@ def test_fleet_wide_limits_hold_for_the_fleet_as_a_whole(limit, redis_server, st
         most = target.stats()["max_active"]
         print(f"\nscope = fleet, max_in_flight 3, two daemons {taken_by}: at most {most} at once at the target")
         assert most <= 3
+
+
+def test_a_circuit_opened_by_one_daemon_is_open_for_the_fleet(redis_server, start_daemon, target, tmp_path):
+    # a finds the host down and opens its circuit; b, which never tried the host, then fails
+    # its job to it at once ("circuit open"), without a request.
+    fleet = Fleet(redis_server, start_daemon, tmp_path, "fleet-circuit")
+    down = f"http://127.0.0.1:{closed_port()}/hook"
+    destinations = {"scope": "fleet", "breaker_failures": 2, "breaker_window": 0.5, "breaker_cooldown": 30}
+    retry = {"max_attempts": 50, "backoff_base": 0.05, "backoff_max": 0.2}
+    a = fleet.start("a", destinations=destinations, retry=retry, pool={"size": 2})
+    a.post([{"url": down} for _ in range(3)])
+    wait_for(lambda: "circuit open" in a.log(), 15, "a opening the host's circuit")
+    a.proc.send_signal(signal.SIGSTOP)  # from here only b takes jobs
+    try:
+        b = fleet.start("b", destinations=destinations, retry=retry, pool={"size": 2})
+        job_id = b.post({"url": down, "max_attempts": 1}).json()["id"]
+        wait_for(lambda: b.job(job_id).get("state") == "dead", 15, "b's job to the down host to end")
+        job = b.job(job_id)
+        assert job["last_error"].startswith("circuit open"), job
+        assert "another daemon of the fleet opened it" in b.log()
+    finally:
+        a.proc.send_signal(signal.SIGCONT)

@@ -5,7 +5,12 @@ more than one daemon would be allowed. An attempt takes a lease (a member of
 `P:dest:HOST:leases`, scored by when it expires: the attempt's timeout and a margin)
 and a token of the host's bucket (`P:dest:HOST:bucket`), in one script, on Redis's
 clock; its end gives the lease back. The leases of a daemon that died expire.
-Circuits and pauses stay each daemon's own.
+
+A circuit opened by one daemon (its breaker's evidence) is open for all: the key
+`P:dest:HOST:circuit` lives for the cooldown, and the others, looking at most every
+half second, open theirs for what is left of it; after it, each daemon
+probes for itself, and the first answer closes it for all. Pauses stay each
+daemon's own.
 """
 
 from __future__ import annotations
@@ -34,6 +39,29 @@ class FleetLimits:
 
     def _keys(self, host: str) -> list[str]:
         return [f"{self.prefix}:dest:{host}:leases", f"{self.prefix}:dest:{host}:bucket"]
+
+    def _circuit(self, host: str) -> str:
+        return f"{self.prefix}:dest:{host}:circuit"
+
+    def open_circuit(self, host: str, cooldown: float) -> None:
+        """This daemon opened `host`'s circuit: it is open for the fleet for `cooldown` s."""
+        self._quietly(self.redis.set, self._circuit(host), 1, px=max(1, int(cooldown * 1000)))
+
+    def close_circuit(self, host: str) -> None:
+        self._quietly(self.redis.delete, self._circuit(host))
+
+    def circuit_open_for(self, host: str) -> float:
+        """Seconds `host`'s circuit stays open for the fleet (0: it is not)."""
+        left = self._quietly(self.redis.pttl, self._circuit(host))
+        return left / 1000 if isinstance(left, int) and left > 0 else 0.0
+
+    def _quietly(self, command, *args, **kwargs):
+        """A command whose failure only means the fleet does not share this circuit change."""
+        try:
+            return command(*args, **kwargs)
+        except redis.RedisError as e:
+            log.warning("fleet-wide circuit: cannot ask Redis (%s)", e)
+            return None
 
     def admit(self, host: str, max_in_flight: int, rate: float, burst: float, timeout: float) -> tuple[str | None, float]:
         """A lease for one attempt of `timeout` seconds to `host`, or None and the seconds
