@@ -31,7 +31,6 @@ import gevent.pool  # noqa: E402
 import requests  # noqa: E402
 from requests.adapters import HTTPAdapter  # noqa: E402
 
-
 MAX_RESPONSE_BYTES = 65536
 
 

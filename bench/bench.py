@@ -57,11 +57,12 @@ import sys
 import sysconfig
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 
@@ -105,9 +106,9 @@ class Proc:
     of the work dir, reaped with os.wait4 so its own rusage (CPU, peak RSS) is known: Linux
     adds to it that of the children it waited for, and its peak RSS is the largest of theirs."""
 
-    live: dict[int, "Proc"] = {}
+    live: dict[int, Proc] = {}
 
-    def __init__(self, name: str, argv: list[str], ctx: "Context", cores: Cores | None):
+    def __init__(self, name: str, argv: list[str], ctx: Context, cores: Cores | None):
         self.name = name
         self.out = ctx.workdir / f"{name}.out"
         self.err = ctx.workdir / f"{name}.err"
@@ -239,7 +240,7 @@ class CoreClock:
     how much of it went to processes other than those measured: another load on the machine.
     This script's own CPU counts as measured when it runs on one of those cores."""
 
-    def __init__(self, ctx: "Context", cores: Cores = MEASURED_CORE):
+    def __init__(self, ctx: Context, cores: Cores = MEASURED_CORE):
         self.enabled = ctx.pinned
         self.cores = sorted(core_set(cores))
         self.mine = bool(set(self.cores) & os.sched_getaffinity(0))
@@ -265,7 +266,7 @@ class CoreClock:
 class Target:
     """tests/target.py on its own core; counts what it receives."""
 
-    def __init__(self, ctx: "Context"):
+    def __init__(self, ctx: Context):
         self.proc = Proc("target", [PY, str(ROOT / "tests" / "target.py"), "--port", "0"], ctx, TARGET_CORE)
         port = self.proc.wait_line(r"listening (\d+)", 15, stream="out").group(1)
         self.base = f"http://127.0.0.1:{port}"
@@ -286,7 +287,7 @@ class Target:
         return cpu_seconds_of(self.ps)
 
     @contextlib.contextmanager
-    def beside(self, ctx: "Context", cores: Cores):
+    def beside(self, ctx: Context, cores: Cores):
         """While what is measured runs on `cores`: when that is both cores, the target may run
         on either too (it shares them), and is back on its own core afterwards."""
         shared = ctx.pinned and core_set(cores) == BOTH_CORES
@@ -327,7 +328,7 @@ class Context:
     deadline: float = float("inf")   # for measuring a disturbed run again, not a hard stop
     target: Target | None = None
     counter: int = 0
-    runs: dict[str, "Run"] = field(default_factory=dict)   # delivery runs by label, for later scenarios
+    runs: dict[str, Run] = field(default_factory=dict)   # delivery runs by label, for later scenarios
 
     def scaled(self, jobs: int) -> int:
         return jobs // 10 if self.quick else jobs
@@ -347,7 +348,7 @@ class Context:
                 break
         return round(time.monotonic() - started, 1)
 
-    def least_disturbed(self, measure_once: Callable[[], "Run"]) -> "Run":
+    def least_disturbed(self, measure_once: Callable[[], Run]) -> Run:
         """Measure; if other processes took more than DISTURBED_PCT of the measured core and
         the time budget allows, measure once more, and keep the less disturbed of the two."""
         started = time.monotonic()
@@ -1294,7 +1295,8 @@ def report_memory(result: dict) -> str:
     rows = [["idle, after a warm-up", fmt(x.get("rss_idle_mb")), ""],
             [f"{result['in_flight']} in flight", fmt(x.get("rss_in_flight_mb")),
              f"{fmt(x.get('kb_per_in_flight_job'))} KB per in-flight job"],
-            [f"{result['in_flight']} in flight + {result['queued']:,} queued", fmt(x.get("rss_in_flight_and_queued_mb")),
+            [f"{result['in_flight']} in flight + {result['queued']:,} queued",
+             fmt(x.get("rss_in_flight_and_queued_mb")),
              f"{fmt(x.get('kb_per_queued_job'))} KB per queued job"]]
     return (f"Memory: daemon RSS, pool {result['in_flight']}, journal on, target delay {result['delay_s']:g} s\n"
             + table(["daemon", "RSS MB", "estimate"], rows) + f"\n  {status_cell(r)}")

@@ -10,7 +10,8 @@ import hmac
 import json
 import logging
 import socket
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import gevent
 from gevent.pywsgi import WSGIServer
@@ -20,7 +21,8 @@ from gq.config import Config, is_loopback, split_listen
 from gq.dispatcher import Dispatcher, Draining, QueueFull
 from gq.errors import BacklogFull, BrokerUnavailable, ConfigError, GqError, JobError, StorageUnavailable
 from gq.http_server import Connections, SlowClient, has_body, start
-from gq.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
+from gq.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from gq.metrics import Metrics
 
 log = logging.getLogger("gq.api")
 

@@ -14,23 +14,24 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import shutil
 import tempfile
 import time
 import zlib
-from typing import Iterable, Iterator, TextIO
+from collections.abc import Iterable, Iterator
+from typing import TextIO
 
 import gevent
 
 from gq.broker import State
 from gq.broker.journal import JournalBroker
 from gq.config import Config
-from gq.errors import GqError, JobError, UsageError
 from gq.daemon import STOP_SIGNALS, Runtime, StopSignals
 from gq.dispatcher import Dispatcher, Draining, Observer
+from gq.errors import GqError, JobError, UsageError
 from gq.job import Job, loads, parse
 from gq.supervisor import Supervisor
 
@@ -79,14 +80,14 @@ class JobFile:
         self.default_url, self.policy = config.target.url, config.target.policy()
 
     @classmethod
-    def open(cls, path: str, config: Config) -> "JobFile":
+    def open(cls, path: str, config: Config) -> JobFile:
         if path != "-":
             return cls(path, path, config, spooled=False)
         with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False, encoding="utf-8") as spool:
             shutil.copyfileobj(sys.stdin, spool)
         return cls(spool.name, "stdin", config, spooled=True)
 
-    def __enter__(self) -> "JobFile":
+    def __enter__(self) -> JobFile:
         return self
 
     def __exit__(self, *exc) -> None:

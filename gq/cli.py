@@ -6,9 +6,11 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from gq import __version__, config as config_
+from gq import __version__
+from gq import config as config_
 from gq.errors import EXIT_FAILURE, EXIT_OK, ConfigError, GqError, JobError, UsageError
 from gq.job import read_lines
 

@@ -13,12 +13,13 @@ import ipaddress
 import json
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
-from gq.errors import ConfigError
 from gq.destinations import Limits
+from gq.errors import ConfigError
 from gq.hosts import HostPatterns, HostPolicy
 from gq.signing import decode_secret
 
@@ -338,7 +339,7 @@ class DestinationsConfig:
     overrides: Table = setting(Table(), destination_overrides,
                                'per host pattern: { "api.example.com" = { max_in_flight = 10 } }')
 
-    def limits(self) -> tuple["Limits", list]:
+    def limits(self) -> tuple[Limits, list]:
         """The default limits, and (patterns, limits) for each override, in order."""
         defaults = Limits(self.max_in_flight, self.rate, self.burst, self.breaker_failures,
                           self.breaker_window, self.breaker_cooldown, self.pause_on_retry_after)

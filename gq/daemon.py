@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 import gevent
 from gevent.event import Event
 
-from gq import __version__, config as config_, log as log_
+from gq import __version__
+from gq import config as config_
+from gq import log as log_
 from gq.api import Api, shown_address
 from gq.broker import Broker
 from gq.broker.journal import JournalBroker
@@ -90,7 +92,7 @@ def open_broker(config: Config, batch: bool, supervisor: Supervisor) -> Broker:
     return embedded
 
 
-def fleet_limits(config: Config, broker: Broker) -> "FleetLimits | None":
+def fleet_limits(config: Config, broker: Broker) -> FleetLimits | None:
     """With destinations.scope = "fleet": the limits kept in the fleet's Redis."""
     if config.destinations.scope != "fleet":
         return None
@@ -113,7 +115,7 @@ class Runtime:
     metrics: Metrics
 
     @classmethod
-    def build(cls, config: Config, supervisor: Supervisor, batch: bool = False) -> "Runtime":
+    def build(cls, config: Config, supervisor: Supervisor, batch: bool = False) -> Runtime:
         """The parts, their long-lived loops watched by `supervisor`."""
         broker = open_broker(config, batch, supervisor)
         worker = HttpWorker(config.pool.size, config.target.policy(),

@@ -25,9 +25,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
-
+from typing import TYPE_CHECKING
 
 from gq.hosts import HostPatterns
 from gq.outcome import AttemptResult, host_answered

@@ -18,16 +18,16 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import gevent
 from gevent.event import Event
 from gevent.pool import Pool
 from gevent.queue import Empty, Queue
 
-from gq.broker import Added, Broker, Entry
 from gq import hosts
+from gq.broker import Added, Broker, Entry
 from gq.destinations import Destinations, Limits
 from gq.errors import GqError, QueueFull
 from gq.job import Job

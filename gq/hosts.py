@@ -97,7 +97,7 @@ class HostPatterns:
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @classmethod
-    def parse(cls, patterns: tuple[str, ...] | list[str]) -> "HostPatterns":
+    def parse(cls, patterns: tuple[str, ...] | list[str]) -> HostPatterns:
         """Raises ValueError naming the first pattern that is not one."""
         names, suffixes, networks = set(), [], []
         for pattern in patterns:

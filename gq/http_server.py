@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
-from typing import Callable
+from collections.abc import Callable
 
 import gevent
 from gevent.pool import Pool

@@ -12,8 +12,15 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 
-from prometheus_client import (CollectorRegistry, Gauge, generate_latest, GCCollector,
-                               PlatformCollector, ProcessCollector, disable_created_metrics)
+from prometheus_client import (
+    CollectorRegistry,
+    Gauge,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 

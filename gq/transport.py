@@ -6,8 +6,8 @@ import http.client
 import socket
 import time
 import zlib
-from urllib.parse import unquote, urlsplit
 from typing import Protocol
+from urllib.parse import unquote, urlsplit
 
 import gevent
 import requests

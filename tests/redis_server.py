@@ -142,7 +142,7 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise RuntimeError(f"redis-server ignored signal {sig} for {timeout:g}s")
+            raise RuntimeError(f"redis-server ignored signal {sig} for {timeout:g}s") from None
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import psutil
 import requests
-from conftest import closed_port, start_target, wait_for
 
+from conftest import closed_port, start_target, wait_for
 from gq.broker.journal_file import JournalFile
 from gq.job import parse
 

@@ -7,7 +7,8 @@ gevent primitives. Conditions are awaited with deadlines, never fixed sleeps.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import gevent
 import pytest

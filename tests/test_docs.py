@@ -5,7 +5,6 @@ from __future__ import annotations
 import tomllib
 
 from conftest import ROOT
-
 from gq import config
 
 

@@ -29,7 +29,7 @@ def journal_states(workdir) -> dict[str, int]:
 def test_kill_9_loses_no_accepted_job(start_daemon, target, tmp_path):
     daemon = start_daemon(journal=JOURNAL, pool={"size": 50}, queue={"maxsize": 5000})
     accepted = []
-    for start in range(0, 3000, 100):
+    for _ in range(0, 3000, 100):
         response = daemon.post([{"url": target.url(delay=0.2)} for _ in range(100)])
         assert response.status_code == 202
         accepted += response.json()["ids"]

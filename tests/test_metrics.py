@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gq.metrics import LATENCY_BUCKETS, Metrics, HistogramFamily
+from gq.metrics import LATENCY_BUCKETS, HistogramFamily, Metrics
 
 
 def samples(registry: CollectorRegistry) -> dict:

@@ -69,7 +69,7 @@ class NotifySocket:
         while not self._closed:
             try:
                 data, ancillary, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(12))
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -8,7 +8,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError

@@ -40,7 +40,8 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import pytest
 import requests
-from hypothesis import HealthCheck, Phase, event, given, settings, strategies as st
+from hypothesis import HealthCheck, Phase, event, given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Daemon, daemon_config, gq_command, run_gq, to_toml, unavailable, wait_for
@@ -95,7 +96,7 @@ class Conn:
         self.sock.settimeout(remaining)
         try:
             chunk = self.sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             return "timeout"
         except OSError as e:
             return f"reset: {e}"
@@ -829,7 +830,7 @@ def _dribble(address, first: bytes, step: bytes | None, until: float) -> tuple[s
                     break
             try:
                 data = sock.recv(4096)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 how = "reset"

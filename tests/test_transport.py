@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 
-
 from gq.hosts import HostPatterns, HostPolicy
 from gq.job import Job
 from gq.transport import HttpWorker

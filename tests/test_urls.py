@@ -7,7 +7,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from urllib3.util import parse_url
 
 from gq.errors import JobError

@@ -63,7 +63,8 @@ class FleetLimits:
             log.warning("fleet-wide circuit: cannot ask Redis (%s)", e)
             return None
 
-    def admit(self, host: str, max_in_flight: int, rate: float, burst: float, timeout: float) -> tuple[str | None, float]:
+    def admit(self, host: str, max_in_flight: int, rate: float, burst: float,
+              timeout: float) -> tuple[str | None, float]:
         """A lease for one attempt of `timeout` seconds to `host`, or None and the seconds
         to wait before asking again."""
         lease = f"{self.consumer}:{next(self._leases)}"

@@ -410,7 +410,8 @@ class JournalBroker:
         """Succeeded jobs past keep_succeeded are deleted, a few at a time."""
         while not self._stop.wait(EXPIRE_EVERY):
             try:
-                while self._call(self.file, JournalFile.expire, time.time() - self.keep_succeeded, EXPIRE_STEP) == EXPIRE_STEP:
+                before = time.time() - self.keep_succeeded
+                while self._call(self.file, JournalFile.expire, before, EXPIRE_STEP) == EXPIRE_STEP:
                     gevent.sleep(0)
             except sqlite3.Error as e:
                 log.warning("journal: cannot delete expired succeeded jobs: %s; will try again", e)
