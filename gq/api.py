@@ -61,7 +61,7 @@ def _json(status: str, body: Any, start_response: Callable, headers=()) -> list[
 
 def _job_refusal(error: JobError, where: str | None) -> Refusal:
     prefix = f"{where}." if where else ""
-    body = {"error": f"{prefix}{error}", "field": error.field}
+    body: dict[str, str | int] = {"error": f"{prefix}{error}", "field": error.field}
     if error.index is not None:
         body["index"] = error.index
     return Refusal("400 Bad Request", body, "invalid")

@@ -214,7 +214,7 @@ def _deliver(config: Config, jobs: JobFile, tally: Tally, signals: StopSignals, 
         log.error("stopping the batch: %s", submitter.value)
     # Whatever else is in flight (a journal's older jobs) finishes or stays in the journal.
     dispatcher.drain(config.shutdown.drain_timeout, signals.hurry)
-    if bar is not None:
+    if bar is not None and progress is not None:
         bar.kill()
         progress.write("\n")
     if journal and tally.total and tally.done():  # complete: the ids of other batches may go
@@ -264,7 +264,7 @@ def run_processes(config_path: str | None, jobs: JobFile, count: int) -> dict:
                 forwarder.kill()
     finally:
         signals.close()
-    summary = {"total": 0, "succeeded": 0, "dead": 0, "remaining": 0}
+    summary: dict[str, float] = {"total": 0, "succeeded": 0, "dead": 0, "remaining": 0}
     for i, (child, out) in enumerate(zip(children, outputs)):
         try:
             part = json.loads(out.strip().splitlines()[-1])

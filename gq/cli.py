@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from gq import __version__
 from gq import config as config_
@@ -19,7 +19,7 @@ ENV_TOKEN = "GQ_TOKEN"
 
 
 class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's default prints usage and a traceback-free line
+    def error(self, message: str) -> NoReturn:  # argparse's default prints usage and a traceback-free line
         raise UsageError(f"usage error: {message} (see gq {self.prog.split()[-1]} --help)"
                          if " " in self.prog else f"usage error: {message} (see gq --help)")
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
+from functools import partial
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -135,8 +137,7 @@ class Metrics(Observer):
             return
         for key, doc in (("stream_length", "Jobs in the shared stream (waiting or being run)"),
                          ("pending", "Jobs of the shared stream held by some daemon")):
-            Gauge(f"gq_broker_{key}", doc, registry=self.registry).set_function(
-                lambda key=key: broker.shared[key])
+            Gauge(f"gq_broker_{key}", doc, registry=self.registry).set_function(partial(_shared, broker, key))
 
     def bind_health(self, monitor) -> None:
         """Event-loop lag from a LoopMonitor; psutil figures at scrape time."""
@@ -164,6 +165,11 @@ class Metrics(Observer):
             self.finished.inc("succeeded")
         elif outcome.verdict is Verdict.FAIL:
             self.finished.inc("dead")
+
+
+def _shared(broker: Any, key: str) -> float:
+    """One of a shared broker's fleet-wide figures, as last read."""
+    return broker.shared[key]
 
 
 def _age(accepted: float | None) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import MutableMapping
 
 log = logging.getLogger("gq.systemd")
 
@@ -19,7 +20,7 @@ SD_LISTEN_FDS_START = 3
 class Notifier:
     """Sends sd_notify messages; does nothing when not run by systemd (no $NOTIFY_SOCKET)."""
 
-    def __init__(self, environ: dict[str, str] | None = None):
+    def __init__(self, environ: MutableMapping[str, str] | None = None):
         environ = os.environ if environ is None else environ
         address = environ.get("NOTIFY_SOCKET", "")
         if address.startswith("@"):
@@ -34,16 +35,12 @@ class Notifier:
             environ.pop(name, None)
 
     @staticmethod
-    def _watchdog_interval(environ: dict[str, str]) -> float | None:
+    def _watchdog_interval(environ: MutableMapping[str, str]) -> float | None:
         """Half of $WATCHDOG_USEC in seconds, when the watchdog is meant for this process."""
         usec, pid = environ.get("WATCHDOG_USEC", ""), environ.get("WATCHDOG_PID", "")
         if not usec.isdigit() or int(usec) == 0 or (pid and pid != str(os.getpid())):
             return None
         return int(usec) / 2e6
-
-    @property
-    def enabled(self) -> bool:
-        return self.socket is not None
 
     def send(self, **fields: str | int) -> None:
         """notify(READY=1, STATUS="...") → one datagram; a failure is logged, never raised."""
@@ -60,7 +57,7 @@ class Notifier:
             self.socket.close()
 
 
-def listen_socket(environ: dict[str, str] | None = None) -> socket.socket | None:
+def listen_socket(environ: MutableMapping[str, str] | None = None) -> socket.socket | None:
     """The listening socket systemd passed (socket activation), if any; clears $LISTEN_*."""
     environ = os.environ if environ is None else environ
     fds, pid = environ.pop("LISTEN_FDS", ""), environ.pop("LISTEN_PID", "")

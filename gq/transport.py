@@ -6,7 +6,7 @@ import http.client
 import socket
 import time
 import zlib
-from typing import Protocol
+from typing import Protocol, cast
 from urllib.parse import unquote, urlsplit
 
 import gevent
@@ -52,29 +52,33 @@ class _Guarded:
     policy: HostPolicy
 
     def _new_conn(self) -> socket.socket:
+        conn = cast(HTTPConnection, self)  # a mixin of urllib3's connection classes (GuardedAdapter)
         try:
-            resolved = socket.getaddrinfo(self._dns_host, self.port, type=socket.SOCK_STREAM)
+            resolved = socket.getaddrinfo(conn._dns_host, conn.port, type=socket.SOCK_STREAM)
         except socket.gaierror as e:  # a failed attempt, never a connection made unchecked
-            raise NameResolutionError(self.host, self, e) from e
-        allowed, reason = [], ""
+            raise NameResolutionError(conn.host, conn, e) from e
+        allowed: list[str] = []
+        reason = ""
         for *_, sockaddr in resolved:
-            addr = hosts.address(sockaddr[0])
-            reason = self.policy.refuse_address(self.host, addr) or ""
+            ip = str(sockaddr[0])
+            addr = hosts.address(ip)
+            reason = (self.policy.refuse_address(conn.host, addr) if addr is not None
+                      else f"{ip} is not an address") or ""
             if not reason:
-                allowed.append(sockaddr[0])
+                allowed.append(ip)
         if not allowed:
             raise TargetRefused(reason)
         for i, ip in enumerate(allowed):
             try:
                 return urllib3_connection.create_connection(
-                    (ip, self.port), self.timeout, source_address=self.source_address,
-                    socket_options=self.socket_options)
+                    (ip, conn.port), conn.timeout, source_address=conn.source_address,
+                    socket_options=conn.socket_options)
             except TimeoutError as e:
                 if i == len(allowed) - 1:
-                    raise ConnectTimeoutError(self, f"connection to {self.host} timed out") from e
+                    raise ConnectTimeoutError(conn, f"connection to {conn.host} timed out") from e
             except OSError as e:
                 if i == len(allowed) - 1:
-                    raise NewConnectionError(self, f"Failed to establish a new connection: {e}") from e
+                    raise NewConnectionError(conn, f"Failed to establish a new connection: {e}") from e
         raise AssertionError("unreachable")
 
 
@@ -99,7 +103,8 @@ class GuardedAdapter(HTTPAdapter):
         """The status, headers (urllib3's, case-blind) and raw body; no cookie jar."""
         response = requests.Response()
         response.status_code, response.headers, response.raw = resp.status, resp.headers, resp
-        response.reason, response.url, response.request, response.connection = resp.reason, req.url, req, self
+        response.reason, response.request, response.connection = resp.reason, req, self
+        response.url = req.url or ""
         return response
 
 
@@ -120,9 +125,10 @@ class AttemptTimeout(gevent.Timeout):
             prev_greenlet.throw(ex)
             return
         self._due += late
-        self.timer.close()
-        self.timer = gevent.get_hub().loop.timer(late, priority=-1)
-        self.timer.start(self._on_expiration, prev_greenlet, ex, update=True)
+        timer = gevent.get_hub().loop.timer(late, priority=-1)
+        self.timer.close()  # type: ignore[has-type]  # gevent's Timeout keeps its libev timer here
+        self.timer = timer
+        timer.start(self._on_expiration, prev_greenlet, ex, update=True)
 
 
 class HttpWorker:
@@ -143,7 +149,7 @@ class HttpWorker:
         self.hidden = hidden  # header names (lower case), besides SECRET_HEADERS, no error may show
         self.verify: bool | str = ca_bundle or True
         # a job's URL → (as requests prepares it: quoted, IDNA; basic auth from its user:password@)
-        self._urls: dict[str, tuple[str, str | None]] = {}
+        self._urls: dict[str, tuple[str, str | bytes | None]] = {}  # URL → (as sent, its basic auth)
         self.resize(pool_size)
 
     def resize(self, pool_size: int) -> None:
@@ -157,12 +163,12 @@ class HttpWorker:
             probe = requests.PreparedRequest()
             probe.prepare_url(job.url, None)
             probe.headers = CaseInsensitiveDict()
-            probe.prepare_auth(None, probe.url)  # user:password@ in the URL → basic auth
+            probe.prepare_auth(None, probe.url or "")  # user:password@ in the URL → basic auth
             if len(self._urls) >= URL_CACHE:
                 self._urls.clear()
-            prepared = self._urls[job.url] = (probe.url, probe.headers.get("Authorization"))
+            prepared = self._urls[job.url] = (probe.url or job.url, probe.headers.get("Authorization"))
         url, auth = prepared
-        headers = CaseInsensitiveDict(BASE_HEADERS)
+        headers: CaseInsensitiveDict[str | bytes] = CaseInsensitiveDict(BASE_HEADERS)
         if auth:
             headers["Authorization"] = auth
         headers.update(job.headers)
@@ -231,8 +237,8 @@ def _snippet(content: bytes, encoding: str) -> str:
 def _describe(error: Exception) -> str:
     # The innermost cause says what happened ("Connection refused"), not urllib3's wrapping.
     cause: BaseException = error
-    while cause.__cause__ is not None or cause.__context__ is not None:
-        cause = cause.__cause__ or cause.__context__
+    while (inner := cause.__cause__ or cause.__context__) is not None:
+        cause = inner
     kind = ("timeout" if isinstance(error, (requests.Timeout, TimeoutError))
             else "protocol" if isinstance(cause, http.client.HTTPException)  # a malformed answer
             else "tls" if isinstance(error, requests.exceptions.SSLError)

@@ -101,8 +101,9 @@ class RedisMaintenance:
         if not self.held:
             return
         keys = self.keys
-        owned = {text_id(p["message_id"]) for p in self.redis.xpending_range(
-            keys.stream, keys.group, "-", "+", len(self.held) + len(self.settling), consumername=self.consumer)}
-        held = [i for i in self.held if i in owned]
+        pending: Any = self.redis.xpending_range(
+            keys.stream, keys.group, "-", "+", len(self.held) + len(self.settling), consumername=self.consumer)
+        owned = {text_id(p["message_id"]) for p in pending}
+        held: list[Any] = [i for i in self.held if i in owned]
         for start in range(0, len(held), 500):
             self.redis.xclaim(keys.stream, keys.group, self.consumer, 0, held[start:start + 500], justid=True)

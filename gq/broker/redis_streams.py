@@ -174,10 +174,11 @@ class RedisBroker:
             self._room.clear()
             self._room.wait(timeout)
             return []
+        entries: list[Entry | None]
         try:
-            entries = self._claim_dead(limit) or self._claim_stale(limit)
+            entries = list(self._claim_dead(limit) or self._claim_stale(limit))
             if not entries:
-                reply = self.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"},
+                reply: Any = self.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"},
                                               count=limit, block=max(1, int(timeout * 1000)))
                 entries = [self._taken(msg_id, fields) for _, messages in reply or ()
                            for msg_id, fields in messages]
@@ -199,13 +200,13 @@ class RedisBroker:
         # only writes (the writer, maintenance) say Redis is usable again.
         return [e for e in entries if e is not None]
 
-    def _taken(self, msg_id: bytes, fields: dict | None) -> Entry | None:
-        msg_id = msg_id.decode()
+    def _taken(self, msg_id: bytes | str, fields: dict | None) -> Entry | None:
+        handle = text_id(msg_id)
         if not fields:  # deleted while pending
-            self.writer.ack(msg_id)
+            self.writer.ack(handle)
             return None
-        entry = entry_of(fields[b"payload"], handle=msg_id)
-        self._held[msg_id] = entry
+        entry = entry_of(fields[b"payload"], handle=handle)
+        self._held[handle] = entry
         return entry
 
     def _claim_dead(self, limit: int) -> list[Entry]:
@@ -288,7 +289,7 @@ class RedisBroker:
 
     def get(self, job_id: str) -> Entry | None:
         try:
-            status = self.redis.hgetall(self.keys.status(job_id))
+            status: Any = self.redis.hgetall(self.keys.status(job_id))
         except REDIS_ERRORS as e:
             raise BrokerUnavailable(f"broker: Redis unavailable ({e})") from None
         if b"payload" not in status:  # unknown, or expired (status_ttl) before its attempt began
@@ -359,7 +360,8 @@ class DeadLetters:
 
     def _all(self) -> list:
         try:
-            return self.redis.xrange(self.dead)
+            replies: Any = self.redis.xrange(self.dead)
+            return replies
         except REDIS_ERRORS as e:
             raise GqError(f"broker: cannot reach Redis: {e}") from None
 
