@@ -22,6 +22,27 @@ ROOT = HERE.parent
 DEADLINE = 30.0  # seconds any condition in a test may take before it fails
 
 
+# -- tiers: every test gets one marker (pytest -m unit runs the in-process tests alone)
+
+SYSTEM_MODULES = {"test_systemd.py", "test_storage.py"}
+IN_PROCESS_MODULES = {"test_breaker.py", "test_config.py", "test_dispatcher.py", "test_docs.py", "test_job.py",
+                      "test_metrics.py", "test_outcome.py", "test_supervisor.py", "test_transport.py",
+                      "test_urls.py"}
+PROCESS_FIXTURES = {"start_daemon", "target", "shared_target", "redis_server", "redis_binary"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        name = item.path.name
+        if name in SYSTEM_MODULES:
+            tier = "system"
+        elif name in IN_PROCESS_MODULES and not PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            tier = "unit"
+        else:
+            tier = "process"
+        item.add_marker(tier)
+
+
 def wait_for(condition: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition",
              every: float = 0.02) -> Any:
     """Poll `condition` every `every` seconds until it returns something truthy; fail the
