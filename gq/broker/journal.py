@@ -52,9 +52,6 @@ EXPIRE_EVERY = 1.0    # seconds between deletions of succeeded jobs past keep_su
 EXPIRE_STEP = 500     # rows deleted per transaction, so that a commit never waits long for it
 FAILED_WRITE_PAUSE = 0.5  # seconds the writer waits after a failed write: a failing disk, no spinning
 
-__all__ = ["DeadLetterAdmin", "JournalBroker", "JournalError", "JournalLock"]
-
-
 def _size(path: str) -> int:
     """A file's size; 0 when it is not there (the -wal between checkpoints, a file deleted)."""
     try:
