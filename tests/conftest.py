@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
-import requests
 
-HERE = Path(__file__).parent
-ROOT = HERE.parent
-DEADLINE = 30.0  # seconds any condition in a test may take before it fails
-
+from support import Daemon, daemon_config, start_target, unavailable
 
 # -- tiers: every test gets one marker (pytest -m unit runs the in-process tests alone)
 
@@ -43,78 +31,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.add_marker(tier)
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition",
-             every: float = 0.02) -> Any:
-    """Poll `condition` every `every` seconds until it returns something truthy; fail the
-    test after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(every)
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on: connections to it are refused."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def unavailable(why: str) -> NoReturn:
-    """What a test needs cannot be had on this machine (a program, a namespace): skip it —
-    but under CI, where every test must run, fail."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{why} (CI=true: every test must run)", pytrace=False)
-    pytest.skip(why)
-
-
-def gq_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gq", *args]
-
-
-def run_gq(*args: str, input: str | None = None, timeout: float = 60, cwd: Path | None = None,
-           env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run a gq command to completion, as a user would."""
-    return subprocess.run(gq_command(*args), input=input, capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd, env=env)
-
-
-class Target:
-    """tests/target.py in its own process; `url(path, **query)` builds job URLs."""
-
-    def __init__(self, proc: subprocess.Popen, port: int):
-        self.proc, self.port = proc, port
-        self.base = f"http://127.0.0.1:{port}"
-
-    def url(self, path: str = "/hook", **query: Any) -> str:
-        qs = "&".join(f"{k}={v}" for k, v in query.items())
-        return f"{self.base}{path}" + (f"?{qs}" if qs else "")
-
-    def stats(self) -> dict:
-        return requests.get(f"{self.base}/_stats", timeout=10).json()
-
-    def received(self, since: int = 0) -> list[dict]:
-        return requests.get(f"{self.base}/_received", params={"since": since}, timeout=30).json()
-
-    def count(self) -> int:
-        return self.stats()["count"]
-
-
-def start_target(port: int = 0) -> Target:
-    """The target on `port` (0: any free one)."""
-    proc = subprocess.Popen([sys.executable, str(HERE / "target.py"), "--port", str(port)],
-                            stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    if not line.startswith("listening "):
-        proc.kill()
-        raise RuntimeError(f"target did not start: {line!r}")
-    return Target(proc, int(line.split()[1]))
-
-
 @pytest.fixture(scope="module")
 def shared_target():
     """One target for a module's tests that each look at their own jobs only."""
@@ -130,98 +46,6 @@ def target():
     yield t
     t.proc.kill()
     t.proc.wait()
-
-
-class Daemon:
-    """A `gq run` subprocess with its config in a temp dir; its stderr is collected in a file."""
-
-    def __init__(self, workdir: Path, config: dict[str, dict[str, Any]], env: dict | None = None,
-                 wait: bool = True):
-        """wait=False: return at once; `api` then waits for the "listening on" line."""
-        self.workdir = workdir
-        self.config_path = workdir / "gq.toml"
-        self.config_path.write_text(to_toml(config))
-        self.log_path = workdir / f"gq-{time.monotonic_ns()}.log"
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(gq_command("run", "-c", str(self.config_path)), cwd=workdir,
-                                     stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        self.pid = self.proc.pid
-        self._api: str | None = None
-        self.session = requests.Session()
-        if wait:
-            self.api  # noqa: B018 - waits for it
-
-    @property
-    def api(self) -> str:
-        if self._api is None:
-            self._api = wait_for(self._listening, what="gq to listen")
-        return self._api
-
-    @api.setter
-    def api(self, url: str) -> None:
-        self._api = url
-
-    def _listening(self) -> str | None:
-        if self.proc.poll() is not None:
-            pytest.fail(f"gq exited with {self.proc.returncode} before listening:\n{self.log()}")
-        m = re.search(r"listening on (http://\S+)", self.log())
-        return m.group(1) if m else None
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def post(self, body: Any, content_type: str = "application/json", **kw) -> requests.Response:
-        data = body if isinstance(body, (str, bytes)) else json.dumps(body)
-        return self.session.post(f"{self.api}/v1/jobs", data=data,
-                                 headers={"Content-Type": content_type, **kw.pop("headers", {})},
-                                 timeout=30, **kw)
-
-    def get(self, path: str, **kw) -> requests.Response:
-        return self.session.get(f"{self.api}{path}", timeout=30, **kw)
-
-    def job(self, job_id: str) -> dict:
-        return self.get(f"/v1/jobs/{job_id}").json()
-
-    def status(self) -> dict:
-        return self.get("/v1/status").json()
-
-    def signal(self, sig: int = signal.SIGTERM) -> None:
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout: float = DEADLINE) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"gq did not exit within {timeout:g}s:\n{self.log()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)  # a test may have stopped it
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
-
-
-def to_toml(config: dict[str, dict[str, Any]]) -> str:
-    lines = []
-    for section, values in config.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
-    return "\n".join(lines) + "\n"
-
-
-def daemon_config(**sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """A config for tests: any free port, memory journal unless given, fast retries."""
-    config: dict[str, dict[str, Any]] = {
-        "api": {"listen": "127.0.0.1:0"},
-        # Tests run wherever there is disk: the default 256 MB of free space kept could refuse
-        # every job on a nearly full machine (the storage tests set their own).
-        "journal": {"path": "", "min_free_mb": 16},
-        "retry": {"backoff_base": 0.05, "backoff_max": 0.5},
-    }
-    for name, values in sections.items():
-        config.setdefault(name, {}).update(values)
-    return config
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import DEADLINE, Daemon, closed_port, daemon_config, wait_for
 from gq import __version__
+from support import DEADLINE, Daemon, closed_port, daemon_config, wait_for
 
 MAX_BODY = 2048
 TOKEN = "s3cret-token"

@@ -12,9 +12,9 @@ from pathlib import Path
 import psutil
 import requests
 
-from conftest import closed_port, start_target, wait_for
 from gq.broker.journal_file import JournalFile
 from gq.job import parse
+from support import closed_port, start_target, wait_for
 
 JOURNAL = {"path": "data/journal.sqlite3"}
 MB = 2**20

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Daemon, closed_port, daemon_config, gq_command, run_gq, start_target, to_toml, wait_for
+from support import Daemon, closed_port, daemon_config, gq_command, run_gq, start_target, to_toml, wait_for
 
 TOKEN = "cli-token"
 LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z]+ gq")

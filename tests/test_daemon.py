@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import time
 
-from conftest import wait_for
+from support import wait_for
 
 
 def test_requests_are_cooperative_under_monkey_patching(start_daemon, target):

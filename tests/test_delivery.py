@@ -14,7 +14,7 @@ from collections import Counter
 
 import requests
 
-from conftest import Daemon, closed_port, wait_for
+from support import Daemon, closed_port, wait_for
 
 JOURNAL = {"path": "data/journal.sqlite3"}
 

@@ -19,8 +19,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import HERE, Daemon, Target, daemon_config, run_gq, to_toml, wait_for
 from gq.destinations import PROBES
+from support import HERE, Daemon, Target, daemon_config, run_gq, to_toml, wait_for
 
 OTHER_HOST = "127.0.0.2"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import tomllib
 
-from conftest import ROOT
 from gq import config
+from support import ROOT
 
 
 def test_config_example_lists_every_key_with_its_default():

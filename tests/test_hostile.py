@@ -18,8 +18,8 @@ import psutil
 import pytest
 import requests
 
-from conftest import HERE, Daemon, wait_for
 from gq.response_limits import YIELD_EVERY, BoundedReader
+from support import HERE, Daemon, wait_for
 
 TIMEOUT = 2.0          # target.timeout
 ATTEMPTS = 2

@@ -18,7 +18,7 @@ from gevent.baseserver import BaseServer
 from gevent.pywsgi import WSGIHandler
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import HERE, Daemon, wait_for
+from support import HERE, Daemon, wait_for
 
 MAX_CONNECTIONS = 100
 FLOOD = 1000         # slow-loris connections, reconnecting when closed

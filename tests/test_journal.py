@@ -10,7 +10,7 @@ import sys
 import threading
 from contextlib import closing
 
-from conftest import run_gq, wait_for
+from support import run_gq, wait_for
 
 JOURNAL = {"path": "data/journal.sqlite3"}
 

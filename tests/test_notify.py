@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import DEADLINE, Daemon, daemon_config, to_toml, wait_for
+from support import DEADLINE, Daemon, daemon_config, to_toml, wait_for
 
 WATCHDOG_USEC = 1_000_000  # gq pings at half of it
 SYSTEMD_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",

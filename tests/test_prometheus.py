@@ -34,7 +34,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ROOT, Daemon, daemon_config, start_target, unavailable, wait_for
+from support import ROOT, Daemon, daemon_config, start_target, unavailable, wait_for
 
 MONITORING = ROOT / "monitoring"
 RULES = MONITORING / "gq-alerts.yml"

@@ -24,8 +24,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Daemon, run_gq, to_toml, wait_for
 from redis_server import RedisServer, free_port
+from support import Daemon, run_gq, to_toml, wait_for
 
 CLAIM_IDLE = 2.0   # seconds: broker.claim_idle of every daemon here
 

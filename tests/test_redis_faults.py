@@ -13,9 +13,9 @@ from collections.abc import Callable
 import pytest
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
-from conftest import closed_port, wait_for
 from gq.broker.redis_link import passing
 from redis_server import RedisServer, Sentinel
+from support import closed_port, wait_for
 from test_redis import Fleet, Submitter, assert_no_traceback, consumer_of, wait_delivered
 
 FAULT = 3.0  # seconds Redis refuses every write

@@ -44,8 +44,8 @@ from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Daemon, daemon_config, gq_command, run_gq, to_toml, unavailable, wait_for
 from gq import __version__
+from support import Daemon, daemon_config, gq_command, run_gq, to_toml, unavailable, wait_for
 
 JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import Daemon, unavailable, wait_for
+from support import Daemon, unavailable, wait_for
 
 JOB_BYTES = 1024
 

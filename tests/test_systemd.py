@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import to_toml, unavailable, wait_for
+from support import to_toml, unavailable, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
