@@ -17,9 +17,19 @@ import gevent
 from gevent.pywsgi import WSGIServer
 
 from gq import job as jobs_
+from gq.broker import Intake
 from gq.config import Config, is_loopback, split_listen
-from gq.dispatcher import Dispatcher, Draining, QueueFull
-from gq.errors import BacklogFull, BrokerUnavailable, ConfigError, GqError, JobError, StorageUnavailable
+from gq.dispatcher import Dispatcher
+from gq.errors import (
+    BacklogFull,
+    BrokerUnavailable,
+    ConfigError,
+    Draining,
+    GqError,
+    JobError,
+    QueueFull,
+    StorageUnavailable,
+)
 from gq.http_server import Connections, SlowClient, has_body, start
 from gq.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gq.metrics import Metrics
@@ -68,8 +78,9 @@ def _job_refusal(error: JobError, where: str | None) -> Refusal:
 
 
 class Api:
-    def __init__(self, config: Config, dispatcher: Dispatcher, metrics: Metrics):
-        self.dispatcher = dispatcher
+    def __init__(self, config: Config, dispatcher: Dispatcher, broker: Intake, metrics: Metrics):
+        self.dispatcher = dispatcher  # its admission takes the jobs; its snapshot is the status
+        self.broker = broker          # looked up: a job, the counts, the broker's health
         self.metrics = metrics
         self.ready = False
         self.servers: list[WSGIServer] = []  # intake's, then health's when api.health_listen is set
@@ -102,7 +113,7 @@ class Api:
             elif path == "/healthz":
                 return _json("200 OK", {"status": "ok"}, start_response)
             elif path == "/readyz":
-                problem = self.dispatcher.broker.health()
+                problem = self.broker.health()
                 if self.ready and not self.dispatcher.draining and problem is None:
                     return _json("200 OK", {"status": "ready"}, start_response)
                 state = ("draining" if self.dispatcher.draining else problem or "starting")
@@ -152,7 +163,7 @@ class Api:
         single, objects = self._read_jobs(environ)
         jobs = self._parse(single, objects)
         try:
-            added = self.dispatcher.submit(jobs, self.config.queue.enqueue_timeout)
+            added = self.dispatcher.admission.submit(jobs, self.config.queue.enqueue_timeout)
         except tuple(SUBMIT_REFUSALS) as e:
             status, reason, retry_after = next(v for k, v in SUBMIT_REFUSALS.items() if isinstance(e, k))
             raise Refusal(status, {"error": str(e)}, reason, [("Retry-After", retry_after)]) from None
@@ -238,7 +249,7 @@ class Api:
 
     def _get_job(self, job_id: str, start_response: Callable) -> list[bytes]:
         try:
-            entry = self.dispatcher.broker.get(job_id)
+            entry = self.broker.get(job_id)
         except BrokerUnavailable as e:
             raise Refusal("503 Service Unavailable", {"error": str(e)},
                           headers=[("Retry-After", RETRY_AFTER_DRAINING)]) from None
@@ -247,11 +258,12 @@ class Api:
         return _json("200 OK", entry.status(self.hidden_headers), start_response)
 
     def status(self) -> dict[str, Any]:
-        d = self.dispatcher
+        now = self.dispatcher.snapshot()
         return {
-            "queue_depth": d.queue.qsize(), "queue_maxsize": d.queue.maxsize,
-            "pool_busy": d.busy(), "pool_size": d.pool.size,
-            "draining": d.draining, "jobs": d.broker.counts(), "finished": dict(d.finished),
+            "queue_depth": now.queue_depth, "queue_maxsize": now.queue_maxsize,
+            "pool_busy": now.pool_busy, "pool_size": now.pool_size,
+            "draining": now.draining, "jobs": self.broker.counts(),
+            "finished": {"succeeded": now.succeeded, "dead": now.dead},
         }
 
     # -- serving

@@ -26,13 +26,15 @@ from typing import TextIO
 
 import gevent
 
+from gq.admission import Admission
 from gq.broker import State
 from gq.broker.journal import JournalBroker
 from gq.config import Config
-from gq.daemon import STOP_SIGNALS, Runtime, StopSignals
-from gq.dispatcher import Dispatcher, Draining, Observer
-from gq.errors import GqError, JobError, UsageError
+from gq.errors import Draining, GqError, JobError, UsageError
 from gq.job import Job, loads, parse
+from gq.observers import Observer
+from gq.runtime import Runtime
+from gq.signals import STOP_SIGNALS, StopSignals
 from gq.supervisor import Supervisor
 
 log = logging.getLogger("gq.batch")
@@ -138,24 +140,24 @@ def line_id(number: int, obj: object) -> str:
     return f"line{number}-{digest}"
 
 
-def _submit_all(dispatcher: Dispatcher, jobs: Iterable[Job], tally: Tally) -> GqError | None:
-    """Hand every job to the dispatcher, blocking while the queue is full (no timeout).
-    Jobs the journal already knows count as what they are (resumed batch). Returns the
-    error that stopped it early (a journal that cannot write), if one did."""
+def _submit_all(admission: Admission, jobs: Iterable[Job], tally: Tally) -> GqError | None:
+    """Hand every job in, blocking while the queue is full (no timeout). Jobs the journal
+    already knows count as what they are (resumed batch). Returns the error that stopped
+    it early (a journal that cannot write), if one did."""
     jobs = iter(jobs)
     while True:
-        dispatcher.wait_until(lambda: dispatcher.room() > 0, None)
-        chunk = list(itertools.islice(jobs, max(1, min(dispatcher.room(), SUBMIT_CHUNK))))
+        admission.queue.wait_until(lambda: admission.room() > 0, None)
+        chunk = list(itertools.islice(jobs, max(1, min(admission.room(), SUBMIT_CHUNK))))
         if not chunk:
             return None
         try:
-            added = dispatcher.submit(chunk, None)
+            added = admission.submit(chunk, None)
         except Draining:
             return None
         except GqError as e:
             return e
         for job_id in added.duplicates:
-            entry = dispatcher.broker.get(job_id)
+            entry = admission.broker.get(job_id)
             if entry is not None:
                 tally.count(job_id, entry.state)
 
@@ -193,20 +195,21 @@ def run_batch(config: Config, jobs: JobFile, progress: TextIO | None = None) -> 
 def _deliver(config: Config, jobs: JobFile, tally: Tally, signals: StopSignals, started: float,
              progress: TextIO | None) -> None:
     # A loop that fails for good stops the batch as a signal would: what is left is remaining.
-    runtime = Runtime.build(config, Supervisor(on_fatal=lambda why: signals.stop.set()), batch=True)
+    runtime = Runtime.build(config, Supervisor(on_fatal=lambda why: signals.stop.set()), batch=True,
+                            observers=[tally])
     journal = runtime.broker if isinstance(runtime.broker, JournalBroker) else None
     if journal:  # an earlier run's successes are not sent again
         for job_id in journal.batch_done(tally.final):
             tally.count(job_id, State.SUCCEEDED)
-    runtime.dispatcher.observers.append(tally)
     dispatcher = runtime.dispatcher
     dispatcher.start()
     # A job finished already (in an earlier run, or earlier in the file: the same id) is
     # not handed over again: the broker forgets succeeded jobs at once in a batch.
     unfinished = (job for job in jobs if not tally.finished(job.id))
-    submitter = gevent.spawn(_submit_all, dispatcher, unfinished, tally)
+    submitter = gevent.spawn(_submit_all, dispatcher.admission, unfinished, tally)
     bar = gevent.spawn(_progress, tally, started, progress) if progress else None
-    dispatcher.wait_until(lambda: submitter.dead and (tally.done() or submitter.value), None, signals.stop)
+    dispatcher.queue.wait_until(lambda: submitter.dead and (tally.done() or submitter.value), None,
+                                signals.stop)
     if signals.stop.is_set():
         log.info("%s received: draining for up to %gs", signals.received, config.shutdown.drain_timeout)
         submitter.kill()

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gq.hosts import HostPatterns
-from gq.outcome import AttemptResult, host_answered
+from gq.outcome import AttemptResult, Outcome
 
 if TYPE_CHECKING:
     from gq.broker.fleet_limits import FleetLimits
@@ -64,7 +64,6 @@ class Destination:
     limits: Limits
     label: str                       # its metric label: the host, or "other"
     in_flight: int = 0
-    waiting: int = 0                 # jobs parked for it
     tokens: float = 0.0
     refilled: float = 0.0
     circuit: str = CLOSED
@@ -77,8 +76,14 @@ class Destination:
     fleet_looked: float = float("-inf")  # when its fleet-wide circuit was last looked at
 
     def idle(self, now: float) -> bool:
-        return (not self.in_flight and not self.waiting and self.circuit == CLOSED
-                and self.paused_until <= now and self.silent_since is None)
+        """Nothing would be lost by forgetting it: nothing in flight, no pause, no failures,
+        its circuit closed and its token bucket full again (a host whose jobs wait for it
+        is never all of these)."""
+        limits = self.limits
+        refilled = self.tokens + (now - self.refilled) * limits.rate
+        return (not self.in_flight and self.circuit == CLOSED and self.paused_until <= now
+                and self.silent_since is None
+                and (not limits.rate or refilled >= Destinations.burst(limits)))
 
 
 class Destinations:
@@ -117,7 +122,7 @@ class Destinations:
             label = host if host in self._labels or len(self._labels) < self.max_labels else OTHER
             self._labels.add(label)
             limits = self._limits(host)
-            d = self.hosts[host] = Destination(limits, label, tokens=self._burst(limits),
+            d = self.hosts[host] = Destination(limits, label, tokens=self.burst(limits),
                                                refilled=self.clock())
         return d
 
@@ -128,7 +133,7 @@ class Destinations:
             del self.hosts[host]
 
     @staticmethod
-    def _burst(limits: Limits) -> float:
+    def burst(limits: Limits) -> float:
         return float(limits.burst or max(1, int(limits.rate)))
 
     # -- admission
@@ -160,7 +165,7 @@ class Destinations:
         if limits.max_in_flight:
             allowed = max(0, limits.max_in_flight - d.in_flight)
         if limits.rate:
-            d.tokens = min(self._burst(limits), d.tokens + (now - d.refilled) * limits.rate)
+            d.tokens = min(self.burst(limits), d.tokens + (now - d.refilled) * limits.rate)
             d.refilled = now
             allowed = min(allowed, int(d.tokens))
             wait = (1.0 - d.tokens % 1.0) / limits.rate
@@ -180,7 +185,7 @@ class Destinations:
         if not allowed:
             return wait
         if self.fleet and (limits.max_in_flight or limits.rate) and d.circuit == CLOSED:
-            lease, wait = self.fleet.admit(host, limits.max_in_flight, limits.rate, self._burst(limits), timeout)
+            lease, wait = self.fleet.admit(host, limits.max_in_flight, limits.rate, self.burst(limits), timeout)
             if lease is None:
                 return wait
             d.leases.append(lease)
@@ -191,21 +196,20 @@ class Destinations:
 
     # -- outcomes
 
-    def release(self, host: str, result: AttemptResult | None, retry_after: float | None) -> None:
-        """An attempt admitted by `admit` ended (result None: cancelled); `retry_after`: the
-        delay its job honours from the target's Retry-After, if any."""
+    def release(self, host: str, result: AttemptResult | None, outcome: Outcome | None) -> None:
+        """An attempt admitted by `admit` ended with `result`, which `outcome` (gq/outcome.py)
+        says what it means for the host; both None: it was cancelled."""
         d, now = self.get(host), self.clock()
         d.in_flight -= 1
         if d.leases and self.fleet:
             self.fleet.release(host, d.leases.pop())
-        if result is None:
+        if result is None or outcome is None:
             return
-        if retry_after is not None and d.limits.pause_on_retry_after:
-            d.paused_until = max(d.paused_until, now + retry_after)
-        answered = host_answered(result)
-        if answered is None:
+        if outcome.retry_after is not None and d.limits.pause_on_retry_after:
+            d.paused_until = max(d.paused_until, now + outcome.retry_after)
+        if outcome.answered is None:
             return
-        if answered:
+        if outcome.answered:
             d.silent_since = None
             d.failed_at.clear()
             if d.circuit != CLOSED:
@@ -253,6 +257,13 @@ class Destinations:
         else:
             log.info("destination %s: circuit %s: %s", host, shown, why)
 
+    def by_label(self) -> dict[str, list[str]]:
+        """The hosts known, grouped by their metric label."""
+        hosts: dict[str, list[str]] = {}
+        for host, d in self.hosts.items():
+            hosts.setdefault(d.label, []).append(host)
+        return hosts
+
     def count(self, host: str, result_label: str) -> None:
         counts = self.attempts.setdefault(self.get(host).label, {})
         counts[result_label] = counts.get(result_label, 0) + 1
@@ -263,19 +274,14 @@ class Destinations:
         """Prometheus families per host label (hosts past metrics_hosts summed as "other")."""
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
         in_flight = GaugeMetricFamily("gq_destination_in_flight", "Attempts in flight", labels=["host"])
-        waiting = GaugeMetricFamily("gq_destination_waiting", "Jobs parked until their host may take "
-                                    "them", labels=["host"])
         circuit = GaugeMetricFamily("gq_destination_circuit_state", "Circuit: 0 closed, 1 half-open, "
                                     "2 open (the worst of the hosts in a label)", labels=["host"])
         changes = CounterMetricFamily("gq_destination_circuit_changes", "Circuit state changes, by the "
                                       "state entered", labels=["host", "state"])
         attempts = CounterMetricFamily("gq_destination_attempts", "Attempts by result", labels=["host", "result"])
-        by_label: dict[str, list[Destination]] = {}
-        for d in self.hosts.values():
-            by_label.setdefault(d.label, []).append(d)
-        for label, group in sorted(by_label.items()):
+        for label, hosts in sorted(self.by_label().items()):
+            group = [self.hosts[host] for host in hosts]
             in_flight.add_metric([label], sum(d.in_flight for d in group))
-            waiting.add_metric([label], sum(d.waiting for d in group))
             circuit.add_metric([label], max(CIRCUIT_VALUE[d.circuit] for d in group))
         for label, by_state in sorted(self.transitions.items()):
             for state in (OPEN, HALF_OPEN, CLOSED):
@@ -283,4 +289,4 @@ class Destinations:
         for label, counts in sorted(self.attempts.items()):
             for result in ("success", "retry", "fail"):
                 attempts.add_metric([label, result], counts.get(result, 0))
-        yield from (in_flight, waiting, circuit, changes, attempts)
+        yield from (in_flight, circuit, changes, attempts)

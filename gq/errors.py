@@ -32,6 +32,10 @@ class QueueFull(GqError):
     """No room for a request's jobs within the enqueue timeout: the intake answers 429."""
 
 
+class Draining(GqError):
+    """gq is draining and takes no new jobs: the intake answers 503."""
+
+
 class BacklogFull(GqError):
     """The embedded broker holds journal.max_backlog unfinished jobs: the intake answers 429."""
 

@@ -52,6 +52,19 @@ def address(host: str) -> IPAddress | None:
     return addr
 
 
+@functools.lru_cache(maxsize=4096)  # every attempt asks; most jobs share a few hosts
+def destination(url: str) -> str:
+    """The key of a job's destination (its limits, circuit and metric label): the URL's
+    address in its one canonical spelling ("127.2" is 127.0.0.2), else the name as the
+    transport reads it (lower case, no trailing dot)."""
+    try:
+        host = url_host(url)
+    except ValueError:  # a job accepted before intake read URLs this way: keyed by its text
+        return url
+    addr = address(host)
+    return str(addr) if addr is not None else host
+
+
 @functools.lru_cache(maxsize=4096)  # every job's URL is read at intake and by the dispatcher
 def url_host(url: str) -> str:
     """A URL's host as the transport reads it: urllib3's parser (percent-decoded, IDNA,

@@ -27,8 +27,8 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gq.broker import Entry
-from gq.dispatcher import Observer
 from gq.health import HealthCollector
+from gq.observers import Observer
 from gq.outcome import AttemptResult, Outcome, Verdict
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -113,22 +113,23 @@ class Metrics(Observer):
         r.register(self.process)
 
     def bind(self, dispatcher) -> None:
-        """Read the dispatcher's state at scrape time."""
-        g, d = self._gauges, dispatcher
-        g["gq_queue_depth"].set_function(d.queue.qsize)
-        g["gq_queue_maxsize"].set_function(lambda: d.queue.maxsize)
-        g["gq_pool_busy"].set_function(d.busy)
-        g["gq_pool_size"].set_function(lambda: d.pool.size)
-        g["gq_retry_scheduled"].set_function(lambda: d.broker.counts()["retrying"])
+        """Read the dispatcher's state (its snapshot, its broker's counts) at scrape time."""
+        g, d, broker = self._gauges, dispatcher, dispatcher.broker
+        g["gq_queue_depth"].set_function(lambda: d.snapshot().queue_depth)
+        g["gq_queue_maxsize"].set_function(lambda: d.snapshot().queue_maxsize)
+        g["gq_pool_busy"].set_function(lambda: d.snapshot().pool_busy)
+        g["gq_pool_size"].set_function(lambda: d.snapshot().pool_size)
+        g["gq_retry_scheduled"].set_function(lambda: broker.counts()["retrying"])
         g["gq_journal_pending"].set_function(
-            lambda: sum(n for s, n in d.broker.counts().items() if s != "dead"))
-        g["gq_dead_letters"].set_function(lambda: d.broker.counts()["dead"])
-        g["gq_draining"].set_function(lambda: int(d.draining))
-        g["gq_oldest_job_age_seconds"].set_function(lambda: _age(d.broker.oldest_accepted()))
-        g["gq_journal_bytes"].set_function(d.broker.stored_bytes)
-        self.bind_shared(d.broker)
-        self.process.groups["worker"] = d.pool
+            lambda: sum(n for s, n in broker.counts().items() if s != "dead"))
+        g["gq_dead_letters"].set_function(lambda: broker.counts()["dead"])
+        g["gq_draining"].set_function(lambda: int(d.snapshot().draining))
+        g["gq_oldest_job_age_seconds"].set_function(lambda: _age(broker.oldest_accepted()))
+        g["gq_journal_bytes"].set_function(broker.stored_bytes)
+        self.bind_shared(broker)
+        self.process.groups["worker"] = d.workers.pool
         self.registry.register(d.destinations)
+        self.registry.register(d.parking)
 
     def bind_shared(self, broker) -> None:
         """A shared broker's fleet-wide figures: one Prometheus query can sum the daemons."""

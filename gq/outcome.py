@@ -1,4 +1,5 @@
-"""What an attempt's result means for its job: succeeded, retry later, or dead."""
+"""What an attempt's result means: for its job (succeeded, retry later, or dead) and for
+its host (it answered, it failed, or it was never asked), in one rule: `decide`."""
 
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ class Outcome:
     verdict: Verdict
     delay: float = 0.0   # seconds before the next attempt, for RETRY
     reason: str = ""     # why a job is dead: "permanent status 404", "attempts used up"
+    answered: bool | None = None  # of the host: True it answers, False it failed, None not asked
+    retry_after: float | None = None  # for RETRY: the delay honoured from the target's Retry-After
 
 
 def retryable(result: AttemptResult) -> bool:
@@ -72,12 +75,15 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 def decide(result: AttemptResult, attempt: int, max_attempts: int, policy: RetryPolicy) -> Outcome:
     """Classify attempt number `attempt` (1-based) of a job allowed `max_attempts`."""
+    answered = host_answered(result)
     if result.status is not None and 200 <= result.status <= 299:
-        return Outcome(Verdict.SUCCESS)
+        return Outcome(Verdict.SUCCESS, answered=answered)
     if not retryable(result):
         reason = (result.error or "") if result.refused else f"permanent status {result.status}"
-        return Outcome(Verdict.FAIL, reason=reason)
+        return Outcome(Verdict.FAIL, reason=reason, answered=answered)
     if attempt >= max_attempts:
-        return Outcome(Verdict.FAIL, reason=f"attempts used up ({attempt})")
+        return Outcome(Verdict.FAIL, reason=f"attempts used up ({attempt})", answered=answered)
     wait = parse_retry_after(result.retry_after, result.started + result.duration)
-    return Outcome(Verdict.RETRY, delay=policy.delay(attempt, wait))
+    delay = policy.delay(attempt, wait)
+    return Outcome(Verdict.RETRY, delay=delay, answered=answered,
+                   retry_after=delay if result.retry_after else None)

@@ -38,9 +38,6 @@ class Worker(Protocol):
     def attempt(self, job: Job, timeout: float) -> AttemptResult:
         """Run one attempt of `job`, at most `timeout` seconds; never raises for the job's failures."""
 
-    def resize(self, pool_size: int) -> None:
-        """Get ready for `pool_size` attempts at once."""
-
 
 class TargetRefused(Exception):
     """The target's address is not allowed (raised at connect time, never retried)."""
@@ -144,18 +141,21 @@ class HttpWorker:
 
     def __init__(self, pool_size: int, policy: HostPolicy = HostPolicy(), signer: Signer | None = None,
                  ca_bundle: str = "", hidden: frozenset[str] = frozenset()):
-        self.policy = policy
+        # a job's URL → (as requests prepares it: quoted, IDNA; basic auth from its user:password@)
+        self._urls: dict[str, tuple[str, str | bytes | None]] = {}  # URL → (as sent, its basic auth)
+        self.policy, self._pool_size = policy, 0  # size 0: no adapter yet
+        self.configure(pool_size, policy, signer, ca_bundle, hidden)
+
+    def configure(self, pool_size: int, policy: HostPolicy, signer: Signer | None, ca_bundle: str,
+                  hidden: frozenset[str]) -> None:
+        """Take (reloaded) settings; the next attempt uses them. A new pool size or policy
+        means new keep-alive connections: `pool_size` per host, through `policy`'s guard."""
         self.signer = signer
         self.hidden = hidden  # header names (lower case), besides SECRET_HEADERS, no error may show
         self.verify: bool | str = ca_bundle or True
-        # a job's URL → (as requests prepares it: quoted, IDNA; basic auth from its user:password@)
-        self._urls: dict[str, tuple[str, str | bytes | None]] = {}  # URL → (as sent, its basic auth)
-        self.resize(pool_size)
-
-    def resize(self, pool_size: int) -> None:
-        """Keep-alive connections per host for `pool_size` jobs in flight."""
-        self.adapter = GuardedAdapter(self.policy, pool_connections=16, pool_maxsize=pool_size,
-                                      max_retries=0)
+        if pool_size != self._pool_size or policy != self.policy:
+            self.policy, self._pool_size = policy, pool_size
+            self.adapter = GuardedAdapter(policy, pool_connections=16, pool_maxsize=pool_size, max_retries=0)
 
     def _prepare(self, job: Job) -> tuple[requests.PreparedRequest, bytes | None]:
         prepared = self._urls.get(job.url)

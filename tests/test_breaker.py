@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from gq.destinations import CLOSED, HALF_OPEN, OPEN, PROBES, Destinations, Limits
-from gq.outcome import AttemptResult
+from gq.outcome import AttemptResult, decide
+from gq.retry import RetryPolicy
 
 HOST = "hooks.example.com"
 DOWN = AttemptResult(0.0, 0.1, error="connect: Connection refused")
 ERROR_503 = AttemptResult(0.0, 0.1, status=503)
 OK = AttemptResult(0.0, 0.1, status=200)
+POLICY = RetryPolicy(max_attempts=10, backoff_base=0.1, backoff_max=60.0)
 
 
 class Clock:
@@ -30,10 +34,18 @@ def destinations(clock: Clock, **limits) -> Destinations:
     return Destinations(Limits(**limits), [], max_labels=10, clock=clock)
 
 
+def end(d: Destinations, result: AttemptResult, retry_after: float | None = None) -> None:
+    """An admitted attempt ended with `result` (with a Retry-After of `retry_after` seconds):
+    released as the dispatcher does, with what gq.outcome decides it means."""
+    if retry_after is not None:
+        result = dataclasses.replace(result, retry_after=f"{retry_after:g}")
+    d.release(HOST, result, decide(result, 1, POLICY.max_attempts, POLICY))
+
+
 def attempt(d: Destinations, result: AttemptResult, retry_after: float | None = None) -> None:
     """One attempt admitted and ended with `result`."""
     assert d.admit(HOST) == 0.0
-    d.release(HOST, result, retry_after)
+    end(d, result, retry_after)
 
 
 def circuit(d: Destinations) -> str:
@@ -57,7 +69,7 @@ def test_a_burst_of_failures_does_not_open_the_circuit_without_time_passing(cloc
     for _ in range(50):
         assert d.admit(HOST) == 0.0
     for _ in range(50):
-        d.release(HOST, ERROR_503, None)
+        end(d, ERROR_503)
     clock.now += 9.9
     attempt(d, DOWN)
     assert circuit(d) == CLOSED
@@ -122,11 +134,11 @@ def test_half_open_lets_probes_through_and_the_first_answer_closes(clock):
         assert d.admit(HOST) == 0.0
     assert circuit(d) == HALF_OPEN
     assert d.admit(HOST) == float("inf"), "more than PROBES attempts at once while half-open"
-    d.release(HOST, ERROR_503, None)  # one unlucky probe does not reopen it
+    end(d, ERROR_503)  # one unlucky probe does not reopen it
     assert circuit(d) == HALF_OPEN
-    d.release(HOST, OK, None)
+    end(d, OK)
     assert circuit(d) == CLOSED
-    d.release(HOST, ERROR_503, None)
+    end(d, ERROR_503)
     assert circuit(d) == CLOSED
     assert d.transitions[HOST] == {OPEN: 1, HALF_OPEN: 1, CLOSED: 1}
 

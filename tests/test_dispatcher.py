@@ -16,7 +16,8 @@ from gevent.event import Event
 
 from gq.broker import State
 from gq.broker.memory import MemoryBroker
-from gq.dispatcher import Dispatcher, Draining, QueueFull
+from gq.dispatcher import Dispatcher
+from gq.errors import Draining, QueueFull
 from gq.job import Job
 from gq.outcome import AttemptResult, Outcome, Verdict
 from gq.retry import RetryPolicy
@@ -38,7 +39,6 @@ class ScriptedWorker:
         self.timeouts: list[float] = []
         self.running = 0
         self.max_running = 0
-        self.sizes: list[int] = []   # each resize asked for
 
     def attempt(self, job: Job, timeout: float) -> AttemptResult:
         self.calls.append(job.id)
@@ -58,9 +58,6 @@ class ScriptedWorker:
             raise step
         return AttemptResult(time.time(), 0.001, status=step,
                              error=None if step is not None else "connect: refused")
-
-    def resize(self, pool_size: int) -> None:
-        self.sizes.append(pool_size)
 
 
 class FakeClock:
@@ -134,14 +131,20 @@ def never(condition, within: float = 0.1) -> bool:
     return not poll(condition, within)
 
 
+def resize(d: Dispatcher, pool_size: int, queue_maxsize: int) -> None:
+    """A reload of pool.size and queue.maxsize, the rest as `make` set it."""
+    d.configure(pool_size=pool_size, queue_maxsize=queue_maxsize, policy=d.attempts.policy,
+                default_timeout=7.0)
+
+
 def fill(make, *, queue_maxsize: int, running: int = 1, queued: int = 0):
     """A dispatcher (pool of `running`) with `running` jobs held in flight and `queued` waiting."""
     hold = Event()
     worker = ScriptedWorker(hold=hold)
     d = make(worker, pool_size=running, queue_maxsize=queue_maxsize)
-    d.submit(jobs(*(f"run{n}" for n in range(running))), timeout=0)
+    d.admission.submit(jobs(*(f"run{n}" for n in range(running))), timeout=0)
     wait_for(lambda: worker.running == running, "the pool to fill")
-    d.submit(jobs(*(f"q{n}" for n in range(queued))), timeout=0)
+    d.admission.submit(jobs(*(f"q{n}" for n in range(queued))), timeout=0)
     return d, hold, worker
 
 
@@ -152,11 +155,11 @@ def test_jobs_run_once_and_succeed(make):
     worker = ScriptedWorker()
     d = make(worker)
     ids = [f"j{n}" for n in range(6)]
-    added = d.submit(jobs(*ids), timeout=0)
+    added = d.admission.submit(jobs(*ids), timeout=0)
     assert [e.job.id for e in added.entries] == ids and added.duplicates == []
     wait_settled(d, *ids)
     assert sorted(worker.calls) == ids
-    assert d.finished == {"succeeded": 6, "dead": 0}
+    assert (d.snapshot().succeeded, d.snapshot().dead) == (6, 0)
     assert d.broker.counts() == counts()
     assert d.broker.get("j0").attempts == 1
 
@@ -164,20 +167,26 @@ def test_jobs_run_once_and_succeed(make):
 def test_default_timeout_unless_the_job_sets_one(make):
     worker = ScriptedWorker()
     d = make(worker, pool_size=1)
-    d.submit(jobs("a") + jobs("b", timeout=1.5), timeout=0)
+    d.admission.submit(jobs("a") + jobs("b", timeout=1.5), timeout=0)
     wait_settled(d, "a", "b")
     assert worker.timeouts == [7.0, 1.5]
 
 
-def test_at_most_pool_size_jobs_in_flight(make):
+def held_jobs(make, pool_size: int) -> tuple[Dispatcher, Event, ScriptedWorker, list[str]]:
+    """8 jobs submitted to a queue of 10, their attempts held until the Event is set."""
     hold = Event()
     worker = ScriptedWorker(hold=hold)
-    d = make(worker, pool_size=3, queue_maxsize=10)
+    d = make(worker, pool_size=pool_size, queue_maxsize=10)
     ids = [f"j{n}" for n in range(8)]
-    d.submit(jobs(*ids), timeout=0)
-    wait_for(lambda: worker.running == 3 and d.queue.qsize() == 5, "3 running, 5 queued")
+    d.admission.submit(jobs(*ids), timeout=0)
+    return d, hold, worker, ids
+
+
+def test_at_most_pool_size_jobs_in_flight(make):
+    d, hold, worker, ids = held_jobs(make, pool_size=3)
+    wait_for(lambda: worker.running == 3 and d.snapshot().queue_depth == 5, "3 running, 5 queued")
     assert never(lambda: worker.running > 3)
-    assert d.busy() == 3
+    assert d.snapshot().pool_busy == 3
     assert d.broker.counts() == counts(running=3, queued=5)
     hold.set()
     wait_settled(d, *ids)
@@ -186,29 +195,24 @@ def test_at_most_pool_size_jobs_in_flight(make):
 
 
 def test_resize_grows_and_shrinks_the_pool_while_running(make):
-    first = Event()
-    worker = ScriptedWorker(hold=first)
-    d = make(worker, pool_size=2, queue_maxsize=10)
-    ids = [f"j{n}" for n in range(8)]
-    d.submit(jobs(*ids), timeout=0)
+    d, first, worker, ids = held_jobs(make, pool_size=2)
     wait_for(lambda: worker.running == 2, "2 running")
-    d.resize(4, 10)
+    resize(d, 4, 10)
     wait_for(lambda: worker.running == 4, "4 running after growing")
-    d.resize(1, 10)
+    resize(d, 1, 10)
     worker.hold = then = Event()   # attempts from now on wait on this one
     first.set()
-    wait_for(lambda: worker.running == 1 and d.queue.qsize() == 3, "the 4 to end and 1 to start")
+    wait_for(lambda: worker.running == 1 and d.snapshot().queue_depth == 3, "the 4 to end and 1 to start")
     assert never(lambda: worker.running > 1)
     then.set()
     wait_settled(d, *ids)
-    assert worker.sizes == [4, 1]
 
 
 def test_busy_counts_every_job_in_flight_after_a_shrink(make):
     d, _, worker = fill(make, queue_maxsize=5, running=4)
-    d.resize(1, 5)
+    resize(d, 1, 5)
     assert worker.running == 4
-    assert d.busy() == 4
+    assert d.snapshot().pool_busy == 4
 
 
 # -- intake backpressure
@@ -216,7 +220,7 @@ def test_busy_counts_every_job_in_flight_after_a_shrink(make):
 
 def test_submit_waits_for_room_and_gets_it(make):
     d, hold, _ = fill(make, queue_maxsize=2, queued=2)
-    waiter = gevent.spawn(d.submit, jobs("late"), DEADLINE)
+    waiter = gevent.spawn(d.admission.submit, jobs("late"), DEADLINE)
     assert never(waiter.ready), "submit must wait while the queue is full"
     assert d.broker.get("late") is None
     hold.set()
@@ -229,30 +233,30 @@ def test_submit_raises_queue_full_after_the_timeout(make):
     d, _, _ = fill(make, queue_maxsize=2, queued=2)
     started = time.monotonic()
     with pytest.raises(QueueFull):
-        d.submit(jobs("late"), timeout=0.1)
+        d.admission.submit(jobs("late"), timeout=0.1)
     assert time.monotonic() - started >= 0.1
     assert d.broker.get("late") is None
-    assert d.queue.qsize() == 2 and d.broker.counts() == counts(running=1, queued=2)
+    assert d.snapshot().queue_depth == 2 and d.broker.counts() == counts(running=1, queued=2)
 
 
 def test_batch_larger_than_the_queue_is_refused_at_once(make):
     d = make(queue_maxsize=3)
     started = time.monotonic()
     with pytest.raises(QueueFull):
-        d.submit(jobs("a", "b", "c", "d"), timeout=DEADLINE)
+        d.admission.submit(jobs("a", "b", "c", "d"), timeout=DEADLINE)
     assert time.monotonic() - started < 1.0
     assert states(d, "a", "b", "c", "d") == [None] * 4
 
 
 def test_batch_is_all_or_nothing(make):
     d, _, _ = fill(make, queue_maxsize=3, queued=1)
-    assert d.room() == 2
+    assert d.admission.room() == 2
     with pytest.raises(QueueFull):
-        d.submit(jobs("a", "b", "c"), timeout=0.05)
+        d.admission.submit(jobs("a", "b", "c"), timeout=0.05)
     assert states(d, "a", "b", "c") == [None] * 3
-    assert d.queue.qsize() == 1 and d.broker.counts() == counts(running=1, queued=1)
-    d.submit(jobs("a", "b"), timeout=0)
-    assert d.queue.qsize() == 3
+    assert d.snapshot().queue_depth == 1 and d.broker.counts() == counts(running=1, queued=1)
+    d.admission.submit(jobs("a", "b"), timeout=0)
+    assert d.snapshot().queue_depth == 3
 
 
 # -- duplicates
@@ -261,9 +265,9 @@ def test_batch_is_all_or_nothing(make):
 def test_known_ids_are_duplicates_and_run_once(make):
     worker = ScriptedWorker()
     d = make(worker)
-    d.submit(jobs("a", "b"), timeout=0)
+    d.admission.submit(jobs("a", "b"), timeout=0)
     wait_settled(d, "a", "b")
-    added = d.submit(jobs("a", "c", "c"), timeout=0)
+    added = d.admission.submit(jobs("a", "c", "c"), timeout=0)
     assert [e.job.id for e in added.entries] == ["c"]
     assert added.duplicates == ["a", "c"]
     wait_settled(d, "c")
@@ -272,9 +276,9 @@ def test_known_ids_are_duplicates_and_run_once(make):
 
 def test_duplicate_of_a_job_in_flight_is_not_queued(make):
     d, hold, worker = fill(make, queue_maxsize=2)
-    added = d.submit(jobs("run0"), timeout=0)
+    added = d.admission.submit(jobs("run0"), timeout=0)
     assert (added.entries, added.duplicates) == ([], ["run0"])
-    assert d.queue.qsize() == 0
+    assert d.snapshot().queue_depth == 0
     hold.set()
     wait_settled(d, "run0")
     assert worker.calls == ["run0"]
@@ -287,17 +291,17 @@ def test_retry_waits_outside_the_pool_and_the_queue(make):
     clock = FakeClock()
     worker = ScriptedWorker({"flaky": [503, 503, 200]})
     d = make(worker, pool_size=1, queue_maxsize=1, backoff=1.0, clock=clock)
-    d.submit(jobs("flaky"), timeout=0)
+    d.admission.submit(jobs("flaky"), timeout=0)
     for attempt in (1, 2):
         entry = d.broker.get("flaky")
         wait_for(lambda: entry.attempts == attempt and entry.state is State.RETRYING
-                 and d.busy() == 0, f"flaky to wait for attempt {attempt + 1}")
+                 and d.snapshot().pool_busy == 0, f"flaky to wait for attempt {attempt + 1}")
         assert clock.now < entry.due <= clock.now + 1.0
-        assert (d.busy(), d.queue.qsize(), d.room()) == (0, 0, 1)
+        assert (d.snapshot().pool_busy, d.snapshot().queue_depth, d.admission.room()) == (0, 0, 1)
         assert d.broker.counts() == counts(retrying=1)
         # The only pool slot and queue slot serve another job meanwhile.
         other = f"other{attempt}"
-        d.submit(jobs(other), timeout=0)
+        d.admission.submit(jobs(other), timeout=0)
         wait_settled(d, other)
         assert states(d, "flaky") == [State.RETRYING]
         clock.advance(1.0)
@@ -311,19 +315,19 @@ def test_retry_waits_outside_the_pool_and_the_queue(make):
 def test_permanent_status_is_dead_at_once(make):
     worker = ScriptedWorker({"gone": [404, 200]})
     d = make(worker)
-    d.submit(jobs("gone"), timeout=0)
+    d.admission.submit(jobs("gone"), timeout=0)
     wait_settled(d, "gone", state=State.DEAD)
     entry = d.broker.get("gone")
     assert (entry.attempts, entry.reason) == (1, "permanent status 404")
     assert [e.job.id for e in d.broker.dead_letters()] == ["gone"]
     assert d.broker.counts() == counts(dead=1)
-    assert d.finished == {"succeeded": 0, "dead": 1}
+    assert (d.snapshot().succeeded, d.snapshot().dead) == (0, 1)
 
 
 def test_replayed_dead_letter_runs_again(make):
     worker = ScriptedWorker({"gone": [404, 200]})
     d = make(worker)
-    d.submit(jobs("gone"), timeout=0)
+    d.admission.submit(jobs("gone"), timeout=0)
     wait_settled(d, "gone", state=State.DEAD)
     assert d.broker.replay(["gone"]) == ["gone"]
     wait_settled(d, "gone")
@@ -334,7 +338,7 @@ def test_replayed_dead_letter_runs_again(make):
 
 def test_purge_removes_dead_letters_only(make):
     d = make(ScriptedWorker({"x": [410], "y": [410]}))
-    d.submit(jobs("x", "y", "ok"), timeout=0)
+    d.admission.submit(jobs("x", "y", "ok"), timeout=0)
     wait_settled(d, "x", "y", state=State.DEAD)
     wait_settled(d, "ok")
     assert d.broker.purge(["x", "ok", "unknown"]) == ["x"]
@@ -348,7 +352,7 @@ def test_purge_removes_dead_letters_only(make):
 def test_job_max_attempts_overrides_the_policy(make, job_max, attempts):
     worker = ScriptedWorker({"j": [503]})
     d = make(worker, max_attempts=3)
-    d.submit(jobs("j", max_attempts=job_max), timeout=0)
+    d.admission.submit(jobs("j", max_attempts=job_max), timeout=0)
     wait_settled(d, "j", state=State.DEAD)
     entry = d.broker.get("j")
     assert entry.attempts == attempts == len(worker.calls)
@@ -358,7 +362,7 @@ def test_job_max_attempts_overrides_the_policy(make, job_max, attempts):
 def test_worker_exception_does_not_lose_the_job(make):
     worker = ScriptedWorker({"j": [RuntimeError("boom"), 200]})
     d = make(worker)
-    d.submit(jobs("j"), timeout=0)
+    d.admission.submit(jobs("j"), timeout=0)
     wait_settled(d, "j")
     history = d.broker.get("j").history
     assert [a.status for a in history] == [None, 200]
@@ -389,7 +393,7 @@ class Broken:
 def test_failing_observer_breaks_neither_the_job_nor_other_observers(make):
     recorder = Recorder()
     d = make(observers=[Broken(), recorder])
-    d.submit(jobs("a", "b"), timeout=0)
+    d.admission.submit(jobs("a", "b"), timeout=0)
     wait_settled(d, "a", "b")
     assert d.broker.counts() == counts()
     assert recorder.events.count(("accepted", 2)) == 1
@@ -407,13 +411,13 @@ def test_drain_finishes_queued_and_in_flight_jobs(make):
     report = d.drain(DEADLINE * 2)  # longer than a job's timeout (7 s): queued jobs may start
     assert (report.finished, report.queued_left, report.in_flight_left) == (True, 0, 0)
     assert states(d, "run0", "q0", "q1", "q2") == [State.SUCCEEDED] * 4
-    assert d.finished["succeeded"] == 4 and d.broker.counts() == counts()
+    assert d.snapshot().succeeded == 4 and d.broker.counts() == counts()
 
 
 def test_drain_starts_no_job_whose_timeout_outlasts_it(make):
     # Timeouts 7 s (the default) and 1 s, a drain of 3 s: only the 1 s job can end in time.
     d, hold, worker = fill(make, queue_maxsize=5, queued=2)
-    d.submit(jobs("short", timeout=1.0), timeout=0)
+    d.admission.submit(jobs("short", timeout=1.0), timeout=0)
     gevent.spawn(hold.set)
     report = d.drain(3.0)
     assert (report.finished, report.queued_left, report.in_flight_left) == (True, 0, 0)
@@ -448,13 +452,13 @@ def test_submit_after_drain_raises_draining(make):
     d = make()
     d.drain(DEADLINE)
     with pytest.raises(Draining):
-        d.submit(jobs("late"), timeout=0)
+        d.admission.submit(jobs("late"), timeout=0)
     assert d.broker.get("late") is None
 
 
 def test_submit_waiting_for_room_raises_draining_when_the_drain_starts(make):
     d, _, _ = fill(make, queue_maxsize=1, queued=1)
-    waiter = gevent.spawn(d.submit, jobs("late"), DEADLINE)
+    waiter = gevent.spawn(d.admission.submit, jobs("late"), DEADLINE)
     assert never(waiter.ready)
     d.drain(0.05)
     waiter.join(DEADLINE)
@@ -525,10 +529,10 @@ def test_succeeded_jobs_beyond_keep_finished_are_forgotten(make):
     d = make(ScriptedWorker({"dead": [404]}), pool_size=1, keep_finished=2)
     ids = ["dead", "s1", "s2", "s3", "s4"]
     for job_id in ids:  # one at a time: a known order of success
-        d.submit(jobs(job_id), timeout=0)
+        d.admission.submit(jobs(job_id), timeout=0)
         wait_for(lambda: d.broker.get(job_id) is None
                  or d.broker.get(job_id).state in (State.SUCCEEDED, State.DEAD), f"{job_id} to finish")
     assert states(d, *ids) == [State.DEAD, None, None, State.SUCCEEDED, State.SUCCEEDED]
     # A forgotten id is new again; a remembered one is still a duplicate.
-    added = d.submit(jobs("s1", "s4"), timeout=0)
+    added = d.admission.submit(jobs("s1", "s4"), timeout=0)
     assert ([e.job.id for e in added.entries], added.duplicates) == (["s1"], ["s4"])

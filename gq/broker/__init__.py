@@ -41,11 +41,9 @@ class Entry:
     attempts: int = 0
     due: float = 0.0                        # wall-clock time the next attempt may start
     accepted_at: float = 0.0                # wall-clock time of the 202
-    queued_at: float = 0.0                  # monotonic time it entered the in-memory queue
     history: list[AttemptResult] = field(default_factory=list)
     reason: str = ""                        # why it is dead
     handle: Any = None                      # the broker's own reference (a stream entry's id)
-    host: str = ""                          # the target's host, once the dispatcher looked
     interrupted: bool = False               # its last attempt began but never ended (gq died)
 
     def status(self, hidden: frozenset[str] = frozenset()) -> dict[str, Any]:

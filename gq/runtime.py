@@ -1,0 +1,125 @@
+"""Wiring: gq's parts built from a config, and a reloaded config handed to each part.
+
+    broker ◀── Admission ◀── Api (intake, health, /metrics)
+      │            │
+      ▼            ▼
+    Dispatcher ─▶ Attempts ─▶ HttpWorker ─▶ target
+      │  └─▶ Destinations (limits, circuits)
+      ▼
+    Observers: Metrics (and a batch's tally)
+
+`gq run` and `gq batch` build the same; a batch serves no API and watches no loop lag.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gq.api import Api
+from gq.broker import Broker
+from gq.broker.journal import JournalBroker
+from gq.broker.memory import KEEP_FINISHED, MemoryBroker
+from gq.config import Config
+from gq.destinations import Destinations
+from gq.dispatcher import Dispatcher
+from gq.health import LoopMonitor
+from gq.metrics import Metrics
+from gq.observers import Observer
+from gq.retry import RetryPolicy
+from gq.signing import Signer
+from gq.supervisor import Supervisor
+from gq.transport import HttpWorker
+
+if TYPE_CHECKING:
+    from gq.broker.fleet_limits import FleetLimits
+
+log = logging.getLogger("gq")
+
+
+def open_broker(config: Config, batch: bool, supervisor: Supervisor) -> Broker:
+    """The Redis stream shared with other daemons; or the journal named by the config,
+    its unfinished jobs recovered; or memory only. For `gq batch`, the embedded brokers
+    keep no succeeded job (nobody looks them up)."""
+    if config.broker.kind == "redis":
+        from gq.broker.redis_streams import RedisBroker  # imports redis: only when used
+        broker = RedisBroker(config.broker, supervisor,
+                             hold_at_most=config.pool.size + (config.broker.prefetch or config.pool.size))
+        log.info("broker: Redis stream %s, consumer %s", broker.stream, broker.consumer)
+        return broker
+    journal = config.journal
+    if not journal.path:
+        log.warning("journal.path is empty: jobs are kept in memory only, and a crash loses them")
+        return MemoryBroker(keep_finished=0 if batch else KEEP_FINISHED, max_backlog=journal.max_backlog)
+    embedded = JournalBroker(journal.path, batch, journal.max_backlog, journal.min_free_mb,
+                             journal.keep_succeeded, supervisor)
+    log.info("journal %s: %d unfinished job(s) recovered", config.journal.path, embedded.recovered)
+    return embedded
+
+
+def fleet_limits(config: Config, broker: Broker) -> FleetLimits | None:
+    """With destinations.scope = "fleet": the limits kept in the fleet's Redis."""
+    if config.destinations.scope != "fleet":
+        return None
+    from gq.broker.fleet_limits import FleetLimits  # imports redis: only when used
+    return FleetLimits(broker)  # type: ignore[arg-type]  # the config says: the Redis broker
+
+
+def retry_policy(config: Config) -> RetryPolicy:
+    return RetryPolicy(config.retry.max_attempts, config.retry.backoff_base, config.retry.backoff_max)
+
+
+def worker_settings(config: Config) -> tuple:
+    """HttpWorker's settings, in the order its constructor and `configure` take them."""
+    target = config.target
+    return (config.pool.size, target.policy(), Signer(target.signing_secrets.as_dict()), target.ca_bundle,
+            target.hidden_headers())
+
+
+@dataclass
+class Runtime:
+    config: Config
+    broker: Broker
+    worker: HttpWorker
+    destinations: Destinations
+    dispatcher: Dispatcher
+    metrics: Metrics
+    api: Api                # served by `gq run`
+    monitor: LoopMonitor    # started by `gq run`
+
+    @classmethod
+    def build(cls, config: Config, supervisor: Supervisor, *, batch: bool = False,
+              observers: Iterable[Observer] = ()) -> Runtime:
+        """The parts, their long-lived loops watched by `supervisor`; the journal is
+        recovered here, before anything listens."""
+        broker = open_broker(config, batch, supervisor)
+        worker = HttpWorker(*worker_settings(config))
+        metrics = Metrics()
+        destinations = Destinations(*config.destinations.limits(), config.destinations.metrics_hosts,
+                                    fleet=fleet_limits(config, broker))
+        dispatcher = Dispatcher(
+            broker, worker, queue_maxsize=config.queue.maxsize, pool_size=config.pool.size,
+            policy=retry_policy(config), default_timeout=config.target.timeout,
+            observers=[metrics, *observers], destinations=destinations, supervisor=supervisor)
+        metrics.bind(dispatcher)
+        monitor = LoopMonitor(metrics.loop_lag.observe)
+        metrics.bind_health(monitor)
+        return cls(config, broker, worker, destinations, dispatcher, metrics,
+                   Api(config, dispatcher, broker, metrics), monitor)
+
+    def configure(self, new: Config) -> None:
+        """A reloaded config (already checked: gq/reload.py), applied part by part."""
+        self.worker.configure(*worker_settings(new))
+        self.dispatcher.configure(pool_size=new.pool.size, queue_maxsize=new.queue.maxsize,
+                                  policy=retry_policy(new), default_timeout=new.target.timeout)
+        self.destinations.configure(*new.destinations.limits())
+        self.api.configure(new)
+        self.config = new
+
+    def close(self) -> None:
+        self.dispatcher.stop()
+        self.monitor.stop()
+        self.worker.close()
+        self.broker.close()
