@@ -1,4 +1,4 @@
-"""The intake HTTP API, health and /metrics: one WSGI app (served by gq/http_server.py).
+"""The intake HTTP API, health and /metrics: one WSGI app (served by gq/listeners.py).
 
 Requests become jobs here and nowhere else; every refusal is a JSON
 `{"error": ...}` that names the field at fault, and is counted by reason.
@@ -9,28 +9,24 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import gevent
-from gevent.pywsgi import WSGIServer
 
 from gq import job as jobs_
 from gq.broker import Intake
-from gq.config import Config, is_loopback, split_listen
+from gq.config import Config
 from gq.dispatcher import Dispatcher
 from gq.errors import (
     BacklogFull,
     BrokerUnavailable,
-    ConfigError,
     Draining,
-    GqError,
     JobError,
     QueueFull,
     StorageUnavailable,
 )
-from gq.http_server import Connections, SlowClient, has_body, start
+from gq.http_server import SlowClient, has_body
 from gq.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gq.metrics import Metrics
 
@@ -42,7 +38,6 @@ RETRY_AFTER_FULL = "1"      # seconds: the queue moves in well under that
 RETRY_AFTER_DRAINING = "5"  # seconds: long enough for a restart, or another instance
 RETRY_AFTER_BACKLOG = "10"  # seconds: a backlog that long drains slowly
 RETRY_AFTER_STORAGE = "10"  # seconds: an operator, or the disk, has to act
-HEALTH_PATHS = ("/healthz", "/readyz", "/metrics")
 # Why submit refused a request → (status, gq_intake_rejected_total reason, Retry-After)
 SUBMIT_REFUSALS: dict[type[Exception], tuple[str, str | None, str]] = {
     QueueFull: ("429 Too Many Requests", "queue_full", RETRY_AFTER_FULL),
@@ -51,7 +46,6 @@ SUBMIT_REFUSALS: dict[type[Exception], tuple[str, str | None, str]] = {
     StorageUnavailable: ("503 Service Unavailable", "storage", RETRY_AFTER_STORAGE),
     BrokerUnavailable: ("503 Service Unavailable", None, RETRY_AFTER_DRAINING),
 }
-HEALTH_CONNECTIONS = 16     # on api.health_listen: probers and scrapers, not clients
 
 
 class Refusal(Exception):
@@ -62,7 +56,7 @@ class Refusal(Exception):
         self.status, self.body, self.reason, self.headers = status, body, reason, list(headers)
 
 
-def _json(status: str, body: Any, start_response: Callable, headers=()) -> list[bytes]:
+def json_answer(status: str, body: Any, start_response: Callable, headers=()) -> list[bytes]:
     data = json.dumps(body, ensure_ascii=False).encode()
     start_response(status, [("Content-Type", "application/json"),
                             ("Content-Length", str(len(data))), *headers])
@@ -83,7 +77,6 @@ class Api:
         self.broker = broker          # looked up: a job, the counts, the broker's health
         self.metrics = metrics
         self.ready = False
-        self.servers: list[WSGIServer] = []  # intake's, then health's when api.health_listen is set
         self.configure(config)
 
     def configure(self, config: Config) -> None:
@@ -109,15 +102,15 @@ class Api:
                     return self._get_job(path[len("/v1/jobs/"):], start_response)
                 if path == "/v1/status":
                     self._allow(method, "GET")
-                    return _json("200 OK", self.status(), start_response)
+                    return json_answer("200 OK", self.status(), start_response)
             elif path == "/healthz":
-                return _json("200 OK", {"status": "ok"}, start_response)
+                return json_answer("200 OK", {"status": "ok"}, start_response)
             elif path == "/readyz":
                 problem = self.broker.health()
                 if self.ready and not self.dispatcher.draining and problem is None:
-                    return _json("200 OK", {"status": "ready"}, start_response)
+                    return json_answer("200 OK", {"status": "ready"}, start_response)
                 state = ("draining" if self.dispatcher.draining else problem or "starting")
-                return _json("503 Service Unavailable", {"status": state}, start_response)
+                return json_answer("503 Service Unavailable", {"status": state}, start_response)
             elif path == "/metrics":
                 data = self.metrics.exposition()
                 start_response("200 OK", [("Content-Type", METRICS_CONTENT_TYPE),
@@ -130,10 +123,10 @@ class Api:
             headers = r.headers
             if has_body(environ) and not environ.get("gq.body_read"):
                 headers = [*headers, ("Connection", "close")]  # its body is not read: see IntakeHandler
-            return _json(r.status, r.body, start_response, headers)
+            return json_answer(r.status, r.body, start_response, headers)
         except Exception:
             log.exception("internal error answering %s %s", method, path)
-            return _json("500 Internal Server Error", {"error": "internal error, see the daemon's log"},
+            return json_answer("500 Internal Server Error", {"error": "internal error, see the daemon's log"},
                          start_response)
 
     def _authorize(self, environ: dict) -> None:
@@ -171,7 +164,7 @@ class Api:
         if added.duplicates:
             body["duplicates"] = added.duplicates
         status = "202 Accepted" if added.entries or added.stored else "200 OK"
-        return _json(status, body, start_response)
+        return json_answer(status, body, start_response)
 
     def _read_jobs(self, environ: dict) -> tuple[bool, list[tuple[str | None, Any]]]:
         """The request's job objects, each with where it was ("jobs[3]", "line 4")."""
@@ -255,7 +248,7 @@ class Api:
                           headers=[("Retry-After", RETRY_AFTER_DRAINING)]) from None
         if entry is None:
             raise Refusal("404 Not Found", {"error": f"id: no job {job_id!r}", "field": "id"})
-        return _json("200 OK", entry.status(self.hidden_headers), start_response)
+        return json_answer("200 OK", entry.status(self.hidden_headers), start_response)
 
     def status(self) -> dict[str, Any]:
         now = self.dispatcher.snapshot()
@@ -265,66 +258,3 @@ class Api:
             "draining": now.draining, "jobs": self.broker.counts(),
             "finished": {"succeeded": now.succeeded, "dead": now.dead},
         }
-
-    # -- serving
-
-    def serve(self, listen: str, sock: socket.socket | None = None) -> WSGIServer:
-        """Start serving on `sock` (from systemd) or else on `listen` (HOST:PORT), and health
-        on api.health_listen when set; returns the intake's server. Raises GqError when it
-        cannot listen."""
-        if sock is not None:
-            self._check_passed(sock)
-            log.info("serving on the socket systemd passed (api.listen is not used)")
-        else:
-            sock = _listen(listen)
-        connections = Connections(self.config.api.max_connections, self.metrics.evicted.inc)
-        self.metrics.process.groups["intake"] = connections
-        client_timeout = lambda: self.config.api.client_timeout  # noqa: E731 - as reloaded
-        self.servers = [start(sock, self, connections, client_timeout, lambda: self.metrics.rejected.inc("invalid"))]
-        if self.config.api.health_listen:
-            health = start(_listen(self.config.api.health_listen), self._health_only, Connections(HEALTH_CONNECTIONS),
-                           client_timeout)
-            self.servers.append(health)
-            log.info("health, readiness and metrics also on %s", shown_address(health.address))
-        return self.servers[0]
-
-    def _health_only(self, environ: dict, start_response: Callable) -> list[bytes]:
-        """The health listener's app: the same answers, for its three paths only."""
-        if environ.get("PATH_INFO") in HEALTH_PATHS:
-            return self(environ, start_response)
-        return _json("404 Not Found", {"error": "path: this listener serves /healthz, /readyz and /metrics"},
-                     start_response)
-
-    def stop(self, timeout: float) -> None:
-        for server in self.servers:
-            server.stop(timeout=timeout)
-
-    def _check_passed(self, sock: socket.socket) -> None:
-        """A socket from systemd obeys the rule api.listen does: no token, loopback only."""
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and not self.config.api.token:
-            host = sock.getsockname()[0]
-            if not is_loopback(host):
-                raise ConfigError([f"{self.config.source or '<defaults>'}: api.token: required when "
-                                   f"the socket systemd passes is not on a loopback address (it is on {host})"])
-
-
-def _listen(listen: str) -> socket.socket:
-    """A listening socket on HOST:PORT; raises GqError when it cannot listen."""
-    host, port = split_listen(listen)
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(1024)
-    except OSError as e:
-        raise GqError(f"cannot listen on {listen}: {e.strerror or e}") from None
-    return sock
-
-
-def shown_address(address) -> str:
-    if isinstance(address, (str, bytes)):  # a unix socket from systemd
-        return f"unix:{address.decode() if isinstance(address, bytes) else address}"
-    host, port = address[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

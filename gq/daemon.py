@@ -9,10 +9,10 @@ import gevent
 
 from gq import __version__
 from gq import log as log_
-from gq.api import shown_address
 from gq.config import Config
 from gq.dispatcher import DrainReport
 from gq.errors import EXIT_FAILURE, EXIT_OK, ConfigError
+from gq.listeners import Listeners, shown_address
 from gq.reload import reloaded
 from gq.runtime import Runtime
 from gq.signals import StopSignals
@@ -35,6 +35,7 @@ class Daemon:
         self.supervisor = Supervisor(on_fatal=self._fatal)
         self.runtime = Runtime.build(config, self.supervisor)
         self.api, self.monitor = self.runtime.api, self.runtime.monitor
+        self.listeners = Listeners(self.api, self.runtime.metrics)
         self.memory_exceeded = False
 
     def run(self) -> int:
@@ -49,7 +50,7 @@ class Daemon:
         return EXIT_FAILURE if self.memory_exceeded or self.supervisor.fatal else EXIT_OK
 
     def _start(self) -> None:
-        server = self.api.serve(self.config.api.listen, listen_socket())
+        server = self.listeners.serve(self.config, listen_socket())
         self.runtime.dispatcher.start()
         self.monitor.start(self.supervisor)
         self.api.ready = True
@@ -77,7 +78,7 @@ class Daemon:
             extender.kill()
 
     def _close(self, report: DrainReport) -> None:
-        self.api.stop(timeout=1)
+        self.listeners.stop(timeout=1)
         self.runtime.close()
         self.signals.close()
         self._log_drain(report)

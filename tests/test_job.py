@@ -303,7 +303,7 @@ urls = st.builds("{}://{}{}{}".format, st.sampled_from(["http", "https"]),
                  st.sampled_from(["", ":80", ":8443"]),
                  st.from_regex(r"(/[A-Za-z0-9._~%-]*)*(\?[A-Za-z0-9=&]*)?", fullmatch=True))
 plain_json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
     max_leaves=10)
 payloads = st.one_of(st.just({}), st.builds(lambda v: {"json": v}, plain_json),

@@ -20,14 +20,14 @@ any job idle in a consumer's hands is taken over (XAUTOCLAIM), so a job runs at
 least once. Live daemons keep their own jobs from looking idle. The Lua scripts that
 must be atomic are in scripts/, one a file.
 
-This module is the broker's intake, its reads and takeovers and its look-ups; its
-writes are RedisWriter's (redis_writer), what runs beside the jobs is
-RedisMaintenance's (redis_maintenance), and what they all share is in redis_link.
+This module is the broker's reads and look-ups. Its intake is RedisIntake's
+(redis_intake), its writes RedisWriter's (redis_writer), its takeovers of other
+daemons' jobs Takeovers' (redis_takeovers), what runs beside the jobs
+RedisMaintenance's (redis_maintenance); what they all share is in redis_link.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -40,9 +40,9 @@ import redis
 from gevent.event import Event
 
 from gq.broker import Added, Entry, State, record
+from gq.broker.redis_intake import RedisIntake
 from gq.broker.redis_link import (
     REDIS_ERRORS,
-    REDIS_TIMEOUT,
     Health,
     Keys,
     client,
@@ -53,9 +53,10 @@ from gq.broker.redis_link import (
     text_id,
 )
 from gq.broker.redis_maintenance import RedisMaintenance
+from gq.broker.redis_takeovers import Takeovers
 from gq.broker.redis_writer import RedisWriter
 from gq.config import SENTINEL_SCHEME, BrokerConfig
-from gq.errors import BrokerUnavailable, GqError, QueueFull
+from gq.errors import BrokerUnavailable, GqError
 from gq.job import Job, redact_url
 from gq.outcome import AttemptResult, Outcome, Verdict
 from gq.supervisor import Supervisor
@@ -81,15 +82,19 @@ class RedisBroker:
         # intake requests and maintenance share the rest; more callers wait for one.
         self.redis = client(config.url)
         self.sentinel = config.url.startswith(SENTINEL_SCHEME)
-        self._add, self._leave, self._takeover = (
-            self.redis.register_script(lua_script(name)) for name in ("add", "leave", "takeover"))
+        self._leave = self.redis.register_script(lua_script("leave"))
         self._room = Event()   # set when a held job is settled or deferred
-        self._last_takeover = self._last_claim = 0.0
         self._held: dict[str, Entry] = {}         # taken and not settled, by stream id
         self.link = Health()
         self.writer = RedisWriter(self.redis, keys, config.status_ttl, self.link)
+        # Entries this daemon still holds, or has settled but not yet written (Redis refusing
+        # writes, its touches failing meanwhile), are its own: never taken over.
+        self.takeovers = Takeovers(self.redis, config, self.consumer, self._taken,
+                                   lambda: self._held.keys() | self.writer.settling)
         self.maintenance = RedisMaintenance(self.redis, keys, config, self.consumer, self._held,
                                             self.writer.settling, self.link)
+        self.intake = RedisIntake(self.redis, config, self.link,
+                                  lambda: self.sentinel and bool(self.maintenance.replicas))
         self._stopped = Event()
         self._connect()
         supervisor = supervisor or Supervisor()
@@ -121,48 +126,7 @@ class RedisBroker:
 
     def add(self, jobs: Iterable[Job], hold: int = 0) -> Added:
         """Into the shared stream: every daemon of the fleet takes from it (`hold` is not used)."""
-        jobs = list(jobs)
-        keys = [self.stream, f"{self.config.prefix}:id:", f"{self.config.prefix}:job:", self.config.status_ttl]
-        args: list[Any] = [self.config.max_backlog]
-        for job in jobs:
-            args += [job.id, payload(Entry(job))]
-        try:
-            fresh = self._added(keys, args)
-        except REDIS_ERRORS as e:
-            self.link.failed("intake", e)
-            raise BrokerUnavailable(f"broker: Redis unavailable ({e})") from None
-        except redis.ResponseError as e:
-            if passing(e):
-                self.link.failed("intake", e)
-                raise BrokerUnavailable(f"broker: Redis unavailable ({e})") from None
-            if "NOGROUP" not in str(e) and "NOSCRIPT" not in str(e):
-                raise
-            raise BrokerUnavailable(f"broker: Redis lost its data ({e}); try again") from None
-        if fresh == -1:
-            raise QueueFull(f"queue full: the shared stream holds broker.max_backlog "
-                            f"({self.config.max_backlog}) jobs")
-        fresh = {i.decode() if isinstance(i, bytes) else i for i in fresh}
-        duplicates, seen = [], set()
-        for job in jobs:
-            if job.id not in fresh or job.id in seen:
-                duplicates.append(job.id)
-            seen.add(job.id)
-        return Added([], duplicates, stored=len(fresh))
-
-    def _added(self, keys: list, args: list) -> Any:
-        """Run the intake script. Under Sentinel, a failover promotes a replica that may miss
-        the master's last writes: the jobs are answered for only once a replica has them too
-        (WAIT, on the script's own connection)."""
-        if not (self.sentinel and self.maintenance.replicas):  # no replica: no failover can lose them
-            return self._add(keys=keys, args=args)
-        pipe = self.redis.pipeline(transaction=False)
-        self._add(keys=keys, args=args, client=pipe)
-        pipe.wait(1, int(REDIS_TIMEOUT * 1000))
-        fresh, replicas = pipe.execute()
-        if fresh != -1 and fresh and replicas < 1:
-            raise BrokerUnavailable("broker: no Redis replica confirmed the jobs within "
-                                    f"{REDIS_TIMEOUT:g}s; send them again with the same ids")
-        return fresh
+        return self.intake.add(list(jobs))
 
     # -- dispatch
 
@@ -176,7 +140,7 @@ class RedisBroker:
             return []
         entries: list[Entry | None]
         try:
-            entries = list(self._claim_dead(limit) or self._claim_stale(limit))
+            entries = list(self.takeovers.claim(limit))
             if not entries:
                 reply: Any = self.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"},
                                               count=limit, block=max(1, int(timeout * 1000)))
@@ -208,55 +172,6 @@ class RedisBroker:
         entry = entry_of(fields[b"payload"], handle=handle)
         self._held[handle] = entry
         return entry
-
-    def _claim_dead(self, limit: int) -> list[Entry]:
-        """The jobs of daemons whose liveness key expired (3 heartbeats without a beat)."""
-        now = time.monotonic()
-        if now - self._last_takeover < self.config.heartbeat:
-            return []
-        self._last_takeover = now
-        claimed = self._takeover(keys=[self.stream], args=[self.group, self.consumer, limit, self.keys.alive_prefix])
-        entries = [e for e in (self._taken(msg_id, dict(zip(fields[::2], fields[1::2])) if fields else None)
-                               for msg_id, fields in claimed) if e]
-        if entries:
-            self._resume_attempts(entries)
-            log.warning("broker: took over %d job(s) of a daemon silent for %g heartbeats", len(entries), 3)
-        return entries
-
-    def _claim_stale(self, limit: int) -> list[Entry]:
-        now = time.monotonic()
-        if now - self._last_claim < self.config.claim_idle / 2:
-            return []
-        self._last_claim = now
-        _, claimed, *_ = self.redis.xautoclaim(self.stream, self.group, self.consumer,
-                                               int(self.config.claim_idle * 1000), "0-0", count=limit)
-        # Entries this daemon still holds, or has settled but not yet written (Redis refusing
-        # writes, its touches failing meanwhile), are its own: not taken over again.
-        mine = self._held.keys() | self.writer.settling
-        entries = [e for e in (self._taken(msg_id, fields) for msg_id, fields in claimed
-                               if text_id(msg_id) not in mine) if e]
-        if entries:
-            self._resume_attempts(entries)
-            log.warning("broker: took over %d job(s) idle for %gs in a consumer that stopped",
-                        len(entries), self.config.claim_idle)
-        return entries
-
-    def _resume_attempts(self, entries: list[Entry]) -> None:
-        """A job taken over keeps the attempts its state records (the stream entry holds
-        those made before it was queued; the count, one begun when its daemon died), so a
-        job that kills daemons is not retried forever."""
-        pipe = self.redis.pipeline(transaction=False)
-        for entry in entries:
-            pipe.hmget(self.keys.status(entry.job.id), "payload", "attempts", "state")
-        for entry, (recorded, attempts, state) in zip(entries, pipe.execute()):
-            if recorded:
-                known = json.loads(recorded)
-                if known["attempts"] > entry.attempts:
-                    entry.attempts = known["attempts"]
-                    entry.history = [AttemptResult(*a) for a in known["history"]]
-            entry.attempts = max(entry.attempts, int(attempts or 0))
-            # An attempt begun and never settled: its daemon died during it.
-            entry.interrupted = state == State.RUNNING.value.encode() and entry.attempts > 0
 
     def started(self, entry: Entry) -> None:
         """Returns once the attempt's start is written (or after START_WAIT seconds without

@@ -1,0 +1,46 @@
+"""The journal's two housekeeping loops: `gq dlq` commands from other processes, and the
+expiry of succeeded jobs past journal.keep_succeeded. Both run until `stop` is set."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from typing import TYPE_CHECKING
+
+import gevent
+from gevent.event import Event
+
+from gq.broker.journal_file import JournalFile
+
+if TYPE_CHECKING:
+    from gq.broker.journal import JournalBroker
+
+log = logging.getLogger("gq.journal")
+
+CONTROL_POLL = 0.5    # seconds between looks for dlq commands from other processes
+EXPIRE_EVERY = 1.0    # seconds between deletions of succeeded jobs past keep_succeeded
+EXPIRE_STEP = 500     # rows deleted per transaction, so that a commit never waits long for it
+
+
+def answer_dlq(broker: JournalBroker, stop: Event) -> None:
+    """Carry out the replays and purges that `gq dlq` left in the control table."""
+    while not stop.wait(CONTROL_POLL):
+        try:
+            for seq, op, ids in broker.call(broker.file, JournalFile.requests):
+                done = broker.replay(ids) if op == "replay" else broker.purge(ids)
+                broker.call(broker.file, JournalFile.answered, seq, done)
+                log.info("dlq %s of %d job(s), as gq dlq asked", op, len(done))
+        except sqlite3.Error as e:
+            log.warning("journal: cannot read dlq commands: %s; will try again", e)
+
+
+def expire(broker: JournalBroker, stop: Event) -> None:
+    """Delete succeeded jobs past keep_succeeded, a few at a time."""
+    while not stop.wait(EXPIRE_EVERY):
+        try:
+            before = time.time() - broker.keep_succeeded
+            while broker.call(broker.file, JournalFile.expire, before, EXPIRE_STEP) == EXPIRE_STEP:
+                gevent.sleep(0)
+        except sqlite3.Error as e:
+            log.warning("journal: cannot delete expired succeeded jobs: %s; will try again", e)
