@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from support import Daemon, daemon_config, start_target, unavailable
+from support import Clock, Daemon, daemon_config, start_target, unavailable
 
 # -- tiers: every test gets one marker (pytest -m unit runs the in-process tests alone)
 
@@ -29,6 +29,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         else:
             tier = "process"
         item.add_marker(tier)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
 
 
 @pytest.fixture(scope="module")

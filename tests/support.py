@@ -37,6 +37,16 @@ def wait_for(condition: Callable[[], Any], timeout: float = DEADLINE, what: str 
         time.sleep(every)
 
 
+class Clock:
+    """A monotonic clock for in-process tests, moved by hand (`clock.now += 5`)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def free_port() -> int:
     """A loopback port free at the moment of asking (for a server to listen on)."""
     with socket.socket() as s:

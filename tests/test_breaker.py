@@ -9,6 +9,7 @@ import pytest
 from gq.destinations import CLOSED, HALF_OPEN, OPEN, PROBES, Destinations, Limits
 from gq.outcome import AttemptResult, decide
 from gq.retry import RetryPolicy
+from support import Clock
 
 HOST = "hooks.example.com"
 DOWN = AttemptResult(0.0, 0.1, error="connect: Connection refused")
@@ -16,18 +17,6 @@ ERROR_503 = AttemptResult(0.0, 0.1, status=503)
 OK = AttemptResult(0.0, 0.1, status=200)
 POLICY = RetryPolicy(max_attempts=10, backoff_base=0.1, backoff_max=60.0)
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 def destinations(clock: Clock, **limits) -> Destinations:

@@ -16,18 +16,6 @@ OK = AttemptResult(0.0, 0.1, status=200)
 POLICY = RetryPolicy(max_attempts=5, backoff_base=0.1, backoff_max=10.0)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
 
 def end(d: Destinations, host: str = HOST) -> None:
     d.release(host, OK, decide(OK, 1, POLICY.max_attempts, POLICY))
