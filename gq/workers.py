@@ -1,7 +1,7 @@
 """The workers: greenlets running attempts, at most `size` at once.
 
 gevent's Pool has a fixed size; a reload may change `size`. So the bound is
-kept here, in front of an unbounded Pool: a shrink under load takes effect as
+kept here, over a plain gevent Group: a shrink under load takes effect as
 attempts end (none is cut off), a growth at once.
 """
 
@@ -11,13 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 from gevent.event import Event
-from gevent.pool import Pool
+from gevent.pool import Group
 
 
 class Workers:
     def __init__(self, size: int):
         self.size = size
-        self.pool = Pool()   # the greenlets in flight (the process metrics count them)
+        self.pool = Group()   # the greenlets in flight (the process metrics count them)
         self._freed = Event()
 
     def busy(self) -> int:
