@@ -36,16 +36,14 @@ def shared_target():
     """One target for a module's tests that each look at their own jobs only."""
     t = start_target()
     yield t
-    t.proc.kill()
-    t.proc.wait()
+    t.stop()
 
 
 @pytest.fixture
 def target():
     t = start_target()
     yield t
-    t.proc.kill()
-    t.proc.wait()
+    t.stop()
 
 
 @pytest.fixture

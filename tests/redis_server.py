@@ -9,7 +9,6 @@ free port of its own, and the tests name it in every URL.
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import redis
 
 from packages import PackageError, provide
+from support import free_port
 
 START_DEADLINE = 20.0   # seconds for a server to answer PING (an AOF replay included)
 
@@ -28,12 +28,6 @@ def find_redis_server() -> tuple[str | None, str]:
     except PackageError as e:
         return None, str(e)
     return path, ""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisServer:

@@ -46,9 +46,7 @@ def free_port() -> int:
 
 def closed_port() -> int:
     """A loopback port nothing listens on: connections to it are refused."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 def unavailable(why: str) -> NoReturn:
@@ -90,15 +88,24 @@ class Target:
     def count(self) -> int:
         return self.stats()["count"]
 
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
 
 def start_target(port: int = 0) -> Target:
     """The target on `port` (0: any free one)."""
-    proc = subprocess.Popen([sys.executable, str(HERE / "target.py"), "--port", str(port)],
-                            stdout=subprocess.PIPE, text=True)
+    return spawn_target("--port", str(port))
+
+
+def spawn_target(*args: str) -> Target:
+    """tests/target.py started with `args` (--host, --port), once it listens."""
+    proc = subprocess.Popen([sys.executable, str(HERE / "target.py"), *args], stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line.startswith("listening "):
         proc.kill()
-        raise RuntimeError(f"target did not start: {line!r}")
+        proc.wait()
+        raise RuntimeError(f"target {' '.join(args)} did not start: {line!r}")
     return Target(proc, int(line.split()[1]))
 
 

@@ -439,8 +439,7 @@ def busy_daemon(tmp_path_factory):
         finally:
             daemon.stop()
     finally:
-        target.proc.kill()
-        target.proc.wait()
+        target.stop()
 
 
 def test_status_prints_queue_workers_draining(busy_daemon):

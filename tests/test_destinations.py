@@ -9,8 +9,6 @@ are on counts within deadlines; measured figures are printed (run with -s to see
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from typing import Any
@@ -20,7 +18,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from gq.destinations import PROBES
-from support import HERE, Daemon, Target, daemon_config, run_gq, to_toml, wait_for
+from support import Daemon, Target, daemon_config, run_gq, spawn_target, to_toml, wait_for
 
 OTHER_HOST = "127.0.0.2"
 
@@ -29,14 +27,7 @@ OTHER_HOST = "127.0.0.2"
 
 def start_target_on(host: str) -> Target:
     """tests/target.py listening on `host` (any free port); its job URLs name that host."""
-    proc = subprocess.Popen([sys.executable, str(HERE / "target.py"), "--host", host],
-                            stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    if not line.startswith("listening "):
-        proc.kill()
-        proc.wait()
-        raise RuntimeError(f"target on {host} did not start: {line!r}")
-    target = Target(proc, int(line.split()[1]))
+    target = spawn_target("--host", host)
     target.base = f"http://{host}:{target.port}"
     return target
 
@@ -46,8 +37,7 @@ def second_target():
     """A target on 127.0.0.2: a second destination host for gq."""
     t = start_target_on(OTHER_HOST)
     yield t
-    t.proc.kill()
-    t.proc.wait()
+    t.stop()
 
 
 def control(target: Target, path: str) -> None:

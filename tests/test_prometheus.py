@@ -16,7 +16,6 @@ import json
 import random
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -33,7 +32,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from packages import PackageError, provide
-from support import ROOT, Daemon, daemon_config, start_target, unavailable, wait_for
+from support import ROOT, Daemon, daemon_config, free_port, start_target, unavailable, wait_for
 
 MONITORING = ROOT / "monitoring"
 RULES = MONITORING / "gq-alerts.yml"
@@ -211,17 +210,10 @@ def populated(tmp_path_factory) -> Iterator[Populated]:
         yield Populated(daemon, wait_for(settled, what="5 jobs finished and a lag probe observed"))
     finally:
         daemon.stop()
-        target.proc.kill()
-        target.proc.wait()
+        target.stop()
 
 
 # -- a Prometheus server
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM it when the test process dies, however it dies."""
