@@ -180,11 +180,16 @@ class Daemon:
 
 
 def to_toml(config: dict[str, dict[str, Any]]) -> str:
-    lines = []
-    for section, values in config.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
-    return "\n".join(lines) + "\n"
+    """`config` as a TOML file: a table per section, the tables within it inline."""
+    return "".join(f"[{section}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items())
+                   for section, values in config.items())
+
+
+def _toml_value(value: Any) -> str:
+    # TOML spells strings, numbers, booleans and arrays as JSON does; tables differently.
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
 
 
 def daemon_config(**sections: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
-from typing import Any
 
 import pytest
 import requests
@@ -42,13 +41,6 @@ def second_target():
 
 def control(target: Target, path: str) -> None:
     requests.post(f"{target.base}{path}", timeout=10).raise_for_status()
-
-
-def overrides(table: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """destinations.overrides as TOML dotted keys under [destinations] (the conftest writer
-    spells values as JSON, which has no inline-table form): overrides."HOST".key = value."""
-    return {f'overrides."{pattern}".{key}': value
-            for pattern, limits in table.items() for key, value in limits.items()}
 
 
 def destination_metrics(daemon: Daemon) -> dict[str, dict[tuple, float]]:
@@ -297,7 +289,7 @@ def test_rate_limit_bounds_requests_per_second(start_daemon, target):
 
 def test_override_caps_one_host_while_the_other_runs_many_at_once(start_daemon, target, second_target):
     daemon = start_daemon(pool={"size": 50},
-                          destinations=overrides({OTHER_HOST: {"max_in_flight": 1}}))
+                          destinations={"overrides": {OTHER_HOST: {"max_in_flight": 1}}})
     capped_jobs = [{"url": second_target.url(delay=0.3)} for _ in range(8)]
     free_jobs = [{"url": target.url(delay=1)} for _ in range(30)]
     response = daemon.post(capped_jobs + free_jobs)
@@ -379,7 +371,7 @@ def test_config_error_in_overrides_names_the_key(tmp_path, case):
 def test_jobs_past_a_capped_hosts_parked_share_are_not_held_back(start_daemon, second_target):
     # queue.maxsize 20: a host may park 10 jobs; the rest go back to the broker. The host
     # takes a job in milliseconds, so none of them should wait long for it.
-    daemon = start_daemon(queue={"maxsize": 20}, destinations=overrides({OTHER_HOST: {"max_in_flight": 1}}))
+    daemon = start_daemon(queue={"maxsize": 20}, destinations={"overrides": {OTHER_HOST: {"max_in_flight": 1}}})
     response = daemon.post([{"url": second_target.url()} for _ in range(20)])
     assert response.status_code == 202
     ids = response.json()["ids"]
@@ -401,7 +393,7 @@ def test_jobs_past_a_capped_hosts_parked_share_are_not_held_back(start_daemon, s
 
 def test_parked_job_is_not_lost_when_a_reload_shrinks_the_queue(start_daemon, target, second_target):
     sections = {"pool": {"size": 2}, "queue": {"maxsize": 10},
-                "destinations": overrides({OTHER_HOST: {"max_in_flight": 1}})}
+                "destinations": {"overrides": {OTHER_HOST: {"max_in_flight": 1}}}}
     daemon = start_daemon(**sections)
     ids = [daemon.post({"url": second_target.url(delay=2)}).json()["id"]]
     wait_for(lambda: second_target.count() == 1, timeout=10, what="the capped host's first job in flight")
@@ -436,7 +428,7 @@ def test_parked_job_is_not_lost_when_a_reload_shrinks_the_queue(start_daemon, ta
 # -- 10. one host, however its address is spelled
 
 def test_cap_counts_an_address_however_it_is_spelled(start_daemon, second_target):
-    daemon = start_daemon(destinations=overrides({OTHER_HOST: {"max_in_flight": 1}}))
+    daemon = start_daemon(destinations={"overrides": {OTHER_HOST: {"max_in_flight": 1}}})
     port = second_target.port
     spellings = ("127.0.0.2", "127.2", "127.0.2", "2130706434")  # all connect to 127.0.0.2
     jobs = [{"url": f"http://{host}:{port}/hook?delay=0.5"} for host in spellings for _ in range(2)]

@@ -1092,16 +1092,6 @@ fe80::1 linklocal6.test
 """
 
 
-def toml_text(config: dict[str, dict[str, Any]]) -> str:
-    """conftest's to_toml, with tables (target.signing_secrets) written as TOML inline tables."""
-    def value(v: Any) -> str:
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f"{json.dumps(k)} = {value(x)}" for k, x in v.items()) + " }"
-        return json.dumps(v)
-    return "".join(f"[{section}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in values.items())
-                   for section, values in config.items())
-
-
 class OwnDaemon(Daemon):
     """`gq run` as conftest's Daemon starts it, with any config; with `hosts`, in a mount
     namespace of its own where /etc/hosts is that file."""
@@ -1110,7 +1100,7 @@ class OwnDaemon(Daemon):
         self.workdir = workdir
         stamp = time.monotonic_ns()
         self.config_path = workdir / f"gq-{stamp}.toml"
-        self.config_path.write_text(toml_text(config))
+        self.config_path.write_text(to_toml(config))
         self.log_path = workdir / f"gq-{stamp}.log"
         self._log = open(self.log_path, "w")
         command = gq_command("run", "-c", str(self.config_path))
