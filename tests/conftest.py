@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from support import Daemon, daemon_config, start_target, unavailable
+from support import TOKEN, Daemon, daemon_config, start_target, unavailable
 
 # -- tiers: every test gets one marker (pytest -m unit runs the in-process tests alone)
 
@@ -16,7 +16,7 @@ SYSTEM_MODULES = {"test_systemd.py", "test_storage.py"}
 IN_PROCESS_MODULES = {"test_breaker.py", "test_config.py", "test_dispatcher.py", "test_docs.py", "test_job.py",
                       "test_metrics.py", "test_outcome.py", "test_supervisor.py", "test_transport.py",
                       "test_urls.py"}
-PROCESS_FIXTURES = {"start_daemon", "target", "shared_target", "redis_server", "redis_binary"}
+PROCESS_FIXTURES = {"start_daemon", "token_daemon", "target", "shared_target", "redis_server", "redis_binary"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -60,6 +60,14 @@ def start_daemon(tmp_path):
     yield start
     for daemon in started:
         daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def token_daemon(tmp_path_factory):
+    """A module's daemon whose api.token is TOKEN."""
+    started = Daemon(tmp_path_factory.mktemp("token"), daemon_config(api={"token": TOKEN}, pool={"size": 4}))
+    yield started
+    started.stop()
 
 
 @pytest.fixture(scope="session")

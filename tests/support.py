@@ -11,12 +11,14 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -88,6 +90,10 @@ class Target:
     def count(self) -> int:
         return self.stats()["count"]
 
+    def control(self, path: str) -> None:
+        """POST a control path: /_down (every job request gets 503 until /_up), /_up, /_reset."""
+        requests.post(f"{self.base}{path}", timeout=10).raise_for_status()
+
     def stop(self) -> None:
         self.proc.kill()
         self.proc.wait()
@@ -125,6 +131,7 @@ class Daemon:
         self.pid = self.proc.pid
         self._api: str | None = None
         self.session = requests.Session()
+        self.auth: dict[str, str] = {}  # headers for fetch(): a test that sets api.token puts its Authorization here
         if wait:
             self.api  # noqa: B018 - waits for it
 
@@ -204,3 +211,46 @@ def daemon_config(**sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for name, values in sections.items():
         config.setdefault(name, {}).update(values)
     return config
+
+
+# -- what a running daemon shows
+
+TOKEN = "s3cret-token"  # api.token of the token_daemon fixture
+
+
+def new_id(prefix: str = "job") -> str:
+    """A job id no other job in the test run has."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def fetch(daemon: Daemon, path: str, timeout: float = 10) -> requests.Response:
+    """GET on a connection of its own (quick polling, unaffected by earlier requests), with
+    the daemon's `auth` headers."""
+    return requests.get(f"{daemon.api}{path}", timeout=timeout, headers=daemon.auth)
+
+
+def exposition_samples(text: str) -> dict[tuple[str, tuple], float]:
+    """Every sample of a Prometheus text exposition, keyed by (sample name, sorted labels)."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def samples(daemon: Daemon) -> dict[tuple[str, tuple], float]:
+    """exposition_samples of the daemon's /metrics."""
+    response = fetch(daemon, "/metrics")
+    assert response.status_code == 200
+    return exposition_samples(response.text)
+
+
+def metric(daemon: Daemon, name: str, **labels: str) -> float | None:
+    """The sample `name` with exactly these labels; None if the daemon exports none."""
+    return samples(daemon).get((name, tuple(sorted(labels.items()))))
+
+
+def rejected(daemon: Daemon, reason: str) -> float | None:
+    return metric(daemon, "gq_intake_rejected_total", reason=reason)
+
+
+def assert_clean_log(daemon: Daemon) -> None:
+    log = daemon.log()
+    assert "Traceback" not in log and "internal error" not in log, log[-4000:]

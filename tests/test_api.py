@@ -5,23 +5,32 @@ from __future__ import annotations
 import json
 import signal
 import time
-import uuid
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from gq import __version__
-from support import DEADLINE, Daemon, closed_port, daemon_config, wait_for
+from support import (
+    DEADLINE,
+    TOKEN,
+    Daemon,
+    closed_port,
+    daemon_config,
+    fetch,
+    metric,
+    new_id,
+    rejected,
+    samples,
+    wait_for,
+)
 
 MAX_BODY = 2048
-TOKEN = "s3cret-token"
 REJECT_REASONS = ("invalid", "unauthorized", "too_large", "queue_full", "draining")
 
 
 # -- fixtures: one daemon and one target shared by the tests that only look at their own jobs
+# (and conftest's token_daemon)
 
 
 @pytest.fixture(scope="module")
@@ -32,39 +41,7 @@ def daemon(tmp_path_factory):
     started.stop()
 
 
-@pytest.fixture(scope="module")
-def token_daemon(tmp_path_factory):
-    started = Daemon(tmp_path_factory.mktemp("token"), daemon_config(api={"token": TOKEN}))
-    yield started
-    started.stop()
-
-
 # -- helpers
-
-def new_id(prefix: str = "job") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def fetch(daemon: Daemon, path: str) -> requests.Response:
-    """GET on a connection of its own: quick polling, unaffected by earlier requests."""
-    return requests.get(f"{daemon.api}{path}", timeout=10)
-
-
-def samples(daemon: Daemon) -> dict[tuple[str, tuple], float]:
-    """Every sample of /metrics, keyed by (sample name, sorted labels)."""
-    response = fetch(daemon, "/metrics")
-    assert response.status_code == 200
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(response.text) for s in family.samples}
-
-
-def metric(daemon: Daemon, name: str, **labels: str) -> float | None:
-    return samples(daemon).get((name, tuple(sorted(labels.items()))))
-
-
-def rejected(daemon: Daemon, reason: str) -> float | None:
-    return metric(daemon, "gq_intake_rejected_total", reason=reason)
-
 
 def intake_counts(daemon: Daemon) -> dict[str, float | None]:
     """Accepted jobs and refusals by reason, from one scrape."""

@@ -13,11 +13,10 @@ import time
 from collections import Counter
 
 import pytest
-import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from gq.destinations import PROBES
-from support import Daemon, Target, daemon_config, run_gq, spawn_target, to_toml, wait_for
+from support import Daemon, Target, assert_clean_log, daemon_config, run_gq, spawn_target, to_toml, wait_for
 
 OTHER_HOST = "127.0.0.2"
 
@@ -39,10 +38,6 @@ def second_target():
     t.stop()
 
 
-def control(target: Target, path: str) -> None:
-    requests.post(f"{target.base}{path}", timeout=10).raise_for_status()
-
-
 def destination_metrics(daemon: Daemon) -> dict[str, dict[tuple, float]]:
     """gq_destination_* samples from /metrics: sample name → {(host[, result | state]): value}."""
     response = daemon.get("/metrics")
@@ -59,11 +54,6 @@ def destination_metrics(daemon: Daemon) -> dict[str, dict[tuple, float]]:
 
 def circuit_state(daemon: Daemon, host: str) -> float | None:
     return destination_metrics(daemon).get("gq_destination_circuit_state", {}).get((host,))
-
-
-def assert_clean_log(daemon: Daemon) -> None:
-    log = daemon.log()
-    assert "Traceback" not in log and "internal error" not in log, log[-4000:]
 
 
 def states(daemon: Daemon, ids: list[str]) -> list[dict]:
@@ -145,7 +135,7 @@ def test_circuit_opens_while_the_host_is_down_and_closes_once_it_answers(start_d
     # A retry budget longer than the outage: the breaker spends attempts, locally, at the
     # backoff pace (about 0.25 s each here), so 100 of them last well past it.
     daemon = start_daemon(destinations=BREAKER, retry={"max_attempts": 100})
-    control(target, "/_down")
+    target.control("/_down")
     response = daemon.post([{"url": target.url()} for _ in range(JOBS_DOWN)])
     assert response.status_code == 202
     ids = response.json()["ids"]
@@ -177,7 +167,7 @@ def test_circuit_opens_while_the_host_is_down_and_closes_once_it_answers(start_d
     assert any(a["error"] and a["error"].startswith("circuit open: 127.0.0.1") for j in jobs for a in j["history"])
     assert daemon.log().count("circuit closed") == 0
 
-    control(target, "/_up")
+    target.control("/_up")
     wait_for(lambda: "circuit closed" in daemon.log(), timeout=20, what="the circuit to close after the host came up")
     wait_for(lambda: daemon.status()["finished"]["succeeded"] == JOBS_DOWN, timeout=20,
              what=f"all {JOBS_DOWN} jobs to succeed")
@@ -197,7 +187,7 @@ def test_with_the_breaker_on_jobs_to_a_host_that_stays_down_die_after_max_attemp
     attempts = 12
     daemon = start_daemon(destinations={**BREAKER, "breaker_window": 0.2, "breaker_cooldown": 60},
                           retry={"max_attempts": attempts, "backoff_max": 0.3})
-    control(target, "/_down")
+    target.control("/_down")
     ids = daemon.post([{"url": target.url()} for _ in range(10)]).json()["ids"]
     wait_for(lambda: daemon.status()["finished"]["dead"] == 10, timeout=30, what="10 dead letters")
     jobs = states(daemon, ids)

@@ -42,10 +42,9 @@ import pytest
 import requests
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
-from prometheus_client.parser import text_string_to_metric_families
 
 from gq import __version__
-from support import Daemon, daemon_config, gq_command, run_gq, to_toml, unavailable, wait_for
+from support import Daemon, daemon_config, gq_command, new_id, rejected, run_gq, to_toml, unavailable, wait_for
 
 JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
@@ -204,20 +203,6 @@ def final_state(daemon: Daemon, job_id: str, timeout: float = 20) -> dict:
 
 def records(target, key: str, since: int = 0) -> list[dict]:
     return [r for r in target.received(since) if r["key"] == key]
-
-
-def samples(daemon: Daemon) -> dict[tuple[str, tuple], float]:
-    text = requests.get(f"{daemon.api}/metrics", timeout=10).text
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-def rejected(daemon: Daemon, reason: str) -> float:
-    return samples(daemon).get(("gq_intake_rejected_total", (("reason", reason),)), 0.0)
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 @contextmanager
