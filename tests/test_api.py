@@ -20,6 +20,7 @@ from support import (
     fetch,
     metric,
     new_id,
+    records,
     rejected,
     samples,
     wait_for,
@@ -30,7 +31,6 @@ REJECT_REASONS = ("invalid", "unauthorized", "too_large", "queue_full", "drainin
 
 
 # -- fixtures: one daemon and one target shared by the tests that only look at their own jobs
-# (and conftest's token_daemon)
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +55,6 @@ def wait_state(daemon: Daemon, job_id: str, state: str, timeout: float = DEADLIN
         job = fetch(daemon, f"/v1/jobs/{job_id}").json()
         return job if job.get("state") == state else None
     return wait_for(reached, timeout, f"job {job_id} to be {state}")
-
-
-def delivered(target, job_id: str) -> list[dict]:
-    return [r for r in target.received() if r["key"] == job_id]
 
 
 # -- accepting and delivering
@@ -288,7 +284,7 @@ def test_a_body_of_exactly_max_body_bytes_is_accepted(daemon, shared_target):
     assert len(json.dumps(job)) == MAX_BODY
     assert daemon.post(job).status_code == 202
     wait_state(daemon, job["id"], "succeeded")
-    assert delivered(shared_target, job["id"])[0]["body"] == job["body"]
+    assert records(shared_target, job["id"])[0]["body"] == job["body"]
 
 
 @pytest.mark.parametrize("method, path, status, allow", [
@@ -465,7 +461,7 @@ def test_attempts_are_classified_and_retried(daemon, shared_target, case):
         assert job["last_error"] is None
     else:
         assert job["last_error"] and error in job["last_error"]
-    assert len(delivered(shared_target, job_id)) == seen
+    assert len(records(shared_target, job_id)) == seen
     assert daemon.get("/healthz").status_code == 200
     assert daemon.get("/readyz").status_code == 200
 
