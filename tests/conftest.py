@@ -7,8 +7,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
-from support import Clock, Daemon, daemon_config, start_target, unavailable
+from support import (
+    CLIENT_TIMEOUT,
+    FUZZED_MAX_BODY,
+    TOKEN,
+    Clock,
+    Daemon,
+    daemon_config,
+    healthy,
+    post_job,
+    start_target,
+    unavailable,
+)
 
 # -- tiers: every test gets one marker (pytest -m unit runs the in-process tests alone)
 
@@ -16,7 +28,8 @@ SYSTEM_MODULES = {"test_systemd.py", "test_storage.py"}
 IN_PROCESS_MODULES = {"test_breaker.py", "test_config.py", "test_dispatcher.py", "test_docs.py", "test_job.py",
                       "test_limits.py", "test_metrics.py", "test_outcome.py", "test_supervisor.py", "test_transport.py",
                       "test_urls.py"}
-PROCESS_FIXTURES = {"start_daemon", "target", "shared_target", "redis_server", "redis_binary"}
+PROCESS_FIXTURES = {"start_daemon", "token_daemon", "fuzzed", "gq", "target", "shared_target", "redis_server",
+                    "redis_binary"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -41,16 +54,14 @@ def shared_target():
     """One target for a module's tests that each look at their own jobs only."""
     t = start_target()
     yield t
-    t.proc.kill()
-    t.proc.wait()
+    t.stop()
 
 
 @pytest.fixture
 def target():
     t = start_target()
     yield t
-    t.proc.kill()
-    t.proc.wait()
+    t.stop()
 
 
 @pytest.fixture
@@ -67,6 +78,64 @@ def start_daemon(tmp_path):
     yield start
     for daemon in started:
         daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def token_daemon(tmp_path_factory):
+    """A module's daemon whose api.token is TOKEN."""
+    started = Daemon(tmp_path_factory.mktemp("token"), daemon_config(api={"token": TOKEN}, pool={"size": 4}))
+    yield started
+    started.stop()
+
+
+class Restartable:
+    """A module's daemon that a test leaving it broken does not take down the next tests with it."""
+
+    def __init__(self, workdir: Path, **sections: dict[str, Any]):
+        self.workdir, self.sections, self.runs = workdir, sections, 0
+        self.daemon: Daemon | None = None
+
+    def _start(self) -> None:
+        self.runs += 1
+        config = daemon_config(**self.sections)
+        config["journal"] = {"path": f"journal-{self.runs}.sqlite3"}   # a broken run's journal stays behind
+        self.daemon = Daemon(self.workdir, config)
+
+    def _works(self, target) -> bool:
+        if self.daemon is None or self.daemon.proc.poll() is not None or not healthy(self.daemon):
+            return False
+        try:
+            return post_job(self.daemon, {"url": target.url("/probe")}, timeout=5).status_code == 202
+        except requests.RequestException:
+            return False
+
+    def ready(self, target) -> Daemon:
+        if not self._works(target):
+            if self.daemon is not None:
+                self.daemon.stop()
+            self._start()
+        return self.daemon
+
+    def stop(self) -> None:
+        if self.daemon is not None:
+            self.daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def fuzzed(tmp_path_factory):
+    """A module's daemon for hostile requests, kept in a Restartable."""
+    holder = Restartable(tmp_path_factory.mktemp("fuzzed"), pool={"size": 8},
+                         api={"max_body_bytes": FUZZED_MAX_BODY, "max_jobs_per_request": 50,
+                              "client_timeout": CLIENT_TIMEOUT},
+                         target={"timeout": 5.0}, retry={"max_attempts": 3})
+    yield holder
+    holder.stop()
+
+
+@pytest.fixture
+def gq(fuzzed, shared_target) -> Daemon:
+    """The fuzzed daemon (journaled, like the default config), restarted if a test broke it."""
+    return fuzzed.ready(shared_target)
 
 
 @pytest.fixture(scope="session")

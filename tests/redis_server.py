@@ -8,59 +8,26 @@ free port of its own, and the tests name it in every URL.
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
 
-DEBIAN_BINARY = "/usr/bin/redis-server"
+from packages import PackageError, provide
+from support import free_port
+
 START_DEADLINE = 20.0   # seconds for a server to answer PING (an AOF replay included)
-
-
-def _which() -> str | None:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    return DEBIAN_BINARY if os.access(DEBIAN_BINARY, os.X_OK) else None
-
-
-def _apt(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    return subprocess.run(["apt-get", *args], env=env, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=600)
 
 
 def find_redis_server() -> tuple[str | None, str]:
     """(path of redis-server, "") or (None, why it cannot be had); installs it when it can."""
-    found = _which()
-    if found:
-        return found, ""
-    if not shutil.which("apt-get"):
-        return None, "redis-server is not installed and there is no apt-get to install it"
-    if os.geteuid() != 0:
-        return None, "redis-server is not installed and installing it needs root"
-    install = ("install", "-y", "--no-install-recommends", "redis-server")
-    result = _apt(*install)
-    if result.returncode != 0:  # a fresh machine has no package lists yet
-        update = _apt("update")
-        if update.returncode != 0:
-            return None, f"apt-get update failed: {update.stderr.strip()[-500:]}"
-        result = _apt(*install)
-    found = _which()
-    if result.returncode != 0 or not found:
-        return None, f"apt-get install redis-server failed: {result.stderr.strip()[-500:]}"
-    return found, ""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    try:
+        [path] = provide("redis-server", packages=["redis-server"])
+    except PackageError as e:
+        return None, str(e)
+    return path, ""
 
 
 class RedisServer:

@@ -1,5 +1,6 @@
-"""What the tests share: real processes on loopback (gq itself, the HTTP target) and
-patient waiting. The benchmarks use the same helpers."""
+"""What the tests share: real processes on loopback (gq itself, the HTTP target), patient
+waiting, what a running daemon shows (jobs, metrics), and an HTTP client that sends
+exactly the bytes it is given. The benchmarks use the same helpers."""
 
 from __future__ import annotations
 
@@ -11,16 +12,22 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import quote, urlsplit
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
 DEADLINE = 30.0  # seconds any condition in a test may take before it fails
+FUZZED_MAX_BODY = 65536  # api.max_body_bytes of conftest's fuzzed daemon
+CLIENT_TIMEOUT = 2.0     # api.client_timeout of the fuzzed daemon and of the one slow clients attack
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition",
@@ -56,9 +63,7 @@ def free_port() -> int:
 
 def closed_port() -> int:
     """A loopback port nothing listens on: connections to it are refused."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 def unavailable(why: str) -> NoReturn:
@@ -100,15 +105,28 @@ class Target:
     def count(self) -> int:
         return self.stats()["count"]
 
+    def control(self, path: str) -> None:
+        """POST a control path: /_down (every job request gets 503 until /_up), /_up, /_reset."""
+        requests.post(f"{self.base}{path}", timeout=10).raise_for_status()
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
 
 def start_target(port: int = 0) -> Target:
     """The target on `port` (0: any free one)."""
-    proc = subprocess.Popen([sys.executable, str(HERE / "target.py"), "--port", str(port)],
-                            stdout=subprocess.PIPE, text=True)
+    return spawn_target("--port", str(port))
+
+
+def spawn_target(*args: str) -> Target:
+    """tests/target.py started with `args` (--host, --port), once it listens."""
+    proc = subprocess.Popen([sys.executable, str(HERE / "target.py"), *args], stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line.startswith("listening "):
         proc.kill()
-        raise RuntimeError(f"target did not start: {line!r}")
+        proc.wait()
+        raise RuntimeError(f"target {' '.join(args)} did not start: {line!r}")
     return Target(proc, int(line.split()[1]))
 
 
@@ -123,13 +141,18 @@ class Daemon:
         self.config_path.write_text(to_toml(config))
         self.log_path = workdir / f"gq-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(gq_command("run", "-c", str(self.config_path)), cwd=workdir,
-                                     stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(self.command(), cwd=workdir, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=env)
         self.pid = self.proc.pid
         self._api: str | None = None
         self.session = requests.Session()
+        self.auth: dict[str, str] = {}  # sent by fetch() and post_job(): Authorization, if api.token is set
         if wait:
             self.api  # noqa: B018 - waits for it
+
+    def command(self) -> list[str]:
+        """What runs gq (a subclass may run it inside something)."""
+        return gq_command("run", "-c", str(self.config_path))
 
     @property
     def api(self) -> str:
@@ -183,11 +206,16 @@ class Daemon:
 
 
 def to_toml(config: dict[str, dict[str, Any]]) -> str:
-    lines = []
-    for section, values in config.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
-    return "\n".join(lines) + "\n"
+    """`config` as a TOML file: a table per section, the tables within it inline."""
+    return "".join(f"[{section}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items())
+                   for section, values in config.items())
+
+
+def _toml_value(value: Any) -> str:
+    # TOML spells strings, numbers, booleans and arrays as JSON does; tables differently.
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
 
 
 def daemon_config(**sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -202,3 +230,187 @@ def daemon_config(**sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for name, values in sections.items():
         config.setdefault(name, {}).update(values)
     return config
+
+
+# -- what a running daemon shows
+
+TOKEN = "s3cret-token"  # api.token of the token_daemon fixture
+FINAL = ("succeeded", "dead")  # the states a job ends in
+
+
+def new_id(prefix: str = "job") -> str:
+    """A job id no other job in the test run has."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def fetch(daemon: Daemon, path: str, timeout: float = 10) -> requests.Response:
+    """GET on a connection of its own (quick polling, unaffected by earlier requests), with
+    the daemon's `auth` headers."""
+    return requests.get(f"{daemon.api}{path}", timeout=timeout, headers=daemon.auth)
+
+
+def healthy(daemon: Daemon) -> bool:
+    """Whether /healthz answers 200 within 3 seconds."""
+    try:
+        return requests.get(f"{daemon.api}/healthz", timeout=3).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def post_job(daemon: Daemon, job: Any, timeout: float = 10, **headers: str) -> requests.Response:
+    """POST /v1/jobs on a connection of its own, with the daemon's `auth` headers."""
+    return requests.post(f"{daemon.api}/v1/jobs", data=json.dumps(job), timeout=timeout,
+                         headers={"Content-Type": "application/json", **daemon.auth, **headers})
+
+
+def final_state(daemon: Daemon, job_id: str, timeout: float = 20) -> dict:
+    """The job once it is succeeded or dead; the test fails after `timeout`."""
+    def done():
+        job = fetch(daemon, f"/v1/jobs/{quote(job_id, safe='')}").json()
+        return job if job.get("state") in FINAL else None
+    return wait_for(done, timeout, f"job {job_id!r} to finish")
+
+
+def records(target: Target, key: str, since: int = 0) -> list[dict]:
+    """The requests the target received with Idempotency-Key `key`."""
+    return [r for r in target.received(since) if r["key"] == key]
+
+
+def exposition_samples(text: str) -> dict[tuple[str, tuple], float]:
+    """Every sample of a Prometheus text exposition, keyed by (sample name, sorted labels)."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def samples(daemon: Daemon) -> dict[tuple[str, tuple], float]:
+    """exposition_samples of the daemon's /metrics."""
+    response = fetch(daemon, "/metrics")
+    assert response.status_code == 200
+    return exposition_samples(response.text)
+
+
+def metric(daemon: Daemon, name: str, **labels: str) -> float | None:
+    """The sample `name` with exactly these labels; None if the daemon exports none."""
+    return samples(daemon).get((name, tuple(sorted(labels.items()))))
+
+
+def rejected(daemon: Daemon, reason: str) -> float | None:
+    return metric(daemon, "gq_intake_rejected_total", reason=reason)
+
+
+def assert_clean_log(daemon: Daemon) -> None:
+    log = daemon.log()
+    assert "Traceback" not in log and "internal error" not in log, log[-4000:]
+
+
+# -- an HTTP client that sends exactly the bytes it is given
+
+ANSWER_TIMEOUT = 8.0  # seconds any well-formed request may take to be answered
+
+
+@dataclass
+class Answer:
+    status: int | None                      # None: no answer (closed, reset or timed out)
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    note: str = ""                          # why there is no answer
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def __str__(self) -> str:
+        if self.status is None:
+            return f"no answer ({self.note})"
+        return f"{self.status} {self.body[:300]!r}"
+
+
+class Conn:
+    """One TCP connection to gq; reads HTTP/1.1 answers with Content-Length bodies."""
+
+    def __init__(self, api: str, timeout: float = ANSWER_TIMEOUT):
+        parts = urlsplit(api)
+        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
+        self.buf = b""
+
+    def send(self, data: bytes) -> str:
+        """'' when sent, else the error (the server may close early: that is allowed)."""
+        try:
+            self.sock.sendall(data)
+            return ""
+        except OSError as e:
+            return f"send: {e}"
+
+    def _fill(self, deadline: float) -> str:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return "timeout"
+        self.sock.settimeout(remaining)
+        try:
+            chunk = self.sock.recv(65536)
+        except TimeoutError:
+            return "timeout"
+        except OSError as e:
+            return f"reset: {e}"
+        if not chunk:
+            return "closed"
+        self.buf += chunk
+        return ""
+
+    def answer(self, timeout: float = ANSWER_TIMEOUT) -> Answer:
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in self.buf:
+            problem = self._fill(deadline)
+            if problem:
+                return Answer(None, note=problem)
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0") or 0)
+        while len(self.buf) < length:
+            if self._fill(deadline):
+                break
+        body, self.buf = self.buf[:length], self.buf[length:]
+        return Answer(status, headers, body)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def head_bytes(method: str, path: str, headers: list[tuple[str, str]]) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: gq"] + [f"{k}: {v}" for k, v in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def exchange(api: str, body: bytes, content_type: str | None, *, path: str = "/v1/jobs",
+             method: str = "POST", expect_continue: bool = False, chunked: bool = False,
+             extra: list[tuple[str, str]] = (), timeout: float = ANSWER_TIMEOUT) -> Answer:
+    """One request on a new connection, exactly as given; its answer."""
+    headers = list(extra)
+    if content_type is not None:
+        headers.append(("Content-Type", content_type))
+    if chunked:
+        headers.append(("Transfer-Encoding", "chunked"))
+        step = max(1, len(body) // 3)
+        payload = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + step]), body[i:i + step])
+                           for i in range(0, len(body), step)) + b"0\r\n\r\n"
+    else:
+        headers.append(("Content-Length", str(len(body))))
+        payload = body
+    if expect_continue and body:
+        headers.append(("Expect", "100-continue"))
+    conn = Conn(api, timeout)
+    try:
+        sent = conn.send(head_bytes(method, path, headers))
+        if expect_continue and body and not sent:
+            first = conn.answer(timeout)
+            if first.status != 100:
+                return first
+        if not sent:
+            sent = conn.send(payload)
+        return conn.answer(timeout)
+    finally:
+        conn.close()

@@ -5,19 +5,28 @@ from __future__ import annotations
 import json
 import signal
 import time
-import uuid
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from gq import __version__
-from support import DEADLINE, Daemon, closed_port, daemon_config, wait_for
+from support import (
+    DEADLINE,
+    TOKEN,
+    Daemon,
+    closed_port,
+    daemon_config,
+    fetch,
+    metric,
+    new_id,
+    records,
+    rejected,
+    samples,
+    wait_for,
+)
 
 MAX_BODY = 2048
-TOKEN = "s3cret-token"
 REJECT_REASONS = ("invalid", "unauthorized", "too_large", "queue_full", "draining")
 
 
@@ -32,39 +41,7 @@ def daemon(tmp_path_factory):
     started.stop()
 
 
-@pytest.fixture(scope="module")
-def token_daemon(tmp_path_factory):
-    started = Daemon(tmp_path_factory.mktemp("token"), daemon_config(api={"token": TOKEN}))
-    yield started
-    started.stop()
-
-
 # -- helpers
-
-def new_id(prefix: str = "job") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def fetch(daemon: Daemon, path: str) -> requests.Response:
-    """GET on a connection of its own: quick polling, unaffected by earlier requests."""
-    return requests.get(f"{daemon.api}{path}", timeout=10)
-
-
-def samples(daemon: Daemon) -> dict[tuple[str, tuple], float]:
-    """Every sample of /metrics, keyed by (sample name, sorted labels)."""
-    response = fetch(daemon, "/metrics")
-    assert response.status_code == 200
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(response.text) for s in family.samples}
-
-
-def metric(daemon: Daemon, name: str, **labels: str) -> float | None:
-    return samples(daemon).get((name, tuple(sorted(labels.items()))))
-
-
-def rejected(daemon: Daemon, reason: str) -> float | None:
-    return metric(daemon, "gq_intake_rejected_total", reason=reason)
-
 
 def intake_counts(daemon: Daemon) -> dict[str, float | None]:
     """Accepted jobs and refusals by reason, from one scrape."""
@@ -78,10 +55,6 @@ def wait_state(daemon: Daemon, job_id: str, state: str, timeout: float = DEADLIN
         job = fetch(daemon, f"/v1/jobs/{job_id}").json()
         return job if job.get("state") == state else None
     return wait_for(reached, timeout, f"job {job_id} to be {state}")
-
-
-def delivered(target, job_id: str) -> list[dict]:
-    return [r for r in target.received() if r["key"] == job_id]
 
 
 # -- accepting and delivering
@@ -311,7 +284,7 @@ def test_a_body_of_exactly_max_body_bytes_is_accepted(daemon, shared_target):
     assert len(json.dumps(job)) == MAX_BODY
     assert daemon.post(job).status_code == 202
     wait_state(daemon, job["id"], "succeeded")
-    assert delivered(shared_target, job["id"])[0]["body"] == job["body"]
+    assert records(shared_target, job["id"])[0]["body"] == job["body"]
 
 
 @pytest.mark.parametrize("method, path, status, allow", [
@@ -488,7 +461,7 @@ def test_attempts_are_classified_and_retried(daemon, shared_target, case):
         assert job["last_error"] is None
     else:
         assert job["last_error"] and error in job["last_error"]
-    assert len(delivered(shared_target, job_id)) == seen
+    assert len(records(shared_target, job_id)) == seen
     assert daemon.get("/healthz").status_code == 200
     assert daemon.get("/readyz").status_code == 200
 

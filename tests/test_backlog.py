@@ -74,8 +74,7 @@ def test_an_outage_backlog_waits_on_disk_in_constant_memory_and_is_delivered_onc
         assert target.stats()["duplicates"] == 0  # nothing was in flight to a live target at the kill
         assert rss(restarted.pid) - before < 40 * MB
     finally:
-        target.proc.kill()
-        target.proc.wait()
+        target.stop()
 
 
 def test_the_memory_guard_lets_a_long_backlog_be_delivered(start_daemon, target, tmp_path):

@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 
-from support import Daemon, closed_port, daemon_config, gq_command, run_gq, start_target, to_toml, wait_for
+from support import TOKEN, Daemon, closed_port, daemon_config, gq_command, run_gq, start_target, to_toml, wait_for
 
-TOKEN = "cli-token"
 LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z]+ gq")
 
 # The config of CONTRACT.md: every section, key and default.
@@ -71,14 +70,6 @@ def summary(result: subprocess.CompletedProcess) -> dict[str, Any]:
 
 def port_of(daemon: Daemon) -> int:
     return int(daemon.api.rsplit(":", 1)[1])
-
-
-@pytest.fixture(scope="module")
-def token_daemon(tmp_path_factory):
-    config = daemon_config(api={"token": TOKEN}, pool={"size": 4})
-    started = Daemon(tmp_path_factory.mktemp("cli"), config)
-    yield started
-    started.stop()
 
 
 # -- --version and check-config
@@ -439,8 +430,7 @@ def busy_daemon(tmp_path_factory):
         finally:
             daemon.stop()
     finally:
-        target.proc.kill()
-        target.proc.wait()
+        target.stop()
 
 
 def test_status_prints_queue_workers_draining(busy_daemon):

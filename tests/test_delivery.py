@@ -14,7 +14,7 @@ from collections import Counter
 
 import requests
 
-from support import Daemon, closed_port, wait_for
+from support import Daemon, assert_clean_log, closed_port, wait_for
 
 JOURNAL = {"path": "data/journal.sqlite3"}
 
@@ -22,11 +22,6 @@ JOURNAL = {"path": "data/journal.sqlite3"}
 def finished(daemon: Daemon) -> int:
     done = daemon.status()["finished"]
     return done["succeeded"] + done["dead"]
-
-
-def assert_clean_log(daemon: Daemon) -> None:
-    log = daemon.log()
-    assert "Traceback" not in log and "internal error" not in log, log[-4000:]
 
 
 # -- with only [retry] configured

@@ -9,18 +9,14 @@ are on counts within deadlines; measured figures are printed (run with -s to see
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from typing import Any
 
 import pytest
-import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from gq.destinations import PROBES
-from support import HERE, Daemon, Target, daemon_config, run_gq, to_toml, wait_for
+from support import Daemon, Target, assert_clean_log, daemon_config, run_gq, spawn_target, to_toml, wait_for
 
 OTHER_HOST = "127.0.0.2"
 
@@ -29,14 +25,7 @@ OTHER_HOST = "127.0.0.2"
 
 def start_target_on(host: str) -> Target:
     """tests/target.py listening on `host` (any free port); its job URLs name that host."""
-    proc = subprocess.Popen([sys.executable, str(HERE / "target.py"), "--host", host],
-                            stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    if not line.startswith("listening "):
-        proc.kill()
-        proc.wait()
-        raise RuntimeError(f"target on {host} did not start: {line!r}")
-    target = Target(proc, int(line.split()[1]))
+    target = spawn_target("--host", host)
     target.base = f"http://{host}:{target.port}"
     return target
 
@@ -46,19 +35,7 @@ def second_target():
     """A target on 127.0.0.2: a second destination host for gq."""
     t = start_target_on(OTHER_HOST)
     yield t
-    t.proc.kill()
-    t.proc.wait()
-
-
-def control(target: Target, path: str) -> None:
-    requests.post(f"{target.base}{path}", timeout=10).raise_for_status()
-
-
-def overrides(table: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """destinations.overrides as TOML dotted keys under [destinations] (the conftest writer
-    spells values as JSON, which has no inline-table form): overrides."HOST".key = value."""
-    return {f'overrides."{pattern}".{key}': value
-            for pattern, limits in table.items() for key, value in limits.items()}
+    t.stop()
 
 
 def destination_metrics(daemon: Daemon) -> dict[str, dict[tuple, float]]:
@@ -77,11 +54,6 @@ def destination_metrics(daemon: Daemon) -> dict[str, dict[tuple, float]]:
 
 def circuit_state(daemon: Daemon, host: str) -> float | None:
     return destination_metrics(daemon).get("gq_destination_circuit_state", {}).get((host,))
-
-
-def assert_clean_log(daemon: Daemon) -> None:
-    log = daemon.log()
-    assert "Traceback" not in log and "internal error" not in log, log[-4000:]
 
 
 def states(daemon: Daemon, ids: list[str]) -> list[dict]:
@@ -163,7 +135,7 @@ def test_circuit_opens_while_the_host_is_down_and_closes_once_it_answers(start_d
     # A retry budget longer than the outage: the breaker spends attempts, locally, at the
     # backoff pace (about 0.25 s each here), so 100 of them last well past it.
     daemon = start_daemon(destinations=BREAKER, retry={"max_attempts": 100})
-    control(target, "/_down")
+    target.control("/_down")
     response = daemon.post([{"url": target.url()} for _ in range(JOBS_DOWN)])
     assert response.status_code == 202
     ids = response.json()["ids"]
@@ -195,7 +167,7 @@ def test_circuit_opens_while_the_host_is_down_and_closes_once_it_answers(start_d
     assert any(a["error"] and a["error"].startswith("circuit open: 127.0.0.1") for j in jobs for a in j["history"])
     assert daemon.log().count("circuit closed") == 0
 
-    control(target, "/_up")
+    target.control("/_up")
     wait_for(lambda: "circuit closed" in daemon.log(), timeout=20, what="the circuit to close after the host came up")
     wait_for(lambda: daemon.status()["finished"]["succeeded"] == JOBS_DOWN, timeout=20,
              what=f"all {JOBS_DOWN} jobs to succeed")
@@ -215,7 +187,7 @@ def test_with_the_breaker_on_jobs_to_a_host_that_stays_down_die_after_max_attemp
     attempts = 12
     daemon = start_daemon(destinations={**BREAKER, "breaker_window": 0.2, "breaker_cooldown": 60},
                           retry={"max_attempts": attempts, "backoff_max": 0.3})
-    control(target, "/_down")
+    target.control("/_down")
     ids = daemon.post([{"url": target.url()} for _ in range(10)]).json()["ids"]
     wait_for(lambda: daemon.status()["finished"]["dead"] == 10, timeout=30, what="10 dead letters")
     jobs = states(daemon, ids)
@@ -307,7 +279,7 @@ def test_rate_limit_bounds_requests_per_second(start_daemon, target):
 
 def test_override_caps_one_host_while_the_other_runs_many_at_once(start_daemon, target, second_target):
     daemon = start_daemon(pool={"size": 50},
-                          destinations=overrides({OTHER_HOST: {"max_in_flight": 1}}))
+                          destinations={"overrides": {OTHER_HOST: {"max_in_flight": 1}}})
     capped_jobs = [{"url": second_target.url(delay=0.3)} for _ in range(8)]
     free_jobs = [{"url": target.url(delay=1)} for _ in range(30)]
     response = daemon.post(capped_jobs + free_jobs)
@@ -389,7 +361,7 @@ def test_config_error_in_overrides_names_the_key(tmp_path, case):
 def test_jobs_past_a_capped_hosts_parked_share_are_not_held_back(start_daemon, second_target):
     # queue.maxsize 20: a host may park 10 jobs; the rest go back to the broker. The host
     # takes a job in milliseconds, so none of them should wait long for it.
-    daemon = start_daemon(queue={"maxsize": 20}, destinations=overrides({OTHER_HOST: {"max_in_flight": 1}}))
+    daemon = start_daemon(queue={"maxsize": 20}, destinations={"overrides": {OTHER_HOST: {"max_in_flight": 1}}})
     response = daemon.post([{"url": second_target.url()} for _ in range(20)])
     assert response.status_code == 202
     ids = response.json()["ids"]
@@ -411,7 +383,7 @@ def test_jobs_past_a_capped_hosts_parked_share_are_not_held_back(start_daemon, s
 
 def test_parked_job_is_not_lost_when_a_reload_shrinks_the_queue(start_daemon, target, second_target):
     sections = {"pool": {"size": 2}, "queue": {"maxsize": 10},
-                "destinations": overrides({OTHER_HOST: {"max_in_flight": 1}})}
+                "destinations": {"overrides": {OTHER_HOST: {"max_in_flight": 1}}}}
     daemon = start_daemon(**sections)
     ids = [daemon.post({"url": second_target.url(delay=2)}).json()["id"]]
     wait_for(lambda: second_target.count() == 1, timeout=10, what="the capped host's first job in flight")
@@ -446,7 +418,7 @@ def test_parked_job_is_not_lost_when_a_reload_shrinks_the_queue(start_daemon, ta
 # -- 10. one host, however its address is spelled
 
 def test_cap_counts_an_address_however_it_is_spelled(start_daemon, second_target):
-    daemon = start_daemon(destinations=overrides({OTHER_HOST: {"max_in_flight": 1}}))
+    daemon = start_daemon(destinations={"overrides": {OTHER_HOST: {"max_in_flight": 1}}})
     port = second_target.port
     spellings = ("127.0.0.2", "127.2", "127.0.2", "2130706434")  # all connect to 127.0.0.2
     jobs = [{"url": f"http://{host}:{port}/hook?delay=0.5"} for host in spellings for _ in range(2)]

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from gq.metrics import LATENCY_BUCKETS, HistogramFamily, Metrics
+from support import exposition_samples
 
 
-def samples(registry: CollectorRegistry) -> dict:
-    text = generate_latest(registry).decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+def registry_samples(registry: CollectorRegistry) -> dict:
+    return exposition_samples(generate_latest(registry).decode())
 
 
 def test_histogram_matches_prometheus_clients():
@@ -23,14 +21,15 @@ def test_histogram_matches_prometheus_clients():
     for v in values:
         mine.observe(v)
         reference.observe(v)
-    assert samples(ours) == {k: v for k, v in samples(theirs).items() if not k[0].endswith("_created")}
+    assert registry_samples(ours) == {k: v for k, v in registry_samples(theirs).items()
+                                      if not k[0].endswith("_created")}
 
 
 def test_counters_start_at_zero_and_count():
     metrics = Metrics()
     metrics.accepted(3)
     metrics.rejected.inc("queue_full")
-    got = samples(metrics.registry)
+    got = registry_samples(metrics.registry)
     assert got[("gq_jobs_accepted_total", ())] == 3
     assert got[("gq_intake_rejected_total", (("reason", "queue_full"),))] == 1
     assert got[("gq_intake_rejected_total", (("reason", "draining"),))] == 0

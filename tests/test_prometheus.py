@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import ctypes
 import json
-import os
 import random
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -34,7 +31,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import ROOT, Daemon, daemon_config, start_target, unavailable, wait_for
+from packages import PackageError, provide
+from support import ROOT, Daemon, daemon_config, free_port, start_target, unavailable, wait_for
 
 MONITORING = ROOT / "monitoring"
 RULES = MONITORING / "gq-alerts.yml"
@@ -120,44 +118,16 @@ def _stop_started_service(before: set[int]) -> None:
     psutil.wait_procs(alive, timeout=10)
 
 
-def _install_prometheus() -> str:
-    """`apt-get install prometheus`; returns why it failed, or "" on success."""
-    if not shutil.which("apt-get"):
-        return "prometheus/promtool not found, and there is no apt-get to install them"
-    if os.geteuid() != 0:
-        return "prometheus/promtool not found, and installing the Debian package needs root"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    wait_lock = ["-o", "DPkg::Lock::Timeout=300"]
-    before = _prometheus_pids()
-    try:
-        for command in (["apt-get", *wait_lock, "update", "-qq"],
-                        ["apt-get", *wait_lock, "install", "-y", "-qq", "--no-install-recommends",
-                         "prometheus"]):
-            try:
-                done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-            except subprocess.TimeoutExpired:
-                return f"`{' '.join(command)}` took over 900s"
-            if done.returncode != 0:
-                return f"`{' '.join(command)}` exited {done.returncode}: {done.stderr.strip()[-2000:]}"
-    finally:
-        _stop_started_service(before)
-    return ""
-
-
-_install_outcome: list[str] = []   # a failed install is tried once per session, not once per test
-
-
 @pytest.fixture(scope="session")
 def tools() -> Tools:
-    found = shutil.which("prometheus"), shutil.which("promtool")
-    if not all(found):
-        if not _install_outcome:
-            _install_outcome.append(_install_prometheus())
-        why = _install_outcome[0]
-        found = shutil.which("prometheus"), shutil.which("promtool")
-        if not all(found):
-            unavailable(why or "the prometheus package installed, but prometheus/promtool are not on PATH")
-    return Tools(*found)
+    """prometheus and promtool, from the Debian package when missing."""
+    before = _prometheus_pids()
+    try:
+        return Tools(*provide("prometheus", "promtool", packages=["prometheus"]))
+    except PackageError as e:
+        unavailable(str(e))
+    finally:
+        _stop_started_service(before)
 
 
 def promtool(tools: Tools, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
@@ -240,17 +210,10 @@ def populated(tmp_path_factory) -> Iterator[Populated]:
         yield Populated(daemon, wait_for(settled, what="5 jobs finished and a lag probe observed"))
     finally:
         daemon.stop()
-        target.proc.kill()
-        target.proc.wait()
+        target.stop()
 
 
 # -- a Prometheus server
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM it when the test process dies, however it dies."""

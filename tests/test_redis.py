@@ -22,10 +22,9 @@ from typing import Any
 import psutil
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
-from redis_server import RedisServer, free_port
-from support import Daemon, run_gq, to_toml, wait_for
+from redis_server import RedisServer
+from support import Daemon, closed_port, metric, run_gq, to_toml, wait_for
 
 CLAIM_IDLE = 2.0   # seconds: broker.claim_idle of every daemon here
 
@@ -123,14 +122,6 @@ def consumer_of(daemon: Daemon) -> str:
     m = re.search(r"broker: Redis stream \S+, consumer (\S+)", daemon.log())
     assert m, daemon.log()
     return m.group(1)
-
-
-def metric(daemon: Daemon, name: str, **labels: str) -> float | None:
-    for family in text_string_to_metric_families(daemon.get("/metrics").text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-    return None
 
 
 def succeeded(daemon: Daemon) -> int:
@@ -681,7 +672,7 @@ def test_metrics_show_the_shared_stream(fleet, target):
 def test_no_redis_at_start_is_one_error_line_and_exit_1(tmp_path):
     config = tmp_path / "gq.toml"
     config.write_text(to_toml({"api": {"listen": "127.0.0.1:0"}, "journal": {"path": ""},
-                               "broker": {"kind": "redis", "url": f"redis://127.0.0.1:{free_port()}/0"}}))
+                               "broker": {"kind": "redis", "url": f"redis://127.0.0.1:{closed_port()}/0"}}))
     for args in (("run",), ("dlq", "list")):
         result = run_gq(*args, "-c", str(config), timeout=60)
         errors = [line for line in result.stderr.splitlines() if line.startswith("gq: ")]

@@ -12,13 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from support import Daemon, unavailable, wait_for
+from support import Daemon, rejected, samples, unavailable, wait_for
 
 JOB_BYTES = 1024
-
-
-def control(target, path: str) -> None:
-    requests.post(f"{target.base}{path}", timeout=10).raise_for_status()
 
 
 def jobs(target, count: int, tag: str = "") -> list[dict]:
@@ -31,13 +27,6 @@ def refusal(response: requests.Response, status: int, reason_text: str) -> None:
     assert reason_text in response.json()["error"], response.json()
 
 
-def rejected(daemon: Daemon, reason: str) -> float:
-    text = requests.get(f"{daemon.api}/metrics", timeout=10).text
-    line = next(row for row in text.splitlines()
-                if row.startswith(f'gq_intake_rejected_total{{reason="{reason}"}}'))
-    return float(line.split()[-1])
-
-
 def delivered_all(target, ids: list[str]) -> None:
     wait_for(lambda: {r["key"] for r in target.received()} >= set(ids), timeout=60,
              what=f"{len(ids)} accepted jobs delivered")
@@ -48,11 +37,11 @@ def delivered_all(target, ids: list[str]) -> None:
 @pytest.mark.parametrize("journal", ["data/journal.sqlite3", ""], ids=["journal", "memory"])
 def test_past_max_backlog_intake_answers_429_and_every_202_is_delivered(start_daemon, target, journal):
     daemon = start_daemon(journal={"path": journal, "max_backlog": 20}, retry={"max_attempts": 1000})
-    control(target, "/_down")
+    target.control("/_down")
     accepted = daemon.post(jobs(target, 20)).json()["ids"]
     refusal(daemon.post(jobs(target, 1)), 429, "backlog full: 20 unfinished jobs, journal.max_backlog (20)")
     assert rejected(daemon, "backlog_full") == 1
-    control(target, "/_up")
+    target.control("/_up")
     delivered_all(target, accepted)
     wait_for(lambda: daemon.post(jobs(target, 1)).status_code == 202, what="room again once delivered")
 
@@ -85,7 +74,7 @@ def small_disk(tmp_path):
 def test_a_disk_that_fills_turns_intake_to_503_and_it_resumes_when_space_returns(start_daemon, target, small_disk):
     daemon = start_daemon(journal={"path": str(small_disk.path / "journal.sqlite3"), "min_free_mb": 1},
                           retry={"max_attempts": 1000})
-    control(target, "/_down")  # every job waits in the journal: it grows until the disk is full
+    target.control("/_down")  # every job waits in the journal: it grows until the disk is full
     accepted: list[str] = []
     for _ in range(200):
         response = daemon.post(jobs(target, 50))
@@ -103,15 +92,14 @@ def test_a_disk_that_fills_turns_intake_to_503_and_it_resumes_when_space_returns
     wait_for(lambda: daemon.get("/readyz").status_code == 200, what="ready again once space returned")
     later = daemon.post(jobs(target, 10))
     assert later.status_code == 202, later.text
-    control(target, "/_up")
+    target.control("/_up")
     delivered_all(target, accepted + later.json()["ids"])
     assert "Traceback" not in daemon.log()
 
 
 def rejected_reasons(daemon: Daemon) -> set[str]:
-    text = requests.get(f"{daemon.api}/metrics", timeout=10).text
-    return {row.split('"')[1] for row in text.splitlines()
-            if row.startswith("gq_intake_rejected_total{") and not row.endswith(" 0.0")}
+    return {dict(labels)["reason"] for (name, labels), value in samples(daemon).items()
+            if name == "gq_intake_rejected_total" and value}
 
 
 def test_a_duplicate_is_answered_only_for_a_job_that_is_on_disk(start_daemon, target, small_disk):

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 
+from packages import PackageError, find, install, provide
 from support import to_toml, unavailable, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,23 +67,20 @@ def nspawn() -> str:
     for tool in ("nsenter", "dpkg-query"):
         if not shutil.which(tool):
             no_systemd(f"{tool} is not installed")
-    if not shutil.which("systemd-nspawn"):
-        version = run("dpkg-query", "-W", "-f=${Version}", "systemd")
-        if version.returncode != 0 or not version.stdout.strip():
-            no_systemd("systemd is not installed, so systemd-container cannot be pinned to it")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        apt = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "install", "-y", "-q", "--no-install-recommends"]
-        update = run("apt-get", "update", "-qq", timeout=600, env=env)
-        # Pinned, else apt upgrades systemd itself; unpinned only if that version is gone.
-        pinned = run(*apt, f"systemd-container={version.stdout.strip()}", timeout=600, env=env)
-        if pinned.returncode != 0:
-            unpinned = run(*apt, "systemd-container", timeout=600, env=env)
-            if unpinned.returncode != 0:
-                no_systemd(f"apt-get install systemd-container failed: {update.stderr.strip()} "
-                            f"{pinned.stderr.strip()} {unpinned.stderr.strip()}"[-2000:])
-    path = shutil.which("systemd-nspawn")
-    if not path:
-        no_systemd("systemd-nspawn is still missing after installing systemd-container")
+    path = find("systemd-nspawn")
+    if path:
+        return path
+    version = run("dpkg-query", "-W", "-f=${Version}", "systemd")
+    if version.returncode != 0 or not version.stdout.strip():
+        no_systemd("systemd is not installed, so systemd-container cannot be pinned to it")
+    # Pinned, else apt upgrades systemd itself; unpinned only if that version is gone.
+    try:
+        [path] = provide("systemd-nspawn", packages=[f"systemd-container={version.stdout.strip()}"])
+    except PackageError as pinned:
+        try:
+            [path] = provide("systemd-nspawn", packages=["systemd-container"])
+        except PackageError as unpinned:
+            no_systemd(f"{pinned}; unpinned: {unpinned}")
     return path
 
 
@@ -107,9 +105,10 @@ def build_venv(dest: Path) -> None:
                 shutil.copy2(ROOT / name, Path(src) / name)
         made = run("/usr/bin/python3", "-m", "venv", str(build))
         if made.returncode != 0 and "ensurepip" in made.stdout + made.stderr:
-            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-            run("apt-get", "-o", "DPkg::Lock::Timeout=300", "install", "-y", "-q", "--no-install-recommends",
-                "python3-venv", timeout=600, env=env)
+            try:
+                install("python3-venv")
+            except PackageError as e:
+                pytest.fail(f"/usr/bin/python3 -m venv needs ensurepip: {e}")
             shutil.rmtree(build, ignore_errors=True)
             made = run("/usr/bin/python3", "-m", "venv", str(build))
         if made.returncode != 0:
