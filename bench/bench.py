@@ -36,20 +36,15 @@ scenario, then one line of JSON with every figure. Exit 1 if any run FAILED.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import hashlib
-import http.client
 import importlib.metadata
 import json
 import os
 import platform
 import pstats
-import re
-import resource
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -59,503 +54,39 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-PY = sys.executable
-TARGET_CORE, MEASURED_CORE = 1, 0
-BOTH_CORES = frozenset({TARGET_CORE, MEASURED_CORE})   # "not pinned": a process may run on either
+from harness import BENCH, PY, ROOT, BenchError, Skipped
+from harness.context import DISTURBED_PCT, Context, Run
+from harness.gq import GQ, Daemon, batch_argv, jobs
+from harness.measure import against_baseline, measure, ratio, run_baseline, run_batch
+from harness.proc import BOTH_CORES, MEASURED_CORE, TARGET_CORE, CoreClock, Proc, cpu_seconds_of, let_run_on, request
+from harness.report import fmt, status_cell, table
+from harness.shared import RedisServer, find_redis_server, wait_for
+from harness.target import BenchTarget
+
 SCENARIOS = ("A", "B", "cores", "redis", "intake", "drain", "memory")
 EXTRA_SCENARIOS = ("backlog", "metrics", "profile")
-GQ = ["-m", "gq"]                                       # how gq is started: `python -m gq ...`
-GQ_WITHOUT_METRICS = [str(BENCH / "gq_without_metrics.py")]   # the same, Metrics' job path made no-ops
-REDIS_SERVER = "/usr/bin/redis-server"                  # Debian's, when none is on $PATH
-STDLIB = Path(sysconfig.get_paths()["stdlib"])
-POLL = 0.005                        # seconds between looks at a child that is about to exit
-QUIET_WAIT, QUIET_PCT = 10.0, 20.0  # before each measured run: wait up to 10 s for both cores < 20% busy
-DISTURBED_PCT = 10.0                # a run during which others used more of core 0 is flagged (and re-run)
 BUDGET_PER_SCENARIO, QUICK_BUDGET_PER_SCENARIO = 48, 10   # seconds of --budget's default
+GQ_WITHOUT_METRICS = [str(BENCH / "gq_without_metrics.py")]   # the same, Metrics' job path made no-ops
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
 DELIVERY = {"A": (20000, 100, 0.0), "B": (10000, 500, 0.1)}   # scenario: jobs, pool, target delay (s)
-
-
-class BenchError(Exception):
-    """A run could not be carried out (a process did not start, answer or stop)."""
-
-
-class Skipped(BenchError):
-    """A scenario this machine cannot run (a program it needs is missing): not a failure."""
-
-
-# -- processes ---------------------------------------------------------------
-
-Cores = int | frozenset[int]   # one core, or BOTH_CORES
-
-
-def core_set(cores: Cores) -> frozenset[int]:
-    return frozenset({cores}) if isinstance(cores, int) else cores
-
-
-class Proc:
-    """A child process, pinned to one core (or let run on both), its stdout/stderr in files
-    of the work dir, reaped with os.wait4 so its own rusage (CPU, peak RSS) is known: Linux
-    adds to it that of the children it waited for, and its peak RSS is the largest of theirs."""
-
-    live: dict[int, Proc] = {}
-
-    def __init__(self, name: str, argv: list[str], ctx: Context, cores: Cores | None):
-        self.name = name
-        self.out = ctx.workdir / f"{name}.out"
-        self.err = ctx.workdir / f"{name}.err"
-        pin = partial(os.sched_setaffinity, 0, core_set(cores)) if ctx.pinned and cores is not None else None
-        with open(self.out, "wb") as out, open(self.err, "wb") as err:
-            self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                          cwd=ctx.workdir, env=ctx.env, preexec_fn=pin)
-        self.pid = self.popen.pid
-        self.started = time.monotonic()
-        self.code: int | None = None
-        self.rusage: Any = None
-        Proc.live[self.pid] = self
-
-    def wait(self, timeout: float) -> int | None:
-        """The exit code, or None if still running after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while self.code is None:
-            pid, status, rusage = os.wait4(self.pid, os.WNOHANG)
-            if pid:
-                self.code, self.rusage = os.waitstatus_to_exitcode(status), rusage
-                self.popen.returncode = self.code  # reaped here, not by Popen
-                Proc.live.pop(self.pid, None)
-            elif time.monotonic() >= deadline:
-                return None
-            else:
-                time.sleep(POLL)
-        return self.code
-
-    def send(self, sig: int) -> None:
-        if self.code is None:
-            os.kill(self.pid, sig)
-
-    def stop(self, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGINT), timeout: float = 15.0) -> int:
-        """Signal it (each signal once, 0.2 s apart) until it exits; SIGKILL past `timeout`."""
-        for sig in signals:
-            self.send(sig)
-            if self.wait(0.2) is not None:
-                return self.code
-        if self.wait(timeout) is None:
-            self.send(signal.SIGKILL)
-            self.wait(5)
-            raise BenchError(f"{self.name} did not exit within {timeout:g}s of {signals}: killed")
-        return self.code
-
-    def wait_line(self, pattern: str, timeout: float, stream: str = "err") -> re.Match:
-        """Wait for a line of its stdout/stderr matching `pattern`."""
-        path = self.err if stream == "err" else self.out
-        deadline = time.monotonic() + timeout
-        while True:
-            match = re.search(pattern, path.read_text(errors="replace"))
-            if match:
-                return match
-            if self.wait(0) is not None:
-                raise BenchError(f"{self.name} exited ({self.code}) before {pattern!r}: {self.tail()}")
-            if time.monotonic() > deadline:
-                raise BenchError(f"{self.name}: no {pattern!r} within {timeout:g}s: {self.tail()}")
-            time.sleep(0.02)
-
-    def tail(self, lines: int = 3) -> str:
-        text = (self.err.read_text(errors="replace") + self.out.read_text(errors="replace")).strip()
-        return " | ".join(text.splitlines()[-lines:]) or "(no output)"
-
-    def stdout_json(self) -> dict:
-        lines = self.out.read_text(errors="replace").strip().splitlines()
-        try:
-            return json.loads(lines[-1])
-        except (IndexError, ValueError):
-            raise BenchError(f"{self.name}: no JSON on stdout: {self.tail()}") from None
-
-    @property
-    def cpu_seconds(self) -> float:
-        return self.rusage.ru_utime + self.rusage.ru_stime
-
-    @property
-    def max_rss_mb(self) -> float:
-        return self.rusage.ru_maxrss / 1024
-
-    @classmethod
-    def kill_all(cls) -> None:
-        """At exit: end every child this script started that is still running, by its pid."""
-        for proc in list(cls.live.values()):
-            proc.send(signal.SIGKILL)
-            proc.wait(5)
-
-
-def request(method: str, url: str, body: Any = None, timeout: float = 30.0) -> tuple[int, Any]:
-    """One HTTP request from this script (control and checks, never measured)."""
-    host, _, rest = url.removeprefix("http://").partition("/")
-    conn = http.client.HTTPConnection(host, timeout=timeout)
-    try:
-        data = None if body is None else json.dumps(body).encode()
-        conn.request(method, "/" + rest, body=data,
-                     headers={"Content-Type": "application/json"} if data is not None else {})
-        response = conn.getresponse()
-        raw = response.read()
-        try:
-            return response.status, json.loads(raw)
-        except ValueError:
-            return response.status, raw.decode(errors="replace")
-    finally:
-        conn.close()
-
-
-def cpu_seconds_of(ps: psutil.Process) -> float:
-    """A running process's CPU so far (user + system)."""
-    t = ps.cpu_times()
-    return t.user + t.system
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def poll_until(what: str, check: Callable[[], Any], timeout: float, every: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise BenchError(f"{what}: not within {timeout:g}s")
-        time.sleep(every)
-
-
-class CoreClock:
-    """CPU time spent on the measured core (or cores) by everything (steal included), to tell
-    how much of it went to processes other than those measured: another load on the machine.
-    This script's own CPU counts as measured when it runs on one of those cores."""
-
-    def __init__(self, ctx: Context, cores: Cores = MEASURED_CORE):
-        self.enabled = ctx.pinned
-        self.cores = sorted(core_set(cores))
-        self.mine = bool(set(self.cores) & os.sched_getaffinity(0))
-        self.wall, self.busy, self.own = time.monotonic(), self._busy(), time.process_time()
-
-    def _busy(self) -> float:
-        times = psutil.cpu_times(percpu=True)
-        return sum(t.user + t.nice + t.system + t.irq + t.softirq + t.steal for t in (times[c] for c in self.cores))
-
-    def others_pct(self, own_cpu_seconds: float) -> float | None:
-        """Percent of the cores' wall time used by others (or stolen) since this clock started."""
-        if not self.enabled:
-            return None
-        wall = time.monotonic() - self.wall
-        if self.mine:
-            own_cpu_seconds += time.process_time() - self.own
-        others = max(0.0, self._busy() - self.busy - own_cpu_seconds)
-        return round(others / (wall * len(self.cores)) * 100, 1) if wall else 0.0
-
-
-# -- the target ----------------------------------------------------------------
-
-class Target:
-    """tests/target.py on its own core; counts what it receives."""
-
-    def __init__(self, ctx: Context):
-        self.proc = Proc("target", [PY, str(ROOT / "tests" / "target.py"), "--port", "0"], ctx, TARGET_CORE)
-        port = self.proc.wait_line(r"listening (\d+)", 15, stream="out").group(1)
-        self.base = f"http://127.0.0.1:{port}"
-        self.ps = psutil.Process(self.proc.pid)
-
-    def url(self, delay: float = 0) -> str:
-        return f"{self.base}/hook" + (f"?delay={delay:g}" if delay else "")
-
-    def reset(self) -> None:
-        status, _ = request("POST", f"{self.base}/_reset")
-        if status != 200:
-            raise BenchError(f"target: /_reset answered {status}")
-
-    def stats(self) -> dict:
-        return request("GET", f"{self.base}/_stats")[1]
-
-    def cpu_seconds(self) -> float:
-        return cpu_seconds_of(self.ps)
-
-    @contextlib.contextmanager
-    def beside(self, ctx: Context, cores: Cores):
-        """While what is measured runs on `cores`: when that is both cores, the target may run
-        on either too (it shares them), and is back on its own core afterwards."""
-        shared = ctx.pinned and core_set(cores) == BOTH_CORES
-        if shared:
-            os.sched_setaffinity(self.proc.pid, BOTH_CORES)
-        try:
-            yield
-        finally:
-            if shared:
-                os.sched_setaffinity(self.proc.pid, {TARGET_CORE})
-
-    def received_times(self, since: int = 0) -> list[float]:
-        """When (wall clock) each job request since the reset arrived, from the `since`-th on."""
-        status, received = request("GET", f"{self.base}/_received?since={since}", timeout=60)
-        if status != 200:
-            raise BenchError(f"target: /_received answered {status}")
-        return [r["t"] for r in received]
-
-    def check(self, jobs: int) -> list[str]:
-        """What is wrong with what the target received, if it was not every job exactly once."""
-        s = self.stats()
-        problems = []
-        if s["count"] != jobs:
-            problems.append(f"target received {s['count']} requests, expected {jobs}")
-        if s["keys"] != jobs:
-            problems.append(f"target saw {s['keys']} distinct Idempotency-Keys, expected {jobs}")
-        return problems
-
-
-# -- the context: work dir, target, settings -------------------------------------
-
-@dataclass
-class Context:
-    workdir: Path
-    quick: bool
-    pinned: bool
-    env: dict[str, str]
-    deadline: float = float("inf")   # for measuring a disturbed run again, not a hard stop
-    target: Target | None = None
-    counter: int = 0
-    runs: dict[str, Run] = field(default_factory=dict)   # delivery runs by label, for later scenarios
-
-    def scaled(self, jobs: int) -> int:
-        return jobs // 10 if self.quick else jobs
-
-    def name(self, label: str) -> str:
-        """A unique name for a run's files in the work dir."""
-        self.counter += 1
-        return f"{self.counter:02d}-{label}"
-
-    def quiet(self) -> float:
-        """Wait (a few seconds at most, within the time budget) for a moment when other
-        processes leave both cores alone: the machine may be shared. Returns the seconds waited."""
-        started = time.monotonic()
-        limit = min(QUIET_WAIT / 3 if self.quick else QUIET_WAIT, self.deadline - started)
-        while time.monotonic() - started < limit:
-            if max(psutil.cpu_percent(interval=0.5, percpu=True)[:2]) < QUIET_PCT:
-                break
-        return round(time.monotonic() - started, 1)
-
-    def least_disturbed(self, measure_once: Callable[[], Run]) -> Run:
-        """Measure; if other processes took more than DISTURBED_PCT of the measured core and
-        the time budget allows, measure once more, and keep the less disturbed of the two."""
-        started = time.monotonic()
-        run = measure_once()
-        spent = time.monotonic() - started
-        if (run.others_pct or 0) > DISTURBED_PCT and time.monotonic() + 1.5 * spent < self.deadline:
-            again = measure_once()
-            again.extra["others_pct_of_discarded_run"] = run.others_pct
-            if (again.others_pct or 0) < run.others_pct:
-                run = again
-        return run
-
-    def run_bound(self, jobs: int) -> float:
-        """Seconds a delivery run may take before it is stopped and reported FAILED."""
-        return 60 + jobs / 100
-
-
-@dataclass
-class Run:
-    """One measured process."""
-
-    label: str
-    jobs: int
-    ok: bool = True
-    problems: list[str] = field(default_factory=list)
-    jobs_per_s: float | None = None
-    cpu_us_per_job: float | None = None
-    max_rss_mb: float | None = None
-    seconds: float | None = None
-    others_pct: float | None = None    # the measured core's (cores') time used by other processes
-    target_cpu_pct: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def fail(self, problem: str) -> None:
-        self.ok = False
-        self.problems.append(problem)
-
-
-# -- gq configs and job files ------------------------------------------------------
-
-def toml_value(value: Any) -> str:
-    return json.dumps(value)  # strings, numbers, booleans: JSON's spelling is TOML's
-
-
-def journal_path(ctx: Context, name: str) -> Path:
-    return ctx.workdir / f"{name}.journal" / "journal.sqlite3"
-
-
-def write_config(ctx: Context, name: str, *, pool: int, maxsize: int, url: str, journal: bool,
-                 timeout: float = 30.0, listen: str | None = None, broker: dict | None = None,
-                 seed: Path | None = None) -> Path:
-    """A config file for run `name`; with a `seed` journal, its journal starts as a copy of it."""
-    if seed is not None:
-        journal_path(ctx, name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(seed, journal_path(ctx, name))
-    sections: dict[str, dict[str, Any]] = {
-        "queue": {"maxsize": maxsize},
-        "pool": {"size": pool},
-        "target": {"url": url, "timeout": timeout},
-        "retry": {"max_attempts": 1},    # a failure must show as a failure, not as a retry's delay
-        "journal": {"path": str(journal_path(ctx, name)) if journal else ""},
-        "log": {"level": "info"},
-    }
-    if listen:
-        sections["api"] = {"listen": listen}
-    if broker:
-        sections["broker"] = broker
-    text = "".join(f"[{section}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in keys.items()) + "\n"
-                   for section, keys in sections.items())
-    path = ctx.workdir / f"{name}.toml"
-    path.write_text(text)
-    return path
-
-
-def job_body(seq: int) -> dict:
-    """What every benchmark job carries (bench/baseline.py sends the same)."""
-    return {"seq": seq, "event": "bench", "source": "gq-bench"}
-
-
-def jobs(prefix: str, first: int, count: int, url: str | None = None) -> list[dict]:
-    """gq jobs with ids `prefix<n>`; no url: the config's target.url."""
-    return [{"id": f"{prefix}{n}", **({"url": url} if url else {}), "json": job_body(n)}
-            for n in range(first, first + count)]
-
-
-def write_jobs(ctx: Context, name: str, count: int) -> Path:
-    path = ctx.workdir / f"{name}.jsonl"
-    with open(path, "w") as f:
-        for job in jobs(f"{name}-", 0, count):
-            f.write(json.dumps(job, separators=(",", ":")) + "\n")
-    return path
 
 
 # -- delivery: the baseline and gq batch ------------------------------------------------
 
-def children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def measure(ctx: Context, label: str, argv: list[str], jobs_count: int,
-            read: Callable[[Proc, Run], None], slowdown: float = 1.0, cores: Cores = MEASURED_CORE) -> Run:
-    """Run one delivery process on the measured core (or on both, beside the target) against a
-    freshly reset target; `read` fills the figures in from the exited process; then check the
-    target got every job, and note the span from its first request to its last."""
-    run = Run(label, jobs_count)
-    ctx.target.reset()
-    run.extra["waited_for_quiet_s"] = ctx.quiet()
-    with ctx.target.beside(ctx, cores):
-        clock, target_cpu, children_cpu = CoreClock(ctx, cores), ctx.target.cpu_seconds(), children_cpu_seconds()
-        proc = Proc(ctx.name(label), argv, ctx, cores)
-        bound = ctx.run_bound(jobs_count) * slowdown
-        if proc.wait(bound) is None:
-            run.fail(f"did not finish within {bound:g}s")
-            try:
-                proc.stop((signal.SIGTERM,), timeout=10)
-            except BenchError as e:
-                run.fail(str(e))
-        wall = time.monotonic() - proc.started
-        target_used = ctx.target.cpu_seconds() - target_cpu
-        # On both cores the target's CPU is on the clock's cores too: not another load.
-        run.others_pct = clock.others_pct(proc.cpu_seconds + (target_used if len(clock.cores) > 1 else 0))
-    run.extra["process_wall_s"] = round(wall, 2)   # the interpreter's start and the input's parsing included
-    run.extra["cpu_s_rusage_children"] = round(children_cpu_seconds() - children_cpu, 3)  # = the wait4 figure
-    run.target_cpu_pct = round(target_used / wall * 100, 1)
-    try:
-        read(proc, run)
-    except BenchError as e:
-        run.fail(str(e))
-    for problem in ctx.target.check(jobs_count):
-        run.fail(problem)
-    arrived = ctx.target.received_times()
-    if len(arrived) > 1:
-        span = arrived[-1] - arrived[0]
-        run.extra.update(target_span_s=round(span, 3), target_jobs_per_s=round((len(arrived) - 1) / span, 1))
-    return run
-
-
-def run_baseline(ctx: Context, label: str, jobs_count: int, pool: int, url: str,
-                 cores: Cores = MEASURED_CORE) -> Run:
-    def read(proc: Proc, run: Run) -> None:
-        out = proc.stdout_json()
-        run.jobs_per_s, run.cpu_us_per_job, run.max_rss_mb = (
-            out["jobs_per_s"], out["cpu_us_per_job"], out["max_rss_mb"])
-        run.seconds = out["seconds"]
-        if out["statuses"] != {"200": jobs_count} or out["errors"]:
-            run.fail(f"answers {out['statuses']}, errors {out['errors']}")
-
-    argv = [PY, str(BENCH / "baseline.py"), "--url", url, "--count", str(jobs_count), "--pool", str(pool),
-            "--prefix", f"{label}-", "--max-seconds", str(ctx.run_bound(jobs_count) - 10)]
-    return measure(ctx, label, argv, jobs_count, read, cores=cores)
-
-
-def batch_argv(ctx: Context, label: str, jobs_count: int, pool: int, url: str, journal: bool,
-               processes: int = 1, launcher: list[str] = GQ, seed: Path | None = None) -> list[str]:
-    """`gq batch` (after the interpreter) on a config and a jobs file of its own."""
-    name = ctx.name(label + "-input")
-    config = write_config(ctx, name, pool=pool, maxsize=max(1000, 2 * pool), url=url, journal=journal, seed=seed)
-    return launcher + ["batch", *(["-p", str(processes)] if processes > 1 else []),
-                       "-c", str(config), str(write_jobs(ctx, name, jobs_count))]
-
-
-def run_batch(ctx: Context, label: str, jobs_count: int, pool: int, url: str, journal: bool,
-              processes: int = 1, cores: Cores = MEASURED_CORE, launcher: list[str] = GQ,
-              seed: Path | None = None) -> Run:
-    """gq batch, measured; with processes > 1 the figures are of the parent and its children
-    together (CPU summed, peak RSS the largest process's), see Proc."""
-    def read(proc: Proc, run: Run) -> None:
-        summary = proc.stdout_json()
-        run.seconds = summary["seconds"]
-        run.jobs_per_s = round(jobs_count / summary["seconds"], 1)
-        run.cpu_us_per_job = round(proc.cpu_seconds / jobs_count * 1e6, 1)
-        run.max_rss_mb = round(proc.max_rss_mb, 1)
-        if proc.code != 0 or summary["succeeded"] != jobs_count:
-            run.fail(f"exit {proc.code}, summary {summary}")
-
-    argv = [PY] + batch_argv(ctx, label, jobs_count, pool, url, journal, processes, launcher, seed)
-    return measure(ctx, label, argv, jobs_count, read, cores=cores)
-
-
-def ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 2) if a and b else None
-
-
 def delivery(ctx: Context, name: str, jobs_count: int, pool: int, delay: float) -> dict:
     """One delivery scenario: the baseline, gq batch with journal, gq batch memory-only."""
-    url = ctx.target.url(delay)
+    url = ctx.target.job_url(delay)
     runs = [ctx.least_disturbed(partial(run_baseline, ctx, f"{name}-baseline", jobs_count, pool, url)),
             *(ctx.least_disturbed(partial(run_batch, ctx, f"{name}-gq-{kind}", jobs_count, pool, url,
                                           journal=kind == "journal")) for kind in ("journal", "memory"))]
     return against_baseline(ctx, runs, jobs_count, pool, delay)
-
-
-def against_baseline(ctx: Context, runs: list[Run], jobs_count: int, pool: int, delay: float) -> dict:
-    """The figures of delivery `runs` as ratios to the first one's, the baseline's."""
-    base = runs[0]
-    for run in runs:
-        ctx.runs[run.label] = run
-        run.extra["x_base_jobs_per_s"] = ratio(run.jobs_per_s, base.jobs_per_s)
-        run.extra["x_base_cpu"] = ratio(run.cpu_us_per_job, base.cpu_us_per_job)
-        run.extra["x_base_rss"] = ratio(run.max_rss_mb, base.max_rss_mb)
-        if delay:
-            run.extra["pct_of_limit"] = round(run.jobs_per_s / (pool / delay) * 100, 1) if run.jobs_per_s else None
-    result = {"jobs": jobs_count, "pool": pool, "delay_s": delay, "runs": [asdict(r) for r in runs]}
-    if delay:
-        result["limit_jobs_per_s"] = pool / delay
-    return result
 
 
 def sizes(ctx: Context, name: str) -> tuple[int, int, float]:
@@ -580,7 +111,7 @@ def cores_runs(ctx: Context, name: str, jobs_count: int, pool: int, delay: float
     journal (pinned, alone on core 0) of scenario `name`: reused when it ran in this invocation,
     as its pinned baseline is (shown, not measured again: what unpinning alone changes).
     jobs/s here are the target's: requests arrived per second, first to last, one clock for all."""
-    url = ctx.target.url(delay)
+    url = ctx.target.job_url(delay)
     pinned_base, one = ctx.runs.get(f"{name}-baseline"), ctx.runs.get(f"{name}-gq-journal")
     reused = [run for run in (pinned_base, one) if run is not None]
     if one is None:
@@ -618,64 +149,12 @@ def scenario_cores(ctx: Context) -> dict:
 
 # -- the daemon ------------------------------------------------------------------------
 
-class Daemon:
-    """`gq run` on the measured core (or on both), API on a free loopback port."""
-
-    def __init__(self, ctx: Context, label: str, cores: Cores = MEASURED_CORE, **config: Any):
-        name = ctx.name(label)
-        path = write_config(ctx, name, listen="127.0.0.1:0", **config)
-        self.journal = journal_path(ctx, name) if config["journal"] else None
-        self.proc = Proc(name, [PY, *GQ, "run", "-c", str(path)], ctx, cores)
-        host, port = self.proc.wait_line(r"listening on http://(\S+?):(\d+)\b", 30).groups()
-        self.api = f"http://{host}:{port}"
-        self.ps = psutil.Process(self.proc.pid)
-
-    def status(self) -> dict:
-        status, body = request("GET", f"{self.api}/v1/status")
-        if status != 200:
-            raise BenchError(f"daemon: /v1/status answered {status}")
-        return body
-
-    def submit(self, batch: list[dict]) -> None:
-        status, body = request("POST", f"{self.api}/v1/jobs", batch)
-        if status != 202:
-            raise BenchError(f"daemon: POST /v1/jobs of {len(batch)} answered {status}: {body}")
-
-    def rss_mb(self) -> float:
-        return self.ps.memory_info().rss / 2**20
-
-    def cpu_seconds(self) -> float:
-        return cpu_seconds_of(self.ps)
-
-    def succeeded(self) -> int:
-        """Jobs it delivered, from its /metrics: gq_jobs_finished_total{outcome="succeeded"}."""
-        status, text = request("GET", f"{self.api}/metrics")
-        match = re.search(r'^gq_jobs_finished_total\{outcome="succeeded"\} (\S+)$', str(text), re.M)
-        if status != 200 or not match:
-            raise BenchError(f"daemon: /metrics answered {status} without gq_jobs_finished_total")
-        return int(float(match.group(1)))
-
-    def log_has(self, pattern: str) -> str | None:
-        match = re.search(pattern, self.proc.err.read_text(errors="replace"))
-        return match.group(0) if match else None
-
-    def journal_rows(self) -> int | None:
-        """Jobs in its journal file (read once it has exited)."""
-        if self.journal is None or not self.journal.exists():
-            return None
-        db = sqlite3.connect(self.journal)
-        try:
-            return db.execute("SELECT count(*) FROM jobs").fetchone()[0]
-        finally:
-            db.close()
-
-
 def intake_run(ctx: Context, label: str, jobs_count: int, batch: int, senders: int, journal: bool) -> Run:
     """POST `jobs_count` jobs in arrays of `batch` from `senders` concurrent connections
     of a load client (on the target's core), delivery parked behind a 60 s target."""
     run = Run(label, jobs_count)
     ctx.target.reset()
-    daemon = Daemon(ctx, label, pool=100, maxsize=max(100000, jobs_count), url=ctx.target.url(60),
+    daemon = Daemon(ctx, label, pool=100, maxsize=max(100000, jobs_count), url=ctx.target.job_url(60),
                     timeout=120, journal=journal)
     try:
         run.extra["waited_for_quiet_s"] = ctx.quiet()
@@ -725,13 +204,13 @@ def scenario_drain(ctx: Context) -> dict:
     in_flight, delay = 500, 1.0
     run = Run("drain", in_flight)
     ctx.target.reset()
-    daemon = Daemon(ctx, "drain", pool=in_flight, maxsize=2 * in_flight, url=ctx.target.url(delay),
+    daemon = Daemon(ctx, "drain", pool=in_flight, maxsize=2 * in_flight, url=ctx.target.job_url(delay),
                     timeout=10, journal=True)
     try:
         daemon.submit(jobs("drain-", 0, in_flight))
-        poll_until("500 in flight", lambda: daemon.status()["pool_busy"] == in_flight
-                   and ctx.target.stats()["count"] == in_flight, 15)
-        at_signal = ctx.target.stats()["count"]
+        wait_for(lambda: daemon.status()["pool_busy"] == in_flight and ctx.target.count() == in_flight, 15,
+                 "500 in flight")
+        at_signal = ctx.target.count()
         sent = time.monotonic()
         daemon.proc.send(signal.SIGTERM)
         code = daemon.proc.wait(45)
@@ -756,21 +235,21 @@ def scenario_memory(ctx: Context) -> dict:
     in_flight, queued, delay, chunk = 500, ctx.scaled(10000), 30.0, 1000
     run = Run("memory", in_flight + queued)
     ctx.target.reset()
-    daemon = Daemon(ctx, "memory", pool=in_flight, maxsize=in_flight + queued + 100, url=ctx.target.url(delay),
+    daemon = Daemon(ctx, "memory", pool=in_flight, maxsize=in_flight + queued + 100, url=ctx.target.job_url(delay),
                     timeout=delay + 30, journal=True)
     try:
         warm = 20  # the first attempts import and allocate what every later one reuses
-        daemon.submit(jobs("warm-", 0, warm, url=ctx.target.url()))
-        poll_until("warm-up jobs finished", lambda: daemon.status()["finished"]["succeeded"] == warm, 10)
+        daemon.submit(jobs("warm-", 0, warm, url=ctx.target.job_url()))
+        wait_for(lambda: daemon.status()["finished"]["succeeded"] == warm, 10, "warm-up jobs finished")
         time.sleep(0.3)
         idle = daemon.rss_mb()
         daemon.submit(jobs("flight-", 0, in_flight))
-        poll_until("500 in flight", lambda: daemon.status()["pool_busy"] == in_flight
-                   and ctx.target.stats()["count"] >= warm + in_flight, 15)
+        wait_for(lambda: daemon.status()["pool_busy"] == in_flight and ctx.target.count() >= warm + in_flight, 15,
+                 "500 in flight")
         busy = daemon.rss_mb()
         for first in range(0, queued, chunk):
             daemon.submit(jobs("queued-", first, min(chunk, queued - first)))
-        poll_until(f"{queued} queued", lambda: daemon.status()["queue_depth"] == queued, 15)
+        wait_for(lambda: daemon.status()["queue_depth"] == queued, 15, f"{queued} queued")
         full = daemon.rss_mb()
     finally:
         code = daemon.proc.stop()
@@ -821,10 +300,10 @@ def backlog_start(ctx: Context, waiting: int) -> Run:
     run = Run(f"start-{waiting}", waiting)
     ctx.target.reset()
     seed = ctx.workdir / f"backlog-{waiting}.sqlite3"
-    run.extra["journal"] = build_journal(seed, waiting, ctx.target.url())
-    daemon = Daemon(ctx, run.label, pool=100, maxsize=1000, url=ctx.target.url(), journal=True, seed=seed)
+    run.extra["journal"] = build_journal(seed, waiting, ctx.target.job_url())
+    daemon = Daemon(ctx, run.label, pool=100, maxsize=1000, url=ctx.target.job_url(), journal=True, seed=seed)
     try:
-        poll_until("/readyz 200", lambda: request("GET", f"{daemon.api}/readyz")[0] == 200, 30, every=0.01)
+        wait_for(lambda: request("GET", f"{daemon.api}/readyz")[0] == 200, 30, "/readyz 200", every=0.01)
         run.seconds = round(time.monotonic() - daemon.proc.started, 3)  # the interpreter's start included
         run.extra["rss_ready_mb"] = round(daemon.rss_mb(), 1)
         time.sleep(BACKLOG_RUNNING_S)
@@ -845,8 +324,8 @@ def scenario_backlog(ctx: Context) -> dict:
     jobs_count, pool, delay = sizes(ctx, "A")
     waiting = ctx.scaled(BACKLOGS[-1])
     seed = ctx.workdir / "backlog-retrying.sqlite3"
-    built = build_journal(seed, waiting, ctx.target.url(), state="retrying", due=time.time() + 86400)
-    url = ctx.target.url(delay)
+    built = build_journal(seed, waiting, ctx.target.job_url(), state="retrying", due=time.time() + 86400)
+    url = ctx.target.job_url(delay)
     rounds = []
     for n in range(1, BACKLOG_ROUNDS + 1):  # rounds in turn: a drift of the machine's speed hits all three
         runs = [ctx.least_disturbed(partial(run_baseline, ctx, f"A-baseline-{n}", jobs_count, pool, url)),
@@ -866,39 +345,33 @@ def scenario_backlog(ctx: Context) -> dict:
 
 # -- Redis: daemons sharing one stream ---------------------------------------------------
 
-class RedisServer:
-    """A fresh redis-server on a free loopback port, its data in the work dir: AOF on with
-    appendfsync everysec, no RDB snapshots, no automatic AOF rewrite (a fork at a random
-    moment of a run). It may run on both cores."""
+class BenchRedis:
+    """The tests' RedisServer (tests/redis_server.py), found or installed as the tests do,
+    its data in the work dir, with what a run needs besides: appendfsync everysec and no
+    automatic AOF rewrite (a fork at a random moment of a run), both cores to run on,
+    the server's command counters and its CPU."""
 
     def __init__(self, ctx: Context):
-        import redis  # gq's own dependency (its Redis broker's client)
-
-        binary = shutil.which("redis-server") or (REDIS_SERVER if os.access(REDIS_SERVER, os.X_OK) else None)
+        binary, why = find_redis_server()
         if binary is None:
-            raise Skipped("redis-server not found (Debian: apt-get install redis-server)")
-        name = ctx.name("redis-server")
-        directory = ctx.workdir / name
-        directory.mkdir()
-        port = free_port()
-        self.proc = Proc(name, [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-                                "--appendonly", "yes", "--appendfsync", "everysec",
-                                "--auto-aof-rewrite-percentage", "0", "--save", "", "--daemonize", "no"],
-                         ctx, BOTH_CORES)
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self.client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=10, socket_connect_timeout=2)
-        self.own_requests = 0   # this script's INFO requests: each one a read and a write on the server
-        poll_until("redis-server answering", partial(self._answers, redis.RedisError), 20, every=0.05)
-        self.ps = psutil.Process(self.proc.pid)
-        self.version = self.client.info("server")["redis_version"]
-
-    def _answers(self, errors: type[Exception]) -> bool:
+            raise Skipped(why)
+        self.server = RedisServer(binary, ctx.workdir / ctx.name("redis-server"), appendfsync="everysec",
+                                  args=("--auto-aof-rewrite-percentage", "0"))
         try:
-            return self.client.ping()
-        except errors:
-            if self.proc.wait(0) is not None:
-                raise BenchError(f"redis-server exited ({self.proc.code}): {self.proc.tail()}") from None
-            return False
+            self.server.start()
+        except RuntimeError:
+            raise BenchError(f"redis-server did not start: {self.server.log().strip()[-300:]}") from None
+        try:
+            if ctx.pinned:
+                let_run_on(self.server.proc.pid, BOTH_CORES)
+            self.url = self.server.url
+            self.client = self.server.client()
+            self.own_requests = 0   # this script's INFO requests: each one a read and a write on the server
+            self.ps = psutil.Process(self.server.proc.pid)
+            self.version = self.client.info("server")["redis_version"]
+        except BaseException:
+            self.server.kill()
+            raise
 
     def counters(self) -> dict:
         """Commands executed, by name (those run by scripts and inside MULTI/EXEC included),
@@ -913,9 +386,13 @@ class RedisServer:
     def cpu_seconds(self) -> float:
         return cpu_seconds_of(self.ps)
 
-    def stop(self) -> int:
+    def stop(self) -> int | None:
+        """SIGTERM: the AOF flushed, then exit 0; its exit code."""
         self.client.close()
-        return self.proc.stop((signal.SIGTERM,), timeout=30)   # SIGTERM: AOF flushed, then exit 0
+        try:
+            return self.server.stop(signal.SIGTERM, timeout=30)
+        except RuntimeError as e:
+            raise BenchError(str(e)) from None
 
 
 def redis_usage(before: dict, after: dict, jobs_count: int) -> dict:
@@ -934,7 +411,7 @@ def redis_usage(before: dict, after: dict, jobs_count: int) -> dict:
             "redis_round_trips_per_job_at_most": per_job(min(reads, writes))}
 
 
-def settled(server: RedisServer, before: dict, jobs_count: int) -> dict | None:
+def settled(server: BenchRedis, before: dict, jobs_count: int) -> dict | None:
     """The server's counters once every job is settled (its XDEL, in its settlement's
     transaction, has run), else None."""
     now = server.counters()
@@ -966,7 +443,7 @@ def stop_daemons(daemons: list[Daemon]) -> list[int | None]:
     return codes
 
 
-def redis_run(ctx: Context, server: RedisServer, count: int, jobs_count: int, pool: int, batch: int,
+def redis_run(ctx: Context, server: BenchRedis, count: int, jobs_count: int, pool: int, batch: int,
               senders: int) -> Run:
     """`count` gq daemons (journal off, pool `pool`) on a fresh stream (a prefix of its own) of
     `server`, all on both cores with Redis and the target. The jobs are POSTed through the
@@ -980,7 +457,7 @@ def redis_run(ctx: Context, server: RedisServer, count: int, jobs_count: int, po
     try:
         for i in range(count):
             daemons.append(Daemon(ctx, f"{label}-{i + 1}", cores=BOTH_CORES, pool=pool, maxsize=max(1000, 2 * pool),
-                                  url=ctx.target.url(), journal=False, broker=broker))
+                                  url=ctx.target.job_url(), journal=False, broker=broker))
         run.extra["waited_for_quiet_s"] = ctx.quiet()
         cpu = lambda: ([d.cpu_seconds() for d in daemons], server.cpu_seconds(), ctx.target.cpu_seconds())  # noqa: E731
         with ctx.target.beside(ctx, BOTH_CORES):
@@ -988,11 +465,11 @@ def redis_run(ctx: Context, server: RedisServer, count: int, jobs_count: int, po
             started = time.time()
             spread_submit(daemons, f"{label}-", jobs_count, batch, senders)
             run.extra["intake_s"] = round(time.time() - started, 2)
-            poll_until("the target receiving every job", lambda: ctx.target.stats()["count"] >= jobs_count,
-                       ctx.run_bound(jobs_count), every=0.05)
+            wait_for(lambda: ctx.target.count() >= jobs_count, ctx.run_bound(jobs_count),
+                     "the target receiving every job", every=0.05)
             run.seconds = round(ctx.target.received_times(jobs_count - 1)[0] - started, 3)
-            after = poll_until("every job settled in Redis", partial(settled, server, before, jobs_count), 30,
-                               every=0.05)
+            after = wait_for(partial(settled, server, before, jobs_count), 30, "every job settled in Redis",
+                             every=0.05)
             gq1, redis1, target1 = cpu()
             wall = time.time() - started
             gq_cpu = sum(gq1) - sum(gq0)
@@ -1019,7 +496,7 @@ def redis_run(ctx: Context, server: RedisServer, count: int, jobs_count: int, po
 def scenario_redis(ctx: Context) -> dict:
     """1, 2 and 4 daemons on one fresh redis-server, stopped at the end."""
     jobs_count, pool, batch, senders = ctx.scaled(20000), 100, 100, 4
-    server = RedisServer(ctx)
+    server = BenchRedis(ctx)
     try:
         runs = [ctx.least_disturbed(partial(redis_run, ctx, server, count, jobs_count, pool, batch, senders))
                 for count in (1, 2, 4)]
@@ -1070,7 +547,7 @@ def scenario_metrics(ctx: Context) -> dict:
     made no-ops (bench/gq_without_metrics.py), `pairs` times each, in the order shipped,
     no-op, no-op, shipped...: a drift of the machine over the runs cancels out of the means."""
     jobs_count, pool, delay = sizes(ctx, "A")
-    url, pairs = ctx.target.url(delay), 2
+    url, pairs = ctx.target.job_url(delay), 2
     launchers = [("shipped", GQ), ("no-op", GQ_WITHOUT_METRICS)]
     runs: dict[str, list[Run]] = {kind: [] for kind, _ in launchers}
     in_order = []
@@ -1128,7 +605,7 @@ def scenario_profile(ctx: Context) -> dict:
     cProfile slows everything several times over, and its clock is the wall clock: compare
     the rows of one report, of runs little disturbed, not the totals with A's."""
     jobs_count, pool, delay = sizes(ctx, "A")
-    url = ctx.target.url(delay)
+    url = ctx.target.job_url(delay)
     baseline = [str(BENCH / "baseline.py"), "--url", url, "--count", str(jobs_count), "--pool", str(pool),
                 "--prefix", "profile-base-", "--max-seconds", str(ctx.run_bound(jobs_count) * 3)]
     runs = {"baseline": ctx.least_disturbed(partial(run_profiled, ctx, "profile-baseline", baseline, jobs_count)),
@@ -1163,22 +640,6 @@ RUNNERS: dict[str, Callable[[Context], dict]] = {
 
 
 # -- the report ------------------------------------------------------------------------
-
-def fmt(value: Any, spec: str = "") -> str:
-    if value is None:
-        return "-"
-    return format(value, spec) if spec else str(value)
-
-
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
-def status_cell(run: dict) -> str:
-    return "ok" if run["ok"] else "FAILED: " + "; ".join(run["problems"])
-
 
 def delivery_title(name: str, result: dict) -> str:
     limit = result.get("limit_jobs_per_s")
@@ -1410,7 +871,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         try:
-            ctx.target = Target(ctx)
+            ctx.target = BenchTarget(ctx)
         except BenchError as e:
             print(f"FAILED: the target did not start: {e}")
             return 1
