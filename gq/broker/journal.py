@@ -23,22 +23,20 @@ does.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from functools import partial
-from typing import Any
 
 import gevent
 from gevent.event import Event
-from gevent.lock import BoundedSemaphore
 
 from gq.broker import Added, Counts, Entry, State, record
 from gq.broker import journal_upkeep as upkeep
+from gq.broker.journal_access import JournalAccess, JournalLock
 from gq.broker.journal_file import JournalError, JournalFile
 from gq.broker.journal_writer import FAILED_WRITE_PAUSE, Add, JournalWriter
 from gq.broker.storage import StorageGuard
@@ -59,44 +57,13 @@ def _size(path: str) -> int:
         return 0
 
 
-def _captured(function: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
-    """Run in a thread of the pool: an exception comes back as a value (gevent's threadpool
-    would also print it, with a traceback, as an error of its own)."""
-    try:
-        return True, function(*args)
-    except Exception as e:  # raised again by the caller, in its greenlet
-        return False, e
-
-
-class JournalLock:
-    """An exclusive lock on `PATH.lock`: held by the one process that runs the journal's jobs."""
-
-    def __init__(self, path: str):
-        self.path = path + ".lock"
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-
-    def try_acquire(self) -> bool:
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-    def release(self) -> None:
-        os.close(self.fd)
-
-
 class JournalBroker:
     """The backlog in a JournalFile; in memory, only what runs here soon.
 
     For `gq batch` (`batch=True`), which answers no look-ups, a job of the batch that
     succeeds is deleted at once and only its id is kept (`done`): the batch run again
-    skips every job that succeeded.
-
-    Each connection is used by one thread at a time (`call`): SQLite transactions on one
-    connection from two threads would interleave. Look-ups use a connection of their own,
-    so that they do not wait for the writer's commits."""
+    skips every job that succeeded. The file is reached through JournalAccess (off the
+    hub, look-ups on a connection of their own)."""
 
     backlog = True
 
@@ -105,23 +72,16 @@ class JournalBroker:
         self.batch = batch
         self.max_backlog = max_backlog
         self.keep_succeeded = keep_succeeded
-        self.lock = JournalLock(path)
-        if not self.lock.try_acquire():
-            self.lock.release()
-            raise JournalError(f"journal: {path} is in use by another gq process")
-        self.file = JournalFile(path)
-        self.reader = JournalFile(path, reader=True)
+        self.db = JournalAccess(path)
         self.guard = StorageGuard(path, min_free_mb)
-        self._threadpool = gevent.get_hub().threadpool
-        self._locks = {self.file: BoundedSemaphore(), self.reader: BoundedSemaphore()}
         self._held: dict[str, Entry] = {}      # taken from the file: read ahead, queued or running here
         self._ahead: deque[Entry] = deque()    # taken, not yet handed to the dispatcher
-        self.writer = JournalWriter(partial(self.call, self.file), self.guard, self)
+        self.writer = JournalWriter(self.db.write, self.guard, self)
         self._writes = 0                # commits so far that may have made a job due sooner
         self._due = Event()             # a job may be due in the file sooner than thought
         self._stop = Event()
         # _next_due: when the file's next waiting job is due (-inf: look at the file)
-        counts, running, self._next_due = self.file.recover()
+        counts, running, self._next_due = self.db.file.recover()
         self._counts = Counts(counts)
         for entry in running:  # their attempt was under way when the last process ended
             entry.interrupted = True
@@ -133,15 +93,6 @@ class JournalBroker:
                        supervisor.spawn("journal control poll", partial(upkeep.answer_dlq, self, self._stop))]
         if keep_succeeded and not batch:
             self._loops.append(supervisor.spawn("journal expiry", partial(upkeep.expire, self, self._stop)))
-
-    def call(self, connection: JournalFile, function: Callable[..., Any], *args: Any) -> Any:
-        """`function(connection, *args)` in the threadpool, one call per connection at a time;
-        what it raises is raised here."""
-        with self._locks[connection]:
-            ok, value = self._threadpool.apply(_captured, (function, connection) + args)
-        if not ok:
-            raise value
-        return value
 
     # -- intake
 
@@ -191,7 +142,7 @@ class JournalBroker:
     def get(self, job_id: str) -> Entry | None:
         """From memory when it runs here soon, else from the file (off the hub)."""
         entry = self._held.get(job_id) or self.writer.pending(job_id)
-        return entry or self.call(self.reader, JournalFile.get, job_id)
+        return entry or self.db.read(JournalFile.get, job_id)
 
     def counts(self) -> dict[str, int]:
         return self._counts.shown()
@@ -216,7 +167,7 @@ class JournalBroker:
             return
         writes = self._writes
         try:
-            entries, unreadable, next_due = self.call(self.file, JournalFile.take, READ_AHEAD, now)
+            entries, unreadable, next_due = self.db.write(JournalFile.take, READ_AHEAD, now)
         except (sqlite3.Error, OSError) as e:
             log.warning("journal: cannot read due jobs: %s; will try again", e)
             self._stop.wait(FAILED_WRITE_PAUSE)
@@ -273,20 +224,20 @@ class JournalBroker:
 
     def oldest_accepted(self) -> float | None:
         try:
-            return self.call(self.reader, JournalFile.oldest)
+            return self.db.read(JournalFile.oldest)
         except sqlite3.Error:
             return None
 
     def stored_bytes(self) -> int:
-        return sum(_size(self.file.path + suffix) for suffix in ("", "-wal", "-shm"))
+        return sum(_size(self.db.file.path + suffix) for suffix in ("", "-wal", "-shm"))
 
     # -- dead letters
 
     def dead_letters(self) -> list[Entry]:
-        return self.call(self.reader, lambda f: list(f.dead_letters()))
+        return self.db.read(lambda f: list(f.dead_letters()))
 
     def replay(self, ids: Iterable[str] | None) -> list[str]:
-        replayed = self.call(self.file, JournalFile.replay, None if ids is None else list(ids))
+        replayed = self.db.write(JournalFile.replay, None if ids is None else list(ids))
         self._counts.by_state[State.DEAD] -= len(replayed)
         self._counts.by_state[State.QUEUED] += len(replayed)
         self._next_due = float("-inf")
@@ -294,13 +245,13 @@ class JournalBroker:
         return replayed
 
     def purge(self, ids: Iterable[str] | None) -> list[str]:
-        purged = self.call(self.file, JournalFile.purge, None if ids is None else list(ids))
+        purged = self.db.write(JournalFile.purge, None if ids is None else list(ids))
         self._counts.by_state[State.DEAD] -= len(purged)
         return purged
 
     def batch_done(self, ids: Iterable[str], forget_others: bool = False) -> set[str]:
         """See JournalFile.batch_done."""
-        return self.call(self.file, JournalFile.batch_done, ids, forget_others)
+        return self.db.write(JournalFile.batch_done, ids, forget_others)
 
     def close(self) -> None:
         """Stop the loops between writes, commit what is pending, release the file; jobs
@@ -310,12 +261,10 @@ class JournalBroker:
         gevent.joinall(self._loops)
         self.writer.flush()
         try:
-            self.call(self.file, JournalFile.untake)
+            self.db.write(JournalFile.untake)
         except sqlite3.Error as e:  # opened again, the file puts them back itself
             log.warning("journal: %s", e)
-        self.file.close()
-        self.reader.close()
-        self.lock.release()
+        self.db.close()
 
 
 class DeadLetterAdmin:

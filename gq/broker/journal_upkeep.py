@@ -27,9 +27,9 @@ def answer_dlq(broker: JournalBroker, stop: Event) -> None:
     """Carry out the replays and purges that `gq dlq` left in the control table."""
     while not stop.wait(CONTROL_POLL):
         try:
-            for seq, op, ids in broker.call(broker.file, JournalFile.requests):
+            for seq, op, ids in broker.db.write(JournalFile.requests):
                 done = broker.replay(ids) if op == "replay" else broker.purge(ids)
-                broker.call(broker.file, JournalFile.answered, seq, done)
+                broker.db.write(JournalFile.answered, seq, done)
                 log.info("dlq %s of %d job(s), as gq dlq asked", op, len(done))
         except sqlite3.Error as e:
             log.warning("journal: cannot read dlq commands: %s; will try again", e)
@@ -40,7 +40,7 @@ def expire(broker: JournalBroker, stop: Event) -> None:
     while not stop.wait(EXPIRE_EVERY):
         try:
             before = time.time() - broker.keep_succeeded
-            while broker.call(broker.file, JournalFile.expire, before, EXPIRE_STEP) == EXPIRE_STEP:
+            while broker.db.write(JournalFile.expire, before, EXPIRE_STEP) == EXPIRE_STEP:
                 gevent.sleep(0)
         except sqlite3.Error as e:
             log.warning("journal: cannot delete expired succeeded jobs: %s; will try again", e)

@@ -1,0 +1,76 @@
+"""One process's hold on a journal file: the lock that makes it the file's one runner, a
+connection for writing and one for look-ups (so that look-ups do not wait for the
+writer's commits), and calls to each in gevent's threadpool, one at a time per
+connection: SQLite transactions of two threads on one connection would interleave."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+from gevent.lock import BoundedSemaphore
+
+from gq.broker.journal_file import JournalError, JournalFile
+
+
+def _captured(function: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+    """Run in a thread of the pool: an exception comes back as a value (gevent's threadpool
+    would also print it, with a traceback, as an error of its own)."""
+    try:
+        return True, function(*args)
+    except Exception as e:  # raised again by the caller, in its greenlet
+        return False, e
+
+
+class JournalLock:
+    """An exclusive lock on `PATH.lock`: held by the one process that runs the journal's jobs."""
+
+    def __init__(self, path: str):
+        self.path = path + ".lock"
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def try_acquire(self) -> bool:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def release(self) -> None:
+        os.close(self.fd)
+
+
+class JournalAccess:
+    def __init__(self, path: str):
+        self.lock = JournalLock(path)
+        if not self.lock.try_acquire():
+            self.lock.release()
+            raise JournalError(f"journal: {path} is in use by another gq process")
+        self.file = JournalFile(path)
+        self.reader = JournalFile(path, reader=True)
+        self._threadpool = gevent.get_hub().threadpool
+        self._locks = {self.file: BoundedSemaphore(), self.reader: BoundedSemaphore()}
+
+    def write(self, function: Callable[..., Any], *args: Any) -> Any:
+        """`function(writer's connection, *args)` off the hub; what it raises is raised here."""
+        return self._call(self.file, function, *args)
+
+    def read(self, function: Callable[..., Any], *args: Any) -> Any:
+        """`function(look-ups' connection, *args)` off the hub."""
+        return self._call(self.reader, function, *args)
+
+    def _call(self, connection: JournalFile, function: Callable[..., Any], *args: Any) -> Any:
+        with self._locks[connection]:
+            ok, value = self._threadpool.apply(_captured, (function, connection) + args)
+        if not ok:
+            raise value
+        return value
+
+    def close(self) -> None:
+        self.file.close()
+        self.reader.close()
+        self.lock.release()
