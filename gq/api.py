@@ -57,7 +57,10 @@ class Refusal(Exception):
 
 
 def json_answer(status: str, body: Any, start_response: Callable, headers=()) -> list[bytes]:
-    data = json.dumps(body, ensure_ascii=False).encode()
+    try:
+        data = json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # a lone surrogate quoted from the request (a field's name): escaped
+        data = json.dumps(body).encode()
     start_response(status, [("Content-Type", "application/json"),
                             ("Content-Length", str(len(data))), *headers])
     return [data]

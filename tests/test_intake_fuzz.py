@@ -431,6 +431,16 @@ def test_a_lone_surrogate_in_a_job_is_refused_or_delivered_and_intake_keeps_answ
             assert answer.status == 400, answer
 
 
+def test_a_lone_surrogate_in_a_field_name_is_refused_with_json_that_names_it(gq, shared_target):
+    """The refusal quotes the unknown field's name, which cannot be encoded as UTF-8: it is
+    escaped instead (the answer was a 500)."""
+    body = f'{{"url":"{shared_target.url("/fz/surrogate-name")}","\\ud800":1}}'
+    answer = exchange(gq.api, body.encode(), "application/json", timeout=4)
+    assert answer.status == 400, answer
+    refusal = json.loads(answer.body)
+    assert refusal["field"] == "\ud800" and "unknown field" in refusal["error"], refusal
+
+
 @pytest.mark.parametrize("number", ["1e999", "-1e999", "NaN", "Infinity"])
 def test_json_numbers_are_refused_or_delivered_as_valid_json(gq, shared_target, number):
     job_id = new_id("num")
