@@ -25,6 +25,10 @@ class Admission:
         """Free queue slots; jobs parked for a busy host keep theirs (they will run here)."""
         return self.queue.room() - self.parking.count
 
+    def wait_for_room(self) -> None:
+        """Block until the queue has a free slot."""
+        self.queue.wait_until(lambda: self.room() > 0, None)
+
     def close(self) -> None:
         self.closed = True
         self.queue.changed()

@@ -27,7 +27,7 @@ from typing import TextIO
 import gevent
 
 from gq.admission import Admission
-from gq.broker import State
+from gq.broker import Intake, State
 from gq.broker.journal import JournalBroker
 from gq.config import Config
 from gq.errors import Draining, GqError, JobError, UsageError
@@ -140,13 +140,13 @@ def line_id(number: int, obj: object) -> str:
     return f"line{number}-{digest}"
 
 
-def _submit_all(admission: Admission, jobs: Iterable[Job], tally: Tally) -> GqError | None:
+def _submit_all(admission: Admission, broker: Intake, jobs: Iterable[Job], tally: Tally) -> GqError | None:
     """Hand every job in, blocking while the queue is full (no timeout). Jobs the journal
     already knows count as what they are (resumed batch). Returns the error that stopped
     it early (a journal that cannot write), if one did."""
     jobs = iter(jobs)
     while True:
-        admission.queue.wait_until(lambda: admission.room() > 0, None)
+        admission.wait_for_room()
         chunk = list(itertools.islice(jobs, max(1, min(admission.room(), SUBMIT_CHUNK))))
         if not chunk:
             return None
@@ -157,7 +157,7 @@ def _submit_all(admission: Admission, jobs: Iterable[Job], tally: Tally) -> GqEr
         except GqError as e:
             return e
         for job_id in added.duplicates:
-            entry = admission.broker.get(job_id)
+            entry = broker.get(job_id)
             if entry is not None:
                 tally.count(job_id, entry.state)
 
@@ -206,10 +206,9 @@ def _deliver(config: Config, jobs: JobFile, tally: Tally, signals: StopSignals, 
     # A job finished already (in an earlier run, or earlier in the file: the same id) is
     # not handed over again: the broker forgets succeeded jobs at once in a batch.
     unfinished = (job for job in jobs if not tally.finished(job.id))
-    submitter = gevent.spawn(_submit_all, dispatcher.admission, unfinished, tally)
+    submitter = gevent.spawn(_submit_all, dispatcher.admission, runtime.broker, unfinished, tally)
     bar = gevent.spawn(_progress, tally, started, progress) if progress else None
-    dispatcher.queue.wait_until(lambda: submitter.dead and (tally.done() or submitter.value), None,
-                                signals.stop)
+    dispatcher.wait_until(lambda: submitter.dead and (tally.done() or submitter.value), None, signals.stop)
     if signals.stop.is_set():
         log.info("%s received: draining for up to %gs", signals.received, config.shutdown.drain_timeout)
         submitter.kill()

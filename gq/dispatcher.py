@@ -15,7 +15,7 @@ host's circuit is open). The drain stops both in order.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import gevent
@@ -88,6 +88,10 @@ class Dispatcher:
         finished = self.attempts.finished
         return Snapshot(self.queue.depth(), self.queue.maxsize, self.workers.busy(), self.workers.size,
                         self.draining, finished["succeeded"], finished["dead"])
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float | None, interrupt: Event | None = None) -> bool:
+        """Block until `condition()` holds, looked at again whenever a job moves (see JobQueue)."""
+        return self.queue.wait_until(condition, timeout, interrupt)
 
     def configure(self, *, pool_size: int, queue_maxsize: int, policy: RetryPolicy, default_timeout: float) -> None:
         """Apply a reload: the pool's size, the queue's bound, the retry policy and timeout."""
