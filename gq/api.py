@@ -7,15 +7,14 @@ Requests become jobs here and nowhere else; every refusal is a JSON
 from __future__ import annotations
 
 import hmac
-import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from importlib import resources
 from typing import Any
 
-import gevent
-
 from gq import job as jobs_
-from gq.broker import Intake
+from gq.api_io import Refusal, json_answer, read_body
+from gq.broker import Broker
 from gq.config import Config
 from gq.dispatcher import Dispatcher
 from gq.errors import (
@@ -25,8 +24,10 @@ from gq.errors import (
     JobError,
     QueueFull,
     StorageUnavailable,
+    Unsupported,
 )
-from gq.http_server import SlowClient, has_body
+from gq.http_server import has_body
+from gq.jobs_api import JobsApi
 from gq.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gq.metrics import Metrics
 
@@ -46,24 +47,7 @@ SUBMIT_REFUSALS: dict[type[Exception], tuple[str, str | None, str]] = {
     StorageUnavailable: ("503 Service Unavailable", "storage", RETRY_AFTER_STORAGE),
     BrokerUnavailable: ("503 Service Unavailable", None, RETRY_AFTER_DRAINING),
 }
-
-
-class Refusal(Exception):
-    """An answer other than success; `reason` is the gq_intake_rejected_total label, if any."""
-
-    def __init__(self, status: str, body: dict[str, Any], reason: str | None = None,
-                 headers: Iterable[tuple[str, str]] = ()):
-        self.status, self.body, self.reason, self.headers = status, body, reason, list(headers)
-
-
-def json_answer(status: str, body: Any, start_response: Callable, headers=()) -> list[bytes]:
-    try:
-        data = json.dumps(body, ensure_ascii=False).encode()
-    except UnicodeEncodeError:  # a lone surrogate quoted from the request (a field's name): escaped
-        data = json.dumps(body).encode()
-    start_response(status, [("Content-Type", "application/json"),
-                            ("Content-Length", str(len(data))), *headers])
-    return [data]
+OPENAPI = "openapi.json"   # the API's description, shipped in the package
 
 
 def _job_refusal(error: JobError, where: str | None) -> Refusal:
@@ -75,18 +59,20 @@ def _job_refusal(error: JobError, where: str | None) -> Refusal:
 
 
 class Api:
-    def __init__(self, config: Config, dispatcher: Dispatcher, broker: Intake, metrics: Metrics):
+    def __init__(self, config: Config, dispatcher: Dispatcher, broker: Broker, metrics: Metrics):
         self.dispatcher = dispatcher  # its admission takes the jobs; its snapshot is the status
-        self.broker = broker          # looked up: a job, the counts, the broker's health
+        self.broker = broker          # the counts, the broker's health
+        self.jobs = JobsApi(dispatcher, broker)
         self.metrics = metrics
         self.ready = False
+        self.description = resources.files("gq").joinpath(OPENAPI).read_bytes()
         self.configure(config)
 
     def configure(self, config: Config) -> None:
         """Take a (re)loaded config: token, limits and target defaults apply to the next request."""
         self.config = config
         self.policy = config.target.policy()
-        self.hidden_headers = config.target.hidden_headers()
+        self.jobs.configure(config)
 
     # -- WSGI
 
@@ -98,11 +84,17 @@ class Api:
             if path.startswith("/v1/"):
                 self._authorize(environ)
                 if path == "/v1/jobs":
-                    self._allow(method, "POST")
+                    if self._allow(method, "POST", "GET") == "GET":
+                        return self.jobs.find(environ, start_response)
                     return self._post_jobs(environ, start_response)
+                if path == "/v1/jobs/replay":
+                    self._allow(method, "POST")
+                    return self.jobs.replay(environ, start_response)
                 if path.startswith("/v1/jobs/"):
-                    self._allow(method, "GET")
-                    return self._get_job(path[len("/v1/jobs/"):], start_response)
+                    job_id = path[len("/v1/jobs/"):]
+                    if self._allow(method, "GET", "DELETE") == "DELETE":
+                        return self.jobs.cancel(job_id, start_response)
+                    return self.jobs.get(job_id, start_response)
                 if path == "/v1/status":
                     self._allow(method, "GET")
                     return json_answer("200 OK", self.status(), start_response)
@@ -114,6 +106,11 @@ class Api:
                     return json_answer("200 OK", {"status": "ready"}, start_response)
                 state = ("draining" if self.dispatcher.draining else problem or "starting")
                 return json_answer("503 Service Unavailable", {"status": state}, start_response)
+            elif path == "/openapi.json":
+                self._allow(method, "GET")
+                start_response("200 OK", [("Content-Type", "application/json"),
+                                          ("Content-Length", str(len(self.description)))])
+                return [self.description]
             elif path == "/metrics":
                 data = self.metrics.exposition()
                 start_response("200 OK", [("Content-Type", METRICS_CONTENT_TYPE),
@@ -145,10 +142,11 @@ class Api:
                           "unauthorized", [("WWW-Authenticate", 'Bearer realm="gq"')])
 
     @staticmethod
-    def _allow(method: str, allowed: str) -> None:
-        if method != allowed:
-            raise Refusal("405 Method Not Allowed", {"error": f"method: use {allowed}"},
-                          headers=[("Allow", allowed)])
+    def _allow(method: str, *allowed: str) -> str:
+        if method not in allowed:
+            raise Refusal("405 Method Not Allowed", {"error": f"method: use {' or '.join(allowed)}"},
+                          headers=[("Allow", ", ".join(allowed))])
+        return method
 
     # -- POST /v1/jobs
 
@@ -160,6 +158,8 @@ class Api:
         jobs = self._parse(single, objects)
         try:
             added = self.dispatcher.admission.submit(jobs, self.config.queue.enqueue_timeout)
+        except Unsupported as e:
+            raise Refusal("501 Not Implemented", {"error": str(e), "field": e.field}, "invalid") from None
         except tuple(SUBMIT_REFUSALS) as e:
             status, reason, retry_after = next(v for k, v in SUBMIT_REFUSALS.items() if isinstance(e, k))
             raise Refusal(status, {"error": str(e)}, reason, [("Retry-After", retry_after)]) from None
@@ -176,7 +176,7 @@ class Api:
             raise Refusal("415 Unsupported Media Type",
                           {"error": "Content-Type: must be application/json or application/x-ndjson, "
                                     f"got {ctype or 'none'!r}", "field": "Content-Type"}, "invalid")
-        raw = self._read_body(environ)
+        raw = read_body(environ, self.config.api)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -198,33 +198,6 @@ class Api:
             return False, [(f"jobs[{i}]", obj) for i, obj in enumerate(data)]
         return True, [(None, data)]
 
-    def _read_body(self, environ: dict) -> bytes:
-        limit = self.config.api.max_body_bytes
-        too_large = Refusal("413 Content Too Large",
-                            {"error": f"body: larger than api.max_body_bytes ({limit})", "field": "body"},
-                            "too_large")
-        length = environ.get("CONTENT_LENGTH") or ""
-        if length.isdigit() and int(length) > limit:
-            raise too_large
-        timeout = self.config.api.client_timeout
-        try:
-            with gevent.Timeout(timeout, SlowClient()):
-                raw = environ["wsgi.input"].read(limit + 1)
-        except SlowClient:
-            raise Refusal("408 Request Timeout",
-                          {"error": f"body: not received within api.client_timeout ({timeout:g}s)",
-                           "field": "body"}, "invalid") from None
-        except (OSError, ValueError) as e:  # a malformed chunked body, a connection gone
-            raise Refusal("400 Bad Request", {"error": f"body: unreadable: {e}", "field": "body"},
-                          "invalid") from None
-        if len(raw) > limit:
-            raise too_large
-        environ["gq.body_read"] = True
-        if not raw:
-            raise Refusal("400 Bad Request", {"error": "body: empty, expected jobs", "field": "body"},
-                          "invalid")
-        return raw
-
     def _parse(self, single: bool, objects: list[tuple[str | None, Any]]) -> list[jobs_.Job]:
         if not objects:
             raise Refusal("400 Bad Request", {"error": "body: no jobs", "field": "body"}, "invalid")
@@ -241,23 +214,11 @@ class Api:
                 raise _job_refusal(e if single else e.at(index), where) from None
         return jobs
 
-    # -- reads
-
-    def _get_job(self, job_id: str, start_response: Callable) -> list[bytes]:
-        try:
-            entry = self.broker.get(job_id)
-        except BrokerUnavailable as e:
-            raise Refusal("503 Service Unavailable", {"error": str(e)},
-                          headers=[("Retry-After", RETRY_AFTER_DRAINING)]) from None
-        if entry is None:
-            raise Refusal("404 Not Found", {"error": f"id: no job {job_id!r}", "field": "id"})
-        return json_answer("200 OK", entry.status(self.hidden_headers), start_response)
-
     def status(self) -> dict[str, Any]:
         now = self.dispatcher.snapshot()
         return {
             "queue_depth": now.queue_depth, "queue_maxsize": now.queue_maxsize,
             "pool_busy": now.pool_busy, "pool_size": now.pool_size,
             "draining": now.draining, "jobs": self.broker.counts(),
-            "finished": {"succeeded": now.succeeded, "dead": now.dead},
+            "finished": {"succeeded": now.succeeded, "dead": now.dead, "cancelled": now.cancelled},
         }

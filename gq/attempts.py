@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
-from gq.broker import Dispatch, Entry
+from gq.broker import Dispatch, Entry, State
 from gq.destinations import Destinations
 from gq.job import Job
 from gq.observers import Observers
@@ -42,6 +42,8 @@ class Attempts:
         job = entry.job
         result = outcome = None
         try:
+            if entry.state is State.CANCELLED:  # while it waited for this greenlet to start
+                return
             if entry.interrupted:
                 entry.interrupted = False
                 log.warning("job %s: gq stopped during its attempt %d, which counts as failed",

@@ -24,7 +24,7 @@ from gevent.event import Event
 from gq import hosts
 from gq.admission import Admission
 from gq.attempts import Attempts
-from gq.broker import Broker, Entry
+from gq.broker import Broker, Entry, State
 from gq.destinations import Destinations, Limits
 from gq.job_queue import POLL, JobQueue
 from gq.observers import Observer, Observers
@@ -51,6 +51,7 @@ class Snapshot:
     draining: bool
     succeeded: int     # since start
     dead: int          # since start
+    cancelled: int     # since start
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,7 @@ class Dispatcher:
         self.attempts = Attempts(broker, worker, self.destinations, self.observers, policy, default_timeout)
         self._deadline = float("inf")  # monotonic time a drain ends
         self._not_started = 0          # jobs a drain handed back unattempted
+        self._cancelled = 0            # since start
         self._loops: list[gevent.Greenlet] = []
 
     @property
@@ -87,7 +89,17 @@ class Dispatcher:
     def snapshot(self) -> Snapshot:
         finished = self.attempts.finished
         return Snapshot(self.queue.depth(), self.queue.maxsize, self.workers.busy(), self.workers.size,
-                        self.draining, finished["succeeded"], finished["dead"])
+                        self.draining, finished["succeeded"], finished["dead"], self._cancelled)
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a queued, scheduled or retrying job (see Operations.cancel). One held here
+        (queued, parked) stays where it is, and is passed over when its turn comes."""
+        cancelled = self.broker.cancel(job_id)
+        if cancelled:
+            self._cancelled += 1
+            self.observers.tell("cancelled", job_id)
+            self.queue.changed()
+        return cancelled
 
     def wait_until(self, condition: Callable[[], bool], timeout: float | None, interrupt: Event | None = None) -> bool:
         """Block until `condition()` holds, looked at again whenever a job moves (see JobQueue)."""
@@ -115,6 +127,8 @@ class Dispatcher:
                 continue
             entry, waited = taken
             self.queue.changed()
+            if entry.state is State.CANCELLED:
+                continue
             self.observers.tell("dequeued", waited)
             host = hosts.destination(entry.job.url)
             if entry.interrupted:  # gq died during its last attempt: that one is settled first

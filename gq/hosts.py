@@ -61,8 +61,14 @@ def destination(url: str) -> str:
         host = url_host(url)
     except ValueError:  # a job accepted before intake read URLs this way: keyed by its text
         return url
+    return canonical(host)
+
+
+def canonical(host: str) -> str:
+    """A host as destinations are keyed: an address in its one spelling, a name in lower
+    case without brackets or a trailing dot."""
     addr = address(host)
-    return str(addr) if addr is not None else host
+    return str(addr) if addr is not None else host.strip("[]").rstrip(".").lower()
 
 
 @functools.lru_cache(maxsize=4096)  # every job's URL is read at intake and by the dispatcher

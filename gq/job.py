@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,11 +15,14 @@ from gq.errors import JobError
 from gq.hosts import HostPolicy, url_host
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
-FIELDS = ("id", "method", "url", "headers", "json", "body", "timeout", "max_attempts")
+FIELDS = ("id", "method", "url", "headers", "json", "body", "timeout", "max_attempts", "run_at", "delay",
+          "ordering_key")
 MAX_ID_LENGTH = 256
 MAX_URL_LENGTH = 8192
 MAX_TIMEOUT = 86400.0
 MAX_ATTEMPTS = 1000
+MAX_KEY_LENGTH = 256
+MAX_DELAY = 10 * 366 * 86400.0   # seconds: a job scheduled further ahead is a mistake
 # gq sets these itself, or the HTTP stack computes them from the body.
 RESERVED_HEADERS = frozenset(
     ("idempotency-key", "user-agent", "content-length", "transfer-encoding", "host", "connection"))
@@ -77,6 +82,8 @@ class Job:
     is_json: bool = False            # data came from the `json` field
     timeout: float | None = None
     max_attempts: int | None = None
+    run_at: float | None = None      # Unix time before which it is not attempted
+    ordering_key: str | None = None  # jobs of one key run one at a time, in the order accepted
 
     def shown(self, hidden: frozenset[str] = frozenset()) -> dict[str, Any]:
         """What an operator may see of the request: secret header values and the URL's
@@ -105,6 +112,10 @@ class Job:
             out["timeout"] = self.timeout
         if self.max_attempts is not None:
             out["max_attempts"] = self.max_attempts
+        if self.run_at is not None:
+            out["run_at"] = self.run_at
+        if self.ordering_key is not None:
+            out["ordering_key"] = self.ordering_key
         return out
 
 
@@ -152,11 +163,57 @@ def _check_headers(headers: Any) -> dict[str, str]:
     return headers
 
 
+def timestamp(value: Any) -> float:
+    """Unix seconds, or an RFC 3339 date-time with its offset (or Z), as Unix seconds;
+    ValueError names what is wrong."""
+    if _number(value):
+        if not 0 <= value < 1e11:
+            raise ValueError("must be Unix seconds (0 to 1e11)")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError("must be Unix seconds or an RFC 3339 date-time")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"not an RFC 3339 date-time: {value[:60]!r}") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"RFC 3339 needs an offset or Z: {value[:60]!r}")
+    return moment.timestamp()
+
+
+def _schedule(obj: dict[str, Any], now: float) -> float | None:
+    """When the job may run first: `run_at`, or `delay` seconds from `now`; None: at once."""
+    if "run_at" in obj and "delay" in obj:
+        raise JobError("delay", "run_at and delay cannot both be given")
+    if "delay" in obj:
+        delay = obj["delay"]
+        if not _number(delay) or not 0 <= delay <= MAX_DELAY:
+            raise JobError("delay", f"must be a number of seconds from 0 to {MAX_DELAY:g}")
+        return now + delay
+    if "run_at" in obj:
+        try:
+            return timestamp(obj["run_at"])
+        except ValueError as e:
+            raise JobError("run_at", str(e)) from None
+    return None
+
+
+def _check_key(key: Any) -> str | None:
+    if key is None:
+        return None
+    if not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_LENGTH:
+        raise JobError("ordering_key", f"must be a string of 1 to {MAX_KEY_LENGTH} characters")
+    if _CONTROL.search(key) or not _encodes(key, "utf-8"):
+        raise JobError("ordering_key", "contains control characters or text that is not Unicode")
+    return key
+
+
 def parse(obj: Any, *, default_url: str = "", policy: HostPolicy = HostPolicy(),
-          default_id: str | None = None) -> Job:
+          default_id: str | None = None, now: float | None = None) -> Job:
     """Validate one job's JSON object; raises JobError naming the field at fault.
 
-    A job without an `id` gets `default_id`, else a random one.
+    A job without an `id` gets `default_id`, else a random one. A `delay` counts from
+    `now` (default: the time of the call).
     """
     if not isinstance(obj, dict):
         raise JobError("job", "must be a JSON object")
@@ -211,8 +268,10 @@ def parse(obj: Any, *, default_url: str = "", policy: HostPolicy = HostPolicy(),
             or not 1 <= max_attempts <= MAX_ATTEMPTS):
         raise JobError("max_attempts", f"must be an integer from 1 to {MAX_ATTEMPTS}")
 
+    run_at = _schedule(obj, time.time() if now is None else now)
     return Job(job_id, method.upper(), url, headers, data, is_json,
-               float(timeout) if timeout is not None else None, max_attempts)
+               float(timeout) if timeout is not None else None, max_attempts, run_at,
+               _check_key(obj.get("ordering_key")))
 
 
 def read_lines(text: str) -> list[tuple[int, Any]]:

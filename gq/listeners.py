@@ -7,7 +7,8 @@ import logging
 import socket
 from collections.abc import Callable
 
-from gq.api import Api, json_answer
+from gq.api import Api
+from gq.api_io import json_answer
 from gq.config import Config, is_loopback, split_listen
 from gq.errors import ConfigError, GqError
 from gq.http_server import Connections, IntakeServer, start

@@ -82,7 +82,8 @@ class Metrics(Observer):
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
             collector(registry=r)
         self.jobs_accepted = CounterFamily("gq_jobs_accepted", "Jobs accepted (202)")
-        self.finished = CounterFamily("gq_jobs_finished", "Jobs finished", "outcome", ("succeeded", "dead"))
+        self.finished = CounterFamily("gq_jobs_finished", "Jobs finished", "outcome",
+                                      ("succeeded", "dead", "cancelled"))
         self.attempts = CounterFamily("gq_attempts", "Attempts by result", "result",
                                       tuple(v.value for v in Verdict))
         self.rejected = CounterFamily("gq_intake_rejected", "Intake requests refused", "reason",
@@ -166,6 +167,9 @@ class Metrics(Observer):
             self.finished.inc("succeeded")
         elif outcome.verdict is Verdict.FAIL:
             self.finished.inc("dead")
+
+    def cancelled(self, job_id: str) -> None:
+        self.finished.inc("cancelled")
 
 
 def _shared(broker: Any, key: str) -> float:

@@ -25,6 +25,9 @@ class Observer:
     def attempted(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
         """An attempt ended; `entry.state` is already its outcome's."""
 
+    def cancelled(self, job_id: str) -> None:
+        """A job was cancelled: it is final, never attempted again."""
+
 
 class Observers:
     """Several observers, told in turn."""

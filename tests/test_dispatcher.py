@@ -123,7 +123,7 @@ def wait_settled(d: Dispatcher, *ids: str, state: State = State.SUCCEEDED) -> No
 
 
 def counts(**nonzero: int) -> dict[str, int]:
-    return {"queued": 0, "running": 0, "retrying": 0, "dead": 0, **nonzero}
+    return {"queued": 0, "scheduled": 0, "running": 0, "retrying": 0, "dead": 0, **nonzero}
 
 
 def never(condition, within: float = 0.1) -> bool:

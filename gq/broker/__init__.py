@@ -23,13 +23,18 @@ HISTORY_LIMIT = 20  # attempts kept per job; the first and the latest ones
 
 class State(str, Enum):
     QUEUED = "queued"
+    SCHEDULED = "scheduled"   # not due yet: its run_at is ahead
     RUNNING = "running"
     RETRYING = "retrying"
     SUCCEEDED = "succeeded"
     DEAD = "dead"
+    CANCELLED = "cancelled"
 
 
-UNFINISHED = (State.QUEUED, State.RUNNING, State.RETRYING)
+UNFINISHED = (State.QUEUED, State.SCHEDULED, State.RUNNING, State.RETRYING)
+CANCELLABLE = (State.QUEUED, State.SCHEDULED, State.RETRYING)
+REPLAYABLE = (State.DEAD, State.SUCCEEDED)
+UNCOUNTED = (State.SUCCEEDED, State.CANCELLED)  # finished and let go: Counts does not keep them
 
 
 @dataclass(eq=False, slots=True)
@@ -57,8 +62,11 @@ class Entry:
             "attempts": self.attempts,
             "last_status": last.status if last else None,
             "last_error": last.error if last else None,
-            "next_attempt_at": self.due if self.state is State.RETRYING else None,
+            "next_attempt_at": self.due if self.state in (State.RETRYING, State.SCHEDULED) else None,
             "dead_reason": self.reason or None,
+            "accepted_at": self.accepted_at or None,
+            "run_at": self.job.run_at,
+            "ordering_key": self.job.ordering_key,
             "history": [
                 {"started": a.started, "duration": round(a.duration, 6), "status": a.status,
                  "error": a.error, "response": a.snippet} for a in self.history],
@@ -83,17 +91,17 @@ def record(entry: Entry, result: AttemptResult) -> None:
 
 
 class Counts:
-    """Jobs by state, kept as entries move: queued, running, retrying, dead (succeeded jobs
-    only leave, and are not counted)."""
+    """Jobs by state, kept as entries move: queued, scheduled, running, retrying, dead
+    (succeeded and cancelled jobs only leave, and are not counted)."""
 
     def __init__(self, start: dict[State, int] | None = None):
-        self.by_state = dict.fromkeys((State.QUEUED, State.RUNNING, State.RETRYING, State.DEAD), 0)
-        self.by_state.update(start or {})
+        self.by_state = dict.fromkeys((State.QUEUED, State.SCHEDULED, State.RUNNING, State.RETRYING, State.DEAD), 0)
+        self.by_state.update({s: n for s, n in (start or {}).items() if s not in UNCOUNTED})
 
     def move(self, entry: Entry, state: State) -> None:
-        if entry.state is not State.SUCCEEDED:
+        if entry.state not in UNCOUNTED:
             self.by_state[entry.state] -= 1
-        if state is not State.SUCCEEDED:
+        if state not in UNCOUNTED:
             self.by_state[state] += 1
         entry.state = state
 
@@ -102,6 +110,27 @@ class Counts:
 
     def shown(self) -> dict[str, int]:
         return {state.value: n for state, n in self.by_state.items()}
+
+
+class Conflict(Exception):
+    """The job is not in a state the operation takes; `state` is the one it is in."""
+
+    def __init__(self, job_id: str, state: State):
+        super().__init__(f"job {job_id!r} is {state.value}")
+        self.job_id, self.state = job_id, state
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """Which jobs `find` returns: by state (None: any), host (a destination, as
+    gq.hosts.destination spells it), accepted in [since, until); `after` a page's
+    position (accepted_at, a number the broker keeps): only older ones."""
+
+    state: State | None = None
+    host: str | None = None
+    since: float | None = None
+    until: float | None = None
+    after: tuple[float, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,5 +200,21 @@ class DeadLetters(Protocol):
         """Dead letters deleted (None = all); returns the ids purged."""
 
 
-class Broker(Intake, Dispatch, Gauges, Protocol):
+class Operations(Protocol):
+    """What an operator does with jobs. A broker that cannot do one yet raises
+    gq.errors.Unsupported (the API answers 501)."""
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a queued, scheduled or retrying job: never attempted again. False for an
+        unknown id; raises Conflict when it runs or is final."""
+
+    def find(self, where: Filter, limit: int) -> list[tuple[Entry, tuple[float, int]]]:
+        """Up to `limit` matching jobs, newest first, each with its position (for `after`)."""
+
+    def replay(self, ids: Iterable[str] | None, states: Iterable[State] = (State.DEAD,)) -> list[str]:
+        """Finished jobs in `states` back to the queue, attempts reset (ids None: all);
+        returns the ids replayed."""
+
+
+class Broker(Intake, Dispatch, Gauges, Operations, Protocol):
     def close(self) -> None: ...

@@ -34,10 +34,10 @@ from functools import partial
 import gevent
 from gevent.event import Event
 
-from gq.broker import Added, Counts, Entry, State, record
+from gq.broker import CANCELLABLE, Added, Conflict, Counts, Entry, Filter, State, record
 from gq.broker import journal_upkeep as upkeep
 from gq.broker.journal_access import JournalAccess, JournalLock
-from gq.broker.journal_file import JournalError, JournalFile
+from gq.broker.journal_file import BLOCKED, CANCELLABLE_ROWS, TAKEN, JournalError, JournalFile
 from gq.broker.journal_writer import FAILED_WRITE_PAUSE, Add, JournalWriter
 from gq.broker.storage import StorageGuard
 from gq.errors import BacklogFull, StorageUnavailable
@@ -123,20 +123,25 @@ class JournalBroker:
         for job, state in zip(request.jobs, fate):
             if not state:
                 duplicates.append(job.id)
-            elif state == "queued":
-                stored += 1
-            else:
+            elif state == TAKEN:
                 entry = Entry(job, accepted_at=accepted_at)
                 self._held[job.id] = entry
                 entries.append(entry)
-        self._counts.by_state[State.QUEUED] += len(entries) + stored
+                self._counts.by_state[State.QUEUED] += 1
+            else:  # it waits in the file: queued, scheduled, or blocked behind its key (queued)
+                stored += 1
+                self._counts.by_state[State.SCHEDULED if state == "scheduled" else State.QUEUED] += 1
         request.done.set(Added(entries, duplicates, stored))
         return stored
 
-    def wrote(self, stored: int, dues: list[float], written_at: float) -> None:
-        if stored or dues:  # jobs wait in the file now: the feeder looks again
+    def wrote(self, stored: int, dues: list[float], written_at: float, released: list[str]) -> None:
+        for state in released:  # let go from behind their key: counted as queued until now
+            if state == "scheduled":
+                self._counts.by_state[State.QUEUED] -= 1
+                self._counts.by_state[State.SCHEDULED] += 1
+        if stored or dues or released:  # jobs wait in the file now: the feeder looks again
             self._writes += 1
-            self._next_due = min([self._next_due, *dues] + ([written_at] if stored else []))
+            self._next_due = min([self._next_due, *dues] + ([written_at] if stored or released else []))
             self._due.set()
 
     def get(self, job_id: str) -> Entry | None:
@@ -200,11 +205,11 @@ class JournalBroker:
         if outcome.verdict is Verdict.SUCCESS:
             self._counts.move(entry, State.SUCCEEDED)
             if self.batch:  # only its id is kept
-                self.writer.forget(entry.job.id)
+                self.writer.forget(entry.job)
                 self.writer.done(entry.job.id)
                 return
             if not self.keep_succeeded:
-                self.writer.forget(entry.job.id)
+                self.writer.forget(entry.job)
                 return
         elif outcome.verdict is Verdict.FAIL:
             entry.reason = outcome.reason
@@ -231,18 +236,46 @@ class JournalBroker:
     def stored_bytes(self) -> int:
         return sum(_size(self.db.file.path + suffix) for suffix in ("", "-wal", "-shm"))
 
-    # -- dead letters
+    # -- operations
+
+    def cancel(self, job_id: str) -> bool:
+        """A job in memory (read ahead, queued or parked here, or a retry not yet written)
+        is cancelled there, and written behind: the dispatcher skips it. Any other is
+        cancelled in the file, if it waits there."""
+        entry = self._held.get(job_id) or self.writer.pending(job_id)
+        if entry is None:
+            was = self.db.write(JournalFile.cancel, job_id, time.time())
+            if was in CANCELLABLE_ROWS:
+                self._counts.by_state[State.QUEUED if was == BLOCKED else State(was)] -= 1
+                return True
+            if was != TAKEN:
+                if not was:
+                    return False
+                raise Conflict(job_id, State(was))
+            entry = self._held[job_id]  # taken while this waited for the file: it is here now
+        if entry.state not in CANCELLABLE:
+            raise Conflict(job_id, entry.state)
+        self._held.pop(job_id, None)
+        self._counts.move(entry, State.CANCELLED)
+        self.writer.change(entry)
+        return True
+
+    def find(self, where: Filter, limit: int) -> list[tuple[Entry, tuple[float, int]]]:
+        """From the file (off the hub); jobs in memory as last written."""
+        return self.db.read(JournalFile.find, where, limit)
 
     def dead_letters(self) -> list[Entry]:
         return self.db.read(lambda f: list(f.dead_letters()))
 
-    def replay(self, ids: Iterable[str] | None) -> list[str]:
-        replayed = self.db.write(JournalFile.replay, None if ids is None else list(ids))
-        self._counts.by_state[State.DEAD] -= len(replayed)
-        self._counts.by_state[State.QUEUED] += len(replayed)
+    def replay(self, ids: Iterable[str] | None, states: Iterable[State] = (State.DEAD,)) -> list[str]:
+        moved = self.db.write(JournalFile.replay, None if ids is None else list(ids), [s.value for s in states])
+        for _, was in moved:
+            if was == State.DEAD.value:
+                self._counts.by_state[State.DEAD] -= 1
+            self._counts.by_state[State.QUEUED] += 1
         self._next_due = float("-inf")
         self._due.set()
-        return replayed
+        return [job_id for job_id, _ in moved]
 
     def purge(self, ids: Iterable[str] | None) -> list[str]:
         purged = self.db.write(JournalFile.purge, None if ids is None else list(ids))
@@ -285,7 +318,9 @@ class DeadLetterAdmin:
         lock = JournalLock(self.path)
         try:
             if lock.try_acquire():
-                return getattr(self.file, op)(ids)
+                if op == "replay":
+                    return [job_id for job_id, _ in self.file.replay(ids)]
+                return self.file.purge(ids)
             seq = self.file.request(op, ids)
             deadline = time.monotonic() + self.WAIT
             while (done := self.file.answer(seq)) is None:

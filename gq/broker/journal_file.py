@@ -3,51 +3,63 @@
 Not cooperative: the journal broker calls it from gevent's threadpool, one call
 at a time per connection. Each method is one transaction.
 
-A job's row goes through these states: `queued` or `retrying` (waiting on disk
-until `due`), `taken` (read into memory: about to run here; a state of the file
-only, put back to `queued` when the file is opened again), `running` (an
-attempt committed as started), then `succeeded` (kept `journal.keep_succeeded`
-seconds without its body) or `dead` (a dead letter, until replayed or purged).
+A job's row goes through these states: `queued`, `scheduled` (its run_at ahead)
+or `retrying` (waiting on disk until `due`), `blocked` (behind an earlier unfinished
+job of its ordering key; shown as queued), `taken` (read into memory: about to run
+here; a state of the file only, put back to `queued` when the file is opened again),
+`running` (an attempt committed as started), then `succeeded` or `cancelled` (kept
+`journal.keep_succeeded` seconds) or `dead` (a dead letter, until replayed or purged).
+
+Of the unfinished jobs of one ordering key only the oldest is ever anything but
+blocked; when it finishes, the next one in the order accepted is let go in the same
+transaction (`_release`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 
-from gq.broker import Entry, State
+from gq import hosts
+from gq.broker import Entry, Filter, State
 from gq.errors import GqError
 from gq.job import Job, parse
 from gq.outcome import AttemptResult
 
 TAKEN = "taken"
-WAITING = "state IN ('queued', 'retrying')"  # the jobs_due index's own condition, word for word
+BLOCKED = "blocked"
+WAITING = "state IN ('queued', 'retrying', 'scheduled')"  # the jobs_waiting index's own condition, word for word
 # Without it SQLite's planner picks jobs_state for WAITING and sorts every waiting job by due:
 # seconds per look with a million of them, instead of a few index pages.
-BY_DUE = "INDEXED BY jobs_due"
+BY_DUE = "INDEXED BY jobs_waiting"
+KEYED = ("ordering_key IS NOT NULL AND state IN "
+         "('queued', 'scheduled', 'retrying', 'taken', 'running', 'blocked')")  # jobs_key's condition
+FINAL = ("succeeded", "dead", "cancelled")
+CANCELLABLE_ROWS = ("queued", "scheduled", "retrying", BLOCKED)  # states cancel() takes
+# The file's states behind each state a user sees.
+FILE_STATES = {State.QUEUED: ("queued", TAKEN, BLOCKED)}
+ALL_FILE_STATES = ("queued", TAKEN, BLOCKED, "scheduled", "running", "retrying", *FINAL)
 SUCCEEDED_HISTORY = 3   # attempts a succeeded job keeps: the first and the last two
+VERSION = 1             # PRAGMA user_version of the layout below
 
-SCHEMA = f"""
+TABLES = """
 CREATE TABLE IF NOT EXISTS jobs (
-    id          TEXT PRIMARY KEY,
-    spec        TEXT NOT NULL,              -- the job's JSON form (without its body once succeeded)
-    state       TEXT NOT NULL,
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    due         REAL NOT NULL DEFAULT 0,    -- when a queued or retrying job may run
-    accepted_at REAL NOT NULL,
-    finished_at REAL,
-    reason      TEXT,                       -- why it is dead
-    history     TEXT NOT NULL DEFAULT '[]'  -- attempts: [started, duration, status, error, snippet]
+    id           TEXT PRIMARY KEY,
+    spec         TEXT NOT NULL,              -- the job's JSON form
+    state        TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    due          REAL NOT NULL DEFAULT 0,    -- when a waiting job may run (a blocked one, once let go)
+    accepted_at  REAL NOT NULL,
+    finished_at  REAL,
+    reason       TEXT,                       -- why it is dead
+    history      TEXT NOT NULL DEFAULT '[]', -- attempts: [started, duration, status, error, snippet]
+    host         TEXT,                       -- its destination (gq.hosts.destination), for finding
+    ordering_key TEXT
 );
-DROP INDEX IF EXISTS jobs_by_state;         -- the layout of a journal read whole at start
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, accepted_at);
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs (due) WHERE {WAITING};
-CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (finished_at) WHERE state = 'succeeded';
 CREATE TABLE IF NOT EXISTS done (          -- gq batch: ids of its succeeded jobs, rows deleted
     id TEXT PRIMARY KEY
 ) WITHOUT ROWID;
@@ -58,14 +70,30 @@ CREATE TABLE IF NOT EXISTS control (       -- dlq commands for a running daemon
     result TEXT                             -- JSON list of ids done; NULL = not yet
 );
 """
+# Newest first by acceptance, for GET /v1/jobs: through jobs_accepted with no filter,
+# jobs_state by state, jobs_host by host (and state).
+INDEXES = f"""
+DROP INDEX IF EXISTS jobs_by_state;         -- the layouts of earlier versions
+DROP INDEX IF EXISTS jobs_due;
+DROP INDEX IF EXISTS jobs_expiry;
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, accepted_at);
+CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (due) WHERE {WAITING};
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE state IN ('succeeded', 'cancelled');
+CREATE INDEX IF NOT EXISTS jobs_accepted ON jobs (accepted_at);
+CREATE INDEX IF NOT EXISTS jobs_host ON jobs (host, state, accepted_at);
+CREATE INDEX IF NOT EXISTS jobs_key ON jobs (ordering_key, state) WHERE {KEYED};
+"""
+
+
+def _destination(spec: str) -> str:
+    try:
+        return hosts.destination(str(json.loads(spec).get("url", "")))
+    except (ValueError, AttributeError):
+        return ""
 
 
 class JournalError(GqError):
     """The journal file cannot be opened, locked or written."""
-
-
-class BacklogLimit(Exception):
-    """An add would take the unfinished jobs past the budget it was given."""
 
 
 def _history(attempts: list[AttemptResult]) -> str:
@@ -75,22 +103,20 @@ def _history(attempts: list[AttemptResult]) -> str:
 
 def state_row(entry: Entry) -> tuple:
     """A changed entry as `write` takes it: state, attempts, due, finished_at, reason,
-    history, spec (None: unchanged), id. A succeeded job drops its body and keeps a short
-    history."""
-    spec, history = None, entry.history
-    finished = time.time() if entry.state in (State.SUCCEEDED, State.DEAD) else None
+    history, id. A succeeded job keeps a short history (and its body: it may be replayed)."""
+    history = entry.history
+    finished = time.time() if entry.state.value in FINAL else None
     if entry.state is State.SUCCEEDED:
-        spec = dataclasses.replace(entry.job, data=None, is_json=False).to_json()
         history = history[:1] + history[1:][-(SUCCEEDED_HISTORY - 1):]
     return (entry.state.value, entry.attempts, entry.due, finished, entry.reason or None,
-            _history(history), spec, entry.job.id)
+            _history(history), entry.job.id)
 
 
 def entry(row: sqlite3.Row, strict: bool = True) -> Entry:
     """The row as an Entry. Its job is parsed again, checked as at intake (ValueError or
     GqError when it no longer passes); not `strict` (a look-up), a job that does not is
     shown as it is."""
-    state = State.QUEUED if row["state"] == TAKEN else State(row["state"])
+    state = State.QUEUED if row["state"] in (TAKEN, BLOCKED) else State(row["state"])
     history = [AttemptResult(*a) for a in json.loads(row["history"])]
     spec = json.loads(row["spec"])
     try:
@@ -125,9 +151,25 @@ class JournalFile:
                 self.db.execute("PRAGMA query_only=1")
             else:
                 self.db.execute("PRAGMA synchronous=FULL")  # a 202 survives power loss, not just a crash
-                self.db.executescript(SCHEMA)
+                self._lay_out()
         except (OSError, sqlite3.Error) as e:
             raise JournalError(f"journal: cannot open {path}: {e}") from None
+
+    def _lay_out(self) -> None:
+        """Create the tables and indexes, or bring a file of an earlier version up to date:
+        the columns it lacks added (each job's host read from its URL), old indexes dropped."""
+        self.db.executescript(TABLES)
+        if self.db.execute("PRAGMA user_version").fetchone()[0] < VERSION:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                columns = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
+                for column in ("host", "ordering_key"):
+                    if column not in columns:
+                        self.db.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")
+                self.db.create_function("gq_destination", 1, _destination, deterministic=True)
+                self.db.execute("UPDATE jobs SET host = gq_destination(spec) WHERE host IS NULL")
+                self.db.execute(f"PRAGMA user_version = {VERSION}")
+        self.db.executescript(INDEXES)  # IF NOT EXISTS: at once when they are there
 
     # -- the daemon's connection
 
@@ -138,8 +180,11 @@ class JournalFile:
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute("UPDATE jobs SET state = 'queued' WHERE state = ?", (TAKEN,))
-            counts = {State(state): n for state, n in self.db.execute(
-                "SELECT state, count(*) FROM jobs WHERE state != 'succeeded' GROUP BY state")}
+            counts: dict[State, int] = {}
+            for state, n in self.db.execute("SELECT state, count(*) FROM jobs WHERE state NOT IN "
+                                            "('succeeded', 'cancelled') GROUP BY state"):
+                shown = State.QUEUED if state == BLOCKED else State(state)
+                counts[shown] = counts.get(shown, 0) + n
             running, unreadable = self._readable(
                 self.db.execute("SELECT * FROM jobs WHERE state = 'running'").fetchall(), time.time())
             for state in unreadable:
@@ -151,26 +196,31 @@ class JournalFile:
         rows = self.db.execute(f"SELECT due FROM jobs {BY_DUE} WHERE {WAITING} ORDER BY due LIMIT 1").fetchall()
         return rows[0][0] if rows else float("inf")
 
-    def write(self, adds: list[tuple[list[tuple[str, str]], int]], budget: int, accepted_at: float,
-              changed: list[tuple], deleted: Iterable[str], done: Iterable[str]) -> list[list[str] | None]:
+    def write(self, adds: list[tuple[list[Job], int]], budget: int, accepted_at: float,
+              changed: list[tuple], deleted: Iterable[str], done: Iterable[str],
+              keys: Iterable[str]) -> tuple[list[list[str] | None], list[str]]:
         """One transaction.
-        - `adds`: each request's new jobs, (id, spec) pairs, and how many of them it may
-          take into memory at once (`taken`; the others are `queued`). For each, the states
-          its jobs got (`""`: a duplicate, the id being known already), or None when they
+        - `adds`: each request's new jobs and how many of them it may take into memory at
+          once (`taken`; the others wait in the file: `queued`, `scheduled` when their
+          run_at is ahead, `blocked` behind their ordering key). For each, the states its
+          jobs got (`""`: a duplicate, the id being known already), or None when they
           would take the unfinished jobs past `budget` (that add is left out).
         - `changed`: state_row()s; `deleted`: ids whose rows go; `done`: ids of a batch's
-          succeeded jobs."""
+          succeeded jobs; `keys`: ordering keys whose running job may have finished.
+        Also returns the states of the jobs let go from behind their key."""
         fates: list[list[str] | None] = []
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
-            for rows, hold in adds:
+            for jobs, hold in adds:
                 self.db.execute("SAVEPOINT request")
                 got = []
-                for job_id, spec in rows:
-                    state = TAKEN if hold > 0 else "queued"
+                for job in jobs:
+                    state, due = self._arrival(job, accepted_at, hold > 0)
                     inserted = self.db.execute(
-                        "INSERT OR IGNORE INTO jobs (id, spec, state, due, accepted_at) VALUES (?, ?, ?, ?, ?)",
-                        (job_id, spec, state, accepted_at, accepted_at)).rowcount
+                        "INSERT OR IGNORE INTO jobs (id, spec, state, due, accepted_at, host, ordering_key) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (job.id, job.to_json(), state, due, accepted_at, hosts.destination(job.url),
+                         job.ordering_key)).rowcount
                     got.append(state if inserted else "")
                     if inserted and state == TAKEN:
                         hold -= 1
@@ -183,11 +233,40 @@ class JournalFile:
                     fates.append(got)
                 self.db.execute("RELEASE request")
             self.db.executemany(
-                "UPDATE jobs SET state = ?, attempts = ?, due = ?, finished_at = ?, reason = ?, history = ?, "
-                "spec = coalesce(?, spec) WHERE id = ?", changed)
+                "UPDATE jobs SET state = ?, attempts = ?, due = ?, finished_at = ?, reason = ?, history = ? "
+                "WHERE id = ?", changed)
             self.db.executemany("DELETE FROM jobs WHERE id = ?", ((i,) for i in deleted))
             self.db.executemany("INSERT OR IGNORE INTO done (id) VALUES (?)", ((i,) for i in done))
-        return fates
+            released = [state for key in set(keys) if (state := self._release(key, accepted_at))]
+        return fates, released
+
+    def _arrival(self, job: Job, now: float, may_take: bool) -> tuple[str, float]:
+        """A new job's first state and due."""
+        due = max(now, job.run_at or 0.0)
+        if job.ordering_key is not None and self._key_busy(job.ordering_key):
+            return BLOCKED, due
+        if due > now:
+            return "scheduled", due
+        return (TAKEN if may_take else "queued"), due
+
+    def _key_busy(self, key: str, blocked: bool = True) -> bool:
+        """Whether an unfinished job of `key` is there (not counting blocked ones, unless `blocked`)."""
+        others = "" if blocked else f"AND state != '{BLOCKED}'"
+        return self.db.execute(f"SELECT 1 FROM jobs INDEXED BY jobs_key WHERE ordering_key = ? AND {KEYED} "
+                               f"{others} LIMIT 1", (key,)).fetchone() is not None
+
+    def _release(self, key: str, now: float) -> str:
+        """When no job of `key` runs or waits to, let its oldest blocked job go; returns its
+        new state (queued or scheduled), or "" for none let go."""
+        if self._key_busy(key, blocked=False):
+            return ""
+        row = self.db.execute(f"SELECT rowid, due FROM jobs INDEXED BY jobs_key WHERE ordering_key = ? AND {KEYED} "
+                              f"AND state = '{BLOCKED}' ORDER BY rowid LIMIT 1", (key,)).fetchone()
+        if row is None:
+            return ""
+        state = "scheduled" if row["due"] > now else "queued"
+        self.db.execute("UPDATE jobs SET state = ? WHERE rowid = ?", (state, row["rowid"]))
+        return state
 
     def take(self, limit: int, now: float) -> tuple[list[Entry], list[str], float]:
         """Up to `limit` waiting jobs due by `now`, earliest first, marked taken; the states
@@ -220,9 +299,10 @@ class JournalFile:
         self.db.execute("UPDATE jobs SET state = 'queued' WHERE state = ?", (TAKEN,))
 
     def expire(self, before: float, limit: int) -> int:
-        """Delete up to `limit` succeeded jobs that finished before `before`; returns how many."""
+        """Delete up to `limit` succeeded or cancelled jobs that finished before `before`;
+        returns how many."""
         return self.db.execute(
-            "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs WHERE state = 'succeeded' "
+            "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs WHERE state IN ('succeeded', 'cancelled') "
             "AND finished_at < ? LIMIT ?)", (before, limit)).rowcount
 
     def batch_done(self, ids: Iterable[str], forget_others: bool) -> set[str]:
@@ -248,42 +328,109 @@ class JournalFile:
         return None if row is None else entry(row, strict=False)
 
     def oldest(self) -> float | None:
-        """When the oldest unfinished job was accepted (one index seek per state)."""
+        """When the oldest unfinished job that is due was accepted (one index seek per
+        state; a scheduled job is not late)."""
         return self.db.execute(
             "SELECT min(t) FROM (" + " UNION ALL ".join(
                 f"SELECT min(accepted_at) AS t FROM jobs WHERE state = '{s}'"
-                for s in ("queued", TAKEN, "running", "retrying")) + ")").fetchone()[0]
+                for s in ("queued", TAKEN, BLOCKED, "running", "retrying")) + ")").fetchone()[0]
+
+    def find(self, where: Filter, limit: int) -> list[tuple[Entry, tuple[float, int]]]:
+        """Up to `limit` jobs that match, newest first, each with its position (for a
+        cursor). Each of the file's states is read through an index in order, and the
+        positions merged, so no query sorts: a page costs `limit` index steps per state."""
+        bounds: list[str] = []
+        params: list[float | str] = []
+        if where.since is not None:
+            bounds.append("accepted_at >= ?")
+            params.append(where.since)
+        if where.until is not None:
+            bounds.append("accepted_at < ?")
+            params.append(where.until)
+        if where.after is not None:
+            bounds.append("(accepted_at, rowid) < (?, ?)")
+            params.extend(where.after)
+        looks: list[tuple[str, list[str], list[float | str]]] = [("jobs_accepted", bounds, params)]
+        if where.host is not None or where.state is not None:
+            states = ALL_FILE_STATES if where.state is None else FILE_STATES.get(where.state, (where.state.value,))
+            if where.host is None:
+                looks = [("jobs_state", ["state = ?", *bounds], [state, *params]) for state in states]
+            else:
+                looks = [("jobs_host", ["host = ?", "state = ?", *bounds], [where.host, state, *params])
+                         for state in states]
+        found: list[tuple[float, int]] = []
+        for index, conditions, values in looks:
+            clause = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+            found += [(r[0], r[1]) for r in self.db.execute(
+                f"SELECT accepted_at, rowid FROM jobs INDEXED BY {index} {clause} "
+                f"ORDER BY accepted_at DESC, rowid DESC LIMIT ?", (*values, limit))]
+        page = sorted(found, reverse=True)[:limit]
+        rows: dict[int, sqlite3.Row] = {}
+        for start in range(0, len(page), 500):  # SQLite takes so many parameters at most
+            chunk = [rowid for _, rowid in page[start:start + 500]]
+            rows.update((r["rowid"], r) for r in self.db.execute(
+                f"SELECT rowid, * FROM jobs WHERE rowid IN ({','.join('?' * len(chunk))})", chunk))
+        return [(entry(rows[rowid], strict=False), (at, rowid)) for at, rowid in page if rowid in rows]
+
+    def cancel(self, job_id: str, now: float) -> str:
+        """Cancel a job that waits in the file (queued, scheduled, retrying or blocked);
+        returns the state it had ("" unknown): when it was not one of those, it is left."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            row = self.db.execute("SELECT state, ordering_key FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return ""
+            if row["state"] in CANCELLABLE_ROWS:
+                self.db.execute("UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE id = ?", (now, job_id))
+                if row["ordering_key"] is not None:
+                    self._release(row["ordering_key"], now)
+        return row["state"]
 
     def dead_letters(self) -> Iterator[Entry]:
         """Dead letters, oldest first, read as they are used (there may be millions)."""
         for row in self.db.execute("SELECT * FROM jobs WHERE state = 'dead' ORDER BY accepted_at"):
             yield entry(row, strict=False)
 
-    # -- dead letters, for the process that holds the journal
+    # -- replays and purges, for the process that holds the journal
 
-    def _dead_ids(self, ids: list[str] | None) -> list[str]:
+    def _ids_in(self, ids: list[str] | None, states: Iterable[str]) -> list[str]:
+        """Those of `ids` (None: all) whose jobs are in one of `states`, each once, in the
+        order they were accepted."""
+        wanted = ",".join(f"'{s}'" for s in states)
         if ids is None:
-            return [r[0] for r in self.db.execute("SELECT id FROM jobs WHERE state = 'dead'")]
-        found = set()
+            return [r[0] for r in self.db.execute(f"SELECT id FROM jobs WHERE state IN ({wanted}) ORDER BY rowid")]
+        found: list[tuple[int, str]] = []
         for start in range(0, len(ids), 500):  # SQLite takes so many parameters at most
             chunk = ids[start:start + 500]
-            found |= {r[0] for r in self.db.execute(
-                f"SELECT id FROM jobs WHERE state = 'dead' AND id IN ({','.join('?' * len(chunk))})", chunk)}
-        return [i for i in dict.fromkeys(ids) if i in found]
+            found += self.db.execute(f"SELECT rowid, id FROM jobs WHERE state IN ({wanted}) "
+                                     f"AND id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+        return [job_id for _, job_id in sorted(set(found))]
 
-    def replay(self, ids: list[str] | None) -> list[str]:
-        """Dead letters back to queued, attempts reset and due at once."""
+    def replay(self, ids: list[str] | None, states: Iterable[str] = ("dead",)) -> list[tuple[str, str]]:
+        """Finished jobs in `states` (dead letters, by default) back to waiting, attempts
+        reset and due at once: queued, or blocked behind an unfinished job of their
+        ordering key. Returns (id, state it had) for each."""
+        moved, keys = [], set()
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
-            done = self._dead_ids(ids)
-            self.db.executemany("UPDATE jobs SET state = 'queued', attempts = 0, due = 0, reason = NULL, "
-                                "finished_at = NULL WHERE id = ?", ((i,) for i in done))
-        return done
+            for job_id in self._ids_in(ids, states):
+                row = self.db.execute("SELECT state, ordering_key FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                key = row["ordering_key"]
+                state = BLOCKED if key is not None and self._key_busy(key) else "queued"
+                self.db.execute("UPDATE jobs SET state = ?, attempts = 0, due = 0, reason = NULL, "
+                                "finished_at = NULL WHERE id = ?", (state, job_id))
+                moved.append((job_id, row["state"]))
+                if state == BLOCKED:
+                    keys.add(key)
+            now = time.time()
+            for key in keys:  # a key with blocked jobs only (an older one replayed): its oldest goes
+                self._release(key, now)
+        return moved
 
     def purge(self, ids: list[str] | None) -> list[str]:
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
-            done = self._dead_ids(ids)
+            done = self._ids_in(ids, ("dead",))
             self.db.executemany("DELETE FROM jobs WHERE id = ?", ((i,) for i in done))
         return done
 

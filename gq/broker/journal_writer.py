@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from gevent.event import AsyncResult, Event
 
 from gq.broker import Added, Entry, State
-from gq.broker.journal_file import JournalFile, state_row
+from gq.broker.journal_file import FINAL, JournalFile, state_row
 from gq.broker.storage import StorageGuard
 from gq.errors import StorageUnavailable
 from gq.job import Job
@@ -48,8 +48,9 @@ class Commits(Protocol):
         """Answer `request`, committed (`fate` None: refused, the backlog full); returns how
         many of its jobs wait in the file."""
 
-    def wrote(self, stored: int, dues: list[float], written_at: float) -> None:
-        """A commit stored `stored` new jobs in the file and made jobs wait until `dues`."""
+    def wrote(self, stored: int, dues: list[float], written_at: float, released: list[str]) -> None:
+        """A commit stored `stored` new jobs in the file, made jobs wait until `dues`, and let
+        jobs go from behind their ordering key (`released`: the state each has now)."""
 
 
 class JournalWriter:
@@ -59,6 +60,7 @@ class JournalWriter:
         self._dirty: dict[str, Entry] = {}     # changes not yet written
         self._writing: dict[str, Entry] = {}   # changes being written now
         self._deleted: set[str] = set()
+        self._keys: set[str] = set()           # ordering keys of deleted jobs
         self._done: list[str] = []
         self._adding: list[Add] = []
         self._starting: list[AsyncResult] = []  # started() calls waiting for a commit
@@ -80,10 +82,12 @@ class JournalWriter:
         self._dirty[entry.job.id] = entry
         self._wake.set()
 
-    def forget(self, job_id: str) -> None:
+    def forget(self, job: Job) -> None:
         """Delete the job's row."""
-        self._dirty.pop(job_id, None)
-        self._deleted.add(job_id)
+        self._dirty.pop(job.id, None)
+        self._deleted.add(job.id)
+        if job.ordering_key is not None:
+            self._keys.add(job.ordering_key)
         self._wake.set()
 
     def done(self, job_id: str) -> None:
@@ -113,6 +117,7 @@ class JournalWriter:
         calls it covers."""
         self._writing, self._dirty = self._dirty, {}
         deleted, self._deleted = self._deleted, set()
+        keys, self._keys = self._keys, set()
         done, self._done = self._done, []
         adding, self._adding = self._adding, []
         starting, self._starting = self._starting, []
@@ -120,25 +125,30 @@ class JournalWriter:
             self._release(starting)
             return
         accepted_at = time.time()
-        rows = [([(job.id, job.to_json()) for job in a.jobs], a.hold) for a in adding]
+        rows = [(a.jobs, a.hold) for a in adding]
         changed = [state_row(e) for e in self._writing.values()]
+        keys |= {e.job.ordering_key for e in self._writing.values()
+                 if e.job.ordering_key is not None and e.state.value in FINAL}
         try:
-            fates = self._call(JournalFile.write, rows, self.broker.budget(), accepted_at, changed, deleted, done)
+            fates, released = self._call(JournalFile.write, rows, self.broker.budget(), accepted_at, changed,
+                                         deleted, done, keys)
             self.guard.look()  # a file deleted before this commit: its adds are not stored
             if self.guard.gone:
                 raise OSError("the journal file was deleted or replaced")
         except Exception as e:  # the writer must live on: a failed write fails its own adds only
-            self._failed(e, adding, deleted, done)
+            self._failed(e, adding, deleted, done, keys)
             self._release(starting)  # the attempts go on: their state is written with the next write
             self._stop.wait(FAILED_WRITE_PAUSE)
             return
         stored = sum([self.broker.accepted(request, fate, accepted_at) for request, fate in zip(adding, fates)])
-        self.broker.wrote(stored, [e.due for e in self._writing.values() if e.state in WAITING], accepted_at)
+        self.broker.wrote(stored, [e.due for e in self._writing.values() if e.state in WAITING], accepted_at,
+                          released)
         self._writing = {}
         self._release(starting)
         self.guard.wrote()
 
-    def _failed(self, error: Exception, adding: list[Add], deleted: set[str], done: list[str]) -> None:
+    def _failed(self, error: Exception, adding: list[Add], deleted: set[str], done: list[str],
+                keys: set[str]) -> None:
         self.guard.write_failed(error)
         refusal = StorageUnavailable(f"journal: write failed: {error}")
         log.error("%s; %d job(s) refused, state changes kept for the next write", refusal,
@@ -147,6 +157,7 @@ class JournalWriter:
             self._dirty.setdefault(job_id, entry)
         self._writing = {}
         self._deleted |= deleted
+        self._keys |= keys
         self._done[:0] = done
         for request in adding:
             request.done.set_exception(refusal)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 
 from gevent.event import Event
 
-from gq.broker import UNFINISHED, Added, Counts, Entry, State, record
+from gq import hosts
+from gq.broker import CANCELLABLE, UNFINISHED, Added, Conflict, Counts, Entry, Filter, State, record
 from gq.errors import BacklogFull
 from gq.job import Job
 from gq.outcome import AttemptResult, Outcome, Verdict
@@ -23,6 +24,9 @@ KEEP_FINISHED = 10000  # succeeded jobs remembered for status look-ups and dupli
 
 
 class MemoryBroker:
+    """Jobs of an ordering key wait behind the one of it that runs or waits to (`_heads`)
+    in `_blocked`, counted as queued, until it finishes."""
+
     backlog = False
 
     def __init__(self, clock=time.time, keep_finished: int = KEEP_FINISHED, max_backlog: int = 10_000_000):
@@ -30,7 +34,9 @@ class MemoryBroker:
         self.keep_finished = keep_finished
         self.max_backlog = max_backlog
         self._entries: dict[str, Entry] = {}
-        self._succeeded: OrderedDict[str, None] = OrderedDict()  # oldest first, for pruning
+        self._succeeded: OrderedDict[str, None] = OrderedDict()  # succeeded or cancelled, oldest first
+        self._heads: dict[str, Entry] = {}                       # ordering key → its unfinished job
+        self._blocked: dict[str, deque[Entry]] = {}              # ordering key → jobs behind it
         self._waiting: list[tuple[float, int, str]] = []        # (due, seq, id): held here, not queued
         self._seq = itertools.count()
         self._wakeup = Event()
@@ -54,13 +60,24 @@ class MemoryBroker:
             raise BacklogFull(f"backlog full: {unfinished} unfinished jobs, journal.max_backlog "
                               f"({self.max_backlog}) at most; try again once some are delivered")
         now = self.clock()
-        fresh = [Entry(job, accepted_at=now) for job in new.values()]
+        fresh = [Entry(job, accepted_at=now, handle=next(self._seq)) for job in new.values()]
+        at_once: list[Entry] = []
         for entry in fresh:
             self._entries[entry.job.id] = entry
-        self._counts.by_state[State.QUEUED] += len(fresh)
-        for entry in fresh[hold:]:
-            self._hold(entry, now, State.QUEUED)
-        return Added(fresh[:hold], duplicates, len(fresh[hold:]))
+            self._counts.by_state[State.QUEUED] += 1
+            key = entry.job.ordering_key
+            if key is not None and key in self._heads:
+                self._blocked.setdefault(key, deque()).append(entry)
+                continue
+            if key is not None:
+                self._heads[key] = entry
+            if (entry.job.run_at or 0.0) > now:
+                self._hold(entry, entry.job.run_at or 0.0, State.SCHEDULED)
+            elif len(at_once) < hold:
+                at_once.append(entry)
+            else:
+                self._hold(entry, now, State.QUEUED)
+        return Added(at_once, duplicates, len(fresh) - len(at_once))
 
     # -- dispatch
 
@@ -80,7 +97,7 @@ class MemoryBroker:
         while self._waiting and len(taken) < limit and self._waiting[0][0] <= now:
             _, _, job_id = heapq.heappop(self._waiting)
             entry = self._entries.get(job_id)
-            if entry is not None and entry.state in (State.QUEUED, State.RETRYING):
+            if entry is not None and entry.state in CANCELLABLE and entry.due <= now:
                 self._move(entry, State.QUEUED)
                 taken.append(entry)
         return taken
@@ -93,10 +110,11 @@ class MemoryBroker:
         record(entry, result)
         if outcome.verdict is Verdict.SUCCESS:
             self._move(entry, State.SUCCEEDED)
-            self._remember_success(entry.job.id)
+            self._remember_finished(entry)
         elif outcome.verdict is Verdict.FAIL:
             entry.reason = outcome.reason
             self._move(entry, State.DEAD)
+            self._release(entry)
         else:
             self._hold(entry, self.clock() + outcome.delay, State.RETRYING)
 
@@ -113,11 +131,43 @@ class MemoryBroker:
     def _move(self, entry: Entry, state: State) -> None:
         self._counts.move(entry, state)
 
-    def _remember_success(self, job_id: str) -> None:
-        self._succeeded[job_id] = None
+    def _remember_finished(self, entry: Entry) -> None:
+        """A job succeeded or cancelled: kept for look-ups, the latest keep_finished of them."""
+        self._release(entry)
+        self._succeeded[entry.job.id] = None
         while len(self._succeeded) > self.keep_finished:
             old, _ = self._succeeded.popitem(last=False)
             self._drop(old)
+
+    def _release(self, entry: Entry) -> None:
+        """`entry` finished: if it was its key's head, the next of the key (in the order
+        accepted, cancelled ones passed over) is let go."""
+        key = entry.job.ordering_key
+        if key is None or self._heads.get(key) is not entry:
+            return
+        del self._heads[key]
+        behind = self._blocked.get(key)
+        while behind:
+            head = behind.popleft()
+            if head.state is State.QUEUED:
+                self._heads[key] = head
+                run_at = head.job.run_at or 0.0
+                now = self.clock()
+                self._hold(head, max(run_at, now), State.SCHEDULED if run_at > now else State.QUEUED)
+                break
+        if not behind:
+            self._blocked.pop(key, None)
+
+    def _wait_for_key(self, entry: Entry) -> bool:
+        """A job back to waiting (replayed): behind its key's head, if it has one (True)."""
+        key = entry.job.ordering_key
+        if key is None:
+            return False
+        if key in self._heads:
+            self._blocked.setdefault(key, deque()).append(entry)
+            return True
+        self._heads[key] = entry
+        return False
 
     def _drop(self, job_id: str) -> None:
         """Forget a job: a succeeded one past the window, or a purged dead letter."""
@@ -141,28 +191,57 @@ class MemoryBroker:
     def stored_bytes(self) -> int:
         return 0
 
-    # -- dead letters
+    # -- operations
+
+    def cancel(self, job_id: str) -> bool:
+        entry = self._entries.get(job_id)
+        if entry is None:
+            return False
+        if entry.state not in CANCELLABLE:
+            raise Conflict(job_id, entry.state)
+        self._move(entry, State.CANCELLED)  # where it waits (held, blocked, queued) it is passed over
+        self._remember_finished(entry)
+        return True
+
+    def find(self, where: Filter, limit: int) -> list[tuple[Entry, tuple[float, int]]]:
+        """A scan of the jobs held: memory only holds what its bounds allow."""
+        found = []
+        for entry in self._entries.values():
+            at = (entry.accepted_at, entry.handle)
+            if ((where.state is None or entry.state is where.state)
+                    and (where.host is None or hosts.destination(entry.job.url) == where.host)
+                    and (where.since is None or entry.accepted_at >= where.since)
+                    and (where.until is None or entry.accepted_at < where.until)
+                    and (where.after is None or at < where.after)):
+                found.append((entry, at))
+        found.sort(key=lambda pair: pair[1], reverse=True)
+        return found[:limit]
 
     def dead_letters(self) -> list[Entry]:
         return [e for e in self._entries.values() if e.state is State.DEAD]
 
-    def _pick_dead(self, ids: Iterable[str] | None) -> list[Entry]:
-        if ids is None:
-            return self.dead_letters()
-        picked = (self._entries.get(i) for i in dict.fromkeys(ids))  # each id once
-        return [e for e in picked if e is not None and e.state is State.DEAD]
-
-    def replay(self, ids: Iterable[str] | None) -> list[str]:
-        replayed = []
-        for entry in self._pick_dead(ids):
+    def replay(self, ids: Iterable[str] | None, states: Iterable[State] = (State.DEAD,)) -> list[str]:
+        picked = self._pick(ids, set(states))
+        for entry in picked:
             entry.attempts, entry.reason = 0, ""
-            self._hold(entry, 0.0, State.QUEUED)
-            replayed.append(entry.job.id)
-        return replayed
+            self._succeeded.pop(entry.job.id, None)
+            if self._wait_for_key(entry):
+                self._move(entry, State.QUEUED)
+            else:
+                self._hold(entry, 0.0, State.QUEUED)
+        return [e.job.id for e in picked]
+
+    def _pick(self, ids: Iterable[str] | None, states: set[State]) -> list[Entry]:
+        """The jobs of `ids` (None: all), each once, that are in one of `states`, in the
+        order they were accepted."""
+        if ids is None:
+            return [e for e in self._entries.values() if e.state in states]
+        found = (self._entries.get(i) for i in dict.fromkeys(ids))
+        return sorted((e for e in found if e is not None and e.state in states), key=lambda e: e.handle)
 
     def purge(self, ids: Iterable[str] | None) -> list[str]:
         purged = []
-        for entry in self._pick_dead(ids):
+        for entry in self._pick(ids, {State.DEAD}):
             self._counts.by_state[State.DEAD] -= 1
             self._drop(entry.job.id)
             purged.append(entry.job.id)

@@ -39,7 +39,7 @@ import gevent
 import redis
 from gevent.event import Event
 
-from gq.broker import Added, Entry, State, record
+from gq.broker import Added, Entry, Filter, State, record
 from gq.broker.redis_intake import RedisIntake
 from gq.broker.redis_link import (
     REDIS_ERRORS,
@@ -56,7 +56,7 @@ from gq.broker.redis_maintenance import RedisMaintenance
 from gq.broker.redis_takeovers import Takeovers
 from gq.broker.redis_writer import RedisWriter
 from gq.config import SENTINEL_SCHEME, BrokerConfig
-from gq.errors import BrokerUnavailable, GqError
+from gq.errors import BrokerUnavailable, GqError, Unsupported
 from gq.job import Job, redact_url
 from gq.outcome import AttemptResult, Outcome, Verdict
 from gq.supervisor import Supervisor
@@ -65,6 +65,7 @@ log = logging.getLogger("gq.redis")
 
 BACKOFF_MAX = 5.0     # seconds a failed read waits before the next, at most
 START_WAIT = 5.0      # seconds an attempt waits for its start to be written (Redis down: it goes on)
+NOT_YET = "{} not supported on the Redis broker yet (see the README)"
 
 
 class RedisBroker:
@@ -126,7 +127,13 @@ class RedisBroker:
 
     def add(self, jobs: Iterable[Job], hold: int = 0) -> Added:
         """Into the shared stream: every daemon of the fleet takes from it (`hold` is not used)."""
-        return self.intake.add(list(jobs))
+        jobs = list(jobs)
+        for job in jobs:
+            if job.run_at is not None:
+                raise Unsupported("run_at", NOT_YET.format("scheduled jobs (run_at, delay)"))
+            if job.ordering_key is not None:
+                raise Unsupported("ordering_key", NOT_YET.format("ordering keys"))
+        return self.intake.add(jobs)
 
     # -- dispatch
 
@@ -228,6 +235,17 @@ class RedisBroker:
     def counts(self) -> dict[str, int]:
         """Shared counts (the whole fleet's), refreshed every second; running is this daemon's."""
         return {**self.maintenance.counts, "running": len(self._held)}
+
+    # -- operations (not yet)
+
+    def cancel(self, job_id: str) -> bool:
+        raise Unsupported("id", NOT_YET.format("cancelling a job"))
+
+    def find(self, where: Filter, limit: int) -> list[tuple[Entry, tuple[float, int]]]:
+        raise Unsupported("state", NOT_YET.format("listing jobs"))
+
+    def replay(self, ids: Iterable[str] | None, states: Iterable[State] = (State.DEAD,)) -> list[str]:
+        raise Unsupported("ids", NOT_YET.format("replaying jobs through the API (gq dlq replay works)"))
 
     # -- stopping
 

@@ -1,0 +1,203 @@
+"""The operator's endpoints: look up, find, cancel and replay jobs.
+
+    GET    /v1/jobs/{id}     one job
+    GET    /v1/jobs?…        jobs newest first, a page at a time (an opaque cursor)
+    DELETE /v1/jobs/{id}     cancel
+    POST   /v1/jobs/replay   finished jobs again, by ids or by filter
+
+They ask the broker (gq/broker: Operations), which keeps the jobs; a broker that
+cannot do one yet answers 501.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from gq import hosts
+from gq.api_io import Refusal, bad_request, json_answer, read_body
+from gq.broker import REPLAYABLE, Broker, Conflict, Filter, State
+from gq.config import Config
+from gq.dispatcher import Dispatcher
+from gq.errors import BrokerUnavailable, Unsupported
+from gq.job import loads, timestamp
+
+PAGE = 100            # jobs per page by default
+MAX_PAGE = 1000
+REPLAY_PAGE = 1000    # jobs a replay by filter takes by default
+MAX_REPLAY_PAGE = 10000
+MAX_REPLAY_IDS = 10000
+RETRY_AFTER_BROKER = "5"
+LIST_PARAMETERS = ("state", "host", "since", "until", "limit", "cursor")
+REPLAY_FIELDS = ("ids", "state", "host", "since", "until", "limit", "cursor")
+
+
+def cursor(position: tuple[float, int]) -> str:
+    """An opaque cursor for what comes after `position`."""
+    return base64.urlsafe_b64encode(json.dumps(list(position)).encode()).decode().rstrip("=")
+
+
+def position(field: str, text: Any) -> tuple[float, int]:
+    """The position a cursor names; a 400 naming `field` for one gq did not give."""
+    try:
+        accepted_at, number = json.loads(base64.urlsafe_b64decode(str(text) + "=" * (-len(str(text)) % 4)))
+        if not isinstance(number, int) or not isinstance(accepted_at, (int, float)):
+            raise TypeError
+    except (ValueError, TypeError):
+        raise bad_request(field, "not a cursor gq gave (use the `next` of a page)", None) from None
+    return float(accepted_at), number
+
+
+def _moment(field: str, value: Any) -> float:
+    """Unix seconds or RFC 3339; a query string's digits are Unix seconds."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    try:
+        return timestamp(value)
+    except ValueError as e:
+        raise bad_request(field, str(e), None) from None
+
+
+def _filter(field_value: Callable[[str], Any], states: tuple[State, ...] | None) -> Filter:
+    """A Filter from the named values (a query's, a replay body's); None when not given."""
+    state = field_value("state")
+    if state is not None:
+        allowed = states or tuple(State)
+        if state not in [s.value for s in allowed]:
+            raise bad_request("state", f"must be one of {', '.join(s.value for s in allowed)}", None)
+        state = State(state)
+    elif states is not None:
+        raise bad_request("state", f"required with a filter: one of {', '.join(s.value for s in states)}", None)
+    host = field_value("host")
+    if host is not None and (not isinstance(host, str) or not host.strip()):
+        raise bad_request("host", "must be a host name or address", None)
+    since, until = field_value("since"), field_value("until")
+    after = field_value("cursor")
+    return Filter(state, hosts.canonical(host.strip()) if host is not None else None,
+                  None if since is None else _moment("since", since),
+                  None if until is None else _moment("until", until),
+                  None if after is None else position("cursor", after))
+
+
+def _limit(value: Any, default: int, most: int) -> int:
+    if value is None:
+        return default
+    try:
+        limit = int(value) if isinstance(value, str) else value
+    except ValueError:
+        limit = None
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= most:
+        raise bad_request("limit", f"must be an integer from 1 to {most}", None)
+    return limit
+
+
+class JobsApi:
+    def __init__(self, dispatcher: Dispatcher, broker: Broker):
+        self.dispatcher = dispatcher  # cancels (and counts) them
+        self.broker = broker          # keeps, finds and replays them
+        self.hidden_headers: frozenset[str] = frozenset()
+
+    def configure(self, config: Config) -> None:
+        self.config = config
+        self.hidden_headers = config.target.hidden_headers()
+
+    def answer(self, call: Callable[[], Any]) -> Any:
+        """`call()`, with the broker's refusals as answers."""
+        try:
+            return call()
+        except Unsupported as e:
+            raise Refusal("501 Not Implemented", {"error": str(e), "field": e.field}) from None
+        except BrokerUnavailable as e:
+            raise Refusal("503 Service Unavailable", {"error": str(e)},
+                          headers=[("Retry-After", RETRY_AFTER_BROKER)]) from None
+
+    # -- GET /v1/jobs/{id}
+
+    def get(self, job_id: str, start_response: Callable) -> list[bytes]:
+        entry = self.answer(lambda: self.broker.get(job_id))
+        if entry is None:
+            raise Refusal("404 Not Found", {"error": f"id: no job {job_id!r}", "field": "id"})
+        return json_answer("200 OK", entry.status(self.hidden_headers), start_response)
+
+    # -- GET /v1/jobs
+
+    def find(self, environ: dict, start_response: Callable) -> list[bytes]:
+        given: dict[str, str] = {}
+        # '+' stands for itself: an RFC 3339 offset, not a space
+        for name, value in parse_qsl(environ.get("QUERY_STRING", "").replace("+", "%2B"), keep_blank_values=True):
+            if name not in LIST_PARAMETERS:
+                raise bad_request(name, f"unknown parameter (parameters: {', '.join(LIST_PARAMETERS)})", None)
+            if name in given:
+                raise bad_request(name, "given twice", None)
+            given[name] = value
+        where = _filter(given.get, None)
+        limit = _limit(given.get("limit"), PAGE, MAX_PAGE)
+        found = self.answer(lambda: self.broker.find(where, limit + 1))
+        page = found[:limit]
+        body = {"jobs": [entry.status(self.hidden_headers) for entry, _ in page],
+                "next": cursor(page[-1][1]) if len(found) > limit else None}
+        return json_answer("200 OK", body, start_response)
+
+    # -- DELETE /v1/jobs/{id}
+
+    def cancel(self, job_id: str, start_response: Callable) -> list[bytes]:
+        try:
+            cancelled = self.answer(lambda: self.dispatcher.cancel(job_id))
+        except Conflict as e:
+            error = f"id: {e}: only a queued, scheduled or retrying job can be cancelled"
+            raise Refusal("409 Conflict", {"error": error, "field": "id", "state": e.state.value}) from None
+        if not cancelled:
+            raise Refusal("404 Not Found", {"error": f"id: no job {job_id!r}", "field": "id"})
+        return json_answer("200 OK", {"id": job_id, "state": State.CANCELLED.value}, start_response)
+
+    # -- POST /v1/jobs/replay
+
+    def replay(self, environ: dict, start_response: Callable) -> list[bytes]:
+        ctype = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise Refusal("415 Unsupported Media Type",
+                          {"error": f"Content-Type: must be application/json, got {ctype or 'none'!r}",
+                           "field": "Content-Type"})
+        raw = read_body(environ, self.config.api, "ids or a filter")
+        try:
+            request = loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise bad_request("body", f"invalid JSON: {e}", None) from None
+        if not isinstance(request, dict):
+            raise bad_request("body", 'must be an object: {"ids": [...]} or a filter', None)
+        for name in request:
+            if name not in REPLAY_FIELDS:
+                raise bad_request(name, f"unknown field (fields: {', '.join(REPLAY_FIELDS)})", None)
+        if "ids" in request:
+            body = self._replay_ids(request)
+        else:
+            body = self._replay_matching(request)
+        return json_answer("200 OK", body, start_response)
+
+    def _replay_ids(self, request: dict[str, Any]) -> dict[str, Any]:
+        ids = request["ids"]
+        if len(request) > 1:
+            raise bad_request("ids", "give ids or a filter, not both", None)
+        if (not isinstance(ids, list) or not ids or len(ids) > MAX_REPLAY_IDS
+                or not all(isinstance(i, str) for i in ids)):
+            raise bad_request("ids", f"must be a list of 1 to {MAX_REPLAY_IDS} job ids", None)
+        replayed = self.answer(lambda: self.broker.replay(ids, REPLAYABLE))
+        done = set(replayed)
+        return {"replayed": len(replayed), "ids": replayed,
+                "skipped": [i for i in dict.fromkeys(ids) if i not in done], "next": None}
+
+    def _replay_matching(self, request: dict[str, Any]) -> dict[str, Any]:
+        where = _filter(request.get, REPLAYABLE)
+        state = where.state or State.DEAD  # a filter for replays always names one
+        limit = _limit(request.get("limit"), REPLAY_PAGE, MAX_REPLAY_PAGE)
+        found = self.answer(lambda: self.broker.find(where, limit + 1))
+        page = found[:limit]
+        replayed = self.answer(lambda: self.broker.replay([e.job.id for e, _ in page], (state,)))
+        return {"replayed": len(replayed), "ids": replayed, "skipped": [],
+                "next": cursor(page[-1][1]) if len(found) > limit else None}
