@@ -50,6 +50,8 @@ class Attempts:
                             job.id, entry.attempts)
             else:
                 self.broker.started(entry)
+                if entry.state is State.CANCELLED:  # found cancelled as it started (a shared broker)
+                    return
             max_attempts = job.max_attempts or self.policy.max_attempts
             try:
                 result = (AttemptResult(time.time(), 0.0, error=refusal) if refusal

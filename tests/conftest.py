@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         else:
             tier = "process"
         item.add_marker(tier)
+
+
+@pytest.fixture
+def fleet(redis_server, start_daemon, tmp_path, request):
+    """gq daemons on one Redis (tests/test_redis.py: Fleet), under a key prefix of the test's own."""
+    from test_redis import Fleet
+
+    # redis_server is set up before start_daemon, so every daemon is killed before Redis stops.
+    prefix = "gqt-" + re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)
+    f = Fleet(redis_server, start_daemon, tmp_path, prefix)
+    yield f
+    f.redis.close()
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ How it answers is chosen by the request's query string:
   close=1          close the connection without answering
   size=N           a response body of N bytes
 Control: GET /_stats (requests, connections that carried jobs, distinct keys, duplicates),
-GET /_received?since=I (records), POST /_reset, POST /_down (every job request gets 503
+GET /_received?since=I (records: arrival time t, status and done, the time it was
+answered), POST /_reset, POST /_down (every job request gets 503
 until POST /_up).
 """
 
@@ -89,8 +90,9 @@ class Target:
 
         key = headers.get("idempotency-key", "")
         self.per_key[key] += 1
-        self.received.append({"t": time.time(), "method": method, "path": url.path, "query": url.query,
-                              "headers": headers, "body": body.decode("utf-8", "replace"), "key": key})
+        record = {"t": time.time(), "method": method, "path": url.path, "query": url.query,
+                  "headers": headers, "body": body.decode("utf-8", "replace"), "key": key}
+        self.received.append(record)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         try:
@@ -110,7 +112,11 @@ class Target:
             status = int(query.get("fail_status", 503))
             if "retry_after" in query:
                 extra.append(("Retry-After", query["retry_after"]))
-        self._answer(sock, status, b"x" * int(query.get("size", 0)) or b"ok", extra)
+        record["status"] = status
+        try:
+            self._answer(sock, status, b"x" * int(query.get("size", 0)) or b"ok", extra)
+        finally:
+            record["done"] = time.time()  # answered (or its client gone): [t, done] is when it was served
         if headers.get("connection", "").lower() == "close":
             return False
         return "job"

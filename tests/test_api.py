@@ -290,8 +290,10 @@ def test_a_body_of_exactly_max_body_bytes_is_accepted(daemon, shared_target):
 @pytest.mark.parametrize("method, path, status, allow", [
     ("GET", "/nowhere", 404, None),
     ("POST", "/v1/nothing", 404, None),
-    ("GET", "/v1/jobs", 405, "POST"),
-    ("DELETE", "/v1/jobs/some-id", 405, "GET"),
+    ("PUT", "/v1/jobs", 405, "POST, GET"),
+    ("PATCH", "/v1/jobs/some-id", 405, "GET, DELETE"),
+    ("GET", "/v1/jobs/replay", 405, "POST"),
+    ("POST", "/openapi.json", 405, "GET"),
 ])
 def test_unknown_paths_and_wrong_methods(daemon, method, path, status, allow):
     response = daemon.session.request(method, f"{daemon.api}{path}", timeout=10)

@@ -38,9 +38,9 @@ def fill_journal(path: Path, count: int, url: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     file = JournalFile(str(path))
     for start in range(0, count, 10_000):
-        rows = [(f"b{n}", parse({"id": f"b{n}", "url": url, "json": {"n": n, "pad": PAD}}).to_json())
+        jobs = [parse({"id": f"b{n}", "url": url, "json": {"n": n, "pad": PAD}})
                 for n in range(start, min(count, start + 10_000))]
-        file.write([(rows, 0)], count, time.time(), [], [], [])
+        file.write([(jobs, 0)], count, time.time(), [], [], [], [])
     file.close()
 
 

@@ -107,15 +107,6 @@ def _stream_id(value: bytes | str) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
-@pytest.fixture
-def fleet(redis_server, start_daemon, tmp_path, request):
-    # redis_server is set up before start_daemon, so every daemon is killed before Redis stops.
-    prefix = "gqt-" + re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)
-    f = Fleet(redis_server, start_daemon, tmp_path, prefix)
-    yield f
-    f.redis.close()
-
-
 # -- looking at daemons and the target
 
 def consumer_of(daemon: Daemon) -> str:

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
+from gq import hosts
 from harness.context import Context, Run
 from harness.gq import Daemon
 from harness.measure import against_baseline, run_baseline, run_batch
@@ -34,13 +35,13 @@ def build_journal(path: Path, count: int, url: str, state: str = "queued", due: 
     path.parent.mkdir(parents=True, exist_ok=True)
     JournalFile(str(path)).close()
     db = sqlite3.connect(path)
-    now, chunk = time.time(), 50_000
+    now, chunk, host = time.time(), 50_000, hosts.destination(url)
     with db:
         for first in range(0, count, chunk):
             db.executemany(
-                "INSERT INTO jobs (id, spec, state, due, accepted_at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (id, spec, state, due, accepted_at, host) VALUES (?, ?, ?, ?, ?, ?)",
                 ((f"w{n}", json.dumps({"id": f"w{n}", "method": "POST", "url": url,
-                                       "json": {"n": n, "pad": "x" * pad}}), state, due or now, now)
+                                       "json": {"n": n, "pad": "x" * pad}}), state, due or now, now, host)
                  for n in range(first, min(count, first + chunk))))
     db.close()
     return {"jobs": count, "build_s": round(time.monotonic() - started, 1),

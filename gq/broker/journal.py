@@ -68,7 +68,7 @@ class JournalBroker:
     backlog = True
 
     def __init__(self, path: str, batch: bool = False, max_backlog: int = 10_000_000, min_free_mb: int = 256,
-                 keep_succeeded: float = 3600.0, supervisor: Supervisor | None = None):
+                 keep_succeeded: float = 3600.0, supervisor: Supervisor | None = None, keep_payload: bool = False):
         self.batch = batch
         self.max_backlog = max_backlog
         self.keep_succeeded = keep_succeeded
@@ -76,7 +76,7 @@ class JournalBroker:
         self.guard = StorageGuard(path, min_free_mb)
         self._held: dict[str, Entry] = {}      # taken from the file: read ahead, queued or running here
         self._ahead: deque[Entry] = deque()    # taken, not yet handed to the dispatcher
-        self.writer = JournalWriter(self.db.write, self.guard, self)
+        self.writer = JournalWriter(self.db.write, self.guard, self, keep_payload)
         self._writes = 0                # commits so far that may have made a job due sooner
         self._due = Event()             # a job may be due in the file sooner than thought
         self._stop = Event()

@@ -18,6 +18,7 @@ transaction (`_release`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sqlite3
@@ -45,6 +46,7 @@ FILE_STATES = {State.QUEUED: ("queued", TAKEN, BLOCKED)}
 ALL_FILE_STATES = ("queued", TAKEN, BLOCKED, "scheduled", "running", "retrying", *FINAL)
 SUCCEEDED_HISTORY = 3   # attempts a succeeded job keeps: the first and the last two
 VERSION = 1             # PRAGMA user_version of the layout below
+COLUMNS_ADDED = (("host", "TEXT"), ("ordering_key", "TEXT"), ("trimmed", "INTEGER NOT NULL DEFAULT 0"))  # since 0
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -58,7 +60,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     reason       TEXT,                       -- why it is dead
     history      TEXT NOT NULL DEFAULT '[]', -- attempts: [started, duration, status, error, snippet]
     host         TEXT,                       -- its destination (gq.hosts.destination), for finding
-    ordering_key TEXT
+    ordering_key TEXT,
+    trimmed      INTEGER NOT NULL DEFAULT 0  -- 1: succeeded, its body dropped (it cannot be replayed)
 );
 CREATE TABLE IF NOT EXISTS done (          -- gq batch: ids of its succeeded jobs, rows deleted
     id TEXT PRIMARY KEY
@@ -101,15 +104,18 @@ def _history(attempts: list[AttemptResult]) -> str:
                       ensure_ascii=False)
 
 
-def state_row(entry: Entry) -> tuple:
+def state_row(entry: Entry, keep_payload: bool = False) -> tuple:
     """A changed entry as `write` takes it: state, attempts, due, finished_at, reason,
-    history, id. A succeeded job keeps a short history (and its body: it may be replayed)."""
-    history = entry.history
+    history, spec (None: unchanged), trimmed, id. A succeeded job keeps a short history, and
+    drops its body unless `keep_payload` (then it can be replayed)."""
+    spec, trimmed, history = None, 0, entry.history
     finished = time.time() if entry.state.value in FINAL else None
     if entry.state is State.SUCCEEDED:
         history = history[:1] + history[1:][-(SUCCEEDED_HISTORY - 1):]
+        if not keep_payload and entry.job.data is not None:
+            spec, trimmed = dataclasses.replace(entry.job, data=None, is_json=False).to_json(), 1
     return (entry.state.value, entry.attempts, entry.due, finished, entry.reason or None,
-            _history(history), entry.job.id)
+            _history(history), spec, trimmed, entry.job.id)
 
 
 def entry(row: sqlite3.Row, strict: bool = True) -> Entry:
@@ -163,9 +169,11 @@ class JournalFile:
             with self.db:
                 self.db.execute("BEGIN IMMEDIATE")
                 columns = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
-                for column in ("host", "ordering_key"):
+                for column, kind in COLUMNS_ADDED:
                     if column not in columns:
-                        self.db.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")
+                        self.db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+                # Before, every succeeded job dropped its body (none of them can be replayed).
+                self.db.execute("UPDATE jobs SET trimmed = 1 WHERE state = 'succeeded'")
                 self.db.create_function("gq_destination", 1, _destination, deterministic=True)
                 self.db.execute("UPDATE jobs SET host = gq_destination(spec) WHERE host IS NULL")
                 self.db.execute(f"PRAGMA user_version = {VERSION}")
@@ -233,8 +241,8 @@ class JournalFile:
                     fates.append(got)
                 self.db.execute("RELEASE request")
             self.db.executemany(
-                "UPDATE jobs SET state = ?, attempts = ?, due = ?, finished_at = ?, reason = ?, history = ? "
-                "WHERE id = ?", changed)
+                "UPDATE jobs SET state = ?, attempts = ?, due = ?, finished_at = ?, reason = ?, history = ?, "
+                "spec = coalesce(?, spec), trimmed = ? WHERE id = ?", changed)
             self.db.executemany("DELETE FROM jobs WHERE id = ?", ((i,) for i in deleted))
             self.db.executemany("INSERT OR IGNORE INTO done (id) VALUES (?)", ((i,) for i in done))
             released = [state for key in set(keys) if (state := self._release(key, accepted_at))]
@@ -394,15 +402,15 @@ class JournalFile:
     # -- replays and purges, for the process that holds the journal
 
     def _ids_in(self, ids: list[str] | None, states: Iterable[str]) -> list[str]:
-        """Those of `ids` (None: all) whose jobs are in one of `states`, each once, in the
-        order they were accepted."""
-        wanted = ",".join(f"'{s}'" for s in states)
+        """Those of `ids` (None: all) whose jobs are in one of `states` with their body (not
+        trimmed), each once, in the order they were accepted."""
+        condition = f"state IN ({','.join(repr(s) for s in states)}) AND NOT trimmed"
         if ids is None:
-            return [r[0] for r in self.db.execute(f"SELECT id FROM jobs WHERE state IN ({wanted}) ORDER BY rowid")]
+            return [r[0] for r in self.db.execute(f"SELECT id FROM jobs WHERE {condition} ORDER BY rowid")]
         found: list[tuple[int, str]] = []
         for start in range(0, len(ids), 500):  # SQLite takes so many parameters at most
             chunk = ids[start:start + 500]
-            found += self.db.execute(f"SELECT rowid, id FROM jobs WHERE state IN ({wanted}) "
+            found += self.db.execute(f"SELECT rowid, id FROM jobs WHERE {condition} "
                                      f"AND id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
         return [job_id for _, job_id in sorted(set(found))]
 

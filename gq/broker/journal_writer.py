@@ -54,9 +54,10 @@ class Commits(Protocol):
 
 
 class JournalWriter:
-    def __init__(self, call: Callable[..., Any], guard: StorageGuard, broker: Commits):
+    def __init__(self, call: Callable[..., Any], guard: StorageGuard, broker: Commits, keep_payload: bool = False):
         self._call = call       # call(JournalFile.method, *args) on the writer's connection, off the hub
         self.guard, self.broker = guard, broker
+        self.keep_payload = keep_payload  # a succeeded job keeps its body (it may be replayed)
         self._dirty: dict[str, Entry] = {}     # changes not yet written
         self._writing: dict[str, Entry] = {}   # changes being written now
         self._deleted: set[str] = set()
@@ -126,7 +127,7 @@ class JournalWriter:
             return
         accepted_at = time.time()
         rows = [(a.jobs, a.hold) for a in adding]
-        changed = [state_row(e) for e in self._writing.values()]
+        changed = [state_row(e, self.keep_payload) for e in self._writing.values()]
         keys |= {e.job.ordering_key for e in self._writing.values()
                  if e.job.ordering_key is not None and e.state.value in FINAL}
         try:

@@ -1,8 +1,10 @@
-"""The Redis broker's intake: jobs into the shared stream, each id once (scripts/add.lua),
+"""The Redis broker's intake: jobs into the shared stream (a scheduled one into the retry
+set until due, one of an ordering key behind the key's head), each id once (scripts/add.lua),
 answered for only once Redis has them (and, under Sentinel with replicas, a replica too)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,10 +25,13 @@ class RedisIntake:
         self._add = client.register_script(lua_script("add"))
 
     def add(self, jobs: list[Job]) -> Added:
-        keys = [self.stream, f"{self.config.prefix}:id:", f"{self.config.prefix}:job:", self.config.status_ttl]
-        args: list[Any] = [self.config.max_backlog]
+        prefix = self.config.prefix
+        keys = [self.stream, f"{prefix}:id:", f"{prefix}:job:", self.config.status_ttl, prefix]
+        now = time.time()
+        args: list[Any] = [self.config.max_backlog, now]
         for job in jobs:
-            args += [job.id, payload(Entry(job))]
+            due = job.run_at if job.run_at is not None and job.run_at > now else 0
+            args += [job.id, payload(Entry(job)), due, job.ordering_key or ""]
         try:
             fresh = self._added(keys, args)
         except REDIS_ERRORS as e:

@@ -53,9 +53,15 @@ def passing(error: BaseException) -> bool:
         isinstance(error, redis.ResponseError) and str(error).startswith(PASSING_REPLIES))
 
 
+# Scripts that place jobs, and so need scripts/keys.lua (the ordering keys' rules) before them.
+PLACING = ("add", "cancel", "finish", "requeue")
+
+
 def lua_script(name: str) -> str:
     """A Lua script of scripts/ (each says what it does, atomically, in Redis)."""
-    return (files("gq.broker") / "scripts" / f"{name}.lua").read_text(encoding="utf-8")
+    scripts = files("gq.broker") / "scripts"
+    text = (scripts / f"{name}.lua").read_text(encoding="utf-8")
+    return (scripts / "keys.lua").read_text(encoding="utf-8") + text if name in PLACING else text
 
 
 @dataclass(frozen=True)
@@ -68,10 +74,11 @@ class Keys:
     dead: str            # P:dead
     alive_prefix: str    # P:alive:CONSUMER
     status_prefix: str   # P:job:ID
+    prefix: str          # P (scripts/keys.lua names its keys from it)
 
     @classmethod
     def of(cls, p: str) -> Keys:
-        return cls(f"{p}:jobs", f"{p}:workers", f"{p}:retry", f"{p}:dead", f"{p}:alive:", f"{p}:job:")
+        return cls(f"{p}:jobs", f"{p}:workers", f"{p}:retry", f"{p}:dead", f"{p}:alive:", f"{p}:job:", p)
 
     def status(self, job_id: str) -> str:
         return self.status_prefix + job_id

@@ -7,6 +7,8 @@ Keys, under `broker.prefix` (P):
     P:id:ID      the job id is known (idempotent intake), for broker.status_ttl seconds
     P:job:ID     hash: the job's state, attempts and history, for GET /v1/jobs/{id}
     P:alive:C    consumer C's daemon is alive (set every broker.heartbeat, expires after 3)
+    P:head:K     the one job of ordering key K that runs or waits to (on the stream, in P:retry)
+    P:behind:K   list of K's other unfinished jobs, in the order accepted (scripts/keys.lua)
 
 Every entry carries one field, `payload`: JSON of the job, the attempts made and
 their history. A job is XADDed at intake, read by one daemon with XREADGROUP
@@ -17,7 +19,9 @@ jobs). A retry moves the job to P:retry, held by no daemon, until a mover puts i
 back on the stream. A daemon that dies leaves its jobs pending: once its P:alive key
 expires another daemon takes them over at once, and after broker.claim_idle seconds
 any job idle in a consumer's hands is taken over (XAUTOCLAIM), so a job runs at
-least once. Live daemons keep their own jobs from looking idle. The Lua scripts that
+least once. Live daemons keep their own jobs from looking idle. A scheduled job waits in
+P:retry until due. A cancelled job is marked so in its P:job hash; a daemon that reads it
+finds it so when it would start it, and drops it. The Lua scripts that
 must be atomic are in scripts/, one a file.
 
 This module is the broker's reads and look-ups. Its intake is RedisIntake's
@@ -39,7 +43,7 @@ import gevent
 import redis
 from gevent.event import Event
 
-from gq.broker import Added, Entry, Filter, State, record
+from gq.broker import Added, Conflict, Entry, Filter, State, record
 from gq.broker.redis_intake import RedisIntake
 from gq.broker.redis_link import (
     REDIS_ERRORS,
@@ -84,6 +88,7 @@ class RedisBroker:
         self.redis = client(config.url)
         self.sentinel = config.url.startswith(SENTINEL_SCHEME)
         self._leave = self.redis.register_script(lua_script("leave"))
+        self._cancel = self.redis.register_script(lua_script("cancel"))
         self._room = Event()   # set when a held job is settled or deferred
         self._held: dict[str, Entry] = {}         # taken and not settled, by stream id
         self.link = Health()
@@ -127,13 +132,7 @@ class RedisBroker:
 
     def add(self, jobs: Iterable[Job], hold: int = 0) -> Added:
         """Into the shared stream: every daemon of the fleet takes from it (`hold` is not used)."""
-        jobs = list(jobs)
-        for job in jobs:
-            if job.run_at is not None:
-                raise Unsupported("run_at", NOT_YET.format("scheduled jobs (run_at, delay)"))
-            if job.ordering_key is not None:
-                raise Unsupported("ordering_key", NOT_YET.format("ordering keys"))
-        return self.intake.add(jobs)
+        return self.intake.add(list(jobs))
 
     # -- dispatch
 
@@ -185,7 +184,12 @@ class RedisBroker:
         Redis), so that a daemon dying during it leaves the attempt counted."""
         entry.attempts += 1
         entry.state = State.RUNNING
-        self.writer.start(entry).wait(START_WAIT)
+        if self.writer.start(entry).wait(START_WAIT) is False:  # cancelled while it waited here
+            entry.attempts -= 1
+            entry.state = State.CANCELLED
+            self._held.pop(entry.handle, None)
+            self._room.set()
+            self.writer.ack(entry.handle)
 
     def settle(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
         record(entry, result)
@@ -239,7 +243,18 @@ class RedisBroker:
     # -- operations (not yet)
 
     def cancel(self, job_id: str) -> bool:
-        raise Unsupported("id", NOT_YET.format("cancelling a job"))
+        """In Redis, for the whole fleet: a daemon holding the job finds it cancelled when it
+        would start it (scripts/start.lua)."""
+        try:
+            was = self._cancel(keys=[self.keys.prefix], args=[job_id, time.time(), self.config.status_ttl])
+        except REDIS_ERRORS as e:
+            raise BrokerUnavailable(f"broker: Redis unavailable ({e})") from None
+        was = was.decode() if isinstance(was, bytes) else was
+        if was == "unknown":
+            return False
+        if was not in ("queued", "scheduled", "retrying"):
+            raise Conflict(job_id, State(was))
+        return True
 
     def find(self, where: Filter, limit: int) -> list[tuple[Entry, tuple[float, int]]]:
         raise Unsupported("state", NOT_YET.format("listing jobs"))
@@ -281,8 +296,9 @@ class DeadLetters:
     """The dead-letter stream: `gq dlq` and the broker both work on it (no daemon needed)."""
 
     def __init__(self, client: redis.Redis, config: BrokerConfig):
-        self.redis, self.keys = client, Keys.of(config.prefix)
+        self.redis, self.keys, self.ttl = client, Keys.of(config.prefix), config.status_ttl
         self.stream, self.dead = self.keys.stream, self.keys.dead
+        self._requeue = client.register_script(lua_script("requeue"))
 
     @classmethod
     def open(cls, config: BrokerConfig) -> DeadLetters:
@@ -314,16 +330,15 @@ class DeadLetters:
                 picked.append((msg_id, entry))
                 seen.add(entry.job.id)
         pipe = self.redis.pipeline(transaction=True)
+        now = time.time()
         for msg_id, entry in picked:
             pipe.xdel(self.dead, msg_id)
-            status_key = self.keys.status(entry.job.id)
-            if op == "replay":
+            if op == "replay":  # behind its ordering key's head, if the key has one
                 entry.attempts, entry.reason, entry.state = 0, "", State.QUEUED
-                job = payload(entry)
-                pipe.xadd(self.stream, {"payload": job})
-                pipe.hset(status_key, mapping={"state": "queued", "payload": job, "attempts": 0, "reason": ""})
+                self._requeue(keys=[self.keys.prefix], client=pipe, args=[
+                    entry.job.id, payload(entry), entry.job.ordering_key or "", now, self.ttl])
             else:
-                pipe.delete(status_key)
+                pipe.delete(self.keys.status(entry.job.id))
         try:
             pipe.execute()
         except REDIS_ERRORS as e:

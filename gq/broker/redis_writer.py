@@ -3,11 +3,13 @@ per round trip, and kept to be written again while Redis refuses them."""
 
 from __future__ import annotations
 
+import time
+
 import redis
 from gevent.event import AsyncResult, Event
 
 from gq.broker import Entry, State
-from gq.broker.redis_link import BACKOFF_MAX, Health, Keys, passing, payload
+from gq.broker.redis_link import BACKOFF_MAX, Health, Keys, lua_script, passing, payload
 
 
 class RedisWriter:
@@ -18,9 +20,12 @@ class RedisWriter:
         self.settling: set[str] = set()                # stream ids whose settlement is not written yet
         self._wake = Event()
         self.stopped = Event()
+        self._start = client.register_script(lua_script("start"))
+        self._finish = client.register_script(lua_script("finish"))
 
     def start(self, entry: Entry) -> AsyncResult:
-        """The attempt's start and count, to write; the result is set once written."""
+        """The attempt's start and count, to write; the result is set once written: True, or
+        False when the job was cancelled meanwhile (nothing is written then)."""
         written = AsyncResult()
         self._starting.append(written)
         self._queue(("start", entry))
@@ -64,10 +69,13 @@ class RedisWriter:
         if not ops:
             return True
         pipe = self.redis.pipeline(transaction=True)
+        answers = []  # where each start's answer is, in the order of `starting`
         for op in ops:
+            if op[0] == "start":
+                answers.append(len(pipe.command_stack))
             self._write(pipe, op)
         try:
-            pipe.execute()
+            results = pipe.execute()
         except BaseException as e:  # kept for the next write, whatever stopped this one
             self._ops[:0] = ops
             self._starting[:0] = starting
@@ -77,8 +85,8 @@ class RedisWriter:
             return False
         self.health.recovered()
         self.settling.difference_update(op[1].handle for op in ops if op[0] == "settle")  # type: ignore[union-attr]
-        for waiter in starting:
-            waiter.set(True)
+        for waiter, at in zip(starting, answers):
+            waiter.set(bool(results[at]))
         return True
 
     def _write(self, pipe, op: tuple[str, Entry | str]) -> None:
@@ -91,7 +99,7 @@ class RedisWriter:
         entry = item
         status_key = keys.status(entry.job.id)
         if kind == "start":  # the state and the attempt count; the job itself is there since intake
-            pipe.hset(status_key, mapping={"state": entry.state.value, "attempts": entry.attempts})
+            self._start(keys=[status_key], args=[entry.attempts], client=pipe)
             return
         job = payload(entry)
         last = entry.history[-1] if entry.history else None
@@ -107,3 +115,6 @@ class RedisWriter:
             pipe.xadd(keys.dead, {"payload": job, "reason": entry.reason, "id": entry.job.id})
         pipe.hset(status_key, mapping=status)
         pipe.expire(status_key, self.status_ttl)
+        key = entry.job.ordering_key
+        if key is not None and entry.state in (State.SUCCEEDED, State.DEAD):  # the key's next job goes
+            self._finish(keys=[keys.prefix], args=[key, entry.job.id, time.time(), self.status_ttl], client=pipe)

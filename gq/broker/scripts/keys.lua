@@ -1,0 +1,49 @@
+-- Shared by the scripts that place jobs (prepended to them: see redis_link.lua_script).
+-- Under the fleet's prefix P: a job goes onto the stream P:jobs, or into P:retry when it is
+-- due later. Of an ordering key K's unfinished jobs, only the one P:head:K names is placed;
+-- the others wait in the list P:behind:K ("id\ndue\npayload" each), in the order accepted.
+
+local function place(p, due, payload, now)
+  if due > now then
+    redis.call('ZADD', p .. ':retry', due, payload)
+    return 'scheduled'
+  end
+  redis.call('XADD', p .. ':jobs', '*', 'payload', payload)
+  return 'queued'
+end
+
+-- A job to run: placed, or behind its key's head. Returns its state.
+local function enqueue(p, key, id, due, payload, now)
+  if key ~= '' then
+    local head = p .. ':head:' .. key
+    if redis.call('EXISTS', head) == 1 then
+      redis.call('RPUSH', p .. ':behind:' .. key, id .. '\n' .. due .. '\n' .. payload)
+      return 'queued'
+    end
+    redis.call('SET', head, id)
+  end
+  return place(p, due, payload, now)
+end
+
+-- Job `id` of `key` is finished: if it was the key's head, the next one not cancelled goes.
+local function release(p, key, id, now, ttl)
+  local head = p .. ':head:' .. key
+  if redis.call('GET', head) ~= id then return end
+  while true do
+    local item = redis.call('LPOP', p .. ':behind:' .. key)
+    if not item then
+      redis.call('DEL', head)
+      return
+    end
+    local a = string.find(item, '\n', 1, true)
+    local b = string.find(item, '\n', a + 1, true)
+    local next_id, due, payload = string.sub(item, 1, a - 1), tonumber(string.sub(item, a + 1, b - 1)), string.sub(item, b + 1)
+    local status = p .. ':job:' .. next_id
+    if redis.call('HGET', status, 'state') ~= 'cancelled' then
+      redis.call('SET', head, next_id)
+      redis.call('HSET', status, 'state', place(p, due, payload, now), 'payload', payload, 'key', key)
+      redis.call('EXPIRE', status, ttl)
+      return
+    end
+  end
+end
