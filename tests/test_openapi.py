@@ -32,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 import gq
-from support import ROOT, TOKEN, Daemon, assert_clean_log, daemon_config, healthy
+from support import ROOT, TOKEN, Daemon, assert_clean_log, daemon_config, healthy, new_id
 
 DOCUMENT = resources.files("gq").joinpath("openapi.json")
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
@@ -111,6 +111,9 @@ def test_every_reference_resolves():
 
 
 # -- a running daemon
+
+CONFORMANCE = [status_code_conformance, content_type_conformance, response_headers_conformance,
+               response_schema_conformance]
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory, shared_target):
@@ -197,3 +200,27 @@ def test_daemon_outlives_the_requests(daemon):
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 0, daemon.log()[-4000:]
     assert_clean_log(daemon)
+
+
+def test_redis_broker_answers_as_documented(redis_server, start_daemon, shared_target):
+    """On the Redis broker, what it cannot do yet is the documented 501, and what it can
+    (scheduled and ordered jobs, cancel) the documented answers."""
+    daemon = start_daemon(api={"token": TOKEN}, broker={"kind": "redis", "url": redis_server.url},
+                          target={"url": shared_target.url("/hook"), "allowed_hosts": ["127.0.0.1"]})
+    job_id = new_id("redis")
+    calls = [
+        ("listJobs", {"query": {"state": "dead"}}, 501),
+        ("replayJobs", {"body": {"ids": [job_id]}}, 501),
+        ("replayJobs", {"body": {"state": "dead", "limit": 10}}, 501),
+        ("submitJobs", {"body": {"id": job_id, "delay": 600, "ordering_key": "k"}}, 202),
+        ("getJob", {"path_parameters": {"id": job_id}}, 200),
+        ("cancelJob", {"path_parameters": {"id": job_id}}, 200),
+        ("cancelJob", {"path_parameters": {"id": job_id}}, 409),
+        ("getStatus", {}, 200),
+    ]
+    for operation_id, parts, expected in calls:
+        operation = schema.find_operation_by_id(operation_id)
+        case = operation.Case(media_type="application/json" if "body" in parts else None, **parts)
+        answer = case.call_and_validate(base_url=daemon.api, headers={"Authorization": f"Bearer {TOKEN}"},
+                                        checks=CONFORMANCE, timeout=30)
+        assert answer.status_code == expected, f"{operation_id} {parts}: {answer.status_code} {answer.text[:300]}"
