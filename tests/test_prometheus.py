@@ -42,7 +42,7 @@ EXAMPLE_CONFIG = MONITORING / "prometheus.yml"
 # The contract's metrics: name as stored by Prometheus → (exposition type, label → values).
 CONTRACT = {
     "gq_jobs_accepted_total": ("counter", {}),
-    "gq_jobs_finished_total": ("counter", {"outcome": {"succeeded", "dead"}}),
+    "gq_jobs_finished_total": ("counter", {"outcome": {"succeeded", "dead", "cancelled"}}),
     "gq_attempts_total": ("counter", {"result": {"success", "retry", "fail"}}),
     "gq_intake_rejected_total": ("counter", {"reason": {"invalid", "unauthorized", "too_large",
                                                         "queue_full", "draining", "backlog_full", "storage"}}),
@@ -594,4 +594,4 @@ def test_counters_exact_under_concurrent_submits(start_daemon, target, tmp_path)
     for record in target.received():
         by_query[record["query"]] = by_query.get(record["query"], 0) + 1
     assert by_query == {"": 300, "fail=1&retry_after=0": 200, "status=404": 100}
-    assert daemon.status()["finished"] == {"succeeded": 400, "dead": 100}
+    assert daemon.status()["finished"] == {"succeeded": 400, "dead": 100, "cancelled": 0}

@@ -185,8 +185,10 @@ class MemoryBroker:
         return None
 
     def oldest_accepted(self) -> float | None:
-        """When the oldest unfinished job was accepted (entries are kept in the order they came)."""
-        return next((e.accepted_at for e in self._entries.values() if e.state in UNFINISHED), None)
+        """When the oldest unfinished job that is due was accepted (entries are kept in the
+        order they came; a scheduled job is not late)."""
+        return next((e.accepted_at for e in self._entries.values()
+                     if e.state in UNFINISHED and e.state is not State.SCHEDULED), None)
 
     def stored_bytes(self) -> int:
         return 0

@@ -1,7 +1,7 @@
 -- Intake: for each job (id, payload, due, ordering key), if its id is new, queue it; all or
 -- nothing against the backlog bound. KEYS: the stream, the id prefix, the status prefix, the
 -- ttl, the fleet's prefix; ARGV: the bound, now, then four values a job.
-if redis.call('XLEN', KEYS[1]) + (#ARGV - 2) / 4 - 1 > tonumber(ARGV[1]) then return -1 end
+if redis.call('XLEN', KEYS[1]) + (#ARGV - 2) / 4 > tonumber(ARGV[1]) then return -1 end
 local now = tonumber(ARGV[2])
 local fresh = {}
 for i = 3, #ARGV, 4 do
