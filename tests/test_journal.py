@@ -138,6 +138,20 @@ def test_dead_letters_listed_replayed_and_purged_with_the_daemon_up_and_down(
     assert dlq(tmp_path, "list").stdout == ""
 
 
+def test_dead_letters_named_together_are_each_replayed_and_purged(start_daemon, target, tmp_path):
+    daemon = start_daemon(journal=JOURNAL)
+    ids = ["one", "two", "three"]
+    daemon.post([{"id": i, "url": target.url(status=404)} for i in ids])
+    wait_for(lambda: daemon.status()["jobs"]["dead"] == 3, what="three dead letters")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+    replayed = dlq(tmp_path, "replay", "two", "one")
+    assert (replayed.returncode, replayed.stdout.split()) == (0, ["one", "two"]), replayed.stderr
+    purged = dlq(tmp_path, "purge", "three", "one")
+    assert (purged.returncode, purged.stdout.split()) == (1, ["three"]), purged.stderr
+    assert journal_states(tmp_path) == {"queued": 2}
+
+
 def test_a_journal_runs_in_one_process_only_and_is_its_owners(start_daemon, tmp_path):
     start_daemon(journal=JOURNAL)
     assert (tmp_path / JOURNAL["path"]).stat().st_mode & 0o077 == 0, "jobs carry secrets"
