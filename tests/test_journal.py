@@ -94,6 +94,18 @@ def test_retries_are_recorded_and_shown(start_daemon, target):
     assert [a["status"] for a in job["history"]] == [503, 503, 200]
 
 
+def test_the_start_of_each_answer_is_kept_in_the_file(start_daemon, target, tmp_path):
+    # A dead letter lives in the file only: what GET /v1/jobs/{id} and gq dlq list show of
+    # its attempts is read back from there.
+    daemon = start_daemon(journal=JOURNAL)
+    daemon.post({"id": "gone", "url": target.url(status=404, size=12)})
+    wait_for(lambda: daemon.job("gone")["state"] == "dead", what="a dead letter")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+    [letter] = map(json.loads, dlq(tmp_path, "list", "--json").stdout.splitlines())
+    assert [(a["status"], a["response"]) for a in letter["history"]] == [(404, "x" * 12)]
+
+
 def dlq(tmp_path, *args):
     return run_gq("dlq", *args, "-c", "gq.toml", cwd=tmp_path)
 

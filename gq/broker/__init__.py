@@ -82,6 +82,17 @@ def describe(entry: Entry, hidden: frozenset[str] = frozenset()) -> dict[str, An
             "history": status["history"]}
 
 
+def stored(attempt: AttemptResult) -> list[Any]:
+    """An attempt as the journal and Redis keep it: [started, duration, status, error, snippet]."""
+    return [attempt.started, round(attempt.duration, 6), attempt.status, attempt.error, attempt.snippet]
+
+
+def attempt_of(kept: list[Any]) -> AttemptResult:
+    """The attempt `stored()` kept (by name: AttemptResult has fields between error and snippet)."""
+    started, duration, status, error, snippet = kept
+    return AttemptResult(started, duration, status, error, snippet=snippet)
+
+
 def record(entry: Entry, result: AttemptResult) -> None:
     """Add an attempt to `entry`'s history, which keeps the first and the latest ones."""
     history = entry.history

@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable, Iterator
 
 from gq import hosts
-from gq.broker import Entry, Filter, State
+from gq.broker import Entry, Filter, State, attempt_of, stored
 from gq.errors import GqError
 from gq.job import Job, parse
 from gq.outcome import AttemptResult
@@ -97,8 +97,7 @@ class JournalError(GqError):
 
 
 def _history(attempts: list[AttemptResult]) -> str:
-    return json.dumps([[a.started, round(a.duration, 6), a.status, a.error, a.snippet] for a in attempts],
-                      ensure_ascii=False)
+    return json.dumps([stored(a) for a in attempts], ensure_ascii=False)
 
 
 def state_row(entry: Entry) -> tuple:
@@ -117,7 +116,7 @@ def entry(row: sqlite3.Row, strict: bool = True) -> Entry:
     GqError when it no longer passes); not `strict` (a look-up), a job that does not is
     shown as it is."""
     state = State.QUEUED if row["state"] in (TAKEN, BLOCKED) else State(row["state"])
-    history = [AttemptResult(*a) for a in json.loads(row["history"])]
+    history = [attempt_of(a) for a in json.loads(row["history"])]
     spec = json.loads(row["spec"])
     try:
         job = parse(spec)
