@@ -138,8 +138,8 @@ def _dead_letters(config: config_.Config):
         return DeadLetters.open(config.broker)
     if not config.journal.path:
         raise UsageError("dlq: journal.path is empty: dead letters were kept in memory only")
-    from gq.broker.journal import DeadLetterAdmin
-    return DeadLetterAdmin(config.journal.path)
+    from gq.broker.journal import JournalAdmin
+    return JournalAdmin(config.journal.path)
 
 
 def _dlq(args: argparse.Namespace) -> int:
