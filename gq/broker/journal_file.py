@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable, Iterator
 
 from gq import hosts
-from gq.broker import Entry, Filter, State
+from gq.broker import Entry, Filter, State, attempt_of, stored
 from gq.errors import GqError
 from gq.job import Job, parse
 from gq.outcome import AttemptResult
@@ -100,8 +100,7 @@ class JournalError(GqError):
 
 
 def _history(attempts: list[AttemptResult]) -> str:
-    return json.dumps([[a.started, round(a.duration, 6), a.status, a.error, a.snippet] for a in attempts],
-                      ensure_ascii=False)
+    return json.dumps([stored(a) for a in attempts], ensure_ascii=False)
 
 
 def state_row(entry: Entry, keep_payload: bool = False) -> tuple:
@@ -123,7 +122,7 @@ def entry(row: sqlite3.Row, strict: bool = True) -> Entry:
     GqError when it no longer passes); not `strict` (a look-up), a job that does not is
     shown as it is."""
     state = State.QUEUED if row["state"] in (TAKEN, BLOCKED) else State(row["state"])
-    history = [AttemptResult(*a) for a in json.loads(row["history"])]
+    history = [attempt_of(a) for a in json.loads(row["history"])]
     spec = json.loads(row["spec"])
     try:
         job = parse(spec)
@@ -410,8 +409,9 @@ class JournalFile:
         found: list[tuple[int, str]] = []
         for start in range(0, len(ids), 500):  # SQLite takes so many parameters at most
             chunk = ids[start:start + 500]
-            found += self.db.execute(f"SELECT rowid, id FROM jobs WHERE {condition} "
-                                     f"AND id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+            found += [(r[0], r[1]) for r in self.db.execute(  # tuples: Rows do not sort
+                f"SELECT rowid, id FROM jobs WHERE {condition} "
+                f"AND id IN ({','.join('?' * len(chunk))})", chunk)]
         return [job_id for _, job_id in sorted(set(found))]
 
     def replay(self, ids: list[str] | None, states: Iterable[str] = ("dead",)) -> list[tuple[str, str]]:
