@@ -255,7 +255,10 @@ class JournalBroker:
                 if not was:
                     return False
                 raise Conflict(job_id, State(was))
-            entry = self._held[job_id]  # taken while this waited for the file: it is here now
+            # Taken while this waited for the file: it is here now, or already ran meanwhile.
+            entry = self._held.get(job_id) or self.writer.pending(job_id)
+            if entry is None:
+                raise Conflict(job_id, State.RUNNING)
         if entry.state not in CANCELLABLE:
             raise Conflict(job_id, entry.state)
         self._held.pop(job_id, None)
