@@ -182,6 +182,9 @@ class Daemon:
     def get(self, path: str, **kw) -> requests.Response:
         return self.session.get(f"{self.api}{path}", timeout=30, **kw)
 
+    def delete(self, path: str, **kw) -> requests.Response:
+        return self.session.delete(f"{self.api}{path}", timeout=30, **kw)
+
     def job(self, job_id: str) -> dict:
         return self.get(f"/v1/jobs/{job_id}").json()
 
