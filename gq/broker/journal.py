@@ -197,7 +197,7 @@ class JournalBroker:
         process uses them up like any other."""
         entry.attempts += 1
         self._counts.move(entry, State.RUNNING)
-        self.writer.started(entry)
+        self.writer.commit(entry)
 
     def settle(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
         record(entry, result)
@@ -240,8 +240,8 @@ class JournalBroker:
 
     def cancel(self, job_id: str) -> bool:
         """A job in memory (read ahead, queued or parked here, or a retry not yet written)
-        is cancelled there, and written behind: the dispatcher skips it. Any other is
-        cancelled in the file, if it waits there."""
+        is cancelled there, and returns once that is committed: the dispatcher skips it.
+        Any other is cancelled in the file, if it waits there."""
         entry = self._held.get(job_id) or self.writer.pending(job_id)
         if entry is None:
             was = self.db.write(JournalFile.cancel, job_id, time.time())
@@ -257,7 +257,7 @@ class JournalBroker:
             raise Conflict(job_id, entry.state)
         self._held.pop(job_id, None)
         self._counts.move(entry, State.CANCELLED)
-        self.writer.change(entry)
+        self.writer.commit(entry)  # the 200 promises it never runs: a crash after it must not undo it
         return True
 
     def find(self, where: Filter, limit: int) -> list[tuple[Entry, tuple[float, int]]]:
