@@ -402,8 +402,10 @@ class JournalFile:
         found: list[tuple[int, str]] = []
         for start in range(0, len(ids), 500):  # SQLite takes so many parameters at most
             chunk = ids[start:start + 500]
-            found += self.db.execute(f"SELECT rowid, id FROM jobs WHERE state IN ({wanted}) "
-                                     f"AND id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+            # as tuples: the connection's rows (sqlite3.Row) do not sort
+            found += [(rowid, job_id) for rowid, job_id in self.db.execute(
+                f"SELECT rowid, id FROM jobs WHERE state IN ({wanted}) "
+                f"AND id IN ({','.join('?' * len(chunk))})", chunk)]
         return [job_id for _, job_id in sorted(set(found))]
 
     def replay(self, ids: list[str] | None, states: Iterable[str] = ("dead",)) -> list[tuple[str, str]]:
