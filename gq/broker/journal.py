@@ -244,9 +244,11 @@ class JournalBroker:
         Any other is cancelled in the file, if it waits there."""
         entry = self._held.get(job_id) or self.writer.pending(job_id)
         if entry is None:
-            was = self.db.write(JournalFile.cancel, job_id, time.time())
+            was, released = self.db.write(JournalFile.cancel, job_id, time.time())
             if was in CANCELLABLE_ROWS:
                 self._counts.by_state[State.QUEUED if was == BLOCKED else State(was)] -= 1
+                if released:  # the next job of its key waits in the file now: the feeder looks again
+                    self.wrote(0, [], time.time(), [released])
                 return True
             if was != TAKEN:
                 if not was:
