@@ -274,6 +274,14 @@ def final_state(daemon: Daemon, job_id: str, timeout: float = 20) -> dict:
     return wait_for(done, timeout, f"job {job_id!r} to finish")
 
 
+def wait_state(daemon: Daemon, job_id: str, state: str, timeout: float = 20) -> dict:
+    """The job once GET /v1/jobs/{id} shows it in `state`; the test fails after `timeout`."""
+    def reached():
+        job = fetch(daemon, f"/v1/jobs/{quote(job_id, safe='')}").json()
+        return job if job.get("state") == state else None
+    return wait_for(reached, timeout, f"job {job_id!r} to be {state}")
+
+
 def records(target: Target, key: str, since: int = 0) -> list[dict]:
     """The requests the target received with Idempotency-Key `key`."""
     return [r for r in target.received(since) if r["key"] == key]
