@@ -200,7 +200,7 @@ class JournalBroker:
         process uses them up like any other."""
         entry.attempts += 1
         self._counts.move(entry, State.RUNNING)
-        self.writer.started(entry)
+        self.writer.commit(entry)
 
     def settle(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
         record(entry, result)
@@ -243,13 +243,15 @@ class JournalBroker:
 
     def cancel(self, job_id: str) -> bool:
         """A job in memory (read ahead, queued or parked here, or a retry not yet written)
-        is cancelled there, and written behind: the dispatcher skips it. Any other is
-        cancelled in the file, if it waits there."""
+        is cancelled there, and returns once that is committed: the dispatcher skips it.
+        Any other is cancelled in the file, if it waits there."""
         entry = self._held.get(job_id) or self.writer.pending(job_id)
         if entry is None:
-            was = self.db.write(JournalFile.cancel, job_id, time.time())
+            was, released = self.db.write(JournalFile.cancel, job_id, time.time())
             if was in CANCELLABLE_ROWS:
                 self._counts.by_state[State.QUEUED if was == BLOCKED else State(was)] -= 1
+                if released:  # the next job of its key waits in the file now: the feeder looks again
+                    self.wrote(0, [], time.time(), [released])
                 return True
             if was != TAKEN:
                 if not was:
@@ -263,7 +265,7 @@ class JournalBroker:
             raise Conflict(job_id, entry.state)
         self._held.pop(job_id, None)
         self._counts.move(entry, State.CANCELLED)
-        self.writer.change(entry)
+        self.writer.commit(entry)  # the 200 promises it never runs: a crash after it must not undo it
         return True
 
     def find(self, where: Filter, limit: int) -> list[tuple[Entry, tuple[float, int]]]:

@@ -379,19 +379,21 @@ class JournalFile:
                 f"SELECT rowid, * FROM jobs WHERE rowid IN ({','.join('?' * len(chunk))})", chunk))
         return [(entry(rows[rowid], strict=False), (at, rowid)) for at, rowid in page if rowid in rows]
 
-    def cancel(self, job_id: str, now: float) -> str:
+    def cancel(self, job_id: str, now: float) -> tuple[str, str]:
         """Cancel a job that waits in the file (queued, scheduled, retrying or blocked);
-        returns the state it had ("" unknown): when it was not one of those, it is left."""
+        returns the state it had ("" unknown): when it was not one of those, it is left.
+        And the new state of the job of its ordering key let go in its place ("" none)."""
+        released = ""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             row = self.db.execute("SELECT state, ordering_key FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
-                return ""
+                return "", ""
             if row["state"] in CANCELLABLE_ROWS:
                 self.db.execute("UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE id = ?", (now, job_id))
                 if row["ordering_key"] is not None:
-                    self._release(row["ordering_key"], now)
-        return row["state"]
+                    released = self._release(row["ordering_key"], now)
+        return row["state"], released
 
     def dead_letters(self) -> Iterator[Entry]:
         """Dead letters, oldest first, read as they are used (there may be millions)."""
