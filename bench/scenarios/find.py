@@ -28,7 +28,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ BODY_BYTES = 200                      # each job's JSON body, about
 BUILD = 1                             # the generator's own version: part of the cache key
 SLOW_MS = 50.0                        # a query whose p50 is above this is marked SLOW
 WALK_PAGES, WALKS = 50, 5             # deep pagination: pages followed by `next`, times over
+ROUNDS, WARMUP = 10, 3                # the queries taken in turn over 10 rounds, after 3 requests each
 TIMEOUT_S = 120.0                     # for one request, and for a start on an old layout's file
 
 # The previous layout (user_version 0), as gq wrote it before hosts and ordering keys.
@@ -326,33 +327,50 @@ def percentiles(samples: list[float]) -> dict:
     def at(q: float) -> float:
         return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
 
-    return {"n": len(ordered), "p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": round(ordered[-1], 2),
-            "mean": round(statistics.fmean(ordered), 2)}
-
-
-def timed(ctx: Context, daemon: Daemon, client: Client, name: str, paths: Callable[[int], str], count: int,
-          expect: Check, warmup: int = 3) -> dict:
-    """`count` requests of `paths(i)`, after `warmup` untimed ones: the percentiles of their
-    times, the answers' mean size, the daemon's CPU per request, others' share of its core."""
-    for i in range(warmup):
-        client.get(paths(-1 - i))
-    ctx.quiet()
-    clock, cpu = CoreClock(ctx), daemon.cpu_seconds()
-    times, sizes, problems = [], [], []
-    for i in range(count):
-        status, body, ms = client.get(paths(i))
-        times.append(ms)
-        sizes.append(len(body))
-        problem = expect(status, body)
-        if problem and len(problems) < 3:
-            problems.append(f"{paths(i)}: {problem}")
-    daemon_cpu = daemon.cpu_seconds() - cpu
-    return {"query": name, **percentiles(times), "kb": round(statistics.fmean(sizes) / 1024, 1),
-            "daemon_cpu_ms": round(daemon_cpu / count * 1000, 2), "others_pct": clock.others_pct(daemon_cpu),
-            "problems": problems}
+    return {"n": len(ordered), "min": round(ordered[0], 2), "p50": at(0.50), "p90": at(0.90), "p99": at(0.99),
+            "max": round(ordered[-1], 2), "mean": round(statistics.fmean(ordered), 2)}
 
 
 Check = Callable[[int, bytes], str | None]   # an answer's status and body: what is wrong with it, if anything
+
+
+@dataclass
+class Query:
+    name: str
+    path: Callable[[int], str]   # the i-th request's path
+    count: int
+    check: Check
+    times: list[float] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    cpu_s: float = 0.0           # the daemon's, over this query's requests
+    problems: list[str] = field(default_factory=list)
+
+    def figures(self) -> dict:
+        return {"query": self.name, **percentiles(self.times), "kb": round(statistics.fmean(self.sizes) / 1024, 1),
+                "daemon_cpu_ms": round(self.cpu_s / len(self.times) * 1000, 2), "problems": self.problems}
+
+
+def timed(ctx: Context, daemon: Daemon, client: Client, queries: list[Query]) -> float | None:
+    """Each query's requests, the queries taken in turn over ROUNDS rounds (a tenth of each
+    query's requests a round) so that a burst of another load on the machine falls on all of
+    them alike, after WARMUP untimed requests each. Returns others' share of the daemon's core."""
+    for q in queries:
+        for i in range(WARMUP):
+            client.get(q.path(-1 - i))
+    ctx.quiet()
+    clock, cpu = CoreClock(ctx), daemon.cpu_seconds()
+    for r in range(ROUNDS):
+        for q in queries:
+            before = daemon.cpu_seconds()
+            for i in range(r * q.count // ROUNDS, (r + 1) * q.count // ROUNDS):
+                status, body, ms = client.get(q.path(i))
+                q.times.append(ms)
+                q.sizes.append(len(body))
+                problem = q.check(status, body)
+                if problem and len(q.problems) < 3:
+                    q.problems.append(f"{q.path(i)}: {problem}")
+            q.cpu_s += daemon.cpu_seconds() - before
+    return clock.others_pct(daemon.cpu_seconds() - cpu)
 
 
 def page_of(want: int | None = None, state: str | None = None, host: str | None = None) -> Check:
@@ -394,33 +412,39 @@ def walk(client: Client, query: str) -> tuple[list[float], str | None]:
     return times, None
 
 
-def walks(ctx: Context, daemon: Daemon, client: Client, name: str, query: str) -> dict:
-    """WALKS walks of WALK_PAGES pages: each page's median time, and the last ten pages'
-    median against the first ten's."""
-    walk(client, query)   # warm-up
+def walks(ctx: Context, daemon: Daemon, client: Client, queries: list[tuple[str, str]]) -> tuple[list[dict],
+                                                                                                 float | None]:
+    """WALKS walks of WALK_PAGES pages of each query, the queries in turn: each page's
+    median time, and the last ten pages' median against the first ten's."""
+    for _, query in queries:
+        walk(client, query)   # warm-up
     ctx.quiet()
     clock, cpu = CoreClock(ctx), daemon.cpu_seconds()
-    per_page: list[list[float]] = [[] for _ in range(WALK_PAGES)]
-    problems = []
+    per_page: dict[str, list[list[float]]] = {name: [[] for _ in range(WALK_PAGES)] for name, _ in queries}
+    problems: dict[str, list[str]] = {name: [] for name, _ in queries}
     for _ in range(WALKS):
-        times, problem = walk(client, query)
-        for page, ms in enumerate(times):
-            per_page[page].append(ms)
-        if problem:
-            problems.append(problem)
-            break
-    daemon_cpu = daemon.cpu_seconds() - cpu
-    medians = [round(statistics.median(t), 2) if t else None for t in per_page]
-    first = [m for m in medians[:10] if m is not None]
-    last = [m for m in medians[-10:] if m is not None]
-    return {"query": name, "pages": WALK_PAGES, "walks": WALKS, "page_p50_ms": medians,
-            "first10_p50": round(statistics.median(first), 2) if first else None,
-            "last10_p50": round(statistics.median(last), 2) if last else None,
-            "max": round(max(max(t) for t in per_page if t), 2) if any(per_page) else None,
-            "others_pct": clock.others_pct(daemon_cpu), "problems": problems}
+        for name, query in queries:
+            times, problem = walk(client, query)
+            for page, ms in enumerate(times):
+                per_page[name][page].append(ms)
+            if problem and len(problems[name]) < 3:
+                problems[name].append(problem)
+    others = clock.others_pct(daemon.cpu_seconds() - cpu)
+    out = []
+    for name, _ in queries:
+        medians = [round(statistics.median(t), 2) if t else None for t in per_page[name]]
+        first = [m for m in medians[:10] if m is not None]
+        last = [m for m in medians[-10:] if m is not None]
+        out.append({"query": name, "pages": WALK_PAGES, "walks": WALKS, "page_p50_ms": medians,
+                    "first10_p50": round(statistics.median(first), 2) if first else None,
+                    "last10_p50": round(statistics.median(last), 2) if last else None,
+                    "max": round(max((max(t) for t in per_page[name] if t), default=0), 2),
+                    "problems": problems[name]})
+    return out, others
 
 
-def lookups(ctx: Context, daemon: Daemon, meta: dict, hits: list[str], rng: random.Random) -> tuple[list, list]:
+def lookups(ctx: Context, daemon: Daemon, meta: dict, hits: list[str], rng: random.Random) -> dict:
+    """The queries, then the walks, on one keep-alive connection."""
     client = Client(daemon.api)
     scale = 10 if ctx.quick else 1
     first, last = meta["first_accepted"], meta["last_accepted"]
@@ -435,7 +459,7 @@ def lookups(ctx: Context, daemon: Daemon, meta: dict, hits: list[str], rng: rand
         since = windows[i % len(windows)]
         return f"/v1/jobs?since={since:.3f}&until={since + 300:.3f}&limit=100"
 
-    queries = [
+    queries = [Query(name, path, max(ROUNDS, count // scale), check) for name, path, count, check in (
         ("GET /v1/jobs/{id} (hit)", by_index(hits, "/v1/jobs/{}"), 1000, found),
         ("GET /v1/jobs/{id} (miss)", by_index(misses, "/v1/jobs/{}"), 300, missing),
         ("?limit=100", lambda i: "/v1/jobs?limit=100", 200, page_of(100)),
@@ -445,16 +469,15 @@ def lookups(ctx: Context, daemon: Daemon, meta: dict, hits: list[str], rng: rand
         ("?host=… (each of 20)", by_index(list(HOSTS), "/v1/jobs?host={}&limit=100"), 200, page_of(100)),
         ("?host=…&state=succeeded", by_index(list(HOSTS), "/v1/jobs?host={}&state=succeeded&limit=100"), 200,
          page_of(100, "succeeded")),
-        ("?since=…&until=… (5 min)", window, 200, page_of(100)),
-    ]
-    table_rows = [timed(ctx, daemon, client, name, paths, max(10, count // scale), check)
-                  for name, paths, count, check in queries]
-    walked = [walks(ctx, daemon, client, name, query) for name, query in (
+        ("?since=…&until=… (5 min)", window, 200, page_of(100)))]
+    others = timed(ctx, daemon, client, queries)
+    walked, walks_others = walks(ctx, daemon, client, [
         ("all (jobs_accepted)", "limit=100"), ("state=dead (jobs_state)", "state=dead&limit=100"),
         ("state=queued (3 states merged)", "state=queued&limit=100"),
-        (f"host={host} (9 states merged)", f"host={host}&limit=100"))]
+        (f"host={host} (9 states merged)", f"host={host}&limit=100")])
     client.close()
-    return table_rows, walked
+    return {"queries": [q.figures() for q in queries], "queries_others_pct": others,
+            "walks": walked, "walks_others_pct": walks_others, "reconnects": client.reconnects}
 
 
 # -- the scenario
@@ -486,14 +509,14 @@ def run(ctx: Context) -> dict:
         main.extra["rss_ready_mb"] = round(daemon.rss_mb(), 1)
         try:
             main.extra["recovered_log"] = daemon.log_has(r"\d+ unfinished job\(s\) recovered")
-            queries, walked = lookups(ctx, daemon, meta, hits, rng)
+            timings = lookups(ctx, daemon, meta, hits, rng)
             main.max_rss_mb = round(daemon.rss_mb(), 1)
         finally:
             stopped(daemon, main)
-        for q in queries + walked:
+        for q in timings["queries"] + timings["walks"]:
             for problem in q["problems"]:
                 main.fail(f"{q['query']}: {problem}")
-        main.others_pct = max((q["others_pct"] or 0 for q in queries + walked), default=None)
+        main.others_pct = max(timings["queries_others_pct"] or 0, timings["walks_others_pct"] or 0)
         assert daemon.journal is not None
         # open + recover in this process, on the file the daemon left (its taken jobs put back)
         t = time.monotonic()
@@ -518,10 +541,10 @@ def run(ctx: Context) -> dict:
             stopped(daemon, upgrade)
         upgrade.extra["upgraded_file_mb"] = round(daemon.journal.stat().st_size / 2**20, 1)
         shutil.rmtree(daemon.journal.parent)
-    return {"jobs": count, "journal": {**meta, "path": str(seed)}, "queries": queries, "walks": walked,
+    return {"jobs": count, "journal": {**meta, "path": str(seed)}, **timings,
             "start_s": main.seconds, "start_empty_s": empty.seconds, "open_s": main.extra["open_s"],
             "recover_s": main.extra["recover_s"], "upgrade_start_s": upgrade.seconds,
-            "slow": [q["query"] for q in queries if q["p50"] > SLOW_MS],
+            "slow": [q["query"] for q in timings["queries"] if q["p50"] > SLOW_MS],
             "runs": [asdict(r) for r in runs]}
 
 
@@ -533,17 +556,20 @@ def report(result: dict) -> str:
              f"one keep-alive client on core 1")
     built = (f"journal: {j['file_mb']:,.0f} MB, " + (f"cached ({j['path']})" if j["cached"] else
                                                        f"built in {j['build_s']:g} s ({j['path']})"))
-    rows = [[q["query"], str(q["n"]), fmt(q["p50"], ".2f"), fmt(q["p90"], ".2f"), fmt(q["p99"], ".2f"),
-             fmt(q["max"], ".2f"), fmt(q["kb"]), fmt(q["daemon_cpu_ms"], ".2f"), fmt(q["others_pct"]),
-             "SLOW" if q["p50"] > SLOW_MS else ("FAILED" if q["problems"] else "ok")] for q in result["queries"]]
-    queries = table(["query (limit 100 unless said)", "samples", "p50 ms", "p90 ms", "p99 ms", "max ms",
-                     "KB/answer", "daemon CPU ms/req", "others on core0 %", ""], rows)
+    rows = [[q["query"], str(q["n"]), fmt(q["min"], ".2f"), fmt(q["p50"], ".2f"), fmt(q["p90"], ".2f"),
+             fmt(q["p99"], ".2f"), fmt(q["max"], ".2f"), fmt(q["kb"]), fmt(q["daemon_cpu_ms"], ".2f"),
+             "FAILED" if q["problems"] else ("SLOW" if q["p50"] > SLOW_MS else "ok")] for q in result["queries"]]
+    queries = (f"the queries in turn, {ROUNDS} rounds; others on core 0 meanwhile: "
+               f"{fmt(result['queries_others_pct'])} %\n"
+               + table(["query (limit 100 unless said)", "samples", "min ms", "p50 ms", "p90 ms", "p99 ms", "max ms",
+                        "KB/answer", "daemon CPU ms/req", ""], rows))
     walk_rows = [[w["query"]] + [fmt(w["page_p50_ms"][p - 1], ".2f") for p in (1, 10, 25, 50)]
                  + [fmt(w["first10_p50"], ".2f"), fmt(w["last10_p50"], ".2f"), fmt(w["max"], ".2f"),
-                    fmt(w["others_pct"]), "FAILED" if w["problems"] else "ok"] for w in result["walks"]]
-    walks_ = (f"Deep pagination: {WALK_PAGES} pages of 100 by `next`, {WALKS} walks; p50 ms of each page\n"
-              + table(["walk", "page 1", "page 10", "page 25", "page 50", "pages 1-10", "pages 41-50", "max",
-                       "others on core0 %", ""], walk_rows))
+                    "FAILED" if w["problems"] else "ok"] for w in result["walks"]]
+    walks_ = (f"Deep pagination: {WALK_PAGES} pages of 100 by `next`, {WALKS} walks each, in turn; p50 ms of each "
+              f"page; others on core 0 meanwhile: {fmt(result['walks_others_pct'])} %\n"
+              + table(["walk", "page 1", "page 10", "page 25", "page 50", "pages 1-10", "pages 41-50", "max ms", ""],
+                      walk_rows))
     runs = {r["label"]: r for r in result["runs"]}
     main = runs[f"find-{result['jobs']}"]
     upgrade = runs[f"upgrade-{result['jobs']}"]
