@@ -24,6 +24,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from gq import hosts
 from gq.broker import Entry, Filter, State, attempt_of, stored
@@ -117,19 +118,34 @@ def state_row(entry: Entry, keep_payload: bool = False) -> tuple:
             _history(history), spec, trimmed, entry.job.id)
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _as_stored(job_id: str, spec: Any) -> Job:
+    """A look-up's job: its request read as the file holds it, neither checked again nor
+    its body serialized again (a look-up shows the request, not its body). Parsing every
+    job of a page again, its body included, was most of the cost of a page of 1,000."""
+    if not isinstance(spec, dict):
+        spec = {}
+    headers, timeout, attempts = spec.get("headers"), spec.get("timeout"), spec.get("max_attempts")
+    run_at, key = spec.get("run_at"), spec.get("ordering_key")
+    return Job(job_id, str(spec.get("method", "")), str(spec.get("url", "")),
+               headers if isinstance(headers, dict) else {},
+               timeout=float(timeout) if _number(timeout) else None,
+               max_attempts=attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else None,
+               run_at=float(run_at) if _number(run_at) else None,
+               ordering_key=key if isinstance(key, str) else None)
+
+
 def entry(row: sqlite3.Row, strict: bool = True) -> Entry:
-    """The row as an Entry. Its job is parsed again, checked as at intake (ValueError or
-    GqError when it no longer passes); not `strict` (a look-up), a job that does not is
-    shown as it is."""
+    """The row as an Entry. `strict` (a job to run): its job is parsed again, checked as at
+    intake (ValueError or GqError when it no longer passes); not (a look-up): the job is
+    shown as the file holds it, without its body, valid or not."""
     state = State.QUEUED if row["state"] in (TAKEN, BLOCKED) else State(row["state"])
     history = [attempt_of(a) for a in json.loads(row["history"])]
     spec = json.loads(row["spec"])
-    try:
-        job = parse(spec)
-    except GqError:
-        if strict:
-            raise
-        job = Job(row["id"], str(spec.get("method", "")), str(spec.get("url", "")), {})
+    job = parse(spec) if strict else _as_stored(row["id"], spec)
     return Entry(job, state, row["attempts"], row["due"], row["accepted_at"], history=history,
                  reason=row["reason"] or "")
 
