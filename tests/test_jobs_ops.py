@@ -73,7 +73,7 @@ def test_a_delayed_job_is_scheduled_until_due_then_delivered(start_daemon, targe
 
 
 @pytest.mark.parametrize("form", ["rfc3339", "unix"])
-def test_a_job_an_hour_ahead_survives_kill_9_stays_scheduled_and_can_be_cancelled(start_daemon, target, form):
+def test_a_job_an_hour_ahead_survives_kill_9_and_a_drain_and_can_be_cancelled(start_daemon, target, form):
     when = round(time.time() + 3600, 3)
     run_at = datetime.fromtimestamp(when, UTC).isoformat() if form == "rfc3339" else when
     daemon = start_daemon(journal=JOURNAL)
@@ -87,6 +87,11 @@ def test_a_job_an_hour_ahead_survives_kill_9_stays_scheduled_and_can_be_cancelle
     job = again.job(job_id)
     assert job["state"] == "scheduled" and job["next_attempt_at"] == pytest.approx(when, abs=1e-3), job
     assert again.status()["jobs"]["scheduled"] == 1
+    # A drain does not wait for it (shutdown.drain_timeout is 30 s): it stays in the journal.
+    again.signal(signal.SIGTERM)
+    assert again.wait(timeout=10) == 0
+    again = start_daemon(journal=JOURNAL)
+    assert again.job(job_id)["state"] == "scheduled"
 
     assert cancel(again, job_id) == (200, {"id": job_id, "state": "cancelled"})
     assert again.job(job_id)["state"] == "cancelled"
@@ -95,9 +100,9 @@ def test_a_job_an_hour_ahead_survives_kill_9_stays_scheduled_and_can_be_cancelle
 
     again.signal(signal.SIGTERM)
     assert again.wait() == 0
-    third = start_daemon(journal=JOURNAL)
-    assert third.job(job_id)["state"] == "cancelled"
-    assert third.status()["jobs"]["scheduled"] == 0
+    last = start_daemon(journal=JOURNAL)
+    assert last.job(job_id)["state"] == "cancelled"
+    assert last.status()["jobs"]["scheduled"] == 0
     assert target.count() == 0
 
 
@@ -316,6 +321,11 @@ def test_ten_thousand_jobs_are_found_by_state_host_and_time_each_once_newest_fir
     assert listed(daemon, until=datetime.fromtimestamp(moment, UTC).isoformat(), limit=1000) == newest_first[-gap - 1:]
     assert listed(daemon, since=f"{moment:.6f}", until=repr(moment), limit=10) == []
 
+    # A '+' in a query stands for itself: an RFC 3339 offset, not a space.
+    assert listed(daemon, until="2030-01-01T00:00:00+00:00", since="2000-01-01T01:00:00+01:00",
+                  limit=1000) == newest_first
+    assert fetch(daemon, "/v1/jobs?since=2100-01-01T00:00:00+00:00").json() == {"jobs": [], "next": None}
+
     for query, field in [("state=bogus", "state"), ("limit=0", "limit"), ("limit=1001", "limit"),
                          ("limit=ten", "limit"), ("since=yesterday", "since"),
                          ("until=2030-01-01T00:00:00", "until"), ("cursor=not-a-cursor", "cursor"),
@@ -361,6 +371,8 @@ def test_dead_and_succeeded_jobs_are_replayed_by_filter_page_by_page_with_attemp
     daemon = start_daemon(journal=journal, pool={"size": 20})
     dead = [f"dead-{n}" for n in range(30)]   # 404 the first time, then 200
     daemon.post([{"id": i, "url": target.url("/dead", fail=1, fail_status=404)} for i in dead])
+    local = [f"local-{n}" for n in range(5)]  # the same, on another host
+    daemon.post([{"id": i, "url": f"http://localhost:{target.port}/dead?fail=1&fail_status=404"} for i in local])
     old = [f"old-{n}" for n in range(10)]
     daemon.post([{"id": i, "url": target.url("/old")} for i in old])
     for job_id in old:
@@ -370,12 +382,15 @@ def test_dead_and_succeeded_jobs_are_replayed_by_filter_page_by_page_with_attemp
     daemon.post([{"id": i, "url": target.url("/new", fail=n % 2)} for n, i in enumerate(new)])
     for n, job_id in enumerate(new):
         assert wait_state(daemon, job_id, "succeeded")["attempts"] == 1 + n % 2
-    for job_id in dead:
+    for job_id in dead + local:
         assert wait_state(daemon, job_id, "dead")["attempts"] == 1
     daemon.post([{"id": "sched", "url": target.url("/s"), "delay": 3600},
                  {"id": "held", "url": target.url("/h", gate="never")}])
     wait_for(lambda: sent(target, "held") == 1, what="held at the target")
 
+    assert sorted(replay_all(daemon, {"state": "dead", "host": "localhost"})[0]) == local
+    for job_id in local:
+        runs_again(daemon, target, job_id, 2)
     replayed, pages = replay_all(daemon, {"state": "dead", "limit": 7})
     assert sorted(replayed) == sorted(dead) and pages == 5
     for job_id in dead:

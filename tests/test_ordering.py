@@ -169,3 +169,21 @@ def test_a_cancelled_job_of_a_key_lets_the_next_one_go(start_daemon, target, jou
     assert others[0] == "R" and sorted(others[1:]) == ["H2", "R2"], others
     wait_for(lambda: not any(daemon.status()["jobs"][s] for s in ("queued", "scheduled", "running", "retrying")),
              what="nothing left waiting")
+
+
+@pytest.mark.parametrize("journal", BROKERS)
+def test_a_replayed_job_keeps_its_place_in_its_keys_order(start_daemon, target, journal):
+    # A dies, B runs (the target holds it), C waits. A replayed now was accepted before C:
+    # it runs before C, after B.
+    daemon = start_daemon(journal=journal)
+    post(daemon, [{"id": "A", "url": target.url("/k", fail=1, fail_status=404), "ordering_key": "k"},
+                  {"id": "B", "url": target.url("/k", gate="b"), "ordering_key": "k", "timeout": 60},
+                  {"id": "C", "url": target.url("/k"), "ordering_key": "k"}])
+    wait_state(daemon, "A", "dead")
+    wait_for(lambda: len(target.received()) == 2, what="B at the target")
+    response = daemon.session.post(f"{daemon.api}/v1/jobs/replay", json={"ids": ["A"]}, timeout=30)
+    assert response.json()["ids"] == ["A"], response.text
+    target.control("/_open?gate=b")
+    wait_state(daemon, "C", "succeeded")
+    assert wait_state(daemon, "A", "succeeded")["attempts"] == 1
+    assert [r["key"] for r in target.received()] == ["A", "B", "A", "C"]
