@@ -99,8 +99,10 @@ class Api:
                     self._allow(method, "GET")
                     return json_answer("200 OK", self.status(), start_response)
             elif path == "/healthz":
+                self._allow(method, "GET")
                 return json_answer("200 OK", {"status": "ok"}, start_response)
             elif path == "/readyz":
+                self._allow(method, "GET")
                 problem = self.broker.health()
                 if self.ready and not self.dispatcher.draining and problem is None:
                     return json_answer("200 OK", {"status": "ready"}, start_response)
@@ -112,6 +114,7 @@ class Api:
                                           ("Content-Length", str(len(self.description)))])
                 return [self.description]
             elif path == "/metrics":
+                self._allow(method, "GET")
                 data = self.metrics.exposition()
                 start_response("200 OK", [("Content-Type", METRICS_CONTENT_TYPE),
                                           ("Content-Length", str(len(data)))])

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from gq import __version__
+from gq import __version__, jobs_cli
 from gq import config as config_
 from gq.errors import EXIT_FAILURE, EXIT_OK, ConfigError, GqError, JobError, UsageError
 from gq.job import read_lines
@@ -20,8 +20,7 @@ ENV_TOKEN = "GQ_TOKEN"
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # argparse's default prints usage and a traceback-free line
-        raise UsageError(f"usage error: {message} (see gq {self.prog.split()[-1]} --help)"
-                         if " " in self.prog else f"usage error: {message} (see gq --help)")
+        raise UsageError(f"usage error: {message} (see {self.prog} --help)")  # prog: "gq dlq list"
 
 
 def _parser() -> Parser:
@@ -42,12 +41,15 @@ def _parser() -> Parser:
     batch.add_argument("-p", "--processes", type=int, default=1, metavar="N",
                        help="split the jobs over N processes (one core each), each with its own journal")
     batch.add_argument("--part", help=argparse.SUPPRESS)  # "I/N": set by -p on each part file (its journal)
+
+    def with_api(p: argparse.ArgumentParser, default: str = "from the config's api.listen") -> argparse.ArgumentParser:
+        p.add_argument("--api", metavar="URL", help=f"daemon's URL (default: ${ENV_API}, else {default})")
+        p.add_argument("--token", metavar="T", help=f"bearer token (default: ${ENV_TOKEN}, else api.token)")
+        return p
+
     for name, text in (("submit", "send jobs to a running daemon"),
                        ("status", "show a running daemon's queue and pool")):
-        client = with_config(commands.add_parser(name, help=text))
-        client.add_argument("--api", metavar="URL",
-                            help=f"daemon's URL (default: ${ENV_API}, else from the config's api.listen)")
-        client.add_argument("--token", metavar="T", help=f"bearer token (default: ${ENV_TOKEN}, else api.token)")
+        client = with_api(with_config(commands.add_parser(name, help=text)))
         if name == "submit":
             client.add_argument("jobs", metavar="JOBS", help="JSON-lines file of jobs, - for stdin")
         else:
@@ -62,6 +64,8 @@ def _parser() -> Parser:
         p = with_config(dlq_commands.add_parser(action, help=text))
         p.add_argument("ids", nargs="*", metavar="ID", help="dead letters' job ids")
         p.add_argument("--all", action="store_true", help="every dead letter")
+    jobs = commands.add_parser("jobs", help="list, show, cancel or replay jobs")
+    jobs_cli.add_commands(jobs, Parser, lambda p: with_api(with_config(p), "none: the config's journal"))
     return parser
 
 
@@ -83,19 +87,25 @@ def _read_objects(path: str) -> list[tuple[int, Any]]:
         raise UsageError(f"{source}:{e.index}: {e}") from None
 
 
-def _client(args: argparse.Namespace):
+def _client(args: argparse.Namespace, holder_of: str = ""):
+    """The client of the daemon at --api, else $GQ_API, else the config's api.listen;
+    `holder_of`: the journal that daemon holds, when that is why it is asked."""
     from gq.client import Client  # imports requests: only for the client commands
 
     api, token = args.api or os.environ.get(ENV_API), args.token or os.environ.get(ENV_TOKEN)
+    whose = ""
     if not api or token is None:
         config = config_.load(args.config)
         if not api:
             host, port = config_.split_listen(config.api.listen)
             if port == 0:
-                raise UsageError("api.listen has port 0: give the daemon's address with --api")
+                held = f"{holder_of} is in use by a running gq, and " if holder_of else ""
+                raise UsageError(f"{held}api.listen has port 0: give the daemon's address with --api")
             api = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+            if holder_of:
+                whose = f" (it holds {holder_of}; the address is api.listen's, give another with --api)"
         token = config.api.token if token is None else token
-    return Client(api, token)
+    return Client(api, token, whose=whose)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -128,6 +138,8 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.command == "dlq":
         return _dlq(args)
+    if args.command == "jobs":
+        return jobs_cli.run(args, _client, ENV_API)
     raise UsageError(f"usage error: unknown command {args.command}")
 
 
@@ -138,8 +150,8 @@ def _dead_letters(config: config_.Config):
         return DeadLetters.open(config.broker)
     if not config.journal.path:
         raise UsageError("dlq: journal.path is empty: dead letters were kept in memory only")
-    from gq.broker.journal import DeadLetterAdmin
-    return DeadLetterAdmin(config.journal.path)
+    from gq.broker.journal import JournalAdmin
+    return JournalAdmin(config.journal.path)
 
 
 def _dlq(args: argparse.Namespace) -> int:

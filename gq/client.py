@@ -1,25 +1,33 @@
-"""The client commands: `gq submit` and `gq status` against a running daemon."""
+"""The client commands against a running daemon: `gq submit`, `gq status`, and `gq jobs`
+through its API."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any, TextIO
+from urllib.parse import quote
 
 import requests
 
+from gq.broker import Conflict, Filter, State
 from gq.errors import GqError
 from gq.transport import USER_AGENT
 
 BATCH = 100           # jobs per request
 BUSY_PATIENCE = 60.0  # seconds to keep retrying a daemon that answers 429/503
+PAGE = 1000           # jobs per page of GET /v1/jobs, at most (the API's bound)
+REPLAY_IDS = 10000    # ids per POST /v1/jobs/replay, at most (the API's bound)
 
 
 class Client:
-    def __init__(self, api: str, token: str = "", timeout: float = 30.0):
+    def __init__(self, api: str, token: str = "", timeout: float = 30.0, whose: str = ""):
+        """`whose`: what the daemon at `api` is, said when it cannot be reached."""
         self.api = api.rstrip("/")
         self.timeout = timeout
+        self.whose = whose
         self.session = requests.Session()
         self.session.trust_env = False
         self.session.headers["User-Agent"] = USER_AGENT
@@ -30,7 +38,7 @@ class Client:
         try:
             return self.session.request(method, self.api + path, timeout=self.timeout, **kwargs)
         except requests.RequestException as e:
-            raise GqError(f"cannot reach the daemon at {self.api}: {e}") from None
+            raise GqError(f"cannot reach the daemon at {self.api}{self.whose}: {e}") from None
 
     def status(self) -> dict[str, Any]:
         response = self.request("GET", "/v1/status")
@@ -77,6 +85,83 @@ class Client:
                 return response
             retry_after = response.headers.get("Retry-After", "1")
             time.sleep(min(float(retry_after) if retry_after.isdigit() else 1.0, 5.0))
+
+    # -- gq jobs (JobsAdmin): GET, DELETE /v1/jobs/{id}, GET /v1/jobs, POST /v1/jobs/replay
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        response = self.request("GET", _job_path(job_id))
+        if response.status_code == 404:
+            return None
+        return _answer(response, "look up a job")
+
+    def jobs(self, where: Filter, limit: int | None) -> Iterator[dict[str, Any]]:
+        query: dict[str, Any] = {k: v for k, v in _filter_fields(where).items() if v is not None}
+        left = limit
+        while left is None or left > 0:
+            query["limit"] = PAGE if left is None else min(left, PAGE)
+            page = _answer(self.request("GET", "/v1/jobs", params=query), "list jobs")
+            yield from page["jobs"]
+            if left is not None:
+                left -= len(page["jobs"])
+            if page["next"] is None:
+                return
+            query["cursor"] = page["next"]
+
+    def cancel(self, job_id: str) -> bool:
+        response = self.request("DELETE", _job_path(job_id))
+        if response.status_code == 404:
+            return False
+        state = _json_of(response).get("state")
+        if response.status_code == 409 and state in {s.value for s in State}:
+            raise Conflict(job_id, State(state))
+        _answer(response, "cancel a job")
+        return True
+
+    def replay(self, ids: list[str]) -> list[str]:
+        replayed: list[str] = []
+        for start in range(0, len(ids), REPLAY_IDS):
+            replayed += self._replay({"ids": ids[start:start + REPLAY_IDS]})["ids"]
+        return replayed
+
+    def replay_matching(self, where: Filter) -> Iterator[str]:
+        request: dict[str, Any] = {k: v for k, v in _filter_fields(where).items() if v is not None}
+        while True:
+            page = self._replay(request)
+            yield from page["ids"]
+            if page["next"] is None:
+                return
+            request["cursor"] = page["next"]
+
+    def _replay(self, request: dict[str, Any]) -> dict[str, Any]:
+        return _answer(self.request("POST", "/v1/jobs/replay", json=request), "replay jobs")
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _job_path(job_id: str) -> str:
+    return "/v1/jobs/" + quote(job_id, safe="")
+
+
+def _filter_fields(where: Filter) -> dict[str, Any]:
+    """A Filter as the API's query parameters and replay fields name it (no position: the
+    API's cursors are its own)."""
+    return {"state": where.state.value if where.state else None, "host": where.host,
+            "since": where.since, "until": where.until}
+
+
+def _answer(response: requests.Response, what: str) -> Any:
+    """A 200's JSON body; any other answer as a GqError saying that the daemon could not `what`."""
+    if response.status_code == 200:
+        try:
+            return response.json()
+        except ValueError:
+            raise GqError(f"cannot {what}: the daemon answered 200 with no JSON") from None
+    if response.status_code == 501:
+        raise GqError(f"cannot {what} on this daemon: {_error_of(response)}")
+    if response.status_code == 401:
+        raise GqError(f"cannot {what}: unauthorized: {_error_of(response)} (give the token with --token)")
+    raise GqError(f"cannot {what}: {response.status_code} {_error_of(response)}")
 
 
 def _json_of(response: requests.Response) -> dict[str, Any]:

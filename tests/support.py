@@ -182,6 +182,9 @@ class Daemon:
     def get(self, path: str, **kw) -> requests.Response:
         return self.session.get(f"{self.api}{path}", timeout=30, **kw)
 
+    def delete(self, path: str, **kw) -> requests.Response:
+        return self.session.delete(f"{self.api}{path}", timeout=30, **kw)
+
     def job(self, job_id: str) -> dict:
         return self.get(f"/v1/jobs/{job_id}").json()
 
@@ -269,6 +272,14 @@ def final_state(daemon: Daemon, job_id: str, timeout: float = 20) -> dict:
         job = fetch(daemon, f"/v1/jobs/{quote(job_id, safe='')}").json()
         return job if job.get("state") in FINAL else None
     return wait_for(done, timeout, f"job {job_id!r} to finish")
+
+
+def wait_state(daemon: Daemon, job_id: str, state: str, timeout: float = 20) -> dict:
+    """The job once GET /v1/jobs/{id} shows it in `state`; the test fails after `timeout`."""
+    def reached():
+        job = fetch(daemon, f"/v1/jobs/{quote(job_id, safe='')}").json()
+        return job if job.get("state") == state else None
+    return wait_for(reached, timeout, f"job {job_id!r} to be {state}")
 
 
 def records(target: Target, key: str, since: int = 0) -> list[dict]:

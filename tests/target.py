@@ -11,13 +11,17 @@ How it answers is chosen by the request's query string:
   fail_status=N
   retry_after=V    send Retry-After: V with failures
   hang=1           never answer (until the client gives up)
+  gate=NAME        answer once POST /_open?gate=NAME was sent (at once if it was)
   garbage=1        answer with bytes that are not HTTP, then close
   close=1          close the connection without answering
   size=N           a response body of N bytes
 Control: GET /_stats (requests, connections that carried jobs, distinct keys, duplicates),
-GET /_received?since=I (records: arrival time t, status and done, the time it was
-answered), POST /_reset, POST /_down (every job request gets 503
-until POST /_up).
+GET /_received?since=I (records), POST /_reset, POST /_down (every job request gets 503
+until POST /_up), POST /_open?gate=NAME.
+
+Each record holds the time the request arrived (`t`), the time its answer was about to be
+sent (`end`; None while it is being answered, or when it never was) and that answer's
+`status`: a client cannot have sent a request that follows an answer before its `end`.
 """
 
 from gevent import monkey
@@ -32,6 +36,7 @@ from collections import Counter  # noqa: E402
 from urllib.parse import parse_qs, urlsplit  # noqa: E402
 
 import gevent  # noqa: E402
+from gevent.event import Event  # noqa: E402
 from gevent.server import StreamServer  # noqa: E402
 
 REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 301: "Moved Permanently",
@@ -51,6 +56,7 @@ class Target:
         self.down = False
         self.active = 0       # job requests being answered now
         self.max_active = 0   # the most at once
+        self.gates: dict[str, Event] = {}
 
     def handle(self, sock, address) -> None:
         rfile = sock.makefile("rb")
@@ -91,7 +97,8 @@ class Target:
         key = headers.get("idempotency-key", "")
         self.per_key[key] += 1
         record = {"t": time.time(), "method": method, "path": url.path, "query": url.query,
-                  "headers": headers, "body": body.decode("utf-8", "replace"), "key": key}
+                  "headers": headers, "body": body.decode("utf-8", "replace"), "key": key,
+                  "end": None, "status": None}
         self.received.append(record)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
@@ -100,6 +107,8 @@ class Target:
                 gevent.sleep(float(query["delay"]))
             if "hang" in query:
                 gevent.sleep(3600)
+            if "gate" in query:
+                self._gate(query["gate"]).wait()
         finally:
             self.active -= 1
         if "close" in query:
@@ -112,11 +121,8 @@ class Target:
             status = int(query.get("fail_status", 503))
             if "retry_after" in query:
                 extra.append(("Retry-After", query["retry_after"]))
-        record["status"] = status
-        try:
-            self._answer(sock, status, b"x" * int(query.get("size", 0)) or b"ok", extra)
-        finally:
-            record["done"] = time.time()  # answered (or its client gone): [t, done] is when it was served
+        record["end"], record["status"] = time.time(), status
+        self._answer(sock, status, b"x" * int(query.get("size", 0)) or b"ok", extra)
         if headers.get("connection", "").lower() == "close":
             return False
         return "job"
@@ -134,10 +140,16 @@ class Target:
         elif path in ("/_down", "/_up") and method == "POST":
             self.down = path == "/_down"
             data = {"down": self.down}
+        elif path == "/_open" and method == "POST" and "gate" in query:
+            self._gate(query["gate"]).set()
+            data = {"open": query["gate"]}
         else:
             self._answer(sock, 404, b"no such control endpoint")
             return
         self._answer(sock, 200, json.dumps(data).encode(), [("Content-Type", "application/json")])
+
+    def _gate(self, name: str) -> Event:
+        return self.gates.setdefault(name, Event())
 
     @staticmethod
     def _answer(sock, status: int, body: bytes, headers=()) -> None:

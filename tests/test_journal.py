@@ -94,6 +94,18 @@ def test_retries_are_recorded_and_shown(start_daemon, target):
     assert [a["status"] for a in job["history"]] == [503, 503, 200]
 
 
+def test_the_start_of_each_answer_is_kept_in_the_file(start_daemon, target, tmp_path):
+    # A dead letter lives in the file only: what GET /v1/jobs/{id} and gq dlq list show of
+    # its attempts is read back from there.
+    daemon = start_daemon(journal=JOURNAL)
+    daemon.post({"id": "gone", "url": target.url(status=404, size=12)})
+    wait_for(lambda: daemon.job("gone")["state"] == "dead", what="a dead letter")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+    [letter] = map(json.loads, dlq(tmp_path, "list", "--json").stdout.splitlines())
+    assert [(a["status"], a["response"]) for a in letter["history"]] == [(404, "x" * 12)]
+
+
 def dlq(tmp_path, *args):
     return run_gq("dlq", *args, "-c", "gq.toml", cwd=tmp_path)
 
@@ -136,6 +148,20 @@ def test_dead_letters_listed_replayed_and_purged_with_the_daemon_up_and_down(
     assert daemon.wait() == 0
     assert dlq(tmp_path, "purge", "--all").stdout.split() == ["gone"]
     assert dlq(tmp_path, "list").stdout == ""
+
+
+def test_dead_letters_named_together_are_each_replayed_and_purged(start_daemon, target, tmp_path):
+    daemon = start_daemon(journal=JOURNAL)
+    ids = ["one", "two", "three"]
+    daemon.post([{"id": i, "url": target.url(status=404)} for i in ids])
+    wait_for(lambda: daemon.status()["jobs"]["dead"] == 3, what="three dead letters")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+    replayed = dlq(tmp_path, "replay", "two", "one")
+    assert (replayed.returncode, replayed.stdout.split()) == (0, ["one", "two"]), replayed.stderr
+    purged = dlq(tmp_path, "purge", "three", "one")
+    assert (purged.returncode, purged.stdout.split()) == (1, ["three"]), purged.stderr
+    assert journal_states(tmp_path) == {"queued": 2}
 
 
 def test_a_journal_runs_in_one_process_only_and_is_its_owners(start_daemon, tmp_path):

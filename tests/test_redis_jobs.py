@@ -102,7 +102,7 @@ def test_ordering_keys_hold_across_two_daemons_one_killed(fleet, target):
     for key, served in _by_key(records, key_of).items():
         firsts = list(dict.fromkeys(r["key"] for r in served))  # each job at its first arrival
         assert firsts == order[key], key
-        spans = sorted((r["t"], r["done"]) for r in served)
+        spans = sorted((r["t"], r["end"]) for r in served)
         overlaps = [(a, b) for a, b in zip(spans, spans[1:]) if b[0] < a[1]]
         assert not overlaps, (key, overlaps)
     # Not held up: every job without a key arrived before the keys' last jobs did.

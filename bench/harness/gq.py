@@ -26,11 +26,13 @@ def journal_path(ctx: Context, name: str) -> Path:
 
 def write_config(ctx: Context, name: str, *, pool: int, maxsize: int, url: str, journal: bool,
                  timeout: float = 30.0, listen: str | None = None, broker: dict | None = None,
-                 seed: Path | None = None) -> Path:
-    """A config file for run `name`; with a `seed` journal, its journal starts as a copy of it."""
+                 seed: Path | None = None, move_seed: bool = False,
+                 extra: dict[str, dict[str, Any]] | None = None) -> Path:
+    """A config file for run `name`; with a `seed` journal, its journal starts as a copy of it
+    (`move_seed`: as the file itself, moved). `extra`: more keys, by section."""
     if seed is not None:
         journal_path(ctx, name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(seed, journal_path(ctx, name))
+        (shutil.move if move_seed else shutil.copyfile)(seed, journal_path(ctx, name))
     sections: dict[str, dict[str, Any]] = {
         "queue": {"maxsize": maxsize},
         "pool": {"size": pool},
@@ -43,6 +45,8 @@ def write_config(ctx: Context, name: str, *, pool: int, maxsize: int, url: str, 
         sections["api"] = {"listen": listen}
     if broker:
         sections["broker"] = broker
+    for section, keys in (extra or {}).items():
+        sections[section] = {**sections.get(section, {}), **keys}
     path = ctx.workdir / f"{name}.toml"
     path.write_text(to_toml(sections))
     return path
@@ -84,12 +88,13 @@ class Daemon:
     daemon on its core from its first instruction, its own rusage (peak RSS), and a stop by
     SIGINT or SIGTERM whose exit code is checked."""
 
-    def __init__(self, ctx: Context, label: str, cores: Cores = MEASURED_CORE, **config: Any):
+    def __init__(self, ctx: Context, label: str, cores: Cores = MEASURED_CORE, start_timeout: float = 30.0,
+                 **config: Any):
         name = ctx.name(label)
         path = write_config(ctx, name, listen="127.0.0.1:0", **config)
         self.journal = journal_path(ctx, name) if config["journal"] else None
         self.proc = Proc(name, [PY, *GQ, "run", "-c", str(path)], ctx, cores)
-        host, port = self.proc.wait_line(r"listening on http://(\S+?):(\d+)\b", 30).groups()
+        host, port = self.proc.wait_line(r"listening on http://(\S+?):(\d+)\b", start_timeout).groups()
         self.api = f"http://{host}:{port}"
         self.ps = psutil.Process(self.proc.pid)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from harness.context import Context
-from scenarios import backlog, cores, delivery, drain, intake, memory, metrics, profile, redis
+from scenarios import backlog, cores, delivery, drain, find, intake, memory, metrics, profile, redis
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ REGISTRY: dict[str, Scenario] = {
     "drain": Scenario(drain.run, drain.report),
     "memory": Scenario(memory.run, memory.report),
     "backlog": Scenario(backlog.run, backlog.report, default=False),
+    "find": Scenario(find.run, find.report, default=False),
     "metrics": Scenario(metrics.run, metrics.report, default=False),
     "profile": Scenario(profile.run, profile.report, default=False),
 }

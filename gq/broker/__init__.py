@@ -10,7 +10,7 @@ neither a worker nor a queue slot.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
@@ -80,6 +80,17 @@ def describe(entry: Entry, hidden: frozenset[str] = frozenset()) -> dict[str, An
             "reason": entry.reason, "last_status": status["last_status"],
             "last_error": status["last_error"], "request": status["request"],
             "history": status["history"]}
+
+
+def stored(attempt: AttemptResult) -> list[Any]:
+    """An attempt as the journal and Redis keep it: [started, duration, status, error, snippet]."""
+    return [attempt.started, round(attempt.duration, 6), attempt.status, attempt.error, attempt.snippet]
+
+
+def attempt_of(kept: list[Any]) -> AttemptResult:
+    """The attempt `stored()` kept (by name: AttemptResult has fields between error and snippet)."""
+    started, duration, status, error, snippet = kept
+    return AttemptResult(started, duration, status, error, snippet=snippet)
 
 
 def record(entry: Entry, result: AttemptResult) -> None:
@@ -189,7 +200,7 @@ class Gauges(Protocol):
 
 class DeadLetters(Protocol):
     """Dead letters, administered in the process that runs them (`gq dlq` reaches a
-    running daemon's journal through the file, see journal.DeadLetterAdmin)."""
+    running daemon's journal through the file, see journal.JournalAdmin)."""
 
     def dead_letters(self) -> list[Entry]: ...
 
@@ -217,4 +228,29 @@ class Operations(Protocol):
 
 
 class Broker(Intake, Dispatch, Gauges, Operations, Protocol):
+    def close(self) -> None: ...
+
+
+class JobsAdmin(Protocol):
+    """What `gq jobs` does, wherever the jobs are: on a journal file (journal.JournalAdmin)
+    or through a daemon's API (gq.client.Client). Jobs come as `GET /v1/jobs/{id}` shows
+    them (Entry.status), secret headers redacted."""
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        """The job, or None for an unknown id."""
+
+    def jobs(self, where: Filter, limit: int | None) -> Iterator[dict[str, Any]]:
+        """The matching jobs, newest first, at most `limit` (None: all), read a page at a time."""
+
+    def cancel(self, job_id: str) -> bool:
+        """As Operations.cancel: False for an unknown id; raises Conflict when the job runs
+        or is final."""
+
+    def replay(self, ids: list[str]) -> list[str]:
+        """Those of `ids` whose jobs are dead or succeeded, run again, attempts reset."""
+
+    def replay_matching(self, where: Filter) -> Iterator[str]:
+        """Every job that matches (`where.state`: dead or succeeded) run again, a page at a
+        time; yields their ids as each page is done."""
+
     def close(self) -> None: ...

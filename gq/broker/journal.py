@@ -16,9 +16,10 @@ threadpool, so the hub keeps serving while SQLite waits on the disk, and
 concurrent intakes share each commit (group commit).
 
 Only one process runs jobs from a journal: the daemon holds an exclusive lock
-on `PATH.lock`. `gq dlq` commands work on the file directly when no daemon
-holds the lock, and through the `control` table (polled by the daemon) when one
-does.
+on `PATH.lock`. `gq dlq` and `gq jobs` (JournalAdmin) read the file directly and
+change it directly when no daemon holds the lock; when one does, `gq dlq` goes
+through the `control` table (polled by the daemon) and `gq jobs` through the
+daemon's API.
 """
 
 from __future__ import annotations
@@ -28,13 +29,15 @@ import os
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from functools import partial
+from typing import Any
 
 import gevent
 from gevent.event import Event
 
-from gq.broker import CANCELLABLE, Added, Conflict, Counts, Entry, Filter, State, record
+from gq.broker import CANCELLABLE, REPLAYABLE, Added, Conflict, Counts, Entry, Filter, JobsAdmin, State, record
 from gq.broker import journal_upkeep as upkeep
 from gq.broker.journal_access import JournalAccess, JournalLock
 from gq.broker.journal_file import BLOCKED, CANCELLABLE_ROWS, TAKEN, JournalError, JournalFile
@@ -197,7 +200,7 @@ class JournalBroker:
         process uses them up like any other."""
         entry.attempts += 1
         self._counts.move(entry, State.RUNNING)
-        self.writer.started(entry)
+        self.writer.commit(entry)
 
     def settle(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
         record(entry, result)
@@ -240,24 +243,29 @@ class JournalBroker:
 
     def cancel(self, job_id: str) -> bool:
         """A job in memory (read ahead, queued or parked here, or a retry not yet written)
-        is cancelled there, and written behind: the dispatcher skips it. Any other is
-        cancelled in the file, if it waits there."""
+        is cancelled there, and returns once that is committed: the dispatcher skips it.
+        Any other is cancelled in the file, if it waits there."""
         entry = self._held.get(job_id) or self.writer.pending(job_id)
         if entry is None:
-            was = self.db.write(JournalFile.cancel, job_id, time.time())
+            was, released = self.db.write(JournalFile.cancel, job_id, time.time())
             if was in CANCELLABLE_ROWS:
                 self._counts.by_state[State.QUEUED if was == BLOCKED else State(was)] -= 1
+                if released:  # the next job of its key waits in the file now: the feeder looks again
+                    self.wrote(0, [], time.time(), [released])
                 return True
             if was != TAKEN:
                 if not was:
                     return False
                 raise Conflict(job_id, State(was))
-            entry = self._held[job_id]  # taken while this waited for the file: it is here now
+            # Taken while this waited for the file: it is here now, or already ran meanwhile.
+            entry = self._held.get(job_id) or self.writer.pending(job_id)
+            if entry is None:
+                raise Conflict(job_id, State.RUNNING)
         if entry.state not in CANCELLABLE:
             raise Conflict(job_id, entry.state)
         self._held.pop(job_id, None)
         self._counts.move(entry, State.CANCELLED)
-        self.writer.change(entry)
+        self.writer.commit(entry)  # the 200 promises it never runs: a crash after it must not undo it
         return True
 
     def find(self, where: Filter, limit: int) -> list[tuple[Entry, tuple[float, int]]]:
@@ -300,37 +308,136 @@ class JournalBroker:
         self.db.close()
 
 
-class DeadLetterAdmin:
-    """`gq dlq` on a journal: directly when no daemon holds it, through the daemon when one does."""
+class JournalAdmin:
+    """`gq dlq` and `gq jobs` on a journal, from a process that does not run it (JobsAdmin,
+    DeadLetters' look-ups).
 
-    WAIT = 10.0  # seconds to wait for a running daemon to carry out a command
+    Look-ups read the file on a read-only connection (WAL lets it read while a daemon
+    writes). Changes are made in the file when no daemon holds it, the file's lock then
+    held until `close` so that none starts meanwhile; when a daemon holds it, they go
+    through that daemon, so that its memory and its metrics stay right: `gq dlq`'s
+    through the control table it polls, `gq jobs`' through `daemon()`, its API."""
 
-    def __init__(self, path: str):
+    WAIT = 10.0   # seconds to wait for a running daemon to carry out a dlq command
+    PAGE = 1000   # jobs read (or replayed) at a time
+
+    def __init__(self, path: str, hidden: frozenset[str] = frozenset(),
+                 daemon: Callable[[], JobsAdmin] | None = None):
+        """`hidden`: header names whose values are redacted besides the usual ones;
+        `daemon`: the API of the daemon that holds the journal, asked for when one does."""
         if not os.path.exists(path):
             raise JournalError(f"journal: {path} does not exist (journal.path)")
-        self.file = JournalFile(path)
-        self.path = path
+        self.path, self.hidden, self._daemon = path, hidden, daemon
+        self.reader = JournalFile(path, reader=True)
+        self._lock: JournalLock | None = None
+        self._writer: JournalFile | None = None   # while the lock is held
+        self._through: JobsAdmin | None = None    # the daemon that holds the file
+
+    # -- look-ups
 
     def dead_letters(self) -> Iterator[Entry]:
-        return self.file.dead_letters()
+        return self.reader.dead_letters()
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        entry = self.reader.get(job_id)
+        return None if entry is None else entry.status(self.hidden)
+
+    def jobs(self, where: Filter, limit: int | None) -> Iterator[dict[str, Any]]:
+        left = limit
+        while left is None or left > 0:
+            page = self.reader.find(where, self.PAGE if left is None else min(left, self.PAGE))
+            for found, _ in page:
+                yield found.status(self.hidden)
+            if left is not None:
+                left -= len(page)
+            if len(page) < self.PAGE:
+                return
+            where = replace(where, after=page[-1][1])
+
+    # -- changes
+
+    def _file(self) -> JournalFile | None:
+        """The file to change, when no daemon holds it (its lock is held from now until
+        close); None when one does."""
+        if self._writer is None and self._lock is None:
+            self._lock = JournalLock(self.path)
+            if self._lock.try_acquire():
+                try:
+                    self._writer = JournalFile(self.path)
+                    self._writer.untake()  # read into memory by a process gone: waiting, as at its next start
+                except BaseException:  # not taken for a daemon's hold by a later call
+                    self._let_go()
+                    raise
+        return self._writer
+
+    def _api(self) -> JobsAdmin:
+        if self._through is None:
+            if self._daemon is None:
+                raise JournalError(f"journal: {self.path} is in use by a running gq")
+            self._through = self._daemon()
+        return self._through
 
     def run(self, op: str, ids: list[str] | None) -> list[str]:
-        lock = JournalLock(self.path)
+        """A dlq `op` (replay, purge) on the dead letters `ids` (None: all); returns the ids done."""
+        file = self._file()
+        if file is not None:
+            if op == "replay":
+                return [job_id for job_id, _ in file.replay(ids)]
+            return file.purge(ids)
+        file = JournalFile(self.path)
         try:
-            if lock.try_acquire():
-                if op == "replay":
-                    return [job_id for job_id, _ in self.file.replay(ids)]
-                return self.file.purge(ids)
-            seq = self.file.request(op, ids)
+            seq = file.request(op, ids)
             deadline = time.monotonic() + self.WAIT
-            while (done := self.file.answer(seq)) is None:
+            while (done := file.answer(seq)) is None:
                 if time.monotonic() > deadline:
                     raise JournalError(f"journal: the daemon running {self.path} did not answer within "
                                        f"{self.WAIT:g}s; the {op} will happen when it does")
                 time.sleep(0.05)
             return done
         finally:
-            lock.release()
+            file.close()
+
+    def cancel(self, job_id: str) -> bool:
+        file = self._file()
+        if file is None:
+            return self._api().cancel(job_id)
+        was = file.cancel(job_id, time.time())
+        if not was:
+            return False
+        if was not in CANCELLABLE_ROWS:
+            raise Conflict(job_id, State(was))
+        return True
+
+    def replay(self, ids: list[str]) -> list[str]:
+        file = self._file()
+        if file is None:
+            return self._api().replay(ids)
+        return [job_id for job_id, _ in file.replay(ids, [s.value for s in REPLAYABLE])]
+
+    def replay_matching(self, where: Filter) -> Iterator[str]:
+        if where.state not in REPLAYABLE:
+            raise ValueError("replay_matching: where.state must be dead or succeeded")
+        file = self._file()
+        if file is None:
+            yield from self._api().replay_matching(where)
+            return
+        while True:  # the replayed leave the filter's state; the position moves on past them
+            page = file.find(where, self.PAGE)
+            yield from (job_id for job_id, _ in file.replay([e.job.id for e, _ in page], [where.state.value]))
+            if len(page) < self.PAGE:
+                return
+            where = replace(where, after=page[-1][1])
+
+    def _let_go(self) -> None:
+        """Let the file go: a daemon may start on it again."""
+        if self._writer is not None:
+            self._writer.close()
+        if self._lock is not None:
+            self._lock.release()
+        self._writer = self._lock = None
 
     def close(self) -> None:
-        self.file.close()
+        self.reader.close()
+        self._let_go()
+        if self._through is not None:
+            self._through.close()

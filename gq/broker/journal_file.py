@@ -24,9 +24,10 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from gq import hosts
-from gq.broker import Entry, Filter, State
+from gq.broker import Entry, Filter, State, attempt_of, stored
 from gq.errors import GqError
 from gq.job import Job, parse
 from gq.outcome import AttemptResult
@@ -100,8 +101,7 @@ class JournalError(GqError):
 
 
 def _history(attempts: list[AttemptResult]) -> str:
-    return json.dumps([[a.started, round(a.duration, 6), a.status, a.error, a.snippet] for a in attempts],
-                      ensure_ascii=False)
+    return json.dumps([stored(a) for a in attempts], ensure_ascii=False)
 
 
 def state_row(entry: Entry, keep_payload: bool = False) -> tuple:
@@ -118,19 +118,34 @@ def state_row(entry: Entry, keep_payload: bool = False) -> tuple:
             _history(history), spec, trimmed, entry.job.id)
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _as_stored(job_id: str, spec: Any) -> Job:
+    """A look-up's job: its request read as the file holds it, neither checked again nor
+    its body serialized again (a look-up shows the request, not its body). Parsing every
+    job of a page again, its body included, was most of the cost of a page of 1,000."""
+    if not isinstance(spec, dict):
+        spec = {}
+    headers, timeout, attempts = spec.get("headers"), spec.get("timeout"), spec.get("max_attempts")
+    run_at, key = spec.get("run_at"), spec.get("ordering_key")
+    return Job(job_id, str(spec.get("method", "")), str(spec.get("url", "")),
+               headers if isinstance(headers, dict) else {},
+               timeout=float(timeout) if _number(timeout) else None,
+               max_attempts=attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else None,
+               run_at=float(run_at) if _number(run_at) else None,
+               ordering_key=key if isinstance(key, str) else None)
+
+
 def entry(row: sqlite3.Row, strict: bool = True) -> Entry:
-    """The row as an Entry. Its job is parsed again, checked as at intake (ValueError or
-    GqError when it no longer passes); not `strict` (a look-up), a job that does not is
-    shown as it is."""
+    """The row as an Entry. `strict` (a job to run): its job is parsed again, checked as at
+    intake (ValueError or GqError when it no longer passes); not (a look-up): the job is
+    shown as the file holds it, without its body, valid or not."""
     state = State.QUEUED if row["state"] in (TAKEN, BLOCKED) else State(row["state"])
-    history = [AttemptResult(*a) for a in json.loads(row["history"])]
+    history = [attempt_of(a) for a in json.loads(row["history"])]
     spec = json.loads(row["spec"])
-    try:
-        job = parse(spec)
-    except GqError:
-        if strict:
-            raise
-        job = Job(row["id"], str(spec.get("method", "")), str(spec.get("url", "")), {})
+    job = parse(spec) if strict else _as_stored(row["id"], spec)
     return Entry(job, state, row["attempts"], row["due"], row["accepted_at"], history=history,
                  reason=row["reason"] or "")
 
@@ -380,19 +395,21 @@ class JournalFile:
                 f"SELECT rowid, * FROM jobs WHERE rowid IN ({','.join('?' * len(chunk))})", chunk))
         return [(entry(rows[rowid], strict=False), (at, rowid)) for at, rowid in page if rowid in rows]
 
-    def cancel(self, job_id: str, now: float) -> str:
+    def cancel(self, job_id: str, now: float) -> tuple[str, str]:
         """Cancel a job that waits in the file (queued, scheduled, retrying or blocked);
-        returns the state it had ("" unknown): when it was not one of those, it is left."""
+        returns the state it had ("" unknown): when it was not one of those, it is left.
+        And the new state of the job of its ordering key let go in its place ("" none)."""
+        released = ""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             row = self.db.execute("SELECT state, ordering_key FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
-                return ""
+                return "", ""
             if row["state"] in CANCELLABLE_ROWS:
                 self.db.execute("UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE id = ?", (now, job_id))
                 if row["ordering_key"] is not None:
-                    self._release(row["ordering_key"], now)
-        return row["state"]
+                    released = self._release(row["ordering_key"], now)
+        return row["state"], released
 
     def dead_letters(self) -> Iterator[Entry]:
         """Dead letters, oldest first, read as they are used (there may be millions)."""
@@ -410,8 +427,9 @@ class JournalFile:
         found: list[tuple[int, str]] = []
         for start in range(0, len(ids), 500):  # SQLite takes so many parameters at most
             chunk = ids[start:start + 500]
-            found += self.db.execute(f"SELECT rowid, id FROM jobs WHERE {condition} "
-                                     f"AND id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+            found += [(r[0], r[1]) for r in self.db.execute(  # tuples: Rows do not sort
+                f"SELECT rowid, id FROM jobs WHERE {condition} "
+                f"AND id IN ({','.join('?' * len(chunk))})", chunk)]
         return [job_id for _, job_id in sorted(set(found))]
 
     def replay(self, ids: list[str] | None, states: Iterable[str] = ("dead",)) -> list[tuple[str, str]]:

@@ -64,7 +64,7 @@ class JournalWriter:
         self._keys: set[str] = set()           # ordering keys of deleted jobs
         self._done: list[str] = []
         self._adding: list[Add] = []
-        self._starting: list[AsyncResult] = []  # started() calls waiting for a commit
+        self._starting: list[AsyncResult] = []  # commit() calls waiting for a commit
         self._wake = Event()    # there is work
         self._stop = Event()
 
@@ -95,8 +95,8 @@ class JournalWriter:
         """Keep only the id of a batch's succeeded job."""
         self._done.append(job_id)
 
-    def started(self, entry: Entry) -> None:
-        """Write `entry` and return once it is committed."""
+    def commit(self, entry: Entry) -> None:
+        """Write `entry` and return once it is committed (an attempt's start, a cancel)."""
         self.change(entry)
         committed = AsyncResult()
         self._starting.append(committed)
@@ -114,7 +114,7 @@ class JournalWriter:
         self._wake.set()
 
     def flush(self) -> None:
-        """Commit everything pending now, in one transaction; wakes the add() and started()
+        """Commit everything pending now, in one transaction; wakes the add() and commit()
         calls it covers."""
         self._writing, self._dirty = self._dirty, {}
         deleted, self._deleted = self._deleted, set()

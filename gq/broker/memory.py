@@ -224,13 +224,18 @@ class MemoryBroker:
 
     def replay(self, ids: Iterable[str] | None, states: Iterable[State] = (State.DEAD,)) -> list[str]:
         picked = self._pick(ids, set(states))
+        keys: set[str] = set()
         for entry in picked:
             entry.attempts, entry.reason = 0, ""
             self._succeeded.pop(entry.job.id, None)
-            if self._wait_for_key(entry):
+            key = entry.job.ordering_key
+            if key is not None and self._wait_for_key(entry):
                 self._move(entry, State.QUEUED)
+                keys.add(key)
             else:
                 self._hold(entry, 0.0, State.QUEUED)
+        for key in keys:  # in the order accepted, as on the journal: before the key's later jobs
+            self._blocked[key] = deque(sorted(self._blocked[key], key=lambda e: e.handle))
         return [e.job.id for e in picked]
 
     def _pick(self, ids: Iterable[str] | None, states: set[State]) -> list[Entry]:

@@ -12,10 +12,9 @@ from typing import Any
 import redis
 from redis.sentinel import Sentinel
 
-from gq.broker import Entry, State
+from gq.broker import Entry, State, attempt_of, stored
 from gq.config import SENTINEL_SCHEME, sentinel_parts
 from gq.job import parse
-from gq.outcome import AttemptResult
 
 log = logging.getLogger("gq.redis")
 
@@ -103,20 +102,16 @@ class Health:
 
 def payload(entry: Entry) -> str:
     """A stream entry's one field: the job, the attempts made and their history."""
-    head = json.dumps({"attempts": entry.attempts, "history": [_attempt(a) for a in entry.history]},
+    head = json.dumps({"attempts": entry.attempts, "history": [stored(a) for a in entry.history]},
                       ensure_ascii=False)
     return head[:-1] + f', "job": {entry.job.to_json()}}}'  # the job as it is, not parsed again
-
-
-def _attempt(a: AttemptResult) -> list:
-    return [a.started, round(a.duration, 6), a.status, a.error, a.snippet]
 
 
 def entry_of(data: str | bytes, handle: Any = None, state: State = State.QUEUED) -> Entry:
     """The Entry a payload() holds."""
     loaded = json.loads(data)
     return Entry(parse(loaded["job"]), state, loaded["attempts"],
-                 history=[AttemptResult(*a) for a in loaded["history"]], handle=handle)
+                 history=[attempt_of(a) for a in loaded["history"]], handle=handle)
 
 
 def text_id(msg_id: bytes | str) -> str:

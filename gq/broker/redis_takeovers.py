@@ -16,10 +16,9 @@ from typing import Any
 
 import redis
 
-from gq.broker import Entry, State
+from gq.broker import Entry, State, attempt_of
 from gq.broker.redis_link import Keys, lua_script, text_id
 from gq.config import BrokerConfig
-from gq.outcome import AttemptResult
 
 log = logging.getLogger("gq.redis")
 
@@ -81,7 +80,7 @@ class Takeovers:
                 known = json.loads(recorded)
                 if known["attempts"] > entry.attempts:
                     entry.attempts = known["attempts"]
-                    entry.history = [AttemptResult(*a) for a in known["history"]]
+                    entry.history = [attempt_of(a) for a in known["history"]]
             entry.attempts = max(entry.attempts, int(attempts or 0))
             # An attempt begun and never settled: its daemon died during it.
             entry.interrupted = state == State.RUNNING.value.encode() and entry.attempts > 0

@@ -1,0 +1,276 @@
+"""`gq jobs`: list, show, cancel and replay the jobs of the journal the config names (daemon
+running or not) or, with --api, of a running daemon; and how they are shown.
+
+Where the jobs are is a JobsAdmin (gq.broker): journal.JournalAdmin on the file, or
+gq.client.Client through the API. This module only reads the command line and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from itertools import islice
+from typing import Any, TextIO
+
+from gq import config as config_
+from gq import hosts
+from gq.broker import REPLAYABLE, Conflict, Filter, JobsAdmin, State
+from gq.errors import EXIT_FAILURE, EXIT_OK, GqError, UsageError
+from gq.job import timestamp
+
+LIMIT = 100             # jobs `gq jobs list` shows by default
+WIDTHS_FROM = 1000      # rows that set the columns' widths; later rows keep them
+LAST_WIDTH = 40         # characters of a last error a list shows (`show` has all of it)
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+LOCAL_FORMATS = ("%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S")
+COLUMNS = ("ID", "STATE", "ATTEMPTS", "LAST", "ACCEPTED", "HOST", "URL")
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # a target's answer could move a terminal's cursor
+
+# The client of a daemon's API, from the command line (and the journal it holds, when
+# that is why it is asked).
+Connect = Callable[[argparse.Namespace, str], JobsAdmin]
+
+
+def moment(text: str) -> float:
+    """A --since/--until value: Unix seconds, RFC 3339, or a local YYYY-MM-DD[ HH:MM[:SS]]
+    (a T for the space too), as Unix seconds."""
+    try:
+        number = float(text)
+    except ValueError:
+        pass
+    else:
+        try:
+            return timestamp(number)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
+    for layout in LOCAL_FORMATS:
+        try:
+            return datetime.strptime(text, layout).timestamp()  # naive: local time
+        except ValueError:
+            continue
+    try:
+        return timestamp(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: not Unix seconds, RFC 3339 or a local YYYY-MM-DD[ HH:MM[:SS]]") from None
+
+
+def add_commands(jobs: argparse.ArgumentParser, parser_class: type[argparse.ArgumentParser],
+                 options: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
+    """The `gq jobs` actions; `options` adds -c, --api and --token to each."""
+    actions = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION", parser_class=parser_class)
+
+    def action(name: str, text: str) -> argparse.ArgumentParser:
+        return options(actions.add_parser(name, help=text, description=text))
+
+    def window(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--host", metavar="H", help="jobs to this host (name or address) only")
+        when = "Unix seconds, RFC 3339, or local YYYY-MM-DD[ HH:MM[:SS]]"
+        p.add_argument("--since", type=moment, metavar="T", help=f"accepted at or after T ({when})")
+        p.add_argument("--until", type=moment, metavar="T", help=f"accepted before T ({when})")
+
+    listing = action("list", "jobs, newest first, one line each")
+    listing.add_argument("--state", choices=[s.value for s in State], help="jobs in this state only")
+    window(listing)
+    listing.add_argument("--limit", type=int, default=LIMIT, metavar="N",
+                         help=f"show N jobs at most (default {LIMIT}; 0: all)")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line, as GET /v1/jobs/{id} shows it")
+    show = action("show", "every field of one job, its attempts included")
+    show.add_argument("id", metavar="ID")
+    show.add_argument("--json", action="store_true", help="the job as GET /v1/jobs/{id} shows it")
+    action("cancel", "cancel queued, scheduled or retrying jobs: never attempted again").add_argument(
+        "ids", nargs="+", metavar="ID")
+    replay = action("replay", "run finished jobs (dead or succeeded) again, attempts reset: by id, or by filter")
+    replay.add_argument("ids", nargs="*", metavar="ID")
+    replay.add_argument("--state", choices=[s.value for s in REPLAYABLE],
+                        help="every job in this state that matches --host, --since and --until")
+    window(replay)
+
+
+def run(args: argparse.Namespace, connect: Connect, env_api: str) -> int:
+    """`gq jobs ACTION`; `connect` builds the client of a daemon's API, `env_api` names the
+    variable that gives its address."""
+    _check(args)
+    admin, source = _admin(args, connect, env_api)
+    try:
+        return ACTIONS[args.jobs_command](admin, args)
+    except sqlite3.Error as e:  # the file damaged, locked for long, or not a journal
+        raise GqError(f"journal: {source}: {e}") from None
+    finally:
+        admin.close()
+
+
+def _admin(args: argparse.Namespace, connect: Connect, env_api: str) -> tuple[JobsAdmin, str]:
+    """Where the jobs are: the API of --api (or $GQ_API), else the config's journal; and
+    its name, for errors."""
+    if args.api or os.environ.get(env_api):
+        return connect(args, ""), args.api or os.environ[env_api]
+    config = config_.load(args.config)
+    if config.broker.kind == "redis":
+        raise UsageError(f"usage error: jobs: the Redis broker keeps the jobs: give a running daemon's "
+                         f"address with --api (or ${env_api})")
+    path = config.journal.path
+    if not path:
+        raise UsageError(f"usage error: jobs: journal.path is empty: the jobs were kept in memory only "
+                         f"(a running daemon's can be reached with --api or ${env_api})")
+    from gq.broker.journal import JournalAdmin
+
+    return JournalAdmin(path, config.target.hidden_headers(), lambda: connect(args, path)), path
+
+
+def _check(args: argparse.Namespace) -> None:
+    """Usage errors, found before any file or daemon is asked."""
+    action = f"jobs {args.jobs_command}"
+    if getattr(args, "host", None) is not None and not args.host.strip():
+        raise UsageError(f"usage error: {action}: --host: give a host name or address")
+    if action == "jobs list" and args.limit < 0:
+        raise UsageError("usage error: jobs list: --limit: give a number of jobs, 0 for all")
+    if action == "jobs replay":
+        filtered = args.host is not None or args.since is not None or args.until is not None
+        if args.ids and (args.state or filtered):
+            raise UsageError("usage error: jobs replay: give job ids or a filter (--state ...), not both")
+        if not args.ids and not args.state:
+            raise UsageError("usage error: jobs replay: give job ids, or --state dead|succeeded "
+                             "(with --host, --since, --until)")
+
+
+def _where(args: argparse.Namespace, state: str | None) -> Filter:
+    host = hosts.canonical(args.host.strip()) if args.host is not None else None
+    return Filter(State(state) if state else None, host, args.since, args.until)
+
+
+# -- the actions
+
+def _list(admin: JobsAdmin, args: argparse.Namespace) -> int:
+    found = admin.jobs(_where(args, args.state), args.limit or None)
+    if args.json:
+        for job in found:
+            print(json.dumps(job, ensure_ascii=False))
+    else:
+        table(found, sys.stdout)
+    return EXIT_OK
+
+
+def _show(admin: JobsAdmin, args: argparse.Namespace) -> int:
+    job = admin.job(args.id)
+    if job is None:
+        print(f"gq: jobs show: {args.id}: no such job", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        print(json.dumps(job, ensure_ascii=False))
+    else:
+        sys.stdout.write("".join(f"{line}\n" for line in details(job)))
+    return EXIT_OK
+
+
+def _cancel(admin: JobsAdmin, args: argparse.Namespace) -> int:
+    failed = 0
+    for job_id in dict.fromkeys(args.ids):
+        try:
+            if admin.cancel(job_id):
+                print(job_id, flush=True)
+                continue
+            why = "no such job"
+        except Conflict as e:
+            why = f"{e.state.value} (only a queued, scheduled or retrying job can be cancelled)"
+        print(f"gq: jobs cancel: {job_id}: {why}", file=sys.stderr)
+        failed += 1
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _replay(admin: JobsAdmin, args: argparse.Namespace) -> int:
+    if not args.ids:
+        for job_id in admin.replay_matching(_where(args, args.state)):
+            print(job_id)
+        return EXIT_OK
+    ids = list(dict.fromkeys(args.ids))
+    replayed = admin.replay(ids)
+    print("".join(f"{job_id}\n" for job_id in replayed), end="", flush=True)
+    done = set(replayed)
+    failed = [job_id for job_id in ids if job_id not in done]
+    for job_id in failed:
+        job = admin.job(job_id)
+        why = "no such job" if job is None else f"{job['state']} (only a dead or succeeded job can be replayed)"
+        print(f"gq: jobs replay: {job_id}: {why}", file=sys.stderr)
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+ACTIONS: dict[str, Callable[[JobsAdmin, argparse.Namespace], int]] = {
+    "list": _list, "show": _show, "cancel": _cancel, "replay": _replay}
+
+
+# -- how jobs are shown
+
+def local(seconds: float | None) -> str:
+    """Unix seconds as local time, YYYY-MM-DD HH:MM:SS; "-" for none."""
+    return "-" if seconds is None else time.strftime(TIME_FORMAT, time.localtime(seconds))
+
+
+def printable(value: Any) -> str:
+    """A value as text a terminal shows as it is: control characters escaped; "-" for None."""
+    if value is None:
+        return "-"
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def row(job: dict[str, Any]) -> tuple[str, ...]:
+    """A job's line of a list: COLUMNS."""
+    url = job["request"]["url"]
+    last = job["last_status"] if job["last_status"] is not None else job["last_error"]
+    return (printable(job["id"]), job["state"], str(job["attempts"]), _cut(printable(last), LAST_WIDTH),
+            local(job["accepted_at"]), printable(hosts.destination(url)), printable(url))
+
+
+def table(jobs: Iterable[dict[str, Any]], out: TextIO) -> None:
+    """A header and a line per job, in columns as wide as the first WIDTHS_FROM lines need
+    (a longer value later moves the rest of its line over); the URL last, as it is."""
+    rows: Iterator[tuple[str, ...]] = (row(job) for job in jobs)
+    first = [COLUMNS, *islice(rows, WIDTHS_FROM)]
+    widths = [max(len(r[i]) for r in first) for i in range(len(COLUMNS) - 1)]
+    for line in first:
+        out.write(_line(line, widths))
+    for line in rows:
+        out.write(_line(line, widths))
+
+
+def _line(values: tuple[str, ...], widths: list[int]) -> str:
+    return "  ".join([v.ljust(w) for v, w in zip(values, widths)] + [values[-1]]) + "\n"
+
+
+def details(job: dict[str, Any]) -> list[str]:
+    """Every field of a job, one `name: value` line each (times local), its request's
+    method, URL and headers, then its attempts."""
+    fields: list[tuple[str, str]] = []
+    history: list[dict[str, Any]] = []
+    for name, value in job.items():
+        if name == "request":
+            fields += [("method", printable(value["method"])), ("url", printable(value["url"]))]
+            fields += [("header", f"{printable(k)}: {printable(v)}") for k, v in value["headers"].items()]
+        elif name == "history":
+            history = value
+        elif name.endswith("_at") and isinstance(value, (int, float)):
+            fields.append((name, local(value)))
+        else:
+            fields.append((name, printable(value)))
+    width = max(len(name) for name, _ in fields) + 1
+    lines = [f"{name + ':':<{width}} {value}" for name, value in fields]
+    lines.append(f"{'history:':<{width}} {len(history)} attempt(s) kept" if history else f"{'history:':<{width}} -")
+    for attempt in history:
+        outcome = [f"status {attempt['status']}"] if attempt["status"] is not None else []
+        outcome += [printable(attempt["error"])] if attempt["error"] else []
+        lines.append(f"  {local(attempt['started'])}  {attempt['duration']:.3f}s  {'; '.join(outcome) or '-'}")
+        if attempt.get("response"):
+            lines.append(f"    response: {printable(attempt['response'])}")
+    return lines

@@ -1,0 +1,43 @@
+"""Look-ups in the journal file, in process: a job is shown as the file holds it."""
+
+from __future__ import annotations
+
+import json
+
+from gq.broker import Filter, State
+from gq.broker.journal_file import JournalFile
+from gq.job import parse
+
+
+def test_a_looked_up_job_shows_its_request_as_parsing_it_would(tmp_path):
+    journal = JournalFile(str(tmp_path / "journal.sqlite3"))
+    job = parse({"id": "a", "method": "put", "url": "http://user:pw@127.0.0.1:9/hook",
+                 "headers": {"Authorization": "Bearer s", "X-Tenant": "t1"}, "json": {"n": 1},
+                 "timeout": 3, "max_attempts": 2, "delay": 60, "ordering_key": "k"}, now=1000.0)
+    journal.write([([job], 0)], 10, 1000.0, [], (), (), ())
+    got = journal.get("a")
+    assert got is not None
+    found = journal.find(Filter(), 10)
+    assert [e.job.id for e, _ in found] == ["a"]
+    for entry in (got, found[0][0]):
+        assert entry.state is State.SCHEDULED
+        assert entry.job.shown() == job.shown()
+        assert (entry.job.timeout, entry.job.max_attempts, entry.job.run_at, entry.job.ordering_key) == (
+            3.0, 2, job.run_at, "k")
+        assert entry.status()["request"]["headers"] == {"Authorization": "<redacted>", "X-Tenant": "t1"}
+    journal.close()
+
+
+def test_a_row_that_is_no_longer_a_job_is_looked_up_as_it_is(tmp_path):
+    journal = JournalFile(str(tmp_path / "journal.sqlite3"))
+    spec = {"id": "bad", "url": "ftp://x/", "headers": {"Cookie": "c", "X-Odd": 7}, "run_at": "soon", "timeout": True}
+    journal.db.execute("INSERT INTO jobs (id, spec, state, due, accepted_at) VALUES ('bad', ?, 'dead', 0, 5)",
+                       (json.dumps(spec),))
+    journal.db.execute("INSERT INTO jobs (id, spec, state, due, accepted_at) VALUES ('worse', '[1]', 'dead', 0, 4)")
+    bad, worse = (journal.get(i) for i in ("bad", "worse"))
+    assert bad is not None and worse is not None
+    assert bad.status()["request"] == {"method": "", "url": "ftp://x/", "headers": {"Cookie": "<redacted>", "X-Odd": 7}}
+    assert (bad.job.run_at, bad.job.timeout) == (None, None)
+    assert worse.status()["request"] == {"method": "", "url": "", "headers": {}}
+    assert [e.job.id for e, _ in journal.find(Filter(state=State.DEAD), 10)] == ["bad", "worse"]
+    journal.close()
