@@ -76,6 +76,16 @@ def check_keys(received: list[dict], jobs: list[dict], dead: set[str] = frozense
     return by_key
 
 
+def keys_at_once(by_key: dict[str, list[dict]]) -> int:
+    """The most keys that had a request at the target at one moment."""
+    events = sorted((t, step) for got in by_key.values() for r in got for t, step in ((r["t"], 1), (r["end"], -1)))
+    most = now = 0
+    for _, step in events:  # at equal times an answer (-1) sorts first: a handover is no overlap
+        now += step
+        most = max(most, now)
+    return most
+
+
 @pytest.mark.parametrize("journal", BROKERS)
 def test_each_key_runs_one_at_a_time_in_order_and_jobs_without_one_are_not_held_up(
         start_daemon, target, journal):
@@ -103,7 +113,7 @@ def test_each_key_runs_one_at_a_time_in_order_and_jobs_without_one_are_not_held_
     slowest_last = max(got[-1]["t"] for got in by_key.values())
     assert max(r["end"] for r in free_done) < slowest_last, \
         "jobs without a key finished after the slowest key's last job began: they waited behind the keys"
-    assert target.stats()["max_active"] > 10, "keys ran one after another, not side by side"
+    assert keys_at_once(by_key) >= 5, "keys ran one after another, not side by side"
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
