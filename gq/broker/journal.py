@@ -401,7 +401,7 @@ class JournalAdmin:
         file = self._file()
         if file is None:
             return self._api().cancel(job_id)
-        was = file.cancel(job_id, time.time())
+        was, _ = file.cancel(job_id, time.time())  # a job let go from behind it runs at the next start
         if not was:
             return False
         if was not in CANCELLABLE_ROWS:
