@@ -420,3 +420,21 @@ def test_dead_and_succeeded_jobs_are_replayed_by_filter_page_by_page_with_attemp
                                    headers={"Content-Type": "text/plain"})
     assert response.status_code == 415
     assert {sent(target, i) for i in old[1:]} == {1}
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["payload-kept", "payload-dropped"])
+def test_a_succeeded_job_is_replayed_with_its_body_only_when_its_payload_is_kept(start_daemon, target, keep):
+    daemon = start_daemon(journal={**JOURNAL, "keep_succeeded_payload": keep})
+    daemon.post([{"id": "with-body", "url": target.url(), "json": {"order": 7}},
+                 {"id": "bodiless", "url": target.url(), "method": "GET"}])
+    for job_id in ("with-body", "bodiless"):
+        wait_state(daemon, job_id, "succeeded")
+    body = replay(daemon, {"ids": ["with-body", "bodiless"]}).json()
+    if keep:
+        assert (body["ids"], body["skipped"]) == (["with-body", "bodiless"], [])
+        runs_again(daemon, target, "with-body", 2)
+        assert [r["body"] for r in records(target, "with-body")] == ['{"order":7}'] * 2
+    else:  # its body dropped at success: sending it again would send something else
+        assert (body["ids"], body["skipped"]) == (["bodiless"], ["with-body"])
+        runs_again(daemon, target, "bodiless", 2)
+        assert sent(target, "with-body") == 1
