@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+
+import gevent
 
 from gq.broker import Filter, State
+from gq.broker.journal_access import JournalAccess
 from gq.broker.journal_file import JournalFile
 from gq.job import parse
 
@@ -41,3 +46,22 @@ def test_a_row_that_is_no_longer_a_job_is_looked_up_as_it_is(tmp_path):
     assert worse.status()["request"] == {"method": "", "url": "", "headers": {}}
     assert [e.job.id for e, _ in journal.find(Filter(state=State.DEAD), 10)] == ["bad", "worse"]
     journal.close()
+
+
+def test_the_journal_is_closed_only_once_no_thread_uses_it(tmp_path):
+    # A greenlet killed while its call runs in the threadpool (the dispatcher's feeder, at a
+    # stop) leaves the thread on the connection: closing under it crashed gq.
+    access = JournalAccess(str(tmp_path / "journal.sqlite3"))
+    started, finished = threading.Event(), []
+
+    def slow(journal: JournalFile) -> None:
+        started.set()
+        time.sleep(0.5)
+        finished.append(journal.db.execute("SELECT count(*) FROM jobs").fetchone()[0])
+
+    caller = gevent.spawn(access.write, slow)
+    while not started.is_set():
+        gevent.sleep(0.01)
+    caller.kill()
+    access.close()
+    assert finished == [0]

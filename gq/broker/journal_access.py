@@ -64,13 +64,25 @@ class JournalAccess:
         return self._call(self.reader, function, *args)
 
     def _call(self, connection: JournalFile, function: Callable[..., Any], *args: Any) -> Any:
-        with self._locks[connection]:
-            ok, value = self._threadpool.apply(_captured, (function, connection) + args)
+        lock = self._locks[connection]
+        lock.acquire()
+        try:
+            task = self._threadpool.spawn(_captured, function, connection, *args)
+        except BaseException:
+            lock.release()
+            raise
+        # Released when the thread is done, not when this greenlet is: one killed while it
+        # waits (the dispatcher's, at a stop) leaves the thread still using the connection.
+        task.rawlink(lambda _: lock.release())
+        ok, value = task.get()
         if not ok:
             raise value
         return value
 
     def close(self) -> None:
+        """Once no thread uses either connection."""
+        for lock in self._locks.values():
+            lock.acquire()
         self.file.close()
         self.reader.close()
         self.lock.release()
