@@ -5,6 +5,11 @@ from gevent import monkey
 
 monkey.patch_all()
 
+import faulthandler  # noqa: E402
+
+# A crash in C code (SQLite, a driver) leaves every thread's stack on stderr, in the journal.
+faulthandler.enable()
+
 from gq.cli import main  # noqa: E402
 
 if __name__ == "__main__":
