@@ -319,7 +319,8 @@ class BrokerConfig:
 @dataclass(frozen=True)
 class LogConfig:
     level: str = setting("info", choice("debug", "info", "warning", "error"), "least severe level logged")
-    format: str = setting("text", choice("text", "json"), '"json": one JSON object per line')
+    format: str = setting("text", choice("text", "json"),
+                          '"json": one JSON object per line; text under systemd: journald priorities, no timestamp')
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,17 @@
-"""Logging: text lines for terminals, JSON lines for journald and log shippers."""
+"""Logging: text lines for terminals and journald, JSON lines for log shippers."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
+
+TEXT = "%(levelname)s %(name)s: %(message)s"
+
+# sd-daemon(3) priorities, read by journald from the start of each line it is handed.
+PRIORITIES = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,13 +28,46 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+class JournaldFormatter(logging.Formatter):
+    """Text lines without a timestamp (journald stamps each line itself), each one, a
+    traceback's too, led by its record's priority, so that `journalctl -p err` finds it."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{_priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in super().format(record).split("\n"))
+
+
+def _priority(levelno: int) -> int:
+    """The priority of the highest standard level at or below `levelno`."""
+    return next((p for level, p in PRIORITIES.items() if levelno >= level), 7)
+
+
+def to_journald(stream: object) -> bool:
+    """Whether `stream` is the one systemd connected to journald: JOURNAL_STREAM names
+    its device and inode. A service that sends stderr elsewhere keeps plain lines."""
+    named = os.environ.get("JOURNAL_STREAM", "")
+    fileno = getattr(stream, "fileno", None)
+    if not named or fileno is None:
+        return False
+    try:
+        info = os.fstat(fileno())
+    except (OSError, ValueError):
+        return False
+    return named == f"{info.st_dev}:{info.st_ino}"
+
+
 def setup(level: str = "info", fmt: str = "text") -> None:
     """Route gq's logs to stderr in `fmt`; safe to call again (a reload changes the level)."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
+    elif to_journald(sys.stderr):
+        handler.setFormatter(JournaldFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter("%(asctime)s " + TEXT))
     root = logging.getLogger("gq")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -529,6 +529,39 @@ def test_jobs_reach_the_target(box):
     assert box.sh("test", "-s", f"{STATE_DIR}/journal.sqlite3").returncode == 0
 
 
+def test_log_lines_are_stored_at_their_priority(box):
+    # journald reads each line's <N> prefix: `journalctl -p` then finds gq's lines by level.
+    box.write_config(log={"level": "debug"})
+    mark = box.cursor()
+    box.start()
+    jobs = [{"id": "fine", "url": f"{box.target_url}/hook"},
+            {"id": "gone", "url": f"{box.target_url}/hook?fail=1&fail_status=404"}]
+    assert box.http("POST", "/v1/jobs", jobs).status == 202
+    box.wait_journal("job gone dead after 1 attempt(s)", after=mark)
+    box.wait_journal("job fine succeeded", after=mark)
+    (box.etc / "gq.toml").write_text('[pool]\nsize = "ten"\n')
+    assert box.systemctl("reload", "gq").returncode == 0
+    box.wait_journal("reload: the config is unchanged", after=mark)
+
+    pid = box.prop("MainPID")
+
+    def entries(priority: str) -> list[tuple[int, str]]:
+        # This run's lines by its PID: with a filter, --after-cursor also skips the first match.
+        out = box.sh("journalctl", "--no-pager", "-o", "json", "-u", "gq.service", "-p", priority,
+                     f"_PID={pid}").stdout
+        return [(int(e["PRIORITY"]), e["MESSAGE"]) for e in map(json.loads, out.splitlines())]
+
+    errors, infos, every = entries("err"), entries("info"), entries("debug")
+    assert {p for p, _ in errors} == {3} and any("reload: config error: " in m for _, m in errors), errors
+    assert not any("ready: listening" in m for _, m in errors), errors
+    assert (6, next(m for _, m in every if "ready: listening" in m)) in infos
+    assert any(p == 4 and "job gone dead" in m for p, m in infos), infos
+    assert not any("job fine succeeded" in m for _, m in infos), infos
+    assert any(p == 7 and "job fine succeeded" in m for p, m in every), every
+    # journald stamps each line: gq adds no timestamp, and no prefix is left in the message.
+    assert all(re.match(r"(DEBUG|INFO|WARNING|ERROR|CRITICAL) gq", m) for _, m in every), every
+
+
 def test_reload_applies_pool_size_in_the_same_process(box):
     box.start()
     pid = box.prop("MainPID")
