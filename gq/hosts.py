@@ -27,6 +27,11 @@ _INET_ATON = re.compile(r"(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}", re
 # metadata addresses of clouds that use other ones: never a job's target.
 FORBIDDEN_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
     "169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32"))
+# target.deny_private: the inside of gq's own network. Loopback, "this network" (0.0.0.0
+# connects to the local host) and unspecified, RFC 1918, CGNAT (RFC 6598), unique-local IPv6.
+PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "127.0.0.0/8", "0.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+    "::1/128", "::/128", "fc00::/7"))
 EMBEDDING_NETWORKS = tuple(ipaddress.ip_network(n) for n in ("64:ff9b::/96", "::/96"))
 
 
@@ -102,9 +107,23 @@ def url_host(url: str) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def forbidden(addr: IPAddress) -> bool:
+    """Link-local or metadata: never a job's target."""
+    return _within(addr, FORBIDDEN_NETWORKS)
+
+
+@functools.lru_cache(maxsize=4096)
+def private(addr: IPAddress) -> bool:
+    """Loopback, private or unique-local: refused with target.deny_private."""
+    return _within(addr, PRIVATE_NETWORKS)
+
+
+def _within(addr: IPAddress, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    if any(addr in network for network in networks if addr.version == network.version):
+        return True
     if addr.version == 6 and any(addr in n for n in EMBEDDING_NETWORKS):
-        addr = ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)  # an IPv4 address inside (NAT64, ::a.b.c.d)
-    return any(addr in network for network in FORBIDDEN_NETWORKS if addr.version == network.version)
+        inside = ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)  # an IPv4 address inside (NAT64, ::a.b.c.d)
+        return any(inside in network for network in networks if network.version == 4)
+    return False
 
 
 @dataclass(frozen=True)
@@ -156,9 +175,11 @@ class HostPatterns:
 
 @dataclass(frozen=True)
 class HostPolicy:
-    """Where jobs may go: never to forbidden addresses; within `allowed` when it is set."""
+    """Where jobs may go: never to forbidden addresses, nor, with `deny_private`, to private
+    ones (whatever `allowed` says); within `allowed` when it is set."""
 
     allowed: HostPatterns = HostPatterns()
+    deny_private: bool = False
 
     def refuse_host(self, host: str) -> str | None:
         """At intake: why `host` is refused, or None. A name that only a network pattern
@@ -166,6 +187,8 @@ class HostPolicy:
         addr = address(host)
         if addr is not None and forbidden(addr):
             return f"host {host} is a link-local or metadata address, always refused"
+        if addr is not None and self.deny_private and private(addr):
+            return f"host {host} is a loopback or private address, refused (target.deny_private)"
         if self.allowed and not self.allowed.match_name(host) and (addr is not None or not self.allowed.networks):
             return f"host {host} is not in target.allowed_hosts"
         return None
@@ -174,6 +197,8 @@ class HostPolicy:
         """At connect time: why connecting to `addr` (resolved from `host`) is refused, or None."""
         if forbidden(addr):
             return f"{host} resolved to {addr}, a link-local or metadata address, always refused"
+        if self.deny_private and private(addr):
+            return f"{host} resolved to {addr}, a loopback or private address, refused (target.deny_private)"
         if self.allowed and not self.allowed.match_name(host) and not self.allowed.match_address(addr):
             return f"{host} resolved to {addr}, which target.allowed_hosts does not allow"
         return None
