@@ -12,6 +12,7 @@ import difflib
 import ipaddress
 import json
 import os
+import ssl
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 from gq.destinations import Limits
 from gq.errors import ConfigError
 from gq.hosts import HostPatterns, HostPolicy
+from gq.job import redact_url
 from gq.signing import decode_secret
 
 ENV_CONFIG = "GQ_CONFIG"
@@ -184,6 +186,24 @@ def http_url(value: Any) -> str:
     return value
 
 
+def proxy_url(value: Any) -> str:
+    """`http://` or `https://`, [user:password@], host, port; nothing after (its errors
+    never show the password)."""
+    value = text(value)
+    if value:
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not one
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.path in ("", "/") \
+                and not parts.query and not parts.fragment
+        except ValueError:
+            ok = False
+        if not ok:
+            raise Invalid(f"must be an http:// or https:// proxy URL with a host and no path, "
+                          f"got {_shown(redact_url(value))}")
+    return value
+
+
 SENTINEL_SCHEME = "redis+sentinel"
 
 
@@ -219,10 +239,11 @@ def redis_url(value: Any) -> str:
     return value
 
 
-def setting(default: Any, check: Callable[[Any], Any], help: str, secret: bool = False) -> Any:
+def setting(default: Any, check: Callable[[Any], Any], help: str, secret: bool = False,
+            shown: Callable[[Any], Any] | None = None) -> Any:
     """A config key: its default, the check that validates a given value, its help.
-    A secret's value is never printed."""
-    return field(default=default, metadata={"check": check, "help": help, "secret": secret})
+    A secret's value is never printed; `shown` prints a value with its secret parts taken out."""
+    return field(default=default, metadata={"check": check, "help": help, "secret": secret, "shown": shown})
 
 
 @dataclass(frozen=True)
@@ -259,7 +280,15 @@ class TargetConfig:
     timeout: float = setting(10.0, seconds(0, above=True), "seconds, per attempt")
     allowed_hosts: tuple[str, ...] = setting(
         (), host_patterns, "hosts, *.suffix or CIDRs; empty = any host but link-local/metadata")
-    ca_bundle: str = setting("", text, "CA certificates (PEM file) to verify HTTPS targets; \"\" = the system's")
+    ca_bundle: str = setting("", text, "CA certificates (PEM file) to verify HTTPS targets (and an https "
+                             "proxy); \"\" = the system's")
+    proxy: str = setting("", proxy_url, "http(s)://[user:password@]HOST:PORT every attempt goes through "
+                         "(CONNECT for https targets); \"\" = none", shown=redact_url)
+    client_cert: str = setting("", text, "PEM file: the TLS client certificate shown to HTTPS targets (mTLS); "
+                               "relative: to $CREDENTIALS_DIRECTORY if set")
+    client_key: str = setting("", text, "PEM file: client_cert's private key, if not in client_cert's file")
+    deny_private: bool = setting(False, boolean, "true: refuse loopback, RFC 1918, CGNAT and unique-local "
+                                 "addresses too, at intake and at connect time")
     secret_headers: tuple[str, ...] = setting(
         (), string_list, "header names never shown (Authorization, Cookie and the like always hidden)")
     signing_secrets: Table = setting(
@@ -268,7 +297,13 @@ class TargetConfig:
 
 
     def policy(self) -> HostPolicy:
-        return HostPolicy(HostPatterns.parse(self.allowed_hosts))
+        return HostPolicy(HostPatterns.parse(self.allowed_hosts), self.deny_private)
+
+    def client_certificate(self) -> str | tuple[str, str] | None:
+        """As requests takes it: the certificate's file, with its key's when apart."""
+        if not self.client_cert:
+            return None
+        return (self.client_cert, self.client_key) if self.client_key else self.client_cert
 
     def hidden_headers(self) -> frozenset[str]:
         return frozenset(h.lower() for h in self.secret_headers)
@@ -421,6 +456,9 @@ def from_dict(data: dict[str, Any], source: str = "") -> Config:
             sections["api"] = dataclasses.replace(sections["api"], token=_read_token(sections["api"], warnings))
         except Invalid as e:
             problems.append(f"{where}: api.token_file: {e}")
+    if sections["target"].client_cert or sections["target"].client_key:
+        sections["target"], cert_problems = _client_files(sections["target"])
+        problems += [f"{where}: {p}" for p in cert_problems]
     config = Config(**sections, source=source, warnings=tuple(f"{where}: {w}" for w in warnings))
     problems += [f"{where}: {p}" for p in cross_checks(config)]
     if problems:
@@ -445,6 +483,30 @@ def _read_token(api: ApiConfig, warnings: list[str]) -> str:
         warnings.append(f"api.token_file: {path} can be read by other users (mode {mode & 0o777:o}): "
                         f"chmod 600 it")
     return token
+
+
+def _client_files(target: TargetConfig) -> tuple[TargetConfig, list[str]]:
+    """target.client_cert and client_key resolved (relative: in $CREDENTIALS_DIRECTORY, where
+    systemd's LoadCredential= puts them) and loaded once now, so that a wrong file stops gq
+    at start rather than failing every attempt; problems, as `target.KEY: ...`."""
+    if not target.client_cert:
+        return target, ["target.client_key: needs target.client_cert"]
+    where = os.environ.get("CREDENTIALS_DIRECTORY", "")
+    cert = os.path.join(where, target.client_cert)
+    key = os.path.join(where, target.client_key) if target.client_key else ""
+    for name, path in (("client_cert", cert), ("client_key", key)):
+        if path and not os.access(path, os.R_OK):
+            return target, [f"target.{name}: cannot read {path}"
+                            + ("" if os.path.exists(path) else ": no such file")]
+    try:
+        # An encrypted key is refused here (password ""), not asked for on a terminal later.
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert, key or None, password="")
+    except OSError as e:  # ssl.SSLError among them
+        what = f"{cert} and {key}" if key else cert
+        why = getattr(e, "reason", None) or e.strerror or e
+        return target, [f"target.client_cert: {what}: not a PEM certificate with its unencrypted private key "
+                        f"({why})"]
+    return dataclasses.replace(target, client_cert=cert, client_key=key), []
 
 
 def cross_checks(config: Config) -> list[str]:
@@ -515,6 +577,8 @@ def to_toml(config: Config, comments: bool = False, secrets: bool = False) -> st
             hide = f.metadata["secret"] and not secrets
             if hide and isinstance(value, Table):
                 value = Table((k, "<secret>") for k, _ in value)
+            if f.metadata["shown"] and not secrets:
+                value = f.metadata["shown"](value)
             shown = '"<secret>"' if hide and isinstance(value, str) and value else _toml_value(value)
             line = f"{f.name} = {shown}"
             if comments:

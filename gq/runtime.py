@@ -31,7 +31,7 @@ from gq.observers import Observer
 from gq.retry import RetryPolicy
 from gq.signing import Signer
 from gq.supervisor import Supervisor
-from gq.transport import HttpWorker
+from gq.transport import Egress, HttpWorker
 
 if TYPE_CHECKING:
     from gq.broker.fleet_limits import FleetLimits
@@ -75,8 +75,8 @@ def retry_policy(config: Config) -> RetryPolicy:
 def worker_settings(config: Config) -> tuple:
     """HttpWorker's settings, in the order its constructor and `configure` take them."""
     target = config.target
-    return (config.pool.size, target.policy(), Signer(target.signing_secrets.as_dict()), target.ca_bundle,
-            target.hidden_headers())
+    egress = Egress(target.policy(), target.ca_bundle, target.proxy, target.client_certificate())
+    return config.pool.size, egress, Signer(target.signing_secrets.as_dict()), target.hidden_headers()
 
 
 @dataclass

@@ -6,7 +6,8 @@ import http.client
 import socket
 import time
 import zlib
-from typing import Protocol, cast
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
 from urllib.parse import unquote, urlsplit
 
 import gevent
@@ -43,6 +44,32 @@ class TargetRefused(Exception):
     """The target's address is not allowed (raised at connect time, never retried)."""
 
 
+@dataclass(frozen=True)
+class Egress:
+    """How attempts leave gq: where they may go, the TLS they trust and show, the proxy."""
+
+    policy: HostPolicy = HostPolicy()
+    ca_bundle: str = ""                            # "" = the system's CAs
+    proxy: str = ""                                # "" = straight to the target
+    client_cert: str | tuple[str, str] | None = None  # as requests takes it: file, or (cert, key)
+
+
+def allowed_addresses(policy: HostPolicy, host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to that `policy` allows; TargetRefused if none is, and
+    socket.gaierror if it does not resolve."""
+    allowed: list[str] = []
+    reason = ""
+    for *_, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        ip = str(sockaddr[0])
+        addr = hosts.address(ip)
+        reason = (policy.refuse_address(host, addr) if addr is not None else f"{ip} is not an address") or ""
+        if not reason:
+            allowed.append(ip)
+    if not allowed:
+        raise TargetRefused(reason)
+    return allowed
+
+
 class _Guarded:
     """Connects only to resolved addresses the host policy allows (DNS rebinding included)."""
 
@@ -51,20 +78,9 @@ class _Guarded:
     def _new_conn(self) -> socket.socket:
         conn = cast(HTTPConnection, self)  # a mixin of urllib3's connection classes (GuardedAdapter)
         try:
-            resolved = socket.getaddrinfo(conn._dns_host, conn.port, type=socket.SOCK_STREAM)
+            allowed = allowed_addresses(self.policy, conn._dns_host, conn.port)
         except socket.gaierror as e:  # a failed attempt, never a connection made unchecked
             raise NameResolutionError(conn.host, conn, e) from e
-        allowed: list[str] = []
-        reason = ""
-        for *_, sockaddr in resolved:
-            ip = str(sockaddr[0])
-            addr = hosts.address(ip)
-            reason = (self.policy.refuse_address(conn.host, addr) if addr is not None
-                      else f"{ip} is not an address") or ""
-            if not reason:
-                allowed.append(ip)
-        if not allowed:
-            raise TargetRefused(reason)
         for i, ip in enumerate(allowed):
             try:
                 return urllib3_connection.create_connection(
@@ -79,22 +95,34 @@ class _Guarded:
         raise AssertionError("unreachable")
 
 
+def _pool_classes(name: str, mixins: tuple[type, ...], attributes: dict) -> dict[str, type]:
+    """urllib3 pool classes by scheme, whose connections are `mixins` + urllib3's own."""
+    http_conn = type(f"{name}HTTPConnection", (*mixins, HTTPConnection), attributes)
+    https_conn = type(f"{name}HTTPSConnection", (*mixins, HTTPSConnection), attributes)
+    return {"http": type(f"{name}HTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
+            "https": type(f"{name}HTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn})}
+
+
 class GuardedAdapter(HTTPAdapter):
-    """An HTTPAdapter whose connections obey a HostPolicy."""
+    """An HTTPAdapter whose connections obey a HostPolicy, and read bounded answers.
+
+    Through a proxy, a connection goes to the proxy (the operator's, not a job's, to choose):
+    the worker checks the target's addresses itself before it asks the proxy."""
 
     def __init__(self, policy: HostPolicy, **kwargs):
-        guarded = {"policy": policy, "response_class": BoundedResponse}
-        http_conn = type("GuardedHTTPConnection", (_Guarded, HTTPConnection), guarded)
-        https_conn = type("GuardedHTTPSConnection", (_Guarded, HTTPSConnection), guarded)
-        self._pool_classes = {
-            "http": type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
-            "https": type("GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
-        }
+        self._pool_classes = _pool_classes("Guarded", (_Guarded,), {"policy": policy,
+                                                                     "response_class": BoundedResponse})
+        self._proxied_pool_classes = _pool_classes("Proxied", (), {"response_class": BoundedResponse})
         super().__init__(**kwargs)
 
     def init_poolmanager(self, *args, **kwargs) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = self._pool_classes
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = self._proxied_pool_classes
+        return manager
 
     def build_response(self, req: requests.PreparedRequest, resp) -> requests.Response:
         """The status, headers (urllib3's, case-blind) and raw body; no cookie jar."""
@@ -135,27 +163,34 @@ class HttpWorker:
     Session.request adds per call (merging session settings, environment
     proxies, hooks, cookies and redirect handling) costs more than the rest of
     the attempt and does nothing for gq, which follows no redirects, keeps no
-    cookies and takes no proxy from the environment. TLS is verified (against
-    target.ca_bundle when given).
+    cookies and takes no proxy from the environment (only target.proxy). TLS is
+    verified (against target.ca_bundle when given).
     """
 
-    def __init__(self, pool_size: int, policy: HostPolicy = HostPolicy(), signer: Signer | None = None,
-                 ca_bundle: str = "", hidden: frozenset[str] = frozenset()):
+    def __init__(self, pool_size: int, egress: Egress = Egress(), signer: Signer | None = None,
+                 hidden: frozenset[str] = frozenset()):
         # a job's URL → (as requests prepares it: quoted, IDNA; basic auth from its user:password@)
         self._urls: dict[str, tuple[str, str | bytes | None]] = {}  # URL → (as sent, its basic auth)
-        self.policy, self._pool_size = policy, 0  # size 0: no adapter yet
-        self.configure(pool_size, policy, signer, ca_bundle, hidden)
+        self.egress, self._pool_size = egress, 0  # size 0: no adapter yet
+        self.configure(pool_size, egress, signer, hidden)
 
-    def configure(self, pool_size: int, policy: HostPolicy, signer: Signer | None, ca_bundle: str,
-                  hidden: frozenset[str]) -> None:
-        """Take (reloaded) settings; the next attempt uses them. A new pool size or policy
-        means new keep-alive connections: `pool_size` per host, through `policy`'s guard."""
+    def configure(self, pool_size: int, egress: Egress, signer: Signer | None, hidden: frozenset[str]) -> None:
+        """Take (reloaded) settings; the next attempt uses them. A new pool size or egress
+        means new keep-alive connections: `pool_size` per host, through the policy's guard."""
         self.signer = signer
         self.hidden = hidden  # header names (lower case), besides SECRET_HEADERS, no error may show
-        self.verify: bool | str = ca_bundle or True
-        if pool_size != self._pool_size or policy != self.policy:
-            self.policy, self._pool_size = policy, pool_size
-            self.adapter = GuardedAdapter(policy, pool_connections=16, pool_maxsize=pool_size, max_retries=0)
+        self.verify: bool | str = egress.ca_bundle or True
+        self.proxies = {"http": egress.proxy, "https": egress.proxy} if egress.proxy else None
+        if pool_size != self._pool_size or egress != self.egress:
+            self.egress, self._pool_size = egress, pool_size
+            self.adapter = GuardedAdapter(egress.policy, pool_connections=16, pool_maxsize=pool_size, max_retries=0)
+
+    def _check_before_proxy(self, url: str) -> None:
+        """The connect-time rule, on the target's addresses as gq resolves them: the proxy
+        is asked only for a target the policy allows."""
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        allowed_addresses(self.egress.policy, hosts.url_host(url), port)
 
     def _prepare(self, job: Job) -> tuple[requests.PreparedRequest, bytes | None]:
         prepared = self._urls.get(job.url)
@@ -193,7 +228,10 @@ class HttpWorker:
             # One deadline for the whole attempt; no socket timeouts of their own beneath it
             # (they would not know that the process was stopped: see AttemptTimeout).
             with AttemptTimeout(timeout):
-                response = self.adapter.send(request, stream=True, timeout=None, verify=self.verify)
+                if self.proxies:
+                    self._check_before_proxy(request.url or "")
+                response = self.adapter.send(request, stream=True, timeout=None, verify=self.verify,
+                                             cert=self.egress.client_cert, proxies=self.proxies)
                 raw = response.raw
                 try:
                     content = raw.read(MAX_RESPONSE_BYTES, decode_content=False)
@@ -208,12 +246,15 @@ class HttpWorker:
             return AttemptResult(started, time.monotonic() - clock, error=f"timeout: no answer within {timeout:g}s")
         except (UnicodeError, ValueError) as e:  # a request the HTTP stack cannot send
             return AttemptResult(started, time.monotonic() - clock,
-                                 error=_scrubbed(f"refused: cannot send: {e}", job, self.hidden),
+                                 error=_scrubbed(f"refused: cannot send: {e}", job, self.hidden, self.egress.proxy),
                                  refused=True)
         except TargetRefused as e:
             return AttemptResult(started, time.monotonic() - clock, error=f"refused: {e}", refused=True)
+        except socket.gaierror as e:  # the target's name, resolved by gq before it asks the proxy
+            return AttemptResult(started, time.monotonic() - clock, error=f"connect: {e}")
         except (requests.RequestException, HTTPError, OSError) as e:  # HTTPError: urllib3's, reading the body
-            return AttemptResult(started, time.monotonic() - clock, error=_scrubbed(_describe(e), job, self.hidden))
+            error = _scrubbed(_describe(e), job, self.hidden, self.egress.proxy)
+            return AttemptResult(started, time.monotonic() - clock, error=error)
         return AttemptResult(
             started, time.monotonic() - clock, status=response.status_code,
             retry_after=response.headers.get("Retry-After"),
@@ -247,16 +288,21 @@ def _describe(error: Exception) -> str:
     return f"{kind}: {cause}"[:300]
 
 
-def _scrubbed(error: str, job: Job, hidden: frozenset[str]) -> str:
-    """An error text with the job's secrets taken out (the HTTP stack quotes URLs in its
-    errors): the URL's user:password and the values of credential headers (SECRET_HEADERS and
-    those named in `hidden`)."""
-    authority = job.url.partition("://")[2]
+def _url_secrets(url: str) -> list[str]:
+    """A URL's user:password and password, as written and decoded."""
+    authority = url.partition("://")[2]
     for end in "/?#":
         authority = authority.partition(end)[0]
     userinfo = authority.rpartition("@")[0]
     password = userinfo.partition(":")[2]
-    secrets = [userinfo, unquote(userinfo), password, unquote(password)]
+    return [userinfo, unquote(userinfo), password, unquote(password)]
+
+
+def _scrubbed(error: str, job: Job, hidden: frozenset[str], proxy: str = "") -> str:
+    """An error text with the job's secrets taken out (the HTTP stack quotes URLs in its
+    errors): the URL's user:password, the values of credential headers (SECRET_HEADERS and
+    those named in `hidden`), and the proxy's user:password."""
+    secrets = _url_secrets(job.url) + _url_secrets(proxy)
     secrets += [v for k, v in job.headers.items() if k.lower() in SECRET_HEADERS or k.lower() in hidden]
     for secret in secrets:
         if len(secret) >= 4:  # a shorter one would redact ordinary words

@@ -88,26 +88,27 @@ def run_gq(*args: str, input: str | None = None, timeout: float = 60, cwd: Path 
 class Target:
     """tests/target.py in its own process; `url(path, **query)` builds job URLs."""
 
-    def __init__(self, proc: subprocess.Popen, port: int):
-        self.proc, self.port = proc, port
-        self.base = f"http://127.0.0.1:{port}"
+    def __init__(self, proc: subprocess.Popen, port: int, scheme: str = "http", **tls: Any):
+        """`tls`: what requests needs to reach an HTTPS target (verify=, cert=)."""
+        self.proc, self.port, self.tls = proc, port, tls
+        self.base = f"{scheme}://127.0.0.1:{port}"
 
     def url(self, path: str = "/hook", **query: Any) -> str:
         qs = "&".join(f"{k}={v}" for k, v in query.items())
         return f"{self.base}{path}" + (f"?{qs}" if qs else "")
 
     def stats(self) -> dict:
-        return requests.get(f"{self.base}/_stats", timeout=10).json()
+        return requests.get(f"{self.base}/_stats", timeout=10, **self.tls).json()
 
     def received(self, since: int = 0) -> list[dict]:
-        return requests.get(f"{self.base}/_received", params={"since": since}, timeout=30).json()
+        return requests.get(f"{self.base}/_received", params={"since": since}, timeout=30, **self.tls).json()
 
     def count(self) -> int:
         return self.stats()["count"]
 
     def control(self, path: str) -> None:
         """POST a control path: /_down (every job request gets 503 until /_up), /_up, /_reset."""
-        requests.post(f"{self.base}{path}", timeout=10).raise_for_status()
+        requests.post(f"{self.base}{path}", timeout=10, **self.tls).raise_for_status()
 
     def stop(self) -> None:
         self.proc.kill()
@@ -119,15 +120,21 @@ def start_target(port: int = 0) -> Target:
     return spawn_target("--port", str(port))
 
 
-def spawn_target(*args: str) -> Target:
-    """tests/target.py started with `args` (--host, --port), once it listens."""
-    proc = subprocess.Popen([sys.executable, str(HERE / "target.py"), *args], stdout=subprocess.PIPE, text=True)
+def spawn_target(*args: str, scheme: str = "http", **tls: Any) -> Target:
+    """tests/target.py started with `args` (--host, --port, --tls-cert...), once it listens."""
+    proc, port = spawn_listening("target.py", *args)
+    return Target(proc, port, scheme, **tls)
+
+
+def spawn_listening(script: str, *args: str) -> tuple[subprocess.Popen, int]:
+    """tests/SCRIPT started with `args`, once it printed `listening PORT`: (process, port)."""
+    proc = subprocess.Popen([sys.executable, str(HERE / script), *args], stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line.startswith("listening "):
         proc.kill()
         proc.wait()
-        raise RuntimeError(f"target {' '.join(args)} did not start: {line!r}")
-    return Target(proc, int(line.split()[1]))
+        raise RuntimeError(f"{script} {' '.join(args)} did not start: {line!r}")
+    return proc, int(line.split()[1])
 
 
 class Daemon:

@@ -19,6 +19,10 @@ Control: GET /_stats (requests, connections that carried jobs, distinct keys, du
 GET /_received?since=I (records), POST /_reset, POST /_down (every job request gets 503
 until POST /_up), POST /_open?gate=NAME.
 
+With --tls-cert (and --tls-key) it serves HTTPS; with --client-ca too, it requires a client
+certificate from that CA. Each record names the client's port (`peer_port`) and its
+certificate's common name (`client`, None without TLS).
+
 Each record holds the time the request arrived (`t`), the time its answer was about to be
 sent (`end`; None while it is being answered, or when it never was) and that answer's
 `status`: a client cannot have sent a request that follows an answer before its `end`.
@@ -30,6 +34,7 @@ monkey.patch_all()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import ssl  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections import Counter  # noqa: E402
@@ -43,6 +48,16 @@ REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 301: "
            302: "Found", 400: "Bad Request", 404: "Not Found", 408: "Request Timeout",
            425: "Too Early", 429: "Too Many Requests", 500: "Internal Server Error",
            502: "Bad Gateway", 503: "Service Unavailable"}
+
+
+def _client_name(sock) -> str | None:
+    """The common name of the TLS client certificate the connection showed, if any (the
+    handshake happens here: a client without the certificate asked for fails it)."""
+    if not isinstance(sock, ssl.SSLSocket):
+        return None
+    sock.do_handshake()
+    subject = dict(item for rdn in (sock.getpeercert() or {}).get("subject", ()) for item in rdn)
+    return subject.get("commonName")
 
 
 class Target:
@@ -62,7 +77,8 @@ class Target:
         rfile = sock.makefile("rb")
         counted = False  # `connections` counts those that carried jobs, not control requests
         try:
-            while (served := self._one_request(sock, rfile)) is not None:
+            peer = {"peer_port": address[1], "client": _client_name(sock)}
+            while (served := self._one_request(sock, rfile, peer)) is not None:
                 if served != "control" and not counted:
                     self.connections += 1
                     counted = True
@@ -74,7 +90,7 @@ class Target:
             rfile.close()
             sock.close()
 
-    def _one_request(self, sock, rfile) -> str | bool | None:
+    def _one_request(self, sock, rfile, peer: dict) -> str | bool | None:
         """Serve one request: "job" or "control" to go on, False to close, None at EOF."""
         line = rfile.readline(65537)
         if not line:
@@ -98,7 +114,7 @@ class Target:
         self.per_key[key] += 1
         record = {"t": time.time(), "method": method, "path": url.path, "query": url.query,
                   "headers": headers, "body": body.decode("utf-8", "replace"), "key": key,
-                  "end": None, "status": None}
+                  "end": None, "status": None, **peer}
         self.received.append(record)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
@@ -162,14 +178,25 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--client-ca", help="require a client certificate issued by this CA (PEM)")
     args = parser.parse_args()
-    serve(Target().handle, args.host, args.port)
+    context = None
+    if args.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.client_ca:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(args.client_ca)
+    serve(Target().handle, args.host, args.port, context)
 
 
-def serve(handle, host: str, port: int) -> None:
-    """Serve connections with `handle` on host:port (0: any free port), printing
-    `listening PORT` once ready, until killed."""
-    server = StreamServer((host, port), handle, backlog=4096)
+def serve(handle, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
+    """Serve connections with `handle` on host:port (0: any free port), with TLS when given
+    a context, printing `listening PORT` once ready, until killed."""
+    tls = {"ssl_context": ssl_context} if ssl_context else {}
+    server = StreamServer((host, port), handle, backlog=4096, **tls)
     server.start()
     print(f"listening {server.server_port}", flush=True)
     try:

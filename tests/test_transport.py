@@ -7,7 +7,7 @@ import socket
 
 from gq.hosts import HostPatterns, HostPolicy
 from gq.job import Job
-from gq.transport import HttpWorker
+from gq.transport import Egress, HttpWorker
 
 
 def job(url: str, **headers: str) -> Job:
@@ -30,7 +30,7 @@ def test_a_lookup_that_fails_once_then_answers_is_not_followed_by_an_unchecked_c
 
     before = shared_target.count()
     monkeypatch.setattr(socket, "getaddrinfo", flaky_resolver)
-    worker = HttpWorker(1, HostPolicy(HostPatterns.parse(["::1/128"])))
+    worker = HttpWorker(1, Egress(HostPolicy(HostPatterns.parse(["::1/128"]))))
     result = worker.attempt(job(shared_target.url("/lookup").replace("127.0.0.1", "hooks.test")), 5.0)
     assert result.status is None and result.error.startswith("connect: "), result
     assert "name resolution" in result.error
