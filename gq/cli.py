@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+import shtab
+
 from gq import __version__, jobs_cli
 from gq import config as config_
 from gq.errors import EXIT_FAILURE, EXIT_OK, ConfigError, GqError, JobError, UsageError
@@ -16,11 +18,17 @@ from gq.job import read_lines
 
 ENV_API = "GQ_API"
 ENV_TOKEN = "GQ_TOKEN"
+COMPLETION_SHELLS = ("bash", "zsh", "tcsh")  # the shells shtab writes a completion script for
 
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # argparse's default prints usage and a traceback-free line
         raise UsageError(f"usage error: {message} (see {self.prog} --help)")  # prog: "gq dlq list"
+
+
+def _file_names(action: argparse.Action) -> None:
+    """Have the completion script offer file names for this argument."""
+    action.complete = shtab.FILE  # type: ignore[attr-defined]  # read by shtab.complete
 
 
 def _parser() -> Parser:
@@ -29,15 +37,15 @@ def _parser() -> Parser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("-c", "--config", metavar="FILE",
-                       help=f"TOML config file (default: ${config_.ENV_CONFIG}, else built-in defaults)")
+        _file_names(p.add_argument("-c", "--config", metavar="FILE",
+                                   help=f"TOML config file (default: ${config_.ENV_CONFIG}, else built-in defaults)"))
         return p
 
     with_config(commands.add_parser("run", help="run the daemon in the foreground"))
     with_config(commands.add_parser("check-config", help="validate and print the effective config")).add_argument(
         "--comments", action="store_true", help="say what each key means (config.example.toml is this)")
     batch = with_config(commands.add_parser("batch", help="deliver every job of a JSON-lines file, then exit"))
-    batch.add_argument("jobs", metavar="JOBS", help="JSON-lines file of jobs, - for stdin")
+    _file_names(batch.add_argument("jobs", metavar="JOBS", help="JSON-lines file of jobs, - for stdin"))
     batch.add_argument("-p", "--processes", type=int, default=1, metavar="N",
                        help="split the jobs over N processes (one core each), each with its own journal")
     batch.add_argument("--part", help=argparse.SUPPRESS)  # "I/N": set by -p on each part file (its journal)
@@ -51,7 +59,7 @@ def _parser() -> Parser:
                        ("status", "show a running daemon's queue and pool")):
         client = with_api(with_config(commands.add_parser(name, help=text)))
         if name == "submit":
-            client.add_argument("jobs", metavar="JOBS", help="JSON-lines file of jobs, - for stdin")
+            _file_names(client.add_argument("jobs", metavar="JOBS", help="JSON-lines file of jobs, - for stdin"))
         else:
             client.add_argument("--json", action="store_true", help="print the status as JSON")
     dlq = commands.add_parser("dlq", help="list, replay or purge dead letters")
@@ -66,6 +74,8 @@ def _parser() -> Parser:
         p.add_argument("--all", action="store_true", help="every dead letter")
     jobs = commands.add_parser("jobs", help="list, show, cancel or replay jobs")
     jobs_cli.add_commands(jobs, Parser, lambda p: with_api(with_config(p), "none: the config's journal"))
+    commands.add_parser("completion", help="print the shell completion script of gq").add_argument(
+        "shell", choices=COMPLETION_SHELLS, help="the shell it is for")
     return parser
 
 
@@ -140,6 +150,9 @@ def _run(args: argparse.Namespace) -> int:
         return _dlq(args)
     if args.command == "jobs":
         return jobs_cli.run(args, _client, ENV_API)
+    if args.command == "completion":
+        sys.stdout.write(shtab.complete(_parser(), args.shell))
+        return EXIT_OK
     raise UsageError(f"usage error: unknown command {args.command}")
 
 

@@ -476,6 +476,10 @@ def test_container_boots(container):
     # The unit files are the shipped ones, untouched.
     for unit in ("gq.service", "gq.socket"):
         assert container.sh("cat", f"/etc/systemd/system/{unit}").stdout == (UNITS / unit).read_text()
+    # Documentation= names the README that pip installed into the venv with gq.
+    readme = container.prop("Documentation").split()[0].removeprefix("file://")
+    assert readme == f"{VENV_IN_CONTAINER}/share/doc/gq/README.md"
+    assert container.sh("test", "-s", readme).returncode == 0, readme
 
 
 def test_start_blocks_until_ready_and_status_shows_the_figures(box):
