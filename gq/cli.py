@@ -9,8 +9,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-import shtab
-
 from gq import __version__, jobs_cli
 from gq import config as config_
 from gq.errors import EXIT_FAILURE, EXIT_OK, ConfigError, GqError, JobError, UsageError
@@ -26,9 +24,29 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"usage error: {message} (see {self.prog} --help)")  # prog: "gq dlq list"
 
 
-def _file_names(action: argparse.Action) -> None:
-    """Have the completion script offer file names for this argument."""
-    action.complete = shtab.FILE  # type: ignore[attr-defined]  # read by shtab.complete
+FILE_METAVARS = ("FILE", "JOBS")  # arguments that name a file: completed with file names
+
+
+def _completion(shell: str) -> str:
+    """The completion script; shtab is imported here only (it costs every command ~20 ms)."""
+    import shtab
+
+    parser = _parser()
+    for command in (parser, *_subparsers(parser)):
+        for action in command._actions:
+            if action.metavar in FILE_METAVARS:
+                action.complete = shtab.FILE  # type: ignore[attr-defined]  # read by shtab.complete
+    return shtab.complete(parser, shell)
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every parser below `parser`, at any depth."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases name one parser twice
+                found += [child, *_subparsers(child)]
+    return found
 
 
 def _parser() -> Parser:
@@ -37,15 +55,15 @@ def _parser() -> Parser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        _file_names(p.add_argument("-c", "--config", metavar="FILE",
-                                   help=f"TOML config file (default: ${config_.ENV_CONFIG}, else built-in defaults)"))
+        p.add_argument("-c", "--config", metavar="FILE",
+                       help=f"TOML config file (default: ${config_.ENV_CONFIG}, else built-in defaults)")
         return p
 
     with_config(commands.add_parser("run", help="run the daemon in the foreground"))
     with_config(commands.add_parser("check-config", help="validate and print the effective config")).add_argument(
         "--comments", action="store_true", help="say what each key means (config.example.toml is this)")
     batch = with_config(commands.add_parser("batch", help="deliver every job of a JSON-lines file, then exit"))
-    _file_names(batch.add_argument("jobs", metavar="JOBS", help="JSON-lines file of jobs, - for stdin"))
+    batch.add_argument("jobs", metavar="JOBS", help="JSON-lines file of jobs, - for stdin")
     batch.add_argument("-p", "--processes", type=int, default=1, metavar="N",
                        help="split the jobs over N processes (one core each), each with its own journal")
     batch.add_argument("--part", help=argparse.SUPPRESS)  # "I/N": set by -p on each part file (its journal)
@@ -59,7 +77,7 @@ def _parser() -> Parser:
                        ("status", "show a running daemon's queue and pool")):
         client = with_api(with_config(commands.add_parser(name, help=text)))
         if name == "submit":
-            _file_names(client.add_argument("jobs", metavar="JOBS", help="JSON-lines file of jobs, - for stdin"))
+            client.add_argument("jobs", metavar="JOBS", help="JSON-lines file of jobs, - for stdin")
         else:
             client.add_argument("--json", action="store_true", help="print the status as JSON")
     dlq = commands.add_parser("dlq", help="list, replay or purge dead letters")
@@ -151,7 +169,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "jobs":
         return jobs_cli.run(args, _client, ENV_API)
     if args.command == "completion":
-        sys.stdout.write(shtab.complete(_parser(), args.shell))
+        sys.stdout.write(_completion(args.shell))
         return EXIT_OK
     raise UsageError(f"usage error: unknown command {args.command}")
 
