@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import platform
 import random
 import re
 import signal
@@ -26,13 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import gevent
 import psutil
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+import gq
 from packages import PackageError, provide
-from support import ROOT, Daemon, daemon_config, free_port, start_target, unavailable, wait_for
+from support import ROOT, Daemon, daemon_config, free_port, run_gq, start_target, unavailable, wait_for
 
 MONITORING = ROOT / "monitoring"
 RULES = MONITORING / "gq-alerts.yml"
@@ -58,6 +61,9 @@ CONTRACT = {
     "gq_draining": ("gauge", {}),
     "gq_oldest_job_age_seconds": ("gauge", {}),
     "gq_journal_bytes": ("gauge", {}),
+    # the daemon runs this test's interpreter (support.gq_command): the versions are these
+    "gq_build_info": ("gauge", {"version": {gq.__version__}, "python": {platform.python_version()},
+                                "gevent": {gevent.__version__}}),
     # process health
     "process_open_fds": ("gauge", {}),
     "process_max_fds": ("gauge", {}),
@@ -471,6 +477,8 @@ def test_contract_metrics_are_exported_with_their_types(populated):
     assert (v("gq_queue_depth"), v("gq_retry_scheduled"), v("gq_journal_pending")) == (0, 0, 0)
     assert v("gq_dead_letters") == 1
     assert v("gq_draining") == 0
+    assert v("gq_build_info") == 1
+    assert run_gq("--version").stdout.split() == ["gq", *exposition.labels("gq_build_info")["version"]]
     process = psutil.Process(populated.daemon.proc.pid)
     assert v("process_max_fds") == process.rlimit(psutil.RLIMIT_NOFILE)[0]
     assert 0 < v("process_open_fds") <= v("process_max_fds")
