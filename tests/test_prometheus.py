@@ -489,6 +489,31 @@ def test_contract_metrics_are_exported_with_their_types(populated):
     assert 0 <= v("gq_event_loop_lag_seconds") < 5
 
 
+def test_backlog_gauges_show_the_oldest_due_job_and_the_journal_files(start_daemon, target, tmp_path):
+    daemon = start_daemon(journal={"path": str(tmp_path / "journal.sqlite3")})
+
+    def age() -> float:
+        return scrape(daemon).value("gq_oldest_job_age_seconds")
+    assert age() == 0
+    # a scheduled job is not late: it counts as pending, not in the age
+    assert daemon.post({"url": target.url(), "delay": 3600}).status_code == 202
+    wait_for(lambda: scrape(daemon).value("gq_journal_pending") == 1, what="the scheduled job to be pending")
+    assert age() == 0
+
+    before = time.time()
+    assert daemon.post({"url": target.url(gate="held")}).status_code == 202
+    wait_for(lambda: age() >= 1, what="the held job to be a second old")
+    seen = age()
+    assert seen <= time.time() - before   # its age, measured on the wall clock it was accepted by
+    target.control("/_open?gate=held")
+    wait_for(lambda: age() == 0, what="the age back to 0 once the held job succeeded")
+
+    def files_counted() -> bool:
+        on_disk = sum(p.stat().st_size for p in tmp_path.glob("journal.sqlite3*"))  # -wal and -shm too
+        return scrape(daemon).value("gq_journal_bytes") == on_disk > 0
+    wait_for(files_counted, what="gq_journal_bytes to be the size of the journal's files")
+
+
 # -- a real Prometheus server
 
 def test_prometheus_scrapes_gq(tools, start_daemon, target, tmp_path):
