@@ -116,6 +116,8 @@ class Metrics(Observer):
                 ("gq_draining", "1 while draining"),
                 ("gq_oldest_job_age_seconds", "Age of the oldest unfinished job (0 when none)"),
                 ("gq_journal_bytes", "Size of the journal's files on disk"),
+                ("gq_broker_ready", "1 while the broker can take jobs; 0 while intake and /readyz answer 503 "
+                                    "for it (Redis unavailable, the journal's disk full or failing)"),
                 ("gq_event_loop_lag_seconds", "How late the latest event-loop timer fired"))}
         self.process = HealthCollector()
         r.register(self.process)
@@ -134,6 +136,7 @@ class Metrics(Observer):
         g["gq_draining"].set_function(lambda: int(d.snapshot().draining))
         g["gq_oldest_job_age_seconds"].set_function(lambda: _age(broker.oldest_accepted()))
         g["gq_journal_bytes"].set_function(broker.stored_bytes)
+        g["gq_broker_ready"].set_function(lambda: int(broker.health() is None))
         self.bind_shared(broker)
         self.process.groups["worker"] = d.workers.pool
         self.registry.register(d.destinations)

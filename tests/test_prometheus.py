@@ -61,6 +61,7 @@ CONTRACT = {
     "gq_draining": ("gauge", {}),
     "gq_oldest_job_age_seconds": ("gauge", {}),
     "gq_journal_bytes": ("gauge", {}),
+    "gq_broker_ready": ("gauge", {}),
     # the daemon runs this test's interpreter (support.gq_command): the versions are these
     "gq_build_info": ("gauge", {"version": {gq.__version__}, "python": {platform.python_version()},
                                 "gevent": {gevent.__version__}}),
@@ -478,6 +479,7 @@ def test_contract_metrics_are_exported_with_their_types(populated):
     assert v("gq_dead_letters") == 1
     assert v("gq_draining") == 0
     assert v("gq_build_info") == 1
+    assert v("gq_broker_ready") == 1
     assert run_gq("--version").stdout.split() == ["gq", *exposition.labels("gq_build_info")["version"]]
     process = psutil.Process(populated.daemon.proc.pid)
     assert v("process_max_fds") == process.rlimit(psutil.RLIMIT_NOFILE)[0]
@@ -512,6 +514,21 @@ def test_backlog_gauges_show_the_oldest_due_job_and_the_journal_files(start_daem
         on_disk = sum(p.stat().st_size for p in tmp_path.glob("journal.sqlite3*"))  # -wal and -shm too
         return scrape(daemon).value("gq_journal_bytes") == on_disk > 0
     wait_for(files_counted, what="gq_journal_bytes to be the size of the journal's files")
+
+
+def test_broker_ready_is_0_while_redis_is_gone(redis_server, start_daemon, target):
+    daemon = start_daemon(broker={"kind": "redis", "url": redis_server.url, "prefix": "gq-ready"})
+
+    def ready() -> float:
+        return scrape(daemon).value("gq_broker_ready")
+    assert ready() == 1
+    redis_server.kill()
+    wait_for(lambda: ready() == 0, what="gq_broker_ready 0 with Redis killed")
+    assert daemon.get("/readyz").status_code == 503
+    assert daemon.post({"url": target.url()}).status_code == 503
+    redis_server.start()
+    wait_for(lambda: ready() == 1, what="gq_broker_ready 1 once Redis serves again")
+    assert daemon.get("/readyz").status_code == 200
 
 
 # -- a real Prometheus server
