@@ -1,9 +1,11 @@
 """The Prometheus side of gq, against real processes.
 
 monitoring/ (alert rules, example scrape config, Grafana dashboard) must pass
-promtool and name only metrics a running gq exports; gq's exposition must pass
-`promtool check metrics` and carry the contract's metrics; a real Prometheus
-server scrapes a running gq; the counters stay exact under concurrent load.
+promtool and name only metrics a running gq exports — one on the embedded journal and one
+on the Redis broker, whose destinations have seen a circuit open — and the dashboard must
+show every gq_* metric they export; gq's exposition must pass `promtool check metrics` and
+carry the contract's metrics; a real Prometheus server scrapes running gqs; the counters
+stay exact under concurrent load.
 
 Needs `prometheus` and `promtool` (Debian package `prometheus`); run as root
 on Debian, the suite installs the package when it is missing.
@@ -35,7 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import gq
 from packages import PackageError, provide
-from support import ROOT, Daemon, daemon_config, free_port, run_gq, start_target, unavailable, wait_for
+from support import ROOT, Daemon, closed_port, daemon_config, free_port, run_gq, start_target, unavailable, wait_for
 
 MONITORING = ROOT / "monitoring"
 RULES = MONITORING / "gq-alerts.yml"
@@ -82,6 +84,7 @@ SEVERITIES = {"critical", "warning", "info"}
 # Labels Prometheus attaches to every scraped series: not in gq's exposition.
 TARGET_LABELS = {"job", "instance"}
 PR_SET_PDEATHSIG = 1   # linux/prctl.h
+DOWN_HOST = "localhost"  # the loopback by another name: a destination of its own, on a port nobody listens on
 METRIC_NAME = re.compile(r"(?<![\w:])((?:gq|process)_[A-Za-z0-9_]+)")
 SELECTOR = re.compile(r"(?<![\w:])((?:gq|process)_[A-Za-z0-9_]+|up)\s*\{([^}]*)\}")
 MATCHER = re.compile(r'([A-Za-z_]\w*)\s*(=~|!~|!=|=)\s*"([^"]*)"')
@@ -145,11 +148,16 @@ def promtool(tools: Tools, *args: str, input: str | None = None) -> subprocess.C
 # -- gq's exposition
 
 class Exposition:
-    """gq's /metrics text, parsed."""
+    """gq's /metrics text, parsed; several daemons' texts are looked up as one, their union."""
 
-    def __init__(self, text: str):
-        self.text = text
-        self.families = {f.name: f for f in text_string_to_metric_families(text)}
+    def __init__(self, *texts: str):
+        self.text = "".join(texts)   # an exposition promtool can check when it is one daemon's
+        self.families: dict = {}
+        for family in (f for text in texts for f in text_string_to_metric_families(text)):
+            if family.name in self.families:
+                self.families[family.name].samples += family.samples
+            else:
+                self.families[family.name] = family
         self.samples = [s for f in self.families.values() for s in f.samples]
         self.names = {s.name for s in self.samples}
 
@@ -220,6 +228,43 @@ def populated(tmp_path_factory) -> Iterator[Populated]:
         target.stop()
 
 
+@pytest.fixture(scope="module")
+def redis_populated(redis_binary, tmp_path_factory) -> Iterator[Populated]:
+    """A gq on the Redis broker that has delivered jobs to one host and seen the circuit of
+    another open, and its exposition: the broker's and the destinations' series."""
+    from redis_server import RedisServer
+    server = RedisServer(redis_binary, tmp_path_factory.mktemp("redis"))
+    server.start()
+    target = start_target()
+    daemon = None
+    try:
+        breaker = {"breaker_failures": 2, "breaker_window": 0.2, "breaker_cooldown": 3600}  # open for the module
+        daemon = Daemon(tmp_path_factory.mktemp("gq-redis"), daemon_config(
+            broker={"kind": "redis", "url": server.url, "prefix": "gq-prometheus"},
+            destinations={"overrides": {DOWN_HOST: breaker}}, retry={"max_attempts": 10}))
+        jobs = ([{"url": target.url(n=i)} for i in range(3)]
+                + [{"url": f"http://{DOWN_HOST}:{closed_port()}/hook"} for _ in range(5)])
+        assert daemon.post(jobs).status_code == 202
+
+        def settled():
+            exposition = scrape(daemon)
+            done = (finished(exposition) == 8
+                    and exposition.value("gq_destination_circuit_state", host=DOWN_HOST) == 2)
+            return done and exposition
+        yield Populated(daemon, wait_for(settled, what=f"8 jobs finished and the circuit of {DOWN_HOST} open"))
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        target.stop()
+        server.kill()
+
+
+@pytest.fixture(scope="module")
+def exported(populated, redis_populated) -> Exposition:
+    """What the running gqs export between them."""
+    return Exposition(populated.exposition.text, redis_populated.exposition.text)
+
+
 # -- a Prometheus server
 
 def _die_with_parent() -> None:
@@ -238,15 +283,15 @@ def stop_process(proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def prometheus_server(tools: Tools, workdir: Path, scrape_target: str) -> Iterator[str]:
-    """A Prometheus on a free loopback port scraping `scrape_target` every second as
+def prometheus_server(tools: Tools, workdir: Path, *scrape_targets: str) -> Iterator[str]:
+    """A Prometheus on a free loopback port scraping `scrape_targets` every second as
     job "gq", with gq's alert rules loaded; yields its base URL, stopped on exit."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "prometheus.yml"
     config.write_text(json.dumps({   # JSON is YAML
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(RULES)],
-        "scrape_configs": [{"job_name": "gq", "static_configs": [{"targets": [scrape_target]}]}],
+        "scrape_configs": [{"job_name": "gq", "static_configs": [{"targets": list(scrape_targets)}]}],
     }, indent=2))
     for attempt in range(3):   # another process may take the free port before Prometheus binds it
         port = free_port()
@@ -292,12 +337,12 @@ def query_value(base: str, expr: str) -> float | None:
 
 
 @pytest.fixture(scope="module")
-def prometheus_populated(tools, populated, tmp_path_factory) -> Iterator[str]:
-    """A Prometheus scraping the populated gq, once it has scraped it twice (rates need two)."""
-    address = urlsplit(populated.daemon.api).netloc
-    with prometheus_server(tools, tmp_path_factory.mktemp("prometheus"), address) as base:
-        wait_for(lambda: (query_value(base, 'count_over_time(up{job="gq"}[1m])') or 0) >= 2,
-                 what="two scrapes of gq")
+def prometheus_populated(tools, populated, redis_populated, tmp_path_factory) -> Iterator[str]:
+    """A Prometheus scraping both populated gqs, once it has scraped each twice (rates need two)."""
+    addresses = [urlsplit(p.daemon.api).netloc for p in (populated, redis_populated)]
+    with prometheus_server(tools, tmp_path_factory.mktemp("prometheus"), *addresses) as base:
+        wait_for(lambda: query_value(base, 'count(count_over_time(up{job="gq"}[1m]) >= 2)') == len(addresses),
+                 what="two scrapes of each gq")
         yield base
 
 
@@ -317,7 +362,7 @@ def dashboard_exprs() -> list[tuple[str, str]]:
 def grafana_to_promql(expr: str) -> str:
     """A dashboard expression with Grafana's variables as Prometheus can run it."""
     return (expr.replace("$__rate_interval", "1m").replace("$__interval", "15s")
-            .replace("$__range", "1h").replace("$instance", ".*"))
+            .replace("$__range", "1h").replace("$instance", ".*").replace("$host", ".*"))
 
 
 def unknown_names(text: str, exposition: Exposition) -> list[str]:
@@ -390,6 +435,8 @@ def test_dashboard_is_a_grafana_dashboard():
     assert variables["datasource"]["query"] == "prometheus"
     assert variables["instance"]["type"] == "query"
     assert 'up{job="gq"}' in variables["instance"]["definition"]
+    assert variables["host"]["type"] == "query" and variables["host"]["allValue"] == ".*"
+    assert 'instance=~"$instance"' in variables["host"]["definition"]
     ids = []
     for panel in dashboard["panels"]:
         ids.append(panel["id"])
@@ -402,6 +449,8 @@ def test_dashboard_is_a_grafana_dashboard():
         for target in panel["targets"]:
             assert target["datasource"]["uid"] == "${datasource}", panel["title"]
             assert 'job="gq"' in target["expr"] and 'instance=~"$instance"' in target["expr"], target["expr"]
+            if "gq_destination_" in target["expr"]:
+                assert 'host=~"$host"' in target["expr"], target["expr"]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     exprs = [e for _, e in dashboard_exprs()]
     for expr in exprs:
@@ -422,8 +471,8 @@ def test_alert_rules_cover_what_an_operator_needs():
     assert set(re.findall(r"(?m)^\s*- alert: (\w+)\s*$", text)) == ALERTS
 
 
-def test_monitoring_names_only_exported_metrics(populated):
-    exposition = populated.exposition
+def test_monitoring_names_only_exported_metrics(exported):
+    exposition = exported
     problems = [f"gq-alerts.yml: {p}" for p in unknown_names(RULES.read_text(), exposition)]
     for title, expr in dashboard_exprs():
         problems += [f"dashboard {title!r}: {p}" for p in unknown_names(expr, exposition)]
@@ -433,12 +482,20 @@ def test_monitoring_names_only_exported_metrics(populated):
     assert not problems, "\n".join(problems)
 
 
+def test_dashboard_shows_every_gq_metric_the_daemons_export(exported):
+    shown = {family.name for name in METRIC_NAME.findall(" ".join(e for _, e in dashboard_exprs()))
+             if (family := exported.family(name))}
+    missing = sorted(name for name in exported.families if name.startswith("gq_") and name not in shown)
+    assert not missing, f"the dashboard shows nothing of {missing}"
+
+
 # -- gq's exposition
 
-def test_exposition_passes_promtool_check_metrics(tools, populated):
-    checked = promtool(tools, "check", "metrics", input=populated.exposition.text)
-    assert checked.returncode == 0 and not (checked.stdout + checked.stderr).strip(), \
-        checked.stdout + checked.stderr
+def test_exposition_passes_promtool_check_metrics(tools, populated, redis_populated):
+    for exposition in (populated.exposition, redis_populated.exposition):
+        checked = promtool(tools, "check", "metrics", input=exposition.text)
+        assert checked.returncode == 0 and not (checked.stdout + checked.stderr).strip(), \
+            checked.stdout + checked.stderr
 
 
 def test_contract_metrics_are_exported_with_their_types(populated):
