@@ -22,6 +22,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ import gevent
 import psutil
 import pytest
 import requests
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 import gq
@@ -41,6 +43,9 @@ from support import ROOT, Daemon, closed_port, daemon_config, free_port, run_gq,
 
 MONITORING = ROOT / "monitoring"
 RULES = MONITORING / "gq-alerts.yml"
+RULE_TESTS = MONITORING / "gq-alerts-test.yml"
+RUNBOOK = ROOT / "docs" / "runbook.md"
+RUNBOOK_URL = "https://github.com/gq-project/gq/blob/main/docs/runbook.md"
 DASHBOARD = MONITORING / "gq-dashboard.json"
 EXAMPLE_CONFIG = MONITORING / "prometheus.yml"
 
@@ -76,10 +81,14 @@ CONTRACT = {
     "gq_event_loop_delay_seconds": ("histogram", {}),
     "process_resident_memory_bytes": ("gauge", {}),
 }
-ALERTS = {"GqNoReadyInstance", "GqInstanceDown", "GqDrainingTooLong", "GqQueueNearlyFull",
+ALERTS = {"GqNoReadyInstance", "GqInstanceDown", "GqDrainingTooLong", "GqBrokerNotReady", "GqQueueNearlyFull",
           "GqIntakeRejectingQueueFull", "GqIntakeRejectingRequests", "GqDeadLettersRising",
-          "GqRetriesPilingUp", "GqPoolSaturated", "GqEventLoopLagHigh", "GqEventLoopBlocked",
+          "GqRetriesPilingUp", "GqOldestJobAgeHigh", "GqOldestJobAgeCritical", "GqPoolSaturated",
+          "GqCircuitOpen", "GqRedisPendingStalled", "GqEventLoopLagHigh", "GqEventLoopBlocked",
           "GqFileDescriptorsNearLimit", "GqFileDescriptorsExhausted"}
+# Alerts monitoring/gq-alerts-test.yml must fire (and hold back) on made-up series.
+UNIT_TESTED_ALERTS = {"GqNoReadyInstance", "GqBrokerNotReady", "GqOldestJobAgeHigh", "GqOldestJobAgeCritical",
+                      "GqCircuitOpen", "GqRedisPendingStalled"}
 SEVERITIES = {"critical", "warning", "info"}
 # Labels Prometheus attaches to every scraped series: not in gq's exposition.
 TARGET_LABELS = {"job", "instance"}
@@ -415,6 +424,38 @@ def test_alert_rules_pass_promtool(tools):
     assert m and int(m.group(1)) == len(ALERTS), checked.stdout + checked.stderr
 
 
+def test_alert_rules_pass_their_promtool_unit_tests(tools):
+    tested = {case["alertname"] for group in yaml.safe_load(RULE_TESTS.read_text())["tests"]
+              for case in group["alert_rule_test"]}
+    assert tested >= UNIT_TESTED_ALERTS, f"no unit test for {sorted(UNIT_TESTED_ALERTS - tested)}"
+    checked = promtool(tools, "test", "rules", str(RULE_TESTS))
+    assert checked.returncode == 0 and "SUCCESS" in checked.stdout, checked.stdout + checked.stderr
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a Markdown file's headings: lower case, punctuation dropped,
+    spaces to hyphens; a repeated one gets -1, -2, ..."""
+    anchors, seen = set(), Counter[str]()
+    for heading in re.findall(r"(?m)^#{1,6}[ \t]+(.+?)[ \t#]*$", markdown):
+        anchor = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchors.add(f"{anchor}-{seen[anchor]}" if seen[anchor] else anchor)
+        seen[anchor] += 1
+    return anchors
+
+
+def test_every_alert_says_what_happened_and_has_a_runbook_section():
+    rules = [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
+    runbook = RUNBOOK.read_text()
+    anchors = github_anchors(runbook)
+    for rule in rules:
+        name, annotations = rule["alert"], rule["annotations"]
+        assert annotations.get("summary") and annotations.get("description"), name
+        url, _, anchor = annotations.get("runbook_url", "").partition("#")
+        assert url == RUNBOOK_URL and anchor in anchors, f"{name}: runbook_url {annotations.get('runbook_url')!r}"
+    # one section per alert, and none for an alert that is gone
+    assert set(re.findall(r"(?m)^## (\w+)$", runbook)) == {rule["alert"] for rule in rules} == ALERTS
+
+
 def test_example_config_passes_promtool(tools, tmp_path):
     text = EXAMPLE_CONFIG.read_text()
     assert "job_name: gq" in text and "127.0.0.1:8765" in text
@@ -466,7 +507,8 @@ def test_alert_rules_cover_what_an_operator_needs():
     for needed in ("gq_queue_depth", "gq_queue_maxsize", 'gq_jobs_finished_total{job="gq", outcome="dead"}',
                    "gq_event_loop_delay_seconds_bucket", "gq_event_loop_lag_seconds",
                    "gq_intake_rejected_total", 'up{job="gq"}', "gq_draining", "process_open_fds",
-                   "process_max_fds", "gq_retry_scheduled"):
+                   "process_max_fds", "gq_retry_scheduled", "gq_oldest_job_age_seconds", "gq_broker_ready",
+                   "gq_destination_circuit_state", "gq_broker_pending"):
         assert needed in text, needed
     assert set(re.findall(r"(?m)^\s*- alert: (\w+)\s*$", text)) == ALERTS
 
@@ -627,7 +669,7 @@ def test_prometheus_scrapes_gq(tools, start_daemon, target, tmp_path):
                              "GqQueueNearlyFull", "GqIntakeRejectingQueueFull"}, alerts
 
 
-def test_rules_load_and_evaluate_in_prometheus(prometheus_populated):
+def test_rules_load_and_evaluate_in_prometheus(prometheus_populated, redis_populated):
     def evaluated():
         groups = requests.get(f"{prometheus_populated}/api/v1/rules", timeout=10).json()["data"]["groups"]
         rules = [r for g in groups for r in g["rules"]]
@@ -639,10 +681,18 @@ def test_rules_load_and_evaluate_in_prometheus(prometheus_populated):
         assert rule["health"] == "ok", f"{rule['name']}: {rule.get('lastError')}"
         assert rule["labels"].get("severity") in SEVERITIES, rule["name"]
         assert rule["annotations"].get("summary") and len(rule["annotations"].get("description", "")) > 40, rule["name"]
-    # a healthy gq, up and not draining: no availability alert is pending
+    # healthy gqs, up and not draining: no availability alert is pending
     active = {a["labels"]["alertname"] for r in rules for a in r.get("alerts", [])}
-    assert not active & {"GqNoReadyInstance", "GqInstanceDown", "GqDrainingTooLong",
-                         "GqQueueNearlyFull", "GqFileDescriptorsNearLimit"}, active
+    assert not active & {"GqNoReadyInstance", "GqInstanceDown", "GqDrainingTooLong", "GqBrokerNotReady",
+                         "GqQueueNearlyFull", "GqFileDescriptorsNearLimit", "GqRedisPendingStalled"}, active
+
+    # the circuit the Redis gq opened stays open: its alert is pending, for that host alone
+    def circuit_alerts():
+        alerts = requests.get(f"{prometheus_populated}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+        return [a for a in alerts if a["labels"]["alertname"] == "GqCircuitOpen"]
+    (alert,) = wait_for(circuit_alerts, what="GqCircuitOpen to be pending")
+    assert alert["labels"]["host"] == DOWN_HOST
+    assert alert["labels"]["instance"] == urlsplit(redis_populated.daemon.api).netloc
 
 
 def test_dashboard_queries_return_data(prometheus_populated):
