@@ -9,11 +9,13 @@ buys nothing and costs a few microseconds per job.
 
 from __future__ import annotations
 
+import platform
 import time
 from bisect import bisect_left
 from functools import partial
 from typing import Any
 
+import gevent
 from prometheus_client import (
     CollectorRegistry,
     Gauge,
@@ -26,6 +28,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from gq import __version__
 from gq.broker import Entry
 from gq.health import HealthCollector
 from gq.observers import Observer
@@ -81,6 +84,10 @@ class Metrics(Observer):
         self.registry = r = registry or CollectorRegistry()
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
             collector(registry=r)
+        # Versions as labels of a constant 1: `* on (instance) group_left (version)` joins them to any series.
+        Gauge("gq_build_info", "gq's version and the Python and gevent it runs on",
+              ("version", "python", "gevent"), registry=r).labels(
+            __version__, platform.python_version(), gevent.__version__).set(1)
         self.jobs_accepted = CounterFamily("gq_jobs_accepted", "Jobs accepted (202)")
         self.finished = CounterFamily("gq_jobs_finished", "Jobs finished", "outcome",
                                       ("succeeded", "dead", "cancelled"))
@@ -109,6 +116,8 @@ class Metrics(Observer):
                 ("gq_draining", "1 while draining"),
                 ("gq_oldest_job_age_seconds", "Age of the oldest unfinished job (0 when none)"),
                 ("gq_journal_bytes", "Size of the journal's files on disk"),
+                ("gq_broker_ready", "1 while the broker can take jobs; 0 while intake and /readyz answer 503 "
+                                    "for it (Redis unavailable, the journal's disk full or failing)"),
                 ("gq_event_loop_lag_seconds", "How late the latest event-loop timer fired"))}
         self.process = HealthCollector()
         r.register(self.process)
@@ -127,6 +136,7 @@ class Metrics(Observer):
         g["gq_draining"].set_function(lambda: int(d.snapshot().draining))
         g["gq_oldest_job_age_seconds"].set_function(lambda: _age(broker.oldest_accepted()))
         g["gq_journal_bytes"].set_function(broker.stored_bytes)
+        g["gq_broker_ready"].set_function(lambda: int(broker.health() is None))
         self.bind_shared(broker)
         self.process.groups["worker"] = d.workers.pool
         self.registry.register(d.destinations)

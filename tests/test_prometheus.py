@@ -1,9 +1,11 @@
 """The Prometheus side of gq, against real processes.
 
 monitoring/ (alert rules, example scrape config, Grafana dashboard) must pass
-promtool and name only metrics a running gq exports; gq's exposition must pass
-`promtool check metrics` and carry the contract's metrics; a real Prometheus
-server scrapes a running gq; the counters stay exact under concurrent load.
+promtool and name only metrics a running gq exports — one on the embedded journal and one
+on the Redis broker, whose destinations have seen a circuit open — and the dashboard must
+show every gq_* metric they export; gq's exposition must pass `promtool check metrics` and
+carry the contract's metrics; a real Prometheus server scrapes running gqs; the counters
+stay exact under concurrent load.
 
 Needs `prometheus` and `promtool` (Debian package `prometheus`); run as root
 on Debian, the suite installs the package when it is missing.
@@ -13,12 +15,14 @@ from __future__ import annotations
 
 import ctypes
 import json
+import platform
 import random
 import re
 import signal
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -26,16 +30,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import gevent
 import psutil
 import pytest
 import requests
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+import gq
 from packages import PackageError, provide
-from support import ROOT, Daemon, daemon_config, free_port, start_target, unavailable, wait_for
+from support import ROOT, Daemon, closed_port, daemon_config, free_port, run_gq, start_target, unavailable, wait_for
 
 MONITORING = ROOT / "monitoring"
 RULES = MONITORING / "gq-alerts.yml"
+RULE_TESTS = MONITORING / "gq-alerts-test.yml"
+RUNBOOK = ROOT / "docs" / "runbook.md"
+RUNBOOK_URL = "https://github.com/gq-project/gq/blob/main/docs/runbook.md"
 DASHBOARD = MONITORING / "gq-dashboard.json"
 EXAMPLE_CONFIG = MONITORING / "prometheus.yml"
 
@@ -58,6 +68,10 @@ CONTRACT = {
     "gq_draining": ("gauge", {}),
     "gq_oldest_job_age_seconds": ("gauge", {}),
     "gq_journal_bytes": ("gauge", {}),
+    "gq_broker_ready": ("gauge", {}),
+    # the daemon runs this test's interpreter (support.gq_command): the versions are these
+    "gq_build_info": ("gauge", {"version": {gq.__version__}, "python": {platform.python_version()},
+                                "gevent": {gevent.__version__}}),
     # process health
     "process_open_fds": ("gauge", {}),
     "process_max_fds": ("gauge", {}),
@@ -67,14 +81,19 @@ CONTRACT = {
     "gq_event_loop_delay_seconds": ("histogram", {}),
     "process_resident_memory_bytes": ("gauge", {}),
 }
-ALERTS = {"GqNoReadyInstance", "GqInstanceDown", "GqDrainingTooLong", "GqQueueNearlyFull",
+ALERTS = {"GqNoReadyInstance", "GqInstanceDown", "GqDrainingTooLong", "GqBrokerNotReady", "GqQueueNearlyFull",
           "GqIntakeRejectingQueueFull", "GqIntakeRejectingRequests", "GqDeadLettersRising",
-          "GqRetriesPilingUp", "GqPoolSaturated", "GqEventLoopLagHigh", "GqEventLoopBlocked",
+          "GqRetriesPilingUp", "GqOldestJobAgeHigh", "GqOldestJobAgeCritical", "GqPoolSaturated",
+          "GqCircuitOpen", "GqRedisPendingStalled", "GqEventLoopLagHigh", "GqEventLoopBlocked",
           "GqFileDescriptorsNearLimit", "GqFileDescriptorsExhausted"}
+# Alerts monitoring/gq-alerts-test.yml must fire (and hold back) on made-up series.
+UNIT_TESTED_ALERTS = {"GqNoReadyInstance", "GqBrokerNotReady", "GqOldestJobAgeHigh", "GqOldestJobAgeCritical",
+                      "GqCircuitOpen", "GqRedisPendingStalled"}
 SEVERITIES = {"critical", "warning", "info"}
 # Labels Prometheus attaches to every scraped series: not in gq's exposition.
 TARGET_LABELS = {"job", "instance"}
 PR_SET_PDEATHSIG = 1   # linux/prctl.h
+DOWN_HOST = "localhost"  # the loopback by another name: a destination of its own, on a port nobody listens on
 METRIC_NAME = re.compile(r"(?<![\w:])((?:gq|process)_[A-Za-z0-9_]+)")
 SELECTOR = re.compile(r"(?<![\w:])((?:gq|process)_[A-Za-z0-9_]+|up)\s*\{([^}]*)\}")
 MATCHER = re.compile(r'([A-Za-z_]\w*)\s*(=~|!~|!=|=)\s*"([^"]*)"')
@@ -138,11 +157,16 @@ def promtool(tools: Tools, *args: str, input: str | None = None) -> subprocess.C
 # -- gq's exposition
 
 class Exposition:
-    """gq's /metrics text, parsed."""
+    """gq's /metrics text, parsed; several daemons' texts are looked up as one, their union."""
 
-    def __init__(self, text: str):
-        self.text = text
-        self.families = {f.name: f for f in text_string_to_metric_families(text)}
+    def __init__(self, *texts: str):
+        self.text = "".join(texts)   # an exposition promtool can check when it is one daemon's
+        self.families: dict = {}
+        for family in (f for text in texts for f in text_string_to_metric_families(text)):
+            if family.name in self.families:
+                self.families[family.name].samples += family.samples
+            else:
+                self.families[family.name] = family
         self.samples = [s for f in self.families.values() for s in f.samples]
         self.names = {s.name for s in self.samples}
 
@@ -213,6 +237,43 @@ def populated(tmp_path_factory) -> Iterator[Populated]:
         target.stop()
 
 
+@pytest.fixture(scope="module")
+def redis_populated(redis_binary, tmp_path_factory) -> Iterator[Populated]:
+    """A gq on the Redis broker that has delivered jobs to one host and seen the circuit of
+    another open, and its exposition: the broker's and the destinations' series."""
+    from redis_server import RedisServer
+    server = RedisServer(redis_binary, tmp_path_factory.mktemp("redis"))
+    server.start()
+    target = start_target()
+    daemon = None
+    try:
+        breaker = {"breaker_failures": 2, "breaker_window": 0.2, "breaker_cooldown": 3600}  # open for the module
+        daemon = Daemon(tmp_path_factory.mktemp("gq-redis"), daemon_config(
+            broker={"kind": "redis", "url": server.url, "prefix": "gq-prometheus"},
+            destinations={"overrides": {DOWN_HOST: breaker}}, retry={"max_attempts": 10}))
+        jobs = ([{"url": target.url(n=i)} for i in range(3)]
+                + [{"url": f"http://{DOWN_HOST}:{closed_port()}/hook"} for _ in range(5)])
+        assert daemon.post(jobs).status_code == 202
+
+        def settled():
+            exposition = scrape(daemon)
+            done = (finished(exposition) == 8
+                    and exposition.value("gq_destination_circuit_state", host=DOWN_HOST) == 2)
+            return done and exposition
+        yield Populated(daemon, wait_for(settled, what=f"8 jobs finished and the circuit of {DOWN_HOST} open"))
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        target.stop()
+        server.kill()
+
+
+@pytest.fixture(scope="module")
+def exported(populated, redis_populated) -> Exposition:
+    """What the running gqs export between them."""
+    return Exposition(populated.exposition.text, redis_populated.exposition.text)
+
+
 # -- a Prometheus server
 
 def _die_with_parent() -> None:
@@ -231,15 +292,15 @@ def stop_process(proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def prometheus_server(tools: Tools, workdir: Path, scrape_target: str) -> Iterator[str]:
-    """A Prometheus on a free loopback port scraping `scrape_target` every second as
+def prometheus_server(tools: Tools, workdir: Path, *scrape_targets: str) -> Iterator[str]:
+    """A Prometheus on a free loopback port scraping `scrape_targets` every second as
     job "gq", with gq's alert rules loaded; yields its base URL, stopped on exit."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "prometheus.yml"
     config.write_text(json.dumps({   # JSON is YAML
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(RULES)],
-        "scrape_configs": [{"job_name": "gq", "static_configs": [{"targets": [scrape_target]}]}],
+        "scrape_configs": [{"job_name": "gq", "static_configs": [{"targets": list(scrape_targets)}]}],
     }, indent=2))
     for attempt in range(3):   # another process may take the free port before Prometheus binds it
         port = free_port()
@@ -285,12 +346,12 @@ def query_value(base: str, expr: str) -> float | None:
 
 
 @pytest.fixture(scope="module")
-def prometheus_populated(tools, populated, tmp_path_factory) -> Iterator[str]:
-    """A Prometheus scraping the populated gq, once it has scraped it twice (rates need two)."""
-    address = urlsplit(populated.daemon.api).netloc
-    with prometheus_server(tools, tmp_path_factory.mktemp("prometheus"), address) as base:
-        wait_for(lambda: (query_value(base, 'count_over_time(up{job="gq"}[1m])') or 0) >= 2,
-                 what="two scrapes of gq")
+def prometheus_populated(tools, populated, redis_populated, tmp_path_factory) -> Iterator[str]:
+    """A Prometheus scraping both populated gqs, once it has scraped each twice (rates need two)."""
+    addresses = [urlsplit(p.daemon.api).netloc for p in (populated, redis_populated)]
+    with prometheus_server(tools, tmp_path_factory.mktemp("prometheus"), *addresses) as base:
+        wait_for(lambda: query_value(base, 'count(count_over_time(up{job="gq"}[1m]) >= 2)') == len(addresses),
+                 what="two scrapes of each gq")
         yield base
 
 
@@ -310,7 +371,7 @@ def dashboard_exprs() -> list[tuple[str, str]]:
 def grafana_to_promql(expr: str) -> str:
     """A dashboard expression with Grafana's variables as Prometheus can run it."""
     return (expr.replace("$__rate_interval", "1m").replace("$__interval", "15s")
-            .replace("$__range", "1h").replace("$instance", ".*"))
+            .replace("$__range", "1h").replace("$instance", ".*").replace("$host", ".*"))
 
 
 def unknown_names(text: str, exposition: Exposition) -> list[str]:
@@ -363,6 +424,38 @@ def test_alert_rules_pass_promtool(tools):
     assert m and int(m.group(1)) == len(ALERTS), checked.stdout + checked.stderr
 
 
+def test_alert_rules_pass_their_promtool_unit_tests(tools):
+    tested = {case["alertname"] for group in yaml.safe_load(RULE_TESTS.read_text())["tests"]
+              for case in group["alert_rule_test"]}
+    assert tested >= UNIT_TESTED_ALERTS, f"no unit test for {sorted(UNIT_TESTED_ALERTS - tested)}"
+    checked = promtool(tools, "test", "rules", str(RULE_TESTS))
+    assert checked.returncode == 0 and "SUCCESS" in checked.stdout, checked.stdout + checked.stderr
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a Markdown file's headings: lower case, punctuation dropped,
+    spaces to hyphens; a repeated one gets -1, -2, ..."""
+    anchors, seen = set(), Counter[str]()
+    for heading in re.findall(r"(?m)^#{1,6}[ \t]+(.+?)[ \t#]*$", markdown):
+        anchor = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchors.add(f"{anchor}-{seen[anchor]}" if seen[anchor] else anchor)
+        seen[anchor] += 1
+    return anchors
+
+
+def test_every_alert_says_what_happened_and_has_a_runbook_section():
+    rules = [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
+    runbook = RUNBOOK.read_text()
+    anchors = github_anchors(runbook)
+    for rule in rules:
+        name, annotations = rule["alert"], rule["annotations"]
+        assert annotations.get("summary") and annotations.get("description"), name
+        url, _, anchor = annotations.get("runbook_url", "").partition("#")
+        assert url == RUNBOOK_URL and anchor in anchors, f"{name}: runbook_url {annotations.get('runbook_url')!r}"
+    # one section per alert, and none for an alert that is gone
+    assert set(re.findall(r"(?m)^## (\w+)$", runbook)) == {rule["alert"] for rule in rules} == ALERTS
+
+
 def test_example_config_passes_promtool(tools, tmp_path):
     text = EXAMPLE_CONFIG.read_text()
     assert "job_name: gq" in text and "127.0.0.1:8765" in text
@@ -383,6 +476,8 @@ def test_dashboard_is_a_grafana_dashboard():
     assert variables["datasource"]["query"] == "prometheus"
     assert variables["instance"]["type"] == "query"
     assert 'up{job="gq"}' in variables["instance"]["definition"]
+    assert variables["host"]["type"] == "query" and variables["host"]["allValue"] == ".*"
+    assert 'instance=~"$instance"' in variables["host"]["definition"]
     ids = []
     for panel in dashboard["panels"]:
         ids.append(panel["id"])
@@ -395,6 +490,8 @@ def test_dashboard_is_a_grafana_dashboard():
         for target in panel["targets"]:
             assert target["datasource"]["uid"] == "${datasource}", panel["title"]
             assert 'job="gq"' in target["expr"] and 'instance=~"$instance"' in target["expr"], target["expr"]
+            if "gq_destination_" in target["expr"]:
+                assert 'host=~"$host"' in target["expr"], target["expr"]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     exprs = [e for _, e in dashboard_exprs()]
     for expr in exprs:
@@ -410,13 +507,14 @@ def test_alert_rules_cover_what_an_operator_needs():
     for needed in ("gq_queue_depth", "gq_queue_maxsize", 'gq_jobs_finished_total{job="gq", outcome="dead"}',
                    "gq_event_loop_delay_seconds_bucket", "gq_event_loop_lag_seconds",
                    "gq_intake_rejected_total", 'up{job="gq"}', "gq_draining", "process_open_fds",
-                   "process_max_fds", "gq_retry_scheduled"):
+                   "process_max_fds", "gq_retry_scheduled", "gq_oldest_job_age_seconds", "gq_broker_ready",
+                   "gq_destination_circuit_state", "gq_broker_pending"):
         assert needed in text, needed
     assert set(re.findall(r"(?m)^\s*- alert: (\w+)\s*$", text)) == ALERTS
 
 
-def test_monitoring_names_only_exported_metrics(populated):
-    exposition = populated.exposition
+def test_monitoring_names_only_exported_metrics(exported):
+    exposition = exported
     problems = [f"gq-alerts.yml: {p}" for p in unknown_names(RULES.read_text(), exposition)]
     for title, expr in dashboard_exprs():
         problems += [f"dashboard {title!r}: {p}" for p in unknown_names(expr, exposition)]
@@ -426,12 +524,20 @@ def test_monitoring_names_only_exported_metrics(populated):
     assert not problems, "\n".join(problems)
 
 
+def test_dashboard_shows_every_gq_metric_the_daemons_export(exported):
+    shown = {family.name for name in METRIC_NAME.findall(" ".join(e for _, e in dashboard_exprs()))
+             if (family := exported.family(name))}
+    missing = sorted(name for name in exported.families if name.startswith("gq_") and name not in shown)
+    assert not missing, f"the dashboard shows nothing of {missing}"
+
+
 # -- gq's exposition
 
-def test_exposition_passes_promtool_check_metrics(tools, populated):
-    checked = promtool(tools, "check", "metrics", input=populated.exposition.text)
-    assert checked.returncode == 0 and not (checked.stdout + checked.stderr).strip(), \
-        checked.stdout + checked.stderr
+def test_exposition_passes_promtool_check_metrics(tools, populated, redis_populated):
+    for exposition in (populated.exposition, redis_populated.exposition):
+        checked = promtool(tools, "check", "metrics", input=exposition.text)
+        assert checked.returncode == 0 and not (checked.stdout + checked.stderr).strip(), \
+            checked.stdout + checked.stderr
 
 
 def test_contract_metrics_are_exported_with_their_types(populated):
@@ -471,6 +577,9 @@ def test_contract_metrics_are_exported_with_their_types(populated):
     assert (v("gq_queue_depth"), v("gq_retry_scheduled"), v("gq_journal_pending")) == (0, 0, 0)
     assert v("gq_dead_letters") == 1
     assert v("gq_draining") == 0
+    assert v("gq_build_info") == 1
+    assert v("gq_broker_ready") == 1
+    assert run_gq("--version").stdout.split() == ["gq", *exposition.labels("gq_build_info")["version"]]
     process = psutil.Process(populated.daemon.proc.pid)
     assert v("process_max_fds") == process.rlimit(psutil.RLIMIT_NOFILE)[0]
     assert 0 < v("process_open_fds") <= v("process_max_fds")
@@ -479,6 +588,46 @@ def test_contract_metrics_are_exported_with_their_types(populated):
     assert v("gq_greenlets", role="worker") == 0
     assert "listen" in exposition.labels("gq_connections")["state"]
     assert 0 <= v("gq_event_loop_lag_seconds") < 5
+
+
+def test_backlog_gauges_show_the_oldest_due_job_and_the_journal_files(start_daemon, target, tmp_path):
+    daemon = start_daemon(journal={"path": str(tmp_path / "journal.sqlite3")})
+
+    def age() -> float:
+        return scrape(daemon).value("gq_oldest_job_age_seconds")
+    assert age() == 0
+    # a scheduled job is not late: it counts as pending, not in the age
+    assert daemon.post({"url": target.url(), "delay": 3600}).status_code == 202
+    wait_for(lambda: scrape(daemon).value("gq_journal_pending") == 1, what="the scheduled job to be pending")
+    assert age() == 0
+
+    before = time.time()
+    assert daemon.post({"url": target.url(gate="held")}).status_code == 202
+    wait_for(lambda: age() >= 1, what="the held job to be a second old")
+    seen = age()
+    assert seen <= time.time() - before   # its age, measured on the wall clock it was accepted by
+    target.control("/_open?gate=held")
+    wait_for(lambda: age() == 0, what="the age back to 0 once the held job succeeded")
+
+    def files_counted() -> bool:
+        on_disk = sum(p.stat().st_size for p in tmp_path.glob("journal.sqlite3*"))  # -wal and -shm too
+        return scrape(daemon).value("gq_journal_bytes") == on_disk > 0
+    wait_for(files_counted, what="gq_journal_bytes to be the size of the journal's files")
+
+
+def test_broker_ready_is_0_while_redis_is_gone(redis_server, start_daemon, target):
+    daemon = start_daemon(broker={"kind": "redis", "url": redis_server.url, "prefix": "gq-ready"})
+
+    def ready() -> float:
+        return scrape(daemon).value("gq_broker_ready")
+    assert ready() == 1
+    redis_server.kill()
+    wait_for(lambda: ready() == 0, what="gq_broker_ready 0 with Redis killed")
+    assert daemon.get("/readyz").status_code == 503
+    assert daemon.post({"url": target.url()}).status_code == 503
+    redis_server.start()
+    wait_for(lambda: ready() == 1, what="gq_broker_ready 1 once Redis serves again")
+    assert daemon.get("/readyz").status_code == 200
 
 
 # -- a real Prometheus server
@@ -520,7 +669,7 @@ def test_prometheus_scrapes_gq(tools, start_daemon, target, tmp_path):
                              "GqQueueNearlyFull", "GqIntakeRejectingQueueFull"}, alerts
 
 
-def test_rules_load_and_evaluate_in_prometheus(prometheus_populated):
+def test_rules_load_and_evaluate_in_prometheus(prometheus_populated, redis_populated):
     def evaluated():
         groups = requests.get(f"{prometheus_populated}/api/v1/rules", timeout=10).json()["data"]["groups"]
         rules = [r for g in groups for r in g["rules"]]
@@ -532,10 +681,18 @@ def test_rules_load_and_evaluate_in_prometheus(prometheus_populated):
         assert rule["health"] == "ok", f"{rule['name']}: {rule.get('lastError')}"
         assert rule["labels"].get("severity") in SEVERITIES, rule["name"]
         assert rule["annotations"].get("summary") and len(rule["annotations"].get("description", "")) > 40, rule["name"]
-    # a healthy gq, up and not draining: no availability alert is pending
+    # healthy gqs, up and not draining: no availability alert is pending
     active = {a["labels"]["alertname"] for r in rules for a in r.get("alerts", [])}
-    assert not active & {"GqNoReadyInstance", "GqInstanceDown", "GqDrainingTooLong",
-                         "GqQueueNearlyFull", "GqFileDescriptorsNearLimit"}, active
+    assert not active & {"GqNoReadyInstance", "GqInstanceDown", "GqDrainingTooLong", "GqBrokerNotReady",
+                         "GqQueueNearlyFull", "GqFileDescriptorsNearLimit", "GqRedisPendingStalled"}, active
+
+    # the circuit the Redis gq opened stays open: its alert is pending, for that host alone
+    def circuit_alerts():
+        alerts = requests.get(f"{prometheus_populated}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+        return [a for a in alerts if a["labels"]["alertname"] == "GqCircuitOpen"]
+    (alert,) = wait_for(circuit_alerts, what="GqCircuitOpen to be pending")
+    assert alert["labels"]["host"] == DOWN_HOST
+    assert alert["labels"]["instance"] == urlsplit(redis_populated.daemon.api).netloc
 
 
 def test_dashboard_queries_return_data(prometheus_populated):
