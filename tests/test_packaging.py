@@ -95,6 +95,7 @@ def test_the_wheel_holds_every_file_of_the_package_and_the_docs(built):
         names = set(z.namelist())
         data = f"gq-{__version__}.data/data/{DOCS}"
         assert z.read(f"{data}/README.md") == (ROOT / "README.md").read_bytes()
+        assert z.read(f"{data}/runbook.md") == (ROOT / "docs" / "runbook.md").read_bytes()
         assert z.read(f"{data}/LICENSE") == z.read(f"gq-{__version__}.dist-info/licenses/LICENSE") \
             == (ROOT / "LICENSE").read_bytes()
     package = {name for name in tracked_files() if name.startswith("gq/")}
@@ -105,7 +106,7 @@ def test_the_wheel_holds_every_file_of_the_package_and_the_docs(built):
 def test_the_sdist_holds_the_license_and_the_docs(built):
     with tarfile.open(built.sdist) as t:
         names = {name.split("/", 1)[1] for name in t.getnames() if "/" in name}
-    assert {"LICENSE", "README.md", "pyproject.toml"} <= names
+    assert {"LICENSE", "README.md", "docs/runbook.md", "pyproject.toml"} <= names
 
 
 @pytest.mark.parametrize("installed", ["wheel_venv", "sdist_venv"])
@@ -118,3 +119,4 @@ def test_the_installed_gq_runs_and_its_docs_are_beside_it(built, installed, tmp_
     assert Path(where.stdout.strip()).is_relative_to(venv)  # the installed gq, not the repo's
     assert (venv / DOCS / "README.md").read_bytes() == (ROOT / "README.md").read_bytes()
     assert (venv / DOCS / "LICENSE").read_bytes() == (ROOT / "LICENSE").read_bytes()
+    assert (venv / DOCS / "runbook.md").read_bytes() == (ROOT / "docs" / "runbook.md").read_bytes()
