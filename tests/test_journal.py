@@ -8,9 +8,11 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from contextlib import closing
 
-from support import run_gq, wait_for
+from gq.job import parse
+from support import records, run_gq, wait_for
 
 JOURNAL = {"path": "data/journal.sqlite3"}
 
@@ -327,3 +329,47 @@ def test_dlq_commands_while_jobs_pour_in_leave_every_write_whole(start_daemon, t
     assert "write failed" not in daemon.log() and "cannot read dlq" not in daemon.log(), daemon.log()[-3000:]
     rows = dict(journal_query(tmp_path, "SELECT id, state FROM jobs"))
     assert accepted <= set(rows) and {rows[f"p{n}"] for n in range(0, 3000, 10)} == {"dead"}
+
+
+# The layout of gq's journal before ordering keys, hosts and trimmed bodies (user_version 0).
+EARLIER_LAYOUT = """
+CREATE TABLE jobs (
+    id TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    due REAL NOT NULL DEFAULT 0, accepted_at REAL NOT NULL, finished_at REAL, reason TEXT,
+    history TEXT NOT NULL DEFAULT '[]');
+CREATE INDEX jobs_state ON jobs (state, accepted_at);
+CREATE INDEX jobs_due ON jobs (due) WHERE state IN ('queued', 'retrying');
+CREATE INDEX jobs_expiry ON jobs (finished_at) WHERE state = 'succeeded';
+CREATE TABLE done (id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE control (seq INTEGER PRIMARY KEY AUTOINCREMENT, op TEXT NOT NULL, ids TEXT, result TEXT);
+"""
+
+
+def test_a_journal_of_the_earlier_layout_is_upgraded_and_runs_its_jobs(start_daemon, target, tmp_path):
+    path = tmp_path / JOURNAL["path"]
+    path.parent.mkdir()
+    now = time.time()
+    with closing(sqlite3.connect(path)) as db, db:
+        db.executescript(EARLIER_LAYOUT)
+        for job_id, state, finished in (("waiting", "queued", None), ("gone", "dead", now - 5),
+                                        ("done", "succeeded", now - 5)):
+            spec = parse({"id": job_id, "url": target.url(f"/{job_id}")}).to_json()
+            db.execute("INSERT INTO jobs (id, spec, state, accepted_at, finished_at, reason) VALUES (?, ?, ?, ?, ?, ?)",
+                       (job_id, spec, state, now - 10, finished, "permanent status 404" if state == "dead" else None))
+    daemon = start_daemon(journal=JOURNAL)
+    assert "upgrading the file's layout for about 3 job(s)" in daemon.log()
+    wait_for(lambda: records(target, "waiting"), what="the queued job delivered")
+    assert journal_query(tmp_path, "PRAGMA user_version") == [(1,)]
+    # Every job has its host now: found by it.
+    found = daemon.get("/v1/jobs?host=127.0.0.1&state=dead").json()
+    assert [j["id"] for j in found["jobs"]] == ["gone"], found
+    # A job that succeeded before had its body dropped: replayed, it is skipped, never sent bare.
+    answer = daemon.session.post(f"{daemon.api}/v1/jobs/replay", json={"ids": ["gone", "done"]}, timeout=10).json()
+    assert answer["ids"] == ["gone"] and answer["skipped"] == ["done"], answer
+    wait_for(lambda: records(target, "gone"), what="the dead job replayed")
+    assert records(target, "done") == []
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+    # Opened again, nothing is upgraded twice.
+    again = start_daemon(journal=JOURNAL, workdir=tmp_path)
+    assert "upgrading" not in again.log()

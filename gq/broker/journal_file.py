@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -31,6 +32,8 @@ from gq.broker import Entry, Filter, State, attempt_of, stored
 from gq.errors import GqError
 from gq.job import Job, parse
 from gq.outcome import AttemptResult
+
+log = logging.getLogger("gq")
 
 TAKEN = "taken"
 BLOCKED = "blocked"
@@ -181,6 +184,10 @@ class JournalFile:
         the columns it lacks added (each job's host read from its URL), old indexes dropped."""
         self.db.executescript(TABLES)
         if self.db.execute("PRAGMA user_version").fetchone()[0] < VERSION:
+            jobs = self.db.execute("SELECT max(rowid) FROM jobs").fetchone()[0] or 0  # at once, unlike count(*)
+            if jobs:  # some 15 s per million jobs, before gq listens: say why it waits
+                log.info("journal %s: upgrading the file's layout for about %d job(s); gq listens once done",
+                         self.path, jobs)
             with self.db:
                 self.db.execute("BEGIN IMMEDIATE")
                 columns = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
