@@ -7,7 +7,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,6 +42,8 @@ def redact_url(url: str) -> str:
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# RFC 3339's date-time (section 5.6): T, t or a space between the two; Z, z or +hh:mm.
+_RFC3339 = re.compile(r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)", re.ASCII)
 _ID = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")  # HTTP strips spaces around a header value
 
 
@@ -172,13 +174,25 @@ def timestamp(value: Any) -> float:
         return float(value)
     if not isinstance(value, str):
         raise ValueError("must be Unix seconds or an RFC 3339 date-time")
+    m = _RFC3339.fullmatch(value)
+    if m is None:
+        if _RFC3339.fullmatch(value + "Z"):
+            raise ValueError(f"RFC 3339 needs an offset or Z: {value[:60]!r}")
+        raise ValueError(f"not an RFC 3339 date-time (like 2026-12-02T09:30:00Z): {value[:60]!r}")
+    year, month, day, hour, minute, second = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
+    offset = m.group(8)
     try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"not an RFC 3339 date-time: {value[:60]!r}") from None
-    if moment.tzinfo is None:
-        raise ValueError(f"RFC 3339 needs an offset or Z: {value[:60]!r}")
-    return moment.timestamp()
+        if offset not in "Zz" and (int(offset[1:3]) > 23 or int(offset[4:6]) > 59):
+            raise ValueError(f"offset {offset} out of range")
+        if second > 60:
+            raise ValueError("second must be in 0..60")
+        zone = UTC if offset in "Zz" else timezone(
+            (-1 if offset[0] == "-" else 1) * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
+        # A leap second (:60) is the instant after :59 ends, as Unix time counts it.
+        moment = datetime(year, month, day, hour, minute, min(second, 59), tzinfo=zone)
+    except ValueError as e:
+        raise ValueError(f"not an RFC 3339 date-time ({e}): {value[:60]!r}") from None
+    return moment.timestamp() + (second == 60) + float(m.group(7) or 0)
 
 
 def _schedule(obj: dict[str, Any], now: float) -> float | None:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from gq.config import TargetConfig
 from gq.errors import JobError
-from gq.job import FIELDS, METHODS, RESERVED_HEADERS, Job, parse, read_lines
+from gq.job import FIELDS, METHODS, RESERVED_HEADERS, Job, parse, read_lines, timestamp
 
 URL = "http://example.com/hook"
 
@@ -332,3 +332,20 @@ def test_valid_job_survives_to_dict_and_parse(obj):
     if not expected.get("headers"):
         expected.pop("headers", None)
     assert out == expected
+
+
+@pytest.mark.parametrize("text,seconds", [
+    ("2026-12-02T09:30:00Z", 1796203800.0), ("2026-12-02t09:30:00z", 1796203800.0),
+    ("2026-12-02 09:30:00.25+01:00", 1796200200.25), ("2026-12-02T09:30:00-05:30", 1796223600.0),
+    ("2016-12-31T23:59:60Z", 1483228800.0)])  # a leap second: Unix time's next second
+def test_rfc3339_date_times_in_each_of_their_forms(text, seconds):
+    assert timestamp(text) == seconds
+
+
+@pytest.mark.parametrize("text,why", [
+    ("2026-12-02T09:30:00", "needs an offset or Z"), ("2026-12-02T09:30Z", "not an RFC 3339 date-time"),
+    ("20261202T093000Z", "not an RFC 3339 date-time"), ("2026-02-30T09:30:00Z", "day is out of range"),
+    ("2026-12-02T09:30:61Z", "second must be in 0..60"), ("2026-12-02T09:30:00+24:00", "offset +24:00")])
+def test_what_is_not_an_rfc3339_date_time_is_named(text, why):
+    with pytest.raises(ValueError, match=re.escape(why)):
+        timestamp(text)
