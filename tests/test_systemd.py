@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,13 @@ def venv_key() -> str:
     return h.hexdigest()[:20]
 
 
+def installed_docs() -> list[str]:
+    """The files pyproject.toml's data-files install (the README, the runbook...)."""
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        data_files = tomllib.load(f)["tool"]["setuptools"]["data-files"]
+    return [name for names in data_files.values() for name in names]
+
+
 def build_venv(dest: Path) -> None:
     """/usr/bin/python3 -m venv + pip install of a copy of the repo (non-editable), made to
     live at /opt/gq: the scripts' #! lines name /opt/gq/bin/python."""
@@ -100,9 +108,9 @@ def build_venv(dest: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="gq-src-") as src:
         # A copy: pip builds in the source tree, and the repo must stay as it is.
         shutil.copytree(ROOT / "gq", Path(src) / "gq", ignore=shutil.ignore_patterns("__pycache__"))
-        for name in ("pyproject.toml", "README.md", "LICENSE", "setup.py", "setup.cfg", "MANIFEST.in"):
-            if (ROOT / name).exists():
-                shutil.copy2(ROOT / name, Path(src) / name)
+        for name in ("pyproject.toml", "README.md", "LICENSE", *installed_docs()):
+            (Path(src) / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, Path(src) / name)
         made = run("/usr/bin/python3", "-m", "venv", str(build))
         if made.returncode != 0 and "ensurepip" in made.stdout + made.stderr:
             try:
