@@ -34,6 +34,7 @@ class Proxy:
         self.seen: list[dict] = []
 
     def handle(self, sock, address) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as every HTTP client and server
         rfile = sock.makefile("rb")
         upstreams: dict[tuple[str, int], socket.socket] = {}  # keep-alive, per target
         try:
@@ -71,6 +72,7 @@ class Proxy:
         host, _, port = target.rpartition(":")
         upstream = socket.create_connection((host.strip("[]"), int(port)), timeout=10)
         upstream.settimeout(None)
+        upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._record("CONNECT", target, headers, upstream)
         sock.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")  # the client waits for it: nothing buffered
         pipes = [gevent.spawn(_pipe, sock, upstream), gevent.spawn(_pipe, upstream, sock)]
@@ -92,6 +94,7 @@ class Proxy:
         where = (url.hostname or "", url.port or 80)
         if where not in upstreams:
             upstreams[where] = socket.create_connection(where, timeout=30)
+            upstreams[where].setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         upstream = upstreams[where]
         self._record(method, target, headers, upstream)
         forwarded = {k: v for k, v in headers.items() if k not in ("proxy-authorization", "proxy-connection")}
