@@ -45,3 +45,12 @@ def test_second_signal_stops_at_once(start_daemon, target):
     daemon.signal(signal.SIGINT)
     assert daemon.wait(timeout=10) == 0
     assert "2 in flight left unfinished" in daemon.log()
+
+
+def test_a_fatal_signal_leaves_every_threads_stack_in_the_log(start_daemon):
+    # A crash in C code (SQLite under a closed connection, once) must say where it happened.
+    daemon = start_daemon()
+    daemon.signal(signal.SIGSEGV)
+    assert daemon.wait() == -signal.SIGSEGV
+    log = daemon.log()
+    assert "Fatal Python error: Segmentation fault" in log and 'File "' in log, log

@@ -8,6 +8,7 @@ import socket
 from gq.hosts import HostPatterns, HostPolicy
 from gq.job import Job
 from gq.transport import Egress, HttpWorker
+from support import spawn_listening
 
 
 def job(url: str, **headers: str) -> Job:
@@ -53,3 +54,19 @@ def test_an_error_never_shows_a_credential_header(shared_target):
     result = HttpWorker(1).attempt(job(shared_target.url(), Authorization="Bearer tok-SECRET-123\r\nX: y"), 5.0)
     assert result.error and "Invalid header value" in result.error, result
     assert "tok-SECRET-123" not in result.error and "<redacted>" in result.error, result.error
+
+
+def test_connections_to_a_proxy_keep_nagle_off(shared_target):
+    # urllib3 turns Nagle's algorithm on for proxies; with the body sent after the head,
+    # every attempt then waited for the proxy's delayed ACK (40 ms).
+    proc, port = spawn_listening("proxy.py")
+    try:
+        worker = HttpWorker(1, Egress(proxy=f"http://127.0.0.1:{port}"))
+        assert worker.attempt(Job("j1", "POST", shared_target.url(), {}, data="{}", is_json=True), 5.0).status == 200
+        [manager] = worker.adapter.proxy_manager.values()
+        [pool] = manager.pools._container.values()
+        [conn] = [c for c in pool.pool.queue if c is not None and c.sock is not None]
+        assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        proc.kill()
+        proc.wait()
