@@ -28,7 +28,7 @@ FILE_METAVARS = ("FILE", "JOBS")  # arguments that name a file: completed with f
 
 
 def _completion(shell: str) -> str:
-    """The completion script; shtab is imported here only (it costs every command ~20 ms)."""
+    """The completion script; shtab is imported here only, the one command that needs it."""
     import shtab
 
     parser = _parser()

@@ -466,11 +466,17 @@ def from_dict(data: dict[str, Any], source: str = "") -> Config:
     return config
 
 
+def credential(path: str) -> str:
+    """A secret file's path: a relative one is in $CREDENTIALS_DIRECTORY when systemd sets it
+    (LoadCredential=), else in the working directory."""
+    return os.path.join(os.environ.get("CREDENTIALS_DIRECTORY", ""), path)
+
+
 def _read_token(api: ApiConfig, warnings: list[str]) -> str:
     """The token in api.token_file (systemd's LoadCredential= puts it in $CREDENTIALS_DIRECTORY)."""
     if api.token:
         raise Invalid("give api.token or api.token_file, not both")
-    path = os.path.join(os.environ.get("CREDENTIALS_DIRECTORY", ""), api.token_file)
+    path = credential(api.token_file)
     try:
         with open(path, encoding="utf-8") as f:
             token = f.read().strip()
@@ -491,9 +497,8 @@ def _client_files(target: TargetConfig) -> tuple[TargetConfig, list[str]]:
     at start rather than failing every attempt; problems, as `target.KEY: ...`."""
     if not target.client_cert:
         return target, ["target.client_key: needs target.client_cert"]
-    where = os.environ.get("CREDENTIALS_DIRECTORY", "")
-    cert = os.path.join(where, target.client_cert)
-    key = os.path.join(where, target.client_key) if target.client_key else ""
+    cert = credential(target.client_cert)
+    key = credential(target.client_key) if target.client_key else ""
     for name, path in (("client_cert", cert), ("client_key", key)):
         if path and not os.access(path, os.R_OK):
             return target, [f"target.{name}: cannot read {path}"
