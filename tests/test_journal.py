@@ -201,11 +201,15 @@ def subprocess_batch(cwd):
 
 def test_journal_size_stays_bounded(start_daemon, target, tmp_path):
     """A daemon keeps succeeded jobs for journal.keep_succeeded seconds: 24,000 more jobs
-    through the file leave it hardly larger, far less than keeping them would (each takes
-    some 400 bytes as a succeeded row). What is left are the jobs of the last second or two
-    before the stop, as many as the delivery rate makes them. (Its backlog is kept under
-    2,000 jobs: the file also grows to hold the largest backlog, and SQLite does not give the
-    space back.)"""
+    through the file leave it far smaller than keeping them would (each takes some 490 bytes
+    as a succeeded row with its index entries: 11.8 MB for these). What is left are the jobs
+    of the last second or two before the stop, as many as the delivery rate makes them.
+
+    The file does grow to hold the most rows there ever were at once, and SQLite does not
+    give that space back: the backlog (kept under 2,000 jobs here) and the succeeded jobs of
+    the last keep_succeeded + 1 s, as many as the delivery rate and any stall of the machine
+    make them. That high-water mark varies from run to run (0.2 to 3.3 MB of growth seen), so
+    the bound is half of what keeping the jobs costs."""
     def run_daemon_on(first: int, count: int) -> int:
         daemon = start_daemon(journal={**JOURNAL, "keep_succeeded": 1}, pool={"size": 200},
                               queue={"maxsize": 2_000})
@@ -222,7 +226,7 @@ def test_journal_size_stays_bounded(start_daemon, target, tmp_path):
     after_12k = run_daemon_on(0, 12_000)
     after_36k = run_daemon_on(12_000, 24_000)
     print(f"\njournal: {after_12k / 1e6:.1f} MB after 12,000 jobs, {after_36k / 1e6:.1f} MB after 36,000")
-    assert after_36k - after_12k < 24_000 * 100, "the file grew as if it kept the succeeded jobs"
+    assert after_36k - after_12k < 24_000 * 245, "the file grew as if it kept the succeeded jobs"
     states = journal_states(tmp_path)  # those of the last second or so (or none), nothing else
     assert set(states) <= {"succeeded"} and states.get("succeeded", 0) < 12_000, states
     assert target.stats()["duplicates"] == 0
