@@ -22,7 +22,8 @@ from gq.systemd import Notifier, listen_socket
 log = logging.getLogger("gq")
 
 HEARTBEAT = 1.0           # seconds between STATUS= updates and memory checks
-EXTEND_MARGIN = 10.0      # seconds asked beyond the drain deadline while a drain makes progress
+EXTEND_MARGIN = 10.0      # seconds asked beyond the drain deadline while a drain makes progress,
+                          # and beyond each beat while the start goes on
 
 
 class Daemon:
@@ -33,10 +34,28 @@ class Daemon:
         self.signals = StopSignals()
         self.notifier = Notifier()
         self.supervisor = Supervisor(on_fatal=self._fatal)
-        self.runtime = Runtime.build(config, self.supervisor)
+        self.runtime = self._build(config)
         self.api, self.monitor = self.runtime.api, self.runtime.monitor
         self.listeners = Listeners(self.api, self.runtime.metrics)
         self.memory_exceeded = False
+
+    def _build(self, config: Config) -> Runtime:
+        """Runtime.build, while systemd is told every beat that the start goes on: a journal
+        of an earlier layout is rewritten before gq listens (some 15 s per million jobs), which
+        could outlast TimeoutStartSec. A hub blocked that long sends nothing, and the start
+        times out as it should."""
+        journal = config.broker.kind == "embedded" and config.journal.path
+        extender = gevent.spawn(self._extend_while_starting,
+                                f"starting: opening the journal {config.journal.path}" if journal else "starting")
+        try:
+            return Runtime.build(config, self.supervisor)
+        finally:
+            extender.kill()
+
+    def _extend_while_starting(self, status: str) -> None:
+        while True:
+            self.notifier.send(EXTEND_TIMEOUT_USEC=int(EXTEND_MARGIN * 1e6), STATUS=status)
+            gevent.sleep(HEARTBEAT)
 
     def run(self) -> int:
         """Serve until a signal (or the memory guard, or a loop failed for good) says stop;

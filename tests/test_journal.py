@@ -11,7 +11,7 @@ import threading
 import time
 from contextlib import closing
 
-from gq.job import parse
+import earlier_journal
 from support import records, run_gq, wait_for
 
 JOURNAL = {"path": "data/journal.sqlite3"}
@@ -335,31 +335,14 @@ def test_dlq_commands_while_jobs_pour_in_leave_every_write_whole(start_daemon, t
     assert accepted <= set(rows) and {rows[f"p{n}"] for n in range(0, 3000, 10)} == {"dead"}
 
 
-# The layout of gq's journal before ordering keys, hosts and trimmed bodies (user_version 0).
-EARLIER_LAYOUT = """
-CREATE TABLE jobs (
-    id TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-    due REAL NOT NULL DEFAULT 0, accepted_at REAL NOT NULL, finished_at REAL, reason TEXT,
-    history TEXT NOT NULL DEFAULT '[]');
-CREATE INDEX jobs_state ON jobs (state, accepted_at);
-CREATE INDEX jobs_due ON jobs (due) WHERE state IN ('queued', 'retrying');
-CREATE INDEX jobs_expiry ON jobs (finished_at) WHERE state = 'succeeded';
-CREATE TABLE done (id TEXT PRIMARY KEY) WITHOUT ROWID;
-CREATE TABLE control (seq INTEGER PRIMARY KEY AUTOINCREMENT, op TEXT NOT NULL, ids TEXT, result TEXT);
-"""
-
-
 def test_a_journal_of_the_earlier_layout_is_upgraded_and_runs_its_jobs(start_daemon, target, tmp_path):
     path = tmp_path / JOURNAL["path"]
     path.parent.mkdir()
     now = time.time()
-    with closing(sqlite3.connect(path)) as db, db:
-        db.executescript(EARLIER_LAYOUT)
-        for job_id, state, finished in (("waiting", "queued", None), ("gone", "dead", now - 5),
-                                        ("done", "succeeded", now - 5)):
-            spec = parse({"id": job_id, "url": target.url(f"/{job_id}")}).to_json()
-            db.execute("INSERT INTO jobs (id, spec, state, accepted_at, finished_at, reason) VALUES (?, ?, ?, ?, ?, ?)",
-                       (job_id, spec, state, now - 10, finished, "permanent status 404" if state == "dead" else None))
+    earlier_journal.write(str(path), [
+        ("waiting", target.url("/waiting"), "queued", now - 10, None, None),
+        ("gone", target.url("/gone"), "dead", now - 10, now - 5, "permanent status 404"),
+        ("done", target.url("/done"), "succeeded", now - 10, now - 5, None)])
     daemon = start_daemon(journal=JOURNAL)
     assert "upgrading the file's layout for about 3 job(s)" in daemon.log()
     wait_for(lambda: records(target, "waiting"), what="the queued job delivered")

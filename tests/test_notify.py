@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from support import DEADLINE, Daemon, daemon_config, to_toml, wait_for
+import earlier_journal
+from support import DEADLINE, Daemon, daemon_config, records, to_toml, wait_for
 
 WATCHDOG_USEC = 1_000_000  # gq pings at half of it
 SYSTEMD_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
@@ -197,8 +198,9 @@ def test_ready_status_and_watchdog(systemd, kind):
     assert gq.get("/healthz").status_code == 200
     before = notify.snapshot()[:first_ready.seq]
     assert not any(m.has("READY") for m in before)
-    # Nothing but STATUS= before READY=1 (no WATCHDOG=1 before the loop runs, no STOPPING=1).
-    assert all(k == "STATUS" for m in before for k, _ in m.fields), [m.text for m in before]
+    # Before READY=1, only STATUS= and EXTEND_TIMEOUT_USEC (the start's: see below); no
+    # WATCHDOG=1 before the loop runs, no STOPPING=1.
+    assert all(k in ("STATUS", "EXTEND_TIMEOUT_USEC") for m in before for k, _ in m.fields), [m.text for m in before]
 
     # STATUS= with queue and worker figures, in the READY=1 datagram and in the heartbeat.
     status = first_ready.get("STATUS")
@@ -219,6 +221,26 @@ def test_ready_status_and_watchdog(systemd, kind):
     # Only one READY=1 while nothing asked for a reload.
     assert sum(m.has("READY", "1") for m in notify.snapshot()) == 1
 
+    gq.signal(signal.SIGTERM)
+    assert gq.wait() == 0
+
+
+def test_a_long_start_asks_for_more_time_until_ready(systemd, target, tmp_path):
+    """Opening a journal of the earlier layout rewrites every row before gq listens: all
+    along, gq asks systemd for more start time (systemd would kill a start that outlasts
+    TimeoutStartSec), until READY=1; then the queued jobs run. (That systemd lets such a
+    start go on: tests/test_systemd.py.)"""
+    (tmp_path / "data").mkdir()
+    now = time.time()
+    earlier_journal.write(str(tmp_path / "data" / "journal.sqlite3"),
+                          ((f"q{n}", target.url(), "queued", now, None, None) for n in range(20_000)))
+    gq, notify = systemd(journal={"path": "data/journal.sqlite3"}, pool={"size": 50})
+    first_ready = ready(gq, notify, timeout=120)
+    assert "upgrading the file's layout for about 20000 job(s)" in first_ready.log_at_arrival
+    asked = [m for m in notify.snapshot()[:first_ready.seq] if m.pid == gq.pid]
+    assert asked and all(m.get("EXTEND_TIMEOUT_USEC") == "10000000" for m in asked), [m.text for m in asked]
+    assert {m.get("STATUS") for m in asked} == {"starting: opening the journal data/journal.sqlite3"}, asked
+    wait_for(lambda: records(target, "q0"), what="a job of the upgraded file delivered")
     gq.signal(signal.SIGTERM)
     assert gq.wait() == 0
 

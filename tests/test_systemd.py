@@ -644,6 +644,30 @@ def test_stop_drains_and_what_is_left_runs_at_the_next_start(box):
     assert ids <= box.target_keys()
 
 
+def test_a_start_that_outlasts_timeoutstartsec_goes_on_while_it_makes_progress(box):
+    # A journal of the earlier layout is rewritten before gq listens, some 15 s per million
+    # jobs: with TimeoutStartSec=1s, systemd would kill that start and start it again, for
+    # ever. gq asks for more time each second (EXTEND_TIMEOUT_USEC) while the hub runs.
+    box.start()  # the dynamic user's state directory, made by systemd
+    assert box.systemctl("stop", "gq").returncode == 0
+    path = f"{STATE_DIR}/journal.sqlite3"
+    box.sh("sh", "-c", f"rm -f {path}*")
+    made = box.sh(f"{VENV_IN_CONTAINER}/bin/python", f"{TESTS_IN_CONTAINER}/earlier_journal.py", path,
+                  f"{box.target_url}/hook", str(600_000), timeout=120)
+    assert made.returncode == 0, made.stderr
+    assert box.sh("chown", f"--reference={STATE_DIR}", path).returncode == 0
+    box.drop_in("start.conf", "[Service]\nTimeoutStartSec=1s\n")
+    mark = box.cursor()
+    box.start()
+    took = (int(box.prop("ActiveEnterTimestampMonotonic")) - int(box.prop("ExecMainStartTimestampMonotonic"))) / 1e6
+    assert took > 2, f"the start took {took:.2f}s: too short to show TimeoutStartSec extended"
+    assert box.prop("NRestarts") == "0" and box.prop("ActiveState") == "active"
+    journal = box.journal(after=mark)
+    assert "upgrading the file's layout for about 600000 job(s)" in journal, journal
+    assert "timed out" not in journal.lower(), journal
+    wait_for(lambda: "q0" in box.target_keys(), what="a job of the upgraded file delivered")
+
+
 def test_watchdog_restarts_a_hung_gq(box):
     box.drop_in("watchdog.conf", "[Service]\nWatchdogSec=3s\n")
     box.start()

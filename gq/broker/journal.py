@@ -84,7 +84,7 @@ class JournalBroker:
         self._due = Event()             # a job may be due in the file sooner than thought
         self._stop = Event()
         # _next_due: when the file's next waiting job is due (-inf: look at the file)
-        counts, running, self._next_due = self.db.file.recover()
+        counts, running, self._next_due = self.db.write(JournalFile.recover)
         self._counts = Counts(counts)
         for entry in running:  # their attempt was under way when the last process ended
             entry.interrupted = True
