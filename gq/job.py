@@ -18,6 +18,7 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 FIELDS = ("id", "method", "url", "headers", "json", "body", "timeout", "max_attempts", "run_at", "delay",
           "ordering_key")
 MAX_ID_LENGTH = 256
+RESERVED_ID = "replay"   # /v1/jobs/replay is the bulk replay: a job of that id could not be looked up
 MAX_URL_LENGTH = 8192
 MAX_TIMEOUT = 86400.0
 MAX_ATTEMPTS = 1000
@@ -234,6 +235,9 @@ def parse(obj: Any, *, default_url: str = "", policy: HostPolicy = HostPolicy(),
     for name in obj:
         if name not in FIELDS:
             raise JobError(name, f"unknown field (fields: {', '.join(FIELDS)})")
+    # null is the field left out (clients often send their unset optionals so), but for json,
+    # whose null is a body.
+    obj = {name: value for name, value in obj.items() if value is not None or name == "json"}
 
     job_id = obj.get("id")
     if job_id is None:
@@ -244,6 +248,8 @@ def parse(obj: Any, *, default_url: str = "", policy: HostPolicy = HostPolicy(),
         # The id travels as the Idempotency-Key header: printable ASCII, no space at either end.
         raise JobError("id", "must be printable ASCII without spaces at either end "
                              "(it is sent as the Idempotency-Key header)")
+    elif job_id == RESERVED_ID:
+        raise JobError("id", f'"{RESERVED_ID}" is reserved: /v1/jobs/{RESERVED_ID} is the bulk replay, not a job')
 
     method = obj.get("method", "POST")
     if not isinstance(method, str) or method.upper() not in METHODS:

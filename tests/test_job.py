@@ -57,6 +57,17 @@ def test_default_url_is_used_only_when_the_job_has_none():
     assert parse({"url": "https://other.example/x"}, default_url=URL).url == "https://other.example/x"
 
 
+@pytest.mark.parametrize("field", ["id", "method", "url", "headers", "body", "timeout", "max_attempts", "run_at",
+                                   "delay", "ordering_key"])
+def test_null_is_the_field_left_out(field):
+    """As clients that send their unset optionals as null expect; json's null is a body."""
+    assert parse({"url": URL, field: None}, default_url=URL, default_id="a", now=1.0) == \
+        parse({"url": URL}, default_url=URL, default_id="a", now=1.0)
+    job = parse({"json": None, "body": None, "run_at": None, "delay": 5}, default_url=URL, now=1.0)
+    assert (job.data, job.is_json, job.run_at) == ("null", True, 6.0)
+    assert refusal({"url": URL, "json": None, "body": "x"}).field == "body"
+
+
 @pytest.mark.parametrize("method", [*METHODS, "get", "Patch"])
 def test_methods_are_accepted_in_any_case(method):
     assert parse({"url": URL, "method": method}).method == method.upper()
@@ -118,6 +129,7 @@ REFUSED = [
     ({"url": URL, "id": "ジョブ"}, "id"),
     ({"url": URL, "id": "a\nb"}, "id"),
     ({"url": URL, "id": "a\x7f"}, "id"),
+    ({"url": URL, "id": "replay"}, "id"),  # /v1/jobs/replay is the bulk replay
     # method
     ({"url": URL, "method": "FETCH"}, "method"),
     ({"url": URL, "method": "CONNECT"}, "method"),
@@ -169,7 +181,6 @@ REFUSED = [
     ({"url": URL, "json": {}, "body": ""}, "body"),
     ({"url": URL, "body": 5}, "body"),
     ({"url": URL, "body": {"a": 1}}, "body"),
-    ({"url": URL, "body": None}, "body"),
     # timeout
     ({"url": URL, "timeout": 0}, "timeout"),
     ({"url": URL, "timeout": -1}, "timeout"),
