@@ -16,13 +16,13 @@ import ssl
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, NamedTuple
+from urllib.parse import parse_qs, parse_qsl, unquote, urlsplit
 
 from gq.destinations import Limits
 from gq.errors import ConfigError
 from gq.hosts import HostPatterns, HostPolicy
-from gq.job import redact_url
+from gq.job import REDACTED, redact_url
 from gq.signing import decode_secret
 
 ENV_CONFIG = "GQ_CONFIG"
@@ -205,12 +205,24 @@ def proxy_url(value: Any) -> str:
 
 
 SENTINEL_SCHEME = "redis+sentinel"
+SENTINEL_QUERY = ("sentinel_username", "sentinel_password")
 
 
-def sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int]:
-    """redis+sentinel://HOST:PORT[,HOST:PORT…]/SERVICE[/DB] → the sentinels, the service and
-    the database; ValueError naming what is wrong."""
-    rest = url[len(SENTINEL_SCHEME) + 3:]
+class SentinelURL(NamedTuple):
+    sentinels: list[tuple[str, int]]
+    service: str
+    db: int
+    username: str | None            # the master's (and its replicas'), before the @
+    password: str | None
+    sentinel_username: str | None   # the sentinels' own, in the query
+    sentinel_password: str | None
+
+
+def sentinel_parts(url: str) -> SentinelURL:
+    """redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT…]/SERVICE[/DB][?sentinel_password=P]
+    → its parts (credentials percent-decoded); ValueError naming what is wrong."""
+    rest, _, query = url[len(SENTINEL_SCHEME) + 3:].partition("?")
+    userinfo, at, rest = rest.rpartition("@")
     hosts_text, _, path = rest.partition("/")
     service, _, db = path.partition("/")
     sentinels = []
@@ -223,7 +235,28 @@ def sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int]:
         raise ValueError("no service name after the sentinels (…/SERVICE[/DB])")
     if db and not db.isdigit():
         raise ValueError(f"database {db!r} is not a number")
-    return sentinels, service, int(db or 0)
+    username, colon, password = userinfo.partition(":")
+    if at and not colon:
+        raise ValueError("the credentials before @ must be [USER]:PASSWORD")
+    given = parse_qs(query, keep_blank_values=True)
+    for name in given:
+        if name not in SENTINEL_QUERY:
+            raise ValueError(f"unknown query parameter {name!r} (known: {', '.join(SENTINEL_QUERY)})")
+    sentinel_username, sentinel_password = (given.get(name, [None])[-1] for name in SENTINEL_QUERY)
+    return SentinelURL(sentinels, service, int(db or 0), unquote(username) or None,
+                       unquote(password) if colon else None, sentinel_username, sentinel_password)
+
+
+def redact_redis_url(url: str) -> str:
+    """A Redis URL as shown: its password and the sentinels' replaced (and any value in the
+    query but a user name: a misspelt sentinel_password is a password too)."""
+    shown = redact_url(url)
+    base, question, query = shown.partition("?")
+    if not question:
+        return shown
+    fields = [(name, value if name == "sentinel_username" else REDACTED)
+              for name, value in parse_qsl(query, keep_blank_values=True)]
+    return f"{base}?{'&'.join(f'{name}={value}' for name, value in fields)}"
 
 
 def redis_url(value: Any) -> str:
@@ -233,9 +266,10 @@ def redis_url(value: Any) -> str:
         try:
             sentinel_parts(value)
         except ValueError as e:
-            raise Invalid(f"{e}, in {_shown(value)}") from None
+            raise Invalid(f"{e}, in {_shown(redact_redis_url(value))}") from None
     elif value and (scheme not in ("redis", "rediss", "unix") or "://" not in value):
-        raise Invalid(f"must be a redis://, rediss://, unix:// or {SENTINEL_SCHEME}:// URL, got {_shown(value)}")
+        raise Invalid(f"must be a redis://, rediss://, unix:// or {SENTINEL_SCHEME}:// URL, "
+                      f"got {_shown(redact_redis_url(value))}")
     return value
 
 
@@ -339,7 +373,8 @@ class ShutdownConfig:
 class BrokerConfig:
     kind: str = setting("embedded", choice("embedded", "redis"), '"redis": daemons share one Redis stream')
     url: str = setting("redis://127.0.0.1:6379/0", redis_url, "Redis URL when kind = \"redis\"; or "
-                       "redis+sentinel://HOST:PORT[,HOST:PORT…]/SERVICE[/DB] (Redis Sentinel)")
+                       "redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT…]/SERVICE[/DB]"
+                       "[?sentinel_password=P] (Redis Sentinel)", shown=redact_redis_url)
     prefix: str = setting("gq", text, "Redis keys' prefix: daemons with the same one share the queue")
     claim_idle: float = setting(60.0, seconds(1),
                                 "seconds a job may sit with a daemon that stopped before another takes it")

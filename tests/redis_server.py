@@ -40,9 +40,12 @@ class RedisServer:
     writes to the shutdown's flush, and loses them on a crash).
     """
 
-    def __init__(self, binary: str, directory: Path, appendfsync: str = "always", args: tuple[str, ...] = ()):
-        """`args`: more of redis-server's options (`--replicaof HOST PORT`)."""
-        self.binary, self.directory, self.appendfsync, self.args = binary, directory, appendfsync, args
+    def __init__(self, binary: str, directory: Path, appendfsync: str = "always", args: tuple[str, ...] = (),
+                 password: str | None = None):
+        """`args`: more of redis-server's options (`--replicaof HOST PORT`); `password`: its
+        requirepass."""
+        self.binary, self.directory, self.appendfsync, self.password = binary, directory, appendfsync, password
+        self.args = (*args, "--requirepass", password) if password else args
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = 0
         self.proc: subprocess.Popen | None = None
@@ -60,7 +63,8 @@ class RedisServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=10, socket_connect_timeout=5)
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=10,
+                           socket_connect_timeout=5)
 
     def start(self) -> None:
         """Start on a free port the first time, on the same port and directory afterwards."""
@@ -84,7 +88,8 @@ class RedisServer:
         raise RuntimeError(f"redis-server did not start:\n{self.log()[-3000:]}")
 
     def _answers(self, port: int) -> bool:
-        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2)
+        client = redis.Redis(host="127.0.0.1", port=port, password=self.password, socket_timeout=2,
+                             socket_connect_timeout=2)
         deadline = time.monotonic() + START_DEADLINE
         try:
             while time.monotonic() < deadline:
@@ -121,17 +126,22 @@ class Sentinel:
     """redis-server --sentinel on a free loopback port, watching the master named `service`
     (2 sentinels make a quorum); its config file in `directory`, as Sentinel rewrites it."""
 
-    def __init__(self, binary: str, directory: Path, service: str, master_port: int):
+    def __init__(self, binary: str, directory: Path, service: str, master_port: int, password: str | None = None,
+                 master_password: str | None = None):
+        """`password`: the sentinel's own (requirepass); `master_password`: the master's."""
         directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         conf = directory / "sentinel.conf"
         conf.write_text(f"port {self.port}\nbind 127.0.0.1\ndir {directory}\n"
                         f"sentinel monitor {service} 127.0.0.1 {master_port} 2\n"
                         f"sentinel down-after-milliseconds {service} 1000\n"
-                        f"sentinel failover-timeout {service} 5000\n")
+                        f"sentinel failover-timeout {service} 5000\n"
+                        + (f'requirepass "{password}"\n' if password else "")
+                        + (f'sentinel auth-pass {service} "{master_password}"\n' if master_password else ""))
         self.proc = subprocess.Popen([binary, str(conf), "--sentinel", "--logfile", str(directory / "sentinel.log")],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, decode_responses=True)
+        self.client = redis.Redis(host="127.0.0.1", port=self.port, password=password, socket_timeout=5,
+                                  decode_responses=True)
 
     def master_port(self, service: str) -> int | None:
         try:

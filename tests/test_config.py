@@ -21,7 +21,17 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gq.config import ENV_CONFIG, SECTIONS, Config, from_dict, load, to_toml
+from gq.config import (
+    ENV_CONFIG,
+    SECTIONS,
+    Config,
+    SentinelURL,
+    from_dict,
+    load,
+    redact_redis_url,
+    sentinel_parts,
+    to_toml,
+)
 from gq.errors import ConfigError
 
 CASES = Path(__file__).parent / "config_cases"
@@ -194,7 +204,8 @@ def config_dicts(draw) -> dict:
         "broker": {"kind": draw(st.sampled_from(["embedded", "redis"])),
                    "url": draw(st.sampled_from(["", "redis://127.0.0.1:6379/0", "rediss://:pw@[::1]:6380/2",
                                                 "unix:///run/redis.sock",
-                                                "redis+sentinel://10.0.0.1:26379,[::1]:26380/gq/1"]))},
+                                                "redis+sentinel://10.0.0.1:26379,[::1]:26380/gq/1",
+                                                "redis+sentinel://gq:p%40ss@[::1]:26380/gq?sentinel_password=s"]))},
         "log": {"level": draw(st.sampled_from(["debug", "info", "warning", "error"])),
                 "format": draw(st.sampled_from(["text", "json"]))},
         "memory": {"max_rss_mb": draw(st.integers(0, 2**63 - 1))},
@@ -217,3 +228,13 @@ def test_to_toml_hides_secrets_unless_asked():
     assert "tok-123" not in shown and "MfKQ9r8" not in shown
     assert tomllib.loads(shown)["target"]["signing_secrets"] == {"*.example.com": "<secret>"}
     assert "tok-123" in to_toml(config, secrets=True)
+
+
+def test_a_sentinel_url_gives_its_credentials_decoded_and_shows_none():
+    url = "redis+sentinel://gq:p%40ss%2F1@127.0.0.1:26379,[::1]:26380/svc/2?sentinel_password=s%3Apw"
+    assert sentinel_parts(url) == SentinelURL([("127.0.0.1", 26379), ("::1", 26380)], "svc", 2, "gq", "p@ss/1",
+                                              None, "s:pw")
+    assert sentinel_parts("redis+sentinel://:pw@h:1/svc").password == "pw"
+    assert redact_redis_url(url) == \
+        "redis+sentinel://<redacted>@127.0.0.1:26379,[::1]:26380/svc/2?sentinel_password=<redacted>"
+    assert redact_redis_url("redis://:pw@127.0.0.1:6379/0") == "redis://<redacted>@127.0.0.1:6379/0"

@@ -9,13 +9,15 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from urllib.parse import quote
 
 import pytest
+import requests
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
-from gq.broker.redis_link import passing
+from gq.broker.redis_link import CONNECTIONS, passing
 from redis_server import RedisServer, Sentinel
-from support import closed_port, wait_for
+from support import closed_port, run_gq, wait_for
 from test_redis import Fleet, Submitter, assert_no_traceback, consumer_of, wait_delivered
 
 FAULT = 3.0  # seconds Redis refuses every write
@@ -236,6 +238,65 @@ def test_the_fleet_follows_a_sentinel_failover_and_loses_nothing(redis_binary, s
         for sentinel in sentinels:
             sentinel.kill()
         replica.kill()
+        master.kill()
+
+
+def test_sentinels_and_a_master_that_require_passwords(redis_binary, start_daemon, target, tmp_path):
+    # The master's password before the @ (percent-encoded), the sentinels' own in the query;
+    # neither shows in check-config's output. The daemon's connections to the master stay
+    # within its pool's 16 however many requests come at once.
+    master_pw, sentinel_pw = "m@ster pw/1", "s3ntinel:pw"
+    master = RedisServer(redis_binary, tmp_path / "master", password=master_pw)
+    master.start()
+    sentinels = [Sentinel(redis_binary, tmp_path / f"sentinel{i}", SERVICE, master.port, password=sentinel_pw,
+                          master_password=master_pw) for i in range(2)]
+    try:
+        wait_for(lambda: all(s.master_port(SERVICE) == master.port for s in sentinels), 20,
+                 "the sentinels to know the master")
+        url = (f"redis+sentinel://:{quote(master_pw, safe='')}@" + ",".join(f"127.0.0.1:{s.port}" for s in sentinels)
+               + f"/{SERVICE}/0?sentinel_password={quote(sentinel_pw, safe='')}")
+        fleet = Fleet(master, start_daemon, tmp_path, "auth")
+        daemon = fleet.start("a", broker={"url": url}, pool={"size": 100})
+        shown = run_gq("check-config", "-c", str(daemon.config_path))
+        assert shown.returncode == 0, shown.stderr
+        assert "<redacted>" in shown.stdout and "m%40ster" not in shown.stdout and "s3ntinel" not in shown.stdout, \
+            shown.stdout
+
+        peak, done = [0], threading.Event()
+
+        def watch() -> None:  # the master's clients but the sentinels' and this test's
+            while not done.wait(0.02):
+                clients = master.client().client_list(_type="normal")
+                peak[0] = max(peak[0], sum(not c["name"].startswith("sentinel") for c in clients) - 1)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        ids: list[str] = []
+        lock = threading.Lock()
+
+        def send(sender: int) -> None:
+            with requests.Session() as session:
+                for n in range(10):
+                    batch = [{"id": f"p{sender}-{n}-{k}", "url": target.url(delay=0.05)} for k in range(5)]
+                    answer = session.post(f"{daemon.api}/v1/jobs", json=batch, timeout=30)
+                    assert answer.status_code == 202, answer.text
+                    with lock:
+                        ids.extend(answer.json()["ids"])
+
+        senders = [threading.Thread(target=send, args=(i,)) for i in range(40)]
+        for thread in senders:
+            thread.start()
+        for thread in senders:
+            thread.join()
+        wait_delivered(target, set(ids), 60, "every job delivered")
+        done.set()
+        watcher.join()
+        print(f"\nat most {peak[0]} connections from the daemon to the master, 40 senders, pool.size 100")
+        assert len(ids) == 2000 and 0 < peak[0] <= CONNECTIONS, peak
+        assert_no_traceback(daemon)
+    finally:
+        for sentinel in sentinels:
+            sentinel.kill()
         master.kill()
 
 

@@ -10,7 +10,7 @@ from importlib.resources import files
 from typing import Any
 
 import redis
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from gq.broker import Entry, State, attempt_of, stored
 from gq.config import SENTINEL_SCHEME, sentinel_parts
@@ -33,17 +33,30 @@ REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingErro
 PASSING_REPLIES = ("MISCONF", "UNBLOCKED", "NOREPLICAS", "BUSY ")
 
 
+CONNECTIONS = 16  # to Redis, per daemon: callers beyond them wait for one (up to REDIS_TIMEOUT)
+
+
+class BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
+    """redis-py's pool of connections to the master the sentinels name, bounded as the pool
+    of a redis:// URL is (redis-py's own opens one more connection for each caller that finds
+    none free). A connection to a master that is no longer the master is closed on release,
+    and its place given back."""
+
+
 def client(url: str) -> redis.Redis:
-    """A client for the Redis the URL names. redis://, rediss://, unix://: callers share 16
-    connections, waiting for one. redis+sentinel://: the master the sentinels name now, found
-    again after a failover (redis-py's Sentinel; its pool opens a connection per caller that
-    finds none free)."""
+    """A client for the Redis the URL names; its callers share CONNECTIONS connections.
+    redis+sentinel://: the master the sentinels name now, found again after a failover
+    (redis-py's Sentinel), with the master's credentials before the @ and the sentinels'
+    in the query."""
     timeouts: dict[str, Any] = {"socket_timeout": REDIS_TIMEOUT, "socket_connect_timeout": REDIS_TIMEOUT}
+    pooled: dict[str, Any] = {"max_connections": CONNECTIONS, "timeout": REDIS_TIMEOUT, "health_check_interval": 30}
     if url.startswith(SENTINEL_SCHEME):
-        sentinels, service, db = sentinel_parts(url)
-        return Sentinel(sentinels, sentinel_kwargs=timeouts, **timeouts).master_for(service, db=db)
-    return redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
-        url, max_connections=16, timeout=REDIS_TIMEOUT, health_check_interval=30, **timeouts))
+        parts = sentinel_parts(url)
+        sentinel = Sentinel(parts.sentinels, sentinel_kwargs={
+            **timeouts, "username": parts.sentinel_username, "password": parts.sentinel_password}, **timeouts)
+        return sentinel.master_for(parts.service, connection_pool_class=BlockingSentinelPool, db=parts.db,
+                                   username=parts.username, password=parts.password, **pooled)
+    return redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(url, **pooled, **timeouts))
 
 
 def passing(error: BaseException) -> bool:
