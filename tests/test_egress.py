@@ -1,28 +1,36 @@
-"""How attempts leave gq: through target.proxy (a real proxy on loopback, tests/proxy.py),
+"""How attempts leave gq: through target.proxy (a real proxy on loopback: tests/proxy.py, and
+tinyproxy from Debian's packages),
 with a TLS client certificate (an HTTPS target that requires one), and never to private
 addresses with target.deny_private, at intake and at connect time, proxy or not."""
 
 from __future__ import annotations
 
 import json
+import re
+import socket
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
 
 from certs import Pki, make_pki
+from packages import PackageError, provide
 from support import (
     ROOT,
     Target,
     exchange,
     final_state,
+    free_port,
     gq_command,
     new_id,
     post_job,
     records,
     spawn_listening,
     spawn_target,
+    unavailable,
+    wait_for,
 )
 
 PROXY_PASSWORD = "pr0xy-Pa55word"
@@ -160,6 +168,93 @@ def test_proxy_credentials_are_sent_and_never_shown(start_daemon, target, tls_ta
     # PROXY_PASSWORD is in the wrong one too.
     for text in (shown.stdout, shown.stderr, daemon.log(), wrong.log(), json.dumps([refused, untunnelled, gone])):
         assert PROXY_PASSWORD not in text
+
+
+# -- a proxy nobody here wrote: tinyproxy, from Debian's packages
+
+
+class Tinyproxy:
+    """tinyproxy in the foreground on a free loopback port, logging each request it is asked
+    (LogLevel Connect) to `directory`/tinyproxy.log; `auth`: "USER PASSWORD" it requires."""
+
+    def __init__(self, binary: str, directory: Path, auth: str = ""):
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.log_path = directory / "tinyproxy.log"
+        conf = directory / "tinyproxy.conf"
+        conf.write_text("\n".join([
+            f"Port {self.port}", "Listen 127.0.0.1", "Timeout 30", f'LogFile "{self.log_path}"', "LogLevel Connect",
+            "MaxClients 100", "Allow 127.0.0.1", *([f"BasicAuth {auth}"] if auth else [])]) + "\n")
+        self.proc = subprocess.Popen([binary, "-d", "-c", str(conf)], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._listens, what="tinyproxy listening")
+
+    def _listens(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    def requests(self) -> list[str]:
+        """The request lines it was asked, in order: 'POST http://…', 'CONNECT 127.0.0.1:…'."""
+        log = self.log_path.read_text(errors="replace")
+        return re.findall(r"Request \(file descriptor \d+\): (\S+ \S+) HTTP/1\.[01]", log)
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def tinyproxy_binary() -> str:
+    try:
+        [path] = provide("tinyproxy", packages=["tinyproxy"])
+    except PackageError as e:
+        unavailable(f"tinyproxy is needed to test target.proxy against a real proxy: {e}")
+    return path
+
+
+def test_tinyproxy_carries_every_attempt_and_the_tunnels_for_https(start_daemon, target, tls_target, pki,
+                                                                   tinyproxy_binary, tmp_path):
+    tiny = Tinyproxy(tinyproxy_binary, tmp_path)
+    try:
+        daemon = start_daemon(target={"proxy": f"http://{tiny.address}", **mtls(pki)}, pool={"size": 2})
+        plain = deliver(daemon, target)
+        asked = tiny.requests()
+        assert asked == [f"POST {target.url('/hook', fail=1)}"] * 2 * len(plain), asked
+        received = [r for job_id in plain for r in records(target, job_id)]
+        assert len(received) == 2 * len(plain) and all("tinyproxy" in r["headers"]["via"] for r in received)
+
+        secure = deliver(daemon, tls_target)
+        tunnels = tiny.requests()[len(asked):]
+        assert tunnels and set(tunnels) == {f"CONNECT {tls_target.base.partition('//')[2]}"}, tunnels
+        received = [r for job_id in secure for r in records(tls_target, job_id)]
+        assert len(received) == 2 * len(secure) and {r["client"] for r in received} == {"gq-client"}
+    finally:
+        tiny.stop()
+
+
+def test_tinyproxy_with_basic_auth_takes_gqs_credentials_and_refuses_wrong_ones(start_daemon, target,
+                                                                               tinyproxy_binary, tmp_path):
+    tiny = Tinyproxy(tinyproxy_binary, tmp_path, auth=f"gq {PROXY_PASSWORD}")
+    try:
+        daemon = start_daemon(target={"proxy": f"http://gq:{PROXY_PASSWORD}@{tiny.address}"})
+        job_id = new_id("tiny")
+        assert post_job(daemon, {"id": job_id, "url": target.url()}).status_code == 202
+        assert final_state(daemon, job_id)["state"] == "succeeded" and records(target, job_id)
+
+        (tmp_path / "wrong").mkdir()
+        wrong = start_daemon(target={"proxy": f"http://gq:not-{PROXY_PASSWORD}@{tiny.address}"},
+                             workdir=tmp_path / "wrong")
+        job_id = new_id("tiny")
+        assert post_job(wrong, {"id": job_id, "url": target.url(), "max_attempts": 1}).status_code == 202
+        job = final_state(wrong, job_id)
+        # tinyproxy 1.11 refuses with 401 where RFC 9110 has 407: either way dead at once, unsent.
+        assert job["state"] == "dead" and job["last_status"] in (401, 407) and not records(target, job_id), job
+        assert PROXY_PASSWORD not in wrong.log() + json.dumps(job)
+    finally:
+        tiny.stop()
 
 
 # -- the client certificate
