@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from hypothesis import HealthCheck, Phase, event, given, settings
+from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 
 from gq import __version__
@@ -103,6 +103,7 @@ def deliverable(obj: Any, target) -> bool:
 
 def check_delivered(daemon: Daemon, target, job_id: str, obj: dict, context: str) -> None:
     """The job succeeded and the target received it as it was sent."""
+    obj = {name: value for name, value in obj.items() if value is not None or name == "json"}  # null: left out
     job = final_state(daemon, job_id)
     assert job["state"] == "succeeded", f"accepted job {job_id!r} was not delivered: {job}\n{context}"
     got = records(target, job_id.strip())
@@ -495,3 +496,24 @@ def test_header_values_with_leading_whitespace_are_refused_or_delivered_never_ec
     assert secret not in gq.log(), "the Authorization value is in gq's log"
     assert job["state"] == "succeeded", f"accepted, never delivered: {job['last_error']}"
     assert records(shared_target, job_id)[-1]["headers"]["authorization"] == value.strip()
+
+
+NULLABLE = ("method", "headers", "body", "timeout", "max_attempts", "run_at", "delay", "ordering_key")
+
+
+@settings(FUZZ, max_examples=1)
+@given(field=st.sampled_from(NULLABLE))
+@example(field="method")
+@example(field="headers")
+@example(field="body")
+@example(field="timeout")
+@example(field="max_attempts")
+@example(field="run_at")
+@example(field="delay")
+@example(field="ordering_key")
+def test_a_field_set_to_null_is_delivered_as_if_left_out(gq, shared_target, field):
+    # The model above reads null so too: the fuzzer sets any field to any value, null among them.
+    body = json.dumps({"id": new_id("null"), "url": shared_target.url("/fz/null"), field: None}).encode()
+    answer = exchange(gq.api, body, "application/json")
+    assert answer.status == 202, answer
+    check_answer(gq, shared_target, body, "application/json", answer)
