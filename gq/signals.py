@@ -32,5 +32,9 @@ class StopSignals:
             self.stop.set()
 
     def close(self) -> None:
+        """Once the drain is over and the journal closed, when the process only exits: a late
+        SIGTERM/SIGINT is ignored from here, not left to kill it and its exit status with it."""
         for handler in self._handlers:
             handler.cancel()
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)

@@ -47,6 +47,17 @@ def test_second_signal_stops_at_once(start_daemon, target):
     assert "2 in flight left unfinished" in daemon.log()
 
 
+def test_a_late_second_signal_leaves_the_exit_status_0(start_daemon):
+    # An idle daemon drains at once; the second SIGTERM then comes while it closes or exits
+    # (it used to die of it, with status -15, after a clean drain).
+    for delay in (0.0, 0.005, 0.01, 0.02, 0.04):
+        daemon = start_daemon()
+        daemon.signal(signal.SIGTERM)
+        time.sleep(delay)
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0, f"second SIGTERM {delay * 1000:g} ms after the first: {daemon.log()[-1500:]}"
+
+
 def test_a_fatal_signal_leaves_every_threads_stack_in_the_log(start_daemon):
     # A crash in C code (SQLite under a closed connection, once) must say where it happened.
     daemon = start_daemon()
