@@ -237,7 +237,8 @@ def parse(obj: Any, *, default_url: str = "", policy: HostPolicy = HostPolicy(),
             raise JobError(name, f"unknown field (fields: {', '.join(FIELDS)})")
     # null is the field left out (clients often send their unset optionals so), but for json,
     # whose null is a body.
-    obj = {name: value for name, value in obj.items() if value is not None or name == "json"}
+    if None in obj.values():  # rare: most jobs are copied for nothing otherwise
+        obj = {name: value for name, value in obj.items() if value is not None or name == "json"}
 
     job_id = obj.get("id")
     if job_id is None:
