@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import quote
 
+import psutil
 import pytest
 import requests
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
@@ -263,11 +264,12 @@ def test_sentinels_and_a_master_that_require_passwords(redis_binary, start_daemo
             shown.stdout
 
         peak, done = [0], threading.Event()
+        gq = psutil.Process(daemon.proc.pid)
 
-        def watch() -> None:  # the master's clients but the sentinels' and this test's
+        def watch() -> None:  # the daemon's own TCP connections to the master
             while not done.wait(0.02):
-                clients = master.client().client_list(_type="normal")
-                peak[0] = max(peak[0], sum(not c["name"].startswith("sentinel") for c in clients) - 1)
+                peak[0] = max(peak[0], sum(1 for c in gq.net_connections(kind="tcp")
+                                           if c.raddr and c.raddr.port == master.port and c.status == "ESTABLISHED"))
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
