@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from gq import __version__, jobs_cli
+from gq import __version__, jobs_cli, redaction
 from gq import config as config_
 from gq.errors import EXIT_FAILURE, EXIT_OK, ConfigError, GqError, JobError, UsageError
 from gq.job import read_lines
@@ -133,6 +133,7 @@ def _client(args: argparse.Namespace, holder_of: str = ""):
             if holder_of:
                 whose = f" (it holds {holder_of}; the address is api.listen's, give another with --api)"
         token = config.api.token if token is None else token
+    redaction.KNOWN.add([token or ""])
     return Client(api, token, whose=whose)
 
 
@@ -247,10 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     except ConfigError as e:
         for line in e.lines():
-            print(f"gq: {line}", file=sys.stderr)
+            print(f"gq: {redaction.KNOWN.scrub(line)}", file=sys.stderr)
         return e.exit_code
     except GqError as e:
-        print(f"gq: {e}", file=sys.stderr)
+        print(f"gq: {redaction.KNOWN.scrub(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         return EXIT_FAILURE

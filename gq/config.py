@@ -17,12 +17,12 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
-from urllib.parse import parse_qs, parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
+from gq import redaction
 from gq.destinations import Limits
 from gq.errors import ConfigError
 from gq.hosts import HostPatterns, HostPolicy
-from gq.job import REDACTED, redact_url
 from gq.signing import decode_secret
 
 ENV_CONFIG = "GQ_CONFIG"
@@ -182,7 +182,7 @@ def http_url(value: Any) -> str:
         except ValueError:
             ok = False
         if not ok:
-            raise Invalid(f"must be an http or https URL, got {_shown(value)}")
+            raise Invalid(f"must be an http or https URL, got {_shown(redaction.url(value))}")
     return value
 
 
@@ -200,7 +200,7 @@ def proxy_url(value: Any) -> str:
             ok = False
         if not ok:
             raise Invalid(f"must be an http:// or https:// proxy URL with a host and no path, "
-                          f"got {_shown(redact_url(value))}")
+                          f"got {_shown(redaction.url(value))}")
     return value
 
 
@@ -247,18 +247,6 @@ def sentinel_parts(url: str) -> SentinelURL:
                        unquote(password) if colon else None, sentinel_username, sentinel_password)
 
 
-def redact_redis_url(url: str) -> str:
-    """A Redis URL as shown: its password and the sentinels' replaced (and any value in the
-    query but a user name: a misspelt sentinel_password is a password too)."""
-    shown = redact_url(url)
-    base, question, query = shown.partition("?")
-    if not question:
-        return shown
-    fields = [(name, value if name == "sentinel_username" else REDACTED)
-              for name, value in parse_qsl(query, keep_blank_values=True)]
-    return f"{base}?{'&'.join(f'{name}={value}' for name, value in fields)}"
-
-
 def redis_url(value: Any) -> str:
     value = text(value)
     scheme = value.partition("://")[0]
@@ -266,18 +254,49 @@ def redis_url(value: Any) -> str:
         try:
             sentinel_parts(value)
         except ValueError as e:
-            raise Invalid(f"{e}, in {_shown(redact_redis_url(value))}") from None
+            raise Invalid(f"{e}, in {_shown(redaction.url(value))}") from None
     elif value and (scheme not in ("redis", "rediss", "unix") or "://" not in value):
         raise Invalid(f"must be a redis://, rediss://, unix:// or {SENTINEL_SCHEME}:// URL, "
-                      f"got {_shown(redact_redis_url(value))}")
+                      f"got {_shown(redaction.url(value))}")
     return value
 
 
-def setting(default: Any, check: Callable[[Any], Any], help: str, secret: bool = False,
-            shown: Callable[[Any], Any] | None = None) -> Any:
-    """A config key: its default, the check that validates a given value, its help.
-    A secret's value is never printed; `shown` prints a value with its secret parts taken out."""
-    return field(default=default, metadata={"check": check, "help": help, "secret": secret, "shown": shown})
+WHOLE, URL = "whole", "url"  # what of a key's value is secret: all of it, or a URL's credentials
+
+
+def setting(default: Any, check: Callable[[Any], Any], help: str, secret: str = "") -> Any:
+    """A config key: its default, the check that validates a given value, its help, and
+    what of its value is secret (WHOLE, URL or ""): shown only through `shown`."""
+    return field(default=default, metadata={"check": check, "help": help, "secret": secret})
+
+
+def shown(key: dataclasses.Field, value: Any) -> Any:
+    """`value` of `key` as gq shows it anywhere (check-config, a reload's log, errors):
+    the one rule of gq/redaction.py applied to what the key declares secret."""
+    if key.metadata["secret"] == WHOLE and value:
+        return Table((k, redaction.REDACTED) for k, _ in value) if isinstance(value, Table) else redaction.REDACTED
+    if key.metadata["secret"] == URL:
+        return redaction.url(value)
+    return value
+
+
+def secrets_of(key: dataclasses.Field, value: Any) -> list[str]:
+    """The secrets `shown` hides in `value` (as loaded, or as written in the file), as
+    literals: the log and the errors about the key are scrubbed of them."""
+    if key.metadata["secret"] == WHOLE:
+        return _leaves(value)
+    if key.metadata["secret"] == URL and isinstance(value, str):
+        return redaction.url_secrets(value)
+    return []
+
+
+def _leaves(value: Any) -> list[str]:
+    """Every scalar in `value` as text, and `value` itself as a check's error would quote it."""
+    if isinstance(value, dict | Table):
+        return [leaf for _, item in (value.items() if isinstance(value, dict) else value) for leaf in _leaves(item)]
+    if isinstance(value, tuple | list):
+        return [leaf for item in value for leaf in _leaves(item)]
+    return [str(value), _shown(value)] if value not in ("", None) else []
 
 
 @dataclass(frozen=True)
@@ -297,7 +316,7 @@ class ApiConfig:
     listen: str = setting("127.0.0.1:8765", listen_address,
                           "intake API, health and /metrics; port 0 = any free port (logged)")
     token: str = setting("", text, "bearer token for /v1/*; empty = no auth (loopback listen only)",
-                         secret=True)
+                         secret=WHOLE)
     token_file: str = setting("", text, "file holding the token; relative: to $CREDENTIALS_DIRECTORY if set")
     max_body_bytes: int = setting(1048576, integer(1), "largest request body accepted, in bytes")
     max_jobs_per_request: int = setting(1000, integer(1), "jobs in one POST /v1/jobs, at most")
@@ -310,14 +329,14 @@ class ApiConfig:
 
 @dataclass(frozen=True)
 class TargetConfig:
-    url: str = setting("", http_url, "used when a job has no url")
+    url: str = setting("", http_url, "used when a job has no url", secret=URL)
     timeout: float = setting(10.0, seconds(0, above=True), "seconds, per attempt")
     allowed_hosts: tuple[str, ...] = setting(
         (), host_patterns, "hosts, *.suffix or CIDRs; empty = any host but link-local/metadata")
     ca_bundle: str = setting("", text, "CA certificates (PEM file) to verify HTTPS targets (and an https "
                              "proxy); \"\" = the system's")
     proxy: str = setting("", proxy_url, "http(s)://[user:password@]HOST:PORT every attempt goes through "
-                         "(CONNECT for https targets); \"\" = none", shown=redact_url)
+                         "(CONNECT for https targets); \"\" = none", secret=URL)
     client_cert: str = setting("", text, "PEM file: the TLS client certificate shown to HTTPS targets (mTLS); "
                                "relative: to $CREDENTIALS_DIRECTORY if set")
     client_key: str = setting("", text, "PEM file: client_cert's private key, if not in client_cert's file")
@@ -327,7 +346,7 @@ class TargetConfig:
         (), string_list, "header names never shown (Authorization, Cookie and the like always hidden)")
     signing_secrets: Table = setting(
         Table(), signing_secrets, 'sign deliveries (Standard Webhooks): { "host pattern" = "whsec_..." }',
-        secret=True)
+        secret=WHOLE)
 
 
     def policy(self) -> HostPolicy:
@@ -374,7 +393,7 @@ class BrokerConfig:
     kind: str = setting("embedded", choice("embedded", "redis"), '"redis": daemons share one Redis stream')
     url: str = setting("redis://127.0.0.1:6379/0", redis_url, "Redis URL when kind = \"redis\"; or "
                        "redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT…]/SERVICE[/DB]"
-                       "[?sentinel_password=P] (Redis Sentinel)", shown=redact_redis_url)
+                       "[?sentinel_password=P] (Redis Sentinel)", secret=URL)
     prefix: str = setting("gq", text, "Redis keys' prefix: daemons with the same one share the queue")
     claim_idle: float = setting(60.0, seconds(1),
                                 "seconds a job may sit with a daemon that stopped before another takes it")
@@ -454,6 +473,21 @@ def keys(section: str) -> list[str]:
     return [f.name for f in dataclasses.fields(SECTIONS[section])]
 
 
+def key_field(section: str, key: str) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(SECTIONS[section]) if f.name == key)
+
+
+def shown_key(config: Config, section: str, key: str) -> str:
+    """`section.key`'s value in `config`, as TOML, through `shown`."""
+    return _toml_value(shown(key_field(section, key), getattr(getattr(config, section), key)))
+
+
+def secrets(config: Config) -> list[str]:
+    """Every secret `config` holds, as literals."""
+    return [secret for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)
+            for secret in secrets_of(f, getattr(getattr(config, name), f.name))]
+
+
 def _hint(name: str, known: list[str], prefix: str = "") -> str:
     close = difflib.get_close_matches(name, known, n=1)
     return f" (did you mean {prefix}{close[0]}?)" if close else ""
@@ -483,7 +517,7 @@ def from_dict(data: dict[str, Any], source: str = "") -> Config:
             try:
                 values[key] = fields[key].metadata["check"](value)
             except Invalid as e:
-                problems.append(f"{where}: {name}.{key}: {e}")
+                problems.append(f"{where}: {name}.{key}: {redaction.scrub(str(e), secrets_of(fields[key], value))}")
         sections[name] = cls(**values)
     warnings: list[str] = []
     if sections["api"].token_file:
@@ -495,6 +529,7 @@ def from_dict(data: dict[str, Any], source: str = "") -> Config:
         sections["target"], cert_problems = _client_files(sections["target"])
         problems += [f"{where}: {p}" for p in cert_problems]
     config = Config(**sections, source=source, warnings=tuple(f"{where}: {w}" for w in warnings))
+    redaction.KNOWN.add(secrets(config))  # before anything can log them
     problems += [f"{where}: {p}" for p in cross_checks(config)]
     if problems:
         raise ConfigError(problems)
@@ -614,13 +649,7 @@ def to_toml(config: Config, comments: bool = False, secrets: bool = False) -> st
         out.append(f"[{name}]")
         for f in dataclasses.fields(section):
             value = getattr(section, f.name)
-            hide = f.metadata["secret"] and not secrets
-            if hide and isinstance(value, Table):
-                value = Table((k, "<secret>") for k, _ in value)
-            if f.metadata["shown"] and not secrets:
-                value = f.metadata["shown"](value)
-            shown = '"<secret>"' if hide and isinstance(value, str) and value else _toml_value(value)
-            line = f"{f.name} = {shown}"
+            line = f"{f.name} = {_toml_value(value if secrets else shown(f, value))}"
             if comments:
                 line = f"{line:<40} # {f.metadata['help']}"
             out.append(line)

@@ -9,8 +9,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import urlsplit
 
+from gq import redaction
 from gq.errors import JobError
 from gq.hosts import HostPolicy, url_host
 
@@ -28,20 +28,6 @@ MAX_DELAY = 10 * 366 * 86400.0   # seconds: a job scheduled further ahead is a m
 RESERVED_HEADERS = frozenset(
     ("idempotency-key", "user-agent", "content-length", "transfer-encoding", "host", "connection"))
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: a header name
-REDACTED = "<redacted>"
-# Header values that hold credentials, never shown (target.secret_headers adds to them).
-SECRET_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie", "set-cookie",
-                            "x-api-key", "api-key", "x-auth-token", "x-access-token"))
-
-
-def redact_url(url: str) -> str:
-    """The URL with any user:password@ (or token@) part replaced."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc=f"{REDACTED}@{parts.netloc.rpartition('@')[2]}").geturl()
-
-
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # RFC 3339's date-time (section 5.6): T, t or a space between the two; Z, z or +hh:mm.
 _RFC3339 = re.compile(r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)", re.ASCII)
@@ -90,10 +76,9 @@ class Job:
 
     def shown(self, hidden: frozenset[str] = frozenset()) -> dict[str, Any]:
         """What an operator may see of the request: secret header values and the URL's
-        password replaced by REDACTED (names in `hidden`, lower case, besides the usual)."""
-        hidden = SECRET_HEADERS | hidden
-        return {"method": self.method, "url": redact_url(self.url),
-                "headers": {k: REDACTED if k.lower() in hidden else v for k, v in self.headers.items()}}
+        password replaced by redaction.REDACTED (names in `hidden`, lower case, besides the usual)."""
+        return {"method": self.method, "url": redaction.url(self.url),
+                "headers": redaction.headers(self.headers, hidden)}
 
     def to_json(self) -> str:
         """`to_dict()` as JSON, the body spliced in as it is (no parse and dump again)."""

@@ -8,6 +8,8 @@ import os
 import sys
 import time
 
+from gq import redaction
+
 TEXT = "%(levelname)s %(name)s: %(message)s"
 
 # sd-daemon(3) priorities, read by journald from the start of each line it is handed.
@@ -59,9 +61,17 @@ def to_journald(stream: object) -> bool:
     return named == f"{info.st_dev}:{info.st_ino}"
 
 
+class RedactingHandler(logging.StreamHandler):
+    """Each line, a traceback's too, scrubbed of the configured secrets once formatted
+    (gq/redaction.py): whatever a message quotes, no secret leaves in a log line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redaction.KNOWN.scrub(super().format(record))
+
+
 def setup(level: str = "info", fmt: str = "text") -> None:
     """Route gq's logs to stderr in `fmt`; safe to call again (a reload changes the level)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = RedactingHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     elif to_journald(sys.stderr):

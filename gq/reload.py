@@ -24,7 +24,8 @@ def reloaded(current: Config) -> tuple[Config, list[str]]:
     for section, key in RESTART_ONLY:
         old_value, new_value = getattr(getattr(current, section), key), getattr(getattr(new, section), key)
         if old_value != new_value:
-            log.warning("reload: %s.%s changed, but needs a restart: still %r", section, key, old_value)
+            log.warning("reload: %s.%s changed, but needs a restart: still %s", section, key,
+                        config_.shown_key(current, section, key))
             new = dataclasses.replace(new, **{section: dataclasses.replace(
                 getattr(new, section), **{key: old_value})})
     broken = config_.cross_checks(new)  # as applied: a kept public listen still needs its token

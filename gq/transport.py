@@ -8,7 +8,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import gevent
 import requests
@@ -19,9 +19,9 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NameResolutionError, NewConnectionError
 from urllib3.util import connection as urllib3_connection
 
-from gq import __version__, hosts
+from gq import __version__, hosts, redaction
 from gq.hosts import HostPolicy
-from gq.job import REDACTED, SECRET_HEADERS, Job
+from gq.job import Job
 from gq.outcome import AttemptResult
 from gq.response_limits import BoundedResponse
 from gq.signing import Signer
@@ -181,7 +181,7 @@ class HttpWorker:
         """Take (reloaded) settings; the next attempt uses them. A new pool size or egress
         means new keep-alive connections: `pool_size` per host, through the policy's guard."""
         self.signer = signer
-        self.hidden = hidden  # header names (lower case), besides SECRET_HEADERS, no error may show
+        self.hidden = hidden  # header names (lower case), besides redaction.SECRET_HEADERS, no error may show
         self.verify: bool | str = egress.ca_bundle or True
         self.proxies = {"http": egress.proxy, "https": egress.proxy} if egress.proxy else None
         if pool_size != self._pool_size or egress != self.egress:
@@ -291,23 +291,9 @@ def _describe(error: Exception) -> str:
     return f"{kind}: {cause}"[:300]
 
 
-def _url_secrets(url: str) -> list[str]:
-    """A URL's user:password and password, as written and decoded."""
-    authority = url.partition("://")[2]
-    for end in "/?#":
-        authority = authority.partition(end)[0]
-    userinfo = authority.rpartition("@")[0]
-    password = userinfo.partition(":")[2]
-    return [userinfo, unquote(userinfo), password, unquote(password)]
-
-
 def _scrubbed(error: str, job: Job, hidden: frozenset[str], proxy: str = "") -> str:
     """An error text with the job's secrets taken out (the HTTP stack quotes URLs in its
-    errors): the URL's user:password, the values of credential headers (SECRET_HEADERS and
-    those named in `hidden`), and the proxy's user:password."""
-    secrets = _url_secrets(job.url) + _url_secrets(proxy)
-    secrets += [v for k, v in job.headers.items() if k.lower() in SECRET_HEADERS or k.lower() in hidden]
-    for secret in secrets:
-        if len(secret) >= 4:  # a shorter one would redact ordinary words
-            error = error.replace(secret, REDACTED).replace(repr(secret)[1:-1], REDACTED)  # quoted too
-    return error
+    errors): its URL's and the proxy's, and its credential headers' values (those named in
+    `hidden` too)."""
+    secrets = redaction.url_secrets(job.url) + redaction.url_secrets(proxy)
+    return redaction.scrub(error, secrets + redaction.header_secrets(job.headers, hidden))

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from gq import redaction
 from gq.config import (
     ENV_CONFIG,
     SECTIONS,
@@ -28,7 +29,6 @@ from gq.config import (
     SentinelURL,
     from_dict,
     load,
-    redact_redis_url,
     sentinel_parts,
     to_toml,
 )
@@ -226,7 +226,7 @@ def test_to_toml_hides_secrets_unless_asked():
         "signing_secrets": {"*.example.com": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}})
     shown = to_toml(config)
     assert "tok-123" not in shown and "MfKQ9r8" not in shown
-    assert tomllib.loads(shown)["target"]["signing_secrets"] == {"*.example.com": "<secret>"}
+    assert tomllib.loads(shown)["target"]["signing_secrets"] == {"*.example.com": "<redacted>"}
     assert "tok-123" in to_toml(config, secrets=True)
 
 
@@ -235,6 +235,6 @@ def test_a_sentinel_url_gives_its_credentials_decoded_and_shows_none():
     assert sentinel_parts(url) == SentinelURL([("127.0.0.1", 26379), ("::1", 26380)], "svc", 2, "gq", "p@ss/1",
                                               None, "s:pw")
     assert sentinel_parts("redis+sentinel://:pw@h:1/svc").password == "pw"
-    assert redact_redis_url(url) == \
+    assert redaction.url(url) == \
         "redis+sentinel://<redacted>@127.0.0.1:26379,[::1]:26380/svc/2?sentinel_password=<redacted>"
-    assert redact_redis_url("redis://:pw@127.0.0.1:6379/0") == "redis://<redacted>@127.0.0.1:6379/0"
+    assert redaction.url("redis://:pw@127.0.0.1:6379/0") == "redis://<redacted>@127.0.0.1:6379/0"

@@ -43,6 +43,7 @@ import gevent
 import redis
 from gevent.event import Event
 
+from gq import redaction
 from gq.broker import Added, Conflict, Entry, Filter, State, record
 from gq.broker.redis_intake import RedisIntake
 from gq.broker.redis_link import (
@@ -61,7 +62,7 @@ from gq.broker.redis_takeovers import Takeovers
 from gq.broker.redis_writer import RedisWriter
 from gq.config import SENTINEL_SCHEME, BrokerConfig
 from gq.errors import BrokerUnavailable, GqError, Unsupported
-from gq.job import Job, redact_url
+from gq.job import Job
 from gq.outcome import AttemptResult, Outcome, Verdict
 from gq.supervisor import Supervisor
 
@@ -125,7 +126,7 @@ class RedisBroker:
             self.maintenance.refresh_counts()
             self.maintenance.beat()
         except REDIS_ERRORS as e:
-            raise GqError(f"broker: cannot reach Redis at {redact_url(self.config.url)}: {e}") from None
+            raise GqError(f"broker: cannot reach Redis at {redaction.url(self.config.url)}: {e}") from None
         self.link.recovered()
 
     # -- intake
