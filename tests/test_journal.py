@@ -164,6 +164,11 @@ def test_dead_letters_named_together_are_each_replayed_and_purged(start_daemon, 
     purged = dlq(tmp_path, "purge", "three", "one")
     assert (purged.returncode, purged.stdout.split()) == (1, ["three"]), purged.stderr
     assert journal_states(tmp_path) == {"queued": 2}
+    # Each id that is not a dead letter is said once, as a terminal shows it.
+    again = dlq(tmp_path, "replay", "one", "\x1b[2Jx", "one", "\x1b[2Jx")
+    assert (again.returncode, again.stdout) == (1, ""), again.stderr
+    assert again.stderr.splitlines() == ["gq: dlq replay: one: no such dead letter",
+                                         "gq: dlq replay: \\x1b[2Jx: no such dead letter"]
 
 
 def test_a_journal_runs_in_one_process_only_and_is_its_owners(start_daemon, tmp_path):
