@@ -209,9 +209,9 @@ def _dlq(args: argparse.Namespace) -> int:
         admin.close()
     for job_id in done:
         print(job_id)
-    missing = [i for i in args.ids if i not in set(done)]
+    missing = [i for i in dict.fromkeys(args.ids) if i not in set(done)]
     for job_id in missing:
-        print(f"gq: dlq {args.dlq_command}: {job_id}: no such dead letter", file=sys.stderr)
+        print(f"gq: dlq {args.dlq_command}: {jobs_cli.printable(job_id)}: no such dead letter", file=sys.stderr)
     return EXIT_FAILURE if missing else EXIT_OK
 
 

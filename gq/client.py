@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import requests
 
-from gq.broker import Conflict, Filter, State
+from gq.broker import Conflict, Filter, Replayed, State
 from gq.errors import GqError
 from gq.transport import USER_AGENT
 
@@ -117,23 +117,30 @@ class Client:
         _answer(response, "cancel a job")
         return True
 
-    def replay(self, ids: list[str]) -> list[str]:
-        replayed: list[str] = []
+    def replay(self, ids: list[str]) -> Replayed:
+        done = Replayed()
         for start in range(0, len(ids), REPLAY_IDS):
-            replayed += self._replay({"ids": ids[start:start + REPLAY_IDS]})["ids"]
-        return replayed
+            part, _ = self._replay({"ids": ids[start:start + REPLAY_IDS]})
+            done.ids.extend(part.ids)
+            done.skipped.extend(part.skipped)
+        return done
 
-    def replay_matching(self, where: Filter) -> Iterator[str]:
+    def replay_matching(self, where: Filter) -> Iterator[Replayed]:
         request: dict[str, Any] = {k: v for k, v in _filter_fields(where).items() if v is not None}
         while True:
-            page = self._replay(request)
-            yield from page["ids"]
-            if page["next"] is None:
+            page, after = self._replay(request)
+            yield page
+            if after is None:
                 return
-            request["cursor"] = page["next"]
+            request["cursor"] = after
 
-    def _replay(self, request: dict[str, Any]) -> dict[str, Any]:
-        return _answer(self.request("POST", "/v1/jobs/replay", json=request), "replay jobs")
+    def _replay(self, request: dict[str, Any]) -> tuple[Replayed, str | None]:
+        """What one POST /v1/jobs/replay did, and its `next`."""
+        body = _answer(self.request("POST", "/v1/jobs/replay", json=request), "replay jobs")
+        # A daemon of an earlier version names the ids it skipped, without a reason.
+        skipped = [(s["id"], s["reason"]) if isinstance(s, dict) else (s, "skipped (the daemon gives no reason)")
+                   for s in body["skipped"]]
+        return Replayed(body["ids"], skipped), body["next"]
 
     def close(self) -> None:
         self.session.close()

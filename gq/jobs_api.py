@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 
 from gq import hosts
 from gq.api_io import Refusal, bad_request, json_answer, read_body
-from gq.broker import REPLAYABLE, Broker, Conflict, Filter, State
+from gq.broker import REPLAYABLE, Broker, Conflict, Filter, Replayed, State
 from gq.config import Config
 from gq.dispatcher import Dispatcher
 from gq.errors import BrokerUnavailable, Unsupported
@@ -187,10 +187,7 @@ class JobsApi:
         if (not isinstance(ids, list) or not ids or len(ids) > MAX_REPLAY_IDS
                 or not all(isinstance(i, str) for i in ids)):
             raise bad_request("ids", f"must be a list of 1 to {MAX_REPLAY_IDS} job ids", None)
-        replayed = self.answer(lambda: self.broker.replay(ids, REPLAYABLE))
-        done = set(replayed)
-        return {"replayed": len(replayed), "ids": replayed,
-                "skipped": [i for i in dict.fromkeys(ids) if i not in done], "next": None}
+        return _replayed(self.answer(lambda: self.broker.replay(ids, REPLAYABLE)), None)
 
     def _replay_matching(self, request: dict[str, Any]) -> dict[str, Any]:
         where = _filter(request.get, REPLAYABLE)
@@ -198,6 +195,13 @@ class JobsApi:
         limit = _limit(request.get("limit"), REPLAY_PAGE, MAX_REPLAY_PAGE)
         found = self.answer(lambda: self.broker.find(where, limit + 1))
         page = found[:limit]
-        replayed = self.answer(lambda: self.broker.replay([e.job.id for e, _ in page], (state,)))
-        return {"replayed": len(replayed), "ids": replayed, "skipped": [],
-                "next": cursor(page[-1][1]) if len(found) > limit else None}
+        # Found in `state`; one that has left it since, or cannot be replayed, is skipped.
+        done = self.answer(lambda: self.broker.replay([e.job.id for e, _ in page], (state,)))
+        return _replayed(done, cursor(page[-1][1]) if len(found) > limit else None)
+
+
+def _replayed(done: Replayed, next_page: str | None) -> dict[str, Any]:
+    """A replay's answer: the ids replayed, and each skipped one with why (as many as the
+    ids named or the page found, at most)."""
+    return {"replayed": len(done.ids), "ids": done.ids,
+            "skipped": [{"id": job_id, "reason": why} for job_id, why in done.skipped], "next": next_page}

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 from gq import config as config_
 from gq import hosts
-from gq.broker import REPLAYABLE, Conflict, Filter, JobsAdmin, State
+from gq.broker import REPLAYABLE, Conflict, Filter, JobsAdmin, Replayed, State
 from gq.errors import EXIT_FAILURE, EXIT_OK, GqError, UsageError
 from gq.job import timestamp
 
@@ -186,20 +186,20 @@ def _cancel(admin: JobsAdmin, args: argparse.Namespace) -> int:
 
 
 def _replay(admin: JobsAdmin, args: argparse.Namespace) -> int:
-    if not args.ids:
-        for job_id in admin.replay_matching(_where(args, args.state)):
-            print(job_id)
+    if not args.ids:  # what a filter found and could not replay is said, yet named no id: exit 0
+        for page in admin.replay_matching(_where(args, args.state)):
+            _replayed(page)
         return EXIT_OK
-    ids = list(dict.fromkeys(args.ids))
-    replayed = admin.replay(ids)
-    print("".join(f"{job_id}\n" for job_id in replayed), end="", flush=True)
-    done = set(replayed)
-    failed = [job_id for job_id in ids if job_id not in done]
-    for job_id in failed:
-        job = admin.job(job_id)
-        why = "no such job" if job is None else f"{job['state']} (only a dead or succeeded job can be replayed)"
-        print(f"gq: jobs replay: {job_id}: {why}", file=sys.stderr)
-    return EXIT_FAILURE if failed else EXIT_OK
+    done = admin.replay(list(dict.fromkeys(args.ids)))
+    _replayed(done)
+    return EXIT_FAILURE if done.skipped else EXIT_OK
+
+
+def _replayed(done: Replayed) -> None:
+    """The ids replayed on stdout; a `gq: jobs replay: ID: why` line for each one skipped."""
+    print("".join(f"{job_id}\n" for job_id in done.ids), end="", flush=True)
+    for job_id, why in done.skipped:
+        print(f"gq: jobs replay: {printable(job_id)}: {printable(why)}", file=sys.stderr)
 
 
 ACTIONS: dict[str, Callable[[JobsAdmin, argparse.Namespace], int]] = {

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from support import (
+    NOT_KEPT,
     TOKEN,
     Daemon,
     closed_port,
@@ -38,7 +39,6 @@ TZ = "IST-5:30"
 LOCAL = timezone(timedelta(hours=5, minutes=30))
 COLUMNS = ["ID", "STATE", "ATTEMPTS", "LAST", "ACCEPTED", "HOST", "URL"]
 CANCEL_ONLY = "(only a queued, scheduled or retrying job can be cancelled)"
-REPLAY_ONLY = "(only a dead or succeeded job can be replayed)"
 
 
 def gq_jobs(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -81,8 +81,9 @@ def table(lines: list[str]) -> list[dict[str, str]]:
 
 
 def journal_daemon(start_daemon, **sections: dict[str, Any]) -> Daemon:
-    """A daemon on JOURNAL whose gq.toml names its port (the CLI finds it by api.listen)."""
-    return start_daemon(journal=JOURNAL, api={"listen": f"127.0.0.1:{free_port()}"}, **sections)
+    """A daemon on JOURNAL (unless `sections` name another journal section) whose gq.toml
+    names its port (the CLI finds it by api.listen)."""
+    return start_daemon(**{"journal": JOURNAL, **sections}, api={"listen": f"127.0.0.1:{free_port()}"})
 
 
 def state(daemon: Daemon, job_id: str) -> str | None:
@@ -311,7 +312,7 @@ def test_replay_through_the_running_daemon(start_daemon, target, tmp_path):
     replayable_jobs(daemon, target)
 
     result = gq_jobs(tmp_path, "replay", "-c", "gq.toml", "done", "dead", "waiting", "nope", "dead")
-    assert errors(result) == [f"gq: jobs replay: waiting: scheduled {REPLAY_ONLY}",
+    assert errors(result) == ["gq: jobs replay: waiting: not finished: scheduled",
                               "gq: jobs replay: nope: no such job"]
     assert result.stdout == "dead\ndone\n"   # in the order accepted, each once
     delivered_twice(target, "dead", "done")
@@ -333,7 +334,7 @@ def test_replay_on_the_file_of_a_stopped_daemon_runs_at_the_next_start(start_dae
     stop(daemon)
 
     result = gq_jobs(tmp_path, "replay", "-c", "gq.toml", "dead", "done", "waiting", "nope")
-    assert errors(result) == [f"gq: jobs replay: waiting: scheduled {REPLAY_ONLY}",
+    assert errors(result) == ["gq: jobs replay: waiting: not finished: scheduled",
                               "gq: jobs replay: nope: no such job"]
     assert result.stdout == "dead\ndone\n"
     until = datetime.now(UTC).isoformat()
@@ -369,6 +370,39 @@ def test_replay_by_filter_takes_every_page(start_daemon, target, tmp_path, runni
         daemon = journal_daemon(start_daemon)
     wait_for(lambda: sorted(r["key"] for r in target.received()) == sorted(ids * 2), what="each delivered again")
     wait_for(lambda: daemon.status()["jobs"]["dead"] == 0, what="none dead")
+
+
+@pytest.mark.parametrize("running", [True, False], ids=["through the daemon", "on the file"])
+def test_replay_says_which_jobs_it_skipped_and_why(start_daemon, target, tmp_path, running):
+    # Seven jobs succeed with their bodies dropped (the default); three more once they are kept.
+    daemon = journal_daemon(start_daemon)
+    early, late = [f"early-{n}" for n in range(7)], [f"late-{n}" for n in range(3)]
+    daemon.post([{"id": i, "url": target.url(), "json": {"order": i}} for i in early])
+    wait_states(daemon, dict.fromkeys(early, "succeeded"))
+    stop(daemon)
+    daemon = journal_daemon(start_daemon, journal={**JOURNAL, "keep_succeeded_payload": True})
+    daemon.post([{"id": i, "url": target.url(), "json": {"order": i}} for i in late])
+    wait_states(daemon, dict.fromkeys(late, "succeeded"))
+    if not running:
+        stop(daemon)
+
+    # A filter: those replayed on stdout, those passed over on stderr; it named none: exit 0.
+    result = gq_jobs(tmp_path, "replay", "-c", "gq.toml", "--state", "succeeded")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == late
+    assert result.stderr.splitlines() == [f"gq: jobs replay: {i}: {NOT_KEPT}" for i in reversed(early)]
+    # Named: each one skipped says why (its id as a terminal shows it), and the exit status is 1.
+    result = gq_jobs(tmp_path, "replay", "-c", "gq.toml", "early-3", "\x1b[2Jearly-3")
+    assert errors(result) == [f"gq: jobs replay: early-3: {NOT_KEPT}",
+                              "gq: jobs replay: \\x1b[2Jearly-3: no such job"]
+    assert result.stdout == ""
+
+    if not running:
+        daemon = journal_daemon(start_daemon, journal={**JOURNAL, "keep_succeeded_payload": True})
+    wait_for(lambda: all(len(records(target, i)) == 2 for i in late), what="the kept ones delivered again")
+    wait_states(daemon, dict.fromkeys(late, "succeeded"))
+    assert [r["body"] for r in records(target, "late-0")] == ['{"order":"late-0"}'] * 2
+    assert all(len(records(target, i)) == 1 for i in early)
 
 
 # -- --api: any daemon, whatever its broker

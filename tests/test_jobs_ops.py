@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 import pytest
 import requests
 
-from support import Daemon, Target, fetch, metric, records, wait_for, wait_state
+from support import NOT_KEPT, Daemon, Target, fetch, metric, records, wait_for, wait_state
 
 JOURNAL = {"path": "data/journal.sqlite3"}
 BROKERS = [pytest.param(JOURNAL, id="journal"), pytest.param({"path": ""}, id="memory")]
@@ -385,8 +385,10 @@ def test_dead_and_succeeded_jobs_are_replayed_by_filter_page_by_page_with_attemp
     for job_id in dead + local:
         assert wait_state(daemon, job_id, "dead")["attempts"] == 1
     daemon.post([{"id": "sched", "url": target.url("/s"), "delay": 3600},
-                 {"id": "held", "url": target.url("/h", gate="never")}])
+                 {"id": "held", "url": target.url("/h", gate="never")},
+                 {"id": "called-off", "url": target.url("/c"), "delay": 3600}])
     wait_for(lambda: sent(target, "held") == 1, what="held at the target")
+    assert cancel(daemon, "called-off")[0] == 200
 
     assert sorted(replay_all(daemon, {"state": "dead", "host": "localhost"})[0]) == local
     for job_id in local:
@@ -403,10 +405,13 @@ def test_dead_and_succeeded_jobs_are_replayed_by_filter_page_by_page_with_attemp
         assert runs_again(daemon, target, job_id, 2 + n % 2)["attempts"] == 1
     assert {sent(target, i) for i in old} == {1}
 
-    response = replay(daemon, {"ids": ["old-0", "no-such-job", "sched", "held", "old-0"]})
+    response = replay(daemon, {"ids": ["old-0", "no-such-job", "sched", "held", "old-0", "called-off"]})
     assert response.status_code == 200
-    assert response.json() == {"replayed": 1, "ids": ["old-0"], "skipped": ["no-such-job", "sched", "held"],
-                               "next": None}
+    assert response.json() == {"replayed": 1, "ids": ["old-0"], "next": None, "skipped": [
+        {"id": "no-such-job", "reason": "no such job"},
+        {"id": "sched", "reason": "not finished: scheduled"},
+        {"id": "held", "reason": "not finished: running"},
+        {"id": "called-off", "reason": "cancelled (only a dead or succeeded job can be replayed)"}]}
     assert runs_again(daemon, target, "old-0", 2)["attempts"] == 1
     assert (daemon.job("sched")["state"], daemon.job("held")["state"]) == ("scheduled", "running")
 
@@ -425,16 +430,31 @@ def test_dead_and_succeeded_jobs_are_replayed_by_filter_page_by_page_with_attemp
 @pytest.mark.parametrize("keep", [True, False], ids=["payload-kept", "payload-dropped"])
 def test_a_succeeded_job_is_replayed_with_its_body_only_when_its_payload_is_kept(start_daemon, target, keep):
     daemon = start_daemon(journal={**JOURNAL, "keep_succeeded_payload": keep})
-    daemon.post([{"id": "with-body", "url": target.url(), "json": {"order": 7}},
+    paid = [f"paid-{n}" for n in range(3)]  # a body each; the newest last
+    daemon.post([*({"id": i, "url": target.url(), "json": {"order": i}} for i in paid),
                  {"id": "bodiless", "url": target.url(), "method": "GET"}])
-    for job_id in ("with-body", "bodiless"):
+    for job_id in (*paid, "bodiless"):
         wait_state(daemon, job_id, "succeeded")
-    body = replay(daemon, {"ids": ["with-body", "bodiless"]}).json()
+
+    # By ids: each one not replayed is named once, with why.
+    body = replay(daemon, {"ids": ["paid-0", "bodiless", "nope", "paid-0"]}).json()
     if keep:
-        assert (body["ids"], body["skipped"]) == (["with-body", "bodiless"], [])
-        runs_again(daemon, target, "with-body", 2)
-        assert [r["body"] for r in records(target, "with-body")] == ['{"order":7}'] * 2
+        assert (body["ids"], body["skipped"]) == (["paid-0", "bodiless"], [{"id": "nope", "reason": "no such job"}])
+        for job_id in ("paid-0", "bodiless"):
+            runs_again(daemon, target, job_id, 2)
     else:  # its body dropped at success: sending it again would send something else
-        assert (body["ids"], body["skipped"]) == (["bodiless"], ["with-body"])
+        assert (body["ids"], body["skipped"]) == (["bodiless"], [{"id": "paid-0", "reason": NOT_KEPT},
+                                                                 {"id": "nope", "reason": "no such job"}])
         runs_again(daemon, target, "bodiless", 2)
-        assert sent(target, "with-body") == 1
+
+    # By filter: the jobs it found and passed over are named too, newest first.
+    body = replay(daemon, {"state": "succeeded"}).json()
+    if keep:
+        assert (body["ids"], body["skipped"]) == ([*paid, "bodiless"], [])
+        for job_id, times in [("paid-0", 3), ("paid-1", 2), ("paid-2", 2), ("bodiless", 3)]:
+            runs_again(daemon, target, job_id, times)
+        assert [r["body"] for r in records(target, "paid-0")] == ['{"order":"paid-0"}'] * 3
+    else:
+        assert (body["ids"], body["skipped"]) == (["bodiless"], [{"id": i, "reason": NOT_KEPT} for i in paid[::-1]])
+        runs_again(daemon, target, "bodiless", 3)
+        assert [sent(target, i) for i in paid] == [1, 1, 1]

@@ -12,7 +12,7 @@ import time
 from contextlib import closing
 
 import earlier_journal
-from support import records, run_gq, wait_for
+from support import NOT_KEPT, records, run_gq, wait_for
 
 JOURNAL = {"path": "data/journal.sqlite3"}
 
@@ -164,6 +164,11 @@ def test_dead_letters_named_together_are_each_replayed_and_purged(start_daemon, 
     purged = dlq(tmp_path, "purge", "three", "one")
     assert (purged.returncode, purged.stdout.split()) == (1, ["three"]), purged.stderr
     assert journal_states(tmp_path) == {"queued": 2}
+    # Each id that is not a dead letter is said once, as a terminal shows it.
+    again = dlq(tmp_path, "replay", "one", "\x1b[2Jx", "one", "\x1b[2Jx")
+    assert (again.returncode, again.stdout) == (1, ""), again.stderr
+    assert again.stderr.splitlines() == ["gq: dlq replay: one: no such dead letter",
+                                         "gq: dlq replay: \\x1b[2Jx: no such dead letter"]
 
 
 def test_a_journal_runs_in_one_process_only_and_is_its_owners(start_daemon, tmp_path):
@@ -352,7 +357,7 @@ def test_a_journal_of_the_earlier_layout_is_upgraded_and_runs_its_jobs(start_dae
     assert [j["id"] for j in found["jobs"]] == ["gone"], found
     # A job that succeeded before had its body dropped: replayed, it is skipped, never sent bare.
     answer = daemon.session.post(f"{daemon.api}/v1/jobs/replay", json={"ids": ["gone", "done"]}, timeout=10).json()
-    assert answer["ids"] == ["gone"] and answer["skipped"] == ["done"], answer
+    assert answer["ids"] == ["gone"] and answer["skipped"] == [{"id": "done", "reason": NOT_KEPT}], answer
     wait_for(lambda: records(target, "gone"), what="the dead job replayed")
     assert records(target, "done") == []
     daemon.signal(signal.SIGTERM)

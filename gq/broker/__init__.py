@@ -35,6 +35,23 @@ UNFINISHED = (State.QUEUED, State.SCHEDULED, State.RUNNING, State.RETRYING)
 CANCELLABLE = (State.QUEUED, State.SCHEDULED, State.RETRYING)
 REPLAYABLE = (State.DEAD, State.SUCCEEDED)
 UNCOUNTED = (State.SUCCEEDED, State.CANCELLED)  # finished and let go: Counts does not keep them
+NO_SUCH_JOB = "no such job"
+PAYLOAD_NOT_KEPT = "payload not kept: journal.keep_succeeded_payload was false when it succeeded"
+
+
+def unreplayable(state: State | None, states: Iterable[State], payload_kept: bool = True) -> str | None:
+    """Why a job in `state` (None: unknown) cannot be replayed from `states`; None when it
+    can. Every broker, the API and the CLI say what this says."""
+    if state is None:
+        return NO_SUCH_JOB
+    if state in UNFINISHED:
+        return f"not finished: {state.value}"
+    states = tuple(states)
+    if state not in states:
+        return f"{state.value} (only a {' or '.join(s.value for s in states)} job can be replayed)"
+    if not payload_kept:  # sending it again would send another request: no body
+        return PAYLOAD_NOT_KEPT
+    return None
 
 
 @dataclass(eq=False, slots=True)
@@ -145,6 +162,15 @@ class Filter:
 
 
 @dataclass(frozen=True, slots=True)
+class Replayed:
+    """What a replay did: the ids run again, in the order they were accepted; and the ids
+    named (or found) that were not, each once with why (`unreplayable`), in the order given."""
+
+    ids: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class Added:
     """What `Intake.add` did: the new entries to run here at once, the ids already known,
     and how many new jobs the broker keeps until the dispatcher takes them."""
@@ -204,8 +230,8 @@ class DeadLetters(Protocol):
 
     def dead_letters(self) -> list[Entry]: ...
 
-    def replay(self, ids: Iterable[str] | None) -> list[str]:
-        """Dead letters back to the queue (None = all); returns the ids replayed."""
+    def replay(self, ids: Iterable[str] | None) -> Replayed:
+        """Dead letters back to the queue (None = all)."""
 
     def purge(self, ids: Iterable[str] | None) -> list[str]:
         """Dead letters deleted (None = all); returns the ids purged."""
@@ -222,9 +248,9 @@ class Operations(Protocol):
     def find(self, where: Filter, limit: int) -> list[tuple[Entry, tuple[float, int]]]:
         """Up to `limit` matching jobs, newest first, each with its position (for `after`)."""
 
-    def replay(self, ids: Iterable[str] | None, states: Iterable[State] = (State.DEAD,)) -> list[str]:
-        """Finished jobs in `states` back to the queue, attempts reset (ids None: all);
-        returns the ids replayed."""
+    def replay(self, ids: Iterable[str] | None, states: Iterable[State] = (State.DEAD,)) -> Replayed:
+        """Finished jobs in `states` back to the queue, attempts reset (ids None: all of
+        them); the others of `ids` are skipped, as `unreplayable` says."""
 
 
 class Broker(Intake, Dispatch, Gauges, Operations, Protocol):
@@ -246,11 +272,12 @@ class JobsAdmin(Protocol):
         """As Operations.cancel: False for an unknown id; raises Conflict when the job runs
         or is final."""
 
-    def replay(self, ids: list[str]) -> list[str]:
-        """Those of `ids` whose jobs are dead or succeeded, run again, attempts reset."""
+    def replay(self, ids: list[str]) -> Replayed:
+        """Those of `ids` whose jobs are dead or succeeded (with their payload), run again,
+        attempts reset; the others skipped."""
 
-    def replay_matching(self, where: Filter) -> Iterator[str]:
+    def replay_matching(self, where: Filter) -> Iterator[Replayed]:
         """Every job that matches (`where.state`: dead or succeeded) run again, a page at a
-        time; yields their ids as each page is done."""
+        time; yields what each page did (a job found that cannot be replayed is skipped)."""
 
     def close(self) -> None: ...

@@ -37,7 +37,19 @@ from typing import Any
 import gevent
 from gevent.event import Event
 
-from gq.broker import CANCELLABLE, REPLAYABLE, Added, Conflict, Counts, Entry, Filter, JobsAdmin, State, record
+from gq.broker import (
+    CANCELLABLE,
+    REPLAYABLE,
+    Added,
+    Conflict,
+    Counts,
+    Entry,
+    Filter,
+    JobsAdmin,
+    Replayed,
+    State,
+    record,
+)
 from gq.broker import journal_upkeep as upkeep
 from gq.broker.journal_access import JournalAccess, JournalLock
 from gq.broker.journal_file import BLOCKED, CANCELLABLE_ROWS, TAKEN, JournalError, JournalFile
@@ -275,15 +287,13 @@ class JournalBroker:
     def dead_letters(self) -> list[Entry]:
         return self.db.read(lambda f: list(f.dead_letters()))
 
-    def replay(self, ids: Iterable[str] | None, states: Iterable[State] = (State.DEAD,)) -> list[str]:
-        moved = self.db.write(JournalFile.replay, None if ids is None else list(ids), [s.value for s in states])
-        for _, was in moved:
-            if was == State.DEAD.value:
-                self._counts.by_state[State.DEAD] -= 1
-            self._counts.by_state[State.QUEUED] += 1
+    def replay(self, ids: Iterable[str] | None, states: Iterable[State] = (State.DEAD,)) -> Replayed:
+        done, dead = self.db.write(JournalFile.replay, None if ids is None else list(ids), [s.value for s in states])
+        self._counts.by_state[State.DEAD] -= dead
+        self._counts.by_state[State.QUEUED] += len(done.ids)
         self._next_due = float("-inf")
         self._due.set()
-        return [job_id for job_id, _ in moved]
+        return done
 
     def purge(self, ids: Iterable[str] | None) -> list[str]:
         purged = self.db.write(JournalFile.purge, None if ids is None else list(ids))
@@ -382,7 +392,7 @@ class JournalAdmin:
         file = self._file()
         if file is not None:
             if op == "replay":
-                return [job_id for job_id, _ in file.replay(ids)]
+                return file.replay(ids)[0].ids
             return file.purge(ids)
         file = JournalFile(self.path)
         try:
@@ -408,13 +418,13 @@ class JournalAdmin:
             raise Conflict(job_id, State(was))
         return True
 
-    def replay(self, ids: list[str]) -> list[str]:
+    def replay(self, ids: list[str]) -> Replayed:
         file = self._file()
         if file is None:
             return self._api().replay(ids)
-        return [job_id for job_id, _ in file.replay(ids, [s.value for s in REPLAYABLE])]
+        return file.replay(ids, [s.value for s in REPLAYABLE])[0]
 
-    def replay_matching(self, where: Filter) -> Iterator[str]:
+    def replay_matching(self, where: Filter) -> Iterator[Replayed]:
         if where.state not in REPLAYABLE:
             raise ValueError("replay_matching: where.state must be dead or succeeded")
         file = self._file()
@@ -423,7 +433,7 @@ class JournalAdmin:
             return
         while True:  # the replayed leave the filter's state; the position moves on past them
             page = file.find(where, self.PAGE)
-            yield from (job_id for job_id, _ in file.replay([e.job.id for e, _ in page], [where.state.value]))
+            yield file.replay([e.job.id for e, _ in page], [where.state.value])[0]
             if len(page) < self.PAGE:
                 return
             where = replace(where, after=page[-1][1])

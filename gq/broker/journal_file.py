@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from gq import hosts
-from gq.broker import Entry, Filter, State, attempt_of, stored
+from gq.broker import Entry, Filter, Replayed, State, attempt_of, stored, unreplayable
 from gq.errors import GqError
 from gq.job import Job, parse
 from gq.outcome import AttemptResult
@@ -141,11 +141,24 @@ def _as_stored(job_id: str, spec: Any) -> Job:
                ordering_key=key if isinstance(key, str) else None)
 
 
+def shown(state: str) -> State:
+    """The state a user sees of a row's state."""
+    return State.QUEUED if state in (TAKEN, BLOCKED) else State(state)
+
+
+def _unreplayable(row: sqlite3.Row | None, states: list[State]) -> str | None:
+    """gq.broker.unreplayable of a row (None: no such job): a succeeded job whose body was
+    dropped (trimmed) cannot be replayed."""
+    if row is None:
+        return unreplayable(None, states)
+    return unreplayable(shown(row["state"]), states, payload_kept=not row["trimmed"])
+
+
 def entry(row: sqlite3.Row, strict: bool = True) -> Entry:
     """The row as an Entry. `strict` (a job to run): its job is parsed again, checked as at
     intake (ValueError or GqError when it no longer passes); not (a look-up): the job is
     shown as the file holds it, without its body, valid or not."""
-    state = State.QUEUED if row["state"] in (TAKEN, BLOCKED) else State(row["state"])
+    state = shown(row["state"])
     history = [attempt_of(a) for a in json.loads(row["history"])]
     spec = json.loads(row["spec"])
     job = parse(spec) if strict else _as_stored(row["id"], spec)
@@ -213,8 +226,7 @@ class JournalFile:
             counts: dict[State, int] = {}
             for state, n in self.db.execute("SELECT state, count(*) FROM jobs WHERE state NOT IN "
                                             "('succeeded', 'cancelled') GROUP BY state"):
-                shown = State.QUEUED if state == BLOCKED else State(state)
-                counts[shown] = counts.get(shown, 0) + n
+                counts[shown(state)] = counts.get(shown(state), 0) + n
             running, unreadable = self._readable(
                 self.db.execute("SELECT * FROM jobs WHERE state = 'running'").fetchall(), time.time())
             for state in unreadable:
@@ -425,45 +437,54 @@ class JournalFile:
 
     # -- replays and purges, for the process that holds the journal
 
-    def _ids_in(self, ids: list[str] | None, states: Iterable[str]) -> list[str]:
-        """Those of `ids` (None: all) whose jobs are in one of `states` with their body (not
-        trimmed), each once, in the order they were accepted."""
-        condition = f"state IN ({','.join(repr(s) for s in states)}) AND NOT trimmed"
+    def _rows(self, ids: list[str] | None, states: Iterable[str]) -> list[sqlite3.Row]:
+        """The rows (id, state, trimmed, ordering_key) of `ids` whatever their state, or with
+        None of every job in one of `states`; each once, in the order accepted."""
+        columns = "rowid, id, state, trimmed, ordering_key"
         if ids is None:
-            return [r[0] for r in self.db.execute(f"SELECT id FROM jobs WHERE {condition} ORDER BY rowid")]
-        found: list[tuple[int, str]] = []
+            return self.db.execute(f"SELECT {columns} FROM jobs WHERE state IN "
+                                   f"({','.join(repr(s) for s in states)}) ORDER BY rowid").fetchall()
+        found: dict[int, sqlite3.Row] = {}
         for start in range(0, len(ids), 500):  # SQLite takes so many parameters at most
             chunk = ids[start:start + 500]
-            found += [(r[0], r[1]) for r in self.db.execute(  # tuples: Rows do not sort
-                f"SELECT rowid, id FROM jobs WHERE {condition} "
-                f"AND id IN ({','.join('?' * len(chunk))})", chunk)]
-        return [job_id for _, job_id in sorted(set(found))]
+            found.update((r["rowid"], r) for r in self.db.execute(
+                f"SELECT {columns} FROM jobs WHERE id IN ({','.join('?' * len(chunk))})", chunk))
+        return [found[rowid] for rowid in sorted(found)]
 
-    def replay(self, ids: list[str] | None, states: Iterable[str] = ("dead",)) -> list[tuple[str, str]]:
+    def replay(self, ids: list[str] | None, states: Iterable[str] = ("dead",)) -> tuple[Replayed, int]:
         """Finished jobs in `states` (dead letters, by default) back to waiting, attempts
         reset and due at once: queued, or blocked behind an unfinished job of their
-        ordering key. Returns (id, state it had) for each."""
-        moved, keys = [], set()
+        ordering key; the others of `ids` are skipped (see `_unreplayable`). Also returns
+        how many of those replayed were dead."""
+        wanted = [State(s) for s in states]
+        replayed, dead, keys = [], 0, set()
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
-            for job_id in self._ids_in(ids, states):
-                row = self.db.execute("SELECT state, ordering_key FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            rows = self._rows(ids, states)
+            found = {row["id"]: row for row in rows}
+            skipped = [(job_id, why) for job_id in (found if ids is None else dict.fromkeys(ids))
+                       if (why := _unreplayable(found.get(job_id), wanted))]  # in the order named
+            passed = {job_id for job_id, _ in skipped}
+            for row in rows:  # in the order accepted
+                if row["id"] in passed:
+                    continue
                 key = row["ordering_key"]
                 state = BLOCKED if key is not None and self._key_busy(key) else "queued"
                 self.db.execute("UPDATE jobs SET state = ?, attempts = 0, due = 0, reason = NULL, "
-                                "finished_at = NULL WHERE id = ?", (state, job_id))
-                moved.append((job_id, row["state"]))
+                                "finished_at = NULL WHERE id = ?", (state, row["id"]))
+                replayed.append(row["id"])
+                dead += row["state"] == "dead"
                 if state == BLOCKED:
                     keys.add(key)
             now = time.time()
             for key in keys:  # a key with blocked jobs only (an older one replayed): its oldest goes
                 self._release(key, now)
-        return moved
+        return Replayed(replayed, skipped), dead
 
     def purge(self, ids: list[str] | None) -> list[str]:
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
-            done = self._ids_in(ids, ("dead",))
+            done = [row["id"] for row in self._rows(ids, ("dead",)) if row["state"] == "dead"]
             self.db.executemany("DELETE FROM jobs WHERE id = ?", ((i,) for i in done))
         return done
 

@@ -28,7 +28,7 @@ def answer_dlq(broker: JournalBroker, stop: Event) -> None:
     while not stop.wait(CONTROL_POLL):
         try:
             for seq, op, ids in broker.db.write(JournalFile.requests):
-                done = broker.replay(ids) if op == "replay" else broker.purge(ids)
+                done = broker.replay(ids).ids if op == "replay" else broker.purge(ids)
                 broker.db.write(JournalFile.answered, seq, done)
                 log.info("dlq %s of %d job(s), as gq dlq asked", op, len(done))
         except sqlite3.Error as e:

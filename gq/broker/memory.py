@@ -15,7 +15,19 @@ from collections.abc import Iterable
 from gevent.event import Event
 
 from gq import hosts
-from gq.broker import CANCELLABLE, UNFINISHED, Added, Conflict, Counts, Entry, Filter, State, record
+from gq.broker import (
+    CANCELLABLE,
+    UNFINISHED,
+    Added,
+    Conflict,
+    Counts,
+    Entry,
+    Filter,
+    Replayed,
+    State,
+    record,
+    unreplayable,
+)
 from gq.errors import BacklogFull
 from gq.job import Job
 from gq.outcome import AttemptResult, Outcome, Verdict
@@ -222,8 +234,15 @@ class MemoryBroker:
     def dead_letters(self) -> list[Entry]:
         return [e for e in self._entries.values() if e.state is State.DEAD]
 
-    def replay(self, ids: Iterable[str] | None, states: Iterable[State] = (State.DEAD,)) -> list[str]:
-        picked = self._pick(ids, set(states))
+    def replay(self, ids: Iterable[str] | None, states: Iterable[State] = (State.DEAD,)) -> Replayed:
+        wanted = tuple(states)
+        picked, skipped = [], []
+        for job_id, entry in self._pick(ids, wanted):
+            if why := unreplayable(None if entry is None else entry.state, wanted):  # bodies are kept here
+                skipped.append((job_id, why))
+            elif entry is not None:
+                picked.append(entry)
+        picked.sort(key=lambda e: e.handle)  # in the order accepted
         keys: set[str] = set()
         for entry in picked:
             entry.attempts, entry.reason = 0, ""
@@ -236,23 +255,21 @@ class MemoryBroker:
                 self._hold(entry, 0.0, State.QUEUED)
         for key in keys:  # in the order accepted, as on the journal: before the key's later jobs
             self._blocked[key] = deque(sorted(self._blocked[key], key=lambda e: e.handle))
-        return [e.job.id for e in picked]
+        return Replayed([e.job.id for e in picked], skipped)
 
-    def _pick(self, ids: Iterable[str] | None, states: set[State]) -> list[Entry]:
-        """The jobs of `ids` (None: all), each once, that are in one of `states`, in the
-        order they were accepted."""
+    def _pick(self, ids: Iterable[str] | None, states: Iterable[State]) -> list[tuple[str, Entry | None]]:
+        """The jobs of `ids` whatever their state (None: not known), each once, in the order
+        named; with ids None, every job in one of `states`, in the order accepted."""
         if ids is None:
-            return [e for e in self._entries.values() if e.state in states]
-        found = (self._entries.get(i) for i in dict.fromkeys(ids))
-        return sorted((e for e in found if e is not None and e.state in states), key=lambda e: e.handle)
+            return [(job_id, e) for job_id, e in self._entries.items() if e.state in states]
+        return [(job_id, self._entries.get(job_id)) for job_id in dict.fromkeys(ids)]
 
     def purge(self, ids: Iterable[str] | None) -> list[str]:
-        purged = []
-        for entry in self._pick(ids, {State.DEAD}):
+        dead = [e for _, e in self._pick(ids, (State.DEAD,)) if e is not None and e.state is State.DEAD]
+        for entry in dead:
             self._counts.by_state[State.DEAD] -= 1
             self._drop(entry.job.id)
-            purged.append(entry.job.id)
-        return purged
+        return [e.job.id for e in sorted(dead, key=lambda e: e.handle)]
 
     def close(self) -> None:
         pass

@@ -44,7 +44,7 @@ import redis
 from gevent.event import Event
 
 from gq import redaction
-from gq.broker import Added, Conflict, Entry, Filter, State, record
+from gq.broker import Added, Conflict, Entry, Filter, Replayed, State, record
 from gq.broker.redis_intake import RedisIntake
 from gq.broker.redis_link import (
     REDIS_ERRORS,
@@ -260,7 +260,7 @@ class RedisBroker:
     def find(self, where: Filter, limit: int) -> list[tuple[Entry, tuple[float, int]]]:
         raise Unsupported("state", NOT_YET.format("listing jobs"))
 
-    def replay(self, ids: Iterable[str] | None, states: Iterable[State] = (State.DEAD,)) -> list[str]:
+    def replay(self, ids: Iterable[str] | None, states: Iterable[State] = (State.DEAD,)) -> Replayed:
         raise Unsupported("ids", NOT_YET.format("replaying jobs through the API (gq dlq replay works)"))
 
     # -- stopping
