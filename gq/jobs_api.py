@@ -140,7 +140,7 @@ class JobsApi:
         limit = _limit(given.get("limit"), PAGE, MAX_PAGE)
         found = self.answer(lambda: self.broker.find(where, limit + 1))
         page = found[:limit]
-        body = {"jobs": [entry.status(self.hidden_headers) for entry, _ in page],
+        body = {"jobs": [entry.status(self.hidden_headers, listed=True) for entry, _ in page],
                 "next": cursor(page[-1][1]) if len(found) > limit else None}
         return json_answer("200 OK", body, start_response)
 

@@ -51,14 +51,14 @@ class Entry:
     handle: Any = None                      # the broker's own reference (a stream entry's id)
     interrupted: bool = False               # its last attempt began but never ended (gq died)
 
-    def status(self, hidden: frozenset[str] = frozenset()) -> dict[str, Any]:
-        """The job as `GET /v1/jobs/{id}` shows it; secret header values redacted (`hidden`
-        names more of them)."""
+    def status(self, hidden: frozenset[str] = frozenset(), listed: bool = False) -> dict[str, Any]:
+        """The job as `GET /v1/jobs/{id}` shows it (`listed`: as a page of `GET /v1/jobs`
+        does, long headers cut); secret header values redacted (`hidden` names more of them)."""
         last = self.history[-1] if self.history else None
         return {
             "id": self.job.id,
             "state": self.state.value,
-            "request": self.job.shown(hidden),
+            "request": self.job.shown(hidden, listed),
             "attempts": self.attempts,
             "last_status": last.status if last else None,
             "last_error": last.error if last else None,
@@ -234,7 +234,8 @@ class Broker(Intake, Dispatch, Gauges, Operations, Protocol):
 class JobsAdmin(Protocol):
     """What `gq jobs` does, wherever the jobs are: on a journal file (journal.JournalAdmin)
     or through a daemon's API (gq.client.Client). Jobs come as `GET /v1/jobs/{id}` shows
-    them (Entry.status), secret headers redacted."""
+    them (Entry.status), secret headers redacted; `jobs` as a page of `GET /v1/jobs` does,
+    long headers cut."""
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         """The job, or None for an unknown id."""

@@ -347,7 +347,7 @@ class JournalAdmin:
         while left is None or left > 0:
             page = self.reader.find(where, self.PAGE if left is None else min(left, self.PAGE))
             for found, _ in page:
-                yield found.status(self.hidden)
+                yield found.status(self.hidden, listed=True)
             if left is not None:
                 left -= len(page)
             if len(page) < self.PAGE:
