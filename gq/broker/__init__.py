@@ -144,6 +144,9 @@ class Filter:
     after: tuple[float, int] | None = None
 
 
+Found = tuple[Entry, tuple[float, int]]  # a job `find` found, and its position (for Filter.after)
+
+
 @dataclass(frozen=True, slots=True)
 class Added:
     """What `Intake.add` did: the new entries to run here at once, the ids already known,
@@ -219,8 +222,10 @@ class Operations(Protocol):
         """Cancel a queued, scheduled or retrying job: never attempted again. False for an
         unknown id; raises Conflict when it runs or is final."""
 
-    def find(self, where: Filter, limit: int) -> list[tuple[Entry, tuple[float, int]]]:
-        """Up to `limit` matching jobs, newest first, each with its position (for `after`)."""
+    def find(self, where: Filter, limit: int) -> Iterator[Found]:
+        """Up to `limit` matching jobs, newest first, each with its position (for `after`),
+        read as they are asked for: a job may be as large as api.max_body_bytes, so what a
+        page holds is up to its reader (gq.jobs_api stops at a byte budget)."""
 
     def replay(self, ids: Iterable[str] | None, states: Iterable[State] = (State.DEAD,)) -> list[str]:
         """Finished jobs in `states` back to the queue, attempts reset (ids None: all);

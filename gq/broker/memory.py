@@ -10,12 +10,12 @@ import heapq
 import itertools
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from gevent.event import Event
 
 from gq import hosts
-from gq.broker import CANCELLABLE, UNFINISHED, Added, Conflict, Counts, Entry, Filter, State, record
+from gq.broker import CANCELLABLE, UNFINISHED, Added, Conflict, Counts, Entry, Filter, Found, State, record
 from gq.errors import BacklogFull
 from gq.job import Job
 from gq.outcome import AttemptResult, Outcome, Verdict
@@ -205,7 +205,7 @@ class MemoryBroker:
         self._remember_finished(entry)
         return True
 
-    def find(self, where: Filter, limit: int) -> list[tuple[Entry, tuple[float, int]]]:
+    def find(self, where: Filter, limit: int) -> Iterator[Found]:
         """A scan of the jobs held: memory only holds what its bounds allow."""
         found = []
         for entry in self._entries.values():
@@ -217,7 +217,7 @@ class MemoryBroker:
                     and (where.after is None or at < where.after)):
                 found.append((entry, at))
         found.sort(key=lambda pair: pair[1], reverse=True)
-        return found[:limit]
+        return iter(found[:limit])
 
     def dead_letters(self) -> list[Entry]:
         return [e for e in self._entries.values() if e.state is State.DEAD]

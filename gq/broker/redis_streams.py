@@ -36,14 +36,14 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import gevent
 import redis
 from gevent.event import Event
 
-from gq.broker import Added, Conflict, Entry, Filter, State, record
+from gq.broker import Added, Conflict, Entry, Filter, Found, State, record
 from gq.broker.redis_intake import RedisIntake
 from gq.broker.redis_link import (
     REDIS_ERRORS,
@@ -256,7 +256,7 @@ class RedisBroker:
             raise Conflict(job_id, State(was))
         return True
 
-    def find(self, where: Filter, limit: int) -> list[tuple[Entry, tuple[float, int]]]:
+    def find(self, where: Filter, limit: int) -> Iterator[Found]:
         raise Unsupported("state", NOT_YET.format("listing jobs"))
 
     def replay(self, ids: Iterable[str] | None, states: Iterable[State] = (State.DEAD,)) -> list[str]:
