@@ -24,11 +24,19 @@ def bad_request(field: str, error: str, reason: str | None = "invalid") -> Refus
     return Refusal("400 Bad Request", {"error": f"{field}: {error}", "field": field}, reason)
 
 
-def json_answer(status: str, body: Any, start_response: Callable, headers=()) -> list[bytes]:
+def to_json(body: Any) -> bytes:
     try:
-        data = json.dumps(body, ensure_ascii=False).encode()
+        return json.dumps(body, ensure_ascii=False).encode()
     except UnicodeEncodeError:  # a lone surrogate quoted from the request (a field's name): escaped
-        data = json.dumps(body).encode()
+        return json.dumps(body).encode()
+
+
+def json_answer(status: str, body: Any, start_response: Callable, headers=()) -> list[bytes]:
+    return encoded_answer(status, to_json(body), start_response, headers)
+
+
+def encoded_answer(status: str, data: bytes, start_response: Callable, headers=()) -> list[bytes]:
+    """An answer of JSON already encoded (`to_json`)."""
     start_response(status, [("Content-Type", "application/json"),
                             ("Content-Length", str(len(data))), *headers])
     return [data]

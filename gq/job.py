@@ -6,6 +6,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -28,6 +29,11 @@ MAX_DELAY = 10 * 366 * 86400.0   # seconds: a job scheduled further ahead is a m
 RESERVED_HEADERS = frozenset(
     ("idempotency-key", "user-agent", "content-length", "transfer-encoding", "host", "connection"))
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: a header name
+# A list (GET /v1/jobs) shows headers cut to these, so that a page of jobs stays small however
+# large a job's headers are (api.max_body_bytes allows); GET /v1/jobs/{id} shows them all.
+LISTED_VALUE = 256       # characters of a header value, then CUT
+LISTED_HEADERS = 4096    # characters of header names and values in all; the headers past it left out
+CUT = "…"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # RFC 3339's date-time (section 5.6): T, t or a space between the two; Z, z or +hh:mm.
 _RFC3339 = re.compile(r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)", re.ASCII)
@@ -74,11 +80,19 @@ class Job:
     run_at: float | None = None      # Unix time before which it is not attempted
     ordering_key: str | None = None  # jobs of one key run one at a time, in the order accepted
 
-    def shown(self, hidden: frozenset[str] = frozenset()) -> dict[str, Any]:
+    def shown(self, hidden: frozenset[str] = frozenset(), listed: bool = False) -> dict[str, Any]:
         """What an operator may see of the request: secret header values and the URL's
-        password replaced by redaction.REDACTED (names in `hidden`, lower case, besides the usual)."""
-        return {"method": self.method, "url": redaction.url(self.url),
-                "headers": redaction.headers(self.headers, hidden)}
+        password shown through gq/redaction.py (names in `hidden`, lower case, besides the usual).
+        `listed`: headers cut as a list shows them, and `"truncated": true` when some were."""
+        headers = ((k, redaction.header(k, v, hidden)) for k, v in self.headers.items())
+        shown: dict[str, Any] = {"method": self.method, "url": redaction.url(self.url)}
+        if not listed:
+            shown["headers"] = dict(headers)
+            return shown
+        shown["headers"], truncated = _listed(headers)
+        if truncated:
+            shown["truncated"] = True
+        return shown
 
     def to_json(self) -> str:
         """`to_dict()` as JSON, the body spliced in as it is (no parse and dump again)."""
@@ -131,6 +145,22 @@ def _check_url(url: Any, policy: HostPolicy) -> str:
     if refusal:
         raise JobError("url", refusal)
     return url
+
+
+def _listed(headers: Iterable[tuple[str, Any]]) -> tuple[dict[str, Any], bool]:
+    """`headers` within LISTED_VALUE and LISTED_HEADERS, and whether any was cut or left out;
+    those past the room are not even looked at (a job may have thousands). A value that is not
+    a string comes from a damaged journal row: shown whole, counted."""
+    shown: dict[str, Any] = {}
+    room, truncated = LISTED_HEADERS, False
+    for name, value in headers:
+        if isinstance(value, str) and len(value) > LISTED_VALUE:
+            value, truncated = value[:LISTED_VALUE] + CUT, True
+        room -= len(name) + len(value if isinstance(value, str) else str(value))
+        if room < 0:
+            return shown, True
+        shown[name] = value
+    return shown, truncated
 
 
 def _check_headers(headers: Any) -> dict[str, str]:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl
 
 from gq import hosts
-from gq.api_io import Refusal, bad_request, json_answer, read_body
-from gq.broker import REPLAYABLE, Broker, Conflict, Filter, Replayed, State
+from gq.api_io import Refusal, bad_request, encoded_answer, json_answer, read_body, to_json
+from gq.broker import REPLAYABLE, Broker, Conflict, Filter, Found, Replayed, State
 from gq.config import Config
 from gq.dispatcher import Dispatcher
 from gq.errors import BrokerUnavailable, Unsupported
@@ -27,6 +27,10 @@ from gq.job import loads, timestamp
 
 PAGE = 100            # jobs per page by default
 MAX_PAGE = 1000
+# A page's answer holds this many bytes at most, and one job at least: it stops early, its `next`
+# right after its last job, rather than hold `limit` jobs of api.max_body_bytes each.
+PAGE_BYTES = 1 << 20
+ENVELOPE = 256        # bytes of a page's answer around its jobs: {"jobs": [, ], "next": "…"}
 REPLAY_PAGE = 1000    # jobs a replay by filter takes by default
 MAX_REPLAY_PAGE = 10000
 MAX_REPLAY_IDS = 10000
@@ -138,11 +142,27 @@ class JobsApi:
             given[name] = value
         where = _filter(given.get, None)
         limit = _limit(given.get("limit"), PAGE, MAX_PAGE)
-        found = self.answer(lambda: self.broker.find(where, limit + 1))
-        page = found[:limit]
-        body = {"jobs": [entry.status(self.hidden_headers) for entry, _ in page],
-                "next": cursor(page[-1][1]) if len(found) > limit else None}
-        return json_answer("200 OK", body, start_response)
+        jobs, after = self.answer(lambda: self._page(self.broker.find(where, limit + 1), limit))
+        data = b'{"jobs": [%s], "next": %s}' % (b", ".join(jobs), to_json(None if after is None else cursor(after)))
+        return encoded_answer("200 OK", data, start_response)
+
+    def _page(self, found: Iterator[Found], limit: int) -> tuple[list[bytes], tuple[float, int] | None]:
+        """The first of `found` as a list shows them, in JSON: `limit` at most, within
+        PAGE_BYTES (one at least); and the position of the last one when more follow (None: no
+        more). The jobs are read, and shown, one by one: a page holds its answer, no more."""
+        jobs: list[bytes] = []
+        room = PAGE_BYTES - ENVELOPE
+        last = None
+        for entry, at in found:
+            if len(jobs) == limit:
+                return jobs, last
+            shown = to_json(entry.status(self.hidden_headers, listed=True))
+            room -= len(shown) + 2  # and ", "
+            if jobs and room < 0:
+                return jobs, last
+            jobs.append(shown)
+            last = at
+        return jobs, None
 
     # -- DELETE /v1/jobs/{id}
 
@@ -193,10 +213,11 @@ class JobsApi:
         where = _filter(request.get, REPLAYABLE)
         state = where.state or State.DEAD  # a filter for replays always names one
         limit = _limit(request.get("limit"), REPLAY_PAGE, MAX_REPLAY_PAGE)
-        found = self.answer(lambda: self.broker.find(where, limit + 1))
+        # Ids only, the jobs read a few at a time: a page of them holds no more than its answer.
+        found = self.answer(lambda: [(e.job.id, at) for e, at in self.broker.find(where, limit + 1)])
         page = found[:limit]
         # Found in `state`; one that has left it since, or cannot be replayed, is skipped.
-        done = self.answer(lambda: self.broker.replay([e.job.id for e, _ in page], (state,)))
+        done = self.answer(lambda: self.broker.replay([job_id for job_id, _ in page], (state,)))
         return _replayed(done, cursor(page[-1][1]) if len(found) > limit else None)
 
 

@@ -81,7 +81,8 @@ def add_commands(jobs: argparse.ArgumentParser, parser_class: type[argparse.Argu
     window(listing)
     listing.add_argument("--limit", type=int, default=LIMIT, metavar="N",
                          help=f"show N jobs at most (default {LIMIT}; 0: all)")
-    listing.add_argument("--json", action="store_true", help="one JSON object per line, as GET /v1/jobs/{id} shows it")
+    listing.add_argument("--json", action="store_true",
+                         help="one JSON object per line, as a page of GET /v1/jobs shows it (long headers cut)")
     show = action("show", "every field of one job, its attempts included")
     show.add_argument("id", metavar="ID")
     show.add_argument("--json", action="store_true", help="the job as GET /v1/jobs/{id} shows it")

@@ -87,11 +87,10 @@ def _spellings(secrets: Iterable[str]) -> list[str]:
     return out
 
 
-def headers(values: Mapping[str, str], hidden: frozenset[str] = frozenset()) -> dict[str, str]:
-    """`values` with the credential headers' values (SECRET_HEADERS, and the lower-case names
-    in `hidden`) replaced by REDACTED."""
-    return {name: REDACTED if name.lower() in SECRET_HEADERS or name.lower() in hidden else value
-            for name, value in values.items()}
+def header(name: str, value: str, hidden: frozenset[str] = frozenset()) -> str:
+    """A header's value as shown: REDACTED for a credential header (SECRET_HEADERS, and the
+    lower-case names in `hidden`)."""
+    return REDACTED if name.lower() in SECRET_HEADERS or name.lower() in hidden else value
 
 
 def header_secrets(values: Mapping[str, str], hidden: frozenset[str] = frozenset()) -> list[str]:

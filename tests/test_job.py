@@ -12,7 +12,18 @@ from hypothesis import strategies as st
 
 from gq.config import TargetConfig
 from gq.errors import JobError
-from gq.job import FIELDS, METHODS, RESERVED_HEADERS, Job, parse, read_lines, timestamp
+from gq.job import (
+    FIELDS,
+    LISTED_HEADERS,
+    LISTED_VALUE,
+    METHODS,
+    REDACTED,
+    RESERVED_HEADERS,
+    Job,
+    parse,
+    read_lines,
+    timestamp,
+)
 
 URL = "http://example.com/hook"
 
@@ -246,6 +257,32 @@ def test_hosts_outside_allowed_hosts_are_refused(url, allowed):
 def test_to_dict_parses_back_to_the_same_job(obj):
     job = parse(obj)
     assert parse(json.loads(json.dumps(job.to_dict()))) == job
+
+
+# -- shown in a list
+
+
+def test_a_list_shows_long_header_values_cut_and_says_so():
+    long = "v" * (LISTED_VALUE + 1)
+    job = parse({"url": URL, "headers": {"X-Short": "s", "X-Long": long, "Authorization": "a" * 1000}})
+    assert job.shown(listed=True) == {
+        "method": "POST", "url": URL, "truncated": True,
+        "headers": {"X-Short": "s", "X-Long": "v" * LISTED_VALUE + "…", "Authorization": REDACTED}}
+    assert job.shown()["headers"]["X-Long"] == long  # one job, by its id: whole
+
+
+def test_a_list_leaves_out_the_headers_past_its_room_and_says_so():
+    value = "v" * LISTED_VALUE
+    headers = {f"X-{n:04}": value for n in range(100)}
+    shown = parse({"url": URL, "headers": headers}).shown(listed=True)
+    fits = LISTED_HEADERS // (6 + LISTED_VALUE)
+    assert shown["headers"] == dict(list(headers.items())[:fits]) and shown["truncated"] is True
+
+
+def test_a_list_shows_headers_within_its_bounds_as_they_are():
+    headers = {"X-A": "v" * LISTED_VALUE, "Cookie": "c" * 5000}  # a redacted value takes no room
+    job = parse({"url": URL, "headers": headers})
+    assert job.shown(listed=True) == job.shown() and "truncated" not in job.shown(listed=True)
 
 
 # -- read_lines

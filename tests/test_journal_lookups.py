@@ -10,7 +10,7 @@ import gevent
 
 from gq.broker import Filter, State
 from gq.broker.journal_access import JournalAccess
-from gq.broker.journal_file import JournalFile
+from gq.broker.journal_file import READ_BYTES, JournalFile
 from gq.job import parse
 
 
@@ -22,7 +22,7 @@ def test_a_looked_up_job_shows_its_request_as_parsing_it_would(tmp_path):
     journal.write([([job], 0)], 10, 1000.0, [], (), (), ())
     got = journal.get("a")
     assert got is not None
-    found = journal.find(Filter(), 10)
+    found = list(journal.find(Filter(), 10))
     assert [e.job.id for e, _ in found] == ["a"]
     for entry in (got, found[0][0]):
         assert entry.state is State.SCHEDULED
@@ -45,6 +45,30 @@ def test_a_row_that_is_no_longer_a_job_is_looked_up_as_it_is(tmp_path):
     assert (bad.job.run_at, bad.job.timeout) == (None, None)
     assert worse.status()["request"] == {"method": "", "url": "", "headers": {}}
     assert [e.job.id for e, _ in journal.find(Filter(state=State.DEAD), 10)] == ["bad", "worse"]
+    journal.close()
+
+
+def test_a_page_of_large_jobs_is_read_a_few_at_a_time_each_once_in_order(tmp_path):
+    journal = JournalFile(str(tmp_path / "journal.sqlite3"))
+    large = [parse({"id": f"h{n}", "url": "http://127.0.0.1:9/", "headers": {"X-Large": "v" * (READ_BYTES // 3)}})
+             for n in range(10)]
+    journal.write([(large, 0)], 100, 1000.0, [], (), (), ())
+    positions = journal.positions(Filter(), 100)
+    first, start = journal.rows(positions, 0, READ_BYTES)
+    assert [e.job.id for e, _ in first] == ["h9", "h8", "h7"] and start == 3  # those fill a read
+    journal.db.execute("DELETE FROM jobs WHERE id = 'h6'")  # gone between two reads: passed over
+    assert [e.job.id for e, _ in journal.find(Filter(), 100)] == [f"h{n}" for n in (9, 8, 7, 5, 4, 3, 2, 1, 0)]
+    journal.close()
+
+
+def test_a_look_up_leaves_the_jobs_bodies_in_the_file(tmp_path):
+    journal = JournalFile(str(tmp_path / "journal.sqlite3"))
+    bodies = [parse({"id": f"b{n}", "url": "http://127.0.0.1:9/", "body": "b" * READ_BYTES,
+                     "headers": {"X-N": str(n)}}) for n in range(10)]
+    journal.write([(bodies, 0)], 100, 1000.0, [], (), (), ())
+    read, start = journal.rows(journal.positions(Filter(), 100), 0, READ_BYTES)
+    assert len(read) == start == 10  # one read: their bodies are not read
+    assert [e.job.headers for e, _ in read] == [{"X-N": str(n)} for n in range(9, -1, -1)]
     journal.close()
 
 

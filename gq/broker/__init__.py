@@ -68,14 +68,14 @@ class Entry:
     handle: Any = None                      # the broker's own reference (a stream entry's id)
     interrupted: bool = False               # its last attempt began but never ended (gq died)
 
-    def status(self, hidden: frozenset[str] = frozenset()) -> dict[str, Any]:
-        """The job as `GET /v1/jobs/{id}` shows it; secret header values redacted (`hidden`
-        names more of them)."""
+    def status(self, hidden: frozenset[str] = frozenset(), listed: bool = False) -> dict[str, Any]:
+        """The job as `GET /v1/jobs/{id}` shows it (`listed`: as a page of `GET /v1/jobs`
+        does, long headers cut); secret header values redacted (`hidden` names more of them)."""
         last = self.history[-1] if self.history else None
         return {
             "id": self.job.id,
             "state": self.state.value,
-            "request": self.job.shown(hidden),
+            "request": self.job.shown(hidden, listed),
             "attempts": self.attempts,
             "last_status": last.status if last else None,
             "last_error": last.error if last else None,
@@ -159,6 +159,9 @@ class Filter:
     since: float | None = None
     until: float | None = None
     after: tuple[float, int] | None = None
+
+
+Found = tuple[Entry, tuple[float, int]]  # a job `find` found, and its position (for Filter.after)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,8 +248,10 @@ class Operations(Protocol):
         """Cancel a queued, scheduled or retrying job: never attempted again. False for an
         unknown id; raises Conflict when it runs or is final."""
 
-    def find(self, where: Filter, limit: int) -> list[tuple[Entry, tuple[float, int]]]:
-        """Up to `limit` matching jobs, newest first, each with its position (for `after`)."""
+    def find(self, where: Filter, limit: int) -> Iterator[Found]:
+        """Up to `limit` matching jobs, newest first, each with its position (for `after`),
+        read as they are asked for: a job may be as large as api.max_body_bytes, so what a
+        page holds is up to its reader (gq.jobs_api stops at a byte budget)."""
 
     def replay(self, ids: Iterable[str] | None, states: Iterable[State] = (State.DEAD,)) -> Replayed:
         """Finished jobs in `states` back to the queue, attempts reset (ids None: all of
@@ -260,7 +265,8 @@ class Broker(Intake, Dispatch, Gauges, Operations, Protocol):
 class JobsAdmin(Protocol):
     """What `gq jobs` does, wherever the jobs are: on a journal file (journal.JournalAdmin)
     or through a daemon's API (gq.client.Client). Jobs come as `GET /v1/jobs/{id}` shows
-    them (Entry.status), secret headers redacted."""
+    them (Entry.status), secret headers redacted; `jobs` as a page of `GET /v1/jobs` does,
+    long headers cut."""
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         """The job, or None for an unknown id."""

@@ -45,6 +45,7 @@ from gq.broker import (
     Counts,
     Entry,
     Filter,
+    Found,
     JobsAdmin,
     Replayed,
     State,
@@ -52,7 +53,7 @@ from gq.broker import (
 )
 from gq.broker import journal_upkeep as upkeep
 from gq.broker.journal_access import JournalAccess, JournalLock
-from gq.broker.journal_file import BLOCKED, CANCELLABLE_ROWS, TAKEN, JournalError, JournalFile
+from gq.broker.journal_file import BLOCKED, CANCELLABLE_ROWS, TAKEN, JournalError, JournalFile, found
 from gq.broker.journal_writer import FAILED_WRITE_PAUSE, Add, JournalWriter
 from gq.broker.storage import StorageGuard
 from gq.errors import BacklogFull, StorageUnavailable
@@ -280,9 +281,9 @@ class JournalBroker:
         self.writer.commit(entry)  # the 200 promises it never runs: a crash after it must not undo it
         return True
 
-    def find(self, where: Filter, limit: int) -> list[tuple[Entry, tuple[float, int]]]:
-        """From the file (off the hub); jobs in memory as last written."""
-        return self.db.read(JournalFile.find, where, limit)
+    def find(self, where: Filter, limit: int) -> Iterator[Found]:
+        """From the file (off the hub), a few at a time; jobs in memory as last written."""
+        return found(self.db.read, where, limit)
 
     def dead_letters(self) -> list[Entry]:
         return self.db.read(lambda f: list(f.dead_letters()))
@@ -355,14 +356,16 @@ class JournalAdmin:
     def jobs(self, where: Filter, limit: int | None) -> Iterator[dict[str, Any]]:
         left = limit
         while left is None or left > 0:
-            page = self.reader.find(where, self.PAGE if left is None else min(left, self.PAGE))
-            for found, _ in page:
-                yield found.status(self.hidden)
+            asked = self.PAGE if left is None else min(left, self.PAGE)
+            got = 0
+            for job, at in self.reader.find(where, asked):  # read a few at a time: jobs may be large
+                yield job.status(self.hidden, listed=True)
+                got += 1
+                where = replace(where, after=at)
             if left is not None:
-                left -= len(page)
-            if len(page) < self.PAGE:
+                left -= got
+            if got < self.PAGE:
                 return
-            where = replace(where, after=page[-1][1])
 
     # -- changes
 
@@ -432,8 +435,8 @@ class JournalAdmin:
             yield from self._api().replay_matching(where)
             return
         while True:  # the replayed leave the filter's state; the position moves on past them
-            page = file.find(where, self.PAGE)
-            yield file.replay([e.job.id for e, _ in page], [where.state.value])[0]
+            page = [(e.job.id, at) for e, at in file.find(where, self.PAGE)]  # ids only: jobs may be large
+            yield file.replay([job_id for job_id, _ in page], [where.state.value])[0]
             if len(page) < self.PAGE:
                 return
             where = replace(where, after=page[-1][1])

@@ -24,11 +24,11 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from gq import hosts
-from gq.broker import Entry, Filter, Replayed, State, attempt_of, stored, unreplayable
+from gq.broker import Entry, Filter, Found, Replayed, State, attempt_of, stored, unreplayable
 from gq.errors import GqError
 from gq.job import Job, parse
 from gq.outcome import AttemptResult
@@ -48,6 +48,11 @@ CANCELLABLE_ROWS = ("queued", "scheduled", "retrying", BLOCKED)  # states cancel
 # The file's states behind each state a user sees.
 FILE_STATES = {State.QUEUED: ("queued", TAKEN, BLOCKED)}
 ALL_FILE_STATES = ("queued", TAKEN, BLOCKED, "scheduled", "running", "retrying", *FINAL)
+# What a look-up reads of a row: all but the job's body, which it does not show (read, a body
+# as large as api.max_body_bytes would be parsed for nothing).
+LOOKED_UP = ("id, state, attempts, due, accepted_at, reason, history, "
+             "json_remove(spec, '$.json', '$.body') AS spec")
+READ_BYTES = 262144     # characters of jobs a look-up reads at a time (in gevent's threadpool)
 SUCCEEDED_HISTORY = 3   # attempts a succeeded job keeps: the first and the last two
 VERSION = 1             # PRAGMA user_version of the layout below
 COLUMNS_ADDED = (("host", "TEXT"), ("ordering_key", "TEXT"), ("trimmed", "INTEGER NOT NULL DEFAULT 0"))  # since 0
@@ -152,6 +157,18 @@ def _unreplayable(row: sqlite3.Row | None, states: list[State]) -> str | None:
     if row is None:
         return unreplayable(None, states)
     return unreplayable(shown(row["state"]), states, payload_kept=not row["trimmed"])
+
+
+def found(read: Callable[..., Any], where: Filter, limit: int) -> Iterator[Found]:
+    """Up to `limit` jobs that match `where`, newest first, each with its position, read
+    READ_BYTES at a time as they are asked for: the page that stops early (gq.jobs_api's byte
+    budget) has read little more than it holds. `read(method, *args)` calls a JournalFile
+    method on a connection (off the hub, for the daemon)."""
+    positions = read(JournalFile.positions, where, limit)
+    start = 0
+    while start < len(positions):
+        batch, start = read(JournalFile.rows, positions, start, READ_BYTES)
+        yield from batch
 
 
 def entry(row: sqlite3.Row, strict: bool = True) -> Entry:
@@ -366,7 +383,7 @@ class JournalFile:
     # -- look-ups (any connection)
 
     def get(self, job_id: str) -> Entry | None:
-        row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self.db.execute(f"SELECT {LOOKED_UP} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else entry(row, strict=False)
 
     def oldest(self) -> float | None:
@@ -377,10 +394,15 @@ class JournalFile:
                 f"SELECT min(accepted_at) AS t FROM jobs WHERE state = '{s}'"
                 for s in ("queued", TAKEN, BLOCKED, "running", "retrying")) + ")").fetchone()[0]
 
-    def find(self, where: Filter, limit: int) -> list[tuple[Entry, tuple[float, int]]]:
+    def find(self, where: Filter, limit: int) -> Iterator[Found]:
         """Up to `limit` jobs that match, newest first, each with its position (for a
-        cursor). Each of the file's states is read through an index in order, and the
-        positions merged, so no query sorts: a page costs `limit` index steps per state."""
+        cursor), read a few at a time as they are asked for (see `found`)."""
+        return found(lambda method, *args: method(self, *args), where, limit)
+
+    def positions(self, where: Filter, limit: int) -> list[tuple[float, int]]:
+        """Where the first `limit` jobs that match are, newest first. Each of the file's states
+        is read through an index in order, and the positions merged, so no query sorts: a
+        page costs `limit` index steps per state, and no job is read."""
         bounds: list[str] = []
         params: list[float | str] = []
         if where.since is not None:
@@ -400,19 +422,26 @@ class JournalFile:
             else:
                 looks = [("jobs_host", ["host = ?", "state = ?", *bounds], [where.host, state, *params])
                          for state in states]
-        found: list[tuple[float, int]] = []
+        merged: list[tuple[float, int]] = []
         for index, conditions, values in looks:
             clause = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-            found += [(r[0], r[1]) for r in self.db.execute(
+            merged += [(r[0], r[1]) for r in self.db.execute(
                 f"SELECT accepted_at, rowid FROM jobs INDEXED BY {index} {clause} "
                 f"ORDER BY accepted_at DESC, rowid DESC LIMIT ?", (*values, limit))]
-        page = sorted(found, reverse=True)[:limit]
-        rows: dict[int, sqlite3.Row] = {}
-        for start in range(0, len(page), 500):  # SQLite takes so many parameters at most
-            chunk = [rowid for _, rowid in page[start:start + 500]]
-            rows.update((r["rowid"], r) for r in self.db.execute(
-                f"SELECT rowid, * FROM jobs WHERE rowid IN ({','.join('?' * len(chunk))})", chunk))
-        return [(entry(rows[rowid], strict=False), (at, rowid)) for at, rowid in page if rowid in rows]
+        return sorted(merged, reverse=True)[:limit]
+
+    def rows(self, positions: list[tuple[float, int]], start: int, most: int) -> tuple[list[Found], int]:
+        """The jobs at `positions[start:]` (those still there), in that order, read one by
+        one until they hold `most` characters (one at least); and where the next read starts."""
+        read: list[Found] = []
+        for n in range(start, len(positions)):
+            if most <= 0:
+                return read, n
+            row = self.db.execute(f"SELECT {LOOKED_UP} FROM jobs WHERE rowid = ?", (positions[n][1],)).fetchone()
+            if row is not None:  # not deleted since
+                read.append((entry(row, strict=False), positions[n]))
+                most -= len(row["spec"]) + len(row["history"])
+        return read, len(positions)
 
     def cancel(self, job_id: str, now: float) -> tuple[str, str]:
         """Cancel a job that waits in the file (queued, scheduled, retrying or blocked);
@@ -432,7 +461,7 @@ class JournalFile:
 
     def dead_letters(self) -> Iterator[Entry]:
         """Dead letters, oldest first, read as they are used (there may be millions)."""
-        for row in self.db.execute("SELECT * FROM jobs WHERE state = 'dead' ORDER BY accepted_at"):
+        for row in self.db.execute(f"SELECT {LOOKED_UP} FROM jobs WHERE state = 'dead' ORDER BY accepted_at"):
             yield entry(row, strict=False)
 
     # -- replays and purges, for the process that holds the journal

@@ -10,7 +10,7 @@ import heapq
 import itertools
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from gevent.event import Event
 
@@ -23,6 +23,7 @@ from gq.broker import (
     Counts,
     Entry,
     Filter,
+    Found,
     Replayed,
     State,
     record,
@@ -217,7 +218,7 @@ class MemoryBroker:
         self._remember_finished(entry)
         return True
 
-    def find(self, where: Filter, limit: int) -> list[tuple[Entry, tuple[float, int]]]:
+    def find(self, where: Filter, limit: int) -> Iterator[Found]:
         """A scan of the jobs held: memory only holds what its bounds allow."""
         found = []
         for entry in self._entries.values():
@@ -229,7 +230,7 @@ class MemoryBroker:
                     and (where.after is None or at < where.after)):
                 found.append((entry, at))
         found.sort(key=lambda pair: pair[1], reverse=True)
-        return found[:limit]
+        return iter(found[:limit])
 
     def dead_letters(self) -> list[Entry]:
         return [e for e in self._entries.values() if e.state is State.DEAD]

@@ -36,7 +36,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import gevent
@@ -44,7 +44,7 @@ import redis
 from gevent.event import Event
 
 from gq import redaction
-from gq.broker import Added, Conflict, Entry, Filter, Replayed, State, record
+from gq.broker import Added, Conflict, Entry, Filter, Found, Replayed, State, record
 from gq.broker.redis_intake import RedisIntake
 from gq.broker.redis_link import (
     REDIS_ERRORS,
@@ -257,7 +257,7 @@ class RedisBroker:
             raise Conflict(job_id, State(was))
         return True
 
-    def find(self, where: Filter, limit: int) -> list[tuple[Entry, tuple[float, int]]]:
+    def find(self, where: Filter, limit: int) -> Iterator[Found]:
         raise Unsupported("state", NOT_YET.format("listing jobs"))
 
     def replay(self, ids: Iterable[str] | None, states: Iterable[State] = (State.DEAD,)) -> Replayed:
