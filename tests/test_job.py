@@ -17,13 +17,13 @@ from gq.job import (
     LISTED_HEADERS,
     LISTED_VALUE,
     METHODS,
-    REDACTED,
     RESERVED_HEADERS,
     Job,
     parse,
     read_lines,
     timestamp,
 )
+from gq.redaction import REDACTED
 
 URL = "http://example.com/hook"
 
