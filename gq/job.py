@@ -18,7 +18,14 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 FIELDS = ("id", "method", "url", "headers", "json", "body", "timeout", "max_attempts", "run_at", "delay",
           "ordering_key")
 MAX_ID_LENGTH = 256
-RESERVED_ID = "replay"   # /v1/jobs/replay is the bulk replay: a job of that id could not be looked up
+# Ids no URL /v1/jobs/{id} can name. Any other id, sent as quote(id, safe=""), reaches the API
+# as it is (the server decodes the path once); these do not, however they are encoded.
+UNREACHABLE_IDS = {
+    "replay": "/v1/jobs/replay is the bulk replay, not a job",
+    # RFC 3986 5.2.4: HTTP clients (requests, curl) remove these from a path
+    ".": "HTTP clients send /v1/jobs/. as /v1/jobs/",
+    "..": "HTTP clients send /v1/jobs/.. as /v1/",
+}
 MAX_URL_LENGTH = 8192
 MAX_TIMEOUT = 86400.0
 MAX_ATTEMPTS = 1000
@@ -249,8 +256,8 @@ def parse(obj: Any, *, default_url: str = "", policy: HostPolicy = HostPolicy(),
         # The id travels as the Idempotency-Key header: printable ASCII, no space at either end.
         raise JobError("id", "must be printable ASCII without spaces at either end "
                              "(it is sent as the Idempotency-Key header)")
-    elif job_id == RESERVED_ID:
-        raise JobError("id", f'"{RESERVED_ID}" is reserved: /v1/jobs/{RESERVED_ID} is the bulk replay, not a job')
+    elif job_id in UNREACHABLE_IDS:
+        raise JobError("id", f'"{job_id}" is reserved: no URL can name it ({UNREACHABLE_IDS[job_id]})')
 
     method = obj.get("method", "POST")
     if not isinstance(method, str) or method.upper() not in METHODS:

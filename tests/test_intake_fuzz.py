@@ -16,9 +16,10 @@ import sys
 import uuid
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import pytest
+import requests
 from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 
@@ -517,3 +518,42 @@ def test_a_field_set_to_null_is_delivered_as_if_left_out(gq, shared_target, fiel
     answer = exchange(gq.api, body, "application/json")
     assert answer.status == 202, answer
     check_answer(gq, shared_target, body, "application/json", answer)
+
+
+# -- every accepted id can be named in a URL ---------------------------------------------------
+
+# What clients and servers may read in a path: dot segments, percent signs, the delimiters.
+ID_PIECES = st.sampled_from(list("./%?#;&=+~:@!$'()*,a0 ") + ["%2e", "%2E", "%2f", "%25", "%00"])
+URL_IDS = st.one_of(
+    st.sampled_from([".", "..", "...", "./", "/.", "../", "/..", "./.", "%2e", "%2e%2e", ".%2e", "%", "%%", "%zz",
+                     "/", "//", "?", "#", "?a=1#b", "a/../b", "..;", ".;", "~", "replay", "replay/", "+"]),
+    st.lists(ID_PIECES, min_size=1, max_size=8).map("".join).filter(lambda i: i == i.strip(" ")),
+    ascii_ids.filter(bool))
+
+
+@settings(FUZZ, max_examples=40)
+@given(job_id=URL_IDS, salted=st.booleans())
+@example(job_id=".", salted=False)
+@example(job_id="..", salted=False)
+def test_every_accepted_id_is_found_and_cancelled_by_its_percent_encoded_url(gq, shared_target, job_id, salted):
+    """Any id intake accepts is one a client can name: GET and DELETE /v1/jobs/{quote(id, safe="")}
+    through requests (which, like curl, removes dot segments) reach that job."""
+    if salted:  # a new job; unsalted, an id drawn again is a duplicate (found and cancelled already)
+        job_id = f"{job_id}{uuid.uuid4().hex[:6]}"
+    answer = exchange(gq.api, json.dumps({"id": job_id, "url": shared_target.url("/fz/id"), "delay": 3600}).encode(),
+                      "application/json")
+    if answer.status == 400:
+        assert answer.json()["field"] == "id", answer
+        event("refused")
+        return
+    assert answer.status in (200, 202) and answer.json()["id"] == job_id, answer
+    url = f"{gq.api}/v1/jobs/{quote(job_id, safe='')}"
+    found = requests.get(url, timeout=10)
+    assert found.status_code == 200 and found.json()["id"] == job_id, (
+        f"id {job_id!r} accepted, GET {found.url} answers {found.status_code} {found.text[:200]}")
+    cancelled = requests.delete(url, timeout=10)
+    if answer.status == 200:  # a duplicate: cancelled the first time
+        assert cancelled.status_code in (200, 409), cancelled.text
+    else:
+        assert cancelled.status_code == 200, f"DELETE {cancelled.url}: {cancelled.status_code} {cancelled.text[:200]}"
+    assert cancelled.json().get("state") == "cancelled", cancelled.text

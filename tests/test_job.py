@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from gq.config import TargetConfig
 from gq.errors import JobError
-from gq.job import FIELDS, METHODS, RESERVED_HEADERS, Job, parse, read_lines, timestamp
+from gq.job import FIELDS, METHODS, RESERVED_HEADERS, UNREACHABLE_IDS, Job, parse, read_lines, timestamp
 
 URL = "http://example.com/hook"
 
@@ -87,6 +87,8 @@ def test_body_and_json_become_the_serialized_data(field, value, data, is_json):
 @pytest.mark.parametrize("obj", [
     {"id": "x" * 256},
     {"id": "printable ASCII: ~!@#$%^&*()_+{}|:<>?"},
+    {"id": "..."},   # not a dot segment
+    {"id": "../a/./%2e"},  # percent-encoded whole, one segment
     {"timeout": 86400},
     {"timeout": 0.001},
     {"max_attempts": 1},
@@ -130,6 +132,8 @@ REFUSED = [
     ({"url": URL, "id": "a\nb"}, "id"),
     ({"url": URL, "id": "a\x7f"}, "id"),
     ({"url": URL, "id": "replay"}, "id"),  # /v1/jobs/replay is the bulk replay
+    ({"url": URL, "id": "."}, "id"),       # dot segments: clients drop them from /v1/jobs/{id}
+    ({"url": URL, "id": ".."}, "id"),
     # method
     ({"url": URL, "method": "FETCH"}, "method"),
     ({"url": URL, "method": "CONNECT"}, "method"),
@@ -323,7 +327,8 @@ valid_jobs = st.builds(
     lambda base, payload: {**base, **payload},
     st.fixed_dictionaries({"url": urls}, optional={
         # No space at either end: HTTP would strip it from the Idempotency-Key.
-        "id": st.text(id_chars, min_size=1, max_size=256).filter(lambda i: i == i.strip(" ")),
+        "id": st.text(id_chars, min_size=1, max_size=256).filter(
+            lambda i: i == i.strip(" ") and i not in UNREACHABLE_IDS),
         "method": st.sampled_from(METHODS + tuple(m.lower() for m in METHODS)),
         "headers": st.dictionaries(header_names, st.text(header_chars), max_size=4),
         "timeout": st.integers(1, 86400) | st.floats(0, 86400, exclude_min=True),
