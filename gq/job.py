@@ -55,7 +55,8 @@ _RFC3339 = re.compile(r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(\.\d+)?([
 _ID = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")  # HTTP strips spaces around a header value
 
 
-def _encodes(text: str, encoding: str) -> bool:
+def encodes(text: str, encoding: str) -> bool:
+    """Whether `text` encodes in `encoding` (a lone surrogate, as JSON's "\\ud800" makes, is in none)."""
     try:
         text.encode(encoding)
     except UnicodeEncodeError:
@@ -129,7 +130,7 @@ class Job:
         return out
 
 
-def _number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -138,7 +139,7 @@ def _check_url(url: Any, policy: HostPolicy) -> str:
         raise JobError("url", "must be a non-empty string")
     if len(url) > MAX_URL_LENGTH:
         raise JobError("url", f"longer than {MAX_URL_LENGTH} characters")
-    if _CONTROL.search(url) or " " in url or not _encodes(url, "utf-8"):
+    if _CONTROL.search(url) or " " in url or not encodes(url, "utf-8"):
         raise JobError("url", "contains spaces, control characters or text that is not Unicode")
     scheme = url.partition(":")[0].lower() if ":" in url else ""
     if scheme not in ("http", "https"):
@@ -165,7 +166,7 @@ def _check_headers(headers: Any) -> dict[str, str]:
             raise JobError(f"headers.{name}", "value must be a string")
         if _CONTROL.search(value.replace("\t", " ")):
             raise JobError(f"headers.{name}", "value contains control characters")
-        if not value.isascii() and not _encodes(value, "latin-1"):
+        if not value.isascii() and not encodes(value, "latin-1"):
             raise JobError(f"headers.{name}", "value has characters HTTP headers cannot carry "
                                               "(outside Latin-1)")
         if name.lower() in RESERVED_HEADERS:
@@ -176,7 +177,7 @@ def _check_headers(headers: Any) -> dict[str, str]:
 def timestamp(value: Any) -> float:
     """Unix seconds, or an RFC 3339 date-time with its offset (or Z), as Unix seconds;
     ValueError names what is wrong."""
-    if _number(value):
+    if is_number(value):
         if not 0 <= value < 1e11:
             raise ValueError("must be Unix seconds (0 to 1e11)")
         return float(value)
@@ -209,7 +210,7 @@ def _schedule(obj: dict[str, Any], now: float) -> float | None:
         raise JobError("delay", "run_at and delay cannot both be given")
     if "delay" in obj:
         delay = obj["delay"]
-        if not _number(delay) or not 0 <= delay <= MAX_DELAY:
+        if not is_number(delay) or not 0 <= delay <= MAX_DELAY:
             raise JobError("delay", f"must be a number of seconds from 0 to {MAX_DELAY:g}")
         return now + delay
     if "run_at" in obj:
@@ -225,7 +226,7 @@ def _check_key(key: Any) -> str | None:
         return None
     if not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_LENGTH:
         raise JobError("ordering_key", f"must be a string of 1 to {MAX_KEY_LENGTH} characters")
-    if _CONTROL.search(key) or not _encodes(key, "utf-8"):
+    if _CONTROL.search(key) or not encodes(key, "utf-8"):
         raise JobError("ordering_key", "contains control characters or text that is not Unicode")
     return key
 
@@ -283,11 +284,11 @@ def parse(obj: Any, *, default_url: str = "", policy: HostPolicy = HostPolicy(),
         if not isinstance(obj["body"], str):
             raise JobError("body", "must be a string (use json for structured data)")
         data = obj["body"]
-    if data is not None and not _encodes(data, "utf-8"):
+    if data is not None and not encodes(data, "utf-8"):
         raise JobError("json" if is_json else "body", "has text that is not Unicode (a lone surrogate)")
 
     timeout = obj.get("timeout")
-    if timeout is not None and (not _number(timeout) or not 0 < timeout <= MAX_TIMEOUT):
+    if timeout is not None and (not is_number(timeout) or not 0 < timeout <= MAX_TIMEOUT):
         raise JobError("timeout", f"must be a number of seconds > 0 and <= {MAX_TIMEOUT:g}")
 
     max_attempts = obj.get("max_attempts")
