@@ -31,6 +31,10 @@ MAX_TIMEOUT = 86400.0
 MAX_ATTEMPTS = 1000
 MAX_KEY_LENGTH = 256
 MAX_DELAY = 10 * 366 * 86400.0   # seconds: a job scheduled further ahead is a mistake
+# Arrays and objects nested in what a client sends, at most: far below Python's recursion
+# limit, so that every later reading of a job (the journal's, Redis's, a look-up's) can nest
+# a level or two deeper and still parse it.
+MAX_DEPTH = 512
 # gq sets these itself, or the HTTP stack computes them from the body.
 RESERVED_HEADERS = frozenset(
     ("idempotency-key", "user-agent", "content-length", "transfer-encoding", "host", "connection"))
@@ -75,10 +79,29 @@ def _not_json(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
+def _deeper(value: Any, most: int) -> bool:
+    """Whether arrays and objects nest more than `most` deep in `value` (walked level by level:
+    no recursion)."""
+    level = [value]
+    for _ in range(most + 1):
+        containers = [v for v in level if isinstance(v, (list, dict))]
+        if not containers:
+            return False
+        level = [item for c in containers for item in (c.values() if isinstance(c, dict) else c)]
+    return True
+
+
 def loads(text: str) -> Any:
-    """Strict JSON: no NaN or Infinity, no number too large for a float; raises ValueError
-    (and RecursionError when nested too deep)."""
-    return json.loads(text, parse_float=_finite, parse_constant=_not_json)
+    """Strict JSON: no NaN or Infinity, no number too large for a float, arrays and objects
+    nested MAX_DEPTH deep at most; raises ValueError."""
+    try:
+        value = json.loads(text, parse_float=_finite, parse_constant=_not_json)
+        # Fewer brackets than MAX_DEPTH cannot nest deeper: most texts are not walked.
+        if text.count("[") + text.count("{") <= MAX_DEPTH or not _deeper(value, MAX_DEPTH):
+            return value
+    except RecursionError:  # far deeper
+        pass
+    raise ValueError(f"arrays and objects nested deeper than {MAX_DEPTH} levels")
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +338,6 @@ def read_lines(text: str) -> list[tuple[int, Any]]:
             continue
         try:
             objects.append((number, loads(line)))
-        except (ValueError, RecursionError) as e:
+        except ValueError as e:
             raise JobError("json", f"invalid JSON: {e}", number) from None
     return objects

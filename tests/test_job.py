@@ -12,7 +12,18 @@ from hypothesis import strategies as st
 
 from gq.config import TargetConfig
 from gq.errors import JobError
-from gq.job import FIELDS, METHODS, RESERVED_HEADERS, UNREACHABLE_IDS, Job, parse, read_lines, timestamp
+from gq.job import (
+    FIELDS,
+    MAX_DEPTH,
+    METHODS,
+    RESERVED_HEADERS,
+    UNREACHABLE_IDS,
+    Job,
+    loads,
+    parse,
+    read_lines,
+    timestamp,
+)
 
 URL = "http://example.com/hook"
 
@@ -285,6 +296,34 @@ def test_read_lines_splits_on_newlines_only():
     # JSON allows U+2028 and U+2029 raw inside strings; they do not end a JSON line.
     text = json.dumps({"body": "a\u2028b\u2029c\x85d"}, ensure_ascii=False) + "\n{}\n"
     assert read_lines(text) == [(1, {"body": "a\u2028b\u2029c\x85d"}), (2, {})]
+
+
+# -- loads: the JSON a client sends
+
+
+def nested(depth: int, opener: str = "[") -> str:
+    """A JSON text of arrays ("[") or objects ("{") nested `depth` deep."""
+    return ("[" if opener == "[" else '{"a":') * depth + "1" + ("]" if opener == "[" else "}") * depth
+
+
+@pytest.mark.parametrize("opener", ["[", "{"])
+def test_loads_takes_json_nested_max_depth_deep_and_refuses_deeper(opener):
+    assert loads(nested(MAX_DEPTH, opener)) == json.loads(nested(MAX_DEPTH, opener))
+    for depth in (MAX_DEPTH + 1, 5000, 100_000):  # refused as input, not a RecursionError
+        with pytest.raises(ValueError, match=f"nested deeper than {MAX_DEPTH} levels"):
+            loads(nested(depth, opener))
+
+
+def test_loads_takes_many_shallow_brackets():
+    jobs = [{"url": URL, "json": {"a": [1, {"b": []}]}}] * 1000   # 4000 brackets, 4 deep
+    assert loads(json.dumps(jobs)) == jobs
+    assert loads(json.dumps({"body": "[" * 5000})) == {"body": "[" * 5000}  # brackets in a string
+
+
+@pytest.mark.parametrize("text", ["1e400", "-1e400", "[NaN]", "Infinity", "1" + "0" * 400 + ".5"])
+def test_loads_refuses_numbers_that_are_no_finite_float(text):
+    with pytest.raises(ValueError):
+        loads(text)
 
 
 # -- properties
