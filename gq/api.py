@@ -194,7 +194,7 @@ class Api:
             return False, [(f"line {n}", obj) for n, obj in lines]
         try:
             data = jobs_.loads(text)
-        except (ValueError, RecursionError) as e:
+        except ValueError as e:
             raise Refusal("400 Bad Request", {"error": f"body: invalid JSON: {e}", "field": "body"},
                           "invalid") from None
         if isinstance(data, list):

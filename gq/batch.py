@@ -109,7 +109,7 @@ class JobFile:
     def _parse(self, number: int, line: str) -> Job:
         try:
             obj = loads(line)
-        except (ValueError, RecursionError) as e:
+        except ValueError as e:
             raise UsageError(f"{self.shown}:{number}: json: invalid JSON: {e}") from None
         try:
             return parse(obj, default_url=self.default_url, policy=self.policy,

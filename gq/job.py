@@ -19,12 +19,23 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 FIELDS = ("id", "method", "url", "headers", "json", "body", "timeout", "max_attempts", "run_at", "delay",
           "ordering_key")
 MAX_ID_LENGTH = 256
-RESERVED_ID = "replay"   # /v1/jobs/replay is the bulk replay: a job of that id could not be looked up
+# Ids no URL /v1/jobs/{id} can name. Any other id, sent as quote(id, safe=""), reaches the API
+# as it is (the server decodes the path once); these do not, however they are encoded.
+UNREACHABLE_IDS = {
+    "replay": "/v1/jobs/replay is the bulk replay, not a job",
+    # RFC 3986 5.2.4: HTTP clients (requests, curl) remove these from a path
+    ".": "HTTP clients send /v1/jobs/. as /v1/jobs/",
+    "..": "HTTP clients send /v1/jobs/.. as /v1/",
+}
 MAX_URL_LENGTH = 8192
 MAX_TIMEOUT = 86400.0
 MAX_ATTEMPTS = 1000
 MAX_KEY_LENGTH = 256
 MAX_DELAY = 10 * 366 * 86400.0   # seconds: a job scheduled further ahead is a mistake
+# Arrays and objects nested in what a client sends, at most: far below Python's recursion
+# limit, so that every later reading of a job (the journal's, Redis's, a look-up's) can nest
+# a level or two deeper and still parse it.
+MAX_DEPTH = 512
 # gq sets these itself, or the HTTP stack computes them from the body.
 RESERVED_HEADERS = frozenset(
     ("idempotency-key", "user-agent", "content-length", "transfer-encoding", "host", "connection"))
@@ -40,7 +51,8 @@ _RFC3339 = re.compile(r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(\.\d+)?([
 _ID = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")  # HTTP strips spaces around a header value
 
 
-def _encodes(text: str, encoding: str) -> bool:
+def encodes(text: str, encoding: str) -> bool:
+    """Whether `text` encodes in `encoding` (a lone surrogate, as JSON's "\\ud800" makes, is in none)."""
     try:
         text.encode(encoding)
     except UnicodeEncodeError:
@@ -59,10 +71,29 @@ def _not_json(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
+def _deeper(value: Any, most: int) -> bool:
+    """Whether arrays and objects nest more than `most` deep in `value` (walked level by level:
+    no recursion)."""
+    level = [value]
+    for _ in range(most + 1):
+        containers = [v for v in level if isinstance(v, (list, dict))]
+        if not containers:
+            return False
+        level = [item for c in containers for item in (c.values() if isinstance(c, dict) else c)]
+    return True
+
+
 def loads(text: str) -> Any:
-    """Strict JSON: no NaN or Infinity, no number too large for a float; raises ValueError
-    (and RecursionError when nested too deep)."""
-    return json.loads(text, parse_float=_finite, parse_constant=_not_json)
+    """Strict JSON: no NaN or Infinity, no number too large for a float, arrays and objects
+    nested MAX_DEPTH deep at most; raises ValueError."""
+    try:
+        value = json.loads(text, parse_float=_finite, parse_constant=_not_json)
+        # Fewer brackets than MAX_DEPTH cannot nest deeper: most texts are not walked.
+        if text.count("[") + text.count("{") <= MAX_DEPTH or not _deeper(value, MAX_DEPTH):
+            return value
+    except RecursionError:  # far deeper
+        pass
+    raise ValueError(f"arrays and objects nested deeper than {MAX_DEPTH} levels")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +152,7 @@ class Job:
         return out
 
 
-def _number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -130,7 +161,7 @@ def _check_url(url: Any, policy: HostPolicy) -> str:
         raise JobError("url", "must be a non-empty string")
     if len(url) > MAX_URL_LENGTH:
         raise JobError("url", f"longer than {MAX_URL_LENGTH} characters")
-    if _CONTROL.search(url) or " " in url or not _encodes(url, "utf-8"):
+    if _CONTROL.search(url) or " " in url or not encodes(url, "utf-8"):
         raise JobError("url", "contains spaces, control characters or text that is not Unicode")
     scheme = url.partition(":")[0].lower() if ":" in url else ""
     if scheme not in ("http", "https"):
@@ -173,7 +204,7 @@ def _check_headers(headers: Any) -> dict[str, str]:
             raise JobError(f"headers.{name}", "value must be a string")
         if _CONTROL.search(value.replace("\t", " ")):
             raise JobError(f"headers.{name}", "value contains control characters")
-        if not value.isascii() and not _encodes(value, "latin-1"):
+        if not value.isascii() and not encodes(value, "latin-1"):
             raise JobError(f"headers.{name}", "value has characters HTTP headers cannot carry "
                                               "(outside Latin-1)")
         if name.lower() in RESERVED_HEADERS:
@@ -184,7 +215,7 @@ def _check_headers(headers: Any) -> dict[str, str]:
 def timestamp(value: Any) -> float:
     """Unix seconds, or an RFC 3339 date-time with its offset (or Z), as Unix seconds;
     ValueError names what is wrong."""
-    if _number(value):
+    if is_number(value):
         if not 0 <= value < 1e11:
             raise ValueError("must be Unix seconds (0 to 1e11)")
         return float(value)
@@ -217,7 +248,7 @@ def _schedule(obj: dict[str, Any], now: float) -> float | None:
         raise JobError("delay", "run_at and delay cannot both be given")
     if "delay" in obj:
         delay = obj["delay"]
-        if not _number(delay) or not 0 <= delay <= MAX_DELAY:
+        if not is_number(delay) or not 0 <= delay <= MAX_DELAY:
             raise JobError("delay", f"must be a number of seconds from 0 to {MAX_DELAY:g}")
         return now + delay
     if "run_at" in obj:
@@ -233,7 +264,7 @@ def _check_key(key: Any) -> str | None:
         return None
     if not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_LENGTH:
         raise JobError("ordering_key", f"must be a string of 1 to {MAX_KEY_LENGTH} characters")
-    if _CONTROL.search(key) or not _encodes(key, "utf-8"):
+    if _CONTROL.search(key) or not encodes(key, "utf-8"):
         raise JobError("ordering_key", "contains control characters or text that is not Unicode")
     return key
 
@@ -264,8 +295,8 @@ def parse(obj: Any, *, default_url: str = "", policy: HostPolicy = HostPolicy(),
         # The id travels as the Idempotency-Key header: printable ASCII, no space at either end.
         raise JobError("id", "must be printable ASCII without spaces at either end "
                              "(it is sent as the Idempotency-Key header)")
-    elif job_id == RESERVED_ID:
-        raise JobError("id", f'"{RESERVED_ID}" is reserved: /v1/jobs/{RESERVED_ID} is the bulk replay, not a job')
+    elif job_id in UNREACHABLE_IDS:
+        raise JobError("id", f'"{job_id}" is reserved: no URL can name it ({UNREACHABLE_IDS[job_id]})')
 
     method = obj.get("method", "POST")
     if not isinstance(method, str) or method.upper() not in METHODS:
@@ -291,11 +322,11 @@ def parse(obj: Any, *, default_url: str = "", policy: HostPolicy = HostPolicy(),
         if not isinstance(obj["body"], str):
             raise JobError("body", "must be a string (use json for structured data)")
         data = obj["body"]
-    if data is not None and not _encodes(data, "utf-8"):
+    if data is not None and not encodes(data, "utf-8"):
         raise JobError("json" if is_json else "body", "has text that is not Unicode (a lone surrogate)")
 
     timeout = obj.get("timeout")
-    if timeout is not None and (not _number(timeout) or not 0 < timeout <= MAX_TIMEOUT):
+    if timeout is not None and (not is_number(timeout) or not 0 < timeout <= MAX_TIMEOUT):
         raise JobError("timeout", f"must be a number of seconds > 0 and <= {MAX_TIMEOUT:g}")
 
     max_attempts = obj.get("max_attempts")
@@ -322,6 +353,6 @@ def read_lines(text: str) -> list[tuple[int, Any]]:
             continue
         try:
             objects.append((number, loads(line)))
-        except (ValueError, RecursionError) as e:
+        except ValueError as e:
             raise JobError("json", f"invalid JSON: {e}", number) from None
     return objects

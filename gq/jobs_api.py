@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl
@@ -23,7 +24,7 @@ from gq.broker import REPLAYABLE, Broker, Conflict, Filter, Found, Replayed, Sta
 from gq.config import Config
 from gq.dispatcher import Dispatcher
 from gq.errors import BrokerUnavailable, Unsupported
-from gq.job import loads, timestamp
+from gq.job import encodes, is_number, loads, timestamp
 
 PAGE = 100            # jobs per page by default
 MAX_PAGE = 1000
@@ -39,17 +40,27 @@ LIST_PARAMETERS = ("state", "host", "since", "until", "limit", "cursor")
 REPLAY_FIELDS = ("ids", "state", "host", "since", "until", "limit", "cursor")
 
 
+# base64url without padding, as `cursor` writes it; gq's own are 64 characters at most
+# ([a float, a 64-bit integer]), so no number in one is too large for a float and nothing nests deep.
+CURSOR = re.compile(r"[A-Za-z0-9_-]{1,100}")
+ROWIDS = range(-2**63, 2**63)  # the integers SQLite holds
+
+
 def cursor(position: tuple[float, int]) -> str:
     """An opaque cursor for what comes after `position`."""
     return base64.urlsafe_b64encode(json.dumps(list(position)).encode()).decode().rstrip("=")
 
 
 def position(field: str, text: Any) -> tuple[float, int]:
-    """The position a cursor names; a 400 naming `field` for one gq did not give."""
+    """The position a cursor names: [a finite number, an integer SQLite holds], as `cursor`
+    writes it; a 400 naming `field` for anything else."""
     try:
-        accepted_at, number = json.loads(base64.urlsafe_b64decode(str(text) + "=" * (-len(str(text)) % 4)))
-        if not isinstance(number, int) or not isinstance(accepted_at, (int, float)):
-            raise TypeError
+        if not isinstance(text, str) or not CURSOR.fullmatch(text):
+            raise ValueError
+        accepted_at, number = loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode())
+        # an int, not a bool (nor a float: `in` would walk the range)
+        if not is_number(accepted_at) or type(number) is not int or number not in ROWIDS:
+            raise ValueError
     except (ValueError, TypeError):
         raise bad_request(field, "not a cursor gq gave (use the `next` of a page)", None) from None
     return float(accepted_at), number
@@ -79,7 +90,7 @@ def _filter(field_value: Callable[[str], Any], states: tuple[State, ...] | None)
     elif states is not None:
         raise bad_request("state", f"required with a filter: one of {', '.join(s.value for s in states)}", None)
     host = field_value("host")
-    if host is not None and (not isinstance(host, str) or not host.strip()):
+    if host is not None and (not isinstance(host, str) or not host.strip() or not encodes(host, "utf-8")):
         raise bad_request("host", "must be a host name or address", None)
     since, until = field_value("since"), field_value("until")
     after = field_value("cursor")
@@ -187,7 +198,7 @@ class JobsApi:
         raw = read_body(environ, self.config.api, "ids or a filter")
         try:
             request = loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        except ValueError as e:  # UnicodeDecodeError too
             raise bad_request("body", f"invalid JSON: {e}", None) from None
         if not isinstance(request, dict):
             raise bad_request("body", 'must be an object: {"ids": [...]} or a filter', None)
@@ -205,7 +216,7 @@ class JobsApi:
         if len(request) > 1:
             raise bad_request("ids", "give ids or a filter, not both", None)
         if (not isinstance(ids, list) or not ids or len(ids) > MAX_REPLAY_IDS
-                or not all(isinstance(i, str) for i in ids)):
+                or not all(isinstance(i, str) and encodes(i, "utf-8") for i in ids)):
             raise bad_request("ids", f"must be a list of 1 to {MAX_REPLAY_IDS} job ids", None)
         return _replayed(self.answer(lambda: self.broker.replay(ids, REPLAYABLE)), None)
 

@@ -138,6 +138,15 @@ def test_a_job_is_found_by_the_id_it_was_accepted_with(daemon, shared_target, jo
     assert found.json()["id"] == job_id
 
 
+@pytest.mark.parametrize("job_id", [".", "..", "replay"])
+def test_an_id_no_url_can_name_is_refused(daemon, shared_target, job_id):
+    """HTTP clients drop the dot segments of /v1/jobs/. and /v1/jobs/.. (the job could never
+    be looked up or cancelled), and /v1/jobs/replay is the bulk replay."""
+    answer = daemon.post({"id": job_id, "url": shared_target.url("/unreachable")})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["field"] == "id" and answer.json()["error"].startswith(f'id: "{job_id}"'), answer.text
+
+
 @pytest.mark.parametrize("field, make", [
     ("id", lambda n: {"id": f"ジョブ-{n}"}),
     ("id", lambda n: {"id": f"café-{n}"}),

@@ -1,10 +1,13 @@
 """Fuzzing the intake of a running gq (hypothesis): random and mutated bodies, wrong
 encodings, deep nesting, huge numbers, bodies at the size limit, random content types,
 NDJSON. Every answer is 2xx or 4xx, every accepted job reaches the target as it was sent,
-and gq stays healthy. After the fuzzing, the bugs it found, pinned down one by one.
+and gq stays healthy. After the fuzzing, the bugs it found, pinned down one by one. Then
+every accepted id named by its URL, and every parameter of the operators' endpoints
+(GET /v1/jobs, POST /v1/jobs/replay, GET and DELETE /v1/jobs/{id}) fuzzed on each broker:
+2xx, or 4xx naming the field, never 5xx.
 
-The daemon is conftest's `gq` (restarted when a test broke it); requests go out exactly as
-given (support.exchange).
+The daemon is conftest's `gq` (restarted when a test broke it), and `operated` for the
+operators' endpoints; requests go out exactly as given (support.exchange).
 """
 
 from __future__ import annotations
@@ -16,14 +19,26 @@ import sys
 import uuid
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import pytest
+import requests
 from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 
 from gq import __version__
-from support import FUZZED_MAX_BODY, Answer, Daemon, exchange, final_state, healthy, new_id, records
+from support import (
+    FUZZED_MAX_BODY,
+    Answer,
+    Daemon,
+    daemon_config,
+    exchange,
+    final_state,
+    healthy,
+    new_id,
+    records,
+)
+from test_jobs_ops import CRAFTED_CURSORS, crafted
 
 JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
@@ -310,11 +325,11 @@ NUMBERS = ["1e999", "-1e999", "1e-999", "NaN", "Infinity", "-Infinity", "-0", "1
 
 
 @settings(FUZZ, max_examples=25)
-@given(depth=st.one_of(st.integers(1, 1200), st.sampled_from([960, 967, 968, 969, 1000, 5000, 100_000])),
+@given(depth=st.one_of(st.integers(1, 1200), st.sampled_from([510, 511, 512, 513, 960, 1000, 5000, 100_000])),
        opener=st.sampled_from(["[", '{"a":']), closed=st.booleans(),
        where=st.sampled_from(["json", "top", "headers", "id"]),
        number=st.sampled_from(NUMBERS), use_number=st.booleans(),
-       number_field=st.sampled_from(["json", "timeout", "max_attempts", "method"]))
+       number_field=st.sampled_from(["json", "timeout", "max_attempts", "method", "run_at", "delay"]))
 def test_fuzz_deep_nesting_and_huge_numbers(gq, shared_target, depth, opener, closed, where, number,
                                             use_number, number_field):
     url = json.dumps(shared_target.url("/fz/deep"))
@@ -517,3 +532,185 @@ def test_a_field_set_to_null_is_delivered_as_if_left_out(gq, shared_target, fiel
     answer = exchange(gq.api, body, "application/json")
     assert answer.status == 202, answer
     check_answer(gq, shared_target, body, "application/json", answer)
+
+
+# -- every accepted id can be named in a URL ---------------------------------------------------
+
+# What clients and servers may read in a path: dot segments, percent signs, the delimiters.
+ID_PIECES = st.sampled_from(list("./%?#;&=+~:@!$'()*,a0 ") + ["%2e", "%2E", "%2f", "%25", "%00"])
+URL_IDS = st.one_of(
+    st.sampled_from([".", "..", "...", "./", "/.", "../", "/..", "./.", "%2e", "%2e%2e", ".%2e", "%", "%%", "%zz",
+                     "/", "//", "?", "#", "?a=1#b", "a/../b", "..;", ".;", "~", "replay", "replay/", "+"]),
+    st.lists(ID_PIECES, min_size=1, max_size=8).map("".join).filter(lambda i: i == i.strip(" ")),
+    ascii_ids.filter(bool))
+
+
+@settings(FUZZ, max_examples=40)
+@given(job_id=URL_IDS, salted=st.booleans())
+@example(job_id=".", salted=False)
+@example(job_id="..", salted=False)
+def test_every_accepted_id_is_found_and_cancelled_by_its_percent_encoded_url(gq, shared_target, job_id, salted):
+    """Any id intake accepts is one a client can name: GET and DELETE /v1/jobs/{quote(id, safe="")}
+    through requests (which, like curl, removes dot segments) reach that job."""
+    if salted:  # a new job; unsalted, an id drawn again is a duplicate (found and cancelled already)
+        job_id = f"{job_id}{uuid.uuid4().hex[:6]}"
+    answer = exchange(gq.api, json.dumps({"id": job_id, "url": shared_target.url("/fz/id"), "delay": 3600}).encode(),
+                      "application/json")
+    if answer.status == 400:
+        assert answer.json()["field"] == "id", answer
+        event("refused")
+        return
+    assert answer.status in (200, 202) and answer.json()["id"] == job_id, answer
+    url = f"{gq.api}/v1/jobs/{quote(job_id, safe='')}"
+    found = requests.get(url, timeout=10)
+    assert found.status_code == 200 and found.json()["id"] == job_id, (
+        f"id {job_id!r} accepted, GET {found.url} answers {found.status_code} {found.text[:200]}")
+    cancelled = requests.delete(url, timeout=10)
+    if answer.status == 200:  # a duplicate: cancelled the first time
+        assert cancelled.status_code in (200, 409), cancelled.text
+    else:
+        assert cancelled.status_code == 200, f"DELETE {cancelled.url}: {cancelled.status_code} {cancelled.text[:200]}"
+    assert cancelled.json().get("state") == "cancelled", cancelled.text
+
+
+# -- fuzzing every parameter of the operators' endpoints --------------------------------------
+# Each request holds one hostile parameter among valid ones: gq checks them in turn, so a
+# wrong one ahead would hide what comes after it.
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+# Numbers as a client may write them: past a float, past SQLite's 64 bits, not numbers at all.
+HOSTILE_NUMBERS = [n for n in NUMBERS if len(n) <= 500] + [
+    "18446744073709551616", "9223372036854775808", "9223372036854775807", "-9223372036854775809",
+    "9" * 400, "1" + "0" * 400 + ".0", "true", "null", '"1"', "1.5", "-1", "[]", "{}"]
+numbers = st.one_of(st.sampled_from(HOSTILE_NUMBERS), st.floats(allow_nan=False, allow_infinity=False).map(repr),
+                    st.one_of(st.integers(min_value=2**63 - 2), st.integers(max_value=-2**63 + 1)).map(str))
+cursor_texts = st.one_of(  # half of them [a number, a number], as gq's hold, out of its bounds
+    st.tuples(numbers, numbers).map(lambda p: f"[{p[0]}, {p[1]}]"),
+    st.one_of(st.integers(1, 1000), st.sampled_from([511, 512, 513, 1000])).map(nested) | json_values.map(json.dumps))
+# Cursors gq did not give: its form (base64 of JSON) holding anything, half of them; plain text.
+crafted_cursors = cursor_texts.map(crafted)
+hostile_cursors = st.one_of(crafted_cursors, st.one_of(texts, st.from_regex(r"[A-Za-z0-9_=-]{0,120}", fullmatch=True)))
+hostile_moments = st.one_of(st.sampled_from(HOSTILE_NUMBERS), texts, st.sampled_from([
+    "1e11", "99999999999", "nan", "inf", "2026-12-02T09:30:00", "2026-02-30T09:30:00Z", "9999-12-31T23:59:60Z",
+    "0001-01-01T00:00:00+23:59", "2026-12-02T09:30:00+24:00"]))
+GIVEN_CURSOR = "<the cursor the daemon gave>"  # replaced by it
+PARAMETERS: dict[str, tuple[list[str], st.SearchStrategy[str]]] = {  # name: (valid values, hostile ones)
+    "state": (["queued", "scheduled", "succeeded", "dead", "cancelled"], st.one_of(st.just("Dead"), texts)),
+    "host": (["127.0.0.1", "localhost", "LocalHost.", "[::1]"],
+             st.one_of(st.sampled_from(["::1%", "%", "a..b", "xn--", "1.2.3.4.5", "x" * 300, " "]), texts)),
+    "since": (["0", "1700000000.5", "2026-12-02T09:30:00Z"], hostile_moments),
+    "until": (["99999999999", "2100-01-01T00:00:00+01:00"], hostile_moments),
+    "limit": (["1", "2", "1000"], st.one_of(st.sampled_from(["1001", "0", "1e3", "0x10", " 5", "9" * 5000]),
+                                            st.sampled_from(HOSTILE_NUMBERS), texts)),
+    "cursor": ([GIVEN_CURSOR], hostile_cursors),
+}
+
+
+@st.composite
+def list_queries(draw) -> list[tuple[str, str]]:
+    """(name, value) pairs: valid ones, then the hostile one (an unknown name, one given twice)."""
+    names = draw(st.lists(st.sampled_from(list(PARAMETERS)), max_size=3, unique=True))
+    pairs = [(name, draw(st.sampled_from(PARAMETERS[name][0]))) for name in names]
+    hostile = draw(st.sampled_from([*PARAMETERS, "cursor", "colour", ""]))
+    return [*pairs, (hostile, draw(PARAMETERS[hostile][1] if hostile in PARAMETERS else texts))]
+
+
+@pytest.fixture(scope="module", params=["journal", "memory"])
+def operated(request, tmp_path_factory, shared_target):
+    """A daemon of each broker holding a few jobs of each final state and a scheduled one,
+    for the operators' endpoints to find, replay and cancel; and a cursor it gave."""
+    path = "journal.sqlite3" if request.param == "journal" else ""
+    daemon = Daemon(tmp_path_factory.mktemp(f"operated-{request.param}"),
+                    daemon_config(journal={"path": path}, retry={"max_attempts": 1}))
+    jobs = [{"id": f"ok-{n}", "url": shared_target.url("/fz/ok")} for n in range(3)]
+    jobs += [{"id": f"dead-{n}", "url": shared_target.url("/fz/dead", status=404)} for n in range(3)]
+    assert daemon.post(jobs + [{"id": "later", "url": shared_target.url("/fz/later"), "delay": 3600}]).ok
+    for job in jobs:
+        final_state(daemon, job["id"])
+    daemon.cursor = daemon.get("/v1/jobs?limit=2").json()["next"]
+    yield daemon
+    daemon.stop()
+
+
+def check_refusal_or_answer(daemon: Daemon, answer: Answer, request: str) -> None:
+    """What every request to the operators' endpoints must get: 2xx, or 4xx with a JSON error
+    naming the field at fault; and gq still serving."""
+    context = f"request: {request[:600]}\nanswer: {answer}"
+    event(f"answer {answer.status}")
+    assert answer.status is not None and 200 <= answer.status < 500, f"server error\n{context}"
+    assert answer.headers.get("content-type", "").startswith("application/json"), context
+    if answer.status >= 400:
+        refusal = answer.json()
+        assert isinstance(refusal.get("error"), str) and isinstance(refusal.get("field"), str), context
+    assert healthy(daemon), f"/healthz does not answer 200 after\n{context}"
+
+
+def percent_encoded(value: str, safe: str) -> str:
+    return quote(value.encode("utf-8", "surrogatepass"), safe=safe)
+
+
+@settings(FUZZ, max_examples=100)
+@given(query=list_queries(), safe=st.sampled_from(["", "+:", "%+[]"]))
+@example(query=[("cursor", crafted(CRAFTED_CURSORS["400 digits"]))], safe="")
+@example(query=[("cursor", crafted(CRAFTED_CURSORS["past 64 bits"]))], safe="")
+@example(query=[("cursor", crafted(CRAFTED_CURSORS["a float of 400 digits"]))], safe="")
+@example(query=[("cursor", crafted(CRAFTED_CURSORS["nested 2,000 deep"]))], safe="")
+def test_fuzz_list_parameters(operated, query, safe):
+    path = "/v1/jobs?" + "&".join(
+        f"{percent_encoded(name, safe)}={percent_encoded(operated.cursor if value == GIVEN_CURSOR else value, safe)}"
+        for name, value in query)
+    answer = exchange(operated.api, b"", None, path=path, method="GET")
+    check_refusal_or_answer(operated, answer, f"GET {path}")
+
+
+def fragment(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=True)  # a lone surrogate as its escape
+
+
+json_fragments = st.one_of(  # JSON texts a client may write for any field
+    st.sampled_from(HOSTILE_NUMBERS), json_values.map(fragment), st.sampled_from([5000, 20_000]).map(nested),
+    st.just('"\\ud800"'))
+
+
+@st.composite
+def replay_bodies(draw) -> str:
+    """A filter of valid fields and one hostile field; ids, some hostile; or any JSON."""
+    kind = draw(st.sampled_from(["filter", "filter", "ids", "any"]))
+    if kind == "any":
+        return draw(json_fragments)
+    if kind == "ids":
+        ids = st.lists(st.one_of(st.sampled_from(["ok-0", "dead-1", "later"]), texts), min_size=1, max_size=4)
+        return f'{{"ids": {draw(st.one_of(ids.map(fragment), json_fragments))}}}'
+    names = draw(st.lists(st.sampled_from([n for n in PARAMETERS if n != "state"]), max_size=3, unique=True))
+    fields = {"state": draw(st.sampled_from(["dead", "succeeded"]))}
+    fields.update((name, draw(st.sampled_from(PARAMETERS[name][0]))) for name in names)
+    body = {name: fragment(value) for name, value in fields.items()}
+    hostile = draw(st.sampled_from([*PARAMETERS, "cursor", "ids", "colour"]))
+    as_text = PARAMETERS[hostile][1].map(fragment) if hostile in PARAMETERS else json_fragments
+    body[hostile] = draw(st.one_of(as_text, json_fragments))
+    return "{" + ", ".join(f"{fragment(name)}: {value}" for name, value in body.items()) + "}"
+
+
+@settings(FUZZ, max_examples=100)
+@given(body=replay_bodies())
+@example(body=json.dumps({"state": "dead", "cursor": crafted(CRAFTED_CURSORS["400 digits"])}))
+@example(body=json.dumps({"state": "dead", "cursor": crafted(CRAFTED_CURSORS["past 64 bits"])}))
+@example(body=json.dumps({"state": "dead", "cursor": crafted(nested(100_000))}))
+@example(body='{"state": "dead", "host": "\\ud800"}')
+def test_fuzz_replay_bodies(operated, body):
+    body = body.replace(fragment(GIVEN_CURSOR), fragment(operated.cursor))
+    answer = exchange(operated.api, body.encode(), "application/json", path="/v1/jobs/replay")
+    check_refusal_or_answer(operated, answer, f"POST /v1/jobs/replay {body}")
+
+
+@settings(FUZZ, max_examples=30)
+@given(segment=st.one_of(ascii_ids, texts, st.sampled_from(["", ".", "..", "%", "%zz", "%ED%A0%80", "%00", "%2F",
+                                                            "a/b", "replay/x", "x" * 300, "ok-0", "later"])),
+       safe=st.sampled_from(["", "/%", "%?#"]), method=st.sampled_from(["GET", "DELETE"]))
+def test_fuzz_job_paths(operated, segment, safe, method):
+    path = "/v1/jobs/" + percent_encoded(segment, safe)
+    answer = exchange(operated.api, b"", None, path=path, method=method)
+    check_refusal_or_answer(operated, answer, f"{method} {path}")

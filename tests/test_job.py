@@ -16,9 +16,12 @@ from gq.job import (
     FIELDS,
     LISTED_HEADERS,
     LISTED_VALUE,
+    MAX_DEPTH,
     METHODS,
     RESERVED_HEADERS,
+    UNREACHABLE_IDS,
     Job,
+    loads,
     parse,
     read_lines,
     timestamp,
@@ -98,6 +101,8 @@ def test_body_and_json_become_the_serialized_data(field, value, data, is_json):
 @pytest.mark.parametrize("obj", [
     {"id": "x" * 256},
     {"id": "printable ASCII: ~!@#$%^&*()_+{}|:<>?"},
+    {"id": "..."},   # not a dot segment
+    {"id": "../a/./%2e"},  # percent-encoded whole, one segment
     {"timeout": 86400},
     {"timeout": 0.001},
     {"max_attempts": 1},
@@ -141,6 +146,8 @@ REFUSED = [
     ({"url": URL, "id": "a\nb"}, "id"),
     ({"url": URL, "id": "a\x7f"}, "id"),
     ({"url": URL, "id": "replay"}, "id"),  # /v1/jobs/replay is the bulk replay
+    ({"url": URL, "id": "."}, "id"),       # dot segments: clients drop them from /v1/jobs/{id}
+    ({"url": URL, "id": ".."}, "id"),
     # method
     ({"url": URL, "method": "FETCH"}, "method"),
     ({"url": URL, "method": "CONNECT"}, "method"),
@@ -320,6 +327,34 @@ def test_read_lines_splits_on_newlines_only():
     assert read_lines(text) == [(1, {"body": "a\u2028b\u2029c\x85d"}), (2, {})]
 
 
+# -- loads: the JSON a client sends
+
+
+def nested(depth: int, opener: str = "[") -> str:
+    """A JSON text of arrays ("[") or objects ("{") nested `depth` deep."""
+    return ("[" if opener == "[" else '{"a":') * depth + "1" + ("]" if opener == "[" else "}") * depth
+
+
+@pytest.mark.parametrize("opener", ["[", "{"])
+def test_loads_takes_json_nested_max_depth_deep_and_refuses_deeper(opener):
+    assert loads(nested(MAX_DEPTH, opener)) == json.loads(nested(MAX_DEPTH, opener))
+    for depth in (MAX_DEPTH + 1, 5000, 100_000):  # refused as input, not a RecursionError
+        with pytest.raises(ValueError, match=f"nested deeper than {MAX_DEPTH} levels"):
+            loads(nested(depth, opener))
+
+
+def test_loads_takes_many_shallow_brackets():
+    jobs = [{"url": URL, "json": {"a": [1, {"b": []}]}}] * 1000   # 4000 brackets, 4 deep
+    assert loads(json.dumps(jobs)) == jobs
+    assert loads(json.dumps({"body": "[" * 5000})) == {"body": "[" * 5000}  # brackets in a string
+
+
+@pytest.mark.parametrize("text", ["1e400", "-1e400", "[NaN]", "Infinity", "1" + "0" * 400 + ".5"])
+def test_loads_refuses_numbers_that_are_no_finite_float(text):
+    with pytest.raises(ValueError):
+        loads(text)
+
+
 # -- properties
 
 json_values = st.recursive(
@@ -360,7 +395,8 @@ valid_jobs = st.builds(
     lambda base, payload: {**base, **payload},
     st.fixed_dictionaries({"url": urls}, optional={
         # No space at either end: HTTP would strip it from the Idempotency-Key.
-        "id": st.text(id_chars, min_size=1, max_size=256).filter(lambda i: i == i.strip(" ")),
+        "id": st.text(id_chars, min_size=1, max_size=256).filter(
+            lambda i: i == i.strip(" ") and i not in UNREACHABLE_IDS),
         "method": st.sampled_from(METHODS + tuple(m.lower() for m in METHODS)),
         "headers": st.dictionaries(header_names, st.text(header_chars), max_size=4),
         "timeout": st.integers(1, 86400) | st.floats(0, 86400, exclude_min=True),

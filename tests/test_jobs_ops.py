@@ -8,6 +8,7 @@ sent (due after it, or behind it in the queue), never by waiting a while.
 
 from __future__ import annotations
 
+import base64
 import random
 import signal
 import time
@@ -19,7 +20,7 @@ from urllib.parse import urlencode
 import pytest
 import requests
 
-from support import NOT_KEPT, Daemon, Target, fetch, metric, records, wait_for, wait_state
+from support import NOT_KEPT, Daemon, Target, assert_clean_log, fetch, metric, records, wait_for, wait_state
 
 JOURNAL = {"path": "data/journal.sqlite3"}
 PAGE_BYTES = 2**20   # bytes of a page's answer at most (README)
@@ -336,6 +337,49 @@ def test_ten_thousand_jobs_are_found_by_state_host_and_time_each_once_newest_fir
         response = fetch(daemon, f"/v1/jobs?{query}")
         assert response.status_code == 400 and response.json()["field"] == field, (query, response.text)
         assert response.json()["error"].startswith(f"{field}: "), response.text
+
+
+# -- what a client crafts
+
+def crafted(text: str) -> str:
+    """A cursor of the form gq writes (base64url of JSON, no padding), holding `text`."""
+    return base64.urlsafe_b64encode(text.encode("utf-8", "surrogatepass")).decode().rstrip("=")
+
+
+CRAFTED_CURSORS = {
+    "400 digits": "[1.0, " + "9" * 400 + "]",
+    "past 64 bits": "[1.0, 18446744073709551616]",
+    "below 64 bits": "[1.0, -9223372036854775809]",
+    "a float of 400 digits": "[" + "9" * 400 + ", 1]",
+    "1e400": "[1e400, 1]",
+    "NaN": "[NaN, 1]",
+    "booleans": "[true, false]",
+    "a fraction for a position": "[1.0, 1.5]",
+    "nested 2,000 deep": "[" * 2000 + "]" * 2000,
+}
+
+
+@pytest.mark.parametrize("journal", BROKERS)
+def test_crafted_cursors_and_values_are_refused_with_400_naming_them(start_daemon, target, journal):
+    """Cursors are gq's to write: any other, in a query or a replay, is a 400 naming `cursor`
+    (huge integers and deep nesting answered 500: OverflowError, RecursionError). So are
+    texts that are not Unicode in a replay (a lone surrogate: 500 on the journal)."""
+    daemon = start_daemon(journal=journal)
+    daemon.post([{"id": f"crafted-{n}", "url": target.url("/crafted", status=404)} for n in range(3)])
+    for n in range(3):
+        wait_state(daemon, f"crafted-{n}", "dead")
+    refusals = [(fetch(daemon, "/v1/jobs?" + urlencode({"cursor": crafted(text)})), "cursor", name)
+                for name, text in CRAFTED_CURSORS.items()]
+    bodies = [({"state": "dead", "cursor": crafted(text)}, "cursor") for text in CRAFTED_CURSORS.values()]
+    bodies += [({"state": "dead", "cursor": crafted("[" * 100_000 + "]" * 100_000)}, "cursor"),
+               ({"state": "dead", "cursor": 5}, "cursor"), ({"state": "dead", "cursor": [1.0, 1]}, "cursor"),
+               ({"ids": ["\ud800"]}, "ids"), ({"state": "dead", "host": "\ud800"}, "host")]
+    refusals += [(replay(daemon, body), field, str(body)[:80]) for body, field in bodies]
+    for response, field, name in refusals:
+        assert response.status_code == 400, f"{name}: {response.status_code} {response.text[:200]}"
+        assert response.json()["field"] == field and response.json()["error"].startswith(f"{field}: "), name
+    assert [j["id"] for j in fetch(daemon, "/v1/jobs").json()["jobs"]] == [f"crafted-{n}" for n in (2, 1, 0)]
+    assert_clean_log(daemon)
 
 
 # -- replaying

@@ -52,6 +52,28 @@ def test_cancel_on_any_daemon_of_the_fleet(fleet, target):
     assert_no_traceback(one, other)
 
 
+def test_a_job_nested_as_deep_as_intake_takes_is_delivered_and_looked_up(fleet, target):
+    """A job's JSON is read again wherever it is looked up or run, a level deeper (the stream
+    entry holds it): intake takes only what those readings can nest. A job nested 948 deep was
+    accepted, then its look-up answered 500 (RecursionError)."""
+    daemon = fleet.start("one")
+    accepted = set()
+    for depth in (500, *range(900, 1000, 4)):
+        job_id = f"deep-{depth}"
+        text = f'{{"id": "{job_id}", "url": "{target.url()}", "json": {"[" * depth + "]" * depth}}}'
+        answer = daemon.post(text)
+        if answer.status_code == 400:
+            assert answer.json()["field"] == "body", answer.text
+            continue
+        accepted |= set(accepted_ids(answer))
+    assert "deep-500" in accepted
+    wait_delivered(target, accepted, 20, "the nested jobs")
+    for job_id in sorted(accepted):
+        found = daemon.get(f"/v1/jobs/{job_id}")
+        assert found.status_code == 200, f"{job_id}: {found.status_code} {found.text[:200]}"
+    assert_no_traceback(daemon)
+
+
 def test_listing_and_replay_answer_501_on_redis(fleet):
     daemon = fleet.start("one")
     listed = daemon.get("/v1/jobs")

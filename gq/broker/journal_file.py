@@ -30,7 +30,7 @@ from typing import Any
 from gq import hosts
 from gq.broker import Entry, Filter, Found, Replayed, State, attempt_of, stored, unreplayable
 from gq.errors import GqError
-from gq.job import Job, parse
+from gq.job import Job, is_number, parse
 from gq.outcome import AttemptResult
 
 log = logging.getLogger("gq")
@@ -126,10 +126,6 @@ def state_row(entry: Entry, keep_payload: bool = False) -> tuple:
             _history(history), spec, trimmed, entry.job.id)
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _as_stored(job_id: str, spec: Any) -> Job:
     """A look-up's job: its request read as the file holds it, neither checked again nor
     its body serialized again (a look-up shows the request, not its body). Parsing every
@@ -140,9 +136,9 @@ def _as_stored(job_id: str, spec: Any) -> Job:
     run_at, key = spec.get("run_at"), spec.get("ordering_key")
     return Job(job_id, str(spec.get("method", "")), str(spec.get("url", "")),
                headers if isinstance(headers, dict) else {},
-               timeout=float(timeout) if _number(timeout) else None,
+               timeout=float(timeout) if is_number(timeout) else None,
                max_attempts=attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else None,
-               run_at=float(run_at) if _number(run_at) else None,
+               run_at=float(run_at) if is_number(run_at) else None,
                ordering_key=key if isinstance(key, str) else None)
 
 
