@@ -14,8 +14,9 @@ import sys
 import gevent
 import pytest
 
+from gq.broker.journal import JournalAdmin
 from gq.broker.journal_access import UNNAMED_GRACE, Holder, JournalAccess, JournalLock
-from gq.broker.journal_file import JournalError
+from gq.broker.journal_file import JournalError, JournalFile
 from gq.errors import Stopped
 
 
@@ -80,3 +81,13 @@ def test_a_holder_that_names_no_one_living_is_taken_for_a_runner(path):
             waited.get(timeout=UNNAMED_GRACE * 5)
         os.close(fd)
 
+
+def test_a_command_finding_another_command_names_it(path):
+    JournalFile(path).close()
+    replay = command_holding(path)
+    purge = JournalAdmin(path, command="gq dlq purge")
+    held = rf"in use by gq jobs replay \(pid {os.getpid()}\); try again once it is done"
+    with pytest.raises(JournalError, match=held):
+        purge.run("purge", None)
+    purge.close()
+    replay.release()

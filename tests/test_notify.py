@@ -30,7 +30,7 @@ import earlier_journal
 from gq import hosts
 from gq.broker.journal_file import JournalFile
 from gq.job import parse
-from support import DEADLINE, Daemon, daemon_config, gq_command, records, to_toml, wait_for
+from support import DEADLINE, Daemon, daemon_config, gq_command, records, run_gq, to_toml, wait_for
 
 WATCHDOG_USEC = 1_000_000  # gq pings at half of it
 SYSTEMD_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
@@ -335,9 +335,14 @@ def test_a_start_waits_for_a_command_that_holds_the_journal_then_runs_what_it_re
     assert gq.wait() == 0
 
 
-def test_a_start_that_waits_for_a_command_stops_at_once_on_sigterm(systemd, held_replay):
+def test_a_start_that_waits_for_a_command_stops_at_once_on_sigterm(systemd, held_replay, tmp_path):
     replay, ids = held_replay
     holder = f"gq jobs replay (pid {replay.pid})"
+    # Another command meanwhile is told who holds the journal (none of a daemon's ways is open).
+    other = run_gq("dlq", "purge", "--all", "-c", "admin.toml", cwd=tmp_path)
+    assert other.returncode == 1, other.stderr
+    assert other.stderr == f"gq: journal: {JOURNAL['path']} is in use by {holder}; try again once it is done\n"
+
     gq, notify = systemd(journal=JOURNAL)
     waiting_for(gq, holder)
     gq.signal(signal.SIGTERM)

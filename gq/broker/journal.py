@@ -362,7 +362,8 @@ class JournalAdmin:
 
     def _file(self) -> JournalFile | None:
         """The file to change, when no daemon holds it (its lock is held from now until
-        close: a daemon started meanwhile waits for it); None when one does."""
+        close: a daemon started meanwhile waits for it); None when one does. Another
+        command that holds it: JournalError."""
         if self._writer is None and self._lock is None:
             self._lock = JournalLock(self.path, self.command, runner=False)
             if self._lock.try_acquire():
@@ -372,6 +373,8 @@ class JournalAdmin:
                 except BaseException:  # not taken for a daemon's hold by a later call
                     self._let_go()
                     raise
+            elif (holder := self._lock.holder()) is not None and not holder.runner:
+                raise JournalError(f"journal: {self.path} is in use by {holder}; try again once it is done")
         return self._writer
 
     def _api(self) -> JobsAdmin:
