@@ -195,8 +195,9 @@ def run_batch(config: Config, jobs: JobFile, progress: TextIO | None = None) -> 
 def _deliver(config: Config, jobs: JobFile, tally: Tally, signals: StopSignals, started: float,
              progress: TextIO | None) -> None:
     # A loop that fails for good stops the batch as a signal would: what is left is remaining.
+    # A signal while it waits for a command to let the journal go stops it there.
     runtime = Runtime.build(config, Supervisor(on_fatal=lambda why: signals.stop.set()), batch=True,
-                            observers=[tally])
+                            observers=[tally], waiting=lambda _: not signals.stop.is_set())
     journal = runtime.broker if isinstance(runtime.broker, JournalBroker) else None
     if journal:  # an earlier run's successes are not sent again
         for job_id in journal.batch_done(tally.final):

@@ -175,22 +175,23 @@ def _run(args: argparse.Namespace) -> int:
     raise UsageError(f"usage error: unknown command {args.command}")
 
 
-def _dead_letters(config: config_.Config):
-    """The dead letters of the broker the config names, as `dead_letters()` and `run(op, ids)`."""
+def _dead_letters(config: config_.Config, command: str):
+    """The dead letters of the broker the config names, as `dead_letters()` and `run(op, ids)`;
+    `command`: the dlq command, as named to a daemon that waits for the journal meanwhile."""
     if config.broker.kind == "redis":
         from gq.broker.redis_streams import DeadLetters
         return DeadLetters.open(config.broker)
     if not config.journal.path:
         raise UsageError("dlq: journal.path is empty: dead letters were kept in memory only")
     from gq.broker.journal import JournalAdmin
-    return JournalAdmin(config.journal.path)
+    return JournalAdmin(config.journal.path, command=command)
 
 
 def _dlq(args: argparse.Namespace) -> int:
     from gq.broker import describe
 
     config = config_.load(args.config)
-    admin = _dead_letters(config)
+    admin = _dead_letters(config, f"gq dlq {args.dlq_command}")
     hidden = config.target.hidden_headers()
     try:
         if args.dlq_command == "list":

@@ -9,9 +9,10 @@ import gevent
 
 from gq import __version__
 from gq import log as log_
+from gq.broker.journal_access import Holder
 from gq.config import Config
 from gq.dispatcher import DrainReport
-from gq.errors import EXIT_FAILURE, EXIT_OK, ConfigError
+from gq.errors import EXIT_FAILURE, EXIT_OK, ConfigError, Stopped
 from gq.listeners import Listeners, shown_address
 from gq.reload import reloaded
 from gq.runtime import Runtime
@@ -41,21 +42,29 @@ class Daemon:
 
     def _build(self, config: Config) -> Runtime:
         """Runtime.build, while systemd is told every beat that the start goes on: a journal
-        of an earlier layout is rewritten before gq listens (some 15 s per million jobs), which
-        could outlast TimeoutStartSec. A hub blocked that long sends nothing, and the start
-        times out as it should."""
+        of an earlier layout is rewritten before gq listens (some 15 s per million jobs), and
+        a command (`gq jobs replay` of many jobs) may hold the journal's lock for as long;
+        either could outlast TimeoutStartSec. A hub blocked that long sends nothing, and the
+        start times out as it should."""
         journal = config.broker.kind == "embedded" and config.journal.path
-        extender = gevent.spawn(self._extend_while_starting,
-                                f"starting: opening the journal {config.journal.path}" if journal else "starting")
+        self._starting = f"starting: opening the journal {config.journal.path}" if journal else "starting"
+        extender = gevent.spawn(self._extend_while_starting)
         try:
-            return Runtime.build(config, self.supervisor)
+            return Runtime.build(config, self.supervisor, waiting=self._waiting)
         finally:
             extender.kill()
 
-    def _extend_while_starting(self, status: str) -> None:
+    def _extend_while_starting(self) -> None:
         while True:
-            self.notifier.send(EXTEND_TIMEOUT_USEC=int(EXTEND_MARGIN * 1e6), STATUS=status)
+            self.notifier.send(EXTEND_TIMEOUT_USEC=int(EXTEND_MARGIN * 1e6), STATUS=self._starting)
             gevent.sleep(HEARTBEAT)
+
+    def _waiting(self, holder: Holder | None) -> bool:
+        """While a command holds the journal: systemd's status names it; a stop ends the wait."""
+        path = self.config.journal.path
+        self._starting = (f"starting: waiting for {holder} to let the journal {path} go" if holder
+                          else f"starting: opening the journal {path}")
+        return not self.signals.stop.is_set()
 
     def run(self) -> int:
         """Serve until a signal (or the memory guard, or a loop failed for good) says stop;
@@ -188,4 +197,9 @@ class Daemon:
 
 def run(config: Config) -> int:
     """The daemon in the foreground; returns the exit code once drained."""
-    return Daemon(config).run()
+    try:
+        daemon = Daemon(config)
+    except Stopped as e:  # nothing accepted, nothing to drain: a clean stop
+        log.info("%s", e)
+        return EXIT_OK
+    return daemon.run()

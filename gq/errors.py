@@ -28,6 +28,10 @@ class ConfigError(GqError):
         return [f"config error: {p}" for p in self.problems]
 
 
+class Stopped(GqError):
+    """A stop (SIGTERM, SIGINT) asked for before gq started: there is nothing to drain."""
+
+
 class QueueFull(GqError):
     """No room for a request's jobs within the enqueue timeout: the intake answers 429."""
 

@@ -123,7 +123,8 @@ def _admin(args: argparse.Namespace, connect: Connect, env_api: str) -> tuple[Jo
                          f"(a running daemon's can be reached with --api or ${env_api})")
     from gq.broker.journal import JournalAdmin
 
-    return JournalAdmin(path, config.target.hidden_headers(), lambda: connect(args, path)), path
+    return JournalAdmin(path, config.target.hidden_headers(), lambda: connect(args, path),
+                        f"gq jobs {args.jobs_command}"), path
 
 
 def _check(args: argparse.Namespace) -> None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from gq.api import Api
 from gq.broker import Broker
 from gq.broker.journal import JournalBroker
+from gq.broker.journal_access import Waiting
 from gq.broker.memory import KEEP_FINISHED, MemoryBroker
 from gq.config import Config
 from gq.destinations import Destinations
@@ -39,10 +40,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("gq")
 
 
-def open_broker(config: Config, batch: bool, supervisor: Supervisor) -> Broker:
+def open_broker(config: Config, batch: bool, supervisor: Supervisor, waiting: Waiting | None = None) -> Broker:
     """The Redis stream shared with other daemons; or the journal named by the config,
-    its unfinished jobs recovered; or memory only. For `gq batch`, the embedded brokers
-    keep no succeeded job (nobody looks them up)."""
+    its unfinished jobs recovered (once a command that holds it is done: `waiting`, see
+    journal_access.Waiting); or memory only. For `gq batch`, the embedded brokers keep no
+    succeeded job (nobody looks them up)."""
     if config.broker.kind == "redis":
         from gq.broker.redis_streams import RedisBroker  # imports redis: only when used
         broker = RedisBroker(config.broker, supervisor,
@@ -55,7 +57,7 @@ def open_broker(config: Config, batch: bool, supervisor: Supervisor) -> Broker:
         return MemoryBroker(keep_finished=0 if batch else KEEP_FINISHED, max_backlog=journal.max_backlog)
     embedded = JournalBroker(journal.path, batch, journal.max_backlog, journal.min_free_mb,
                              journal.keep_succeeded, supervisor,
-                             keep_payload=journal.keep_succeeded_payload)
+                             keep_payload=journal.keep_succeeded_payload, waiting=waiting)
     log.info("journal %s: %d unfinished job(s) recovered", config.journal.path, embedded.recovered)
     return embedded
 
@@ -92,10 +94,10 @@ class Runtime:
 
     @classmethod
     def build(cls, config: Config, supervisor: Supervisor, *, batch: bool = False,
-              observers: Iterable[Observer] = ()) -> Runtime:
+              observers: Iterable[Observer] = (), waiting: Waiting | None = None) -> Runtime:
         """The parts, their long-lived loops watched by `supervisor`; the journal is
         recovered here, before anything listens."""
-        broker = open_broker(config, batch, supervisor)
+        broker = open_broker(config, batch, supervisor, waiting)
         worker = HttpWorker(*worker_settings(config))
         metrics = Metrics()
         destinations = Destinations(*config.destinations.limits(), config.destinations.metrics_hosts,

@@ -172,11 +172,12 @@ def test_dead_letters_named_together_are_each_replayed_and_purged(start_daemon, 
 
 
 def test_a_journal_runs_in_one_process_only_and_is_its_owners(start_daemon, tmp_path):
-    start_daemon(journal=JOURNAL)
+    first = start_daemon(journal=JOURNAL)
     assert (tmp_path / JOURNAL["path"]).stat().st_mode & 0o077 == 0, "jobs carry secrets"
     second = run_gq("run", "-c", "gq.toml", cwd=tmp_path)
     assert second.returncode == 1
-    assert "in use by another gq process" in second.stderr
+    assert (f"gq: journal: {JOURNAL['path']} is in use by another gq process: gq run (pid {first.pid})\n"
+            in second.stderr), second.stderr
 
 
 def test_batch_resumes_on_its_journal(target, tmp_path):

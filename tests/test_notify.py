@@ -11,11 +11,15 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import struct
+import subprocess
 import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +27,10 @@ import pytest
 import requests
 
 import earlier_journal
-from support import DEADLINE, Daemon, daemon_config, records, to_toml, wait_for
+from gq import hosts
+from gq.broker.journal_file import JournalFile
+from gq.job import parse
+from support import DEADLINE, Daemon, daemon_config, gq_command, records, run_gq, to_toml, wait_for
 
 WATCHDOG_USEC = 1_000_000  # gq pings at half of it
 SYSTEMD_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
@@ -243,6 +250,107 @@ def test_a_long_start_asks_for_more_time_until_ready(systemd, target, tmp_path):
     wait_for(lambda: records(target, "q0"), what="a job of the upgraded file delivered")
     gq.signal(signal.SIGTERM)
     assert gq.wait() == 0
+
+
+# -- a command that holds the journal: the start waits for it
+
+JOURNAL = {"path": "data/journal.sqlite3"}
+REPLAYED = 3000   # dead letters replayed while gq starts
+LONG_ID = 100     # characters an id has: the replay's output of a few hundred fills a pipe
+
+
+def write_dead_letters(path: Path, url: str, ids: list[str]) -> None:
+    """A journal in gq's own layout (JournalFile lays it out) holding `ids` as dead letters to
+    `url`: written at once, rather than made to die one by one."""
+    journal = JournalFile(str(path))
+    now = time.time()
+    journal.db.execute("BEGIN")
+    journal.db.executemany(
+        "INSERT INTO jobs (id, spec, state, attempts, accepted_at, finished_at, reason, host) "
+        "VALUES (?, ?, 'dead', 1, ?, ?, 'status 503', ?)",
+        ((job_id, parse({"id": job_id, "url": url}).to_json(), now, now, hosts.destination(url)) for job_id in ids))
+    journal.db.execute("COMMIT")
+    journal.close()
+
+
+def replayed_so_far(workdir: Path) -> int:
+    with closing(sqlite3.connect(workdir / JOURNAL["path"])) as db:
+        return db.execute("SELECT count(*) FROM jobs WHERE state = 'queued'").fetchone()[0]
+
+
+@pytest.fixture
+def held_replay(tmp_path, target):
+    """`gq jobs replay --state dead` of REPLAYED dead letters, under way: it holds the journal's
+    lock from its first change to its end, and its output is not read, so it stops in the
+    middle, as one piped to a pager would (a pipe holds 64 KiB). Yields (process, ids); reading
+    its output lets it finish. Its config is admin.toml."""
+    ids = [f"{n:05d}-".ljust(LONG_ID, "x") for n in range(REPLAYED)]
+    (tmp_path / "data").mkdir()
+    write_dead_letters(tmp_path / JOURNAL["path"], target.url("/replayed"), ids)
+    (tmp_path / "admin.toml").write_text(to_toml({"journal": JOURNAL}))
+    replay = subprocess.Popen(gq_command("jobs", "replay", "--state", "dead", "-c", "admin.toml"), cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: replayed_so_far(tmp_path), what="the replay to be under way")
+    yield replay, ids
+    replay.kill()
+    replay.communicate()
+
+
+def waiting_for(gq: Daemon, holder: str) -> None:
+    """Returns once gq's log names `holder` as what its start waits for."""
+    def logged() -> bool:
+        if gq.proc.poll() is not None:
+            pytest.fail(f"gq exited with {gq.proc.returncode} instead of waiting for {holder}:\n{gq.log()}")
+        return f"{holder} holds it; gq run starts once it is done" in gq.log()
+    wait_for(logged, what=f"gq to log that it waits for {holder}")
+
+
+def test_a_start_waits_for_a_command_that_holds_the_journal_then_runs_what_it_replayed(systemd, target,
+                                                                                       held_replay):
+    """An admin command never keeps the daemon from starting. Exiting at once, as gq did, had
+    systemd restart it every second until its start limit, then leave it down. gq waits for the
+    command instead, names it in its log and to systemd, asks for more start time all along,
+    and once the command is done starts and delivers each replayed job once."""
+    replay, ids = held_replay
+    gq, notify = systemd(journal=JOURNAL, pool={"size": 50})
+    holder = f"gq jobs replay (pid {replay.pid})"
+    waiting_for(gq, holder)
+    status = f"starting: waiting for {holder} to let the journal {JOURNAL['path']} go"
+    told = notify.wait_for(lambda m: m.pid == gq.pid and m.get("STATUS") == status, what="STATUS= naming the command")
+    assert told.get("EXTEND_TIMEOUT_USEC") == "10000000", told.text
+    assert replay.poll() is None, "the command was done before gq waited for it"
+
+    out, err = replay.communicate(timeout=DEADLINE)
+    assert (replay.returncode, err) == (0, "")
+    assert sorted(out.split()) == ids
+    first_ready = ready(gq, notify)
+    assert first_ready.readyz_at_arrival == 200
+    assert "taken after waiting" in first_ready.log_at_arrival
+    before = [m for m in notify.snapshot()[:first_ready.seq] if m.pid == gq.pid]
+    assert all(m.has("EXTEND_TIMEOUT_USEC") for m in before), [m.text for m in before]
+
+    wait_for(lambda: gq.status()["finished"]["succeeded"] == len(ids), what="every replayed job to succeed")
+    assert Counter(r["key"] for r in target.received()) == Counter(ids), "not each replayed job once"
+    gq.signal(signal.SIGTERM)
+    assert gq.wait() == 0
+
+
+def test_a_start_that_waits_for_a_command_stops_at_once_on_sigterm(systemd, held_replay, tmp_path):
+    replay, ids = held_replay
+    holder = f"gq jobs replay (pid {replay.pid})"
+    # Another command meanwhile is told who holds the journal (none of a daemon's ways is open).
+    other = run_gq("dlq", "purge", "--all", "-c", "admin.toml", cwd=tmp_path)
+    assert other.returncode == 1, other.stderr
+    assert other.stderr == f"gq: journal: {JOURNAL['path']} is in use by {holder}; try again once it is done\n"
+
+    gq, notify = systemd(journal=JOURNAL)
+    waiting_for(gq, holder)
+    gq.signal(signal.SIGTERM)
+    assert gq.wait() == 0  # nothing accepted, nothing to drain
+    assert f"stopped while waiting for {holder}" in gq.log()
+    assert not any(m.has("READY") for m in notify.snapshot())
+    out, _ = replay.communicate(timeout=DEADLINE)
+    assert replay.returncode == 0 and sorted(out.split()) == ids
 
 
 @pytest.mark.parametrize("env", [{}, {"WATCHDOG_USEC": str(WATCHDOG_USEC), "WATCHDOG_PID": "1"}],

@@ -610,7 +610,8 @@ def test_backlog_gauges_show_the_oldest_due_job_and_the_journal_files(start_daem
     wait_for(lambda: age() == 0, what="the age back to 0 once the held job succeeded")
 
     def files_counted() -> bool:
-        on_disk = sum(p.stat().st_size for p in tmp_path.glob("journal.sqlite3*"))  # -wal and -shm too
+        # SQLite's files: the database, its -wal and -shm (not the lock file beside them)
+        on_disk = sum(p.stat().st_size for p in tmp_path.glob("journal.sqlite3*") if p.suffix != ".lock")
         return scrape(daemon).value("gq_journal_bytes") == on_disk > 0
     wait_for(files_counted, what="gq_journal_bytes to be the size of the journal's files")
 

@@ -27,6 +27,7 @@ import tempfile
 import time
 import tomllib
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -666,6 +667,61 @@ def test_a_start_that_outlasts_timeoutstartsec_goes_on_while_it_makes_progress(b
     assert "upgrading the file's layout for about 600000 job(s)" in journal, journal
     assert "timed out" not in journal.lower(), journal
     wait_for(lambda: "q0" in box.target_keys(), what="a job of the upgraded file delivered")
+
+
+def test_an_admin_command_holding_the_journal_delays_the_start_and_never_fails_it(box):
+    # `gq jobs replay` (root's, outside the unit) holds the journal's lock while it runs; its
+    # output is not read here, so it stops in the middle, as one piped to a pager would. gq
+    # exiting at once, as it did, was restarted each second until the start limit, then left
+    # down. Now it waits, past TimeoutStartSec=1s (asking for more time), naming the command.
+    ids = [f"{n:04d}-".ljust(100, "x") for n in range(2000)]  # their output overfills a pipe
+    box.write_config(pool={"size": 20})
+    box.start()
+    url = f"{box.target_url}/hook?fail=1&fail_status=404"  # dead at the first attempt, delivered at the next
+    for start in range(0, len(ids), 500):
+        answer = box.http("POST", "/v1/jobs", [{"id": i, "url": url} for i in ids[start:start + 500]])
+        assert answer.status == 202, answer.text
+    wait_for(lambda: box.http("GET", "/v1/status").json()["jobs"]["dead"] == len(ids), what="every job dead")
+    assert box.systemctl("stop", "gq").returncode == 0
+    box.drop_in("start.conf", "[Service]\nTimeoutStartSec=1s\n")
+
+    def replayed_so_far() -> int:
+        rows = box.sh("/usr/bin/python3", "-I", "-c", JOURNAL_ROWS, f"{STATE_DIR}/journal.sqlite3").stdout
+        return list(json.loads(rows).values()).count("queued")
+
+    def received() -> Counter:
+        return Counter(r["key"] for r in box.http("GET", f"{box.target_url}/_received").json())
+
+    replay = subprocess.Popen(
+        ["nsenter", "-t", str(box.leader), "-a", "sh", "-c",
+         f"cd /var/lib/gq && exec {VENV_IN_CONTAINER}/bin/gq jobs replay --state dead -c /etc/gq/gq.toml"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CLEAN_ENV)
+    try:
+        wait_for(replayed_so_far, what="the replay to be under way")  # holding the lock until it ends
+        mark = box.cursor()
+        assert box.systemctl("start", "--no-block", "gq").returncode == 0
+        wait_for(lambda: box.prop("ActiveState") == "activating", what="the start to begin")
+        observed_until = time.monotonic() + 3  # three times TimeoutStartSec
+        while time.monotonic() < observed_until:
+            assert (box.prop("ActiveState"), box.prop("NRestarts")) == ("activating", "0"), box.journal(after=mark)
+            time.sleep(0.2)
+        status = box.prop("StatusText")
+        named = re.fullmatch(r"starting: waiting for (gq jobs replay \(pid (\d+)\)) to let the journal "
+                             r"journal\.sqlite3 go", status)
+        assert named, status
+        assert "jobs\0replay" in box.sh("cat", f"/proc/{named[2]}/cmdline").stdout  # the pid is the command's
+        box.wait_journal(f"{named[1]} holds it; gq run starts once it is done", after=mark)
+        assert replay.poll() is None, "the command was done before gq waited for it"
+        out, err = replay.communicate(timeout=60)
+    finally:
+        replay.kill()
+    assert (replay.returncode, err) == (0, ""), err
+    assert sorted(out.split()) == ids
+    wait_for(lambda: box.prop("ActiveState") == "active", what="gq to start once the command is done")
+    assert box.prop("NRestarts") == "0"
+    journal = box.journal(after=mark)
+    assert "taken after waiting" in journal and "timed out" not in journal.lower(), journal
+    wait_for(lambda: received() == Counter(ids * 2), what="each replayed job delivered once more")
 
 
 def test_watchdog_restarts_a_hung_gq(box):

@@ -17,7 +17,8 @@ concurrent intakes share each commit (group commit).
 
 Only one process runs jobs from a journal: the daemon holds an exclusive lock
 on `PATH.lock`. `gq dlq` and `gq jobs` (JournalAdmin) read the file directly and
-change it directly when no daemon holds the lock; when one does, `gq dlq` goes
+change it directly when no daemon holds the lock (holding it meanwhile: a daemon
+that starts then waits for them, see journal_access); when one does, `gq dlq` goes
 through the `control` table (polled by the daemon) and `gq jobs` through the
 daemon's API.
 """
@@ -52,7 +53,7 @@ from gq.broker import (
     record,
 )
 from gq.broker import journal_upkeep as upkeep
-from gq.broker.journal_access import JournalAccess, JournalLock
+from gq.broker.journal_access import JournalAccess, JournalLock, Waiting
 from gq.broker.journal_file import BLOCKED, CANCELLABLE_ROWS, TAKEN, JournalError, JournalFile, found
 from gq.broker.journal_writer import FAILED_WRITE_PAUSE, Add, JournalWriter
 from gq.broker.storage import StorageGuard
@@ -79,16 +80,18 @@ class JournalBroker:
     For `gq batch` (`batch=True`), which answers no look-ups, a job of the batch that
     succeeds is deleted at once and only its id is kept (`done`): the batch run again
     skips every job that succeeded. The file is reached through JournalAccess (off the
-    hub, look-ups on a connection of their own)."""
+    hub, look-ups on a connection of their own), once a command that holds it is done
+    (`waiting`: see journal_access.Waiting)."""
 
     backlog = True
 
     def __init__(self, path: str, batch: bool = False, max_backlog: int = 10_000_000, min_free_mb: int = 256,
-                 keep_succeeded: float = 3600.0, supervisor: Supervisor | None = None, keep_payload: bool = False):
+                 keep_succeeded: float = 3600.0, supervisor: Supervisor | None = None, keep_payload: bool = False,
+                 waiting: Waiting | None = None):
         self.batch = batch
         self.max_backlog = max_backlog
         self.keep_succeeded = keep_succeeded
-        self.db = JournalAccess(path)
+        self.db = JournalAccess(path, "gq batch" if batch else "gq run", waiting)
         self.guard = StorageGuard(path, min_free_mb)
         self._held: dict[str, Entry] = {}      # taken from the file: read ahead, queued or running here
         self._ahead: deque[Entry] = deque()    # taken, not yet handed to the dispatcher
@@ -325,20 +328,21 @@ class JournalAdmin:
 
     Look-ups read the file on a read-only connection (WAL lets it read while a daemon
     writes). Changes are made in the file when no daemon holds it, the file's lock then
-    held until `close` so that none starts meanwhile; when a daemon holds it, they go
-    through that daemon, so that its memory and its metrics stay right: `gq dlq`'s
-    through the control table it polls, `gq jobs`' through `daemon()`, its API."""
+    held until `close` (a daemon that starts meanwhile waits for it); when a daemon holds
+    it, they go through that daemon, so that its memory and its metrics stay right: `gq
+    dlq`'s through the control table it polls, `gq jobs`' through `daemon()`, its API."""
 
     WAIT = 10.0   # seconds to wait for a running daemon to carry out a dlq command
     PAGE = 1000   # jobs read (or replayed) at a time
 
     def __init__(self, path: str, hidden: frozenset[str] = frozenset(),
-                 daemon: Callable[[], JobsAdmin] | None = None):
+                 daemon: Callable[[], JobsAdmin] | None = None, command: str = "gq jobs"):
         """`hidden`: header names whose values are redacted besides the usual ones;
-        `daemon`: the API of the daemon that holds the journal, asked for when one does."""
+        `daemon`: the API of the daemon that holds the journal, asked for when one does;
+        `command`: this one, as named to a daemon that waits for the file meanwhile."""
         if not os.path.exists(path):
             raise JournalError(f"journal: {path} does not exist (journal.path)")
-        self.path, self.hidden, self._daemon = path, hidden, daemon
+        self.path, self.hidden, self._daemon, self.command = path, hidden, daemon, command
         self.reader = JournalFile(path, reader=True)
         self._lock: JournalLock | None = None
         self._writer: JournalFile | None = None   # while the lock is held
@@ -371,9 +375,10 @@ class JournalAdmin:
 
     def _file(self) -> JournalFile | None:
         """The file to change, when no daemon holds it (its lock is held from now until
-        close); None when one does."""
+        close: a daemon started meanwhile waits for it); None when one does. Another
+        command that holds it: JournalError."""
         if self._writer is None and self._lock is None:
-            self._lock = JournalLock(self.path)
+            self._lock = JournalLock(self.path, self.command, runner=False)
             if self._lock.try_acquire():
                 try:
                     self._writer = JournalFile(self.path)
@@ -381,6 +386,8 @@ class JournalAdmin:
                 except BaseException:  # not taken for a daemon's hold by a later call
                     self._let_go()
                     raise
+            elif (holder := self._lock.holder()) is not None and not holder.runner:
+                raise JournalError(f"journal: {self.path} is in use by {holder}; try again once it is done")
         return self._writer
 
     def _api(self) -> JobsAdmin:
