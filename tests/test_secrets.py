@@ -154,8 +154,10 @@ class Planted:
         self.values: dict[str, str] = {}
 
     def __call__(self, name: str) -> str:
-        self.values[name] = f"{name}-{secrets_.token_hex(8)}"
-        return self.values[name]
+        """A new secret for `name`; the earlier ones made for it stay looked for."""
+        value = f"{name}-{secrets_.token_hex(8)}"
+        self.values[name if name not in self.values else f"{name} ({len(self.values)})"] = value
+        return value
 
     def shown_in(self, outputs: dict[str, str]) -> list[str]:
         spellings = {name: {value, quote(value, safe="")} for name, value in self.values.items()}
@@ -183,7 +185,8 @@ def test_no_planted_secret_reaches_any_output(tmp_path, shared_target):
                            f"{plant('BROKER_URL_QUERY')}", **broker})
 
     daemon = Daemon(tmp_path, config())
-    daemon.auth = {"Authorization": f"Bearer {plant.values['API_TOKEN']}"}
+    token = plant.values["API_TOKEN"]
+    daemon.auth = {"Authorization": f"Bearer {token}"}
     jobs = [
         {"headers": {"Authorization": f"Bearer {plant('HEADER_AUTH')}", "Cookie": f"s={plant('HEADER_COOKIE')}",
                      "X-Api-Key": plant("HEADER_API_KEY"), "x-internal-sig": plant("HEADER_CUSTOM")}},
@@ -196,7 +199,7 @@ def test_no_planted_secret_reaches_any_output(tmp_path, shared_target):
          "headers": {"Authorization": plant("SCHEDULED_AUTH")}},
     ]
     outputs: dict[str, str] = {}
-    cli = {"cwd": tmp_path, "env": {**os.environ, "GQ_TOKEN": plant.values["API_TOKEN"]}}
+    cli = {"cwd": tmp_path, "env": {**os.environ, "GQ_TOKEN": token}}
     c = ("-c", str(daemon.config_path))
     try:
         ids = [post_job(daemon, {"id": new_id("planted"), **job}).json()["id"] for job in jobs]
@@ -238,6 +241,11 @@ def test_no_planted_secret_reaches_any_output(tmp_path, shared_target):
         assert daemon.wait() == 0
         outputs["gq's log"] = daemon.log()
         assert "broker.url changed, but needs a restart: still \"redis://<redacted>@" in outputs["gq's log"]
+        batch_config = tmp_path / "batch.toml"
+        batch_config.write_text(to_toml(config()))
+        batch = run_gq("batch", "-c", str(batch_config), "-", input="\n".join(json.dumps(j) for j in jobs[:5]), **cli)
+        assert batch.returncode == 1 and '"dead": 5' in batch.stdout, batch.stderr
+        outputs["gq batch"] = batch.stdout + batch.stderr
 
         broken = tmp_path / "broken.toml"
         broken.write_text(BROKEN.format(**{k.lower(): plant(k + "_CLI") for k in BROKEN_KEYS}))
