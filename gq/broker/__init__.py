@@ -12,46 +12,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, Protocol
 
 from gq.job import Job
+from gq.lifecycle import (  # noqa: F401 - the broker's users read a job's states from here too
+    CANCELLABLE,
+    NO_SUCH_JOB,
+    PAYLOAD_NOT_KEPT,
+    REPLAYABLE,
+    UNFINISHED,
+    State,
+    unreplayable,
+)
 from gq.outcome import AttemptResult, Outcome
 
 HISTORY_LIMIT = 20  # attempts kept per job; the first and the latest ones
 
 
-class State(str, Enum):
-    QUEUED = "queued"
-    SCHEDULED = "scheduled"   # not due yet: its run_at is ahead
-    RUNNING = "running"
-    RETRYING = "retrying"
-    SUCCEEDED = "succeeded"
-    DEAD = "dead"
-    CANCELLED = "cancelled"
-
-
-UNFINISHED = (State.QUEUED, State.SCHEDULED, State.RUNNING, State.RETRYING)
-CANCELLABLE = (State.QUEUED, State.SCHEDULED, State.RETRYING)
-REPLAYABLE = (State.DEAD, State.SUCCEEDED)
 UNCOUNTED = (State.SUCCEEDED, State.CANCELLED)  # finished and let go: Counts does not keep them
-NO_SUCH_JOB = "no such job"
-PAYLOAD_NOT_KEPT = "payload not kept: journal.keep_succeeded_payload was false when it succeeded"
-
-
-def unreplayable(state: State | None, states: Iterable[State], payload_kept: bool = True) -> str | None:
-    """Why a job in `state` (None: unknown) cannot be replayed from `states`; None when it
-    can. Every broker, the API and the CLI say what this says."""
-    if state is None:
-        return NO_SUCH_JOB
-    if state in UNFINISHED:
-        return f"not finished: {state.value}"
-    states = tuple(states)
-    if state not in states:
-        return f"{state.value} (only a {' or '.join(s.value for s in states)} job can be replayed)"
-    if not payload_kept:  # sending it again would send another request: no body
-        return PAYLOAD_NOT_KEPT
-    return None
 
 
 @dataclass(eq=False, slots=True)

@@ -1,0 +1,163 @@
+"""A job's life, written once.
+
+A job's states, and for each thing that can happen to it (an Event) the states it may
+happen in, the state it leads to, and what becomes of the job's ordering key, of its
+attempts and of its payload. Brokers persist what this table says and keep no rule of
+their own: the memory broker moves its entries by it; the journal's SQL and Redis's Lua
+guard each write with `sources(event)`, so that a move the table refuses (a deferral of a
+cancelled job, a start of a finished one) is refused there too, in the same transaction
+or script.
+
+    accepted    → queued, or scheduled (run_at ahead); joins its key (behind its head)
+    taken       queued/scheduled/retrying, due → queued, in a dispatcher's hands
+    started     queued/scheduled/retrying → running, one attempt more
+    succeeded   running → succeeded; releases its key; payload dropped unless kept
+    retried     running → retrying; keeps its key
+    failed      running → dead; releases its key
+    deferred    queued/scheduled/retrying (taken, not started) → queued, due later; keeps its key
+    cancelled   queued/scheduled/retrying → cancelled; releases its key; payload dropped
+    replayed    dead, or succeeded with its payload → queued, attempts reset; joins its key
+                again, after the key's jobs that wait (in the order it was accepted among them)
+    taken over  running on a daemon that died → retrying: that attempt's outcome is unknown
+    expired     succeeded or cancelled past keep_succeeded, dead purged → forgotten
+    unreadable  any unfinished → dead, with why; releases its key
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+
+class State(str, Enum):
+    QUEUED = "queued"
+    SCHEDULED = "scheduled"   # not due yet: its run_at is ahead
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+
+UNFINISHED = (State.QUEUED, State.SCHEDULED, State.RUNNING, State.RETRYING)
+WAITING = (State.QUEUED, State.SCHEDULED, State.RETRYING)  # unfinished, no attempt under way
+FINISHED = (State.SUCCEEDED, State.DEAD, State.CANCELLED)
+
+
+class Event(str, Enum):
+    ACCEPTED = "accepted"
+    TAKEN = "taken"
+    STARTED = "started"
+    SUCCEEDED = "succeeded"
+    RETRIED = "retried"
+    FAILED = "failed"
+    DEFERRED = "deferred"
+    CANCELLED = "cancelled"
+    REPLAYED = "replayed"
+    TAKEN_OVER = "taken over"
+    EXPIRED = "expired"
+    UNREADABLE = "unreadable"
+
+
+class Key(str, Enum):
+    """What an event does to the job's ordering key (nothing, for a job without one)."""
+
+    JOIN = "join"        # the job takes its place in the key: its head if it has none, else behind
+    HOLD = "hold"        # the job stays the key's head: the key's later jobs keep waiting
+    RELEASE = "release"  # the key's next job (in the order accepted) is let go
+
+
+class Attempts(str, Enum):
+    KEEP = "keep"
+    ADD = "add"      # one attempt more: it is under way
+    RESET = "reset"  # a replay starts over
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    sources: tuple[State, ...]    # the states the event may happen in
+    target: State | None          # the state it leads to; None: the job is forgotten
+    key: Key
+    attempts: Attempts = Attempts.KEEP
+    drops_payload: bool = False   # the body goes (a succeeded job's: unless the config keeps it)
+
+
+RULES: dict[Event, Rule] = {
+    Event.ACCEPTED: Rule((), State.QUEUED, Key.JOIN),
+    Event.TAKEN: Rule(WAITING, State.QUEUED, Key.HOLD),
+    Event.STARTED: Rule(WAITING, State.RUNNING, Key.HOLD, Attempts.ADD),
+    Event.SUCCEEDED: Rule((State.RUNNING,), State.SUCCEEDED, Key.RELEASE, drops_payload=True),
+    Event.RETRIED: Rule((State.RUNNING,), State.RETRYING, Key.HOLD),
+    Event.FAILED: Rule((State.RUNNING,), State.DEAD, Key.RELEASE),
+    Event.DEFERRED: Rule(WAITING, State.QUEUED, Key.HOLD),
+    Event.CANCELLED: Rule(WAITING, State.CANCELLED, Key.RELEASE, drops_payload=True),
+    Event.REPLAYED: Rule((State.DEAD, State.SUCCEEDED), State.QUEUED, Key.JOIN, Attempts.RESET),
+    Event.TAKEN_OVER: Rule((State.RUNNING,), State.RETRYING, Key.HOLD),
+    Event.EXPIRED: Rule(FINISHED, None, Key.HOLD),
+    Event.UNREADABLE: Rule(UNFINISHED, State.DEAD, Key.RELEASE),
+}
+
+CANCELLABLE = RULES[Event.CANCELLED].sources
+REPLAYABLE = RULES[Event.REPLAYED].sources
+NO_SUCH_JOB = "no such job"
+PAYLOAD_NOT_KEPT = "payload not kept: journal.keep_succeeded_payload was false when it succeeded"
+
+
+class Refused(Exception):
+    """The event cannot happen to a job in the state it is in; the text says why, as an
+    operator reads it."""
+
+    def __init__(self, event: Event, state: State, reason: str):
+        super().__init__(reason)
+        self.event, self.state, self.reason = event, state, reason
+
+
+def rule(event: Event, state: State) -> Rule:
+    """The rule for `event` happening to a job in `state`; raises Refused when the table
+    has no such move (ACCEPTED happens to a job not known yet: see `arrival`)."""
+    found = RULES[event]
+    if state not in found.sources:
+        raise Refused(event, state, why_not(event, state))
+    return found
+
+
+def allows(event: Event, state: State) -> bool:
+    return state in RULES[event].sources
+
+
+def sources(event: Event) -> tuple[str, ...]:
+    """The names of the states `event` may happen in: the guard of a broker's write."""
+    return tuple(s.value for s in RULES[event].sources)
+
+
+def why_not(event: Event, state: State) -> str:
+    """Why `event` cannot happen to a job in `state`."""
+    if state in UNFINISHED and event in (Event.REPLAYED, Event.EXPIRED):
+        return f"not finished: {state.value}"
+    if state is State.RUNNING:
+        return "running: its attempt is under way"
+    allowed = " or ".join(s.value for s in RULES[event].sources)
+    return f"{state.value} (only a {allowed} job can be {event.value})"
+
+
+def arrival(run_at: float | None, now: float) -> State:
+    """The state a new or replayed job waits in, its key aside: scheduled while its run_at
+    is ahead, else queued."""
+    return State.SCHEDULED if run_at is not None and run_at > now else State.QUEUED
+
+
+def unreplayable(state: State | None, states: Iterable[State] = REPLAYABLE, payload_kept: bool = True) -> str | None:
+    """Why a job in `state` (None: unknown) cannot be replayed from `states` (a replay by
+    filter takes the filter's state only); None when it can. Every broker, the API and the
+    CLI say what this says."""
+    if state is None:
+        return NO_SUCH_JOB
+    if state in UNFINISHED:
+        return why_not(Event.REPLAYED, state)
+    states = tuple(states)
+    if state not in states:
+        return f"{state.value} (only a {' or '.join(s.value for s in states)} job can be replayed)"
+    if not payload_kept:  # sending it again would send another request: no body
+        return PAYLOAD_NOT_KEPT
+    return None
