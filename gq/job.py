@@ -213,12 +213,16 @@ def _check_headers(headers: Any) -> dict[str, str]:
 
 
 def timestamp(value: Any) -> float:
-    """Unix seconds, or an RFC 3339 date-time with its offset (or Z), as Unix seconds;
-    ValueError names what is wrong."""
-    if is_number(value):
-        if not 0 <= value < 1e11:
-            raise ValueError("must be Unix seconds (0 to 1e11)")
-        return float(value)
+    """Unix seconds, or an RFC 3339 date-time with its offset (or Z), as Unix seconds from 0
+    to 1e11 in either form (a time before 1970 is refused as a date-time too, so that what is
+    accepted is read back by the same rule); ValueError names what is wrong."""
+    seconds = value if is_number(value) else _rfc3339(value)
+    if not 0 <= seconds < 1e11:  # compared before float(): an int too large for one is refused here
+        raise ValueError("must be from 1970-01-01T00:00:00Z on (Unix seconds 0 to 1e11)")
+    return float(seconds)
+
+
+def _rfc3339(value: Any) -> float:
     if not isinstance(value, str):
         raise ValueError("must be Unix seconds or an RFC 3339 date-time")
     m = _RFC3339.fullmatch(value)

@@ -433,3 +433,16 @@ def test_rfc3339_date_times_in_each_of_their_forms(text, seconds):
 def test_what_is_not_an_rfc3339_date_time_is_named(text, why):
     with pytest.raises(ValueError, match=re.escape(why)):
         timestamp(text)
+
+
+@pytest.mark.parametrize("run_at", ["1969-12-31T23:59:59Z", "1970-01-01T00:30:00+01:00", -1, 10**400, 1e11])
+def test_a_run_at_before_1970_or_past_the_bound_is_refused_in_either_form(run_at):
+    with pytest.raises(JobError) as e:
+        parse({"url": URL, "run_at": run_at})
+    assert e.value.field == "run_at" and "1970" in str(e.value)
+
+
+@pytest.mark.parametrize("run_at", ["1970-01-01T00:00:00Z", "1970-01-01T01:00:00+01:00", 0, 99999999999.5])
+def test_whatever_run_at_intake_takes_is_read_back_by_the_same_parser(run_at):
+    job = parse({"url": URL, "run_at": run_at, "ordering_key": "k"})
+    assert parse(job.to_dict()) == job
