@@ -17,7 +17,7 @@ or script.
     deferred    queued/scheduled/retrying (taken, not started) → queued, due later; keeps its key
     cancelled   queued/scheduled/retrying → cancelled; releases its key; payload dropped
     replayed    dead, or succeeded with its payload → queued, attempts reset; joins its key
-                again, after the key's jobs that wait (in the order it was accepted among them)
+                again in its place: the key's jobs run in the order accepted, replayed or not
     taken over  running on a daemon that died → retrying: that attempt's outcome is unknown
     expired     succeeded or cancelled past keep_succeeded, dead purged → forgotten
     unreadable  any unfinished → dead, with why; releases its key

@@ -6,12 +6,14 @@ It keeps no backlog beyond the queue: the intake waits for queue room (and
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 
+import gevent
 from gevent.event import Event
 
 from gq import hosts
@@ -31,9 +33,13 @@ from gq.broker import (
 )
 from gq.errors import BacklogFull
 from gq.job import Job
+from gq.lifecycle import Event as JobEvent
+from gq.lifecycle import allows
 from gq.outcome import AttemptResult, Outcome, Verdict
 
 KEEP_FINISHED = 10000  # succeeded jobs remembered for status look-ups and duplicate detection
+COMPACT_AT = 1024      # cancelled jobs the waiting heap may hold beyond twice the unfinished ones
+FIND_STRETCH = 4096    # jobs a find looks at before it lets other greenlets run
 
 
 class MemoryBroker:
@@ -116,8 +122,11 @@ class MemoryBroker:
         return taken
 
     def started(self, entry: Entry) -> None:
-        entry.attempts += 1
-        self._move(entry, State.RUNNING)
+        """Nothing for a job cancelled while it waited in the dispatcher's hands: its state
+        says so, and it is not attempted."""
+        if allows(JobEvent.STARTED, entry.state):
+            entry.attempts += 1
+            self._move(entry, State.RUNNING)
 
     def settle(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
         record(entry, result)
@@ -132,7 +141,9 @@ class MemoryBroker:
             self._hold(entry, self.clock() + outcome.delay, State.RETRYING)
 
     def defer(self, entry: Entry, due: float) -> None:
-        self._hold(entry, due, State.QUEUED)
+        """Back to waiting until `due`; a job cancelled meanwhile is not (it is final)."""
+        if allows(JobEvent.DEFERRED, entry.state):
+            self._hold(entry, due, State.QUEUED)
 
     def _hold(self, entry: Entry, due: float, state: State) -> None:
         """Keep `entry` here, in `state`, until `take` finds it due."""
@@ -212,25 +223,41 @@ class MemoryBroker:
         entry = self._entries.get(job_id)
         if entry is None:
             return False
-        if entry.state not in CANCELLABLE:
+        if not allows(JobEvent.CANCELLED, entry.state):
             raise Conflict(job_id, entry.state)
         self._move(entry, State.CANCELLED)  # where it waits (held, blocked, queued) it is passed over
         self._remember_finished(entry)
+        if len(self._waiting) > 2 * self._counts.unfinished() + COMPACT_AT:
+            self._compact()
         return True
 
+    def _compact(self) -> None:
+        """The waiting heap without the jobs cancelled while they waited in it: it holds no
+        more than twice the unfinished jobs (and COMPACT_AT), whatever is cancelled."""
+        self._waiting = [(due, seq, job_id) for due, seq, job_id in self._waiting
+                         if (e := self._entries.get(job_id)) is not None and e.state in CANCELLABLE and e.due == due]
+        heapq.heapify(self._waiting)
+
     def find(self, where: Filter, limit: int) -> Iterator[Found]:
-        """A scan of the jobs held: memory only holds what its bounds allow."""
-        found = []
-        for entry in self._entries.values():
-            at = (entry.accepted_at, entry.handle)
+        """The jobs held, newest first from the cursor's place (entries are kept in the order
+        they came, their handles rising), until `limit` match: nothing is sorted, and a page
+        reads the jobs it passes over, no more. The hub is let go between stretches."""
+        entries = list(self._entries.values())
+        end = len(entries) if where.after is None else bisect.bisect_left(
+            entries, where.after[1], key=lambda e: e.handle)
+        left = limit
+        for i in range(end - 1, -1, -1):
+            if left <= 0:
+                return
+            if i % FIND_STRETCH == 0:
+                gevent.sleep(0)
+            entry = entries[i]
             if ((where.state is None or entry.state is where.state)
                     and (where.host is None or hosts.destination(entry.job.url) == where.host)
                     and (where.since is None or entry.accepted_at >= where.since)
-                    and (where.until is None or entry.accepted_at < where.until)
-                    and (where.after is None or at < where.after)):
-                found.append((entry, at))
-        found.sort(key=lambda pair: pair[1], reverse=True)
-        return iter(found[:limit])
+                    and (where.until is None or entry.accepted_at < where.until)):
+                left -= 1
+                yield entry, (entry.accepted_at, entry.handle)
 
     def dead_letters(self) -> list[Entry]:
         return [e for e in self._entries.values() if e.state is State.DEAD]
@@ -248,13 +275,12 @@ class MemoryBroker:
         for entry in picked:
             entry.attempts, entry.reason = 0, ""
             self._succeeded.pop(entry.job.id, None)
-            key = entry.job.ordering_key
-            if key is not None and self._wait_for_key(entry):
+            if self._wait_for_key(entry):
                 self._move(entry, State.QUEUED)
-                keys.add(key)
+                keys.add(entry.job.ordering_key or "")
             else:
                 self._hold(entry, 0.0, State.QUEUED)
-        for key in keys:  # in the order accepted, as on the journal: before the key's later jobs
+        for key in keys:  # its place among the key's waiting jobs is the order accepted (gq/lifecycle.py)
             self._blocked[key] = deque(sorted(self._blocked[key], key=lambda e: e.handle))
         return Replayed([e.job.id for e in picked], skipped)
 
