@@ -26,12 +26,20 @@ from support import (
 # -- tiers: every test gets one marker (pytest -m unit runs the in-process tests alone)
 
 SYSTEM_MODULES = {"test_systemd.py", "test_storage.py"}
-IN_PROCESS_MODULES = {"test_breaker.py", "test_config.py", "test_dispatcher.py", "test_docs.py", "test_job.py",
-                      "test_journal_lock.py", "test_journal_lookups.py", "test_lifecycle.py", "test_limits.py",
-                      "test_metrics.py", "test_openapi.py", "test_outcome.py", "test_redaction.py",
+IN_PROCESS_MODULES = {"test_breaker.py", "test_broker_contract.py", "test_broker_states.py", "test_config.py",
+                      "test_dispatcher.py", "test_docs.py", "test_job.py", "test_journal_lock.py",
+                      "test_journal_lookups.py", "test_lifecycle.py", "test_limits.py", "test_metrics.py",
+                      "test_openapi.py", "test_outcome.py", "test_redaction.py",
                       "test_supervisor.py", "test_transport.py", "test_urls.py"}
 PROCESS_FIXTURES = {"start_daemon", "token_daemon", "fuzzed", "gq", "target", "shared_target", "redis_server",
-                    "redis_binary"}
+                    "redis_binary", "module_redis"}
+
+
+def _on_redis(item: pytest.Item) -> bool:
+    """A broker contract test run on the Redis broker (tests/broker_harness.py): it needs
+    redis-server, which its fixture asks for only then."""
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and callspec.params.get("broker_kind") == "redis"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -39,7 +47,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         name = item.path.name
         if name in SYSTEM_MODULES:
             tier = "system"
-        elif name in IN_PROCESS_MODULES and not PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+        elif (name in IN_PROCESS_MODULES and not PROCESS_FIXTURES & set(getattr(item, "fixturenames", ()))
+              and not _on_redis(item)):
             tier = "unit"
         else:
             tier = "process"
@@ -159,6 +168,20 @@ def redis_binary() -> str:
     if path:
         return path
     unavailable(f"redis-server is needed for the Redis broker's tests: {why}")
+
+
+@pytest.fixture(scope="module")
+def module_redis(redis_binary, tmp_path_factory):
+    """A module's redis-server, for tests that each use a key prefix of their own (the
+    broker contract suite); asked for only by the tests that run on Redis."""
+    from redis_server import RedisServer
+    # hz 100: a blocking read's timeout ends within 10 ms, not 100 (the brokers' take() blocks
+    # for a few ms, thousands of times in the stateful test)
+    server = RedisServer(redis_binary, tmp_path_factory.mktemp("redis"), appendfsync="everysec",
+                         args=("--hz", "100"))
+    server.start()
+    yield server
+    server.kill()
 
 
 @pytest.fixture
