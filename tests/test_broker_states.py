@@ -6,7 +6,7 @@ takes everything due. After every step:
 
 - no cancelled job is attempted after its cancel was answered;
 - never two jobs of one ordering key in flight, and a key's jobs start in the key's order
-  (the order accepted; a replayed job after the key's jobs still waiting, as the README says);
+  (the order accepted, a replayed job's too: behind the key's head, before those accepted after it);
 - nothing accepted disappears: every job is found by get(), in a state the model allows,
   and every job due is delivered by a drain; nothing is delivered twice or early;
 - the counts per state match the model.
@@ -276,7 +276,7 @@ class BrokerMachine(RuleBasedStateMachine):
             ids = list(dict.fromkeys([*ids, sorted(self.jobs)[picks[0] % len(self.jobs)]]))
         self.step(f"replay {ids}")
         try:
-            replayed = self.h.broker.replay(ids)
+            replayed = self.h.broker.replay(ids).ids
         except Unsupported:
             self.stats.skipped["replay (unsupported)"] = self.stats.skipped.get("replay (unsupported)", 0) + 1
             return
@@ -285,8 +285,11 @@ class BrokerMachine(RuleBasedStateMachine):
         for job_id in sorted(expected, key=lambda i: self.jobs[i].seq):
             j = self.jobs[job_id]
             j.state, j.how, j.attempts = "waiting", "replayed", 0
-            if j.key is not None:  # after the jobs of its key still waiting (README, Order by key)
-                self.lines.setdefault(j.key, []).append(j.id)
+            if j.key is not None:  # behind its key's head, then in the order accepted (gq/lifecycle.py)
+                line = self.lines.setdefault(j.key, [])
+                line[1:] = sorted([*line[1:], j.id] if line else [], key=lambda i: self.jobs[i].seq)
+                if not line:
+                    line.append(j.id)
 
     @rule()
     def drain(self):
@@ -307,7 +310,7 @@ class BrokerMachine(RuleBasedStateMachine):
         self.step("find")
         self.h.settled()
         try:
-            found = self.h.broker.find(Filter(), 1000)
+            found = list(self.h.broker.find(Filter(), 1000))
         except Unsupported:
             self.stats.skipped["find (unsupported)"] = self.stats.skipped.get("find (unsupported)", 0) + 1
             return
