@@ -54,7 +54,8 @@ def open_broker(config: Config, batch: bool, supervisor: Supervisor, waiting: Wa
     journal = config.journal
     if not journal.path:
         log.warning("journal.path is empty: jobs are kept in memory only, and a crash loses them")
-        return MemoryBroker(keep_finished=0 if batch else KEEP_FINISHED, max_backlog=journal.max_backlog)
+        return MemoryBroker(keep_finished=0 if batch else KEEP_FINISHED, max_backlog=journal.max_backlog,
+                            keep_seconds=journal.keep_succeeded)
     embedded = JournalBroker(journal.path, batch, journal.max_backlog, journal.min_free_mb,
                              journal.keep_succeeded, supervisor,
                              keep_payload=journal.keep_succeeded_payload, waiting=waiting)

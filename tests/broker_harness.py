@@ -99,7 +99,7 @@ class Options:
     """What a test may set of a broker; each broker takes what applies to it."""
 
     max_backlog: int = 10_000_000        # journal.max_backlog (memory, journal); broker.max_backlog (Redis)
-    keep_succeeded: float = 3600.0       # journal.keep_succeeded (journal only: memory keeps a count)
+    keep_succeeded: float = 3600.0       # journal.keep_succeeded (memory too: keep_seconds)
     keep_finished: int = KEEP_FINISHED   # memory: finished jobs remembered
     status_ttl: int = 86400              # broker.status_ttl (Redis)
     heartbeat: float = 1.0               # broker.heartbeat (Redis)
@@ -123,7 +123,8 @@ class Storage:
         """A broker on this storage, as gq/runtime.py's open_broker builds it."""
         o = self.options
         if self.kind == "memory":
-            return MemoryBroker(clock=clock, keep_finished=o.keep_finished, max_backlog=o.max_backlog)
+            return MemoryBroker(clock=clock, keep_finished=o.keep_finished, max_backlog=o.max_backlog,
+                                keep_seconds=o.keep_succeeded)
         if self.kind == "journal":
             return JournalBroker(self.path, max_backlog=o.max_backlog, min_free_mb=0,
                                  keep_succeeded=o.keep_succeeded)

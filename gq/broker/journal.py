@@ -110,7 +110,7 @@ class JournalBroker:
         supervisor = supervisor or Supervisor()
         self._loops = [supervisor.spawn("journal writer", self.writer.run),
                        supervisor.spawn("journal control poll", partial(upkeep.answer_dlq, self, self._stop))]
-        if keep_succeeded and not batch:
+        if not batch:  # keep_succeeded = 0 too: cancelled jobs go within a second
             self._loops.append(supervisor.spawn("journal expiry", partial(upkeep.expire, self, self._stop)))
 
     # -- intake
@@ -191,7 +191,7 @@ class JournalBroker:
             return
         writes = self._writes
         try:
-            entries, unreadable, next_due = self.db.write(JournalFile.take, READ_AHEAD, now)
+            entries, unreadable, released, next_due = self.db.write(JournalFile.take, READ_AHEAD, now)
         except (sqlite3.Error, OSError) as e:
             log.warning("journal: cannot read due jobs: %s; will try again", e)
             self._stop.wait(FAILED_WRITE_PAUSE)
@@ -200,6 +200,7 @@ class JournalBroker:
             log.error("journal: a job could not be read back from the file; kept as a dead letter")
             self._counts.by_state[State(state)] -= 1
             self._counts.by_state[State.DEAD] += 1
+        self.wrote(0, [], now, released)
         for entry in entries:
             self._counts.move(entry, State.QUEUED)  # a due retry is queued again
             self._keep(entry)

@@ -236,15 +236,12 @@ class JournalFile:
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute("UPDATE jobs SET state = 'queued' WHERE state = ?", (TAKEN,))
+            running, _, _ = self._readable(
+                self.db.execute("SELECT * FROM jobs WHERE state = 'running'").fetchall(), time.time())
             counts: dict[State, int] = {}
             for state, n in self.db.execute("SELECT state, count(*) FROM jobs WHERE state NOT IN "
                                             "('succeeded', 'cancelled') GROUP BY state"):
                 counts[shown(state)] = counts.get(shown(state), 0) + n
-            running, unreadable = self._readable(
-                self.db.execute("SELECT * FROM jobs WHERE state = 'running'").fetchall(), time.time())
-            for state in unreadable:
-                counts[State(state)] -= 1
-                counts[State.DEAD] = counts.get(State.DEAD, 0) + 1
         return counts, running, self._next_due()
 
     def _next_due(self) -> float:
@@ -323,23 +320,26 @@ class JournalFile:
         self.db.execute("UPDATE jobs SET state = ? WHERE rowid = ?", (state, row["rowid"]))
         return state
 
-    def take(self, limit: int, now: float) -> tuple[list[Entry], list[str], float]:
+    def take(self, limit: int, now: float) -> tuple[list[Entry], list[str], list[str], float]:
         """Up to `limit` waiting jobs due by `now`, earliest first, marked taken; the states
         of those that could not be read back as jobs (made dead: an error gq cannot mend
-        must not stop the jobs behind them); and when the next waiting one is due (inf: none)."""
+        must not stop the jobs behind them), and of the jobs of their keys let go in their
+        place; and when the next waiting one is due (inf: none)."""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
-            entries, unreadable = self._readable(self.db.execute(
+            entries, unreadable, released = self._readable(self.db.execute(
                 f"SELECT * FROM jobs {BY_DUE} WHERE {WAITING} AND due <= ? ORDER BY due LIMIT ?",
                 (now, limit)).fetchall(), now)
             self.db.executemany("UPDATE jobs SET state = ? WHERE id = ?", ((TAKEN, e.job.id) for e in entries))
             next_due = self._next_due()
-        return entries, unreadable, next_due
+        return entries, unreadable, released, next_due
 
-    def _readable(self, rows: list[sqlite3.Row], now: float) -> tuple[list[Entry], list[str]]:
-        """The rows as entries; those that are no longer jobs gq may run are made dead
-        (in the transaction under way), and their states returned."""
-        entries, unreadable = [], []
+    def _readable(self, rows: list[sqlite3.Row], now: float) -> tuple[list[Entry], list[str], list[str]]:
+        """The rows as entries; those that are no longer jobs gq may run are dead letters that
+        say why (gq/lifecycle.py: unreadable), made so in the transaction under way, and their
+        keys let go. Returns the entries, the states the unreadable ones had, and the new
+        states of the jobs let go from behind their keys."""
+        entries, unreadable, released = [], [], []
         for row in rows:
             try:
                 entries.append(entry(row))
@@ -347,7 +347,9 @@ class JournalFile:
                 unreadable.append(row["state"])
                 self.db.execute("UPDATE jobs SET state = 'dead', reason = ?, finished_at = ? WHERE id = ?",
                                 (f"unreadable in the journal: {e}", now, row["id"]))
-        return entries, unreadable
+                if row["ordering_key"] is not None and (state := self._release(row["ordering_key"], now)):
+                    released.append(state)
+        return entries, unreadable, released
 
     def untake(self) -> None:
         """Jobs read into memory wait on disk again (the daemon stops)."""

@@ -48,12 +48,17 @@ class MemoryBroker:
 
     backlog = False
 
-    def __init__(self, clock=time.time, keep_finished: int = KEEP_FINISHED, max_backlog: int = 10_000_000):
+    def __init__(self, clock=time.time, keep_finished: int = KEEP_FINISHED, max_backlog: int = 10_000_000,
+                 keep_seconds: float = float("inf")):
+        """`keep_finished` and `keep_seconds` (journal.keep_succeeded): succeeded and
+        cancelled jobs are remembered, for look-ups and as duplicates, that many at most and
+        that long at most."""
         self.clock = clock
         self.keep_finished = keep_finished
+        self.keep_seconds = keep_seconds
         self.max_backlog = max_backlog
         self._entries: dict[str, Entry] = {}
-        self._succeeded: OrderedDict[str, None] = OrderedDict()  # succeeded or cancelled, oldest first
+        self._succeeded: OrderedDict[str, float] = OrderedDict()  # succeeded or cancelled → when, oldest first
         self._heads: dict[str, Entry] = {}                       # ordering key → its unfinished job
         self._blocked: dict[str, deque[Entry]] = {}              # ordering key → jobs behind it
         self._waiting: list[tuple[float, int, str]] = []        # (due, seq, id): held here, not queued
@@ -69,6 +74,7 @@ class MemoryBroker:
         unfinished jobs past max_backlog."""
         new: dict[str, Job] = {}
         duplicates = []
+        self._forget()
         for job in jobs:
             if job.id in self._entries or job.id in new:
                 duplicates.append(job.id)
@@ -158,8 +164,14 @@ class MemoryBroker:
     def _remember_finished(self, entry: Entry) -> None:
         """A job succeeded or cancelled: kept for look-ups, the latest keep_finished of them."""
         self._release(entry)
-        self._succeeded[entry.job.id] = None
-        while len(self._succeeded) > self.keep_finished:
+        self._succeeded[entry.job.id] = self.clock()
+        self._forget()
+
+    def _forget(self) -> None:
+        """Finished jobs past keep_finished or keep_seconds are forgotten, oldest first."""
+        before = self.clock() - self.keep_seconds
+        while self._succeeded and (len(self._succeeded) > self.keep_finished
+                                   or next(iter(self._succeeded.values())) < before):
             old, _ = self._succeeded.popitem(last=False)
             self._drop(old)
 
@@ -200,6 +212,7 @@ class MemoryBroker:
     # -- look-ups
 
     def get(self, job_id: str) -> Entry | None:
+        self._forget()
         return self._entries.get(job_id)
 
     def counts(self) -> dict[str, int]:
