@@ -28,7 +28,6 @@ import gevent
 
 from gq.admission import Admission
 from gq.broker import Intake, State
-from gq.broker.journal import JournalBroker
 from gq.config import Config
 from gq.errors import Draining, GqError, JobError, UsageError
 from gq.job import Job, loads, parse
@@ -198,9 +197,9 @@ def _deliver(config: Config, jobs: JobFile, tally: Tally, signals: StopSignals, 
     # A signal while it waits for a command to let the journal go stops it there.
     runtime = Runtime.build(config, Supervisor(on_fatal=lambda why: signals.stop.set()), batch=True,
                             observers=[tally], waiting=lambda _: not signals.stop.is_set())
-    journal = runtime.broker if isinstance(runtime.broker, JournalBroker) else None
-    if journal:  # an earlier run's successes are not sent again
-        for job_id in journal.batch_done(tally.final):
+    ledger = runtime.broker.batch_ledger()
+    if ledger:  # an earlier run's successes are not sent again
+        for job_id in ledger.batch_done(tally.final):
             tally.count(job_id, State.SUCCEEDED)
     dispatcher = runtime.dispatcher
     dispatcher.start()
@@ -220,8 +219,8 @@ def _deliver(config: Config, jobs: JobFile, tally: Tally, signals: StopSignals, 
     if bar is not None and progress is not None:
         bar.kill()
         progress.write("\n")
-    if journal and tally.total and tally.done():  # complete: the ids of other batches may go
-        journal.batch_done(tally.final, forget_others=True)
+    if ledger and tally.total and tally.done():  # complete: the ids of other batches may go
+        ledger.batch_done(tally.final, forget_others=True)
     runtime.close()
 
 

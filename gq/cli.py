@@ -7,12 +7,15 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from gq import __version__, jobs_cli, redaction
 from gq import config as config_
 from gq.errors import EXIT_FAILURE, EXIT_OK, ConfigError, GqError, JobError, UsageError
 from gq.job import read_lines
+
+if TYPE_CHECKING:
+    from gq.broker import DeadLetterAdmin
 
 ENV_API = "GQ_API"
 ENV_TOKEN = "GQ_TOKEN"
@@ -175,9 +178,9 @@ def _run(args: argparse.Namespace) -> int:
     raise UsageError(f"usage error: unknown command {args.command}")
 
 
-def _dead_letters(config: config_.Config, command: str):
-    """The dead letters of the broker the config names, as `dead_letters()` and `run(op, ids)`;
-    `command`: the dlq command, as named to a daemon that waits for the journal meanwhile."""
+def _dead_letters(config: config_.Config, command: str) -> DeadLetterAdmin:
+    """The dead letters of the broker the config names; `command`: the dlq command, as
+    named to a daemon that waits for the journal meanwhile."""
     if config.broker.kind == "redis":
         from gq.broker.redis_streams import DeadLetters
         return DeadLetters.open(config.broker)

@@ -13,7 +13,6 @@ import platform
 import time
 from bisect import bisect_left
 from functools import partial
-from typing import Any
 
 import gevent
 from prometheus_client import (
@@ -29,7 +28,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gq import __version__
-from gq.broker import Entry
+from gq.broker import Entry, SharedGauges
 from gq.health import HealthCollector
 from gq.observers import Observer
 from gq.outcome import AttemptResult, Outcome, Verdict
@@ -144,12 +143,12 @@ class Metrics(Observer):
 
     def bind_shared(self, broker) -> None:
         """A shared broker's fleet-wide figures: one Prometheus query can sum the daemons."""
-        shared = getattr(broker, "shared", None)
+        shared = broker.shared_gauges()
         if shared is None:
             return
         for key, doc in (("stream_length", "Jobs in the shared stream (waiting or being run)"),
                          ("pending", "Jobs of the shared stream held by some daemon")):
-            Gauge(f"gq_broker_{key}", doc, registry=self.registry).set_function(partial(_shared, broker, key))
+            Gauge(f"gq_broker_{key}", doc, registry=self.registry).set_function(partial(_shared, shared, key))
 
     def bind_health(self, monitor) -> None:
         """Event-loop lag from a LoopMonitor; psutil figures at scrape time."""
@@ -182,9 +181,9 @@ class Metrics(Observer):
         self.finished.inc("cancelled")
 
 
-def _shared(broker: Any, key: str) -> float:
+def _shared(gauges: SharedGauges, key: str) -> float:
     """One of a shared broker's fleet-wide figures, as last read."""
-    return broker.shared[key]
+    return gauges.shared[key]
 
 
 def _age(accepted: float | None) -> float:

@@ -26,6 +26,7 @@ from gq.broker.memory import KEEP_FINISHED, MemoryBroker
 from gq.config import Config
 from gq.destinations import Destinations
 from gq.dispatcher import Dispatcher
+from gq.errors import GqError
 from gq.health import LoopMonitor
 from gq.metrics import Metrics
 from gq.observers import Observer
@@ -67,8 +68,11 @@ def fleet_limits(config: Config, broker: Broker) -> FleetLimits | None:
     """With destinations.scope = "fleet": the limits kept in the fleet's Redis."""
     if config.destinations.scope != "fleet":
         return None
+    link = broker.fleet()
+    if link is None:  # the config's cross-checks allow the fleet scope on Redis only
+        raise GqError('destinations.scope = "fleet" needs a broker the fleet shares (broker.kind = "redis")')
     from gq.broker.fleet_limits import FleetLimits  # imports redis: only when used
-    return FleetLimits(broker)  # type: ignore[arg-type]  # the config says: the Redis broker
+    return FleetLimits(link)
 
 
 def retry_policy(config: Config) -> RetryPolicy:

@@ -218,6 +218,19 @@ class DeadLetters(Protocol):
         """Dead letters deleted (None = all); returns the ids purged."""
 
 
+class DeadLetterAdmin(Protocol):
+    """What `gq dlq` does, whether or not a daemon runs: on a journal file
+    (journal.JournalAdmin) or in Redis (redis_streams.DeadLetters)."""
+
+    def dead_letters(self) -> Iterable[Entry]:
+        """Every dead letter, oldest first, read as they are used."""
+
+    def run(self, op: str, ids: list[str] | None) -> list[str]:
+        """`op` ("replay" or "purge") on the dead letters `ids` (None: all); the ids done."""
+
+    def close(self) -> None: ...
+
+
 class Operations(Protocol):
     """What an operator does with jobs. A broker that cannot do one yet raises
     gq.errors.Unsupported (the API answers 501)."""
@@ -236,7 +249,38 @@ class Operations(Protocol):
         them); the others of `ids` are skipped, as `unreplayable` says."""
 
 
-class Broker(Intake, Dispatch, Gauges, Operations, Protocol):
+@dataclass(frozen=True, slots=True)
+class FleetLink:
+    """What a broker shared by a fleet lends the fleet-wide destination limits
+    (gq/broker/fleet_limits.py): its Redis client, its keys' prefix, this daemon's name."""
+
+    client: Any
+    prefix: str
+    consumer: str
+
+
+class SharedGauges(Protocol):
+    """A shared broker's fleet-wide figures, as last read (gq_broker_stream_length, _pending)."""
+
+    shared: dict[str, Any]
+
+
+class BatchLedger(Protocol):
+    def batch_done(self, ids: Iterable[str], forget_others: bool = False) -> set[str]:
+        """Those of a batch's `ids` that succeeded before (see JournalFile.batch_done)."""
+
+
+class Capabilities(Protocol):
+    """What only some brokers offer: each method returns the part that offers it, or None."""
+
+    def fleet(self) -> FleetLink | None: ...
+
+    def shared_gauges(self) -> SharedGauges | None: ...
+
+    def batch_ledger(self) -> BatchLedger | None: ...
+
+
+class Broker(Intake, Dispatch, Gauges, Operations, Capabilities, Protocol):
     def close(self) -> None: ...
 
 

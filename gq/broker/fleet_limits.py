@@ -20,8 +20,8 @@ import logging
 
 import redis
 
+from gq.broker import FleetLink
 from gq.broker.redis_link import lua_script
-from gq.broker.redis_streams import RedisBroker
 
 log = logging.getLogger("gq.destinations")
 
@@ -31,8 +31,8 @@ UNREACHABLE = 1.0    # seconds a job waits when Redis cannot be asked
 
 
 class FleetLimits:
-    def __init__(self, broker: RedisBroker):
-        self.redis, self.prefix, self.consumer = broker.redis, broker.config.prefix, broker.consumer
+    def __init__(self, link: FleetLink):
+        self.redis, self.prefix, self.consumer = link.client, link.prefix, link.consumer
         self._admit = self.redis.register_script(lua_script("admit"))
         self._leases = itertools.count()
         self._failing = False

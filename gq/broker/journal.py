@@ -256,6 +256,17 @@ class JournalBroker:
     def stored_bytes(self) -> int:
         return sum(_size(self.db.file.path + suffix) for suffix in ("", "-wal", "-shm"))
 
+    # -- capabilities (gq.broker.Capabilities): a batch's ledger
+
+    def fleet(self) -> None:
+        return None
+
+    def shared_gauges(self) -> None:
+        return None
+
+    def batch_ledger(self) -> JournalBroker:
+        return self
+
     # -- operations
 
     def cancel(self, job_id: str) -> bool:

@@ -230,6 +230,17 @@ class MemoryBroker:
     def stored_bytes(self) -> int:
         return 0
 
+    # -- capabilities: none (gq.broker.Capabilities)
+
+    def fleet(self) -> None:
+        return None
+
+    def shared_gauges(self) -> None:
+        return None
+
+    def batch_ledger(self) -> None:
+        return None
+
     # -- operations
 
     def cancel(self, job_id: str) -> bool:

@@ -44,7 +44,7 @@ import redis
 from gevent.event import Event
 
 from gq import redaction
-from gq.broker import Added, Conflict, Entry, Filter, Found, Replayed, State, record
+from gq.broker import Added, Conflict, Entry, Filter, FleetLink, Found, Replayed, State, record
 from gq.broker.redis_intake import RedisIntake
 from gq.broker.redis_link import (
     REDIS_ERRORS,
@@ -108,10 +108,16 @@ class RedisBroker:
         self._loops = [supervisor.spawn("Redis writer", self.writer.loop),
                        supervisor.spawn("Redis maintenance", self.maintenance.loop)]
 
-    @property
-    def shared(self) -> dict[str, Any]:
-        """The fleet's figures (stream length, pending), for the metrics."""
-        return self.maintenance.shared
+    # -- capabilities (gq.broker.Capabilities): the fleet's limits and gauges
+
+    def fleet(self) -> FleetLink:
+        return FleetLink(self.redis, self.config.prefix, self.consumer)
+
+    def shared_gauges(self) -> RedisMaintenance:
+        return self.maintenance
+
+    def batch_ledger(self) -> None:
+        return None
 
     # -- connection
 
@@ -232,7 +238,7 @@ class RedisBroker:
 
     def oldest_accepted(self) -> float | None:
         """The oldest entry of the shared stream (its id is its time), as last looked at."""
-        return self.shared.get("oldest")
+        return self.maintenance.shared.get("oldest")
 
     def stored_bytes(self) -> int:
         return 0
