@@ -6,19 +6,13 @@ It keeps no backlog beyond the queue: the intake waits for queue room (and
 
 from __future__ import annotations
 
-import bisect
-import heapq
 import itertools
 import time
-from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 
-import gevent
 from gevent.event import Event
 
-from gq import hosts
 from gq.broker import (
-    CANCELLABLE,
     UNFINISHED,
     Added,
     Conflict,
@@ -31,6 +25,7 @@ from gq.broker import (
     record,
     unreplayable,
 )
+from gq.broker.memory_parts import Finished, KeyLines, Waiting, newest_first
 from gq.errors import BacklogFull
 from gq.job import Job
 from gq.lifecycle import Event as JobEvent
@@ -38,13 +33,11 @@ from gq.lifecycle import allows
 from gq.outcome import AttemptResult, Outcome, Verdict
 
 KEEP_FINISHED = 10000  # succeeded jobs remembered for status look-ups and duplicate detection
-COMPACT_AT = 1024      # cancelled jobs the waiting heap may hold beyond twice the unfinished ones
-FIND_STRETCH = 4096    # jobs a find looks at before it lets other greenlets run
 
 
 class MemoryBroker:
-    """Jobs of an ordering key wait behind the one of it that runs or waits to (`_heads`)
-    in `_blocked`, counted as queued, until it finishes."""
+    """Jobs of an ordering key wait behind the one of it that runs or waits to (KeyLines),
+    counted as queued, until it finishes; jobs not due yet wait in a heap (Waiting)."""
 
     backlog = False
 
@@ -54,15 +47,12 @@ class MemoryBroker:
         cancelled jobs are remembered, for look-ups and as duplicates, that many at most and
         that long at most."""
         self.clock = clock
-        self.keep_finished = keep_finished
-        self.keep_seconds = keep_seconds
         self.max_backlog = max_backlog
         self._entries: dict[str, Entry] = {}
-        self._succeeded: OrderedDict[str, float] = OrderedDict()  # succeeded or cancelled → when, oldest first
-        self._heads: dict[str, Entry] = {}                       # ordering key → its unfinished job
-        self._blocked: dict[str, deque[Entry]] = {}              # ordering key → jobs behind it
-        self._waiting: list[tuple[float, int, str]] = []        # (due, seq, id): held here, not queued
+        self._finished = Finished(clock, keep_finished, keep_seconds)
         self._seq = itertools.count()
+        self._lines = KeyLines()
+        self._waiting = Waiting(self._seq)
         self._wakeup = Event()
         self._counts = Counts()
 
@@ -90,12 +80,8 @@ class MemoryBroker:
         for entry in fresh:
             self._entries[entry.job.id] = entry
             self._counts.by_state[State.QUEUED] += 1
-            key = entry.job.ordering_key
-            if key is not None and key in self._heads:
-                self._blocked.setdefault(key, deque()).append(entry)
+            if self._lines.join(entry):
                 continue
-            if key is not None:
-                self._heads[key] = entry
             if (entry.job.run_at or 0.0) > now:
                 self._hold(entry, entry.job.run_at or 0.0, State.SCHEDULED)
             elif len(at_once) < hold:
@@ -109,22 +95,18 @@ class MemoryBroker:
     def take(self, limit: int, timeout: float) -> list[Entry]:
         taken = self._due(limit)
         if not taken and timeout > 0:
-            if self._waiting:
-                timeout = max(0.0, min(timeout, self._waiting[0][0] - self.clock()))
+            due = self._waiting.next_due()
+            if due is not None:
+                timeout = max(0.0, min(timeout, due - self.clock()))
             self._wakeup.wait(timeout)
             self._wakeup.clear()
             taken = self._due(limit)
         return taken
 
     def _due(self, limit: int) -> list[Entry]:
-        taken: list[Entry] = []
-        now = self.clock()
-        while self._waiting and len(taken) < limit and self._waiting[0][0] <= now:
-            _, _, job_id = heapq.heappop(self._waiting)
-            entry = self._entries.get(job_id)
-            if entry is not None and entry.state in CANCELLABLE and entry.due <= now:
-                self._move(entry, State.QUEUED)
-                taken.append(entry)
+        taken = self._waiting.due(self.clock(), limit, self._entries.get)
+        for entry in taken:
+            self._move(entry, State.QUEUED)
         return taken
 
     def started(self, entry: Entry) -> None:
@@ -155,55 +137,28 @@ class MemoryBroker:
         """Keep `entry` here, in `state`, until `take` finds it due."""
         entry.due = due
         self._move(entry, state)
-        heapq.heappush(self._waiting, (due, next(self._seq), entry.job.id))
+        self._waiting.push(entry)
         self._wakeup.set()
 
     def _move(self, entry: Entry, state: State) -> None:
         self._counts.move(entry, state)
 
     def _remember_finished(self, entry: Entry) -> None:
-        """A job succeeded or cancelled: kept for look-ups, the latest keep_finished of them."""
+        """A job succeeded or cancelled: its key goes on; it is kept for look-ups a while."""
         self._release(entry)
-        self._succeeded[entry.job.id] = self.clock()
-        self._forget()
+        for job_id in self._finished.add(entry.job.id):
+            self._drop(job_id)
 
     def _forget(self) -> None:
-        """Finished jobs past keep_finished or keep_seconds are forgotten, oldest first."""
-        before = self.clock() - self.keep_seconds
-        while self._succeeded and (len(self._succeeded) > self.keep_finished
-                                   or next(iter(self._succeeded.values())) < before):
-            old, _ = self._succeeded.popitem(last=False)
-            self._drop(old)
+        for job_id in self._finished.expired():
+            self._drop(job_id)
 
     def _release(self, entry: Entry) -> None:
-        """`entry` finished: if it was its key's head, the next of the key (in the order
-        accepted, cancelled ones passed over) is let go."""
-        key = entry.job.ordering_key
-        if key is None or self._heads.get(key) is not entry:
-            return
-        del self._heads[key]
-        behind = self._blocked.get(key)
-        while behind:
-            head = behind.popleft()
-            if head.state is State.QUEUED:
-                self._heads[key] = head
-                run_at = head.job.run_at or 0.0
-                now = self.clock()
-                self._hold(head, max(run_at, now), State.SCHEDULED if run_at > now else State.QUEUED)
-                break
-        if not behind:
-            self._blocked.pop(key, None)
-
-    def _wait_for_key(self, entry: Entry) -> bool:
-        """A job back to waiting (replayed): behind its key's head, if it has one (True)."""
-        key = entry.job.ordering_key
-        if key is None:
-            return False
-        if key in self._heads:
-            self._blocked.setdefault(key, deque()).append(entry)
-            return True
-        self._heads[key] = entry
-        return False
+        """`entry` finished: the next job of its key, if it was its key's head, is let go."""
+        head = self._lines.leave(entry)
+        if head is not None:
+            run_at, now = head.job.run_at or 0.0, self.clock()
+            self._hold(head, max(run_at, now), State.SCHEDULED if run_at > now else State.QUEUED)
 
     def _drop(self, job_id: str) -> None:
         """Forget a job: a succeeded one past the window, or a purged dead letter."""
@@ -251,37 +206,11 @@ class MemoryBroker:
             raise Conflict(job_id, entry.state)
         self._move(entry, State.CANCELLED)  # where it waits (held, blocked, queued) it is passed over
         self._remember_finished(entry)
-        if len(self._waiting) > 2 * self._counts.unfinished() + COMPACT_AT:
-            self._compact()
+        self._waiting.compact(self._counts.unfinished(), self._entries.get)
         return True
 
-    def _compact(self) -> None:
-        """The waiting heap without the jobs cancelled while they waited in it: it holds no
-        more than twice the unfinished jobs (and COMPACT_AT), whatever is cancelled."""
-        self._waiting = [(due, seq, job_id) for due, seq, job_id in self._waiting
-                         if (e := self._entries.get(job_id)) is not None and e.state in CANCELLABLE and e.due == due]
-        heapq.heapify(self._waiting)
-
     def find(self, where: Filter, limit: int) -> Iterator[Found]:
-        """The jobs held, newest first from the cursor's place (entries are kept in the order
-        they came, their handles rising), until `limit` match: nothing is sorted, and a page
-        reads the jobs it passes over, no more. The hub is let go between stretches."""
-        entries = list(self._entries.values())
-        end = len(entries) if where.after is None else bisect.bisect_left(
-            entries, where.after[1], key=lambda e: e.handle)
-        left = limit
-        for i in range(end - 1, -1, -1):
-            if left <= 0:
-                return
-            if i % FIND_STRETCH == 0:
-                gevent.sleep(0)
-            entry = entries[i]
-            if ((where.state is None or entry.state is where.state)
-                    and (where.host is None or hosts.destination(entry.job.url) == where.host)
-                    and (where.since is None or entry.accepted_at >= where.since)
-                    and (where.until is None or entry.accepted_at < where.until)):
-                left -= 1
-                yield entry, (entry.accepted_at, entry.handle)
+        return newest_first(list(self._entries.values()), where, limit)
 
     def dead_letters(self) -> list[Entry]:
         return [e for e in self._entries.values() if e.state is State.DEAD]
@@ -295,17 +224,13 @@ class MemoryBroker:
             elif entry is not None:
                 picked.append(entry)
         picked.sort(key=lambda e: e.handle)  # in the order accepted
-        keys: set[str] = set()
         for entry in picked:
             entry.attempts, entry.reason = 0, ""
-            self._succeeded.pop(entry.job.id, None)
-            if self._wait_for_key(entry):
+            self._finished.discard(entry.job.id)
+            if self._lines.join(entry):
                 self._move(entry, State.QUEUED)
-                keys.add(entry.job.ordering_key or "")
             else:
                 self._hold(entry, 0.0, State.QUEUED)
-        for key in keys:  # its place among the key's waiting jobs is the order accepted (gq/lifecycle.py)
-            self._blocked[key] = deque(sorted(self._blocked[key], key=lambda e: e.handle))
         return Replayed([e.job.id for e in picked], skipped)
 
     def _pick(self, ids: Iterable[str] | None, states: Iterable[State]) -> list[tuple[str, Entry | None]]:
