@@ -10,7 +10,8 @@ import gevent
 
 from gq.broker import Filter, State
 from gq.broker.journal_access import JournalAccess
-from gq.broker.journal_file import READ_BYTES, JournalFile
+from gq.broker.journal_file import JournalFile
+from gq.broker.journal_lookups import READ_BYTES
 from gq.job import parse
 
 

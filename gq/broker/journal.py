@@ -54,7 +54,9 @@ from gq.broker import (
 )
 from gq.broker import journal_upkeep as upkeep
 from gq.broker.journal_access import JournalAccess, JournalLock, Waiting
-from gq.broker.journal_file import BLOCKED, CANCELLABLE_ROWS, TAKEN, JournalError, JournalFile, found
+from gq.broker.journal_file import BLOCKED, TAKEN, JournalError, JournalFile
+from gq.broker.journal_lookups import found
+from gq.broker.journal_operations import CANCELLABLE_ROWS
 from gq.broker.journal_writer import FAILED_WRITE_PAUSE, Add, JournalWriter
 from gq.broker.storage import StorageGuard
 from gq.errors import BacklogFull, StorageUnavailable

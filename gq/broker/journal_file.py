@@ -24,35 +24,22 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Iterable
 
 from gq import hosts
-from gq.broker import Entry, Filter, Found, Replayed, State, attempt_of, stored, unreplayable
+from gq.broker import Entry, State, stored
+from gq.broker.journal_lookups import BLOCKED, FINAL, TAKEN, JournalLookups, entry, shown
+from gq.broker.journal_operations import KEYED, JournalOperations
 from gq.errors import GqError
-from gq.job import Job, is_number, parse
+from gq.job import Job
 from gq.outcome import AttemptResult
 
 log = logging.getLogger("gq")
 
-TAKEN = "taken"
-BLOCKED = "blocked"
 WAITING = "state IN ('queued', 'retrying', 'scheduled')"  # the jobs_waiting index's own condition, word for word
 # Without it SQLite's planner picks jobs_state for WAITING and sorts every waiting job by due:
 # seconds per look with a million of them, instead of a few index pages.
 BY_DUE = "INDEXED BY jobs_waiting"
-KEYED = ("ordering_key IS NOT NULL AND state IN "
-         "('queued', 'scheduled', 'retrying', 'taken', 'running', 'blocked')")  # jobs_key's condition
-FINAL = ("succeeded", "dead", "cancelled")
-CANCELLABLE_ROWS = ("queued", "scheduled", "retrying", BLOCKED)  # states cancel() takes
-# The file's states behind each state a user sees.
-FILE_STATES = {State.QUEUED: ("queued", TAKEN, BLOCKED)}
-ALL_FILE_STATES = ("queued", TAKEN, BLOCKED, "scheduled", "running", "retrying", *FINAL)
-# What a look-up reads of a row: all but the job's body, which it does not show (read, a body
-# as large as api.max_body_bytes would be parsed for nothing).
-LOOKED_UP = ("id, state, attempts, due, accepted_at, reason, history, "
-             "json_remove(spec, '$.json', '$.body') AS spec")
-READ_BYTES = 262144     # characters of jobs a look-up reads at a time (in gevent's threadpool)
 SUCCEEDED_HISTORY = 3   # attempts a succeeded job keeps: the first and the last two
 VERSION = 1             # PRAGMA user_version of the layout below
 COLUMNS_ADDED = (("host", "TEXT"), ("ordering_key", "TEXT"), ("trimmed", "INTEGER NOT NULL DEFAULT 0"))  # since 0
@@ -126,60 +113,10 @@ def state_row(entry: Entry, keep_payload: bool = False) -> tuple:
             _history(history), spec, trimmed, entry.job.id)
 
 
-def _as_stored(job_id: str, spec: Any) -> Job:
-    """A look-up's job: its request read as the file holds it, neither checked again nor
-    its body serialized again (a look-up shows the request, not its body). Parsing every
-    job of a page again, its body included, was most of the cost of a page of 1,000."""
-    if not isinstance(spec, dict):
-        spec = {}
-    headers, timeout, attempts = spec.get("headers"), spec.get("timeout"), spec.get("max_attempts")
-    run_at, key = spec.get("run_at"), spec.get("ordering_key")
-    return Job(job_id, str(spec.get("method", "")), str(spec.get("url", "")),
-               headers if isinstance(headers, dict) else {},
-               timeout=float(timeout) if is_number(timeout) else None,
-               max_attempts=attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else None,
-               run_at=float(run_at) if is_number(run_at) else None,
-               ordering_key=key if isinstance(key, str) else None)
+class JournalFile(JournalLookups, JournalOperations):
+    """The journal's connection: its layout, and the transactions of a job's path; its
+    look-ups are JournalLookups', its operators' changes JournalOperations'."""
 
-
-def shown(state: str) -> State:
-    """The state a user sees of a row's state."""
-    return State.QUEUED if state in (TAKEN, BLOCKED) else State(state)
-
-
-def _unreplayable(row: sqlite3.Row | None, states: list[State]) -> str | None:
-    """gq.broker.unreplayable of a row (None: no such job): a succeeded job whose body was
-    dropped (trimmed) cannot be replayed."""
-    if row is None:
-        return unreplayable(None, states)
-    return unreplayable(shown(row["state"]), states, payload_kept=not row["trimmed"])
-
-
-def found(read: Callable[..., Any], where: Filter, limit: int) -> Iterator[Found]:
-    """Up to `limit` jobs that match `where`, newest first, each with its position, read
-    READ_BYTES at a time as they are asked for: the page that stops early (gq.jobs_api's byte
-    budget) has read little more than it holds. `read(method, *args)` calls a JournalFile
-    method on a connection (off the hub, for the daemon)."""
-    positions = read(JournalFile.positions, where, limit)
-    start = 0
-    while start < len(positions):
-        batch, start = read(JournalFile.rows, positions, start, READ_BYTES)
-        yield from batch
-
-
-def entry(row: sqlite3.Row, strict: bool = True) -> Entry:
-    """The row as an Entry. `strict` (a job to run): its job is parsed again, checked as at
-    intake (ValueError or GqError when it no longer passes); not (a look-up): the job is
-    shown as the file holds it, without its body, valid or not."""
-    state = shown(row["state"])
-    history = [attempt_of(a) for a in json.loads(row["history"])]
-    spec = json.loads(row["spec"])
-    job = parse(spec) if strict else _as_stored(row["id"], spec)
-    return Entry(job, state, row["attempts"], row["due"], row["accepted_at"], history=history,
-                 reason=row["reason"] or "")
-
-
-class JournalFile:
     def __init__(self, path: str, reader: bool = False):
         """Open (creating it if need be) the file at `path`; a `reader` connection only reads."""
         self.path = path
@@ -301,25 +238,6 @@ class JournalFile:
             return "scheduled", due
         return (TAKEN if may_take else "queued"), due
 
-    def _key_busy(self, key: str, blocked: bool = True) -> bool:
-        """Whether an unfinished job of `key` is there (not counting blocked ones, unless `blocked`)."""
-        others = "" if blocked else f"AND state != '{BLOCKED}'"
-        return self.db.execute(f"SELECT 1 FROM jobs INDEXED BY jobs_key WHERE ordering_key = ? AND {KEYED} "
-                               f"{others} LIMIT 1", (key,)).fetchone() is not None
-
-    def _release(self, key: str, now: float) -> str:
-        """When no job of `key` runs or waits to, let its oldest blocked job go; returns its
-        new state (queued or scheduled), or "" for none let go."""
-        if self._key_busy(key, blocked=False):
-            return ""
-        row = self.db.execute(f"SELECT rowid, due FROM jobs INDEXED BY jobs_key WHERE ordering_key = ? AND {KEYED} "
-                              f"AND state = '{BLOCKED}' ORDER BY rowid LIMIT 1", (key,)).fetchone()
-        if row is None:
-            return ""
-        state = "scheduled" if row["due"] > now else "queued"
-        self.db.execute("UPDATE jobs SET state = ? WHERE rowid = ?", (state, row["rowid"]))
-        return state
-
     def take(self, limit: int, now: float) -> tuple[list[Entry], list[str], list[str], float]:
         """Up to `limit` waiting jobs due by `now`, earliest first, marked taken; the states
         of those that could not be read back as jobs (made dead: an error gq cannot mend
@@ -377,163 +295,6 @@ class JournalFile:
                 "SELECT id FROM jobs WHERE state = 'succeeded' AND id IN (SELECT id FROM temp.batch)")}
             self.db.execute("DROP TABLE temp.batch")
         return done
-
-    # -- look-ups (any connection)
-
-    def get(self, job_id: str) -> Entry | None:
-        row = self.db.execute(f"SELECT {LOOKED_UP} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return None if row is None else entry(row, strict=False)
-
-    def oldest(self) -> float | None:
-        """When the oldest unfinished job that is due was accepted (one index seek per
-        state; a scheduled job is not late)."""
-        return self.db.execute(
-            "SELECT min(t) FROM (" + " UNION ALL ".join(
-                f"SELECT min(accepted_at) AS t FROM jobs WHERE state = '{s}'"
-                for s in ("queued", TAKEN, BLOCKED, "running", "retrying")) + ")").fetchone()[0]
-
-    def find(self, where: Filter, limit: int) -> Iterator[Found]:
-        """Up to `limit` jobs that match, newest first, each with its position (for a
-        cursor), read a few at a time as they are asked for (see `found`)."""
-        return found(lambda method, *args: method(self, *args), where, limit)
-
-    def positions(self, where: Filter, limit: int) -> list[tuple[float, int]]:
-        """Where the first `limit` jobs that match are, newest first. Each of the file's states
-        is read through an index in order, and the positions merged, so no query sorts: a
-        page costs `limit` index steps per state, and no job is read."""
-        bounds: list[str] = []
-        params: list[float | str] = []
-        if where.since is not None:
-            bounds.append("accepted_at >= ?")
-            params.append(where.since)
-        if where.until is not None:
-            bounds.append("accepted_at < ?")
-            params.append(where.until)
-        if where.after is not None:
-            bounds.append("(accepted_at, rowid) < (?, ?)")
-            params.extend(where.after)
-        looks: list[tuple[str, list[str], list[float | str]]] = [("jobs_accepted", bounds, params)]
-        if where.host is not None or where.state is not None:
-            states = ALL_FILE_STATES if where.state is None else FILE_STATES.get(where.state, (where.state.value,))
-            if where.host is None:
-                looks = [("jobs_state", ["state = ?", *bounds], [state, *params]) for state in states]
-            else:
-                looks = [("jobs_host", ["host = ?", "state = ?", *bounds], [where.host, state, *params])
-                         for state in states]
-        merged: list[tuple[float, int]] = []
-        for index, conditions, values in looks:
-            clause = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-            merged += [(r[0], r[1]) for r in self.db.execute(
-                f"SELECT accepted_at, rowid FROM jobs INDEXED BY {index} {clause} "
-                f"ORDER BY accepted_at DESC, rowid DESC LIMIT ?", (*values, limit))]
-        return sorted(merged, reverse=True)[:limit]
-
-    def rows(self, positions: list[tuple[float, int]], start: int, most: int) -> tuple[list[Found], int]:
-        """The jobs at `positions[start:]` (those still there), in that order, read one by
-        one until they hold `most` characters (one at least); and where the next read starts."""
-        read: list[Found] = []
-        for n in range(start, len(positions)):
-            if most <= 0:
-                return read, n
-            row = self.db.execute(f"SELECT {LOOKED_UP} FROM jobs WHERE rowid = ?", (positions[n][1],)).fetchone()
-            if row is not None:  # not deleted since
-                read.append((entry(row, strict=False), positions[n]))
-                most -= len(row["spec"]) + len(row["history"])
-        return read, len(positions)
-
-    def cancel(self, job_id: str, now: float) -> tuple[str, str]:
-        """Cancel a job that waits in the file (queued, scheduled, retrying or blocked);
-        returns the state it had ("" unknown): when it was not one of those, it is left.
-        And the new state of the job of its ordering key let go in its place ("" none)."""
-        released = ""
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            row = self.db.execute("SELECT state, ordering_key FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
-                return "", ""
-            if row["state"] in CANCELLABLE_ROWS:
-                self.db.execute("UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE id = ?", (now, job_id))
-                if row["ordering_key"] is not None:
-                    released = self._release(row["ordering_key"], now)
-        return row["state"], released
-
-    def dead_letters(self) -> Iterator[Entry]:
-        """Dead letters, oldest first, read as they are used (there may be millions)."""
-        for row in self.db.execute(f"SELECT {LOOKED_UP} FROM jobs WHERE state = 'dead' ORDER BY accepted_at"):
-            yield entry(row, strict=False)
-
-    # -- replays and purges, for the process that holds the journal
-
-    def _rows(self, ids: list[str] | None, states: Iterable[str]) -> list[sqlite3.Row]:
-        """The rows (id, state, trimmed, ordering_key) of `ids` whatever their state, or with
-        None of every job in one of `states`; each once, in the order accepted."""
-        columns = "rowid, id, state, trimmed, ordering_key"
-        if ids is None:
-            return self.db.execute(f"SELECT {columns} FROM jobs WHERE state IN "
-                                   f"({','.join(repr(s) for s in states)}) ORDER BY rowid").fetchall()
-        found: dict[int, sqlite3.Row] = {}
-        for start in range(0, len(ids), 500):  # SQLite takes so many parameters at most
-            chunk = ids[start:start + 500]
-            found.update((r["rowid"], r) for r in self.db.execute(
-                f"SELECT {columns} FROM jobs WHERE id IN ({','.join('?' * len(chunk))})", chunk))
-        return [found[rowid] for rowid in sorted(found)]
-
-    def replay(self, ids: list[str] | None, states: Iterable[str] = ("dead",)) -> tuple[Replayed, int]:
-        """Finished jobs in `states` (dead letters, by default) back to waiting, attempts
-        reset and due at once: queued, or blocked behind an unfinished job of their
-        ordering key; the others of `ids` are skipped (see `_unreplayable`). Also returns
-        how many of those replayed were dead."""
-        wanted = [State(s) for s in states]
-        replayed, dead, keys = [], 0, set()
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            rows = self._rows(ids, states)
-            found = {row["id"]: row for row in rows}
-            skipped = [(job_id, why) for job_id in (found if ids is None else dict.fromkeys(ids))
-                       if (why := _unreplayable(found.get(job_id), wanted))]  # in the order named
-            passed = {job_id for job_id, _ in skipped}
-            for row in rows:  # in the order accepted
-                if row["id"] in passed:
-                    continue
-                key = row["ordering_key"]
-                state = BLOCKED if key is not None and self._key_busy(key) else "queued"
-                self.db.execute("UPDATE jobs SET state = ?, attempts = 0, due = 0, reason = NULL, "
-                                "finished_at = NULL WHERE id = ?", (state, row["id"]))
-                replayed.append(row["id"])
-                dead += row["state"] == "dead"
-                if state == BLOCKED:
-                    keys.add(key)
-            now = time.time()
-            for key in keys:  # a key with blocked jobs only (an older one replayed): its oldest goes
-                self._release(key, now)
-        return Replayed(replayed, skipped), dead
-
-    def purge(self, ids: list[str] | None) -> list[str]:
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            done = [row["id"] for row in self._rows(ids, ("dead",)) if row["state"] == "dead"]
-            self.db.executemany("DELETE FROM jobs WHERE id = ?", ((i,) for i in done))
-        return done
-
-    # -- commands for a running daemon
-
-    def request(self, op: str, ids: list[str] | None) -> int:
-        cursor = self.db.execute("INSERT INTO control (op, ids) VALUES (?, ?)",
-                                 (op, None if ids is None else json.dumps(ids)))
-        return cursor.lastrowid or 0
-
-    def answer(self, seq: int) -> list[str] | None:
-        row = self.db.execute("SELECT result FROM control WHERE seq = ?", (seq,)).fetchone()
-        return None if row is None or row[0] is None else json.loads(row[0])
-
-    def requests(self) -> list[tuple[int, str, list[str] | None]]:
-        rows = self.db.execute("SELECT seq, op, ids FROM control WHERE result IS NULL ORDER BY seq")
-        return [(seq, op, None if ids is None else json.loads(ids)) for seq, op, ids in rows]
-
-    def answered(self, seq: int, result: list[str]) -> None:
-        with self.db:
-            self.db.execute("UPDATE control SET result = ? WHERE seq = ?", (json.dumps(result), seq))
-            self.db.execute("DELETE FROM control WHERE result IS NOT NULL AND seq < ?", (seq - 100,))
 
     def close(self) -> None:
         self.db.close()

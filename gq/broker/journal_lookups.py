@@ -1,0 +1,145 @@
+"""The journal's look-ups: reading its rows back as jobs, on any connection (the daemon's
+look-ups' own, or a command's), never changing the file. The jobs a look-up shows are read
+as the file holds them, without their bodies; the jobs to run are parsed again, as at
+intake (gq/broker/journal_file.py takes them)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from gq.broker import Entry, Filter, Found, State, attempt_of
+from gq.job import Job, is_number, parse
+
+TAKEN = "taken"
+BLOCKED = "blocked"
+FINAL = ("succeeded", "dead", "cancelled")
+# The file's states behind each state a user sees.
+FILE_STATES = {State.QUEUED: ("queued", TAKEN, BLOCKED)}
+ALL_FILE_STATES = ("queued", TAKEN, BLOCKED, "scheduled", "running", "retrying", *FINAL)
+# What a look-up reads of a row: all but the job's body, which it does not show (read, a body
+# as large as api.max_body_bytes would be parsed for nothing).
+LOOKED_UP = ("id, state, attempts, due, accepted_at, reason, history, "
+             "json_remove(spec, '$.json', '$.body') AS spec")
+READ_BYTES = 262144     # characters of jobs a look-up reads at a time (in gevent's threadpool)
+
+
+def _as_stored(job_id: str, spec: Any) -> Job:
+    """A look-up's job: its request read as the file holds it, neither checked again nor
+    its body serialized again (a look-up shows the request, not its body). Parsing every
+    job of a page again, its body included, was most of the cost of a page of 1,000."""
+    if not isinstance(spec, dict):
+        spec = {}
+    headers, timeout, attempts = spec.get("headers"), spec.get("timeout"), spec.get("max_attempts")
+    run_at, key = spec.get("run_at"), spec.get("ordering_key")
+    return Job(job_id, str(spec.get("method", "")), str(spec.get("url", "")),
+               headers if isinstance(headers, dict) else {},
+               timeout=float(timeout) if is_number(timeout) else None,
+               max_attempts=attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else None,
+               run_at=float(run_at) if is_number(run_at) else None,
+               ordering_key=key if isinstance(key, str) else None)
+
+
+def shown(state: str) -> State:
+    """The state a user sees of a row's state."""
+    return State.QUEUED if state in (TAKEN, BLOCKED) else State(state)
+
+
+def found(read: Callable[..., Any], where: Filter, limit: int) -> Iterator[Found]:
+    """Up to `limit` jobs that match `where`, newest first, each with its position, read
+    READ_BYTES at a time as they are asked for: the page that stops early (gq.jobs_api's byte
+    budget) has read little more than it holds. `read(method, *args)` calls a JournalFile
+    method on a connection (off the hub, for the daemon)."""
+    positions = read(JournalLookups.positions, where, limit)
+    start = 0
+    while start < len(positions):
+        batch, start = read(JournalLookups.rows, positions, start, READ_BYTES)
+        yield from batch
+
+
+def entry(row: sqlite3.Row, strict: bool = True) -> Entry:
+    """The row as an Entry. `strict` (a job to run): its job is parsed again, checked as at
+    intake (ValueError or GqError when it no longer passes); not (a look-up): the job is
+    shown as the file holds it, without its body, valid or not."""
+    state = shown(row["state"])
+    history = [attempt_of(a) for a in json.loads(row["history"])]
+    spec = json.loads(row["spec"])
+    job = parse(spec) if strict else _as_stored(row["id"], spec)
+    return Entry(job, state, row["attempts"], row["due"], row["accepted_at"], history=history,
+                 reason=row["reason"] or "")
+
+
+class JournalLookups:
+    """Reads of the journal's connection `db` (a JournalFile): one job, a page of jobs, the
+    dead letters, the oldest unfinished job."""
+
+    db: sqlite3.Connection
+
+    def get(self, job_id: str) -> Entry | None:
+        row = self.db.execute(f"SELECT {LOOKED_UP} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else entry(row, strict=False)
+
+    def oldest(self) -> float | None:
+        """When the oldest unfinished job that is due was accepted (one index seek per
+        state; a scheduled job is not late)."""
+        return self.db.execute(
+            "SELECT min(t) FROM (" + " UNION ALL ".join(
+                f"SELECT min(accepted_at) AS t FROM jobs WHERE state = '{s}'"
+                for s in ("queued", TAKEN, BLOCKED, "running", "retrying")) + ")").fetchone()[0]
+
+    def find(self, where: Filter, limit: int) -> Iterator[Found]:
+        """Up to `limit` jobs that match, newest first, each with its position (for a
+        cursor), read a few at a time as they are asked for (see `found`)."""
+        return found(lambda method, *args: method(self, *args), where, limit)
+
+    def positions(self, where: Filter, limit: int) -> list[tuple[float, int]]:
+        """Where the first `limit` jobs that match are, newest first. Each of the file's states
+        is read through an index in order, and the positions merged, so no query sorts: a
+        page costs `limit` index steps per state, and no job is read."""
+        bounds: list[str] = []
+        params: list[float | str] = []
+        if where.since is not None:
+            bounds.append("accepted_at >= ?")
+            params.append(where.since)
+        if where.until is not None:
+            bounds.append("accepted_at < ?")
+            params.append(where.until)
+        if where.after is not None:
+            bounds.append("(accepted_at, rowid) < (?, ?)")
+            params.extend(where.after)
+        looks: list[tuple[str, list[str], list[float | str]]] = [("jobs_accepted", bounds, params)]
+        if where.host is not None or where.state is not None:
+            states = ALL_FILE_STATES if where.state is None else FILE_STATES.get(where.state, (where.state.value,))
+            if where.host is None:
+                looks = [("jobs_state", ["state = ?", *bounds], [state, *params]) for state in states]
+            else:
+                looks = [("jobs_host", ["host = ?", "state = ?", *bounds], [where.host, state, *params])
+                         for state in states]
+        merged: list[tuple[float, int]] = []
+        for index, conditions, values in looks:
+            clause = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+            merged += [(r[0], r[1]) for r in self.db.execute(
+                f"SELECT accepted_at, rowid FROM jobs INDEXED BY {index} {clause} "
+                f"ORDER BY accepted_at DESC, rowid DESC LIMIT ?", (*values, limit))]
+        return sorted(merged, reverse=True)[:limit]
+
+    def rows(self, positions: list[tuple[float, int]], start: int, most: int) -> tuple[list[Found], int]:
+        """The jobs at `positions[start:]` (those still there), in that order, read one by
+        one until they hold `most` characters (one at least); and where the next read starts."""
+        read: list[Found] = []
+        for n in range(start, len(positions)):
+            if most <= 0:
+                return read, n
+            row = self.db.execute(f"SELECT {LOOKED_UP} FROM jobs WHERE rowid = ?", (positions[n][1],)).fetchone()
+            if row is not None:  # not deleted since
+                read.append((entry(row, strict=False), positions[n]))
+                most -= len(row["spec"]) + len(row["history"])
+        return read, len(positions)
+
+    def dead_letters(self) -> Iterator[Entry]:
+        """Dead letters, oldest first, read as they are used (there may be millions)."""
+        for row in self.db.execute(f"SELECT {LOOKED_UP} FROM jobs WHERE state = 'dead' ORDER BY accepted_at"):
+            yield entry(row, strict=False)
+
