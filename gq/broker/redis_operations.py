@@ -47,7 +47,6 @@ log = logging.getLogger("gq.redis")
 FIND_CHUNK = 200       # index members a round trip of find
 FETCH_CHUNK = 20       # hashes (or dead stream entries) read in one round trip: each may be as
                        # large as api.max_body_bytes
-TRIM_CHUNK = 1000      # index members trim checks a round trip
 TRIM_EVERY = 5.0       # seconds between trims, when the last one reached the end
 SEQ_DIGITS = 16
 WRITTEN_WAIT = 3.0     # seconds an operation waits for this daemon's settlements to be written
@@ -83,7 +82,7 @@ class RedisOperations:
         self.redis, self.keys, self.ttl, self._unwritten = client, keys, status_ttl, unwritten
         self.index = f"{keys.prefix}:accepted"
         self._replay = client.register_script(lua_script("keys") + lua_script("replay"))
-        self._trim_from: tuple[float, int] | None = None   # where the next trim goes on
+        self._trim_from: str | None = None   # the score the next trim starts from
 
     # -- find
 
@@ -120,10 +119,8 @@ class RedisOperations:
         after = where.after
         if after is not None and (where.until is None or after[0] < where.until):
             high = repr(float(after[0]))
-        skip, at = 0, None   # members already seen at score `at` (the next chunk starts past them)
         while True:
-            reply: Any = self.redis.zrevrangebyscore(self.index, high, low, start=skip, num=FIND_CHUNK,
-                                                     withscores=True)
+            reply: Any = self._chunk(self.redis.zrevrangebyscore, high, low)
             chunk = []
             for member, score in reply:
                 seq, job_id = member_parts(member)
@@ -133,11 +130,20 @@ class RedisOperations:
                 yield chunk
             if len(reply) < FIND_CHUNK:
                 return
-            last = reply[-1][1]
-            same = sum(1 for _, score in reply if score == last)
-            skip = skip + same if at == last else same
-            at, high = last, repr(last)
+            high = f"({reply[-1][1]!r}"
             gevent.sleep(0)
+
+    def _chunk(self, walk: Callable[..., Any], start: str, end: str) -> list[tuple[bytes, float]]:
+        """FIND_CHUNK members from `start` towards `end` (by score), and every other member at the
+        last one's score: the walk goes on past that score, so that no offset is kept (members
+        removed meanwhile would shift it). Members share a score when one request accepted them
+        (one time for the batch): at most api.max_jobs_per_request of them."""
+        reply: list[tuple[bytes, float]] = walk(self.index, start, end, start=0, num=FIND_CHUNK, withscores=True)
+        if len(reply) < FIND_CHUNK:
+            return reply
+        last = reply[-1][1]
+        rest: list[tuple[bytes, float]] = walk(self.index, repr(last), repr(last), withscores=True)
+        return [r for r in reply if r[1] != last] + rest
 
     def _states(self, chunk: list[tuple[float, int, str]], state: State | None) -> list[tuple[float, int, str]]:
         """The members of `chunk` whose job is there (its hash, of the same acceptance) and in
@@ -173,30 +179,20 @@ class RedisOperations:
     def trim(self) -> int:
         """Stale members of the index out, a chunk of those older than status_ttl (only they
         can be stale) from where the last trim stopped; returns how many were looked at (a
-        full chunk: call again soon)."""
-        start = self._trim_from
-        low = "-inf" if start is None else repr(start[0])
+        full chunk, FIND_CHUNK or more: call again soon)."""
+        low = self._trim_from or "-inf"
         high = repr(time.time() - self.ttl)
-        reply: Any = self.redis.zrangebyscore(self.index, low, high, start=0 if start is None else start[1],
-                                              num=TRIM_CHUNK, withscores=True)
-        if not reply:
-            self._trim_from = None
-            return 0
-        chunk = [(score, *member_parts(member)) for member, score in reply]
-        self._states(chunk, None)   # the stale ones leave
-        last = reply[-1][1]
-        # Go on past the members at the last score kept (a stale one removed there shifts the
-        # offset back: it is looked at again, no other skipped)
-        kept = sum(1 for member, score in reply if score == last)
-        self._trim_from = None if len(reply) < TRIM_CHUNK else (last, kept if start is None or start[0] != last
-                                                                 else start[1] + kept)
+        reply = self._chunk(self.redis.zrangebyscore, low, high)
+        self._trim_from = None if len(reply) < FIND_CHUNK else f"({reply[-1][1]!r}"
+        if reply:
+            self._states([(score, *member_parts(member)) for member, score in reply], None)  # the stale ones leave
         return len(reply)
 
     def loop(self, stopped: Stop) -> None:
         """Trim until `stopped` is set: at once again after a full chunk, else every TRIM_EVERY."""
         while not stopped.is_set():
             try:
-                full = self.trim() >= TRIM_CHUNK
+                full = self.trim() >= FIND_CHUNK
             except (*REDIS_ERRORS, redis.ResponseError) as e:
                 log.debug("broker: the index of jobs not trimmed now (%s)", e)
                 full = False
