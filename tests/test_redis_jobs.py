@@ -1,6 +1,6 @@
 """Scheduled jobs, cancel and ordering keys on the Redis broker, fleet-wide: real daemons on
-one real redis-server, a real target. Listing and replay through the API answer 501 there
-(the README says so); that is checked too, so that it cannot change unnoticed."""
+one real redis-server, a real target; and listing and replaying jobs through any daemon of
+the fleet."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from collections import defaultdict
 
 from support import metric, wait_for
-from test_redis import accepted_ids, assert_no_traceback, consumer_of, wait_delivered
+from test_redis import accepted_ids, assert_no_traceback, consumer_of, keys_received, wait_delivered
 
 
 def test_a_delayed_job_is_scheduled_until_due_then_delivered(fleet, target):
@@ -74,12 +74,69 @@ def test_a_job_nested_as_deep_as_intake_takes_is_delivered_and_looked_up(fleet, 
     assert_no_traceback(daemon)
 
 
-def test_listing_and_replay_answer_501_on_redis(fleet):
-    daemon = fleet.start("one")
-    listed = daemon.get("/v1/jobs")
-    assert listed.status_code == 501 and "Redis" in listed.json()["error"]
-    replay = daemon.session.post(f"{daemon.api}/v1/jobs/replay", json={"state": "dead"}, timeout=10)
-    assert replay.status_code == 501 and replay.json()["field"]
+def _listed(daemon, **query) -> tuple[list[str], str | None]:
+    answer = daemon.get("/v1/jobs", params=query)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    return [j["id"] for j in body["jobs"]], body["next"]
+
+
+def _replayed(daemon, body: dict) -> dict:
+    answer = daemon.session.post(f"{daemon.api}/v1/jobs/replay", json=body, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_jobs_listed_and_replayed_through_any_daemon_of_the_fleet(fleet, target):
+    """One daemon accepts the jobs; the other lists them (filters, cursor pages) and replays a
+    dead one by id, then by filter: the target receives it once more each time."""
+    one, other = fleet.start("one"), fleet.start("other")
+    local = target.url().replace("127.0.0.1", "localhost")
+    accepted = []
+    for job in ([{"id": f"l{n}", "url": target.url()} for n in range(5)]
+                + [{"id": f"h{n}", "url": local} for n in range(2)]
+                + [{"id": "d", "url": target.url(status=404)}]):
+        accepted += accepted_ids(one.post(job))  # one by one: each accepted at a time of its own
+    wait_delivered(target, set(accepted), 20, "every job")
+    for job_id in accepted:
+        wait_for(lambda: one.job(job_id)["state"] in ("succeeded", "dead"), 10, f"{job_id} finished")
+    newest_first = accepted[::-1]
+
+    assert _listed(other) == (newest_first, None)
+    pages, cursor = [], None
+    while True:
+        ids, cursor = _listed(other, limit=3, **({"cursor": cursor} if cursor else {}))
+        pages.append(ids)
+        if cursor is None:
+            break
+    assert pages == [newest_first[0:3], newest_first[3:6], newest_first[6:8]]
+    assert _listed(other, state="dead")[0] == ["d"]
+    assert _listed(other, state="succeeded", host="localhost")[0] == ["h1", "h0"]
+    since, until = other.job("l2")["accepted_at"], other.job("l4")["accepted_at"]
+    assert _listed(other, since=since, until=until)[0] == ["l3", "l2"]
+
+    # A dead job cannot be cancelled, as on the journal.
+    refused = other.session.delete(f"{other.api}/v1/jobs/d", timeout=10)
+    assert (refused.status_code, refused.json()["state"]) == (409, "dead")
+
+    accepted_ids(one.post({"id": "s", "url": target.url(), "delay": 3600}))
+    by_id = _replayed(other, {"ids": ["d", "s", "nope"]})
+    assert (by_id["replayed"], by_id["ids"]) == (1, ["d"])
+    assert by_id["skipped"] == [{"id": "s", "reason": "not finished: scheduled"},
+                                {"id": "nope", "reason": "no such job"}]
+    wait_for(lambda: keys_received(target)["d"] == 2, 20, "the replayed job received again")
+    wait_for(lambda: other.job("d")["state"] == "dead", 10, "the replayed job dead again")
+    assert fleet.redis.xlen(fleet.dead) == 1  # its first dead letter left with the replay
+
+    by_filter = _replayed(other, {"state": "dead"})
+    assert (by_filter["replayed"], by_filter["ids"]) == (1, ["d"])
+    wait_for(lambda: keys_received(target)["d"] == 3, 20, "the job replayed by filter received again")
+    wait_for(lambda: one.job("d")["state"] == "dead", 10, "dead again")
+    time.sleep(1)
+    assert keys_received(target)["d"] == 3  # once each time
+    assert sum(keys_received(target).values()) == len(accepted) + 2
+    assert _listed(one) == (["s", *newest_first], None)  # a replay keeps a job's place
+    assert_no_traceback(one, other)
 
 
 def _by_key(records: list[dict], key_of: dict[str, str]) -> dict[str, list[dict]]:

@@ -73,6 +73,8 @@ def lua_script(name: str) -> str:
     """A Lua script of scripts/ (each says what it does, atomically, in Redis)."""
     scripts = files("gq.broker") / "scripts"
     text = (scripts / f"{name}.lua").read_text(encoding="utf-8")
+    if name == "add":  # intake also indexes the jobs it accepts (redis_operations)
+        text = (scripts / "accepted.lua").read_text(encoding="utf-8") + text
     return (scripts / "keys.lua").read_text(encoding="utf-8") + text if name in PLACING else text
 
 

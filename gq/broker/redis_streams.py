@@ -58,10 +58,11 @@ from gq.broker.redis_link import (
     text_id,
 )
 from gq.broker.redis_maintenance import RedisMaintenance
+from gq.broker.redis_operations import RedisOperations
 from gq.broker.redis_takeovers import Takeovers
 from gq.broker.redis_writer import RedisWriter
 from gq.config import SENTINEL_SCHEME, BrokerConfig
-from gq.errors import BrokerUnavailable, GqError, Unsupported
+from gq.errors import BrokerUnavailable, GqError
 from gq.job import Job
 from gq.outcome import AttemptResult, Outcome, Verdict
 from gq.supervisor import Supervisor
@@ -70,7 +71,6 @@ log = logging.getLogger("gq.redis")
 
 BACKOFF_MAX = 5.0     # seconds a failed read waits before the next, at most
 START_WAIT = 5.0      # seconds an attempt waits for its start to be written (Redis down: it goes on)
-NOT_YET = "{} not supported on the Redis broker yet (see the README)"
 
 
 class RedisBroker:
@@ -102,11 +102,13 @@ class RedisBroker:
                                             self.writer.settling, self.link)
         self.intake = RedisIntake(self.redis, config, self.link,
                                   lambda: self.sentinel and bool(self.maintenance.replicas))
+        self.operations = RedisOperations(self.redis, keys, config.status_ttl, lambda: self.writer.settling)
         self._stopped = Event()
         self._connect()
         supervisor = supervisor or Supervisor()
         self._loops = [supervisor.spawn("Redis writer", self.writer.loop),
-                       supervisor.spawn("Redis maintenance", self.maintenance.loop)]
+                       supervisor.spawn("Redis maintenance", self.maintenance.loop),
+                       supervisor.spawn("Redis index of jobs", lambda: self.operations.loop(self._stopped))]
 
     # -- capabilities (gq.broker.Capabilities): the fleet's limits and gauges
 
@@ -231,6 +233,7 @@ class RedisBroker:
         entry.attempts = int(status.get(b"attempts", entry.attempts))
         entry.reason = status.get(b"reason", b"").decode()
         entry.due = float(status.get(b"due", 0) or 0)
+        entry.accepted_at = float(status.get(b"accepted", 0) or 0)
         return entry
 
     def health(self) -> str | None:
@@ -247,7 +250,7 @@ class RedisBroker:
         """Shared counts (the whole fleet's), refreshed every second; running is this daemon's."""
         return {**self.maintenance.counts, "running": len(self._held)}
 
-    # -- operations (not yet)
+    # -- operations (find and replay: redis_operations)
 
     def cancel(self, job_id: str) -> bool:
         """In Redis, for the whole fleet: a daemon holding the job finds it cancelled when it
@@ -264,10 +267,10 @@ class RedisBroker:
         return True
 
     def find(self, where: Filter, limit: int) -> Iterator[Found]:
-        raise Unsupported("state", NOT_YET.format("listing jobs"))
+        return self.operations.find(where, limit)
 
     def replay(self, ids: Iterable[str] | None, states: Iterable[State] = (State.DEAD,)) -> Replayed:
-        raise Unsupported("ids", NOT_YET.format("replaying jobs through the API (gq dlq replay works)"))
+        return self.operations.replay(ids, states)
 
     # -- stopping
 

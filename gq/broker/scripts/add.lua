@@ -10,6 +10,7 @@ for i = 3, #ARGV, 4 do
     local state = enqueue(KEYS[5], key, id, due, payload, now)
     redis.call('HSET', KEYS[3] .. id, 'state', state, 'payload', payload, 'key', key)
     redis.call('EXPIRE', KEYS[3] .. id, KEYS[4])
+    accepted(KEYS[5], id, ARGV[2])  -- the operator's index (scripts/accepted.lua)
     fresh[#fresh + 1] = id
   end
 end
