@@ -30,7 +30,7 @@ from typing import Any
 from gq import hosts
 from gq.broker import Entry, Filter, Found, Replayed, State, attempt_of, stored, unreplayable
 from gq.errors import GqError
-from gq.job import Job, is_number, parse
+from gq.job import Job, as_stored, parse
 from gq.outcome import AttemptResult
 
 log = logging.getLogger("gq")
@@ -126,22 +126,6 @@ def state_row(entry: Entry, keep_payload: bool = False) -> tuple:
             _history(history), spec, trimmed, entry.job.id)
 
 
-def _as_stored(job_id: str, spec: Any) -> Job:
-    """A look-up's job: its request read as the file holds it, neither checked again nor
-    its body serialized again (a look-up shows the request, not its body). Parsing every
-    job of a page again, its body included, was most of the cost of a page of 1,000."""
-    if not isinstance(spec, dict):
-        spec = {}
-    headers, timeout, attempts = spec.get("headers"), spec.get("timeout"), spec.get("max_attempts")
-    run_at, key = spec.get("run_at"), spec.get("ordering_key")
-    return Job(job_id, str(spec.get("method", "")), str(spec.get("url", "")),
-               headers if isinstance(headers, dict) else {},
-               timeout=float(timeout) if is_number(timeout) else None,
-               max_attempts=attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else None,
-               run_at=float(run_at) if is_number(run_at) else None,
-               ordering_key=key if isinstance(key, str) else None)
-
-
 def shown(state: str) -> State:
     """The state a user sees of a row's state."""
     return State.QUEUED if state in (TAKEN, BLOCKED) else State(state)
@@ -174,7 +158,7 @@ def entry(row: sqlite3.Row, strict: bool = True) -> Entry:
     state = shown(row["state"])
     history = [attempt_of(a) for a in json.loads(row["history"])]
     spec = json.loads(row["spec"])
-    job = parse(spec) if strict else _as_stored(row["id"], spec)
+    job = parse(spec) if strict else as_stored(row["id"], spec)
     return Entry(job, state, row["attempts"], row["due"], row["accepted_at"], history=history,
                  reason=row["reason"] or "")
 
