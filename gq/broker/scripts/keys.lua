@@ -1,7 +1,30 @@
--- Shared by the scripts that place jobs (prepended to them: see redis_link.lua_script).
+-- Shared by the scripts that move jobs (prepended to them: see redis_link.lua_script).
 -- Under the fleet's prefix P: a job goes onto the stream P:jobs, or into P:retry when it is
 -- due later. Of an ordering key K's unfinished jobs, only the one P:head:K names is placed;
 -- the others wait in the list P:behind:K ("id\ndue\npayload" each), in the order accepted.
+-- P:unfinished counts the jobs accepted and not finished (the backlog bound reads it). A
+-- job's P:id:ID and P:job:ID do not expire while it is unfinished: from its end, after the
+-- status ttl. Each move is guarded by the states gq.lifecycle allows it from, passed in as
+-- one argument, '|'-joined (sources(event)).
+
+-- The job's state allows the move (a job whose status is gone, from an earlier gq that let
+-- it expire, is let through: as before the guard).
+local function allowed(state, sources)
+  if not state then return true end
+  for s in string.gmatch(sources, '[^|]+') do
+    if s == state then return true end
+  end
+  return false
+end
+
+-- Job `id` is finished: one unfinished job less; its id and status go after the ttl.
+local function finished(p, id, ttl)
+  redis.call('EXPIRE', p .. ':job:' .. id, ttl)
+  redis.call('EXPIRE', p .. ':id:' .. id, ttl)
+  if tonumber(redis.call('GET', p .. ':unfinished') or '0') > 0 then
+    redis.call('DECR', p .. ':unfinished')
+  end
+end
 
 local function place(p, due, payload, now)
   if due > now then
@@ -26,7 +49,7 @@ local function enqueue(p, key, id, due, payload, now)
 end
 
 -- Job `id` of `key` is finished: if it was the key's head, the next one not cancelled goes.
-local function release(p, key, id, now, ttl)
+local function release(p, key, id, now)
   local head = p .. ':head:' .. key
   if redis.call('GET', head) ~= id then return end
   while true do
@@ -42,7 +65,6 @@ local function release(p, key, id, now, ttl)
     if redis.call('HGET', status, 'state') ~= 'cancelled' then
       redis.call('SET', head, next_id)
       redis.call('HSET', status, 'state', place(p, due, payload, now), 'payload', payload, 'key', key)
-      redis.call('EXPIRE', status, ttl)
       return
     end
   end
