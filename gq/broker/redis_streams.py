@@ -4,11 +4,15 @@ Keys, under `broker.prefix` (P):
     P:jobs       stream of jobs to run; one consumer group, P:workers, each daemon a consumer
     P:retry      sorted set of jobs waiting for their next attempt (score: when due)
     P:dead       stream of dead letters
-    P:id:ID      the job id is known (idempotent intake), for broker.status_ttl seconds
-    P:job:ID     hash: the job's state, attempts and history, for GET /v1/jobs/{id}
+    P:id:ID      the job id is known (idempotent intake): until broker.status_ttl seconds
+                 after its job ends (no expiry while it is unfinished)
+    P:job:ID     hash: the job's state, attempts and history, for GET /v1/jobs/{id}; as long
+    P:unfinished the fleet's unfinished jobs, wherever they wait: the backlog bound
+    P:seq        the order of acceptance (each job's place in it: seq in P:job:ID)
     P:alive:C    consumer C's daemon is alive (set every broker.heartbeat, expires after 3)
     P:head:K     the one job of ordering key K that runs or waits to (on the stream, in P:retry)
-    P:behind:K   list of K's other unfinished jobs, in the order accepted (scripts/keys.lua)
+    P:behind:K   sorted set of K's other unfinished jobs, by their place in the order
+                 accepted: a replayed job takes its place again (scripts/keys.lua)
 
 Every entry carries one field, `payload`: JSON of the job, the attempts made and
 their history. A job is XADDed at intake, read by one daemon with XREADGROUP
@@ -21,8 +25,11 @@ expires another daemon takes them over at once, and after broker.claim_idle seco
 any job idle in a consumer's hands is taken over (XAUTOCLAIM), so a job runs at
 least once. Live daemons keep their own jobs from looking idle. A scheduled job waits in
 P:retry until due. A cancelled job is marked so in its P:job hash; a daemon that reads it
-finds it so when it would start it, and drops it. The Lua scripts that
-must be atomic are in scripts/, one a file.
+finds it so when it would start it, and drops it. Every move of a job is guarded in its
+script by the states gq.lifecycle allows it from (`sources(event)`, passed in), so that a
+move the table refuses (a held job cancelled, then handed back) is refused atomically. An
+attempt goes ahead only once its start is written. The Lua scripts that must be atomic are
+in scripts/, one a file.
 
 This module is the broker's reads and look-ups. Its intake is RedisIntake's
 (redis_intake), its writes RedisWriter's (redis_writer), its takeovers of other
@@ -284,6 +291,7 @@ class RedisBroker:
         entry.attempts = int(status.get(b"attempts", entry.attempts))
         entry.reason = status.get(b"reason", b"").decode()
         entry.due = float(status.get(b"due", 0) or 0)
+        entry.accepted_at = float(status.get(b"accepted_at", 0) or 0)
         return entry
 
     def health(self) -> str | None:

@@ -9,9 +9,10 @@ local fresh = {}
 for i = 3, #ARGV, 4 do
   local id, payload, due, key = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
   if redis.call('SET', KEYS[2] .. id, '1', 'NX') then
-    local state = enqueue(KEYS[5], key, id, due, payload, now)
+    local seq = redis.call('INCR', KEYS[5] .. ':seq')
+    local state = enqueue(KEYS[5], key, id, due, payload, now, seq)
     redis.call('HSET', KEYS[3] .. id, 'state', state, 'payload', payload, 'key', key,
-               'accepted_at', ARGV[2], 'due', due)
+               'accepted_at', ARGV[2], 'due', due, 'seq', seq)
     fresh[#fresh + 1] = id
   end
 end
