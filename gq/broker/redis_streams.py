@@ -305,8 +305,9 @@ class RedisBroker:
         return 0
 
     def counts(self) -> dict[str, int]:
-        """Shared counts (the whole fleet's), refreshed every second; running is this daemon's."""
-        return {**self.maintenance.counts, "running": len(self._held)}
+        """The whole fleet's counts by state, as its scripts keep them (P:counts), refreshed
+        every second: a job held by a daemon and not started is queued."""
+        return dict(self.maintenance.counts)
 
     # -- operations (not yet)
 

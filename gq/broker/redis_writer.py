@@ -126,7 +126,7 @@ class RedisWriter:
         entry = item
         if kind == "start":  # the state and the attempt count; the job itself is there since intake
             self._start(keys=[keys.status(entry.job.id)], client=pipe,
-                        args=[entry.attempts, "|".join(sources(LifeEvent.STARTED))])
+                        args=[entry.attempts, "|".join(sources(LifeEvent.STARTED)), keys.prefix])
             return
         last = entry.history[-1] if entry.history else None
         self._settle(keys=[keys.prefix], client=pipe, args=[

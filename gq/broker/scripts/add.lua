@@ -11,6 +11,7 @@ for i = 3, #ARGV, 4 do
   if redis.call('SET', KEYS[2] .. id, '1', 'NX') then
     local seq = redis.call('INCR', KEYS[5] .. ':seq')
     local state = enqueue(KEYS[5], key, id, due, payload, now, seq)
+    moved(KEYS[5], false, state)
     redis.call('HSET', KEYS[3] .. id, 'state', state, 'payload', payload, 'key', key,
                'accepted_at', ARGV[2], 'due', due, 'seq', seq)
     fresh[#fresh + 1] = id

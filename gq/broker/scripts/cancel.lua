@@ -8,6 +8,7 @@ local state = redis.call('HGET', status, 'state')
 if not state then return 'unknown' end
 if not allowed(state, ARGV[4]) then return state end
 redis.call('HSET', status, 'state', 'cancelled')
+moved(p, state, 'cancelled')
 redis.call('ZREM', p .. ':retry', redis.call('HGET', status, 'payload'))
 local key = redis.call('HGET', status, 'key')
 if key and key ~= '' then release(p, key, id, tonumber(ARGV[2])) end

@@ -20,6 +20,18 @@ local function allowed(state, sources)
   return false
 end
 
+-- A job moves from one state to another (false: it is new): P:counts counts the unfinished
+-- ones by state, for the metrics (dead letters are P:dead's length).
+local function moved(p, from, to)
+  if from == to then return end
+  if from and from ~= 'succeeded' and from ~= 'dead' and from ~= 'cancelled' then
+    redis.call('HINCRBY', p .. ':counts', from, -1)
+  end
+  if to ~= 'succeeded' and to ~= 'dead' and to ~= 'cancelled' then
+    redis.call('HINCRBY', p .. ':counts', to, 1)
+  end
+end
+
 -- Job `id` is finished: one unfinished job less; its id and status go after the ttl.
 local function finished(p, id, ttl)
   redis.call('EXPIRE', p .. ':job:' .. id, ttl)
@@ -82,7 +94,9 @@ local function release(p, key, id, now)
     local status = p .. ':job:' .. next_id
     if redis.call('HGET', status, 'state') ~= 'cancelled' then
       redis.call('SET', head, next_id)
-      redis.call('HSET', status, 'state', place(p, due, payload, now), 'payload', payload, 'key', key)
+      local state = place(p, due, payload, now)
+      moved(p, 'queued', state)
+      redis.call('HSET', status, 'state', state, 'payload', payload, 'key', key)
       return
     end
   end

@@ -5,10 +5,12 @@
 -- payload (attempts reset), the key, now, the ttl, the sources. Returns 1 if replayed.
 local p, id = KEYS[1], ARGV[1]
 local status = p .. ':job:' .. id
-if not allowed(redis.call('HGET', status, 'state'), ARGV[6]) then return 0 end
+local state = redis.call('HGET', status, 'state')
+if not allowed(state, ARGV[6]) then return 0 end
 local seq = tonumber(redis.call('HGET', status, 'seq')) or redis.call('INCR', p .. ':seq')
 redis.call('HSET', status, 'state', enqueue(p, ARGV[3], id, 0, ARGV[2], tonumber(ARGV[4]), seq), 'payload', ARGV[2],
            'attempts', 0, 'reason', '', 'key', ARGV[3], 'due', 0, 'seq', seq)
+moved(p, state or 'dead', 'queued')
 redis.call('PERSIST', status)
 redis.call('SET', p .. ':id:' .. id, '1')
 redis.call('INCR', p .. ':unfinished')

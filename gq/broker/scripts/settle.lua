@@ -18,6 +18,7 @@ if target == 'retrying' or target == 'queued' then
 elseif target == 'dead' then
   redis.call('XADD', p .. ':dead', '*', 'payload', payload, 'reason', reason, 'id', id)
 end
+moved(p, state, target)
 redis.call('HSET', status, 'state', target, 'payload', payload, 'reason', reason, 'due', due, 'key', key)
 if #ARGV > 10 then redis.call('HSET', status, unpack(ARGV, 11)) end
 if target == 'succeeded' or target == 'dead' then
