@@ -6,7 +6,8 @@ Keys, under `broker.prefix` (P):
     P:dead       stream of dead letters
     P:id:ID      the job id is known (idempotent intake): until broker.status_ttl seconds
                  after its job ends (no expiry while it is unfinished)
-    P:job:ID     hash: the job's state, attempts and history, for GET /v1/jobs/{id}; as long
+    P:job:ID     hash: the job's state, attempts and history, for GET /v1/jobs/{id}; kept as
+                 long as P:id:ID
     P:unfinished the fleet's unfinished jobs, wherever they wait: the backlog bound
     P:seq        the order of acceptance (each job's place in it: seq in P:job:ID)
     P:alive:C    consumer C's daemon is alive (set every broker.heartbeat, expires after 3)
@@ -266,12 +267,13 @@ class RedisBroker:
 
     def _let_go(self, entry: Entry, wait: bool = True) -> None:
         """Written before it returns, so that what comes next (a GET, a cancel, a replay, the
-        backlog bound) sees it; with Redis down, after SETTLE_WAIT it returns all the same, the
-        write kept to be done once Redis answers (seen then)."""
+        backlog bound) sees it. With Redis down (known so: at once; else after SETTLE_WAIT) it
+        returns all the same, the write kept to be done once Redis answers, and seen then: a
+        drain does not wait for every job it hands back."""
         self._held.pop(entry.handle, None)
         self._room.set()
         written = self.writer.settle(entry)
-        if wait:
+        if wait and self.link.healthy:
             written.wait(SETTLE_WAIT)
 
     # -- look-ups
