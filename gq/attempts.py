@@ -50,8 +50,8 @@ class Attempts:
                             job.id, entry.attempts)
             else:
                 self.broker.started(entry)
-                if entry.state is State.CANCELLED:  # found cancelled as it started (a shared broker)
-                    return
+                if entry.state is not State.RUNNING:  # not started: found cancelled, or its start
+                    return                            # not written (handed back by the broker)
             max_attempts = job.max_attempts or self.policy.max_attempts
             try:
                 result = (AttemptResult(time.time(), 0.0, error=refusal) if refusal

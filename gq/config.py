@@ -397,8 +397,8 @@ class BrokerConfig:
     prefix: str = setting("gq", text, "Redis keys' prefix: daemons with the same one share the queue")
     claim_idle: float = setting(60.0, seconds(1),
                                 "seconds a job may sit with a daemon that stopped before another takes it")
-    max_backlog: int = setting(1000000, integer(1), "jobs in the shared stream beyond which intake answers 429")
-    status_ttl: int = setting(86400, integer(60), "seconds job ids and states are kept in Redis")
+    max_backlog: int = setting(1000000, integer(1), "unfinished jobs of the fleet beyond which intake answers 429")
+    status_ttl: int = setting(86400, integer(60), "seconds job ids and states are kept in Redis after the job ends")
     prefetch: int = setting(0, integer(0), "jobs a daemon holds from the shared stream beyond those in "
                             "flight; 0 = pool.size")
     heartbeat: float = setting(1.0, seconds(0.1), "seconds between a daemon's liveness beats; silent for 3 "

@@ -273,6 +273,22 @@ def _check_key(key: Any) -> str | None:
     return key
 
 
+def as_stored(job_id: str, spec: Any) -> Job:
+    """A look-up's job: its request read as the broker holds it (the journal, a Redis entry), neither checked again nor
+    its body serialized again (a look-up shows the request, not its body). Parsing every
+    job of a page again, its body included, was most of the cost of a page of 1,000."""
+    if not isinstance(spec, dict):
+        spec = {}
+    headers, timeout, attempts = spec.get("headers"), spec.get("timeout"), spec.get("max_attempts")
+    run_at, key = spec.get("run_at"), spec.get("ordering_key")
+    return Job(job_id, str(spec.get("method", "")), str(spec.get("url", "")),
+               headers if isinstance(headers, dict) else {},
+               timeout=float(timeout) if is_number(timeout) else None,
+               max_attempts=attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else None,
+               run_at=float(run_at) if is_number(run_at) else None,
+               ordering_key=key if isinstance(key, str) else None)
+
+
 def parse(obj: Any, *, default_url: str = "", policy: HostPolicy = HostPolicy(),
           default_id: str | None = None, now: float | None = None) -> Job:
     """Validate one job's JSON object; raises JobError naming the field at fault.

@@ -206,7 +206,8 @@ class Harness:
 
     def start(self, entry: Entry) -> bool:
         """Start an attempt of a held entry, as gq.attempts does: not when it is found
-        cancelled before or at its start (False: dropped)."""
+        cancelled before its start, nor when the broker did not start it (False: dropped as
+        cancelled, or handed back, its start not written)."""
         self.held.pop(entry.job.id, None)
         if entry.state is State.CANCELLED:
             return False
@@ -214,7 +215,7 @@ class Harness:
             entry.interrupted = False
         else:
             self.broker.started(entry)
-            if entry.state is State.CANCELLED:
+            if entry.state is not State.RUNNING:
                 return False
         self.running[entry.job.id] = entry
         self.attempted.append(entry.job.id)

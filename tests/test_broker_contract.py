@@ -14,6 +14,7 @@ import signal
 import time
 import tracemalloc
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -366,6 +367,25 @@ def test_a_replayed_job_takes_its_place_in_its_key(h):
     h.run(h.take_one("k1"), dead())
     k2 = h.take_one("k2")   # the key's next job is held: k3 waits behind it
     assert h.broker.replay(["k1"]).ids == ["k1"]
+    order = []
+    entry = k2
+    for _ in range(3):
+        order.append(entry.job.id)
+        h.run(entry)
+        if len(order) < 3:
+            entry = poll(lambda: next(iter(h.take(1)), None), what=f"the job after {order}")
+    assert order == ["k2", "k1", "k3"]
+
+
+@pytest.mark.parametrize("broker_kind", ["redis"])
+def test_a_dead_letter_replayed_by_gq_dlq_takes_its_place_in_its_key(h):
+    """`gq dlq replay` on Redis (DeadLetters) places a job as replay() does."""
+    from gq.broker.redis_streams import DeadLetters
+    h.add(*(job(f"k{i}", ordering_key="k") for i in (1, 2, 3)))
+    h.run(h.take_one("k1"), dead())
+    k2 = h.take_one("k2")
+    broker: Any = h.broker
+    assert DeadLetters(broker.redis, broker.config).run("replay", ["k1"]) == ["k1"]
     order = []
     entry = k2
     for _ in range(3):

@@ -628,7 +628,7 @@ def test_intake_answers_429_at_max_backlog(fleet, target):
         refused = daemon.post(slow(1))
         assert refused.status_code == 429, refused.text
         assert refused.headers.get("Retry-After") and "max_backlog" in refused.json()["error"]
-        assert metric(daemon, "gq_intake_rejected_total", reason="queue_full") >= 1
+        assert metric(daemon, "gq_intake_rejected_total", reason="backlog_full") >= 1
     assert fleet.redis.xlen(fleet.stream) == 20
 
     def accepted_later() -> list[str]:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from gq.broker import Entry, Filter, Found, State, attempt_of
-from gq.job import Job, is_number, parse
+from gq.job import as_stored, parse
 
 TAKEN = "taken"
 BLOCKED = "blocked"
@@ -24,22 +24,6 @@ ALL_FILE_STATES = ("queued", TAKEN, BLOCKED, "scheduled", "running", "retrying",
 LOOKED_UP = ("id, state, attempts, due, accepted_at, reason, history, "
              "json_remove(spec, '$.json', '$.body') AS spec")
 READ_BYTES = 262144     # characters of jobs a look-up reads at a time (in gevent's threadpool)
-
-
-def _as_stored(job_id: str, spec: Any) -> Job:
-    """A look-up's job: its request read as the file holds it, neither checked again nor
-    its body serialized again (a look-up shows the request, not its body). Parsing every
-    job of a page again, its body included, was most of the cost of a page of 1,000."""
-    if not isinstance(spec, dict):
-        spec = {}
-    headers, timeout, attempts = spec.get("headers"), spec.get("timeout"), spec.get("max_attempts")
-    run_at, key = spec.get("run_at"), spec.get("ordering_key")
-    return Job(job_id, str(spec.get("method", "")), str(spec.get("url", "")),
-               headers if isinstance(headers, dict) else {},
-               timeout=float(timeout) if is_number(timeout) else None,
-               max_attempts=attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else None,
-               run_at=float(run_at) if is_number(run_at) else None,
-               ordering_key=key if isinstance(key, str) else None)
 
 
 def shown(state: str) -> State:
@@ -66,7 +50,7 @@ def entry(row: sqlite3.Row, strict: bool = True) -> Entry:
     state = shown(row["state"])
     history = [attempt_of(a) for a in json.loads(row["history"])]
     spec = json.loads(row["spec"])
-    job = parse(spec) if strict else _as_stored(row["id"], spec)
+    job = parse(spec) if strict else as_stored(row["id"], spec)
     return Entry(job, state, row["attempts"], row["due"], row["accepted_at"], history=history,
                  reason=row["reason"] or "")
 

@@ -13,7 +13,7 @@ import redis
 from gq.broker import Added, Entry
 from gq.broker.redis_link import REDIS_ERRORS, REDIS_TIMEOUT, Health, Keys, lua_script, passing, payload
 from gq.config import BrokerConfig
-from gq.errors import BrokerUnavailable, QueueFull
+from gq.errors import BacklogFull, BrokerUnavailable
 from gq.job import Job
 
 
@@ -45,8 +45,8 @@ class RedisIntake:
                 raise
             raise BrokerUnavailable(f"broker: Redis lost its data ({e}); try again") from None
         if fresh == -1:
-            raise QueueFull(f"queue full: the shared stream holds broker.max_backlog "
-                            f"({self.config.max_backlog}) jobs")
+            raise BacklogFull(f"backlog full: the fleet holds broker.max_backlog ({self.config.max_backlog}) "
+                              "unfinished jobs at most; try again once some are delivered")
         fresh = {i.decode() if isinstance(i, bytes) else i for i in fresh}
         duplicates, seen = [], set()
         for job in jobs:

@@ -14,7 +14,8 @@ from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from gq.broker import Entry, State, attempt_of, stored
 from gq.config import SENTINEL_SCHEME, sentinel_parts
-from gq.job import parse
+from gq.errors import GqError
+from gq.job import as_stored, parse
 
 log = logging.getLogger("gq.redis")
 
@@ -66,7 +67,7 @@ def passing(error: BaseException) -> bool:
 
 
 # Scripts that place jobs, and so need scripts/keys.lua (the ordering keys' rules) before them.
-PLACING = ("add", "cancel", "finish", "requeue")
+PLACING = ("add", "cancel", "settle", "start", "requeue")
 
 
 def lua_script(name: str) -> str:
@@ -89,10 +90,12 @@ class Keys:
     alive_prefix: str    # P:alive:CONSUMER
     status_prefix: str   # P:job:ID
     prefix: str          # P (scripts/keys.lua names its keys from it)
+    unfinished: str      # P:unfinished
 
     @classmethod
     def of(cls, p: str) -> Keys:
-        return cls(f"{p}:jobs", f"{p}:workers", f"{p}:retry", f"{p}:dead", f"{p}:alive:", f"{p}:job:", p)
+        return cls(f"{p}:jobs", f"{p}:workers", f"{p}:retry", f"{p}:dead", f"{p}:alive:", f"{p}:job:", p,
+                   f"{p}:unfinished")
 
     def status(self, job_id: str) -> str:
         return self.status_prefix + job_id
@@ -122,11 +125,43 @@ def payload(entry: Entry) -> str:
     return head[:-1] + f', "job": {entry.job.to_json()}}}'  # the job as it is, not parsed again
 
 
-def entry_of(data: str | bytes, handle: Any = None, state: State = State.QUEUED) -> Entry:
-    """The Entry a payload() holds."""
+def entry_of(data: str | bytes, handle: Any = None, state: State = State.QUEUED, strict: bool = True) -> Entry:
+    """The Entry a payload() holds. `strict` (a job to run): its job is parsed again, checked
+    as at intake (ValueError or GqError when it no longer passes); not (a look-up): the job
+    as stored, valid or not (gq.job.as_stored, as the journal reads its look-ups)."""
     loaded = json.loads(data)
-    return Entry(parse(loaded["job"]), state, loaded["attempts"],
-                 history=[attempt_of(a) for a in loaded["history"]], handle=handle)
+    spec = loaded.get("job") if isinstance(loaded, dict) else None
+    if strict:
+        job = parse(spec)
+    else:
+        job = as_stored(str(spec.get("id", "")) if isinstance(spec, dict) else "", spec)
+    return Entry(job, state, loaded.get("attempts", 0) if isinstance(loaded, dict) else 0,
+                 history=[attempt_of(a) for a in loaded.get("history", ())], handle=handle)
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A stream entry that is no longer a job gq may run (one from an earlier gq that this
+    one refuses), as far as it can be read: it becomes a dead letter that says why."""
+
+    handle: str
+    job_id: str
+    key: str
+    payload: str
+    reason: str
+
+
+def unreadable(handle: str, data: bytes | str, error: Exception) -> Unreadable:
+    try:
+        entry = entry_of(data, strict=False)
+        job_id, key = entry.job.id, entry.job.ordering_key or ""
+    except (ValueError, TypeError, AttributeError, KeyError):
+        job_id, key = "", ""
+    raw = data.decode(errors="replace") if isinstance(data, bytes) else data
+    return Unreadable(handle, job_id, key, raw, f"unreadable in the stream: {error}")
+
+
+READ_ERRORS = (ValueError, TypeError, KeyError, GqError)  # a payload that is no job to run
 
 
 def text_id(msg_id: bytes | str) -> str:

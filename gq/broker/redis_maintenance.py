@@ -38,7 +38,7 @@ class RedisMaintenance:
         self._move = client.register_script(lua_script("move"))
         self._sweep = client.register_script(lua_script("sweep"))
         self.shared: dict[str, Any] = {"stream_length": 0, "pending": 0}  # the fleet's, for the metrics
-        self.counts = {"queued": 0, "retrying": 0, "dead": 0}           # the fleet's
+        self.counts = {"queued": 0, "scheduled": 0, "running": 0, "retrying": 0, "dead": 0}  # the fleet's
         self.replicas = 0   # the master's replicas, as last looked at
         self.stopped = Event()
 
@@ -83,12 +83,15 @@ class RedisMaintenance:
         pipe.xlen(keys.dead)
         pipe.xrange(keys.stream, count=1)
         pipe.info("replication")
-        length, pending, retrying, dead, head, replication = pipe.execute()
+        pipe.hgetall(keys.prefix + ":counts")
+        length, pending, retrying, dead, head, replication, states = pipe.execute()
         self.replicas = int(replication.get("connected_slaves", 0))
         pending = pending["pending"] if isinstance(pending, dict) else 0
         oldest = int(head[0][0].split(b"-")[0]) / 1000 if head else None  # a stream id: milliseconds-seq
         self.shared = {"stream_length": length, "pending": pending, "oldest": oldest}
-        self.counts.update(queued=max(0, length - pending), retrying=retrying, dead=dead)
+        by_state = {name.decode(): max(0, int(n)) for name, n in states.items()}  # kept by the scripts
+        self.counts.update({state: by_state.get(state, 0) for state in ("queued", "scheduled", "running", "retrying")},
+                           dead=dead)
 
     def _sweep_consumers(self) -> None:
         """Forget consumers of daemons that are gone: nothing pending, idle for long.

@@ -3,10 +3,10 @@ finished ones (`POST /v1/jobs/replay`), for the whole fleet.
 
 Keys, under `broker.prefix` (P), besides those of redis_streams:
     P:accepted      sorted set, the index of jobs by acceptance: score the time a job was
-                    accepted (the daemon's clock), member its acceptance sequence (16 digits)
-                    then its id; written at intake (scripts/accepted.lua, run by add.lua)
-    P:accepted:seq  the fleet's acceptance sequence (INCR)
-The status hash P:job:ID keeps `accepted` and `seq` too. A member is stale once its status
+                    accepted (the daemon's clock), member its place in the order accepted
+                    (P:seq, 16 digits) then its id; written at intake (scripts/accepted.lua,
+                    run by add.lua)
+The status hash P:job:ID keeps `accepted_at` and `seq` too. A member is stale once its status
 hash is gone (expired after broker.status_ttl) or holds another `seq` (the id accepted
 again): stale members are removed as `find` passes them and by `trim`, which walks the
 members older than status_ttl (a newer one cannot be stale) a chunk at a time.
@@ -67,7 +67,7 @@ def read_entry(status: dict[bytes, bytes], state: State | None = None) -> Entry 
         entry.attempts = int(status.get(b"attempts", entry.attempts))
         entry.reason = status.get(b"reason", b"").decode()
         entry.due = float(status.get(b"due", 0) or 0)
-        entry.accepted_at = float(status.get(b"accepted", 0) or 0)
+        entry.accepted_at = float(status.get(b"accepted_at", 0) or 0)
     except (KeyError, ValueError, TypeError, RecursionError) as e:
         log.debug("broker: a job of Redis cannot be read (%s)", e)
         return None
@@ -237,7 +237,7 @@ class RedisOperations:
         for _, job_id, entry in picked:
             entry.attempts, entry.reason = 0, ""
             was = self._replay(keys=[self.keys.prefix], args=[
-                job_id, payload(entry), ",".join(taken), dead.get(job_id, ""), now, self.ttl])
+                job_id, payload(entry), "|".join(taken), dead.get(job_id, ""), now])
             was = text_id(was)
             if was in taken:
                 done.append(job_id)

@@ -4,11 +4,16 @@ Keys, under `broker.prefix` (P):
     P:jobs       stream of jobs to run; one consumer group, P:workers, each daemon a consumer
     P:retry      sorted set of jobs waiting for their next attempt (score: when due)
     P:dead       stream of dead letters
-    P:id:ID      the job id is known (idempotent intake), for broker.status_ttl seconds
-    P:job:ID     hash: the job's state, attempts and history, for GET /v1/jobs/{id}
+    P:id:ID      the job id is known (idempotent intake): until broker.status_ttl seconds
+                 after its job ends (no expiry while it is unfinished)
+    P:job:ID     hash: the job's state, attempts and history, for GET /v1/jobs/{id}; kept as
+                 long as P:id:ID
+    P:unfinished the fleet's unfinished jobs, wherever they wait: the backlog bound
+    P:seq        the order of acceptance (each job's place in it: seq in P:job:ID)
     P:alive:C    consumer C's daemon is alive (set every broker.heartbeat, expires after 3)
     P:head:K     the one job of ordering key K that runs or waits to (on the stream, in P:retry)
-    P:behind:K   list of K's other unfinished jobs, in the order accepted (scripts/keys.lua)
+    P:behind:K   sorted set of K's other unfinished jobs, by their place in the order
+                 accepted: a replayed job takes its place again (scripts/keys.lua)
 
 Every entry carries one field, `payload`: JSON of the job, the attempts made and
 their history. A job is XADDed at intake, read by one daemon with XREADGROUP
@@ -21,8 +26,11 @@ expires another daemon takes them over at once, and after broker.claim_idle seco
 any job idle in a consumer's hands is taken over (XAUTOCLAIM), so a job runs at
 least once. Live daemons keep their own jobs from looking idle. A scheduled job waits in
 P:retry until due. A cancelled job is marked so in its P:job hash; a daemon that reads it
-finds it so when it would start it, and drops it. The Lua scripts that
-must be atomic are in scripts/, one a file.
+finds it so when it would start it, and drops it. Every move of a job is guarded in its
+script by the states gq.lifecycle allows it from (`sources(event)`, passed in), so that a
+move the table refuses (a held job cancelled, then handed back) is refused atomically. An
+attempt goes ahead only once its start is written. The Lua scripts that must be atomic are
+in scripts/, one a file.
 
 This module is the broker's reads and look-ups. Its intake is RedisIntake's
 (redis_intake), its writes RedisWriter's (redis_writer), its takeovers of other
@@ -47,6 +55,7 @@ from gq import redaction
 from gq.broker import Added, Conflict, Entry, Filter, FleetLink, Found, Replayed, State, record
 from gq.broker.redis_intake import RedisIntake
 from gq.broker.redis_link import (
+    READ_ERRORS,
     REDIS_ERRORS,
     Health,
     Keys,
@@ -56,6 +65,7 @@ from gq.broker.redis_link import (
     passing,
     payload,
     text_id,
+    unreadable,
 )
 from gq.broker.redis_maintenance import RedisMaintenance
 from gq.broker.redis_operations import RedisOperations
@@ -64,13 +74,16 @@ from gq.broker.redis_writer import RedisWriter
 from gq.config import SENTINEL_SCHEME, BrokerConfig
 from gq.errors import BrokerUnavailable, GqError
 from gq.job import Job
+from gq.lifecycle import CANCELLABLE, sources
+from gq.lifecycle import Event as LifeEvent
 from gq.outcome import AttemptResult, Outcome, Verdict
 from gq.supervisor import Supervisor
 
 log = logging.getLogger("gq.redis")
 
 BACKOFF_MAX = 5.0     # seconds a failed read waits before the next, at most
-START_WAIT = 5.0      # seconds an attempt waits for its start to be written (Redis down: it goes on)
+START_WAIT = 5.0      # seconds an attempt waits for its start to be written (else: handed back, not attempted)
+SETTLE_WAIT = 5.0     # seconds a settlement waits for its write (else: kept, written once Redis answers)
 
 
 class RedisBroker:
@@ -131,11 +144,22 @@ class RedisBroker:
             except redis.ResponseError as e:
                 if "BUSYGROUP" not in str(e):
                     raise
+            self._count_unfinished()
             self.maintenance.refresh_counts()
             self.maintenance.beat()
         except REDIS_ERRORS as e:
             raise GqError(f"broker: cannot reach Redis at {redaction.url(self.config.url)}: {e}") from None
         self.link.recovered()
+
+    def _count_unfinished(self) -> None:
+        """P:unfinished, which the scripts keep, from a fleet of an earlier gq that kept none:
+        the stream and the retry set; the jobs behind a key are not counted, so that count is short
+        by them until they are done."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xlen(self.stream)
+        pipe.zcard(self.keys.retry_set)
+        length, waiting = pipe.execute()
+        self.redis.set(self.keys.unfinished, length + waiting, nx=True)
 
     # -- intake
 
@@ -184,21 +208,55 @@ class RedisBroker:
         if not fields:  # deleted while pending
             self.writer.ack(handle)
             return None
-        entry = entry_of(fields[b"payload"], handle=handle)
+        try:
+            entry = entry_of(fields[b"payload"], handle=handle)
+        except READ_ERRORS as e:  # a dead letter that says why; the jobs beside it go on
+            item = unreadable(handle, fields[b"payload"], e)
+            log.error("broker: stream entry %s (job %s) cannot be read back as a job: %s; kept as a dead letter",
+                      handle, item.job_id or "?", e)
+            if item.job_id:
+                self.writer.unreadable(item)
+            else:
+                self.writer.ack(handle)
+            return None
         self._held[handle] = entry
         return entry
 
     def started(self, entry: Entry) -> None:
-        """Returns once the attempt's start is written (or after START_WAIT seconds without
-        Redis), so that a daemon dying during it leaves the attempt counted."""
+        """Returns once the attempt's start is written, so that a daemon dying during it
+        leaves the attempt counted. The entry is RUNNING then, and only then may the attempt
+        go: a job cancelled meanwhile is dropped (CANCELLED); one whose start Redis did not
+        confirm within START_WAIT is handed back unattempted (QUEUED)."""
         entry.attempts += 1
         entry.state = State.RUNNING
-        if self.writer.start(entry).wait(START_WAIT) is False:  # cancelled while it waited here
-            entry.attempts -= 1
+        written = self.writer.start(entry)
+        confirmed = written.wait(START_WAIT)
+        if confirmed:
+            return
+        entry.attempts -= 1
+        if confirmed is False:  # cancelled while it waited here
             entry.state = State.CANCELLED
             self._held.pop(entry.handle, None)
             self._room.set()
             self.writer.ack(entry.handle)
+            return
+        # Not confirmed: the start may yet be written. Held until it is known, then handed back.
+        entry.state = State.QUEUED
+        written.rawlink(lambda result: self._hand_back(entry, result.value))
+
+    def _hand_back(self, entry: Entry, started: bool) -> None:
+        """A start confirmed too late (Redis stalled): the attempt did not go. Written, it
+        counts as an attempt whose outcome is unknown (retried now, like a takeover); refused
+        (cancelled meanwhile), the entry is dropped."""
+        if not started:
+            self._held.pop(entry.handle, None)
+            self._room.set()
+            self.writer.ack(entry.handle)
+            return
+        entry.attempts += 1
+        entry.state, entry.due = State.RETRYING, time.time()
+        entry.reason = ""
+        self._let_go(entry, wait=False)  # a callback: it cannot wait
 
     def settle(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
         record(entry, result)
@@ -215,10 +273,16 @@ class RedisBroker:
         entry.state, entry.due = State.QUEUED, due
         self._let_go(entry)
 
-    def _let_go(self, entry: Entry) -> None:
+    def _let_go(self, entry: Entry, wait: bool = True) -> None:
+        """Written before it returns, so that what comes next (a GET, a cancel, a replay, the
+        backlog bound) sees it. With Redis down (known so: at once; else after SETTLE_WAIT) it
+        returns all the same, the write kept to be done once Redis answers, and seen then: a
+        drain does not wait for every job it hands back."""
         self._held.pop(entry.handle, None)
         self._room.set()
-        self.writer.settle(entry)
+        written = self.writer.settle(entry)
+        if wait and self.link.healthy:
+            written.wait(SETTLE_WAIT)
 
     # -- look-ups
 
@@ -229,11 +293,15 @@ class RedisBroker:
             raise BrokerUnavailable(f"broker: Redis unavailable ({e})") from None
         if b"payload" not in status:  # unknown, or expired (status_ttl) before its attempt began
             return None
-        entry = entry_of(status[b"payload"], state=State(status[b"state"].decode()))
+        state = State(status[b"state"].decode())
+        try:
+            entry = entry_of(status[b"payload"], state=state)
+        except READ_ERRORS:  # a job no longer run as it is (from an earlier gq): shown as stored
+            entry = entry_of(status[b"payload"], state=state, strict=False)
         entry.attempts = int(status.get(b"attempts", entry.attempts))
         entry.reason = status.get(b"reason", b"").decode()
         entry.due = float(status.get(b"due", 0) or 0)
-        entry.accepted_at = float(status.get(b"accepted", 0) or 0)
+        entry.accepted_at = float(status.get(b"accepted_at", 0) or 0)
         return entry
 
     def health(self) -> str | None:
@@ -247,8 +315,9 @@ class RedisBroker:
         return 0
 
     def counts(self) -> dict[str, int]:
-        """Shared counts (the whole fleet's), refreshed every second; running is this daemon's."""
-        return {**self.maintenance.counts, "running": len(self._held)}
+        """The whole fleet's counts by state, as its scripts keep them (P:counts), refreshed
+        every second: a job held by a daemon and not started is queued."""
+        return dict(self.maintenance.counts)
 
     # -- operations (find and replay: redis_operations)
 
@@ -256,13 +325,14 @@ class RedisBroker:
         """In Redis, for the whole fleet: a daemon holding the job finds it cancelled when it
         would start it (scripts/start.lua)."""
         try:
-            was = self._cancel(keys=[self.keys.prefix], args=[job_id, time.time(), self.config.status_ttl])
+            was = self._cancel(keys=[self.keys.prefix], args=[job_id, time.time(), self.config.status_ttl,
+                                                                "|".join(sources(LifeEvent.CANCELLED))])
         except REDIS_ERRORS as e:
             raise BrokerUnavailable(f"broker: Redis unavailable ({e})") from None
         was = was.decode() if isinstance(was, bytes) else was
         if was == "unknown":
             return False
-        if was not in ("queued", "scheduled", "retrying"):
+        if State(was) not in CANCELLABLE:
             raise Conflict(job_id, State(was))
         return True
 
@@ -346,7 +416,8 @@ class DeadLetters:
             if op == "replay":  # behind its ordering key's head, if the key has one
                 entry.attempts, entry.reason, entry.state = 0, "", State.QUEUED
                 self._requeue(keys=[self.keys.prefix], client=pipe, args=[
-                    entry.job.id, payload(entry), entry.job.ordering_key or "", now, self.ttl])
+                    entry.job.id, payload(entry), entry.job.ordering_key or "", now, self.ttl,
+                    "|".join(sources(LifeEvent.REPLAYED))])
             else:
                 pipe.delete(self.keys.status(entry.job.id))
         try:

@@ -4,24 +4,32 @@ per round trip, and kept to be written again while Redis refuses them."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import redis
 from gevent.event import AsyncResult, Event
 
 from gq.broker import Entry, State
-from gq.broker.redis_link import BACKOFF_MAX, Health, Keys, lua_script, passing, payload
+from gq.broker.redis_link import BACKOFF_MAX, Health, Keys, Unreadable, lua_script, passing, payload
+from gq.lifecycle import Event as LifeEvent
+from gq.lifecycle import sources
+
+# The event a settled entry's state says happened (QUEUED: handed back unattempted).
+EVENTS = {State.SUCCEEDED: LifeEvent.SUCCEEDED, State.DEAD: LifeEvent.FAILED, State.RETRYING: LifeEvent.RETRIED,
+          State.QUEUED: LifeEvent.DEFERRED}
 
 
 class RedisWriter:
     def __init__(self, client: redis.Redis, keys: Keys, status_ttl: int, health: Health):
         self.redis, self.keys, self.status_ttl, self.health = client, keys, status_ttl, health
-        self._ops: list[tuple[str, Entry | str]] = []  # waiting to be written, in order
+        self._ops: list[tuple[str, Any]] = []  # waiting to be written, in order
         self._starting: list[AsyncResult] = []         # start() callers waiting for their write
+        self._settled: list[AsyncResult] = []          # settle() callers that may wait for theirs
         self.settling: set[str] = set()                # stream ids whose settlement is not written yet
         self._wake = Event()
         self.stopped = Event()
         self._start = client.register_script(lua_script("start"))
-        self._finish = client.register_script(lua_script("finish"))
+        self._settle = client.register_script(lua_script("settle"))
 
     def start(self, entry: Entry) -> AsyncResult:
         """The attempt's start and count, to write; the result is set once written: True, or
@@ -31,18 +39,28 @@ class RedisWriter:
         self._queue(("start", entry))
         return written
 
-    def settle(self, entry: Entry) -> None:
+    def settle(self, entry: Entry) -> AsyncResult:
         """The entry's outcome (its state says which), to write: acknowledged and deleted
         from the stream, and a retry (or a job deferred for its host) into the retry set, a
-        dead letter into the dead stream."""
+        dead letter into the dead stream. The result is set once written (with the other
+        writes of its round trip)."""
+        written = AsyncResult()
+        self._settled.append(written)
         self.settling.add(entry.handle)
         self._queue(("settle", entry))
+        return written
+
+    def unreadable(self, item: Unreadable) -> None:
+        """A stream entry that cannot be read back as a job, to write as a dead letter that
+        says why (0 attempts), its key released."""
+        self.settling.add(item.handle)
+        self._queue(("unreadable", item))
 
     def ack(self, msg_id: str) -> None:
         """A stream entry with nothing in it (deleted while pending), to acknowledge."""
         self._ops.append(("ack", msg_id))
 
-    def _queue(self, op: tuple[str, Entry | str]) -> None:
+    def _queue(self, op: tuple[str, Any]) -> None:
         self._ops.append(op)
         self._wake.set()
 
@@ -66,6 +84,7 @@ class RedisWriter:
         """Write what is pending; False (and kept for the next try) when Redis fails."""
         ops, self._ops = self._ops, []
         starting, self._starting = self._starting, []
+        settled, self._settled = self._settled, []
         if not ops:
             return True
         pipe = self.redis.pipeline(transaction=True)
@@ -79,42 +98,40 @@ class RedisWriter:
         except BaseException as e:  # kept for the next write, whatever stopped this one
             self._ops[:0] = ops
             self._starting[:0] = starting
+            self._settled[:0] = settled
             if not passing(e):
                 raise
             self.health.failed("write", e)
             return False
         self.health.recovered()
-        self.settling.difference_update(op[1].handle for op in ops if op[0] == "settle")  # type: ignore[union-attr]
+        self.settling.difference_update(op[1].handle for op in ops if op[0] in ("settle", "unreadable"))
         for waiter, at in zip(starting, answers):
             waiter.set(bool(results[at]))
+        for done in settled:
+            done.set(True)
         return True
 
-    def _write(self, pipe, op: tuple[str, Entry | str]) -> None:
+    def _write(self, pipe, op: tuple[str, Any]) -> None:
         kind, item = op
         keys = self.keys
-        if isinstance(item, str):  # an ack
+        if kind == "ack":
             pipe.xack(keys.stream, keys.group, item)
             pipe.xdel(keys.stream, item)
             return
-        entry = item
-        status_key = keys.status(entry.job.id)
-        if kind == "start":  # the state and the attempt count; the job itself is there since intake
-            self._start(keys=[status_key], args=[entry.attempts], client=pipe)
+        if kind == "unreadable":
+            self._settle(keys=[keys.prefix], client=pipe, args=[
+                item.handle, item.job_id, State.DEAD.value, "|".join(sources(LifeEvent.UNREADABLE)), time.time(),
+                self.status_ttl, item.key, 0, item.payload, item.reason, "attempts", 0])
             return
-        job = payload(entry)
+        entry = item
+        if kind == "start":  # the state and the attempt count; the job itself is there since intake
+            self._start(keys=[keys.status(entry.job.id)], client=pipe,
+                        args=[entry.attempts, "|".join(sources(LifeEvent.STARTED)), keys.prefix])
+            return
         last = entry.history[-1] if entry.history else None
-        status = {"state": entry.state.value, "payload": job, "attempts": entry.attempts,
-                  "reason": entry.reason,
-                  "due": entry.due, "last_status": "" if not last or last.status is None else last.status,
-                  "last_error": (last.error or "") if last else ""}
-        pipe.xack(keys.stream, keys.group, entry.handle)
-        pipe.xdel(keys.stream, entry.handle)
-        if entry.state in (State.RETRYING, State.QUEUED):  # QUEUED: deferred for its host
-            pipe.zadd(keys.retry_set, {job: entry.due})
-        elif entry.state is State.DEAD:
-            pipe.xadd(keys.dead, {"payload": job, "reason": entry.reason, "id": entry.job.id})
-        pipe.hset(status_key, mapping=status)
-        pipe.expire(status_key, self.status_ttl)
-        key = entry.job.ordering_key
-        if key is not None and entry.state in (State.SUCCEEDED, State.DEAD):  # the key's next job goes
-            self._finish(keys=[keys.prefix], args=[key, entry.job.id, time.time(), self.status_ttl], client=pipe)
+        self._settle(keys=[keys.prefix], client=pipe, args=[
+            entry.handle, entry.job.id, entry.state.value, "|".join(sources(EVENTS[entry.state])), time.time(),
+            self.status_ttl, entry.job.ordering_key or "", entry.due, payload(entry), entry.reason,
+            "attempts", entry.attempts,
+            "last_status", "" if not last or last.status is None else last.status,
+            "last_error", (last.error or "") if last else ""])

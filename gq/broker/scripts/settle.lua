@@ -1,0 +1,28 @@
+-- A held job's stream entry is done with: an attempt's outcome (succeeded, retrying, dead), a
+-- job handed back unattempted (queued: deferred, due later), or one that cannot be read back
+-- as a job (dead: unreadable). The entry is acknowledged and deleted whatever happens; the
+-- move is written only if the job's state allows it (ARGV[4]: the event's sources): a
+-- cancelled job handed back is dropped, its key already released by the cancel.
+-- KEYS: the fleet's prefix; ARGV: the stream entry, the id, the state it goes to, the
+-- sources, now, the ttl, the ordering key, when due, the payload, the reason, then the
+-- status hash's other fields and values. Returns 1 if written, else the state it was in.
+local p, handle, id, target = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+redis.call('XACK', p .. ':jobs', p .. ':workers', handle)
+redis.call('XDEL', p .. ':jobs', handle)
+local status = p .. ':job:' .. id
+local state = redis.call('HGET', status, 'state')
+if not allowed(state, ARGV[4]) then return state end
+local now, ttl, key, due, payload, reason = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+if target == 'retrying' or target == 'queued' then
+  redis.call('ZADD', p .. ':retry', due, payload)
+elseif target == 'dead' then
+  redis.call('XADD', p .. ':dead', '*', 'payload', payload, 'reason', reason, 'id', id)
+end
+moved(p, state, target)
+redis.call('HSET', status, 'state', target, 'payload', payload, 'reason', reason, 'due', due, 'key', key)
+if #ARGV > 10 then redis.call('HSET', status, unpack(ARGV, 11)) end
+if target == 'succeeded' or target == 'dead' then
+  if key ~= '' then release(p, key, id, now) end
+  finished(p, id, ttl)
+end
+return 1
