@@ -33,7 +33,7 @@ from broker_harness import (
     storage,
     wait_until,
 )
-from gq.broker import Conflict, Filter, State
+from gq.broker import Conflict, Entry, Filter, State
 from gq.errors import BacklogFull, QueueFull, Unsupported
 from gq.job import Job
 
@@ -367,14 +367,19 @@ def test_a_replayed_job_takes_its_place_in_its_key(h):
     h.run(h.take_one("k1"), dead())
     k2 = h.take_one("k2")   # the key's next job is held: k3 waits behind it
     assert h.broker.replay(["k1"]).ids == ["k1"]
-    order = []
-    entry = k2
-    for _ in range(3):
+    assert _run_in_turn(h, k2, 3) == ["k2", "k1", "k3"]
+
+
+def _run_in_turn(h: Harness, first: Entry, n: int) -> list[str]:
+    """The ids of `n` jobs run one after the other, `first` first, each taken once the one
+    before has succeeded."""
+    order, entry = [], first
+    while True:
         order.append(entry.job.id)
         h.run(entry)
-        if len(order) < 3:
-            entry = poll(lambda: next(iter(h.take(1)), None), what=f"the job after {order}")
-    assert order == ["k2", "k1", "k3"]
+        if len(order) == n:
+            return order
+        entry = poll(lambda: next(iter(h.take(1)), None), what=f"the job after {order}")
 
 
 @pytest.mark.parametrize("broker_kind", ["redis"])
@@ -386,14 +391,7 @@ def test_a_dead_letter_replayed_by_gq_dlq_takes_its_place_in_its_key(h):
     k2 = h.take_one("k2")
     broker: Any = h.broker
     assert DeadLetters(broker.redis, broker.config).run("replay", ["k1"]) == ["k1"]
-    order = []
-    entry = k2
-    for _ in range(3):
-        order.append(entry.job.id)
-        h.run(entry)
-        if len(order) < 3:
-            entry = poll(lambda: next(iter(h.take(1)), None), what=f"the job after {order}")
-    assert order == ["k2", "k1", "k3"]
+    assert _run_in_turn(h, k2, 3) == ["k2", "k1", "k3"]
 
 
 # -- schedules far in the past and the future

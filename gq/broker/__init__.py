@@ -280,6 +280,19 @@ class Capabilities(Protocol):
     def batch_ledger(self) -> BatchLedger | None: ...
 
 
+class InProcess:
+    """The capabilities a broker of one process lacks: a subclass offers those it has."""
+
+    def fleet(self) -> FleetLink | None:
+        return None
+
+    def shared_gauges(self) -> SharedGauges | None:
+        return None
+
+    def batch_ledger(self) -> BatchLedger | None:
+        return None
+
+
 class Broker(Intake, Dispatch, Gauges, Operations, Capabilities, Protocol):
     def close(self) -> None: ...
 

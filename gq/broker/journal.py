@@ -47,6 +47,7 @@ from gq.broker import (
     Entry,
     Filter,
     Found,
+    InProcess,
     JobsAdmin,
     Replayed,
     State,
@@ -76,7 +77,7 @@ def _size(path: str) -> int:
         return 0
 
 
-class JournalBroker:
+class JournalBroker(InProcess):
     """The backlog in a JournalFile; in memory, only what runs here soon.
 
     For `gq batch` (`batch=True`), which answers no look-ups, a job of the batch that
@@ -258,15 +259,8 @@ class JournalBroker:
     def stored_bytes(self) -> int:
         return sum(_size(self.db.file.path + suffix) for suffix in ("", "-wal", "-shm"))
 
-    # -- capabilities (gq.broker.Capabilities): a batch's ledger
-
-    def fleet(self) -> None:
-        return None
-
-    def shared_gauges(self) -> None:
-        return None
-
     def batch_ledger(self) -> JournalBroker:
+        """gq.broker.Capabilities: a batch's ledger is the file's."""
         return self
 
     # -- operations

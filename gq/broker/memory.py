@@ -20,6 +20,7 @@ from gq.broker import (
     Entry,
     Filter,
     Found,
+    InProcess,
     Replayed,
     State,
     record,
@@ -35,7 +36,7 @@ from gq.outcome import AttemptResult, Outcome, Verdict
 KEEP_FINISHED = 10000  # succeeded jobs remembered for status look-ups and duplicate detection
 
 
-class MemoryBroker:
+class MemoryBroker(InProcess):
     """Jobs of an ordering key wait behind the one of it that runs or waits to (KeyLines),
     counted as queued, until it finishes; jobs not due yet wait in a heap (Waiting)."""
 
@@ -184,17 +185,6 @@ class MemoryBroker:
 
     def stored_bytes(self) -> int:
         return 0
-
-    # -- capabilities: none (gq.broker.Capabilities)
-
-    def fleet(self) -> None:
-        return None
-
-    def shared_gauges(self) -> None:
-        return None
-
-    def batch_ledger(self) -> None:
-        return None
 
     # -- operations
 
