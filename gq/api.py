@@ -24,7 +24,6 @@ from gq.errors import (
     JobError,
     QueueFull,
     StorageUnavailable,
-    Unsupported,
 )
 from gq.http_server import has_body
 from gq.jobs_api import JobsApi
@@ -161,8 +160,6 @@ class Api:
         jobs = self._parse(single, objects)
         try:
             added = self.dispatcher.admission.submit(jobs, self.config.queue.enqueue_timeout)
-        except Unsupported as e:
-            raise Refusal("501 Not Implemented", {"error": str(e), "field": e.field}, "invalid") from None
         except tuple(SUBMIT_REFUSALS) as e:
             status, reason, retry_after = next(v for k, v in SUBMIT_REFUSALS.items() if isinstance(e, k))
             raise Refusal(status, {"error": str(e)}, reason, [("Retry-After", retry_after)]) from None

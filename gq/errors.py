@@ -53,13 +53,6 @@ class BrokerUnavailable(GqError):
     """The broker cannot be reached for now (Redis down); the intake answers 503."""
 
 
-class Unsupported(GqError):
-    """The configured broker cannot do this yet; `field` names what asked for it. The API
-    answers 501."""
-
-    def __init__(self, field: str, reason: str):
-        self.field = field
-        super().__init__(f"{field}: {reason}")
 
 
 class JobError(GqError):

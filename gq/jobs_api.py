@@ -5,8 +5,8 @@
     DELETE /v1/jobs/{id}     cancel
     POST   /v1/jobs/replay   finished jobs again, by ids or by filter
 
-They ask the broker (gq/broker: Operations), which keeps the jobs; a broker that
-cannot do one yet answers 501.
+They ask the broker (gq/broker: Operations), which keeps the jobs: every broker does
+all four, for the jobs it holds.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from gq.api_io import Refusal, bad_request, encoded_answer, json_answer, read_bo
 from gq.broker import REPLAYABLE, Broker, Conflict, Filter, Found, Replayed, State
 from gq.config import Config
 from gq.dispatcher import Dispatcher
-from gq.errors import BrokerUnavailable, Unsupported
+from gq.errors import BrokerUnavailable
 from gq.job import encodes, is_number, loads, timestamp
 
 PAGE = 100            # jobs per page by default
@@ -126,8 +126,6 @@ class JobsApi:
         """`call()`, with the broker's refusals as answers."""
         try:
             return call()
-        except Unsupported as e:
-            raise Refusal("501 Not Implemented", {"error": str(e), "field": e.field}) from None
         except BrokerUnavailable as e:
             raise Refusal("503 Service Unavailable", {"error": str(e)},
                           headers=[("Retry-After", RETRY_AFTER_BROKER)]) from None

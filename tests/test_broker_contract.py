@@ -34,7 +34,7 @@ from broker_harness import (
     wait_until,
 )
 from gq.broker import Conflict, Entry, Filter, State
-from gq.errors import BacklogFull, QueueFull, Unsupported
+from gq.errors import BacklogFull, QueueFull
 from gq.job import Job
 
 FAR = 3600.0   # seconds: a due time no test waits for
@@ -587,12 +587,9 @@ def test_counts_follow_every_state(h):
 def test_every_operation_is_supported(h):
     h.add(job("x"))
     h.run(h.take_one("x"), dead())
-    try:
-        list(h.broker.find(Filter(), 10))
-        assert h.broker.replay(["x"]).ids == ["x"]
-        assert h.broker.cancel("x") is True
-    except Unsupported as e:
-        pytest.fail(f"the {h.kind} broker answers 501: {e}")
+    assert [e.job.id for e, _ in h.broker.find(Filter(), 10)] == ["x"]
+    assert h.broker.replay(["x"]).ids == ["x"]
+    assert h.broker.cancel("x") is True
 
 
 # -- memory only: what it holds follows its bounds

@@ -37,7 +37,6 @@ from hypothesis.stateful import (
 
 from broker_harness import DEADLINE, KINDS, SUCCESS, Harness, dead, job, retry, storage
 from gq.broker import Conflict, Entry, Filter
-from gq.errors import Unsupported
 
 EXAMPLES = {"memory": 80, "journal": 30, "redis": 25}   # each broker's examples in CI (some 5 s each)
 STEPS = int(os.environ.get("GQ_STATEFUL_STEPS") or 30)
@@ -275,11 +274,7 @@ class BrokerMachine(RuleBasedStateMachine):
         if other:
             ids = list(dict.fromkeys([*ids, sorted(self.jobs)[picks[0] % len(self.jobs)]]))
         self.step(f"replay {ids}")
-        try:
-            replayed = self.h.broker.replay(ids).ids
-        except Unsupported:
-            self.stats.skipped["replay (unsupported)"] = self.stats.skipped.get("replay (unsupported)", 0) + 1
-            return
+        replayed = self.h.broker.replay(ids).ids
         expected = [i for i in ids if self.jobs[i].state == "dead"]
         assert sorted(replayed) == sorted(expected), f"replayed {replayed} of {ids}; dead: {expected}"
         for job_id in sorted(expected, key=lambda i: self.jobs[i].seq):
@@ -309,11 +304,7 @@ class BrokerMachine(RuleBasedStateMachine):
     def find(self):
         self.step("find")
         self.h.settled()
-        try:
-            found = list(self.h.broker.find(Filter(), 1000))
-        except Unsupported:
-            self.stats.skipped["find (unsupported)"] = self.stats.skipped.get("find (unsupported)", 0) + 1
-            return
+        found = list(self.h.broker.find(Filter(), 1000))
         assert sorted(e.job.id for e, _ in found) == sorted(self.jobs), "find lists other jobs than were accepted"
         positions = [at for _, at in found]
         assert positions == sorted(positions, reverse=True), "find: not newest first"

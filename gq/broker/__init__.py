@@ -232,8 +232,8 @@ class DeadLetterAdmin(Protocol):
 
 
 class Operations(Protocol):
-    """What an operator does with jobs. A broker that cannot do one yet raises
-    gq.errors.Unsupported (the API answers 501)."""
+    """What an operator does with jobs; every broker does all of it, the Redis broker for
+    the whole fleet."""
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a queued, scheduled or retrying job: never attempted again. False for an
