@@ -268,25 +268,31 @@ class Destinations:
         counts = self.attempts.setdefault(self.get(host).label, {})
         counts[result_label] = counts.get(result_label, 0) + 1
 
-    # -- metrics
+
+class DestinationsCollector:
+    """The destinations' Prometheus families, per host label (hosts past metrics_hosts summed
+    as "other"), read from Destinations at scrape time."""
+
+    def __init__(self, destinations: Destinations):
+        self.destinations = destinations
 
     def collect(self):
-        """Prometheus families per host label (hosts past metrics_hosts summed as "other")."""
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        known = self.destinations
         in_flight = GaugeMetricFamily("gq_destination_in_flight", "Attempts in flight", labels=["host"])
         circuit = GaugeMetricFamily("gq_destination_circuit_state", "Circuit: 0 closed, 1 half-open, "
                                     "2 open (the worst of the hosts in a label)", labels=["host"])
         changes = CounterMetricFamily("gq_destination_circuit_changes", "Circuit state changes, by the "
                                       "state entered", labels=["host", "state"])
         attempts = CounterMetricFamily("gq_destination_attempts", "Attempts by result", labels=["host", "result"])
-        for label, hosts in sorted(self.by_label().items()):
-            group = [self.hosts[host] for host in hosts]
+        for label, hosts in sorted(known.by_label().items()):
+            group = [known.hosts[host] for host in hosts]
             in_flight.add_metric([label], sum(d.in_flight for d in group))
             circuit.add_metric([label], max(CIRCUIT_VALUE[d.circuit] for d in group))
-        for label, by_state in sorted(self.transitions.items()):
+        for label, by_state in sorted(known.transitions.items()):
             for state in (OPEN, HALF_OPEN, CLOSED):
                 changes.add_metric([label, state], by_state.get(state, 0))
-        for label, counts in sorted(self.attempts.items()):
+        for label, counts in sorted(known.attempts.items()):
             for result in ("success", "retry", "fail"):
                 attempts.add_metric([label, result], counts.get(result, 0))
         yield from (in_flight, circuit, changes, attempts)

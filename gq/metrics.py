@@ -29,6 +29,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gq import __version__
 from gq.broker import Entry, SharedGauges
+from gq.destinations import DestinationsCollector
 from gq.health import HealthCollector
 from gq.observers import Observer
 from gq.outcome import AttemptResult, Outcome, Verdict
@@ -138,7 +139,7 @@ class Metrics(Observer):
         g["gq_broker_ready"].set_function(lambda: int(broker.health() is None))
         self.bind_shared(broker)
         self.process.groups["worker"] = d.workers.pool
-        self.registry.register(d.destinations)
+        self.registry.register(DestinationsCollector(d.destinations))
         self.registry.register(d.parking)
 
     def bind_shared(self, broker) -> None:
