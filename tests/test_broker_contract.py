@@ -76,10 +76,10 @@ def redis_server_stall(request, monkeypatch):
     INTERFACE: those waits are constants of gq's modules (REDIS_TIMEOUT 3 s, START_WAIT 5 s),
     shortened here so that the stall lasts a second instead of six."""
     server = request.getfixturevalue("module_redis")
+    import gq.broker.redis_dispatch
     import gq.broker.redis_link
-    import gq.broker.redis_streams
     monkeypatch.setattr(gq.broker.redis_link, "REDIS_TIMEOUT", 0.3, raising=False)
-    monkeypatch.setattr(gq.broker.redis_streams, "START_WAIT", 1.0, raising=False)
+    monkeypatch.setattr(gq.broker.redis_dispatch, "START_WAIT", 1.0, raising=False)
 
     @contextmanager
     def stall():

@@ -32,8 +32,9 @@ move the table refuses (a held job cancelled, then handed back) is refused atomi
 attempt goes ahead only once its start is written. The Lua scripts that must be atomic are
 in scripts/, one a file.
 
-This module is the broker's reads and look-ups. Its intake is RedisIntake's
-(redis_intake), its writes RedisWriter's (redis_writer), its takeovers of other
+This module is the broker's connection (set up and closed) and look-ups. Its intake is
+RedisIntake's (redis_intake), its taking and holding of jobs until settled RedisDispatch's
+(redis_dispatch), its writes RedisWriter's (redis_writer), its takeovers of other
 daemons' jobs Takeovers' (redis_takeovers), what runs beside the jobs
 RedisMaintenance's (redis_maintenance); what they all share is in redis_link.
 """
@@ -52,7 +53,8 @@ import redis
 from gevent.event import Event
 
 from gq import redaction
-from gq.broker import Added, Conflict, Entry, Filter, FleetLink, Found, Replayed, State, record
+from gq.broker import Added, Conflict, Entry, Filter, FleetLink, Found, Replayed, State
+from gq.broker.redis_dispatch import RedisDispatch
 from gq.broker.redis_intake import RedisIntake
 from gq.broker.redis_link import (
     READ_ERRORS,
@@ -62,38 +64,32 @@ from gq.broker.redis_link import (
     client,
     entry_of,
     lua_script,
-    passing,
     payload,
-    text_id,
-    unreadable,
 )
 from gq.broker.redis_maintenance import RedisMaintenance
 from gq.broker.redis_operations import RedisOperations
-from gq.broker.redis_takeovers import Takeovers
 from gq.broker.redis_writer import RedisWriter
 from gq.config import SENTINEL_SCHEME, BrokerConfig
 from gq.errors import BrokerUnavailable, GqError
 from gq.job import Job
 from gq.lifecycle import CANCELLABLE, sources
 from gq.lifecycle import Event as LifeEvent
-from gq.outcome import AttemptResult, Outcome, Verdict
+from gq.outcome import AttemptResult, Outcome
 from gq.supervisor import Supervisor
 
 log = logging.getLogger("gq.redis")
 
-BACKOFF_MAX = 5.0     # seconds a failed read waits before the next, at most
-START_WAIT = 5.0      # seconds an attempt waits for its start to be written (else: handed back, not attempted)
-SETTLE_WAIT = 5.0     # seconds a settlement waits for its write (else: kept, written once Redis answers)
-
 
 class RedisBroker:
+    """The Broker of a Redis fleet: the connection (the group joined at start, left at close,
+    the jobs still held given back) and the look-ups; the rest is its parts'."""
+
     backlog = True
 
     def __init__(self, config: BrokerConfig, supervisor: Supervisor | None = None, hold_at_most: int = 200):
         """`hold_at_most`: jobs taken from the stream and not yet settled, at most (pool.size
         + broker.prefetch): the rest stay in the stream for whichever daemon is free."""
         self.config = config
-        self.hold_at_most = hold_at_most
         self.keys = keys = Keys.of(config.prefix)
         self.stream, self.group = keys.stream, keys.group
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
@@ -103,20 +99,16 @@ class RedisBroker:
         self.sentinel = config.url.startswith(SENTINEL_SCHEME)
         self._leave = self.redis.register_script(lua_script("leave"))
         self._cancel = self.redis.register_script(lua_script("cancel"))
-        self._room = Event()   # set when a held job is settled or deferred
-        self._held: dict[str, Entry] = {}         # taken and not settled, by stream id
+        self._stopped = Event()
         self.link = Health()
         self.writer = RedisWriter(self.redis, keys, config.status_ttl, self.link)
-        # Entries this daemon still holds, or has settled but not yet written (Redis refusing
-        # writes, its touches failing meanwhile), are its own: never taken over.
-        self.takeovers = Takeovers(self.redis, config, self.consumer, self._taken,
-                                   lambda: self._held.keys() | self.writer.settling)
-        self.maintenance = RedisMaintenance(self.redis, keys, config, self.consumer, self._held,
+        self.dispatch = RedisDispatch(self.redis, config, self.consumer, self.writer, self.link,
+                                      hold_at_most, self._stopped, self._connect)
+        self.maintenance = RedisMaintenance(self.redis, keys, config, self.consumer, self.dispatch.held,
                                             self.writer.settling, self.link)
         self.intake = RedisIntake(self.redis, config, self.link,
                                   lambda: self.sentinel and bool(self.maintenance.replicas))
         self.operations = RedisOperations(self.redis, keys, config.status_ttl, lambda: self.writer.settling)
-        self._stopped = Event()
         self._connect()
         supervisor = supervisor or Supervisor()
         self._loops = [supervisor.spawn("Redis writer", self.writer.loop),
@@ -167,122 +159,19 @@ class RedisBroker:
         """Into the shared stream: every daemon of the fleet takes from it (`hold` is not used)."""
         return self.intake.add(list(jobs))
 
-    # -- dispatch
+    # -- dispatch (redis_dispatch)
 
     def take(self, limit: int, timeout: float) -> list[Entry]:
-        """Jobs of dead daemons first, then jobs idle too long in any consumer's hands, then
-        new ones (XREADGROUP, blocking); never more than hold_at_most held in all."""
-        limit = min(limit, self.hold_at_most - len(self._held))
-        if limit <= 0:
-            self._room.clear()
-            self._room.wait(timeout)
-            return []
-        entries: list[Entry | None]
-        try:
-            entries = list(self.takeovers.claim(limit))
-            if not entries:
-                reply: Any = self.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"},
-                                              count=limit, block=max(1, int(timeout * 1000)))
-                entries = [self._taken(msg_id, fields) for _, messages in reply or ()
-                           for msg_id, fields in messages]
-        except REDIS_ERRORS as e:
-            self.link.failed("read", e)
-            self._stopped.wait(min(BACKOFF_MAX, max(timeout, 0.5)))
-            return []
-        except redis.ResponseError as e:
-            if passing(e):
-                self.link.failed("read", e)
-                self._stopped.wait(min(BACKOFF_MAX, max(timeout, 0.5)))
-                return []
-            if "NOGROUP" not in str(e):
-                raise
-            log.warning("broker: the consumer group is gone (Redis lost its data?); creating it again")
-            self._connect()
-            return []
-        # A read that works says nothing of writes (an out-of-memory Redis still reads):
-        # only writes (the writer, maintenance) say Redis is usable again.
-        return [e for e in entries if e is not None]
-
-    def _taken(self, msg_id: bytes | str, fields: dict | None) -> Entry | None:
-        handle = text_id(msg_id)
-        if not fields:  # deleted while pending
-            self.writer.ack(handle)
-            return None
-        try:
-            entry = entry_of(fields[b"payload"], handle=handle)
-        except READ_ERRORS as e:  # a dead letter that says why; the jobs beside it go on
-            item = unreadable(handle, fields[b"payload"], e)
-            log.error("broker: stream entry %s (job %s) cannot be read back as a job: %s; kept as a dead letter",
-                      handle, item.job_id or "?", e)
-            if item.job_id:
-                self.writer.unreadable(item)
-            else:
-                self.writer.ack(handle)
-            return None
-        self._held[handle] = entry
-        return entry
+        return self.dispatch.take(limit, timeout)
 
     def started(self, entry: Entry) -> None:
-        """Returns once the attempt's start is written, so that a daemon dying during it
-        leaves the attempt counted. The entry is RUNNING then, and only then may the attempt
-        go: a job cancelled meanwhile is dropped (CANCELLED); one whose start Redis did not
-        confirm within START_WAIT is handed back unattempted (QUEUED)."""
-        entry.attempts += 1
-        entry.state = State.RUNNING
-        written = self.writer.start(entry)
-        confirmed = written.wait(START_WAIT)
-        if confirmed:
-            return
-        entry.attempts -= 1
-        if confirmed is False:  # cancelled while it waited here
-            entry.state = State.CANCELLED
-            self._held.pop(entry.handle, None)
-            self._room.set()
-            self.writer.ack(entry.handle)
-            return
-        # Not confirmed: the start may yet be written. Held until it is known, then handed back.
-        entry.state = State.QUEUED
-        written.rawlink(lambda result: self._hand_back(entry, result.value))
-
-    def _hand_back(self, entry: Entry, started: bool) -> None:
-        """A start confirmed too late (Redis stalled): the attempt did not go. Written, it
-        counts as an attempt whose outcome is unknown (retried now, like a takeover); refused
-        (cancelled meanwhile), the entry is dropped."""
-        if not started:
-            self._held.pop(entry.handle, None)
-            self._room.set()
-            self.writer.ack(entry.handle)
-            return
-        entry.attempts += 1
-        entry.state, entry.due = State.RETRYING, time.time()
-        entry.reason = ""
-        self._let_go(entry, wait=False)  # a callback: it cannot wait
+        self.dispatch.started(entry)
 
     def settle(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
-        record(entry, result)
-        if outcome.verdict is Verdict.SUCCESS:
-            entry.state = State.SUCCEEDED
-        elif outcome.verdict is Verdict.FAIL:
-            entry.state, entry.reason = State.DEAD, outcome.reason
-        else:
-            entry.state, entry.due = State.RETRYING, time.time() + outcome.delay
-        self._let_go(entry)
+        self.dispatch.settle(entry, result, outcome)
 
     def defer(self, entry: Entry, due: float) -> None:
-        """Back to the shared retry set, unattempted: any daemon may run it when due."""
-        entry.state, entry.due = State.QUEUED, due
-        self._let_go(entry)
-
-    def _let_go(self, entry: Entry, wait: bool = True) -> None:
-        """Written before it returns, so that what comes next (a GET, a cancel, a replay, the
-        backlog bound) sees it. With Redis down (known so: at once; else after SETTLE_WAIT) it
-        returns all the same, the write kept to be done once Redis answers, and seen then: a
-        drain does not wait for every job it hands back."""
-        self._held.pop(entry.handle, None)
-        self._room.set()
-        written = self.writer.settle(entry)
-        if wait and self.link.healthy:
-            written.wait(SETTLE_WAIT)
+        self.dispatch.defer(entry, due)
 
     # -- look-ups
 
@@ -354,10 +243,11 @@ class RedisBroker:
         try:
             if not self.writer.flush():
                 raise redis.ConnectionError("settlements not written")
-            given = len(self._held)
-            if self._held:  # with their attempts so far
+            held = self.dispatch.held
+            given = len(held)
+            if held:  # with their attempts so far
                 pipe = self.redis.pipeline(transaction=True)
-                for msg_id, entry in self._held.items():
+                for msg_id, entry in held.items():
                     pipe.xadd(self.stream, {"payload": payload(entry)})
                     pipe.xack(self.stream, self.group, msg_id)
                     pipe.xdel(self.stream, msg_id)
@@ -368,7 +258,7 @@ class RedisBroker:
                 log.info("broker: %d unfinished job(s) given back to the stream", given)
         except REDIS_ERRORS as e:
             log.error("broker: Redis unavailable at exit (%s): %d job(s) stay pending and are taken "
-                      "over by another daemon within %g s", e, len(self._held), 3 * self.config.heartbeat)
+                      "over by another daemon within %g s", e, len(self.dispatch.held), 3 * self.config.heartbeat)
         self.redis.close()
 
 
