@@ -3,8 +3,8 @@
 Jobs wait in the file, not in memory: the dispatcher's feeder reads the due
 ones in small batches as the queue makes room (`take`, by the jobs_due index),
 and memory holds only the jobs taken from it (queued, parked or in flight here)
-and a read-ahead of READ_AHEAD. Retries wait in the file on their own schedule;
-dead letters and succeeded jobs (for `journal.keep_succeeded`) are rows of it.
+and a read-ahead of READ_AHEAD (journal_feed). Retries wait in the file on their
+own schedule; dead letters and succeeded jobs (for `journal.keep_succeeded`) are rows of it.
 
 Every accepted job is committed before `add` returns, so a 202 survives a
 crash; duplicates are found by the file's primary key, so an id is a duplicate
@@ -29,7 +29,6 @@ import logging
 import os
 import sqlite3
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from functools import partial
@@ -39,7 +38,6 @@ import gevent
 from gevent.event import Event
 
 from gq.broker import (
-    CANCELLABLE,
     REPLAYABLE,
     Added,
     Conflict,
@@ -55,10 +53,12 @@ from gq.broker import (
 )
 from gq.broker import journal_upkeep as upkeep
 from gq.broker.journal_access import JournalAccess, JournalLock, Waiting
-from gq.broker.journal_file import BLOCKED, TAKEN, JournalError, JournalFile
+from gq.broker.journal_changes import JournalChanges
+from gq.broker.journal_feed import JournalFeed
+from gq.broker.journal_file import TAKEN, JournalError, JournalFile
 from gq.broker.journal_lookups import found
 from gq.broker.journal_operations import CANCELLABLE_ROWS
-from gq.broker.journal_writer import FAILED_WRITE_PAUSE, Add, JournalWriter
+from gq.broker.journal_writer import Add, JournalWriter
 from gq.broker.storage import StorageGuard
 from gq.errors import BacklogFull, StorageUnavailable
 from gq.job import Job
@@ -67,7 +67,6 @@ from gq.supervisor import Supervisor
 
 log = logging.getLogger("gq.journal")
 
-READ_AHEAD = 256      # jobs read from the file at a time, held until the queue has room
 
 def _size(path: str) -> int:
     """A file's size; 0 when it is not there (the -wal between checkpoints, a file deleted)."""
@@ -84,7 +83,9 @@ class JournalBroker(InProcess):
     succeeds is deleted at once and only its id is kept (`done`): the batch run again
     skips every job that succeeded. The file is reached through JournalAccess (off the
     hub, look-ups on a connection of their own), once a command that holds it is done
-    (`waiting`: see journal_access.Waiting)."""
+    (`waiting`: see journal_access.Waiting). What memory holds from the file, and the
+    read-ahead of due jobs, are its `feed` (JournalFeed); an operator's cancels, replays
+    and purges its `changes` (JournalChanges)."""
 
     backlog = True
 
@@ -96,19 +97,12 @@ class JournalBroker(InProcess):
         self.keep_succeeded = keep_succeeded
         self.db = JournalAccess(path, "gq batch" if batch else "gq run", waiting)
         self.guard = StorageGuard(path, min_free_mb)
-        self._held: dict[str, Entry] = {}      # taken from the file: read ahead, queued or running here
-        self._ahead: deque[Entry] = deque()    # taken, not yet handed to the dispatcher
         self.writer = JournalWriter(self.db.write, self.guard, self, keep_payload)
-        self._writes = 0                # commits so far that may have made a job due sooner
-        self._due = Event()             # a job may be due in the file sooner than thought
         self._stop = Event()
-        # _next_due: when the file's next waiting job is due (-inf: look at the file)
-        counts, running, self._next_due = self.db.write(JournalFile.recover)
+        counts, running, next_due = self.db.write(JournalFile.recover)
         self._counts = Counts(counts)
-        for entry in running:  # their attempt was under way when the last process ended
-            entry.interrupted = True
-            self._counts.move(entry, State.QUEUED)
-            self._keep(entry)
+        self.feed = JournalFeed(self.db, self._counts, self._stop, next_due, running)
+        self.changes = JournalChanges(self.db, self._counts, self.feed, self.writer)
         self.recovered = self._counts.unfinished()
         supervisor = supervisor or Supervisor()
         self._loops = [supervisor.spawn("journal writer", self.writer.run),
@@ -126,7 +120,7 @@ class JournalBroker(InProcess):
         problem = self.guard.problem()
         if problem:
             raise StorageUnavailable(problem)
-        if self._ahead or self._next_due <= time.time():
+        if self.feed.waiting():
             hold = 0
         return self.writer.add(list(jobs), hold)
 
@@ -147,7 +141,7 @@ class JournalBroker(InProcess):
                 duplicates.append(job.id)
             elif state == TAKEN:
                 entry = Entry(job, accepted_at=accepted_at)
-                self._held[job.id] = entry
+                self.feed.held[job.id] = entry
                 entries.append(entry)
                 self._counts.by_state[State.QUEUED] += 1
             else:  # it waits in the file: queued, scheduled, or blocked behind its key (queued)
@@ -157,18 +151,11 @@ class JournalBroker(InProcess):
         return stored
 
     def wrote(self, stored: int, dues: list[float], written_at: float, released: list[str]) -> None:
-        for state in released:  # let go from behind their key: counted as queued until now
-            if state == "scheduled":
-                self._counts.by_state[State.QUEUED] -= 1
-                self._counts.by_state[State.SCHEDULED] += 1
-        if stored or dues or released:  # jobs wait in the file now: the feeder looks again
-            self._writes += 1
-            self._next_due = min([self._next_due, *dues] + ([written_at] if stored or released else []))
-            self._due.set()
+        self.feed.wrote(stored, dues, written_at, released)
 
     def get(self, job_id: str) -> Entry | None:
         """From memory when it runs here soon, else from the file (off the hub)."""
-        entry = self._held.get(job_id) or self.writer.pending(job_id)
+        entry = self.feed.held.get(job_id) or self.writer.pending(job_id)
         return entry or self.db.read(JournalFile.get, job_id)
 
     def counts(self) -> dict[str, int]:
@@ -180,40 +167,7 @@ class JournalBroker(InProcess):
     # -- dispatch
 
     def take(self, limit: int, timeout: float) -> list[Entry]:
-        if not self._ahead:
-            self._read_ahead()
-        if not self._ahead and timeout > 0:
-            self._due.wait(max(0.0, min(timeout, self._next_due - time.time())))
-            self._due.clear()
-            self._read_ahead()
-        return [self._ahead.popleft() for _ in range(min(limit, len(self._ahead)))]
-
-    def _read_ahead(self) -> None:
-        now = time.time()
-        if self._next_due > now:
-            return
-        writes = self._writes
-        try:
-            entries, unreadable, released, next_due = self.db.write(JournalFile.take, READ_AHEAD, now)
-        except (sqlite3.Error, OSError) as e:
-            log.warning("journal: cannot read due jobs: %s; will try again", e)
-            self._stop.wait(FAILED_WRITE_PAUSE)
-            return
-        for state in unreadable:
-            log.error("journal: a job could not be read back from the file; kept as a dead letter")
-            self._counts.by_state[State(state)] -= 1
-            self._counts.by_state[State.DEAD] += 1
-        self.wrote(0, [], now, released)
-        for entry in entries:
-            self._counts.move(entry, State.QUEUED)  # a due retry is queued again
-            self._keep(entry)
-        # A commit meanwhile may have made a job due sooner than the file said: look again.
-        more = len(entries) + len(unreadable) == READ_AHEAD or writes != self._writes
-        self._next_due = float("-inf") if more else next_due
-
-    def _keep(self, entry: Entry) -> None:
-        self._held[entry.job.id] = entry
-        self._ahead.append(entry)
+        return self.feed.take(limit, timeout)
 
     def started(self, entry: Entry) -> None:
         """Returns once the attempt is committed: a job whose attempts crash or freeze the
@@ -224,7 +178,7 @@ class JournalBroker(InProcess):
 
     def settle(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
         record(entry, result)
-        self._held.pop(entry.job.id, None)
+        self.feed.held.pop(entry.job.id, None)
         if outcome.verdict is Verdict.SUCCESS:
             self._counts.move(entry, State.SUCCEEDED)
             if self.batch:  # only its id is kept
@@ -244,7 +198,7 @@ class JournalBroker(InProcess):
 
     def defer(self, entry: Entry, due: float) -> None:
         """Back to the file, unattempted, until `due`."""
-        self._held.pop(entry.job.id, None)
+        self.feed.held.pop(entry.job.id, None)
         entry.due = due
         self.writer.change(entry)
 
@@ -266,31 +220,8 @@ class JournalBroker(InProcess):
     # -- operations
 
     def cancel(self, job_id: str) -> bool:
-        """A job in memory (read ahead, queued or parked here, or a retry not yet written)
-        is cancelled there, and returns once that is committed: the dispatcher skips it.
-        Any other is cancelled in the file, if it waits there."""
-        entry = self._held.get(job_id) or self.writer.pending(job_id)
-        if entry is None:
-            was, released = self.db.write(JournalFile.cancel, job_id, time.time())
-            if was in CANCELLABLE_ROWS:
-                self._counts.by_state[State.QUEUED if was == BLOCKED else State(was)] -= 1
-                if released:  # the next job of its key waits in the file now: the feeder looks again
-                    self.wrote(0, [], time.time(), [released])
-                return True
-            if was != TAKEN:
-                if not was:
-                    return False
-                raise Conflict(job_id, State(was))
-            # Taken while this waited for the file: it is here now, or already ran meanwhile.
-            entry = self._held.get(job_id) or self.writer.pending(job_id)
-            if entry is None:
-                raise Conflict(job_id, State.RUNNING)
-        if entry.state not in CANCELLABLE:
-            raise Conflict(job_id, entry.state)
-        self._held.pop(job_id, None)
-        self._counts.move(entry, State.CANCELLED)
-        self.writer.commit(entry)  # the 200 promises it never runs: a crash after it must not undo it
-        return True
+        """See JournalChanges.cancel."""
+        return self.changes.cancel(job_id)
 
     def find(self, where: Filter, limit: int) -> Iterator[Found]:
         """From the file (off the hub), a few at a time; jobs in memory as last written."""
@@ -300,17 +231,10 @@ class JournalBroker(InProcess):
         return self.db.read(lambda f: list(f.dead_letters()))
 
     def replay(self, ids: Iterable[str] | None, states: Iterable[State] = (State.DEAD,)) -> Replayed:
-        done, dead = self.db.write(JournalFile.replay, None if ids is None else list(ids), [s.value for s in states])
-        self._counts.by_state[State.DEAD] -= dead
-        self._counts.by_state[State.QUEUED] += len(done.ids)
-        self._next_due = float("-inf")
-        self._due.set()
-        return done
+        return self.changes.replay(ids, states)
 
     def purge(self, ids: Iterable[str] | None) -> list[str]:
-        purged = self.db.write(JournalFile.purge, None if ids is None else list(ids))
-        self._counts.by_state[State.DEAD] -= len(purged)
-        return purged
+        return self.changes.purge(ids)
 
     def batch_done(self, ids: Iterable[str], forget_others: bool = False) -> set[str]:
         """See JournalFile.batch_done."""

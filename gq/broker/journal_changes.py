@@ -1,0 +1,63 @@
+"""An operator's changes to the jobs of a running journal (cancel, replay, purge): made in
+the file (journal_operations), and in memory in step with it (gq/broker/journal.py hands
+them on from the API and from `gq dlq`'s control table)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from gq.broker import CANCELLABLE, Conflict, Counts, Replayed, State
+from gq.broker.journal_access import JournalAccess
+from gq.broker.journal_feed import JournalFeed
+from gq.broker.journal_file import BLOCKED, TAKEN, JournalFile
+from gq.broker.journal_operations import CANCELLABLE_ROWS
+from gq.broker.journal_writer import JournalWriter
+
+
+class JournalChanges:
+    """Cancels, replays and purges on `db`, keeping the broker's `counts`, what `feed` holds
+    (a cancelled job leaves it; the feeder looks again at the jobs let go or replayed) and
+    `writer`'s pending changes (a job not yet written is cancelled there) in step."""
+
+    def __init__(self, db: JournalAccess, counts: Counts, feed: JournalFeed, writer: JournalWriter):
+        self.db, self.counts, self.feed, self.writer = db, counts, feed, writer
+
+    def cancel(self, job_id: str) -> bool:
+        """A job in memory (read ahead, queued or parked here, or a retry not yet written)
+        is cancelled there, and returns once that is committed: the dispatcher skips it.
+        Any other is cancelled in the file, if it waits there."""
+        entry = self.feed.held.get(job_id) or self.writer.pending(job_id)
+        if entry is None:
+            was, released = self.db.write(JournalFile.cancel, job_id, time.time())
+            if was in CANCELLABLE_ROWS:
+                self.counts.by_state[State.QUEUED if was == BLOCKED else State(was)] -= 1
+                if released:  # the next job of its key waits in the file now: the feeder looks again
+                    self.feed.wrote(0, [], time.time(), [released])
+                return True
+            if was != TAKEN:
+                if not was:
+                    return False
+                raise Conflict(job_id, State(was))
+            # Taken while this waited for the file: it is here now, or already ran meanwhile.
+            entry = self.feed.held.get(job_id) or self.writer.pending(job_id)
+            if entry is None:
+                raise Conflict(job_id, State.RUNNING)
+        if entry.state not in CANCELLABLE:
+            raise Conflict(job_id, entry.state)
+        self.feed.held.pop(job_id, None)
+        self.counts.move(entry, State.CANCELLED)
+        self.writer.commit(entry)  # the 200 promises it never runs: a crash after it must not undo it
+        return True
+
+    def replay(self, ids: Iterable[str] | None, states: Iterable[State] = (State.DEAD,)) -> Replayed:
+        done, dead = self.db.write(JournalFile.replay, None if ids is None else list(ids), [s.value for s in states])
+        self.counts.by_state[State.DEAD] -= dead
+        self.counts.by_state[State.QUEUED] += len(done.ids)
+        self.feed.look_again()
+        return done
+
+    def purge(self, ids: Iterable[str] | None) -> list[str]:
+        purged = self.db.write(JournalFile.purge, None if ids is None else list(ids))
+        self.counts.by_state[State.DEAD] -= len(purged)
+        return purged
