@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import gevent
-import pytest
 
 from gq.broker import Added, Broker, Entry, State
 from gq.broker.journal import JournalBroker
 from gq.broker.memory import KEEP_FINISHED, MemoryBroker
 from gq.job import Job, parse
 from gq.outcome import AttemptResult, Outcome, Verdict
+from support import wait_for
 
 KINDS = ("memory", "journal", "redis")
 URL = "http://example.com/hook"
@@ -83,15 +83,9 @@ def wait_until(moment: float) -> None:
 
 def poll(condition: Callable[[], Any], timeout: float = DEADLINE, what: str = "a condition",
          every: float = 0.005) -> Any:
-    """`condition()`'s first truthy value; fails the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        gevent.sleep(every)
+    """`condition()`'s first truthy value, the broker's greenlets running meanwhile; fails
+    the test after `timeout` seconds."""
+    return wait_for(condition, timeout, what, every, sleep=gevent.sleep)
 
 
 @dataclass

@@ -33,9 +33,9 @@ NOT_KEPT = "payload not kept: journal.keep_succeeded_payload was false when it s
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition",
-             every: float = 0.02) -> Any:
+             every: float = 0.02, sleep: Callable[[float], Any] = time.sleep) -> Any:
     """Poll `condition` every `every` seconds until it returns something truthy; fail the
-    test after `timeout`."""
+    test after `timeout`. `sleep`: how to wait (gevent.sleep, for greenlets of this process)."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -43,7 +43,7 @@ def wait_for(condition: Callable[[], Any], timeout: float = DEADLINE, what: str 
             return value
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(every)
+        sleep(every)
 
 
 class Clock:
