@@ -104,24 +104,6 @@ NO_SUCH_JOB = "no such job"
 PAYLOAD_NOT_KEPT = "payload not kept: journal.keep_succeeded_payload was false when it succeeded"
 
 
-class Refused(Exception):
-    """The event cannot happen to a job in the state it is in; the text says why, as an
-    operator reads it."""
-
-    def __init__(self, event: Event, state: State, reason: str):
-        super().__init__(reason)
-        self.event, self.state, self.reason = event, state, reason
-
-
-def rule(event: Event, state: State) -> Rule:
-    """The rule for `event` happening to a job in `state`; raises Refused when the table
-    has no such move (ACCEPTED happens to a job not known yet: see `arrival`)."""
-    found = RULES[event]
-    if state not in found.sources:
-        raise Refused(event, state, why_not(event, state))
-    return found
-
-
 def allows(event: Event, state: State) -> bool:
     return state in RULES[event].sources
 
@@ -139,12 +121,6 @@ def why_not(event: Event, state: State) -> str:
         return "running: its attempt is under way"
     allowed = " or ".join(s.value for s in RULES[event].sources)
     return f"{state.value} (only a {allowed} job can be {event.value})"
-
-
-def arrival(run_at: float | None, now: float) -> State:
-    """The state a new or replayed job waits in, its key aside: scheduled while its run_at
-    is ahead, else queued."""
-    return State.SCHEDULED if run_at is not None and run_at > now else State.QUEUED
 
 
 def unreplayable(state: State | None, states: Iterable[State] = REPLAYABLE, payload_kept: bool = True) -> str | None:

@@ -12,21 +12,19 @@ from gq.lifecycle import (
     UNFINISHED,
     Event,
     Key,
-    Refused,
     State,
-    arrival,
-    rule,
+    allows,
     sources,
     unreplayable,
+    why_not,
 )
 
 
 @pytest.mark.parametrize("state", [State.CANCELLED, State.SUCCEEDED, State.DEAD, State.RUNNING])
 def test_a_job_that_is_cancelled_finished_or_running_is_never_deferred_taken_or_started(state):
     for event in (Event.DEFERRED, Event.TAKEN, Event.STARTED, Event.CANCELLED):
-        with pytest.raises(Refused) as e:
-            rule(event, state)
-        assert e.value.state is state and e.value.reason
+        assert not allows(event, state)
+        assert state.value in why_not(event, state) or "running" in why_not(event, state)
 
 
 def test_only_a_running_job_has_an_outcome_and_only_a_finished_one_is_replayed_or_forgotten():
@@ -52,12 +50,6 @@ def test_every_state_is_reached_and_left():
     assert set(State) <= left
 
 
-def test_arrival_is_scheduled_while_run_at_is_ahead():
-    assert arrival(None, 100.0) is State.QUEUED
-    assert arrival(100.0, 100.0) is State.QUEUED
-    assert arrival(100.5, 100.0) is State.SCHEDULED
-
-
 @pytest.mark.parametrize(("state", "states", "kept", "reason"), [
     (None, REPLAYABLE, True, "no such job"),
     (State.RUNNING, REPLAYABLE, True, "not finished: running"),
@@ -71,5 +63,4 @@ def test_arrival_is_scheduled_while_run_at_is_ahead():
 def test_why_a_job_cannot_be_replayed(state, states, kept, reason):
     assert unreplayable(state, states, kept) == reason
     if state in UNFINISHED:
-        with pytest.raises(Refused):
-            rule(Event.REPLAYED, state)
+        assert not allows(Event.REPLAYED, state)
