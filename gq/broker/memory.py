@@ -107,7 +107,7 @@ class MemoryBroker(InProcess):
     def _due(self, limit: int) -> list[Entry]:
         taken = self._waiting.due(self.clock(), limit, self._entries.get)
         for entry in taken:
-            self._move(entry, State.QUEUED)
+            self._counts.move(entry, State.QUEUED)
         return taken
 
     def started(self, entry: Entry) -> None:
@@ -115,16 +115,16 @@ class MemoryBroker(InProcess):
         says so, and it is not attempted."""
         if allows(JobEvent.STARTED, entry.state):
             entry.attempts += 1
-            self._move(entry, State.RUNNING)
+            self._counts.move(entry, State.RUNNING)
 
     def settle(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
         record(entry, result)
         if outcome.verdict is Verdict.SUCCESS:
-            self._move(entry, State.SUCCEEDED)
+            self._counts.move(entry, State.SUCCEEDED)
             self._remember_finished(entry)
         elif outcome.verdict is Verdict.FAIL:
             entry.reason = outcome.reason
-            self._move(entry, State.DEAD)
+            self._counts.move(entry, State.DEAD)
             self._release(entry)
         else:
             self._hold(entry, self.clock() + outcome.delay, State.RETRYING)
@@ -137,12 +137,9 @@ class MemoryBroker(InProcess):
     def _hold(self, entry: Entry, due: float, state: State) -> None:
         """Keep `entry` here, in `state`, until `take` finds it due."""
         entry.due = due
-        self._move(entry, state)
+        self._counts.move(entry, state)
         self._waiting.push(entry)
         self._wakeup.set()
-
-    def _move(self, entry: Entry, state: State) -> None:
-        self._counts.move(entry, state)
 
     def _remember_finished(self, entry: Entry) -> None:
         """A job succeeded or cancelled: its key goes on; it is kept for look-ups a while."""
@@ -194,7 +191,7 @@ class MemoryBroker(InProcess):
             return False
         if not allows(JobEvent.CANCELLED, entry.state):
             raise Conflict(job_id, entry.state)
-        self._move(entry, State.CANCELLED)  # where it waits (held, blocked, queued) it is passed over
+        self._counts.move(entry, State.CANCELLED)  # where it waits (held, blocked, queued) it is passed over
         self._remember_finished(entry)
         self._waiting.compact(self._counts.unfinished(), self._entries.get)
         return True
@@ -218,7 +215,7 @@ class MemoryBroker(InProcess):
             entry.attempts, entry.reason = 0, ""
             self._finished.discard(entry.job.id)
             if self._lines.join(entry):
-                self._move(entry, State.QUEUED)
+                self._counts.move(entry, State.QUEUED)
             else:
                 self._hold(entry, 0.0, State.QUEUED)
         return Replayed([e.job.id for e in picked], skipped)
