@@ -318,6 +318,9 @@ class ApiConfig:
     token: str = setting("", text, "bearer token for /v1/*; empty = no auth (loopback listen only)",
                          secret=WHOLE)
     token_file: str = setting("", text, "file holding the token; relative: to $CREDENTIALS_DIRECTORY if set")
+    read_token: str = setting("", text, "bearer token of viewers: they read /v1/* and the console, and change "
+                              "nothing (403); needs api.token", secret=WHOLE)
+    read_token_file: str = setting("", text, "file holding the read token; relative: to $CREDENTIALS_DIRECTORY if set")
     max_body_bytes: int = setting(1048576, integer(1), "largest request body accepted, in bytes")
     max_jobs_per_request: int = setting(1000, integer(1), "jobs in one POST /v1/jobs, at most")
     max_connections: int = setting(1000, integer(1), "intake connections served at once; more wait to be accepted")
@@ -445,6 +448,14 @@ class MemoryConfig:
 
 
 @dataclass(frozen=True)
+class ConsoleConfig:
+    enabled: bool = setting(True, boolean, "the operators' console under /ui/ on api.listen")
+    session_lifetime: float = setting(28800.0, seconds(0, above=True),
+                                      "seconds a console sign-in lasts (with api.token)")
+    refresh: float = setting(5.0, seconds(0), "seconds between a page's own refreshes; 0 = never")
+
+
+@dataclass(frozen=True)
 class Config:
     queue: QueueConfig = QueueConfig()
     pool: PoolConfig = PoolConfig()
@@ -457,6 +468,7 @@ class Config:
     log: LogConfig = LogConfig()
     memory: MemoryConfig = MemoryConfig()
     destinations: DestinationsConfig = DestinationsConfig()
+    console: ConsoleConfig = ConsoleConfig()
     source: str = field(default="", compare=False)  # the file it came from; "" = built-in defaults
     warnings: tuple[str, ...] = field(default=(), compare=False)  # worth logging, not refusing
 
@@ -465,7 +477,7 @@ SECTIONS: dict[str, type] = {
     "queue": QueueConfig, "pool": PoolConfig, "api": ApiConfig, "target": TargetConfig,
     "retry": RetryConfig, "journal": JournalConfig, "shutdown": ShutdownConfig,
     "broker": BrokerConfig, "log": LogConfig, "memory": MemoryConfig,
-    "destinations": DestinationsConfig,
+    "destinations": DestinationsConfig, "console": ConsoleConfig,
 }
 
 
@@ -520,11 +532,14 @@ def from_dict(data: dict[str, Any], source: str = "") -> Config:
                 problems.append(f"{where}: {name}.{key}: {redaction.scrub(str(e), secrets_of(fields[key], value))}")
         sections[name] = cls(**values)
     warnings: list[str] = []
-    if sections["api"].token_file:
-        try:
-            sections["api"] = dataclasses.replace(sections["api"], token=_read_token(sections["api"], warnings))
-        except Invalid as e:
-            problems.append(f"{where}: api.token_file: {e}")
+    for key in ("token", "read_token"):
+        if getattr(sections["api"], f"{key}_file"):
+            try:
+                token = _read_token(sections["api"], key, warnings)
+            except Invalid as e:
+                problems.append(f"{where}: api.{key}_file: {e}")
+            else:
+                sections["api"] = dataclasses.replace(sections["api"], **{key: token})
     if sections["target"].client_cert or sections["target"].client_key:
         sections["target"], cert_problems = _client_files(sections["target"])
         problems += [f"{where}: {p}" for p in cert_problems]
@@ -542,11 +557,11 @@ def credential(path: str) -> str:
     return os.path.join(os.environ.get("CREDENTIALS_DIRECTORY", ""), path)
 
 
-def _read_token(api: ApiConfig, warnings: list[str]) -> str:
-    """The token in api.token_file (systemd's LoadCredential= puts it in $CREDENTIALS_DIRECTORY)."""
-    if api.token:
-        raise Invalid("give api.token or api.token_file, not both")
-    path = credential(api.token_file)
+def _read_token(api: ApiConfig, key: str, warnings: list[str]) -> str:
+    """The token in api.KEY_file (systemd's LoadCredential= puts it in $CREDENTIALS_DIRECTORY)."""
+    if getattr(api, key):
+        raise Invalid(f"give api.{key} or api.{key}_file, not both")
+    path = credential(getattr(api, f"{key}_file"))
     try:
         with open(path, encoding="utf-8") as f:
             token = f.read().strip()
@@ -556,7 +571,7 @@ def _read_token(api: ApiConfig, warnings: list[str]) -> str:
     if not token:
         raise Invalid(f"{path} is empty")
     if mode & 0o077:
-        warnings.append(f"api.token_file: {path} can be read by other users (mode {mode & 0o777:o}): "
+        warnings.append(f"api.{key}_file: {path} can be read by other users (mode {mode & 0o777:o}): "
                         f"chmod 600 it")
     return token
 
@@ -591,6 +606,10 @@ def cross_checks(config: Config) -> list[str]:
     if not config.api.token and not is_loopback(host):
         problems.append(f"api.token: required when api.listen is not a loopback address "
                         f"(listen is {_shown(config.api.listen)})")
+    if config.api.read_token and not config.api.token:
+        problems.append("api.read_token: needs api.token (without it everyone may act)")
+    if config.api.read_token and config.api.read_token == config.api.token:
+        problems.append("api.read_token: must differ from api.token")
     if config.destinations.scope == "fleet" and config.broker.kind != "redis":
         problems.append('destinations.scope: "fleet" needs broker.kind = "redis" (the fleet shares its '
                         "limits through Redis)")
