@@ -16,6 +16,7 @@ from gq import job as jobs_
 from gq.api_io import Refusal, json_answer, read_body
 from gq.broker import Broker
 from gq.config import Config
+from gq.console.app import Console
 from gq.dispatcher import Dispatcher
 from gq.errors import (
     BacklogFull,
@@ -58,11 +59,13 @@ def _job_refusal(error: JobError, where: str | None) -> Refusal:
 
 
 class Api:
-    def __init__(self, config: Config, dispatcher: Dispatcher, broker: Broker, metrics: Metrics):
+    def __init__(self, config: Config, dispatcher: Dispatcher, broker: Broker, metrics: Metrics,
+                 console: Console | None = None):
         self.dispatcher = dispatcher  # its admission takes the jobs; its snapshot is the status
         self.broker = broker          # the counts, the broker's health
         self.jobs = JobsApi(dispatcher, broker)
         self.metrics = metrics
+        self.console = console        # the pages under /ui/ (console.enabled)
         self.ready = False
         self.description = resources.files("gq").joinpath(OPENAPI).read_bytes()
         self.configure(config)
@@ -72,6 +75,8 @@ class Api:
         self.config = config
         self.policy = config.target.policy()
         self.jobs.configure(config)
+        if self.console:
+            self.console.configure(config)
 
     # -- WSGI
 
@@ -107,6 +112,8 @@ class Api:
                     return json_answer("200 OK", {"status": "ready"}, start_response)
                 state = ("draining" if self.dispatcher.draining else problem or "starting")
                 return json_answer("503 Service Unavailable", {"status": state}, start_response)
+            elif (path == "/ui" or path.startswith("/ui/")) and self.console and self.config.console.enabled:
+                return self.console(environ, start_response, path)
             elif path == "/openapi.json":
                 self._allow(method, "GET")
                 start_response("200 OK", [("Content-Type", "application/json"),

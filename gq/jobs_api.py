@@ -79,7 +79,7 @@ def _moment(field: str, value: Any) -> float:
         raise bad_request(field, str(e), None) from None
 
 
-def _filter(field_value: Callable[[str], Any], states: tuple[State, ...] | None) -> Filter:
+def parse_filter(field_value: Callable[[str], Any], states: tuple[State, ...] | None) -> Filter:
     """A Filter from the named values (a query's, a replay body's); None when not given."""
     state = field_value("state")
     if state is not None:
@@ -149,7 +149,7 @@ class JobsApi:
             if name in given:
                 raise bad_request(name, "given twice", None)
             given[name] = value
-        where = _filter(given.get, None)
+        where = parse_filter(given.get, None)
         limit = _limit(given.get("limit"), PAGE, MAX_PAGE)
         jobs, after = self.answer(lambda: self._page(self.broker.find(where, limit + 1), limit))
         data = b'{"jobs": [%s], "next": %s}' % (b", ".join(jobs), to_json(None if after is None else cursor(after)))
@@ -219,15 +219,22 @@ class JobsApi:
         return _replayed(self.answer(lambda: self.broker.replay(ids, REPLAYABLE)), None)
 
     def _replay_matching(self, request: dict[str, Any]) -> dict[str, Any]:
-        where = _filter(request.get, REPLAYABLE)
-        state = where.state or State.DEAD  # a filter for replays always names one
+        where = parse_filter(request.get, REPLAYABLE)
         limit = _limit(request.get("limit"), REPLAY_PAGE, MAX_REPLAY_PAGE)
-        # Ids only, the jobs read a few at a time: a page of them holds no more than its answer.
-        found = self.answer(lambda: [(e.job.id, at) for e, at in self.broker.find(where, limit + 1)])
-        page = found[:limit]
-        # Found in `state`; one that has left it since, or cannot be replayed, is skipped.
-        done = self.answer(lambda: self.broker.replay([job_id for job_id, _ in page], (state,)))
-        return _replayed(done, cursor(page[-1][1]) if len(found) > limit else None)
+        done, after = self.answer(lambda: replay_page(self.broker, where, limit))
+        return _replayed(done, None if after is None else cursor(after))
+
+
+def replay_page(broker: Broker, where: Filter, limit: int) -> tuple[Replayed, tuple[float, int] | None]:
+    """Replay up to `limit` jobs that match `where` (its state: dead or succeeded), newest
+    first; and the position of the last one found when more match (None: no more)."""
+    state = where.state or State.DEAD  # a filter for replays always names one
+    # Ids only, the jobs read a few at a time: a page of them holds no more than its answer.
+    found = [(e.job.id, at) for e, at in broker.find(where, limit + 1)]
+    page = found[:limit]
+    # Found in `state`; one that has left it since, or cannot be replayed, is skipped.
+    done = broker.replay([job_id for job_id, _ in page], (state,))
+    return done, page[-1][1] if len(found) > limit else None
 
 
 def _replayed(done: Replayed, next_page: str | None) -> dict[str, Any]:

@@ -18,12 +18,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gq.activity import Activity
 from gq.api import Api
 from gq.broker import Broker
 from gq.broker.journal import JournalBroker
 from gq.broker.journal_access import Waiting
 from gq.broker.memory import KEEP_FINISHED, MemoryBroker
 from gq.config import Config
+from gq.console.app import Console
+from gq.console.views import Views
 from gq.destinations import Destinations
 from gq.dispatcher import Dispatcher
 from gq.errors import GqError
@@ -107,15 +110,17 @@ class Runtime:
         metrics = Metrics()
         destinations = Destinations(*config.destinations.limits(), config.destinations.metrics_hosts,
                                     fleet=fleet_limits(config, broker))
+        activity = Activity()
         dispatcher = Dispatcher(
             broker, worker, queue_maxsize=config.queue.maxsize, pool_size=config.pool.size,
             policy=retry_policy(config), default_timeout=config.target.timeout,
-            observers=[metrics, *observers], destinations=destinations, supervisor=supervisor)
+            observers=[metrics, activity, *observers], destinations=destinations, supervisor=supervisor)
         metrics.bind(dispatcher)
         monitor = LoopMonitor(metrics.loop_lag.observe)
         metrics.bind_health(monitor)
+        console = None if batch else Console(config, Views(config, dispatcher, broker, destinations, activity))
         return cls(config, broker, worker, destinations, dispatcher, metrics,
-                   Api(config, dispatcher, broker, metrics), monitor)
+                   Api(config, dispatcher, broker, metrics, console), monitor)
 
     def configure(self, new: Config) -> None:
         """A reloaded config (already checked: gq/reload.py), applied part by part."""

@@ -1,0 +1,3 @@
+"""The operators' console under /ui/: server-rendered pages onto the jobs, served by the
+daemon on api.listen (gq/console/app.py), reading and acting through the broker interface
+as the API does (gq/console/views.py)."""

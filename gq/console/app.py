@@ -1,0 +1,267 @@
+"""The console's requests: who asks (gq/console/sessions.py), which page or action, and the
+answer, a page rendered from gq/console/templates with what gq/console/views.py reads.
+
+Every answer carries a Content-Security-Policy that allows the console's own script and
+style only, no inline script, no other origin, no framing; and `Cache-Control: no-store`
+(pages show jobs' payloads). Pages are GETs that change nothing; every change is a POST
+that carries the session's CSRF token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode
+
+import jinja2
+
+from gq import __version__
+from gq.api_io import Refusal, read_body
+from gq.config import Config
+from gq.console import present
+from gq.console.sessions import ANONYMOUS, Session, Sessions
+from gq.console.views import Views
+from gq.errors import BrokerUnavailable
+
+log = logging.getLogger("gq.console")
+
+HEADERS = [
+    ("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+                                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    ("X-Frame-Options", "DENY"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+]
+STATIC_TYPES = {"css": "text/css; charset=utf-8", "js": "text/javascript; charset=utf-8",
+                "svg": "image/svg+xml"}
+MAX_QUERY = 4096   # characters of a page's query string
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    session: Session
+    form: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Answer:
+    status: str
+    body: bytes = b""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+def redirect(location: str, status: str = "303 See Other") -> Answer:
+    return Answer(status, headers=[("Location", location)])
+
+
+class Console:
+    def __init__(self, config: Config, views: Views):
+        self.views = views
+        self.templates = jinja2.Environment(
+            loader=jinja2.PackageLoader("gq.console"), autoescape=True, undefined=jinja2.StrictUndefined,
+            trim_blocks=True, lstrip_blocks=True)
+        self.templates.filters.update(duration=present.duration, size=present.size, moment=present.moment)
+        self.templates.globals.update(version=__version__, chart=present.chart, payload=present.payload,
+                                     filtered=present.filtered)
+        static = resources.files("gq.console").joinpath("static")
+        self.static = {f.name: f.read_bytes() for f in static.iterdir() if f.name.rsplit(".", 1)[-1] in STATIC_TYPES}
+        self.sessions = Sessions(config.api, config.console.session_lifetime)
+        self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        self.config = config
+        self.sessions.configure(config.api, config.console.session_lifetime)
+        self.views.configure(config)
+
+    def __call__(self, environ: dict, start_response: Callable, path: str) -> list[bytes]:
+        try:
+            answer = self._answer(environ, path)
+        except Refusal as r:  # a body too large or too slow, a query too long
+            answer = self._page(r.status, "error.html", None, message=r.body["error"])
+        except BrokerUnavailable as e:
+            answer = self._page("503 Service Unavailable", "error.html", None, message=str(e))
+        except Exception:
+            log.exception("internal error answering %s %s", environ["REQUEST_METHOD"], path)
+            answer = self._page("500 Internal Server Error", "error.html", None,
+                                message="internal error, see the daemon's log")
+        headers = [*HEADERS, *answer.headers, ("Content-Length", str(len(answer.body)))]
+        start_response(answer.status, headers)
+        return [answer.body]
+
+    # -- who asks, and what for
+
+    def _answer(self, environ: dict, path: str) -> Answer:
+        method = environ["REQUEST_METHOD"]
+        if path.startswith("/ui/static/"):
+            return self._static(path[len("/ui/static/"):])
+        if path == "/ui":
+            return redirect("/ui/", "308 Permanent Redirect")
+        raw_query = environ.get("QUERY_STRING", "")
+        if len(raw_query) > MAX_QUERY:
+            raise Refusal("414 URI Too Long", {"error": f"query: longer than {MAX_QUERY} characters"})
+        query = dict(parse_qsl(raw_query))
+        form = self._form(environ) if method == "POST" else {}
+        secure = environ.get("wsgi.url_scheme") == "https"
+        if path == "/ui/sign-in":
+            return self._sign_in(method, query, form, secure)
+        session = self.sessions.of(environ.get("HTTP_COOKIE", ""))
+        cookie = None
+        if session is None:
+            if not self.sessions.open:
+                if method == "POST":
+                    return self._page("403 Forbidden", "error.html", None,
+                                      message="Your session has ended: sign in again. Nothing was changed.")
+                return redirect("/ui/sign-in?" + urlencode({"next": self._next(environ, path)}))
+            session, value = self.sessions.new(ANONYMOUS)
+            cookie = self.sessions.cookie(value, self.sessions.lifetime, secure)
+        request = Request(method, path, query, session, form)
+        if method == "POST":
+            answer = self._post(request, environ)
+        elif method in ("GET", "HEAD"):
+            answer = self._get(request)
+        else:
+            answer = self._page("405 Method Not Allowed", "error.html", session, message="use GET or POST")
+            answer.headers.append(("Allow", "GET, POST"))
+        if cookie:
+            answer.headers.append(("Set-Cookie", cookie))
+        return answer
+
+    def _form(self, environ: dict) -> dict[str, str]:
+        ctype = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+        if ctype != "application/x-www-form-urlencoded":
+            raise Refusal("415 Unsupported Media Type", {"error": "Content-Type: a form was expected"})
+        try:
+            return dict(parse_qsl(read_body(environ, self.config.api, "a form").decode("utf-8"),
+                                  keep_blank_values=True))
+        except UnicodeDecodeError:
+            raise Refusal("400 Bad Request", {"error": "body: not UTF-8"}) from None
+
+    @staticmethod
+    def _next(environ: dict, path: str) -> str:
+        query = environ.get("QUERY_STRING", "")
+        return quote(path) + ("?" + query if query else "")
+
+    def _sign_in(self, method: str, query: dict[str, str], form: dict[str, str], secure: bool) -> Answer:
+        # Only a path of the console: never a redirect to another site.
+        target = query.get("next") or form.get("next") or "/ui/"
+        if not target.startswith("/ui/") or target.startswith("//"):
+            target = "/ui/"
+        if self.sessions.open:
+            return redirect(target)
+        if method != "POST":
+            return self._page("200 OK", "sign_in.html", None, next=target, failed=False)
+        role = self.sessions.role_of(form.get("token", ""))
+        if role is None:
+            log.warning("console: a sign-in with a wrong token")
+            return self._page("401 Unauthorized", "sign_in.html", None, next=target, failed=True)
+        _, value = self.sessions.new(role)
+        answer = redirect(target)
+        answer.headers.append(("Set-Cookie", self.sessions.cookie(value, self.sessions.lifetime, secure)))
+        log.info("console: signed in with the %s", role.replace("_", " "))
+        return answer
+
+    # -- pages
+
+    def _get(self, request: Request) -> Answer:
+        path, query, session = request.path, request.query, request.session
+        views = self.views
+        if path == "/ui/":
+            return self._page("200 OK", "overview.html", session, **views.overview())
+        if path in ("/ui/jobs", "/ui/dead", "/ui/scheduled"):
+            preset = {"/ui/dead": "dead", "/ui/scheduled": "scheduled"}.get(path)
+            return self._jobs(session, query, preset, path)
+        if path.startswith("/ui/jobs/"):
+            shown = views.job(path[len("/ui/jobs/"):])
+            if shown is None:
+                return self._page("404 Not Found", "error.html", session, message="No such job: it was never "
+                                  "accepted, or it finished and was forgotten.")
+            return self._page("200 OK", "job.html", session, done=query.get("done"), **shown)
+        if path == "/ui/destinations":
+            return self._page("200 OK", "destinations.html", session, **views.destinations_page())
+        if path == "/ui/confirm":
+            return self._confirm(session, query)
+        return self._page("404 Not Found", "error.html", session, message=f"No such page: {path}")
+
+    def _jobs(self, session: Session, query: dict[str, str], preset: str | None, path: str) -> Answer:
+        if preset:
+            query = {**query, "state": preset}
+        try:
+            listed = self.views.jobs(query)
+        except Refusal as r:
+            return self._page("400 Bad Request", "jobs.html", session, path=path, preset=preset, query=query,
+                              error=r.body["error"], jobs=[], next=None, bulk=None)
+        return self._page("200 OK", "jobs.html", session, path=path, preset=preset, query=query, error=None,
+                          **listed)
+
+    def _confirm(self, session: Session, query: dict[str, str]) -> Answer:
+        action = query.get("action", "")
+        try:
+            count, more = self.views.matching(action, query)
+        except Refusal as r:
+            return self._page("400 Bad Request", "error.html", session, message=r.body["error"])
+        return self._page("200 OK", "confirm.html", session, action=action, query=query, count=count, more=more)
+
+    # -- actions
+
+    def _post(self, request: Request, environ: dict) -> Answer:
+        session, form = request.session, request.form
+        given = form.get("csrf", "")
+        if not hmac.compare_digest(given.encode(), session.csrf.encode()) or not self._same_origin(environ):
+            log.warning("console: a change refused: no valid CSRF token (%s %s)", request.method, request.path)
+            return self._page("403 Forbidden", "error.html", session,
+                              message="This form is out of date or came from elsewhere: nothing was changed. "
+                                      "Reload the page and try again.")
+        if request.path == "/ui/sign-out":
+            self.sessions.sign_out(session)
+            answer = redirect("/ui/sign-in" if not self.sessions.open else "/ui/")
+            answer.headers.append(("Set-Cookie", self.sessions.cookie("", 0, False)))
+            return answer
+        if not session.may_act:
+            return self._page("403 Forbidden", "error.html", session,
+                              message="Signed in with the read token: you can see everything and change nothing.")
+        path = request.path
+        if path.startswith("/ui/jobs/") and path.count("/") == 4:
+            job_id, action = path[len("/ui/jobs/"):].rsplit("/", 1)
+            if action in ("replay", "cancel"):
+                done = self.views.act(action, job_id, session.role)
+                return redirect(f"/ui/jobs/{quote(job_id, safe='')}?" + urlencode({"done": done}))
+        if path == "/ui/bulk":
+            action = form.get("action", "")
+            try:
+                summary = self.views.act_on_matching(action, form, session.role)
+            except Refusal as r:
+                return self._page("400 Bad Request", "error.html", session, message=r.body["error"])
+            return self._page("200 OK", "done.html", session, action=action, **summary)
+        return self._page("404 Not Found", "error.html", session, message=f"No such action: {path}")
+
+    @staticmethod
+    def _same_origin(environ: dict) -> bool:
+        """A browser's Origin, when it sends one, names this host (a second guard beside the
+        CSRF token and SameSite=Strict)."""
+        origin = environ.get("HTTP_ORIGIN")
+        if not origin or origin == "null":
+            return origin is None
+        return origin.split("://", 1)[-1] == environ.get("HTTP_HOST", "")
+
+    # -- answers
+
+    def _page(self, status: str, template: str, session: Session | None, **context: Any) -> Answer:
+        body = self.templates.get_template(template).render(
+            current=context.get("preset") or template.removesuffix(".html"), session=session, refresh=self.config.console.refresh, open=self.sessions.open,
+            **context)
+        return Answer(status, body.encode(), [("Content-Type", "text/html; charset=utf-8"),
+                                              ("Cache-Control", "no-store")])
+
+    def _static(self, name: str) -> Answer:
+        data = self.static.get(name)
+        if data is None:
+            return Answer("404 Not Found", b"not found", [("Content-Type", "text/plain")])
+        return Answer("200 OK", data, [("Content-Type", STATIC_TYPES[name.rsplit(".", 1)[-1]]),
+                                       ("Cache-Control", "max-age=3600")])
