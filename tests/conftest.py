@@ -27,6 +27,7 @@ from support import (
 
 SYSTEM_MODULES = {"test_systemd.py", "test_storage.py"}
 IN_PROCESS_MODULES = {"test_breaker.py", "test_broker_contract.py", "test_broker_states.py", "test_config.py",
+                      "test_console_parts.py",
                       "test_dispatcher.py", "test_docs.py", "test_job.py", "test_journal_lock.py",
                       "test_journal_lookups.py", "test_lifecycle.py", "test_limits.py", "test_metrics.py",
                       "test_openapi.py", "test_outcome.py", "test_redaction.py",

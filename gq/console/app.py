@@ -26,6 +26,7 @@ from gq.console import present
 from gq.console.sessions import ANONYMOUS, Session, Sessions
 from gq.console.views import Views
 from gq.errors import BrokerUnavailable
+from gq.http_server import has_body
 
 log = logging.getLogger("gq.console")
 
@@ -134,6 +135,8 @@ class Console:
         return answer
 
     def _form(self, environ: dict) -> dict[str, str]:
+        if not has_body(environ):
+            return {}
         ctype = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
         if ctype != "application/x-www-form-urlencoded":
             raise Refusal("415 Unsupported Media Type", {"error": "Content-Type: a form was expected"})
@@ -254,8 +257,8 @@ class Console:
 
     def _page(self, status: str, template: str, session: Session | None, **context: Any) -> Answer:
         body = self.templates.get_template(template).render(
-            current=context.get("preset") or template.removesuffix(".html"), session=session, refresh=self.config.console.refresh, open=self.sessions.open,
-            **context)
+            current=context.get("preset") or template.removesuffix(".html"), session=session,
+            refresh=self.config.console.refresh, open=self.sessions.open, **context)
         return Answer(status, body.encode(), [("Content-Type", "text/html; charset=utf-8"),
                                               ("Cache-Control", "no-store")])
 

@@ -18,6 +18,7 @@ import json
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 
@@ -45,7 +46,8 @@ def _b64(data: bytes) -> str:
 
 
 class Sessions:
-    def __init__(self, api: ApiConfig, lifetime: float):
+    def __init__(self, api: ApiConfig, lifetime: float, clock: Callable[[], float] = time.time):
+        self.clock = clock
         self._anonymous_key = os.urandom(32)
         self._signed_out: OrderedDict[str, float] = OrderedDict()  # nonce → its session's expiry
         self.configure(api, lifetime)
@@ -74,7 +76,7 @@ class Sessions:
 
     def new(self, role: str) -> tuple[Session, str]:
         """A session for `role`, and its cookie's value."""
-        expires = round(time.time() + self.lifetime)
+        expires = round(self.clock() + self.lifetime)
         nonce = _b64(os.urandom(16))
         payload = _b64(json.dumps([role, expires, nonce]).encode())
         return self._session(role, expires, nonce), f"{payload}.{self._sign(payload)}"
@@ -91,12 +93,12 @@ class Sessions:
         if not hmac.compare_digest(signature.encode(), self._sign(payload).encode()):
             return None
         role, expires, nonce = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        if expires <= time.time() or nonce in self._signed_out or (role == ANONYMOUS) != self.open:
+        if expires <= self.clock() or nonce in self._signed_out or (role == ANONYMOUS) != self.open:
             return None
         return self._session(role, expires, nonce)
 
     def sign_out(self, session: Session) -> None:
-        now = time.time()
+        now = self.clock()
         while self._signed_out and (len(self._signed_out) >= MAX_SIGNED_OUT
                                     or next(iter(self._signed_out.values())) <= now):
             self._signed_out.popitem(last=False)
