@@ -202,3 +202,37 @@ def test_an_operator_acts_and_a_signed_out_session_is_over(guarded, target):
 def test_the_console_can_be_turned_off(start_daemon):
     daemon = start_daemon(console={"enabled": False})
     assert daemon.get("/ui/").status_code == 404
+
+
+@pytest.fixture(params=["memory", "journal", "redis"])
+def any_broker(request, start_daemon, tmp_path):
+    """A daemon on each broker: memory only, the journal, a Redis of its own."""
+    if request.param == "memory":
+        return start_daemon()
+    if request.param == "journal":
+        return start_daemon(journal={"path": "journal.sqlite3", "min_free_mb": 16})
+    server = request.getfixturevalue("redis_server")
+    return start_daemon(broker={"kind": "redis", "url": server.url})
+
+
+def test_every_broker_serves_every_page_and_replays_from_it(any_broker, target):
+    daemon = any_broker
+    job_id = dead_job(daemon, target, ordering_key="orders-1")
+    later = new_id("later")
+    assert post_job(daemon, {"id": later, "url": target.url(), "run_at": FAR}).status_code == 202
+    session = requests.Session()
+    # Redis's counts are the fleet's, read every so often
+    wait_for(lambda: '>1</span><span class="label">dead' in page(session, daemon, "/ui/").text,
+             what="the overview to count the dead job")
+    for path, shows in (("/ui/dead", job_id),
+                        ("/ui/scheduled", later), ("/ui/jobs?key=orders-1", job_id),
+                        (f"/ui/jobs?id={job_id[:8]}", job_id), ("/ui/destinations", "127.0.0.1"),
+                        (f"/ui/jobs/{job_id}", "orders-1")):
+        answer = page(session, daemon, path)
+        assert answer.status_code == 200 and shows in answer.text, path
+    for path in ("/ui/dead", "/ui/jobs?key=orders-1", f"/ui/jobs?id={job_id[:8]}"):
+        assert later not in page(session, daemon, path).text, path
+    html = page(session, daemon, f"/ui/jobs/{job_id}").text
+    target.control("/_reset")
+    assert post_form(session, daemon, f"/ui/jobs/{job_id}/replay", csrf=csrf_of(html)).status_code == 303
+    wait_for(lambda: target.count() == 1, what="the replayed job to reach the target")
