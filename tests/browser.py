@@ -22,6 +22,7 @@ from weakref import WeakKeyDictionary
 
 import psutil
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 
 from packages import provide
@@ -161,7 +162,7 @@ def cookies(driver: webdriver.Chrome) -> dict[str, dict[str, Any]]:
 
 def screenshot(driver: webdriver.Chrome, name: str, directory: Path | None = None) -> Path:
     """The viewport as NAME.png in `directory`, else $GQ_SCREENSHOTS, else the browser's
-    own directory (the test's tmp_path, for the `browser` fixture); its path."""
+    own directory (tmp_path / "browser", for the `browser` fixture); its path."""
     where = directory or (Path(os.environ["GQ_SCREENSHOTS"]) if os.environ.get("GQ_SCREENSHOTS")
                           else _screenshot_dirs[driver])
     where.mkdir(parents=True, exist_ok=True)
@@ -193,8 +194,14 @@ def _viewport(driver: webdriver.Chrome, size: tuple[int, int], mobile: bool) -> 
 def wait_until(driver: webdriver.Chrome, condition: Callable[[webdriver.Chrome], Any], what: str,
                timeout: float = DEADLINE) -> Any:
     """What `condition(driver)` returns once it is truthy; the test fails after `timeout`
-    seconds, naming `what`. A condition that raises fails the test at once."""
-    return wait_for(lambda: condition(driver), timeout, what, every=0.05)
+    seconds, naming `what`. An element not there yet, or replaced since it was found, counts
+    as not yet; any other exception fails the test at once."""
+    def met() -> Any:
+        try:
+            return condition(driver)
+        except (NoSuchElementException, StaleElementReferenceException):
+            return None
+    return wait_for(met, timeout, what, every=0.05)
 
 
 def loaded(driver: webdriver.Chrome) -> bool:
