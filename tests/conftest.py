@@ -33,7 +33,8 @@ IN_PROCESS_MODULES = {"test_breaker.py", "test_broker_contract.py", "test_broker
                       "test_openapi.py", "test_outcome.py", "test_redaction.py",
                       "test_supervisor.py", "test_transport.py", "test_urls.py"}
 PROCESS_FIXTURES = {"start_daemon", "token_daemon", "fuzzed", "gq", "target", "shared_target", "redis_server",
-                    "redis_binary", "module_redis"}
+                    "redis_binary", "module_redis", "chromium", "browser"}
+BROWSER_FIXTURES = {"chromium", "browser"}   # also marked `browser`: pytest -m browser runs them alone
 
 
 def _on_redis(item: pytest.Item) -> bool:
@@ -54,6 +55,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         else:
             tier = "process"
         item.add_marker(tier)
+        if BROWSER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker("browser")
 
 
 @pytest.fixture
@@ -66,6 +69,26 @@ def fleet(redis_server, start_daemon, tmp_path, request):
     f = Fleet(redis_server, start_daemon, tmp_path, prefix)
     yield f
     f.redis.close()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> tuple[str, str]:
+    """(chromium, chromedriver): Debian's, installed when missing (tests/browser.py)."""
+    from browser import find_chromium
+    from packages import PackageError
+    try:
+        return find_chromium()
+    except PackageError as e:
+        unavailable(f"a browser is needed for the console's tests: {e}")
+
+
+@pytest.fixture
+def browser(chromium, tmp_path):
+    """A headless Chromium (Selenium's webdriver.Chrome) of the test's own, 1280x900, its
+    profile in tmp_path; quit at the end with every process it started (tests/browser.py)."""
+    from browser import open_browser
+    with open_browser(tmp_path / "browser", chromium) as driver:
+        yield driver
 
 
 @pytest.fixture

@@ -153,13 +153,13 @@ def build_journal(path: Path, count: int) -> dict:
                 jobs.append(job)
                 if state == "succeeded":
                     changed.append(("succeeded", 1, at, at + 0.05, None,
-                                    json.dumps([_attempt(at + 0.03, 200, '{"ok":true}')]), job.id))
+                                    json.dumps([_attempt(at + 0.03, 200, '{"ok":true}')]), None, 0, job.id))
                 elif state == "dead":
                     history = [_attempt(at + 0.03 + 30 * a, 503, "upstream unavailable") for a in range(5)]
                     changed.append(("dead", 5, at + 120, at + 120.05, "attempts used up (5)",
-                                    json.dumps(history), job.id))
+                                    json.dumps(history), None, 0, job.id))
                 elif state == "cancelled":
-                    changed.append(("cancelled", 0, at, at + 10, None, "[]", job.id))
+                    changed.append(("cancelled", 0, at, at + 10, None, "[]", None, 0, job.id))
             fates, _ = journal.write([(jobs, 0)], count, at, changed, (), (), ())
             if fates[0] is None or not all(fates[0]):
                 raise BenchError(f"build: JournalFile.write refused or found duplicates in chunk {start}")
