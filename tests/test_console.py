@@ -97,9 +97,13 @@ def test_a_change_without_the_csrf_token_is_refused_and_changes_nothing(open_dae
     for fields in ({}, {"csrf": "forged"}):
         refused = post_form(session, open_daemon, f"/ui/jobs/{job_id}/replay", **fields)
         assert refused.status_code == 403 and "nothing was changed" in refused.text
-    refused = post_form(requests.Session(), open_daemon, f"/ui/jobs/{job_id}/replay",
-                        csrf=csrf_of(page(session, open_daemon, f"/ui/jobs/{job_id}").text))
+    token = csrf_of(page(session, open_daemon, f"/ui/jobs/{job_id}").text)
+    refused = post_form(requests.Session(), open_daemon, f"/ui/jobs/{job_id}/replay", csrf=token)
     assert refused.status_code == 403  # a token of another session's
+    for elsewhere in ("http://evil.example", "null"):
+        refused = session.post(f"{open_daemon.api}/ui/jobs/{job_id}/replay", data={"csrf": token},
+                               headers={"Origin": elsewhere}, timeout=30, allow_redirects=False)
+        assert refused.status_code == 403, elsewhere
     assert open_daemon.job(job_id)["state"] == "dead" and target.count() == 1
 
 

@@ -35,11 +35,14 @@ HEADERS = [
                                 "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
     ("X-Frame-Options", "DENY"),
     ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
+    ("Referrer-Policy", "same-origin"),  # "no-referrer" would make a form's Origin "null"
 ]
 STATIC_TYPES = {"css": "text/css; charset=utf-8", "js": "text/javascript; charset=utf-8",
                 "svg": "image/svg+xml"}
 MAX_QUERY = 4096   # characters of a page's query string
+# Pages that refresh themselves: those a GET shows again as they are now (not a form's
+# answer, a confirmation or a problem).
+REFRESHED = {"overview.html", "jobs.html", "job.html", "destinations.html"}
 
 
 @dataclass
@@ -258,7 +261,8 @@ class Console:
     def _page(self, status: str, template: str, session: Session | None, **context: Any) -> Answer:
         body = self.templates.get_template(template).render(
             current=context.get("preset") or template.removesuffix(".html"), session=session,
-            refresh=self.config.console.refresh, open=self.sessions.open, **context)
+            refresh=self.config.console.refresh if template in REFRESHED else 0, open=self.sessions.open,
+            **context)
         return Answer(status, body.encode(), [("Content-Type", "text/html; charset=utf-8"),
                                               ("Cache-Control", "no-store")])
 
