@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gq.api import Api
+from gq.audit import Audit
 from gq.broker import Broker
 from gq.broker.journal import JournalBroker
 from gq.broker.journal_access import Waiting
@@ -114,8 +115,11 @@ class Runtime:
         metrics.bind(dispatcher)
         monitor = LoopMonitor(metrics.loop_lag.observe)
         metrics.bind_health(monitor)
+        audit = Audit(broker, metrics.operator_actions.inc)
+        if isinstance(broker, JournalBroker):  # it carries out the `gq dlq` commands of other processes
+            broker.audit = audit
         return cls(config, broker, worker, destinations, dispatcher, metrics,
-                   Api(config, dispatcher, broker, metrics), monitor)
+                   Api(config, dispatcher, broker, metrics, audit), monitor)
 
     def configure(self, new: Config) -> None:
         """A reloaded config (already checked: gq/reload.py), applied part by part."""
