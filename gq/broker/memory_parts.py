@@ -147,8 +147,8 @@ class AuditRows:
     """The operator's actions of a broker with no storage: the newest `keep`, in memory
     (gq.broker.AuditLog); a row's position is (when, its number)."""
 
-    def __init__(self, keep: int = AUDIT_KEEP) -> None:
-        self._rows: deque[tuple[dict[str, Any], Position]] = deque(maxlen=keep)
+    def __init__(self, keep: int | None = None) -> None:
+        self._rows: deque[tuple[dict[str, Any], Position]] = deque(maxlen=keep or AUDIT_KEEP)
         self._numbers = itertools.count(1)
 
     def keep_action(self, row: dict[str, Any]) -> None:
