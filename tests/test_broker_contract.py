@@ -676,3 +676,10 @@ def test_kept_actions_are_bounded(small_audit, make):
     newest = KEEP * 2 + REDIS_SLACK - 1
     assert [row["count"] for row, _ in kept] == list(range(newest, newest - len(kept), -1))
     assert KEEP <= len(kept) <= (KEEP if h.kind != "redis" else KEEP + REDIS_SLACK)
+
+
+@pytest.mark.parametrize("after", [(-5.0, 1), (0.0, 0), (1e300, 2**63 - 1), (1e300, -(2**63)), (5.0, -1)])
+def test_a_page_after_any_position_a_cursor_can_hold_is_answered(h, after):
+    h.broker.keep_action({"at": 1000.0, "action": "purge", "ids": ["a"], "count": 1, "by": "local", "via": "cli"})
+    older = h.broker.actions(5, after)
+    assert older == [] or [row["ids"] for row, _ in older] == [["a"]]

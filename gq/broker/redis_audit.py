@@ -13,6 +13,18 @@ from gq.broker import AUDIT_KEEP, Position
 from gq.broker.redis_link import REDIS_ERRORS
 from gq.errors import BrokerUnavailable
 
+LAST = 2**64 - 1  # the largest of either number of a stream entry's id
+
+
+def _before(after: Position) -> str | None:
+    """The id of the newest entry a page after `after` may hold (inclusive); None: nothing
+    can be older. A cursor holds any finite number and any 64-bit integer (gq.jobs_api):
+    the id is kept within what Redis takes."""
+    ms, seq = min(int(after[0]), LAST), min(after[1], LAST + 1)
+    if seq <= 0:
+        ms, seq = ms - 1, LAST + 1
+    return None if ms < 0 else f"{ms}-{seq - 1}"
+
 
 class RedisAudit:
     def __init__(self, client: redis.Redis, key: str):
@@ -28,9 +40,11 @@ class RedisAudit:
 
     def actions(self, limit: int, after: Position | None = None) -> list[tuple[dict[str, Any], Position]]:
         """Newest first; raises BrokerUnavailable when Redis does not answer."""
-        start = "+" if after is None else f"({int(after[0])}-{after[1]}"
+        newest = "+" if after is None else _before(after)
+        if newest is None:
+            return []
         try:
-            entries: Any = self.redis.xrevrange(self.key, start, "-", count=limit)
+            entries: Any = self.redis.xrevrange(self.key, newest, "-", count=limit)
         except REDIS_ERRORS as e:
             raise BrokerUnavailable(f"broker: cannot reach Redis: {e}") from None
         found = []
