@@ -129,6 +129,10 @@ def test_a_reload_takes_a_new_read_token_and_is_kept(start_daemon):
     assert brief(actions(daemon)) == [("reload", None, 1, "local", "signal")]
     assert operator_actions(daemon)["reload"] == 1
     assert "read-token" not in daemon.log().split("audit:", 1)[1]  # names the key, never its value
+    daemon.config_path.write_text(config.replace(READ_TOKEN, TOKEN))  # broken: the same as api.token
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: "reload: the config is unchanged" in daemon.log(), what="the refused reload")
+    assert len(actions(daemon)) == 1 and operator_actions(daemon)["reload"] == 1  # not an action done
 
 
 # -- the audit: each source, on the journal
