@@ -6,14 +6,15 @@ Requests become jobs here and nowhere else; every refusal is a JSON
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
+from gq import access
 from gq import job as jobs_
 from gq.api_io import Refusal, json_answer, read_body
+from gq.audit import Audit
 from gq.broker import Broker
 from gq.config import Config
 from gq.console.app import Console
@@ -60,10 +61,12 @@ def _job_refusal(error: JobError, where: str | None) -> Refusal:
 
 class Api:
     def __init__(self, config: Config, dispatcher: Dispatcher, broker: Broker, metrics: Metrics,
-                 console: Console | None = None):
+                 audit: Audit | None = None, console: Console | None = None):
+        """`audit`: where operator actions are recorded (by default into `broker`, counted in `metrics`)."""
         self.dispatcher = dispatcher  # its admission takes the jobs; its snapshot is the status
         self.broker = broker          # the counts, the broker's health
-        self.jobs = JobsApi(dispatcher, broker)
+        self.audit = audit or Audit(broker, metrics.operator_actions.inc)
+        self.jobs = JobsApi(dispatcher, broker, self.audit)
         self.metrics = metrics
         self.console = console        # the pages under /ui/ (console.enabled)
         self.ready = False
@@ -86,22 +89,25 @@ class Api:
         method = environ["REQUEST_METHOD"]
         try:
             if path.startswith("/v1/"):
-                self._authorize(environ)
+                who = self._authorize(environ, method, path)
                 if path == "/v1/jobs":
                     if self._allow(method, "POST", "GET") == "GET":
                         return self.jobs.find(environ, start_response)
                     return self._post_jobs(environ, start_response)
                 if path == "/v1/jobs/replay":
                     self._allow(method, "POST")
-                    return self.jobs.replay(environ, start_response)
+                    return self.jobs.replay(environ, start_response, who, access.via(environ))
                 if path.startswith("/v1/jobs/"):
                     job_id = path[len("/v1/jobs/"):]
                     if self._allow(method, "GET", "DELETE") == "DELETE":
-                        return self.jobs.cancel(job_id, start_response)
+                        return self.jobs.cancel(job_id, start_response, who, access.via(environ))
                     return self.jobs.get(job_id, start_response)
                 if path == "/v1/status":
                     self._allow(method, "GET")
                     return json_answer("200 OK", self.status(), start_response)
+                if path == "/v1/audit":
+                    self._allow(method, "GET")
+                    return self.jobs.actions(environ, start_response)
             elif path == "/healthz":
                 self._allow(method, "GET")
                 return json_answer("200 OK", {"status": "ok"}, start_response)
@@ -138,17 +144,20 @@ class Api:
             return json_answer("500 Internal Server Error", {"error": "internal error, see the daemon's log"},
                          start_response)
 
-    def _authorize(self, environ: dict) -> None:
-        expected = self.config.api.token
-        if not expected:
-            return
-        given = environ.get("HTTP_AUTHORIZATION", "")
-        scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+    def _authorize(self, environ: dict, method: str, path: str) -> access.Role:
+        """The request's role (gq.access); 401 without a token gq knows, 403 for a read
+        token that would change something (any method but GET and HEAD)."""
+        who = access.role(environ, self.config.api)
+        if who is None:
             raise Refusal("401 Unauthorized",
                           {"error": "Authorization: missing or wrong bearer token"
-                           if given else "Authorization: bearer token required"},
+                           if environ.get("HTTP_AUTHORIZATION") else "Authorization: bearer token required"},
                           "unauthorized", [("WWW-Authenticate", 'Bearer realm="gq"')])
+        if method not in access.READS and not access.may_change(who):
+            log.warning("refused %s %s: the read token cannot change anything (403)", method, path)
+            raise Refusal("403 Forbidden", {"error": "Authorization: the read token cannot change anything",
+                                            "field": "Authorization"}, "unauthorized")
+        return who
 
     @staticmethod
     def _allow(method: str, *allowed: str) -> str:

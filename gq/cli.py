@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from gq import __version__, jobs_cli, redaction
+from gq import __version__, access, jobs_cli, redaction
 from gq import config as config_
 from gq.errors import EXIT_FAILURE, EXIT_OK, ConfigError, GqError, JobError, UsageError
 from gq.job import read_lines
@@ -137,7 +137,9 @@ def _client(args: argparse.Namespace, holder_of: str = ""):
                 whose = f" (it holds {holder_of}; the address is api.listen's, give another with --api)"
         token = config.api.token if token is None else token
     redaction.KNOWN.add([token or ""])
-    return Client(api, token, whose=whose)
+    client = Client(api, token, whose=whose)
+    client.session.headers[access.CLIENT_HEADER] = "cli"  # the daemon's audit says `via: cli`
+    return client
 
 
 def _run(args: argparse.Namespace) -> int:

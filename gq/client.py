@@ -95,7 +95,7 @@ class Client:
         return _answer(response, "look up a job")
 
     def jobs(self, where: Filter, limit: int | None) -> Iterator[dict[str, Any]]:
-        query: dict[str, Any] = {k: v for k, v in _filter_fields(where).items() if v is not None}
+        query: dict[str, Any] = where.fields()
         left = limit
         while left is None or left > 0:
             query["limit"] = PAGE if left is None else min(left, PAGE)
@@ -126,7 +126,7 @@ class Client:
         return done
 
     def replay_matching(self, where: Filter) -> Iterator[Replayed]:
-        request: dict[str, Any] = {k: v for k, v in _filter_fields(where).items() if v is not None}
+        request: dict[str, Any] = where.fields()
         while True:
             page, after = self._replay(request)
             yield page
@@ -148,13 +148,6 @@ class Client:
 
 def _job_path(job_id: str) -> str:
     return "/v1/jobs/" + quote(job_id, safe="")
-
-
-def _filter_fields(where: Filter) -> dict[str, Any]:
-    """A Filter as the API's query parameters and replay fields name it (no position: the
-    API's cursors are its own)."""
-    return {"state": where.state.value if where.state else None, "host": where.host,
-            "since": where.since, "until": where.until}
 
 
 def _answer(response: requests.Response, what: str) -> Any:

@@ -192,6 +192,7 @@ class Daemon:
             log_.setup(new.log.level, new.log.format)
             self.config = new
             log.info("reload: %s", f"applied {', '.join(changed)}" if changed else "nothing changed")
+            self.api.audit.record("reload", by="local", via="signal", count=len(changed), changed=changed)
         self.notifier.send(READY=1, STATUS=self._status())
 
 

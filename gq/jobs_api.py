@@ -1,12 +1,14 @@
-"""The operator's endpoints: look up, find, cancel and replay jobs.
+"""The operator's endpoints: look up, find, cancel and replay jobs, and what was done.
 
     GET    /v1/jobs/{id}     one job
     GET    /v1/jobs?…        jobs newest first, a page at a time (an opaque cursor)
     DELETE /v1/jobs/{id}     cancel
     POST   /v1/jobs/replay   finished jobs again, by ids or by filter
+    GET    /v1/audit?…       the operator's actions, newest first, a page at a time
 
-They ask the broker (gq/broker: Operations), which keeps the jobs: every broker does
-all four, for the jobs it holds.
+They ask the broker (gq/broker: Operations, AuditLog), which keeps the jobs and the
+actions: every broker does all of it, for the jobs it holds. A cancel or a replay done is
+recorded (gq/audit.py) as done `by` the request's role, `via` where it says it comes from.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from urllib.parse import parse_qsl
 
 from gq import hosts
 from gq.api_io import Refusal, bad_request, encoded_answer, json_answer, read_body, to_json
+from gq.audit import Audit
 from gq.broker import REPLAYABLE, Broker, Conflict, Filter, Found, Replayed, State
 from gq.config import Config
 from gq.dispatcher import Dispatcher
@@ -37,6 +40,8 @@ MAX_REPLAY_PAGE = 10000
 MAX_REPLAY_IDS = 10000
 RETRY_AFTER_BROKER = "5"
 LIST_PARAMETERS = ("state", "host", "since", "until", "limit", "cursor")
+AUDIT_PARAMETERS = ("limit", "cursor")
+FILTER_FIELDS = ("state", "host", "since", "until")  # a replay filter as its audit row keeps it
 REPLAY_FIELDS = ("ids", "state", "host", "since", "until", "limit", "cursor")
 
 
@@ -100,7 +105,9 @@ def parse_filter(field_value: Callable[[str], Any], states: tuple[State, ...] | 
                   None if after is None else position("cursor", after))
 
 
-def _limit(value: Any, default: int, most: int) -> int:
+def page_limit(value: Any, default: int, most: int) -> int:
+    """A page's `limit` (a query's text, a body's number): 1 to `most`, `default` when None;
+    a 400 naming `limit` else."""
     if value is None:
         return default
     try:
@@ -112,10 +119,24 @@ def _limit(value: Any, default: int, most: int) -> int:
     return limit
 
 
+def query(environ: dict, allowed: tuple[str, ...]) -> dict[str, str]:
+    """A request's query parameters, each once, of `allowed` only (a 400 else)."""
+    given: dict[str, str] = {}
+    # '+' stands for itself: an RFC 3339 offset, not a space
+    for name, value in parse_qsl(environ.get("QUERY_STRING", "").replace("+", "%2B"), keep_blank_values=True):
+        if name not in allowed:
+            raise bad_request(name, f"unknown parameter (parameters: {', '.join(allowed)})", None)
+        if name in given:
+            raise bad_request(name, "given twice", None)
+        given[name] = value
+    return given
+
+
 class JobsApi:
-    def __init__(self, dispatcher: Dispatcher, broker: Broker):
+    def __init__(self, dispatcher: Dispatcher, broker: Broker, audit: Audit):
         self.dispatcher = dispatcher  # cancels (and counts) them
-        self.broker = broker          # keeps, finds and replays them
+        self.broker = broker          # keeps, finds and replays them, and keeps what was done
+        self.audit = audit            # records what was done
         self.hidden_headers: frozenset[str] = frozenset()
 
     def configure(self, config: Config) -> None:
@@ -141,16 +162,9 @@ class JobsApi:
     # -- GET /v1/jobs
 
     def find(self, environ: dict, start_response: Callable) -> list[bytes]:
-        given: dict[str, str] = {}
-        # '+' stands for itself: an RFC 3339 offset, not a space
-        for name, value in parse_qsl(environ.get("QUERY_STRING", "").replace("+", "%2B"), keep_blank_values=True):
-            if name not in LIST_PARAMETERS:
-                raise bad_request(name, f"unknown parameter (parameters: {', '.join(LIST_PARAMETERS)})", None)
-            if name in given:
-                raise bad_request(name, "given twice", None)
-            given[name] = value
+        given = query(environ, LIST_PARAMETERS)
         where = parse_filter(given.get, None)
-        limit = _limit(given.get("limit"), PAGE, MAX_PAGE)
+        limit = page_limit(given.get("limit"), PAGE, MAX_PAGE)
         jobs, after = self.answer(lambda: self._page(self.broker.find(where, limit + 1), limit))
         data = b'{"jobs": [%s], "next": %s}' % (b", ".join(jobs), to_json(None if after is None else cursor(after)))
         return encoded_answer("200 OK", data, start_response)
@@ -175,7 +189,8 @@ class JobsApi:
 
     # -- DELETE /v1/jobs/{id}
 
-    def cancel(self, job_id: str, start_response: Callable) -> list[bytes]:
+    def cancel(self, job_id: str, start_response: Callable, by: str, via: str) -> list[bytes]:
+        """Cancel, recorded as done `by` (a role of gq.access) `via` ("api", "cli")."""
         try:
             cancelled = self.answer(lambda: self.dispatcher.cancel(job_id))
         except Conflict as e:
@@ -183,11 +198,14 @@ class JobsApi:
             raise Refusal("409 Conflict", {"error": error, "field": "id", "state": e.state.value}) from None
         if not cancelled:
             raise Refusal("404 Not Found", {"error": f"id: no job {job_id!r}", "field": "id"})
+        self.audit.record("cancel", by=by, via=via, ids=[job_id], count=1)
         return json_answer("200 OK", {"id": job_id, "state": State.CANCELLED.value}, start_response)
 
     # -- POST /v1/jobs/replay
 
-    def replay(self, environ: dict, start_response: Callable) -> list[bytes]:
+    def replay(self, environ: dict, start_response: Callable, by: str, via: str) -> list[bytes]:
+        """Replay by ids or by filter (a page of it), recorded as done `by` `via` (see cancel)
+        when it replayed some."""
         ctype = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
         if ctype != "application/json":
             raise Refusal("415 Unsupported Media Type",
@@ -205,9 +223,25 @@ class JobsApi:
                 raise bad_request(name, f"unknown field (fields: {', '.join(REPLAY_FIELDS)})", None)
         if "ids" in request:
             body = self._replay_ids(request)
+            chosen: dict[str, Any] = {"ids": body["ids"]}
         else:
             body = self._replay_matching(request)
+            chosen = {"filter": {k: v for k, v in request.items() if k in FILTER_FIELDS}}
+        if body["replayed"]:
+            self.audit.record("replay", by=by, via=via, count=body["replayed"], **chosen)
         return json_answer("200 OK", body, start_response)
+
+    # -- GET /v1/audit
+
+    def actions(self, environ: dict, start_response: Callable) -> list[bytes]:
+        """A page of the operator's actions, newest first."""
+        given = query(environ, AUDIT_PARAMETERS)
+        limit = page_limit(given.get("limit"), PAGE, MAX_PAGE)
+        after = None if given.get("cursor") is None else position("cursor", given["cursor"])
+        found = self.answer(lambda: self.broker.actions(limit + 1, after))
+        page = found[:limit]
+        next_page = cursor(page[-1][1]) if len(found) > limit else None
+        return json_answer("200 OK", {"actions": [row for row, _ in page], "next": next_page}, start_response)
 
     def _replay_ids(self, request: dict[str, Any]) -> dict[str, Any]:
         ids = request["ids"]
@@ -220,7 +254,7 @@ class JobsApi:
 
     def _replay_matching(self, request: dict[str, Any]) -> dict[str, Any]:
         where = parse_filter(request.get, REPLAYABLE)
-        limit = _limit(request.get("limit"), REPLAY_PAGE, MAX_REPLAY_PAGE)
+        limit = page_limit(request.get("limit"), REPLAY_PAGE, MAX_REPLAY_PAGE)
         done, after = self.answer(lambda: replay_page(self.broker, where, limit))
         return _replayed(done, None if after is None else cursor(after))
 

@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gq import __version__
+from gq.audit import ACTIONS as OPERATOR_ACTIONS
 from gq.broker import Entry, SharedGauges
 from gq.destinations import DestinationsCollector
 from gq.health import HealthCollector
@@ -95,6 +96,9 @@ class Metrics(Observer):
                                       tuple(v.value for v in Verdict))
         self.rejected = CounterFamily("gq_intake_rejected", "Intake requests refused", "reason",
                                       REJECT_REASONS)
+        self.operator_actions = CounterFamily("gq_operator_actions", "Operator actions this daemon carried out "
+                                              "(cancel, replay, purge, reload), as GET /v1/audit lists them",
+                                              "action", OPERATOR_ACTIONS)
         self.evicted = CounterFamily("gq_intake_evicted", "Connections closed to make room for new ones: "
                                      "they had waited longest for a request head")
         self.attempt_duration = HistogramFamily("gq_attempt_duration_seconds", "Duration of one attempt",
@@ -157,7 +161,8 @@ class Metrics(Observer):
 
     def collect(self):
         """The job path's counters and histograms, as they stand."""
-        for metric in (self.jobs_accepted, self.finished, self.attempts, self.rejected, self.evicted,
+        for metric in (self.jobs_accepted, self.finished, self.attempts, self.rejected, self.operator_actions,
+                       self.evicted,
                        self.attempt_duration, self.queue_wait, self.loop_lag):
             yield metric.family()
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from gq.activity import Activity
 from gq.api import Api
+from gq.audit import Audit
 from gq.broker import Broker
 from gq.broker.journal import JournalBroker
 from gq.broker.journal_access import Waiting
@@ -118,9 +119,13 @@ class Runtime:
         metrics.bind(dispatcher)
         monitor = LoopMonitor(metrics.loop_lag.observe)
         metrics.bind_health(monitor)
-        console = None if batch else Console(config, Views(config, dispatcher, broker, destinations, activity))
+        audit = Audit(broker, metrics.operator_actions.inc)
+        if isinstance(broker, JournalBroker):  # it carries out the `gq dlq` commands of other processes
+            broker.audit = audit
+        console = None if batch else Console(config, Views(config, dispatcher, broker, destinations, activity,
+                                                           audit))
         return cls(config, broker, worker, destinations, dispatcher, metrics,
-                   Api(config, dispatcher, broker, metrics, console), monitor)
+                   Api(config, dispatcher, broker, metrics, audit, console), monitor)
 
     def configure(self, new: Config) -> None:
         """A reloaded config (already checked: gq/reload.py), applied part by part."""

@@ -638,3 +638,48 @@ def test_a_page_of_the_memory_brokers_jobs_costs_what_a_page_costs(make):
 
     small, large = page_time(500), page_time(50_000)
     assert large < 5 * small + 0.002, f"a page: {small * 1e3:.2f} ms of 500 jobs, {large * 1e3:.2f} ms of 50,000"
+
+
+# -- the audit (gq.broker.AuditLog): the operator's actions kept beside the jobs
+
+KEEP = 20          # AUDIT_KEEP for these tests
+REDIS_SLACK = 100  # entries Redis may keep beyond MAXLEN ~ N: it trims whole nodes (stream-node-max-entries)
+
+
+@pytest.fixture
+def small_audit(monkeypatch):
+    import gq.broker.journal_file
+    import gq.broker.memory_parts
+    import gq.broker.redis_audit
+    for module in (gq.broker.memory_parts, gq.broker.journal_file, gq.broker.redis_audit):
+        monkeypatch.setattr(module, "AUDIT_KEEP", KEEP)
+
+
+def test_kept_actions_come_newest_first_a_page_at_a_time(h):
+    assert h.broker.actions(10) == []
+    for n in range(5):
+        h.broker.keep_action({"at": 1000.0 + n, "action": "cancel", "ids": [f"j{n}"], "count": 1,
+                              "by": "token", "via": "api"})
+    first = h.broker.actions(2)
+    assert [row["ids"] for row, _ in first] == [["j4"], ["j3"]]
+    rest = h.broker.actions(10, first[-1][1])
+    assert [row["ids"] for row, _ in rest] == [["j2"], ["j1"], ["j0"]]
+    assert h.broker.actions(10, rest[-1][1]) == []
+
+
+def test_kept_actions_are_bounded(small_audit, make):
+    h = make()
+    for n in range(KEEP * 2 + REDIS_SLACK):
+        h.broker.keep_action({"at": 1000.0 + n, "action": "replay", "filter": {"state": "dead"}, "count": n,
+                              "by": "local", "via": "cli"})
+    kept = h.broker.actions(10 * KEEP + REDIS_SLACK * 2)
+    newest = KEEP * 2 + REDIS_SLACK - 1
+    assert [row["count"] for row, _ in kept] == list(range(newest, newest - len(kept), -1))
+    assert KEEP <= len(kept) <= (KEEP if h.kind != "redis" else KEEP + REDIS_SLACK)
+
+
+@pytest.mark.parametrize("after", [(-5.0, 1), (0.0, 0), (1e300, 2**63 - 1), (1e300, -(2**63)), (5.0, -1)])
+def test_a_page_after_any_position_a_cursor_can_hold_is_answered(h, after):
+    h.broker.keep_action({"at": 1000.0, "action": "purge", "ids": ["a"], "count": 1, "by": "local", "via": "cli"})
+    older = h.broker.actions(5, after)
+    assert older == [] or [row["ids"] for row, _ in older] == [["a"]]

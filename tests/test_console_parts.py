@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import pytest
 
+from gq.access import ANONYMOUS
+from gq.access import READ_TOKEN as VIEWER
+from gq.access import TOKEN as OPERATOR
 from gq.activity import MINUTES, Activity
 from gq.api_io import Refusal
 from gq.config import ApiConfig
 from gq.console import present, sessions
-from gq.console.sessions import ANONYMOUS, OPERATOR, VIEWER, Sessions
+from gq.console.sessions import Sessions
 from gq.console.views import _local_moment
 from gq.outcome import AttemptResult, Outcome, Verdict
 from support import Clock

@@ -138,6 +138,13 @@ class Filter:
     until: float | None = None
     after: tuple[float, int] | None = None
 
+    def fields(self) -> dict[str, Any]:
+        """The filter as the API's query parameters and replay fields name it, those given
+        only (no position: the API's cursors are its own)."""
+        named = {"state": self.state.value if self.state else None, "host": self.host,
+                 "since": self.since, "until": self.until}
+        return {name: value for name, value in named.items() if value is not None}
+
 
 Found = tuple[Entry, tuple[float, int]]  # a job `find` found, and its position (for Filter.after)
 
@@ -249,6 +256,22 @@ class Operations(Protocol):
         them); the others of `ids` are skipped, as `unreplayable` says."""
 
 
+AUDIT_KEEP = 10_000  # operator actions a broker keeps (gq/audit.py): the newest; older ones go
+Position = tuple[float, int]  # a kept action's place, newest first: (when, a number the broker keeps)
+
+
+class AuditLog(Protocol):
+    """Where the operator's actions are kept (gq/audit.py writes them): beside the jobs,
+    AUDIT_KEEP of them at most, trimmed as they come; never growing with use."""
+
+    def keep_action(self, row: dict[str, Any]) -> None:
+        """Keep one action (a JSON object); once this returns, a durable broker has written it."""
+
+    def actions(self, limit: int, after: Position | None = None) -> list[tuple[dict[str, Any], Position]]:
+        """Up to `limit` kept actions, newest first, each with its position; `after`: only
+        those older than that position."""
+
+
 @dataclass(frozen=True, slots=True)
 class FleetLink:
     """What a broker shared by a fleet lends the fleet-wide destination limits
@@ -293,7 +316,7 @@ class InProcess:
         return None
 
 
-class Broker(Intake, Dispatch, Gauges, Operations, Capabilities, Protocol):
+class Broker(Intake, Dispatch, Gauges, Operations, AuditLog, Capabilities, Protocol):
     def close(self) -> None: ...
 
 

@@ -37,6 +37,7 @@ from typing import Any
 import gevent
 from gevent.event import Event
 
+from gq.audit import Audit, dlq_done
 from gq.broker import (
     REPLAYABLE,
     Added,
@@ -47,6 +48,7 @@ from gq.broker import (
     Found,
     InProcess,
     JobsAdmin,
+    Position,
     Replayed,
     State,
     record,
@@ -103,6 +105,7 @@ class JournalBroker(InProcess):
         self._counts = Counts(counts)
         self.feed = JournalFeed(self.db, self._counts, self._stop, next_due, running)
         self.changes = JournalChanges(self.db, self._counts, self.feed, self.writer)
+        self.audit: Audit | None = None  # the daemon's (Runtime sets it): records the dlq commands it carries out
         self.recovered = self._counts.unfinished()
         supervisor = supervisor or Supervisor()
         self._loops = [supervisor.spawn("journal writer", self.writer.run),
@@ -236,6 +239,14 @@ class JournalBroker(InProcess):
     def purge(self, ids: Iterable[str] | None) -> list[str]:
         return self.changes.purge(ids)
 
+    # -- the audit (gq.broker.AuditLog)
+
+    def keep_action(self, row: dict[str, Any]) -> None:
+        self.db.write(JournalFile.keep_action, row)
+
+    def actions(self, limit: int, after: Position | None = None) -> list[tuple[dict[str, Any], Position]]:
+        return self.db.read(JournalFile.actions, limit, after)
+
     def batch_done(self, ids: Iterable[str], forget_others: bool = False) -> set[str]:
         """See JournalFile.batch_done."""
         return self.db.write(JournalFile.batch_done, ids, forget_others)
@@ -279,6 +290,7 @@ class JournalAdmin:
         self._lock: JournalLock | None = None
         self._writer: JournalFile | None = None   # while the lock is held
         self._through: JobsAdmin | None = None    # the daemon that holds the file
+        self.audit = Audit(self)  # what it changes in the file itself (a daemon records its own)
 
     # -- look-ups
 
@@ -333,10 +345,10 @@ class JournalAdmin:
         """A dlq `op` (replay, purge) on the dead letters `ids` (None: all); returns the ids done."""
         file = self._file()
         if file is not None:
-            if op == "replay":
-                return file.replay(ids)[0].ids
-            return file.purge(ids)
-        file = JournalFile(self.path)
+            ran = file.replay(ids)[0].ids if op == "replay" else file.purge(ids)
+            dlq_done(self.audit, op, ids, ran)
+            return ran
+        file = JournalFile(self.path)  # the daemon that holds it does it, and records it
         try:
             seq = file.request(op, ids)
             deadline = time.monotonic() + self.WAIT
@@ -358,13 +370,17 @@ class JournalAdmin:
             return False
         if was not in CANCELLABLE_ROWS:
             raise Conflict(job_id, State(was))
+        self.audit.record("cancel", by="local", via="cli", ids=[job_id], count=1)
         return True
 
     def replay(self, ids: list[str]) -> Replayed:
         file = self._file()
         if file is None:
             return self._api().replay(ids)
-        return file.replay(ids, [s.value for s in REPLAYABLE])[0]
+        done = file.replay(ids, [s.value for s in REPLAYABLE])[0]
+        if done.ids:
+            self.audit.record("replay", by="local", via="cli", ids=done.ids, count=len(done.ids))
+        return done
 
     def replay_matching(self, where: Filter) -> Iterator[Replayed]:
         if where.state not in REPLAYABLE:
@@ -373,12 +389,29 @@ class JournalAdmin:
         if file is None:
             yield from self._api().replay_matching(where)
             return
-        while True:  # the replayed leave the filter's state; the position moves on past them
-            page = [(e.job.id, at) for e, at in file.find(where, self.PAGE)]  # ids only: jobs may be large
-            yield file.replay([job_id for job_id, _ in page], [where.state.value])[0]
-            if len(page) < self.PAGE:
-                return
-            where = replace(where, after=page[-1][1])
+        shown, count = where.fields(), 0
+        try:  # one row for every page
+            while True:  # the replayed leave the filter's state; the position moves on past them
+                page = [(e.job.id, at) for e, at in file.find(where, self.PAGE)]  # ids only: jobs may be large
+                done = file.replay([job_id for job_id, _ in page], [where.state.value])[0]
+                count += len(done.ids)
+                yield done
+                if len(page) < self.PAGE:
+                    return
+                where = replace(where, after=page[-1][1])
+        finally:
+            if count:
+                self.audit.record("replay", by="local", via="cli", filter=shown, count=count)
+
+    # -- the audit (gq.broker.AuditLog): the file's, written only while this command holds it
+
+    def keep_action(self, row: dict[str, Any]) -> None:
+        if self._writer is None:
+            raise JournalError(f"journal: {self.path}: its actions are recorded by the daemon that holds it")
+        self._writer.keep_action(row)
+
+    def actions(self, limit: int, after: Position | None = None) -> list[tuple[dict[str, Any], Position]]:
+        return self.reader.actions(limit, after)
 
     def _let_go(self) -> None:
         """Let the file go: a daemon may start on it again."""

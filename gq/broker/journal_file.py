@@ -25,9 +25,10 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from gq import hosts
-from gq.broker import Entry, State, stored
+from gq.broker import AUDIT_KEEP, Entry, Position, State, stored
 from gq.broker.journal_lookups import BLOCKED, FINAL, TAKEN, JournalLookups, entry, shown
 from gq.broker.journal_operations import KEYED, JournalOperations
 from gq.errors import GqError
@@ -67,6 +68,10 @@ CREATE TABLE IF NOT EXISTS control (       -- dlq commands for a running daemon
     op     TEXT NOT NULL,                   -- replay | purge
     ids    TEXT,                            -- JSON list; NULL = all
     result TEXT                             -- JSON list of ids done; NULL = not yet
+);
+CREATE TABLE IF NOT EXISTS audit (         -- operator actions (gq/audit.py): the newest AUDIT_KEEP
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    action TEXT NOT NULL                    -- the row's JSON
 );
 """
 # Newest first by acceptance, for GET /v1/jobs: through jobs_accepted with no filter,
@@ -295,6 +300,30 @@ class JournalFile(JournalLookups, JournalOperations):
                 "SELECT id FROM jobs WHERE state = 'succeeded' AND id IN (SELECT id FROM temp.batch)")}
             self.db.execute("DROP TABLE temp.batch")
         return done
+
+    def keep_action(self, row: dict[str, Any]) -> None:
+        """Keep one operator action; the oldest beyond AUDIT_KEEP go in the same transaction."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            seq = self.db.execute("INSERT INTO audit (action) VALUES (?)",
+                                  (json.dumps(row, ensure_ascii=False),)).lastrowid or 0
+            self.db.execute("DELETE FROM audit WHERE seq <= ?", (seq - AUDIT_KEEP,))
+
+    def actions(self, limit: int, after: Position | None = None) -> list[tuple[dict[str, Any], Position]]:
+        """Up to `limit` kept actions older than `after`, newest first; none in a file no
+        writer of this version has opened yet (it has no audit table)."""
+        try:
+            rows = self.db.execute("SELECT seq, action FROM audit WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+                                   (2**63 - 1 if after is None else after[1], limit)).fetchall()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return []
+            raise
+        found = []
+        for seq, text in rows:
+            row = json.loads(text)
+            found.append((row, (float(row.get("at", 0.0)), seq)))
+        return found
 
     def close(self) -> None:
         self.db.close()

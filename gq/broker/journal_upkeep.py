@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import gevent
 from gevent.event import Event
 
+from gq.audit import dlq_done
 from gq.broker.journal_file import JournalFile
 
 if TYPE_CHECKING:
@@ -31,6 +32,8 @@ def answer_dlq(broker: JournalBroker, stop: Event) -> None:
                 done = broker.replay(ids).ids if op == "replay" else broker.purge(ids)
                 broker.db.write(JournalFile.answered, seq, done)
                 log.info("dlq %s of %d job(s), as gq dlq asked", op, len(done))
+                if broker.audit is not None:
+                    dlq_done(broker.audit, op, ids, done)
         except sqlite3.Error as e:
             log.warning("journal: cannot read dlq commands: %s; will try again", e)
 

@@ -26,7 +26,7 @@ from gq.broker import (
     record,
     unreplayable,
 )
-from gq.broker.memory_parts import Finished, KeyLines, Waiting, newest_first
+from gq.broker.memory_parts import AuditRows, Finished, KeyLines, Waiting, newest_first
 from gq.errors import BacklogFull
 from gq.job import Job
 from gq.lifecycle import Event as JobEvent
@@ -36,7 +36,7 @@ from gq.outcome import AttemptResult, Outcome, Verdict
 KEEP_FINISHED = 10000  # succeeded jobs remembered for status look-ups and duplicate detection
 
 
-class MemoryBroker(InProcess):
+class MemoryBroker(AuditRows, InProcess):
     """Jobs of an ordering key wait behind the one of it that runs or waits to (KeyLines),
     counted as queued, until it finishes; jobs not due yet wait in a heap (Waiting)."""
 
@@ -56,6 +56,7 @@ class MemoryBroker(InProcess):
         self._waiting = Waiting(self._seq)
         self._wakeup = Event()
         self._counts = Counts()
+        AuditRows.__init__(self)  # keep_action, actions: the newest AUDIT_KEEP in memory
 
     # -- intake
 

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import gevent
 
 from gq import hosts
-from gq.broker import CANCELLABLE, Entry, Filter, Found, State
+from gq.broker import AUDIT_KEEP, CANCELLABLE, Entry, Filter, Found, Position, State
 
 COMPACT_AT = 1024    # cancelled jobs the heap may hold beyond twice the unfinished ones
 FIND_STRETCH = 4096  # jobs a list looks at before it lets other greenlets run
@@ -139,3 +141,19 @@ def newest_first(entries: list[Entry], where: Filter, limit: int) -> Iterator[Fo
                 and (where.until is None or entry.accepted_at < where.until)):
             left -= 1
             yield entry, (entry.accepted_at, entry.handle)
+
+
+class AuditRows:
+    """The operator's actions of a broker with no storage: the newest `keep`, in memory
+    (gq.broker.AuditLog); a row's position is (when, its number)."""
+
+    def __init__(self, keep: int | None = None) -> None:
+        self._rows: deque[tuple[dict[str, Any], Position]] = deque(maxlen=keep or AUDIT_KEEP)
+        self._numbers = itertools.count(1)
+
+    def keep_action(self, row: dict[str, Any]) -> None:
+        self._rows.append((row, (row["at"], next(self._numbers))))
+
+    def actions(self, limit: int, after: Position | None = None) -> list[tuple[dict[str, Any], Position]]:
+        older = (kept for kept in reversed(self._rows) if after is None or kept[1][1] < after[1])
+        return list(itertools.islice(older, limit))

@@ -91,11 +91,12 @@ class Keys:
     status_prefix: str   # P:job:ID
     prefix: str          # P (scripts/keys.lua names its keys from it)
     unfinished: str      # P:unfinished
+    audit: str           # P:audit
 
     @classmethod
     def of(cls, p: str) -> Keys:
         return cls(f"{p}:jobs", f"{p}:workers", f"{p}:retry", f"{p}:dead", f"{p}:alive:", f"{p}:job:", p,
-                   f"{p}:unfinished")
+                   f"{p}:unfinished", f"{p}:audit")
 
     def status(self, job_id: str) -> str:
         return self.status_prefix + job_id

@@ -53,7 +53,9 @@ import redis
 from gevent.event import Event
 
 from gq import redaction
+from gq.audit import Audit, dlq_done
 from gq.broker import Added, Conflict, Entry, Filter, FleetLink, Found, Replayed, State
+from gq.broker.redis_audit import RedisAudit
 from gq.broker.redis_dispatch import RedisDispatch
 from gq.broker.redis_intake import RedisIntake
 from gq.broker.redis_link import (
@@ -80,7 +82,7 @@ from gq.supervisor import Supervisor
 log = logging.getLogger("gq.redis")
 
 
-class RedisBroker:
+class RedisBroker(RedisAudit):
     """The Broker of a Redis fleet: the connection (the group joined at start, left at close,
     the jobs still held given back) and the look-ups; the rest is its parts'."""
 
@@ -96,6 +98,7 @@ class RedisBroker:
         # Few connections serve all: one blocks in XREADGROUP, the writer batches settlements,
         # intake requests and maintenance share the rest; more callers wait for one.
         self.redis = client(config.url)
+        RedisAudit.__init__(self, self.redis, keys.audit)  # keep_action, actions: the fleet's audit stream
         self.sentinel = config.url.startswith(SENTINEL_SCHEME)
         self._leave = self.redis.register_script(lua_script("leave"))
         self._cancel = self.redis.register_script(lua_script("cancel"))
@@ -262,11 +265,14 @@ class RedisBroker:
         self.redis.close()
 
 
-class DeadLetters:
-    """The dead-letter stream: `gq dlq` and the broker both work on it (no daemon needed)."""
+class DeadLetters(RedisAudit):
+    """The dead-letter stream: `gq dlq` and the broker both work on it (no daemon needed);
+    what `gq dlq` does is recorded in the fleet's audit stream."""
 
     def __init__(self, client: redis.Redis, config: BrokerConfig):
         self.redis, self.keys, self.ttl = client, Keys.of(config.prefix), config.status_ttl
+        RedisAudit.__init__(self, client, self.keys.audit)
+        self.audit = Audit(self)
         self.stream, self.dead = self.keys.stream, self.keys.dead
         self._requeue = client.register_script(lua_script("requeue"))
 
@@ -314,7 +320,9 @@ class DeadLetters:
             pipe.execute()
         except REDIS_ERRORS as e:
             raise GqError(f"broker: cannot reach Redis: {e}") from None
-        return [entry.job.id for _, entry in picked]
+        done = [entry.job.id for _, entry in picked]
+        dlq_done(self.audit, op, ids, done)
+        return done
 
     def close(self) -> None:
         self.redis.close()

@@ -22,23 +22,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 
+from gq import access
+from gq.access import Role
 from gq.config import ApiConfig
 
 COOKIE = "gq_session"
-OPERATOR, VIEWER, ANONYMOUS = "token", "read_token", "anonymous"   # the audit's "by"
 MAX_SIGNED_OUT = 10000
 
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    role: str           # OPERATOR, VIEWER or ANONYMOUS
+    role: Role          # as gq.access names it, and the audit's "by"
     expires: float      # wall-clock seconds
     nonce: str
     csrf: str
 
     @property
     def may_act(self) -> bool:
-        return self.role != VIEWER
+        return access.may_change(self.role)
 
 
 def _b64(data: bytes) -> str:
@@ -53,7 +54,7 @@ class Sessions:
         self.configure(api, lifetime)
 
     def configure(self, api: ApiConfig, lifetime: float) -> None:
-        self.token, self.read_token, self.lifetime = api.token, api.read_token, lifetime
+        self.api, self.token, self.lifetime = api, api.token, lifetime
         if api.token:
             material = b"gq console\0" + api.token.encode() + b"\0" + api.read_token.encode()
             self._key = hashlib.sha256(material).digest()
@@ -65,16 +66,11 @@ class Sessions:
         """No token: everyone who reaches the listen address may act (a loopback one)."""
         return not self.token
 
-    def role_of(self, given: str) -> str | None:
-        """The role a token signs in as; None for a wrong one (compared in constant time)."""
-        given_bytes = given.strip().encode()
-        if self.token and hmac.compare_digest(given_bytes, self.token.encode()):
-            return OPERATOR
-        if self.read_token and hmac.compare_digest(given_bytes, self.read_token.encode()):
-            return VIEWER
-        return None
+    def role_of(self, given: str) -> Role | None:
+        """The role a token signs in as (gq.access); None for a wrong one."""
+        return access.role_of(given.strip(), self.api)
 
-    def new(self, role: str) -> tuple[Session, str]:
+    def new(self, role: Role) -> tuple[Session, str]:
         """A session for `role`, and its cookie's value."""
         expires = round(self.clock() + self.lifetime)
         nonce = _b64(os.urandom(16))
@@ -93,7 +89,7 @@ class Sessions:
         if not hmac.compare_digest(signature.encode(), self._sign(payload).encode()):
             return None
         role, expires, nonce = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        if expires <= self.clock() or nonce in self._signed_out or (role == ANONYMOUS) != self.open:
+        if expires <= self.clock() or nonce in self._signed_out or (role == access.ANONYMOUS) != self.open:
             return None
         return self._session(role, expires, nonce)
 
@@ -109,7 +105,7 @@ class Sessions:
         flags = "; Secure" if secure else ""
         return f"{COOKIE}={value}; Path=/ui/; Max-Age={int(max_age)}; HttpOnly; SameSite=Strict{flags}"
 
-    def _session(self, role: str, expires: float, nonce: str) -> Session:
+    def _session(self, role: Role, expires: float, nonce: str) -> Session:
         return Session(role, expires, nonce, self._sign("csrf:" + nonce))
 
     def _sign(self, text: str) -> str:

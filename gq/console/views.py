@@ -9,8 +9,10 @@ import dataclasses
 import time
 from typing import Any
 
+from gq.access import Role
 from gq.activity import Activity
 from gq.api_io import bad_request
+from gq.audit import Audit
 from gq.broker import CANCELLABLE, REPLAYABLE, Broker, Conflict, Filter, State
 from gq.config import Config
 from gq.destinations import Destinations
@@ -45,8 +47,9 @@ def _local_moment(value: str, offset: str | None) -> str:
 
 class Views:
     def __init__(self, config: Config, dispatcher: Dispatcher, broker: Broker, destinations: Destinations,
-                 activity: Activity):
+                 activity: Activity, audit: Audit):
         self.dispatcher, self.broker, self.destinations, self.activity = dispatcher, broker, destinations, activity
+        self.audit = audit  # records each action, as done by the session's role via the console
         self.configure(config)
 
     def configure(self, config: Config) -> None:
@@ -120,19 +123,24 @@ class Views:
 
     # -- acting
 
-    def act(self, action: str, job_id: str, by: str) -> str:
+    def act(self, action: str, job_id: str, by: Role) -> str:
         """Replay or cancel one job; what happened, as the job's page says it."""
         if action == "replay":
-            done = self.broker.replay([job_id], REPLAYABLE)
-            return "replayed" if done.ids else f"not replayed: {done.skipped[0][1]}"
-        try:
-            return "cancelled" if self.dispatcher.cancel(job_id) else "not cancelled: no such job"
-        except Conflict as e:
-            return f"not cancelled: it is {e.state.value}"
+            replayed = self.broker.replay([job_id], REPLAYABLE)
+            if not replayed.ids:
+                return f"not replayed: {replayed.skipped[0][1]}"
+        else:
+            try:
+                if not self.dispatcher.cancel(job_id):
+                    return "not cancelled: no such job"
+            except Conflict as e:
+                return f"not cancelled: it is {e.state.value}"
+        self.audit.record(action, by=by, via="console", ids=[job_id], count=1)
+        return {"replay": "replayed", "cancel": "cancelled"}[action]
 
-    def act_on_matching(self, action: str, form: dict[str, str], by: str) -> dict[str, Any]:
+    def act_on_matching(self, action: str, form: dict[str, str], by: Role) -> dict[str, Any]:
         """Replay or cancel the jobs a filter matches, BULK_MOST at most, newest first."""
-        where = self._bulk_filter(action, form)
+        where = first = self._bulk_filter(action, form)
         done: list[str] = []
         skipped = 0
         if action == "replay":
@@ -150,4 +158,6 @@ class Views:
                         done.append(entry.job.id)
                 except Conflict:
                     skipped += 1
+        if done:
+            self.audit.record(action, by=by, via="console", filter=first.fields(), count=len(done))
         return {"done": len(done), "skipped": skipped, "more": len(done) + skipped >= BULK_MOST, "query": form}
