@@ -62,7 +62,7 @@ def guarded(start_daemon):
 def test_every_page_answers_with_a_policy_that_allows_no_inline_or_foreign_script_and_no_framing(open_daemon, target):
     job_id = dead_job(open_daemon, target)
     session = requests.Session()
-    for path in ("/ui/", "/ui/jobs", "/ui/dead", "/ui/scheduled", "/ui/destinations", f"/ui/jobs/{job_id}",
+    for path in ("/ui/", "/ui/jobs", "/ui/dead", "/ui/scheduled", "/ui/destinations", "/ui/audit", f"/ui/jobs/{job_id}",
                  "/ui/confirm?action=replay&state=dead", "/ui/jobs/nope", "/ui/nowhere"):
         answer = page(session, open_daemon, path)
         assert answer.status_code in (200, 404), path
@@ -119,6 +119,9 @@ def test_replay_from_a_jobs_page_reaches_the_target(open_daemon, target):
     assert final_state(open_daemon, job_id)["state"] == "succeeded"
     delivered = [r for r in target.received() if r["key"] == job_id]
     assert len(delivered) == 2 and json.loads(delivered[-1]["body"]) == {"n": 1}
+    row = open_daemon.get("/v1/audit").json()["actions"][0]
+    assert {k: row[k] for k in ("action", "ids", "count", "by", "via")} == {
+        "action": "replay", "ids": [job_id], "count": 1, "by": "anonymous", "via": "console"}
 
 
 def test_cancel_from_a_jobs_page(open_daemon, target):
@@ -144,6 +147,10 @@ def test_a_bulk_replay_confirms_how_many_jobs_it_touches_then_replays_them(open_
     assert done.status_code == 200 and "Replayed 3 jobs" in done.text
     wait_for(lambda: target.count() >= 3, what="the replayed jobs to reach the target")
     assert {r["key"] for r in target.received()} == set(host_jobs)
+    row = open_daemon.get("/v1/audit").json()["actions"][0]
+    assert (row["action"], row["filter"], row["count"], row["via"]) == ("replay", {"state": "dead"}, 3, "console")
+    audit = page(session, open_daemon, "/ui/audit").text
+    assert "state dead" in audit and ">3</td>" in audit and "console" in audit
 
 
 def test_a_bulk_cancel_takes_only_what_can_be_cancelled(open_daemon, target):
@@ -187,6 +194,7 @@ def test_a_viewer_sees_everything_and_changes_nothing(guarded, target):
     refused = post_form(viewer, guarded, "/ui/bulk", csrf=csrf_of(html), action="replay", state="dead")
     assert refused.status_code == 403
     assert guarded.job(job_id)["state"] == "dead" and target.count() == 1
+    assert guarded.get("/v1/audit", headers=guarded.auth).json()["actions"] == []
 
 
 def test_an_operator_acts_and_a_signed_out_session_is_over(guarded, target):
@@ -195,6 +203,8 @@ def test_an_operator_acts_and_a_signed_out_session_is_over(guarded, target):
     html = page(operator, guarded, f"/ui/jobs/{quote(job_id)}").text
     assert post_form(operator, guarded, f"/ui/jobs/{job_id}/replay", csrf=csrf_of(html)).status_code == 303
     wait_state(guarded, job_id, "dead")
+    row = guarded.get("/v1/audit", headers=guarded.auth).json()["actions"][0]
+    assert (row["action"], row["by"], row["via"]) == ("replay", "token", "console")
     cookie = operator.cookies.get("gq_session")
     out = post_form(operator, guarded, "/ui/sign-out", csrf=csrf_of(html))
     assert out.status_code == 303 and "Max-Age=0" in out.headers["Set-Cookie"]

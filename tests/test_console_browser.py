@@ -165,7 +165,7 @@ def test_no_page_asks_any_origin_but_gqs_and_the_policy_stops_inline_script(brow
     sign_in(browser, daemon, TOKEN)
     requested_urls(browser)  # from here on
     gq = origin(daemon.api)
-    for path in ("/ui/", "/ui/jobs", "/ui/dead", "/ui/scheduled", "/ui/destinations", f"/ui/jobs/{job_id}",
+    for path in ("/ui/", "/ui/jobs", "/ui/dead", "/ui/scheduled", "/ui/destinations", "/ui/audit", f"/ui/jobs/{job_id}",
                  f"/ui/jobs/{later}", "/ui/confirm?action=replay&state=dead"):
         browser.get(f"{daemon.api}{path}")
         wait_until(browser, loaded, f"{path} to load")

@@ -43,7 +43,7 @@ STATIC_TYPES = {"css": "text/css; charset=utf-8", "js": "text/javascript; charse
 MAX_QUERY = 4096   # characters of a page's query string
 # Pages that refresh themselves: those a GET shows again as they are now (not a form's
 # answer, a confirmation or a problem).
-REFRESHED = {"overview.html", "jobs.html", "job.html", "destinations.html"}
+REFRESHED = {"overview.html", "jobs.html", "job.html", "destinations.html", "audit.html"}
 
 
 @dataclass
@@ -192,6 +192,11 @@ class Console:
             return self._page("200 OK", "job.html", session, done=query.get("done"), **shown)
         if path == "/ui/destinations":
             return self._page("200 OK", "destinations.html", session, **views.destinations_page())
+        if path == "/ui/audit":
+            try:
+                return self._page("200 OK", "audit.html", session, query=query, **views.actions(query))
+            except Refusal as r:
+                return self._page("400 Bad Request", "error.html", session, message=r.body["error"])
         if path == "/ui/confirm":
             return self._confirm(session, query)
         return self._page("404 Not Found", "error.html", session, message=f"No such page: {path}")

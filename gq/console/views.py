@@ -17,7 +17,7 @@ from gq.broker import CANCELLABLE, REPLAYABLE, Broker, Conflict, Filter, State
 from gq.config import Config
 from gq.destinations import Destinations
 from gq.dispatcher import Dispatcher
-from gq.jobs_api import REPLAY_PAGE, cursor, parse_filter, replay_page
+from gq.jobs_api import REPLAY_PAGE, cursor, parse_filter, position, replay_page
 
 PAGE = 50            # jobs per page
 BULK_MOST = 10000    # jobs one bulk action touches at most (it can be run again for the rest)
@@ -101,6 +101,13 @@ class Views:
         bulk = next((action for action, states in BULK_STATES.items() if where.state in states), None)
         return {"jobs": [entry.status(self.hidden, listed=True) for entry, _ in page],
                 "next": cursor(page[-1][1]) if len(found) > PAGE else None, "bulk": bulk}
+
+    def actions(self, query: dict[str, str]) -> dict[str, Any]:
+        """A page of the operators' actions (gq.audit), newest first."""
+        after = query.get("cursor") or None
+        found = self.broker.actions(PAGE + 1, None if after is None else position("cursor", after))
+        page = found[:PAGE]
+        return {"actions": [row for row, _ in page], "next": cursor(page[-1][1]) if len(found) > PAGE else None}
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         entry = self.broker.get(job_id)
