@@ -34,7 +34,7 @@ from gq.broker import Added, Broker, Entry, State
 from gq.broker.journal import JournalBroker
 from gq.broker.memory import KEEP_FINISHED, MemoryBroker
 from gq.job import Job, parse
-from gq.outcome import AttemptResult, Outcome, Verdict
+from gq.outcome import AttemptResult, Outcome, Verdict, recorded
 from support import wait_for
 
 KINDS = ("memory", "journal", "redis")
@@ -150,6 +150,7 @@ class Harness:
         self.running: dict[str, Entry] = {}   # started, not settled
         self.attempted: list[str] = []        # ids whose attempt went ahead, in order
         self.taken: list[str] = []            # ids taken (or handed back by add), in order
+        self.interrupted: set[str] = set()    # started as gq.attempts settles an attempt gq died during
         self.closed = False
 
     # -- intake
@@ -207,6 +208,7 @@ class Harness:
             return False
         if entry.interrupted:  # gq died during its last attempt: that one is settled now, uncounted again
             entry.interrupted = False
+            self.interrupted.add(entry.job.id)
         else:
             self.broker.started(entry)
             if entry.state is not State.RUNNING:
@@ -217,7 +219,9 @@ class Harness:
 
     def settle(self, entry: Entry, outcome: Outcome = SUCCESS) -> None:
         self.running.pop(entry.job.id, None)
-        self.broker.settle(entry, result_of(outcome), outcome)
+        interrupted = entry.job.id in self.interrupted
+        self.interrupted.discard(entry.job.id)
+        self.broker.settle(entry, recorded(result_of(outcome), outcome, interrupted), outcome)
 
     def run(self, entry: Entry, outcome: Outcome = SUCCESS) -> bool:
         """One whole attempt of a held entry; False when it was dropped, cancelled."""

@@ -24,7 +24,7 @@ from gq.lifecycle import (  # noqa: F401 - the broker's users read a job's state
     State,
     unreplayable,
 )
-from gq.outcome import AttemptResult, Outcome
+from gq.outcome import AttemptResult, Outcome, outcome_of
 
 HISTORY_LIMIT = 20  # attempts kept per job; the first and the latest ones
 
@@ -64,7 +64,7 @@ class Entry:
             "ordering_key": self.job.ordering_key,
             "history": [
                 {"started": a.started, "duration": round(a.duration, 6), "status": a.status,
-                 "error": a.error, "response": a.snippet} for a in self.history],
+                 "error": a.error, "response": a.snippet, "outcome": outcome_of(a)} for a in self.history],
         }
 
 
@@ -78,14 +78,18 @@ def describe(entry: Entry, hidden: frozenset[str] = frozenset()) -> dict[str, An
 
 
 def stored(attempt: AttemptResult) -> list[Any]:
-    """An attempt as the journal and Redis keep it: [started, duration, status, error, snippet]."""
-    return [attempt.started, round(attempt.duration, 6), attempt.status, attempt.error, attempt.snippet]
+    """An attempt as the journal and Redis keep it: [started, duration, status, error,
+    snippet, outcome] (an earlier gq kept the first five only)."""
+    return [attempt.started, round(attempt.duration, 6), attempt.status, attempt.error, attempt.snippet,
+            attempt.outcome]
 
 
 def attempt_of(kept: list[Any]) -> AttemptResult:
-    """The attempt `stored()` kept (by name: AttemptResult has fields between error and snippet)."""
-    started, duration, status, error, snippet = kept
-    return AttemptResult(started, duration, status, error, snippet=snippet)
+    """The attempt `stored()` kept, or an earlier gq's five elements (outcome None); by name:
+    AttemptResult has fields between error and snippet."""
+    started, duration, status, error, snippet = kept[:5]
+    outcome = kept[5] if len(kept) > 5 and isinstance(kept[5], str) else None
+    return AttemptResult(started, duration, status, error, snippet=snippet, outcome=outcome)
 
 
 def record(entry: Entry, result: AttemptResult) -> None:
