@@ -251,15 +251,28 @@ def _line(values: tuple[str, ...], widths: list[int]) -> str:
     return "  ".join([v.ljust(w) for v, w in zip(values, widths)] + [values[-1]]) + "\n"
 
 
+def _payload(request: dict[str, Any]) -> list[tuple[str, str]]:
+    """The request's payload as `show` prints it: its JSON (compact) or its body, escaped as
+    any value is; "not kept" for a succeeded job's that was dropped."""
+    if "json" in request:
+        return [("json", printable(json.dumps(request["json"], ensure_ascii=False)))]
+    if "body" in request:
+        return [("body", printable(request["body"]))]
+    if "payload" in request:
+        return [("payload", printable(request["payload"]))]
+    return []
+
+
 def details(job: dict[str, Any]) -> list[str]:
     """Every field of a job, one `name: value` line each (times local), its request's
-    method, URL and headers, then its attempts."""
+    method, URL, headers and payload, then its attempts, each with its outcome."""
     fields: list[tuple[str, str]] = []
     history: list[dict[str, Any]] = []
     for name, value in job.items():
         if name == "request":
             fields += [("method", printable(value["method"])), ("url", printable(value["url"]))]
             fields += [("header", f"{printable(k)}: {printable(v)}") for k, v in value["headers"].items()]
+            fields += _payload(value)
         elif name == "history":
             history = value
         elif name.endswith("_at") and isinstance(value, (int, float)):
@@ -272,7 +285,9 @@ def details(job: dict[str, Any]) -> list[str]:
     for attempt in history:
         outcome = [f"status {attempt['status']}"] if attempt["status"] is not None else []
         outcome += [printable(attempt["error"])] if attempt["error"] else []
-        lines.append(f"  {local(attempt['started'])}  {attempt['duration']:.3f}s  {'; '.join(outcome) or '-'}")
+        verdict = printable(attempt.get("outcome"))
+        lines.append(f"  {local(attempt['started'])}  {attempt['duration']:.3f}s  {verdict}  "
+                     f"{'; '.join(outcome) or '-'}")
         if attempt.get("response"):
             lines.append(f"    response: {printable(attempt['response'])}")
     return lines

@@ -97,6 +97,7 @@ class Options:
     keep_finished: int = KEEP_FINISHED   # memory: finished jobs remembered
     status_ttl: int = 86400              # broker.status_ttl (Redis)
     heartbeat: float = 1.0               # broker.heartbeat (Redis)
+    keep_payload: bool = False           # journal.keep_succeeded_payload (every broker)
 
 
 _prefixes = itertools.count()
@@ -118,17 +119,17 @@ class Storage:
         o = self.options
         if self.kind == "memory":
             return MemoryBroker(clock=clock, keep_finished=o.keep_finished, max_backlog=o.max_backlog,
-                                keep_seconds=o.keep_succeeded)
+                                keep_seconds=o.keep_succeeded, keep_payload=o.keep_payload)
         if self.kind == "journal":
             return JournalBroker(self.path, max_backlog=o.max_backlog, min_free_mb=0,
-                                 keep_succeeded=o.keep_succeeded)
+                                 keep_succeeded=o.keep_succeeded, keep_payload=o.keep_payload)
         from gq.broker.redis_streams import RedisBroker
         from gq.config import BrokerConfig
         # Built directly: the config's checks (status_ttl >= 60, say) are not applied, so a
         # test may shorten what it needs to see pass.
         config = BrokerConfig(kind="redis", url=self.redis_url, prefix=self.prefix, max_backlog=o.max_backlog,
                               status_ttl=o.status_ttl, heartbeat=o.heartbeat, claim_idle=60.0)
-        return RedisBroker(config, hold_at_most=200)
+        return RedisBroker(config, hold_at_most=200, keep_payload=o.keep_payload)
 
 
 def storage(kind: str, tmp_path: Path, redis_url: str = "", options: Options | None = None) -> Storage:

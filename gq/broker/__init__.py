@@ -10,6 +10,7 @@ neither a worker nor a queue slot.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -20,12 +21,16 @@ from gq.lifecycle import (  # noqa: F401 - the broker's users read a job's state
     NO_SUCH_JOB,
     PAYLOAD_NOT_KEPT,
     REPLAYABLE,
+    RULES,
     UNFINISHED,
+    Event,
     State,
     unreplayable,
 )
 from gq.outcome import AttemptResult, Outcome, outcome_of
 
+# What `"request"` shows in place of the payload of a succeeded job that did not keep it.
+PAYLOAD_DROPPED = "not kept"
 HISTORY_LIMIT = 20  # attempts kept per job; the first and the latest ones
 
 
@@ -45,15 +50,19 @@ class Entry:
     reason: str = ""                        # why it is dead
     handle: Any = None                      # the broker's own reference (a stream entry's id)
     interrupted: bool = False               # its last attempt began but never ended (gq died)
+    trimmed: bool = False                   # succeeded, its payload dropped (journal.keep_succeeded_payload)
 
     def status(self, hidden: frozenset[str] = frozenset(), listed: bool = False) -> dict[str, Any]:
         """The job as `GET /v1/jobs/{id}` shows it (`listed`: as a page of `GET /v1/jobs`
         does, long headers cut); secret header values redacted (`hidden` names more of them)."""
         last = self.history[-1] if self.history else None
+        request = self.job.shown(hidden, listed)
+        if self.trimmed:
+            request["payload"] = PAYLOAD_DROPPED
         return {
             "id": self.job.id,
             "state": self.state.value,
-            "request": self.job.shown(hidden, listed),
+            "request": request,
             "attempts": self.attempts,
             "last_status": last.status if last else None,
             "last_error": last.error if last else None,
@@ -98,6 +107,13 @@ def record(entry: Entry, result: AttemptResult) -> None:
     history.append(result)
     if len(history) > HISTORY_LIMIT:
         del history[1]  # keep the first attempt: it often says the most
+
+
+def drop_payload(entry: Entry, keep_payload: bool) -> None:
+    """`entry` succeeds: its payload dropped unless `keep_payload` (journal.keep_succeeded_payload),
+    as gq/lifecycle.py says (a job that had one is then `trimmed`: it cannot be replayed)."""
+    if RULES[Event.SUCCEEDED].drops_payload and not keep_payload and entry.job.data is not None:
+        entry.job, entry.trimmed = dataclasses.replace(entry.job, data=None, is_json=False), True
 
 
 class Counts:

@@ -1,6 +1,6 @@
 """The journal's look-ups: reading its rows back as jobs, on any connection (the daemon's
 look-ups' own, or a command's), never changing the file. The jobs a look-up shows are read
-as the file holds them, without their bodies; the jobs to run are parsed again, as at
+as the file holds them, their bodies apart (cut for a list); the jobs to run are parsed again, as at
 intake (gq/broker/journal_file.py takes them)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from gq.broker import Entry, Filter, Found, State, attempt_of
-from gq.job import as_stored, parse
+from gq.job import LISTED_PAYLOAD, as_stored, parse
 
 TAKEN = "taken"
 BLOCKED = "blocked"
@@ -19,10 +19,16 @@ FINAL = ("succeeded", "dead", "cancelled")
 # The file's states behind each state a user sees.
 FILE_STATES = {State.QUEUED: ("queued", TAKEN, BLOCKED)}
 ALL_FILE_STATES = ("queued", TAKEN, BLOCKED, "scheduled", "running", "retrying", *FINAL)
-# What a look-up reads of a row: all but the job's body, which it does not show (read, a body
-# as large as api.max_body_bytes would be parsed for nothing).
-LOOKED_UP = ("id, state, attempts, due, accepted_at, reason, history, "
-             "json_remove(spec, '$.json', '$.body') AS spec")
+# What a look-up reads of a row: the job without its body, and the body apart as text (a `json`
+# one as its JSON text), so that neither is parsed in Python to be shown. A list reads the
+# body cut (LISTED_PAYLOAD characters and one, to tell it was cut): a page of jobs of
+# api.max_body_bytes each then moves little more than it shows.
+_BODY = ("CASE WHEN json_type(spec, '$.json') IS NULL THEN json_extract(spec, '$.body') "
+         "ELSE json_quote(json_extract(spec, '$.json')) END")
+_LOOKED_UP = ("id, state, attempts, due, accepted_at, reason, history, trimmed, "
+              "json_remove(spec, '$.json', '$.body') AS spec, json_type(spec, '$.json') IS NOT NULL AS is_json, ")
+LOOKED_UP = _LOOKED_UP + f"{_BODY} AS payload"
+LISTED = _LOOKED_UP + f"substr({_BODY}, 1, {LISTED_PAYLOAD + 1}) AS payload"
 READ_BYTES = 262144     # characters of jobs a look-up reads at a time (in gevent's threadpool)
 
 
@@ -46,13 +52,13 @@ def found(read: Callable[..., Any], where: Filter, limit: int) -> Iterator[Found
 def entry(row: sqlite3.Row, strict: bool = True) -> Entry:
     """The row as an Entry. `strict` (a job to run): its job is parsed again, checked as at
     intake (ValueError or GqError when it no longer passes); not (a look-up): the job is
-    shown as the file holds it, without its body, valid or not."""
+    shown as the file holds it, its body as the row's `payload` reads it, valid or not."""
     state = shown(row["state"])
     history = [attempt_of(a) for a in json.loads(row["history"])]
     spec = json.loads(row["spec"])
-    job = parse(spec) if strict else as_stored(row["id"], spec)
+    job = parse(spec) if strict else as_stored(row["id"], spec, (row["payload"], bool(row["is_json"])))
     return Entry(job, state, row["attempts"], row["due"], row["accepted_at"], history=history,
-                 reason=row["reason"] or "")
+                 reason=row["reason"] or "", trimmed=bool(row["trimmed"]))
 
 
 class JournalLookups:
@@ -116,10 +122,10 @@ class JournalLookups:
         for n in range(start, len(positions)):
             if most <= 0:
                 return read, n
-            row = self.db.execute(f"SELECT {LOOKED_UP} FROM jobs WHERE rowid = ?", (positions[n][1],)).fetchone()
+            row = self.db.execute(f"SELECT {LISTED} FROM jobs WHERE rowid = ?", (positions[n][1],)).fetchone()
             if row is not None:  # not deleted since
                 read.append((entry(row, strict=False), positions[n]))
-                most -= len(row["spec"]) + len(row["history"])
+                most -= len(row["spec"]) + len(row["history"]) + len(row["payload"] or "")
         return read, len(positions)
 
     def dead_letters(self) -> Iterator[Entry]:

@@ -68,6 +68,7 @@ def read_entry(status: dict[bytes, bytes], state: State | None = None) -> Entry 
         entry.reason = status.get(b"reason", b"").decode()
         entry.due = float(status.get(b"due", 0) or 0)
         entry.accepted_at = float(status.get(b"accepted_at", 0) or 0)
+        entry.trimmed = status.get(b"trimmed") == b"1"
     except (KeyError, ValueError, TypeError, RecursionError) as e:
         log.debug("broker: a job of Redis cannot be read (%s)", e)
         return None
@@ -223,7 +224,7 @@ class RedisOperations:
             for job_id, status in zip(named[i:i + FETCH_CHUNK], pipe.execute()):
                 state = _state(status)
                 entry = None if state is None else read_entry(status, state)
-                why = unreplayable(state, wanted, b"payload" in status)
+                why = unreplayable(state, wanted, b"payload" in status and status.get(b"trimmed") != b"1")
                 if why is None and entry is None:
                     why = "unreadable: its job cannot be read back"
                 if why is not None or entry is None:
