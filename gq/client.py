@@ -154,7 +154,7 @@ def _filter_fields(where: Filter) -> dict[str, Any]:
     """A Filter as the API's query parameters and replay fields name it (no position: the
     API's cursors are its own)."""
     return {"state": where.state.value if where.state else None, "host": where.host,
-            "since": where.since, "until": where.until}
+            "since": where.since, "until": where.until, "ordering_key": where.key, "id_prefix": where.prefix}
 
 
 def _answer(response: requests.Response, what: str) -> Any:

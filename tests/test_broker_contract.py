@@ -635,6 +635,41 @@ def test_find_lists_newest_first_by_filter_a_page_at_a_time(h):
     assert [e.job.id for e, _ in h.broker.find(Filter(since=a2, until=a4), 10)] == ["a3", "a2"]
 
 
+def _pages(h: Harness, where: Filter, size: int) -> list[list[str]]:
+    """The ids of every page of `where`, `size` a page, each after the last one's position."""
+    pages = []
+    while True:
+        page = list(h.broker.find(where, size))
+        pages.append([e.job.id for e, _ in page])
+        if len(page) < size:
+            return pages
+        where = dataclasses.replace(where, after=page[-1][1])
+
+
+def test_find_filters_by_ordering_key_and_id_prefix_a_page_at_a_time(h):
+    for i in range(4):
+        h.add(job(f"order-{i}", ordering_key="k1"), job(f"other-{i}", ordering_key="k2"), job(f"ord-{i}"))
+        pause(0.002)
+    h.add(job("k1-x", ordering_key="k1", url="http://b.example/hook"))
+    h.run(h.take_one("order-0"), dead())  # the key's head: the others of k1 wait behind it until then
+    h.settled()
+    assert _pages(h, Filter(key="k1"), 2) == [["k1-x", "order-3"], ["order-2", "order-1"], ["order-0"]]
+    assert _pages(h, Filter(prefix="order-"), 3) == [["order-3", "order-2", "order-1"], ["order-0"]]
+    assert _pages(h, Filter(prefix="ord"), 5) == [
+        ["ord-3", "order-3", "ord-2", "order-2", "ord-1"], ["order-1", "ord-0", "order-0"]]
+    assert _ids(h, Filter(key="k1", state=State.DEAD)) == ["order-0"]
+    assert _ids(h, Filter(key="k1", host="b.example")) == ["k1-x"]
+    assert _ids(h, Filter(prefix="order-", state=State.QUEUED)) == ["order-3", "order-2", "order-1"]
+    assert _ids(h, Filter(prefix="o", key="k2", host="example.com")) == [f"other-{i}" for i in (3, 2, 1, 0)]
+    assert _ids(h, Filter(key="none")) == _ids(h, Filter(prefix="zz")) == _ids(h, Filter(prefix="order-0-")) == []
+    since = h.get("order-2").accepted_at
+    assert _ids(h, Filter(prefix="order", since=since)) == ["order-3", "order-2"]
+
+
+def _ids(h: Harness, where: Filter) -> list[str]:
+    return [e.job.id for e, _ in h.broker.find(where, 100)]
+
+
 def _at(host: str, i: int) -> Job:
     return Job(f"{host}{i}", "POST", f"http://{host}.example/hook", {})
 

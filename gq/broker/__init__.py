@@ -149,14 +149,22 @@ class Conflict(Exception):
 @dataclass(frozen=True, slots=True)
 class Filter:
     """Which jobs `find` returns: by state (None: any), host (a destination, as
-    gq.hosts.destination spells it), accepted in [since, until); `after` a page's
-    position (accepted_at, a number the broker keeps): only older ones."""
+    gq.hosts.destination spells it), accepted in [since, until), ordering key (exact), id
+    prefix; `after` a page's position (accepted_at, a number the broker keeps): only older ones."""
 
     state: State | None = None
     host: str | None = None
     since: float | None = None
     until: float | None = None
     after: tuple[float, int] | None = None
+    key: str | None = None
+    prefix: str | None = None
+
+    def matches(self, job: Job) -> bool:
+        """Whether `job` has the key and id prefix asked for (the other conditions are the
+        broker's to check, on what it keeps of the job)."""
+        return ((self.key is None or job.ordering_key == self.key)
+                and (self.prefix is None or job.id.startswith(self.prefix)))
 
 
 Found = tuple[Entry, tuple[float, int]]  # a job `find` found, and its position (for Filter.after)

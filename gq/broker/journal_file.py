@@ -70,7 +70,8 @@ CREATE TABLE IF NOT EXISTS control (       -- dlq commands for a running daemon
 );
 """
 # Newest first by acceptance, for GET /v1/jobs: through jobs_accepted with no filter,
-# jobs_state by state, jobs_host by host (and state).
+# jobs_state by state, jobs_host by host (and state), jobs_ordering by ordering key (and
+# state); an id prefix through the id's own index, its matches sorted.
 INDEXES = f"""
 DROP INDEX IF EXISTS jobs_by_state;         -- the layouts of earlier versions
 DROP INDEX IF EXISTS jobs_due;
@@ -81,6 +82,7 @@ CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE state IN ('
 CREATE INDEX IF NOT EXISTS jobs_accepted ON jobs (accepted_at);
 CREATE INDEX IF NOT EXISTS jobs_host ON jobs (host, state, accepted_at);
 CREATE INDEX IF NOT EXISTS jobs_key ON jobs (ordering_key, state) WHERE {KEYED};
+CREATE INDEX IF NOT EXISTS jobs_ordering ON jobs (ordering_key, state, accepted_at) WHERE ordering_key IS NOT NULL;
 """
 
 
