@@ -196,6 +196,21 @@ def test_list_filters_by_state_host_and_acceptance_time(settled, source):
 
 
 @pytest.mark.parametrize("source", ["journal", "api"])
+def test_list_filters_by_id_prefix_and_ordering_key(settled, source):
+    daemon, workdir, _ = settled
+
+    def ids(*options: str) -> list[str]:
+        lines = ok(gq_jobs(workdir, "list", "--json", *options, *source_args(daemon, source)))
+        return [json.loads(line)["id"] for line in lines]
+
+    assert ids("--id-prefix", "local-") == ["local-gone", "local-ok"]
+    assert ids("--id-prefix", "o", "--state", "succeeded") == ["ok"]
+    assert ids("--key", "none") == []
+    refused = gq_jobs(workdir, "list", "--key", "", *source_args(daemon, source))
+    assert errors(refused, 2) == ["gq: usage error: jobs list: --key: give a non-empty text"]
+
+
+@pytest.mark.parametrize("source", ["journal", "api"])
 def test_show_prints_every_field_and_the_attempts(settled, source):
     daemon, workdir, _ = settled
     lines = ok(gq_jobs(workdir, "show", "ok", *source_args(daemon, source)))
