@@ -18,7 +18,6 @@ transaction (`_release`).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -27,7 +26,7 @@ import time
 from collections.abc import Iterable
 
 from gq import hosts
-from gq.broker import Entry, State, stored
+from gq.broker import Entry, State, drop_payload, stored
 from gq.broker.journal_lookups import BLOCKED, FINAL, TAKEN, JournalLookups, entry, shown
 from gq.broker.journal_operations import KEYED, JournalOperations
 from gq.errors import GqError
@@ -109,8 +108,9 @@ def state_row(entry: Entry, keep_payload: bool = False) -> tuple:
     finished = time.time() if entry.state.value in FINAL else None
     if entry.state is State.SUCCEEDED:
         history = history[:1] + history[1:][-(SUCCEEDED_HISTORY - 1):]
-        if not keep_payload and entry.job.data is not None:
-            spec, trimmed = dataclasses.replace(entry.job, data=None, is_json=False).to_json(), 1
+        drop_payload(entry, keep_payload)  # done at settle already: the entry shows it until written
+        if entry.trimmed:
+            spec, trimmed = entry.job.to_json(), 1
     return (entry.state.value, entry.attempts, entry.due, finished, entry.reason or None,
             _history(history), spec, trimmed, entry.job.id)
 
