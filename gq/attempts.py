@@ -14,7 +14,7 @@ from gq.broker import Dispatch, Entry, State
 from gq.destinations import Destinations
 from gq.job import Job
 from gq.observers import Observers
-from gq.outcome import AttemptResult, Outcome, Verdict, decide
+from gq.outcome import AttemptResult, Outcome, Verdict, decide, recorded
 from gq.retry import RetryPolicy
 from gq.transport import Worker
 
@@ -44,7 +44,8 @@ class Attempts:
         try:
             if entry.state is State.CANCELLED:  # while it waited for this greenlet to start
                 return
-            if entry.interrupted:
+            interrupted = entry.interrupted
+            if interrupted:
                 entry.interrupted = False
                 log.warning("job %s: gq stopped during its attempt %d, which counts as failed",
                             job.id, entry.attempts)
@@ -61,6 +62,7 @@ class Attempts:
                 log.exception("internal error on job %s", job.id)
                 result = AttemptResult(time.time(), 0.0, error=f"internal: {e!r}")
                 outcome = decide(result, entry.attempts, max_attempts, self.policy)
+            result = recorded(result, outcome, interrupted)
             self.broker.settle(entry, result, outcome)
             self.destinations.count(host, outcome.verdict.value)
             self.observers.tell("attempted", entry, result, outcome)

@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from typing import Any, TextIO
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import requests
 
@@ -99,7 +99,8 @@ class Client:
         left = limit
         while left is None or left > 0:
             query["limit"] = PAGE if left is None else min(left, PAGE)
-            page = _answer(self.request("GET", "/v1/jobs", params=query), "list jobs")
+            # A space as %20, not '+': gq reads a '+' in a query as itself (an ordering key may hold either)
+            page = _answer(self.request("GET", "/v1/jobs", params=urlencode(query, quote_via=quote)), "list jobs")
             yield from page["jobs"]
             if left is not None:
                 left -= len(page["jobs"])

@@ -383,7 +383,7 @@ class JournalConfig:
     keep_succeeded: float = setting(3600.0, seconds(), "seconds a succeeded job stays visible and counts as a "
                                     "duplicate; its body is dropped at success")
     keep_succeeded_payload: bool = setting(False, boolean, "true: a succeeded job keeps its body while it is "
-                                           "kept, so that it can be replayed (more disk)")
+                                           "kept, so that it can be replayed (more disk; memory only and Redis too)")
 
 
 @dataclass(frozen=True)

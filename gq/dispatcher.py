@@ -28,6 +28,7 @@ from gq.broker import Broker, Entry, State
 from gq.destinations import Destinations, Limits
 from gq.job_queue import POLL, JobQueue
 from gq.observers import Observer, Observers
+from gq.outcome import DIED_PREFIX
 from gq.parking import Parking
 from gq.retry import RetryPolicy
 from gq.supervisor import Supervisor
@@ -36,7 +37,7 @@ from gq.workers import Workers
 
 RECHECK = 1.0         # seconds a job handed back for a host at its cap waits before another look
 DRAIN_MARGIN = 0.5    # seconds kept between a drain's last attempt's timeout and its deadline
-DIED = ("died: gq stopped during attempt {} (a crash, a kill or a freeze); "
+DIED = (DIED_PREFIX + "gq stopped during attempt {} (a crash, a kill or a freeze); "
         "whether it reached the target is not known")
 
 

@@ -44,6 +44,7 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: a header 
 # large a job's headers are (api.max_body_bytes allows); GET /v1/jobs/{id} shows them all.
 LISTED_VALUE = 256       # characters of a header value, then CUT
 LISTED_HEADERS = 4096    # characters of header names and values in all; the headers past it left out
+LISTED_PAYLOAD = 1024    # characters of a payload (a body, or the JSON text) a list shows, then CUT
 CUT = "…"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # RFC 3339's date-time (section 5.6): T, t or a space between the two; Z, z or +hh:mm.
@@ -113,14 +114,23 @@ class Job:
 
     def shown(self, hidden: frozenset[str] = frozenset(), listed: bool = False) -> dict[str, Any]:
         """What an operator may see of the request: secret header values and the URL's
-        password shown through gq/redaction.py (names in `hidden`, lower case, besides the usual).
-        `listed`: headers cut as a list shows them, and `"truncated": true` when some were."""
+        password shown through gq/redaction.py (names in `hidden`, lower case, besides the usual);
+        its payload as `"json"` (the value) or `"body"` (the string), when it has one.
+        `listed`: headers and payload cut as a list shows them, and `"truncated": true` when
+        some were (a JSON payload cut is no longer JSON: its text is shown as `"json_text"`)."""
         headers = ((k, redaction.header(k, v, hidden)) for k, v in self.headers.items())
         shown: dict[str, Any] = {"method": self.method, "url": redaction.url(self.url)}
         if not listed:
             shown["headers"] = dict(headers)
+            if self.data is not None:
+                shown["json" if self.is_json else "body"] = json.loads(self.data) if self.is_json else self.data
             return shown
         shown["headers"], truncated = _listed(headers)
+        if self.data is not None and len(self.data) > LISTED_PAYLOAD:
+            shown["json_text" if self.is_json else "body"] = self.data[:LISTED_PAYLOAD] + CUT
+            truncated = True
+        elif self.data is not None:
+            shown["json" if self.is_json else "body"] = json.loads(self.data) if self.is_json else self.data
         if truncated:
             shown["truncated"] = True
         return shown
@@ -273,20 +283,31 @@ def _check_key(key: Any) -> str | None:
     return key
 
 
-def as_stored(job_id: str, spec: Any) -> Job:
-    """A look-up's job: its request read as the broker holds it (the journal, a Redis entry), neither checked again nor
-    its body serialized again (a look-up shows the request, not its body). Parsing every
-    job of a page again, its body included, was most of the cost of a page of 1,000."""
+def as_stored(job_id: str, spec: Any, payload: tuple[str | None, bool] | None = None) -> Job:
+    """A look-up's job: its request read as the broker holds it (the journal, a Redis entry),
+    not checked again. Parsing every job of a page again was most of the cost of a page of
+    1,000. Its payload is `payload` (the text, and whether it is JSON) when the broker read it
+    apart (the journal does, cut for a list), else the spec's own `json` or `body`."""
     if not isinstance(spec, dict):
         spec = {}
     headers, timeout, attempts = spec.get("headers"), spec.get("timeout"), spec.get("max_attempts")
     run_at, key = spec.get("run_at"), spec.get("ordering_key")
+    if payload is None:
+        payload = _payload(spec)
     return Job(job_id, str(spec.get("method", "")), str(spec.get("url", "")),
-               headers if isinstance(headers, dict) else {},
+               headers if isinstance(headers, dict) else {}, payload[0], payload[1],
                timeout=float(timeout) if is_number(timeout) else None,
                max_attempts=attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else None,
                run_at=float(run_at) if is_number(run_at) else None,
                ordering_key=key if isinstance(key, str) else None)
+
+
+def _payload(spec: dict[str, Any]) -> tuple[str | None, bool]:
+    """A stored job's body as Job.data holds it, and whether it came from `json`."""
+    if "json" in spec:
+        return json.dumps(spec["json"], separators=(",", ":"), ensure_ascii=False), True
+    body = spec.get("body")
+    return (body, False) if isinstance(body, str) else (None, False)
 
 
 def parse(obj: Any, *, default_url: str = "", policy: HostPolicy = HostPolicy(),

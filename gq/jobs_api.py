@@ -27,7 +27,7 @@ from gq.broker import REPLAYABLE, Broker, Conflict, Filter, Found, Replayed, Sta
 from gq.config import Config
 from gq.dispatcher import Dispatcher
 from gq.errors import BrokerUnavailable
-from gq.job import encodes, is_number, loads, timestamp
+from gq.job import MAX_ID_LENGTH, MAX_KEY_LENGTH, encodes, is_number, loads, timestamp
 
 PAGE = 100            # jobs per page by default
 MAX_PAGE = 1000
@@ -39,10 +39,11 @@ REPLAY_PAGE = 1000    # jobs a replay by filter takes by default
 MAX_REPLAY_PAGE = 10000
 MAX_REPLAY_IDS = 10000
 RETRY_AFTER_BROKER = "5"
-LIST_PARAMETERS = ("state", "host", "since", "until", "limit", "cursor")
+LIST_PARAMETERS = ("state", "host", "since", "until", "ordering_key", "id_prefix", "limit", "cursor")
 AUDIT_PARAMETERS = ("limit", "cursor")
-FILTER_FIELDS = ("state", "host", "since", "until")  # a replay filter as its audit row keeps it
-REPLAY_FIELDS = ("ids", "state", "host", "since", "until", "limit", "cursor")
+# a replay filter as its audit row keeps it
+FILTER_FIELDS = ("state", "host", "since", "until", "ordering_key", "id_prefix")
+REPLAY_FIELDS = ("ids", *FILTER_FIELDS, "limit", "cursor")
 
 
 # base64url without padding, as `cursor` writes it; gq's own are 64 characters at most
@@ -102,7 +103,18 @@ def parse_filter(field_value: Callable[[str], Any], states: tuple[State, ...] | 
     return Filter(state, hosts.canonical(host.strip()) if host is not None else None,
                   None if since is None else _moment("since", since),
                   None if until is None else _moment("until", until),
-                  None if after is None else position("cursor", after))
+                  None if after is None else position("cursor", after),
+                  _text("ordering_key", field_value("ordering_key"), MAX_KEY_LENGTH),
+                  _text("id_prefix", field_value("id_prefix"), MAX_ID_LENGTH))
+
+
+def _text(field: str, value: Any, most: int) -> str | None:
+    """A filter's text as given (an ordering key, an id prefix): 1 to `most` characters of
+    Unicode; a 400 naming `field` for anything else. None when not given."""
+    if value is not None and (not isinstance(value, str) or not 0 < len(value) <= most
+                              or not encodes(value, "utf-8")):
+        raise bad_request(field, f"must be a string of 1 to {most} characters", None)
+    return value
 
 
 def page_limit(value: Any, default: int, most: int) -> int:

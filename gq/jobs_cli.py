@@ -75,6 +75,8 @@ def add_commands(jobs: argparse.ArgumentParser, parser_class: type[argparse.Argu
         when = "Unix seconds, RFC 3339, or local YYYY-MM-DD[ HH:MM[:SS]]"
         p.add_argument("--since", type=moment, metavar="T", help=f"accepted at or after T ({when})")
         p.add_argument("--until", type=moment, metavar="T", help=f"accepted before T ({when})")
+        p.add_argument("--key", metavar="K", help="jobs of this ordering key only")
+        p.add_argument("--id-prefix", metavar="P", help="jobs whose id begins with P only")
 
     listing = action("list", "jobs, newest first, one line each")
     listing.add_argument("--state", choices=[s.value for s in State], help="jobs in this state only")
@@ -91,7 +93,7 @@ def add_commands(jobs: argparse.ArgumentParser, parser_class: type[argparse.Argu
     replay = action("replay", "run finished jobs (dead or succeeded) again, attempts reset: by id, or by filter")
     replay.add_argument("ids", nargs="*", metavar="ID")
     replay.add_argument("--state", choices=[s.value for s in REPLAYABLE],
-                        help="every job in this state that matches --host, --since and --until")
+                        help="every job in this state that matches --host, --since, --until, --key and --id-prefix")
     window(replay)
 
 
@@ -132,20 +134,23 @@ def _check(args: argparse.Namespace) -> None:
     action = f"jobs {args.jobs_command}"
     if getattr(args, "host", None) is not None and not args.host.strip():
         raise UsageError(f"usage error: {action}: --host: give a host name or address")
+    for option, value in (("--key", getattr(args, "key", None)), ("--id-prefix", getattr(args, "id_prefix", None))):
+        if value is not None and not value:
+            raise UsageError(f"usage error: {action}: {option}: give a non-empty text")
     if action == "jobs list" and args.limit < 0:
         raise UsageError("usage error: jobs list: --limit: give a number of jobs, 0 for all")
     if action == "jobs replay":
-        filtered = args.host is not None or args.since is not None or args.until is not None
+        filtered = any(v is not None for v in (args.host, args.since, args.until, args.key, args.id_prefix))
         if args.ids and (args.state or filtered):
             raise UsageError("usage error: jobs replay: give job ids or a filter (--state ...), not both")
         if not args.ids and not args.state:
             raise UsageError("usage error: jobs replay: give job ids, or --state dead|succeeded "
-                             "(with --host, --since, --until)")
+                             "(with --host, --since, --until, --key, --id-prefix)")
 
 
 def _where(args: argparse.Namespace, state: str | None) -> Filter:
     host = hosts.canonical(args.host.strip()) if args.host is not None else None
-    return Filter(State(state) if state else None, host, args.since, args.until)
+    return Filter(State(state) if state else None, host, args.since, args.until, key=args.key, prefix=args.id_prefix)
 
 
 # -- the actions
@@ -251,15 +256,28 @@ def _line(values: tuple[str, ...], widths: list[int]) -> str:
     return "  ".join([v.ljust(w) for v, w in zip(values, widths)] + [values[-1]]) + "\n"
 
 
+def _payload(request: dict[str, Any]) -> list[tuple[str, str]]:
+    """The request's payload as `show` prints it: its JSON (compact) or its body, escaped as
+    any value is; "not kept" for a succeeded job's that was dropped."""
+    if "json" in request:
+        return [("json", printable(json.dumps(request["json"], ensure_ascii=False)))]
+    if "body" in request:
+        return [("body", printable(request["body"]))]
+    if "payload" in request:
+        return [("payload", printable(request["payload"]))]
+    return []
+
+
 def details(job: dict[str, Any]) -> list[str]:
     """Every field of a job, one `name: value` line each (times local), its request's
-    method, URL and headers, then its attempts."""
+    method, URL, headers and payload, then its attempts, each with its outcome."""
     fields: list[tuple[str, str]] = []
     history: list[dict[str, Any]] = []
     for name, value in job.items():
         if name == "request":
             fields += [("method", printable(value["method"])), ("url", printable(value["url"]))]
             fields += [("header", f"{printable(k)}: {printable(v)}") for k, v in value["headers"].items()]
+            fields += _payload(value)
         elif name == "history":
             history = value
         elif name.endswith("_at") and isinstance(value, (int, float)):
@@ -272,7 +290,9 @@ def details(job: dict[str, Any]) -> list[str]:
     for attempt in history:
         outcome = [f"status {attempt['status']}"] if attempt["status"] is not None else []
         outcome += [printable(attempt["error"])] if attempt["error"] else []
-        lines.append(f"  {local(attempt['started'])}  {attempt['duration']:.3f}s  {'; '.join(outcome) or '-'}")
+        verdict = printable(attempt.get("outcome"))
+        lines.append(f"  {local(attempt['started'])}  {attempt['duration']:.3f}s  {verdict}  "
+                     f"{'; '.join(outcome) or '-'}")
         if attempt.get("response"):
             lines.append(f"    response: {printable(attempt['response'])}")
     return lines

@@ -4,7 +4,7 @@ its host (it answered, it failed, or it was never asked), in one rule: `decide`.
 from __future__ import annotations
 
 import email.utils
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from gq.retry import RetryPolicy
@@ -23,6 +23,7 @@ class AttemptResult:
     retry_after: str | None = None  # the response's Retry-After header, as sent
     snippet: str = ""               # the start of the response body
     refused: bool = False           # gq would not connect (a forbidden address): never retried
+    outcome: str | None = None      # what came of it, as a job's history shows it (`recorded`)
 
 
 class Verdict(str, Enum):
@@ -31,6 +32,10 @@ class Verdict(str, Enum):
     SUCCESS = "success"
     RETRY = "retry"
     FAIL = "fail"
+
+
+UNKNOWN = "unknown"   # the outcome of an attempt gq died during: the target may have received it
+DIED_PREFIX = "died: "  # how the error of such an attempt begins (gq.dispatcher.DIED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,3 +92,24 @@ def decide(result: AttemptResult, attempt: int, max_attempts: int, policy: Retry
     delay = policy.delay(attempt, wait)
     return Outcome(Verdict.RETRY, delay=delay, answered=answered,
                    retry_after=delay if result.retry_after else None)
+
+
+def recorded(result: AttemptResult, outcome: Outcome, interrupted: bool = False) -> AttemptResult:
+    """`result` as a job's history keeps it: with its outcome, the verdict's name ("success",
+    "retry", "fail"), or "unknown" for the attempt gq died during (`interrupted`), which
+    may have reached the target whatever was decided of the job since."""
+    return replace(result, outcome=UNKNOWN if interrupted else outcome.verdict.value)
+
+
+def outcome_of(result: AttemptResult) -> str | None:
+    """The outcome a job's history shows of `result`: the one recorded, or for an attempt
+    kept by an earlier gq (without one) what its result alone says: "success" for a 2xx,
+    "unknown" for an attempt gq died during; None when it cannot be told (retried or not
+    depended on the attempts left)."""
+    if result.outcome is not None:
+        return result.outcome
+    if result.status is not None and 200 <= result.status <= 299:
+        return Verdict.SUCCESS.value
+    if result.error is not None and result.error.startswith(DIED_PREFIX):
+        return UNKNOWN
+    return None

@@ -53,14 +53,15 @@ def open_broker(config: Config, batch: bool, supervisor: Supervisor, waiting: Wa
     if config.broker.kind == "redis":
         from gq.broker.redis_streams import RedisBroker  # imports redis: only when used
         broker = RedisBroker(config.broker, supervisor,
-                             hold_at_most=config.pool.size + (config.broker.prefetch or config.pool.size))
+                             hold_at_most=config.pool.size + (config.broker.prefetch or config.pool.size),
+                             keep_payload=config.journal.keep_succeeded_payload)
         log.info("broker: Redis stream %s, consumer %s", broker.stream, broker.consumer)
         return broker
     journal = config.journal
     if not journal.path:
         log.warning("journal.path is empty: jobs are kept in memory only, and a crash loses them")
         return MemoryBroker(keep_finished=0 if batch else KEEP_FINISHED, max_backlog=journal.max_backlog,
-                            keep_seconds=journal.keep_succeeded)
+                            keep_seconds=journal.keep_succeeded, keep_payload=journal.keep_succeeded_payload)
     embedded = JournalBroker(journal.path, batch, journal.max_backlog, journal.min_free_mb,
                              journal.keep_succeeded, supervisor,
                              keep_payload=journal.keep_succeeded_payload, waiting=waiting)

@@ -34,7 +34,7 @@ from gq.broker import Added, Broker, Entry, State
 from gq.broker.journal import JournalBroker
 from gq.broker.memory import KEEP_FINISHED, MemoryBroker
 from gq.job import Job, parse
-from gq.outcome import AttemptResult, Outcome, Verdict
+from gq.outcome import AttemptResult, Outcome, Verdict, recorded
 from support import wait_for
 
 KINDS = ("memory", "journal", "redis")
@@ -97,6 +97,7 @@ class Options:
     keep_finished: int = KEEP_FINISHED   # memory: finished jobs remembered
     status_ttl: int = 86400              # broker.status_ttl (Redis)
     heartbeat: float = 1.0               # broker.heartbeat (Redis)
+    keep_payload: bool = False           # journal.keep_succeeded_payload (every broker)
 
 
 _prefixes = itertools.count()
@@ -118,17 +119,17 @@ class Storage:
         o = self.options
         if self.kind == "memory":
             return MemoryBroker(clock=clock, keep_finished=o.keep_finished, max_backlog=o.max_backlog,
-                                keep_seconds=o.keep_succeeded)
+                                keep_seconds=o.keep_succeeded, keep_payload=o.keep_payload)
         if self.kind == "journal":
             return JournalBroker(self.path, max_backlog=o.max_backlog, min_free_mb=0,
-                                 keep_succeeded=o.keep_succeeded)
+                                 keep_succeeded=o.keep_succeeded, keep_payload=o.keep_payload)
         from gq.broker.redis_streams import RedisBroker
         from gq.config import BrokerConfig
         # Built directly: the config's checks (status_ttl >= 60, say) are not applied, so a
         # test may shorten what it needs to see pass.
         config = BrokerConfig(kind="redis", url=self.redis_url, prefix=self.prefix, max_backlog=o.max_backlog,
                               status_ttl=o.status_ttl, heartbeat=o.heartbeat, claim_idle=60.0)
-        return RedisBroker(config, hold_at_most=200)
+        return RedisBroker(config, hold_at_most=200, keep_payload=o.keep_payload)
 
 
 def storage(kind: str, tmp_path: Path, redis_url: str = "", options: Options | None = None) -> Storage:
@@ -150,6 +151,7 @@ class Harness:
         self.running: dict[str, Entry] = {}   # started, not settled
         self.attempted: list[str] = []        # ids whose attempt went ahead, in order
         self.taken: list[str] = []            # ids taken (or handed back by add), in order
+        self.interrupted: set[str] = set()    # started as gq.attempts settles an attempt gq died during
         self.closed = False
 
     # -- intake
@@ -207,6 +209,7 @@ class Harness:
             return False
         if entry.interrupted:  # gq died during its last attempt: that one is settled now, uncounted again
             entry.interrupted = False
+            self.interrupted.add(entry.job.id)
         else:
             self.broker.started(entry)
             if entry.state is not State.RUNNING:
@@ -217,7 +220,9 @@ class Harness:
 
     def settle(self, entry: Entry, outcome: Outcome = SUCCESS) -> None:
         self.running.pop(entry.job.id, None)
-        self.broker.settle(entry, result_of(outcome), outcome)
+        interrupted = entry.job.id in self.interrupted
+        self.interrupted.discard(entry.job.id)
+        self.broker.settle(entry, recorded(result_of(outcome), outcome, interrupted), outcome)
 
     def run(self, entry: Entry, outcome: Outcome = SUCCESS) -> bool:
         """One whole attempt of a held entry; False when it was dropped, cancelled."""

@@ -494,6 +494,82 @@ def test_a_vanished_brokers_jobs_are_taken_over_with_their_attempts(make):
         second.close()
 
 
+@pytest.mark.parametrize("broker_kind", ["journal", "redis"])  # memory only: a crash loses every job, by design
+def test_the_attempt_gq_died_during_shows_its_outcome_unknown(make):
+    """An attempt in flight when its daemon died may have reached the target: its history says
+    "unknown", whatever became of the job, beside the attempts whose verdict is known."""
+    first = make(heartbeat=0.2)
+    first.add(job("twice"), job("once"))
+    taken = first.take_ids(["twice", "once"])
+    first.run(taken["once"], retry(0.0))
+    first.settled()
+    assert first.start(taken["twice"])
+    first.vanish()
+    second = first.successor()
+    try:
+        back = second.take_ids(["twice", "once"])
+        second.run(back["twice"])
+        second.run(back["once"], dead())
+        outcomes = {i: [a["outcome"] for a in second.get(i).status()["history"]] for i in ("twice", "once")}
+        assert outcomes == {"twice": ["unknown"], "once": ["retry", "fail"]}
+        assert second.get("twice").state is State.SUCCEEDED
+    finally:
+        second.close()
+
+
+def test_history_shows_each_attempts_outcome(h):
+    h.add(job("r", max_attempts=3))
+    h.run(h.take_one("r"), retry(0.0))
+    h.run(h.take_one("r"), retry(0.0))
+    h.run(h.take_one("r"))
+    assert [a["outcome"] for a in h.get("r").status()["history"]] == ["retry", "retry", "success"]
+
+
+# -- the payload a job shows
+
+PAYLOADS = {"j": {"json": {"order": 7, "items": ["a", "b"]}}, "b": {"body": "plain text"}, "none": {}}
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["payload-kept", "payload-dropped"])
+def test_a_job_shows_its_payload_while_gq_keeps_it(make, keep):
+    """Unfinished and dead jobs show their payload, in a look-up and in a list; a succeeded
+    one too with journal.keep_succeeded_payload, else "payload": "not kept" (a job that had
+    none shows neither)."""
+    h = make(keep_payload=keep)
+    h.add(*(job(f"{state}-{kind}", **fields) for state in ("queued", "dead", "succeeded")
+            for kind, fields in PAYLOADS.items()))
+    for kind in PAYLOADS:
+        h.run(h.take_one(f"dead-{kind}"), dead())
+        h.run(h.take_one(f"succeeded-{kind}"))
+    h.settled()
+    listed = {e.job.id: e.status(listed=True)["request"] for e, _ in h.broker.find(Filter(), 100)}
+    for state in ("queued", "dead", "succeeded"):
+        for kind, fields in PAYLOADS.items():
+            job_id = f"{state}-{kind}"
+            shown = h.get(job_id).status()["request"]
+            expected = {"payload": "not kept"} if state == "succeeded" and not keep and fields else fields
+            assert {k: shown[k] for k in ("json", "body", "payload") if k in shown} == expected, job_id
+            assert {k: listed[job_id][k] for k in ("json", "body", "payload") if k in listed[job_id]} == expected
+            assert "truncated" not in listed[job_id]
+
+
+def test_a_list_cuts_a_long_payload(h):
+    h.add(job("long-body", body="x" * 5000), job("long-json", json={"text": "y" * 5000}))
+    listed = {e.job.id: e.status(listed=True)["request"] for e, _ in h.broker.find(Filter(), 10)}
+    assert listed["long-body"]["body"] == "x" * 1024 + "…" and listed["long-body"]["truncated"] is True
+    assert listed["long-json"]["json_text"] == ('{"text":"' + "y" * 5000)[:1024] + "…"
+    assert "json" not in listed["long-json"] and listed["long-json"]["truncated"] is True
+    assert h.get("long-body").status()["request"]["body"] == "x" * 5000
+    assert h.get("long-json").status()["request"]["json"] == {"text": "y" * 5000}
+
+
+def test_a_payload_shown_keeps_secrets_redacted(h):
+    h.add(job("s", url="http://user:pw@example.com/hook", headers={"Authorization": "Bearer t"}, json=[1]))
+    shown = h.get("s").status()["request"]
+    assert "pw" not in shown["url"] and shown["headers"]["Authorization"] != "Bearer t"
+    assert shown["json"] == [1]
+
+
 # -- expiry
 
 def test_a_finished_job_is_forgotten_after_keep_succeeded(make):
@@ -557,6 +633,41 @@ def test_find_lists_newest_first_by_filter_a_page_at_a_time(h):
     a2 = h.get("a2").accepted_at
     a4 = h.get("a4").accepted_at
     assert [e.job.id for e, _ in h.broker.find(Filter(since=a2, until=a4), 10)] == ["a3", "a2"]
+
+
+def _pages(h: Harness, where: Filter, size: int) -> list[list[str]]:
+    """The ids of every page of `where`, `size` a page, each after the last one's position."""
+    pages = []
+    while True:
+        page = list(h.broker.find(where, size))
+        pages.append([e.job.id for e, _ in page])
+        if len(page) < size:
+            return pages
+        where = dataclasses.replace(where, after=page[-1][1])
+
+
+def test_find_filters_by_ordering_key_and_id_prefix_a_page_at_a_time(h):
+    for i in range(4):
+        h.add(job(f"order-{i}", ordering_key="k1"), job(f"other-{i}", ordering_key="k2"), job(f"ord-{i}"))
+        pause(0.002)
+    h.add(job("k1-x", ordering_key="k1", url="http://b.example/hook"))
+    h.run(h.take_one("order-0"), dead())  # the key's head: the others of k1 wait behind it until then
+    h.settled()
+    assert _pages(h, Filter(key="k1"), 2) == [["k1-x", "order-3"], ["order-2", "order-1"], ["order-0"]]
+    assert _pages(h, Filter(prefix="order-"), 3) == [["order-3", "order-2", "order-1"], ["order-0"]]
+    assert _pages(h, Filter(prefix="ord"), 5) == [
+        ["ord-3", "order-3", "ord-2", "order-2", "ord-1"], ["order-1", "ord-0", "order-0"]]
+    assert _ids(h, Filter(key="k1", state=State.DEAD)) == ["order-0"]
+    assert _ids(h, Filter(key="k1", host="b.example")) == ["k1-x"]
+    assert _ids(h, Filter(prefix="order-", state=State.QUEUED)) == ["order-3", "order-2", "order-1"]
+    assert _ids(h, Filter(prefix="o", key="k2", host="example.com")) == [f"other-{i}" for i in (3, 2, 1, 0)]
+    assert _ids(h, Filter(key="none")) == _ids(h, Filter(prefix="zz")) == _ids(h, Filter(prefix="order-0-")) == []
+    since = h.get("order-2").accepted_at
+    assert _ids(h, Filter(prefix="order", since=since)) == ["order-3", "order-2"]
+
+
+def _ids(h: Harness, where: Filter) -> list[str]:
+    return [e.job.id for e, _ in h.broker.find(where, 100)]
 
 
 def _at(host: str, i: int) -> Job:

@@ -605,6 +605,8 @@ PARAMETERS: dict[str, tuple[list[str], st.SearchStrategy[str]]] = {  # name: (va
     "until": (["99999999999", "2100-01-01T00:00:00+01:00"], hostile_moments),
     "limit": (["1", "2", "1000"], st.one_of(st.sampled_from(["1001", "0", "1e3", "0x10", " 5", "9" * 5000]),
                                             st.sampled_from(HOSTILE_NUMBERS), texts)),
+    "ordering_key": (["k", "tenant é"], st.one_of(st.sampled_from(["", "k" * 257]), texts)),
+    "id_prefix": (["ok-", "d", "later"], st.one_of(st.sampled_from(["", "i" * 257, "%"]), texts)),
     "cursor": ([GIVEN_CURSOR], hostile_cursors),
 }
 

@@ -446,3 +446,19 @@ def test_a_run_at_before_1970_or_past_the_bound_is_refused_in_either_form(run_at
 def test_whatever_run_at_intake_takes_is_read_back_by_the_same_parser(run_at):
     job = parse({"url": URL, "run_at": run_at, "ordering_key": "k"})
     assert parse(job.to_dict()) == job
+
+
+def test_a_payload_is_shown_whole_and_cut_in_a_list():
+    from gq.job import LISTED_PAYLOAD
+
+    exact, over = "b" * LISTED_PAYLOAD, "b" * (LISTED_PAYLOAD + 1)
+    assert parse({"url": "http://x/", "body": exact}).shown(listed=True)["body"] == exact
+    cut = parse({"url": "http://x/", "body": over}).shown(listed=True)
+    assert (cut["body"], cut["truncated"]) == (exact + "…", True)
+    value = {"k": "v" * LISTED_PAYLOAD}
+    as_json = parse({"url": "http://x/", "json": value})
+    assert as_json.shown()["json"] == value and "truncated" not in as_json.shown()
+    listed = as_json.shown(listed=True)
+    assert listed["json_text"] == ('{"k":"' + "v" * LISTED_PAYLOAD)[:LISTED_PAYLOAD] + "…" and "json" not in listed
+    assert parse({"url": "http://x/", "json": None}).shown(listed=True)["json"] is None
+    assert "json" not in parse({"url": "http://x/"}).shown() and "body" not in parse({"url": "http://x/"}).shown()

@@ -114,8 +114,9 @@ def settled(tmp_path_factory):
     try:
         window_a = [
             {"id": "ok", "url": target.url("/ok").replace("http://", "http://user:hunter2@"),
-             "headers": {"Authorization": "Bearer hunter2", "X-Tenant": "tenant-secret", "X-Seen": "yes"}},
-            {"id": "gone", "url": target.url("/gone", status=404, size=12)},
+             "headers": {"Authorization": "Bearer hunter2", "X-Tenant": "tenant-secret", "X-Seen": "yes"},
+             "body": "sent once"},
+            {"id": "gone", "url": target.url("/gone", status=404, size=12), "json": {"order": "é1"}},
             {"id": "later", "url": target.url("/later"), "delay": 3600},
             {"id": "broken", "url": f"http://127.0.0.1:{closed_port()}/x", "max_attempts": 1},
         ]
@@ -195,6 +196,21 @@ def test_list_filters_by_state_host_and_acceptance_time(settled, source):
 
 
 @pytest.mark.parametrize("source", ["journal", "api"])
+def test_list_filters_by_id_prefix_and_ordering_key(settled, source):
+    daemon, workdir, _ = settled
+
+    def ids(*options: str) -> list[str]:
+        lines = ok(gq_jobs(workdir, "list", "--json", *options, *source_args(daemon, source)))
+        return [json.loads(line)["id"] for line in lines]
+
+    assert ids("--id-prefix", "local-") == ["local-gone", "local-ok"]
+    assert ids("--id-prefix", "o", "--state", "succeeded") == ["ok"]
+    assert ids("--key", "none") == []
+    refused = gq_jobs(workdir, "list", "--key", "", *source_args(daemon, source))
+    assert errors(refused, 2) == ["gq: usage error: jobs list: --key: give a non-empty text"]
+
+
+@pytest.mark.parametrize("source", ["journal", "api"])
 def test_show_prints_every_field_and_the_attempts(settled, source):
     daemon, workdir, _ = settled
     lines = ok(gq_jobs(workdir, "show", "ok", *source_args(daemon, source)))
@@ -213,13 +229,16 @@ def test_show_prints_every_field_and_the_attempts(settled, source):
         ["Authorization: <redacted>", "X-Tenant: <redacted>", "X-Seen: yes"]
     [attempt] = [line for line in lines if line.startswith("  ") and not line.startswith("    ")]
     started = job["history"][0]["started"]
-    assert attempt.split() == [*local(started).split(), f"{job['history'][0]['duration']:.3f}s", "status", "200"]
+    assert attempt.split() == [*local(started).split(), f"{job['history'][0]['duration']:.3f}s", "success",
+                               "status", "200"]
+    assert fields["payload"] == "not kept" and "sent once" not in "\n".join(lines)  # succeeded: body dropped
     assert "hunter2" not in "\n".join(lines) and "tenant-secret" not in "\n".join(lines)
 
     dead = ok(gq_jobs(workdir, "show", "gone", *source_args(daemon, source)))
     snippet = daemon.job("gone")["history"][0]["response"]
     assert snippet and f"    response: {snippet}" in dead
     assert f"dead_reason:     {daemon.job('gone')['dead_reason']}" in dead
+    assert 'json:            {"order": "é1"}' in dead and daemon.job("gone")["request"]["json"] == {"order": "é1"}
     as_json = ok(gq_jobs(workdir, "show", "later", "--json", *source_args(daemon, source)))
     assert [json.loads(line) for line in as_json] == [daemon.job("later")]
     missing = gq_jobs(workdir, "show", "nope", *source_args(daemon, source))

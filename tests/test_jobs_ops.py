@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import pytest
 import requests
@@ -214,7 +214,9 @@ def listing(daemon: Daemon, **params) -> tuple[list[dict], list[str]]:
     limit = int(params.get("limit", 100))
     cursor = None
     while True:
-        response = fetch(daemon, "/v1/jobs?" + urlencode({**params, **({"cursor": cursor} if cursor else {})}))
+        # A space as %20: a '+' in a query stands for itself (gq reads it so)
+        response = fetch(daemon, "/v1/jobs?" + urlencode({**params, **({"cursor": cursor} if cursor else {})},
+                                                          quote_via=quote))
         assert response.status_code == 200, response.text
         page = response.json()
         jobs += page["jobs"]
@@ -337,6 +339,43 @@ def test_ten_thousand_jobs_are_found_by_state_host_and_time_each_once_newest_fir
         response = fetch(daemon, f"/v1/jobs?{query}")
         assert response.status_code == 400 and response.json()["field"] == field, (query, response.text)
         assert response.json()["error"].startswith(f"{field}: "), response.text
+
+
+@pytest.mark.parametrize("journal", BROKERS)
+def test_jobs_are_listed_and_replayed_by_ordering_key_and_id_prefix(start_daemon, target, journal):
+    daemon = start_daemon(journal=journal, retry={"max_attempts": 1})
+    jobs = [{"id": f"inv+{n}", "url": target.url("/i", status=404), "ordering_key": "tenant é"} for n in range(5)]
+    jobs += [{"id": f"invoice-{n}", "url": target.url("/o"), "json": {"n": n}} for n in range(3)]
+    for job in jobs:  # one request each: each its own moment
+        daemon.post(job)
+    for job in jobs:
+        wait_state(daemon, job["id"], "dead" if job["id"].startswith("inv+") else "succeeded")
+    keyed = [f"inv+{n}" for n in range(4, -1, -1)]
+    assert listed(daemon, ordering_key="tenant é", limit=2) == keyed
+    assert listed(daemon, id_prefix="inv", limit=3) == [f"invoice-{n}" for n in (2, 1, 0)] + keyed
+    assert listed(daemon, id_prefix="inv+", ordering_key="tenant é", state="dead", limit=4) == keyed
+    assert listed(daemon, id_prefix="invoice-1") == ["invoice-1"]
+    assert listed(daemon, ordering_key="tenant") == listed(daemon, id_prefix="x") == []
+    [shown] = fetch(daemon, "/v1/jobs?id_prefix=invoice-2").json()["jobs"]
+    assert shown["request"]["payload"] == "not kept" and shown["history"][0]["outcome"] == "success"
+    assert fetch(daemon, "/v1/jobs/inv%2B0").json()["history"][0]["outcome"] == "fail"
+
+    body = replay(daemon, {"state": "dead", "ordering_key": "tenant é", "id_prefix": "inv+3"}).json()
+    assert body["ids"] == ["inv+3"]
+    wait_state(daemon, "inv+3", "dead")
+    assert sent(target, "inv+3") == 2 and sent(target, "inv+2") == 1
+
+    for query, field in [("ordering_key=", "ordering_key"), ("id_prefix=", "id_prefix"),
+                         (f"ordering_key={'k' * 257}", "ordering_key"), (f"id_prefix={'i' * 257}", "id_prefix"),
+                         ("id_prefix=a&id_prefix=b", "id_prefix")]:
+        response = fetch(daemon, f"/v1/jobs?{query}")
+        assert response.status_code == 400 and response.json()["field"] == field, (query, response.text)
+        assert response.json()["error"].startswith(f"{field}: "), response.text
+    for request, field in [({"state": "dead", "ordering_key": 5}, "ordering_key"),
+                           ({"state": "dead", "id_prefix": ""}, "id_prefix"),
+                           ({"state": "dead", "id_prefix": "\ud800"}, "id_prefix")]:
+        response = replay(daemon, request)
+        assert response.status_code == 400 and response.json()["field"] == field, (request, response.text)
 
 
 # -- what a client crafts

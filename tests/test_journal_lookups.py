@@ -90,3 +90,47 @@ def test_the_journal_is_closed_only_once_no_thread_uses_it(tmp_path):
     caller.kill()
     access.close()
     assert finished == [0]
+
+
+def _plans(journal: JournalFile, where: Filter) -> list[str]:
+    """The query plans of the statements a page of `where` runs."""
+    statements: list[str] = []
+    journal.db.set_trace_callback(statements.append)
+    try:
+        journal.positions(where, 100)
+    finally:
+        journal.db.set_trace_callback(None)
+    plans = []
+    for sql in statements:  # traced with its values in place
+        plans += [row[3] for row in journal.db.execute(f"EXPLAIN QUERY PLAN {sql}")]
+    return plans
+
+
+def test_an_ordering_key_is_found_through_an_index_and_an_id_prefix_through_the_ids(tmp_path):
+    journal = JournalFile(str(tmp_path / "journal.sqlite3"))
+    jobs = [parse({"id": f"{kind}-{n}", "url": "http://127.0.0.1:9/", "ordering_key": f"k{n % 3}"})
+            for kind in ("order", "mail") for n in range(30)]
+    journal.write([(jobs, 0)], 100, 1000.0, [], (), (), ())
+    by_key = _plans(journal, Filter(key="k1"))
+    assert by_key and all("INDEX jobs_ordering (ordering_key=? AND state=?)" in p for p in by_key), by_key
+    assert not any("TEMP B-TREE" in p for p in by_key), by_key  # read in order: nothing sorted
+    by_prefix = _plans(journal, Filter(prefix="mail-1", state=State.QUEUED))
+    assert any("USING INDEX sqlite_autoindex_jobs_1 (id>? AND id<?)" in p for p in by_prefix), by_prefix
+    assert not any(p.startswith("SCAN") for p in by_key + by_prefix)
+    assert [e.job.id for e, _ in journal.find(Filter(prefix="mail-1"), 100)] == [
+        f"mail-{n}" for n in range(19, 9, -1)] + ["mail-1"]
+    journal.close()
+
+
+def test_a_row_of_an_earlier_gq_shows_the_outcomes_its_attempts_tell(tmp_path):
+    journal = JournalFile(str(tmp_path / "journal.sqlite3"))
+    history = [[1.0, 0.1, 503, None, ""], [2.0, 0.1, None, "died: gq stopped during attempt 2", ""],
+               [3.0, 0.1, 200, None, "ok"], [4.0, 0.1, 200, None, "", "retry"]]
+    journal.db.execute("INSERT INTO jobs (id, spec, state, due, accepted_at, history) VALUES "
+                       "('old', '{\"url\": \"http://x/\", \"body\": \"b\"}', 'succeeded', 0, 5, ?)",
+                       (json.dumps(history),))
+    entry = journal.get("old")
+    assert entry is not None
+    assert [a["outcome"] for a in entry.status()["history"]] == [None, "unknown", "success", "retry"]
+    assert entry.status()["request"]["body"] == "b"
+    journal.close()

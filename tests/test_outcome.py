@@ -163,3 +163,18 @@ def test_retry_after_header_sets_the_delay(header, delay):
         assert 0.0 <= outcome.delay <= POLICY.backoff_base
     else:
         assert outcome.delay == pytest.approx(delay)
+
+
+def test_an_attempt_is_kept_with_its_outcome_and_read_back_from_five_elements_too():
+    from gq.broker import attempt_of, stored
+    from gq.outcome import Outcome, outcome_of, recorded
+
+    result = AttemptResult(NOW, 0.25, status=503, snippet="busy")
+    retried = recorded(result, Outcome(Verdict.RETRY, delay=1.0))
+    assert retried.outcome == "retry" and recorded(result, Outcome(Verdict.FAIL), interrupted=True).outcome == "unknown"
+    assert stored(retried) == [NOW, 0.25, 503, None, "busy", "retry"]
+    assert attempt_of(stored(retried)) == retried
+    assert attempt_of([NOW, 0.25, 503, None, "busy"]) == result  # an earlier gq's: no outcome kept
+    assert [outcome_of(AttemptResult(NOW, 0.0, status=s, error=e)) for s, e in [
+        (204, None), (None, "died: gq stopped during attempt 1"), (503, None), (None, "timeout: 10s")]] == [
+        "success", "unknown", None, None]

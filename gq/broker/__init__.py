@@ -10,6 +10,7 @@ neither a worker nor a queue slot.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -20,12 +21,16 @@ from gq.lifecycle import (  # noqa: F401 - the broker's users read a job's state
     NO_SUCH_JOB,
     PAYLOAD_NOT_KEPT,
     REPLAYABLE,
+    RULES,
     UNFINISHED,
+    Event,
     State,
     unreplayable,
 )
-from gq.outcome import AttemptResult, Outcome
+from gq.outcome import AttemptResult, Outcome, outcome_of
 
+# What `"request"` shows in place of the payload of a succeeded job that did not keep it.
+PAYLOAD_DROPPED = "not kept"
 HISTORY_LIMIT = 20  # attempts kept per job; the first and the latest ones
 
 
@@ -45,15 +50,19 @@ class Entry:
     reason: str = ""                        # why it is dead
     handle: Any = None                      # the broker's own reference (a stream entry's id)
     interrupted: bool = False               # its last attempt began but never ended (gq died)
+    trimmed: bool = False                   # succeeded, its payload dropped (journal.keep_succeeded_payload)
 
     def status(self, hidden: frozenset[str] = frozenset(), listed: bool = False) -> dict[str, Any]:
         """The job as `GET /v1/jobs/{id}` shows it (`listed`: as a page of `GET /v1/jobs`
         does, long headers cut); secret header values redacted (`hidden` names more of them)."""
         last = self.history[-1] if self.history else None
+        request = self.job.shown(hidden, listed)
+        if self.trimmed:
+            request["payload"] = PAYLOAD_DROPPED
         return {
             "id": self.job.id,
             "state": self.state.value,
-            "request": self.job.shown(hidden, listed),
+            "request": request,
             "attempts": self.attempts,
             "last_status": last.status if last else None,
             "last_error": last.error if last else None,
@@ -64,7 +73,7 @@ class Entry:
             "ordering_key": self.job.ordering_key,
             "history": [
                 {"started": a.started, "duration": round(a.duration, 6), "status": a.status,
-                 "error": a.error, "response": a.snippet} for a in self.history],
+                 "error": a.error, "response": a.snippet, "outcome": outcome_of(a)} for a in self.history],
         }
 
 
@@ -78,14 +87,18 @@ def describe(entry: Entry, hidden: frozenset[str] = frozenset()) -> dict[str, An
 
 
 def stored(attempt: AttemptResult) -> list[Any]:
-    """An attempt as the journal and Redis keep it: [started, duration, status, error, snippet]."""
-    return [attempt.started, round(attempt.duration, 6), attempt.status, attempt.error, attempt.snippet]
+    """An attempt as the journal and Redis keep it: [started, duration, status, error,
+    snippet, outcome] (an earlier gq kept the first five only)."""
+    return [attempt.started, round(attempt.duration, 6), attempt.status, attempt.error, attempt.snippet,
+            attempt.outcome]
 
 
 def attempt_of(kept: list[Any]) -> AttemptResult:
-    """The attempt `stored()` kept (by name: AttemptResult has fields between error and snippet)."""
-    started, duration, status, error, snippet = kept
-    return AttemptResult(started, duration, status, error, snippet=snippet)
+    """The attempt `stored()` kept, or an earlier gq's five elements (outcome None); by name:
+    AttemptResult has fields between error and snippet."""
+    started, duration, status, error, snippet = kept[:5]
+    outcome = kept[5] if len(kept) > 5 and isinstance(kept[5], str) else None
+    return AttemptResult(started, duration, status, error, snippet=snippet, outcome=outcome)
 
 
 def record(entry: Entry, result: AttemptResult) -> None:
@@ -94,6 +107,13 @@ def record(entry: Entry, result: AttemptResult) -> None:
     history.append(result)
     if len(history) > HISTORY_LIMIT:
         del history[1]  # keep the first attempt: it often says the most
+
+
+def drop_payload(entry: Entry, keep_payload: bool) -> None:
+    """`entry` succeeds: its payload dropped unless `keep_payload` (journal.keep_succeeded_payload),
+    as gq/lifecycle.py says (a job that had one is then `trimmed`: it cannot be replayed)."""
+    if RULES[Event.SUCCEEDED].drops_payload and not keep_payload and entry.job.data is not None:
+        entry.job, entry.trimmed = dataclasses.replace(entry.job, data=None, is_json=False), True
 
 
 class Counts:
@@ -129,20 +149,28 @@ class Conflict(Exception):
 @dataclass(frozen=True, slots=True)
 class Filter:
     """Which jobs `find` returns: by state (None: any), host (a destination, as
-    gq.hosts.destination spells it), accepted in [since, until); `after` a page's
-    position (accepted_at, a number the broker keeps): only older ones."""
+    gq.hosts.destination spells it), accepted in [since, until), ordering key (exact), id
+    prefix; `after` a page's position (accepted_at, a number the broker keeps): only older ones."""
 
     state: State | None = None
     host: str | None = None
     since: float | None = None
     until: float | None = None
     after: tuple[float, int] | None = None
+    key: str | None = None
+    prefix: str | None = None
+
+    def matches(self, job: Job) -> bool:
+        """Whether `job` has the key and id prefix asked for (the other conditions are the
+        broker's to check, on what it keeps of the job)."""
+        return ((self.key is None or job.ordering_key == self.key)
+                and (self.prefix is None or job.id.startswith(self.prefix)))
 
     def fields(self) -> dict[str, Any]:
         """The filter as the API's query parameters and replay fields name it, those given
         only (no position: the API's cursors are its own)."""
         named = {"state": self.state.value if self.state else None, "host": self.host,
-                 "since": self.since, "until": self.until}
+                 "since": self.since, "until": self.until, "ordering_key": self.key, "id_prefix": self.prefix}
         return {name: value for name, value in named.items() if value is not None}
 
 

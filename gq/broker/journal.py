@@ -51,6 +51,7 @@ from gq.broker import (
     Position,
     Replayed,
     State,
+    drop_payload,
     record,
 )
 from gq.broker import journal_upkeep as upkeep
@@ -183,6 +184,7 @@ class JournalBroker(InProcess):
         record(entry, result)
         self.feed.held.pop(entry.job.id, None)
         if outcome.verdict is Verdict.SUCCESS:
+            drop_payload(entry, self.writer.keep_payload)
             self._counts.move(entry, State.SUCCEEDED)
             if self.batch:  # only its id is kept
                 self.writer.forget(entry.job)

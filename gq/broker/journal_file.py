@@ -18,7 +18,6 @@ transaction (`_release`).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from gq import hosts
-from gq.broker import AUDIT_KEEP, Entry, Position, State, stored
+from gq.broker import AUDIT_KEEP, Entry, Position, State, drop_payload, stored
 from gq.broker.journal_lookups import BLOCKED, FINAL, TAKEN, JournalLookups, entry, shown
 from gq.broker.journal_operations import KEYED, JournalOperations
 from gq.errors import GqError
@@ -75,7 +74,8 @@ CREATE TABLE IF NOT EXISTS audit (         -- operator actions (gq/audit.py): th
 );
 """
 # Newest first by acceptance, for GET /v1/jobs: through jobs_accepted with no filter,
-# jobs_state by state, jobs_host by host (and state).
+# jobs_state by state, jobs_host by host (and state), jobs_ordering by ordering key (and
+# state); an id prefix through the id's own index, its matches sorted.
 INDEXES = f"""
 DROP INDEX IF EXISTS jobs_by_state;         -- the layouts of earlier versions
 DROP INDEX IF EXISTS jobs_due;
@@ -86,6 +86,7 @@ CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE state IN ('
 CREATE INDEX IF NOT EXISTS jobs_accepted ON jobs (accepted_at);
 CREATE INDEX IF NOT EXISTS jobs_host ON jobs (host, state, accepted_at);
 CREATE INDEX IF NOT EXISTS jobs_key ON jobs (ordering_key, state) WHERE {KEYED};
+CREATE INDEX IF NOT EXISTS jobs_ordering ON jobs (ordering_key, state, accepted_at) WHERE ordering_key IS NOT NULL;
 """
 
 
@@ -112,8 +113,9 @@ def state_row(entry: Entry, keep_payload: bool = False) -> tuple:
     finished = time.time() if entry.state.value in FINAL else None
     if entry.state is State.SUCCEEDED:
         history = history[:1] + history[1:][-(SUCCEEDED_HISTORY - 1):]
-        if not keep_payload and entry.job.data is not None:
-            spec, trimmed = dataclasses.replace(entry.job, data=None, is_json=False).to_json(), 1
+        drop_payload(entry, keep_payload)  # done at settle already: the entry shows it until written
+        if entry.trimmed:
+            spec, trimmed = entry.job.to_json(), 1
     return (entry.state.value, entry.attempts, entry.due, finished, entry.reason or None,
             _history(history), spec, trimmed, entry.job.id)
 

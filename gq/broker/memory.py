@@ -23,6 +23,7 @@ from gq.broker import (
     InProcess,
     Replayed,
     State,
+    drop_payload,
     record,
     unreplayable,
 )
@@ -43,11 +44,13 @@ class MemoryBroker(AuditRows, InProcess):
     backlog = False
 
     def __init__(self, clock=time.time, keep_finished: int = KEEP_FINISHED, max_backlog: int = 10_000_000,
-                 keep_seconds: float = float("inf")):
+                 keep_seconds: float = float("inf"), keep_payload: bool = False):
         """`keep_finished` and `keep_seconds` (journal.keep_succeeded): succeeded and
         cancelled jobs are remembered, for look-ups and as duplicates, that many at most and
-        that long at most."""
+        that long at most; `keep_payload` (journal.keep_succeeded_payload): a succeeded job
+        keeps its body meanwhile (it can be replayed), else drops it as the journal does."""
         self.clock = clock
+        self.keep_payload = keep_payload
         self.max_backlog = max_backlog
         self._entries: dict[str, Entry] = {}
         self._finished = Finished(clock, keep_finished, keep_seconds)
@@ -121,6 +124,7 @@ class MemoryBroker(AuditRows, InProcess):
     def settle(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
         record(entry, result)
         if outcome.verdict is Verdict.SUCCESS:
+            drop_payload(entry, self.keep_payload)
             self._counts.move(entry, State.SUCCEEDED)
             self._remember_finished(entry)
         elif outcome.verdict is Verdict.FAIL:
@@ -207,7 +211,8 @@ class MemoryBroker(AuditRows, InProcess):
         wanted = tuple(states)
         picked, skipped = [], []
         for job_id, entry in self._pick(ids, wanted):
-            if why := unreplayable(None if entry is None else entry.state, wanted):  # bodies are kept here
+            if why := unreplayable(None if entry is None else entry.state, wanted,
+                                   payload_kept=entry is None or not entry.trimmed):
                 skipped.append((job_id, why))
             elif entry is not None:
                 picked.append(entry)

@@ -138,7 +138,8 @@ def newest_first(entries: list[Entry], where: Filter, limit: int) -> Iterator[Fo
         if ((where.state is None or entry.state is where.state)
                 and (where.host is None or hosts.destination(entry.job.url) == where.host)
                 and (where.since is None or entry.accepted_at >= where.since)
-                and (where.until is None or entry.accepted_at < where.until)):
+                and (where.until is None or entry.accepted_at < where.until)
+                and where.matches(entry.job)):
             left -= 1
             yield entry, (entry.accepted_at, entry.handle)
 

@@ -12,7 +12,7 @@ from typing import Any
 import redis
 from gevent.event import Event
 
-from gq.broker import Entry, State, record
+from gq.broker import Entry, State, drop_payload, record
 from gq.broker.redis_link import READ_ERRORS, REDIS_ERRORS, Health, Keys, entry_of, passing, text_id, unreadable
 from gq.broker.redis_takeovers import Takeovers
 from gq.broker.redis_writer import RedisWriter
@@ -37,6 +37,7 @@ class RedisDispatch:
         self.stream, self.group = keys.stream, keys.group
         self.hold_at_most, self._stopped, self._reconnect = hold_at_most, stopped, reconnect
         self._room = Event()   # set when a held job is settled or deferred
+        self.keep_payload = False  # journal.keep_succeeded_payload: a succeeded job keeps its body
         self.held: dict[str, Entry] = {}         # taken and not settled, by stream id
         # Entries this daemon still holds, or has settled but not yet written (Redis refusing
         # writes, its touches failing meanwhile), are its own: never taken over.
@@ -135,6 +136,7 @@ class RedisDispatch:
     def settle(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
         record(entry, result)
         if outcome.verdict is Verdict.SUCCESS:
+            drop_payload(entry, self.keep_payload)
             entry.state = State.SUCCEEDED
         elif outcome.verdict is Verdict.FAIL:
             entry.state, entry.reason = State.DEAD, outcome.reason

@@ -14,9 +14,11 @@ members older than status_ttl (a newer one cannot be stale) a chunk at a time.
 A page of `find` walks the index newest first from its cursor, FIND_CHUNK members a round
 trip (ZREVRANGEBYSCORE, bounded by since/until), reads their states in one pipeline, and
 the matching jobs' hashes FETCH_CHUNK at a time as they are asked for: it stops once
-`limit` jobs matched. Filtering by state or host reads the members it passes over (a rare
-filter walks the whole since/until window): no index per state or host is kept, since a
-job's state changes in every script and write of the broker.
+`limit` jobs matched. Filtering by state, host, ordering key or id prefix reads the members
+it passes over (a rare filter walks the whole since/until window): no index per state, host
+or key is kept, since a job's state changes in every script and write of the broker. An id
+prefix is checked on the member itself, an ordering key on the status hash's `key` field
+with the state: neither reads a job's hash it does not return.
 
 A replay is one script a job (scripts/replay.lua, after scripts/keys.lua), guarded by the
 lifecycle's sources for `replayed`: the job goes back to running only if it is still in
@@ -68,6 +70,7 @@ def read_entry(status: dict[bytes, bytes], state: State | None = None) -> Entry 
         entry.reason = status.get(b"reason", b"").decode()
         entry.due = float(status.get(b"due", 0) or 0)
         entry.accepted_at = float(status.get(b"accepted_at", 0) or 0)
+        entry.trimmed = status.get(b"trimmed") == b"1"
     except (KeyError, ValueError, TypeError, RecursionError) as e:
         log.debug("broker: a job of Redis cannot be read (%s)", e)
         return None
@@ -103,7 +106,7 @@ class RedisOperations:
         for chunk in self._walk(where):
             if left <= 0:
                 return
-            picked = self._states(chunk, where.state)
+            picked = self._states(chunk, where)
             for i in range(0, len(picked), FETCH_CHUNK):
                 for found in self._fetched(picked[i:i + FETCH_CHUNK], where):
                     yield found
@@ -124,6 +127,8 @@ class RedisOperations:
             chunk = []
             for member, score in reply:
                 seq, job_id = member_parts(member)
+                if where.prefix is not None and not job_id.startswith(where.prefix):
+                    continue
                 if after is None or (score, seq) < (after[0], after[1]):
                     chunk.append((score, seq, job_id))
             if chunk:
@@ -145,17 +150,19 @@ class RedisOperations:
         rest: list[tuple[bytes, float]] = walk(self.index, repr(last), repr(last), withscores=True)
         return [r for r in reply if r[1] != last] + rest
 
-    def _states(self, chunk: list[tuple[float, int, str]], state: State | None) -> list[tuple[float, int, str]]:
-        """The members of `chunk` whose job is there (its hash, of the same acceptance) and in
-        `state` (None: any); the stale ones leave the index."""
+    def _states(self, chunk: list[tuple[float, int, str]], where: Filter) -> list[tuple[float, int, str]]:
+        """The members of `chunk` whose job is there (its hash, of the same acceptance), in
+        `where.state` (None: any) and of `where.key`; the stale ones leave the index."""
+        state = where.state
         pipe = self.redis.pipeline(transaction=False)
         for _, _, job_id in chunk:
-            pipe.hmget(self.keys.status(job_id), "state", "seq")
+            pipe.hmget(self.keys.status(job_id), "state", "seq", "key")
         picked, stale = [], []
-        for (score, seq, job_id), (found, kept_seq) in zip(chunk, pipe.execute()):
+        for (score, seq, job_id), (found, kept_seq, key) in zip(chunk, pipe.execute()):
             if found is None or kept_seq is None or int(kept_seq) != seq:
                 stale.append(f"{seq:0{SEQ_DIGITS}d}{job_id}")
-            elif state is None or found.decode() == state.value:
+            elif ((state is None or found.decode() == state.value)
+                  and (where.key is None or key is None or key.decode() == where.key)):  # None: checked once read
                 picked.append((score, seq, job_id))
         if stale:
             self.redis.zrem(self.index, *stale)
@@ -173,6 +180,8 @@ class RedisOperations:
                 continue
             if where.host is not None and hosts.destination(entry.job.url) != where.host:
                 continue
+            if not where.matches(entry.job):
+                continue
             entry.accepted_at = score
             yield entry, (score, seq)
 
@@ -185,7 +194,7 @@ class RedisOperations:
         reply = self._chunk(self.redis.zrangebyscore, low, high)
         self._trim_from = None if len(reply) < FIND_CHUNK else f"({reply[-1][1]!r}"
         if reply:
-            self._states([(score, *member_parts(member)) for member, score in reply], None)  # the stale ones leave
+            self._states([(score, *member_parts(member)) for member, score in reply], Filter())  # the stale ones leave
         return len(reply)
 
     def loop(self, stopped: Stop) -> None:
@@ -223,7 +232,7 @@ class RedisOperations:
             for job_id, status in zip(named[i:i + FETCH_CHUNK], pipe.execute()):
                 state = _state(status)
                 entry = None if state is None else read_entry(status, state)
-                why = unreplayable(state, wanted, b"payload" in status)
+                why = unreplayable(state, wanted, b"payload" in status and status.get(b"trimmed") != b"1")
                 if why is None and entry is None:
                     why = "unreadable: its job cannot be read back"
                 if why is not None or entry is None:

@@ -88,9 +88,12 @@ class RedisBroker(RedisAudit):
 
     backlog = True
 
-    def __init__(self, config: BrokerConfig, supervisor: Supervisor | None = None, hold_at_most: int = 200):
+    def __init__(self, config: BrokerConfig, supervisor: Supervisor | None = None, hold_at_most: int = 200,
+                 keep_payload: bool = False):
         """`hold_at_most`: jobs taken from the stream and not yet settled, at most (pool.size
-        + broker.prefetch): the rest stay in the stream for whichever daemon is free."""
+        + broker.prefetch): the rest stay in the stream for whichever daemon is free.
+        `keep_payload` (journal.keep_succeeded_payload): a succeeded job keeps its body in
+        its status hash (it can be replayed), else drops it as the journal does."""
         self.config = config
         self.keys = keys = Keys.of(config.prefix)
         self.stream, self.group = keys.stream, keys.group
@@ -107,6 +110,7 @@ class RedisBroker(RedisAudit):
         self.writer = RedisWriter(self.redis, keys, config.status_ttl, self.link)
         self.dispatch = RedisDispatch(self.redis, config, self.consumer, self.writer, self.link,
                                       hold_at_most, self._stopped, self._connect)
+        self.dispatch.keep_payload = keep_payload
         self.maintenance = RedisMaintenance(self.redis, keys, config, self.consumer, self.dispatch.held,
                                             self.writer.settling, self.link)
         self.intake = RedisIntake(self.redis, config, self.link,
@@ -194,6 +198,7 @@ class RedisBroker(RedisAudit):
         entry.reason = status.get(b"reason", b"").decode()
         entry.due = float(status.get(b"due", 0) or 0)
         entry.accepted_at = float(status.get(b"accepted_at", 0) or 0)
+        entry.trimmed = status.get(b"trimmed") == b"1"
         return entry
 
     def health(self) -> str | None:

@@ -132,6 +132,6 @@ class RedisWriter:
         self._settle(keys=[keys.prefix], client=pipe, args=[
             entry.handle, entry.job.id, entry.state.value, "|".join(sources(EVENTS[entry.state])), time.time(),
             self.status_ttl, entry.job.ordering_key or "", entry.due, payload(entry), entry.reason,
-            "attempts", entry.attempts,
+            "attempts", entry.attempts, "trimmed", int(entry.trimmed),
             "last_status", "" if not last or last.status is None else last.status,
             "last_error", (last.error or "") if last else ""])
