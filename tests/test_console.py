@@ -11,7 +11,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from support import TOKEN, Daemon, final_state, new_id, post_job, wait_for, wait_state
+from support import TOKEN, Daemon, fetch, final_state, new_id, post_job, wait_for, wait_state
 
 READ_TOKEN = "v13wer-token"
 FAR = 4102444800  # 2100-01-01: a scheduled job that never comes due in a test
@@ -193,7 +193,7 @@ def test_a_viewer_sees_everything_and_changes_nothing(guarded, target):
     assert refused.status_code == 403 and "read token" in refused.text
     refused = post_form(viewer, guarded, "/ui/bulk", csrf=csrf_of(html), action="replay", state="dead")
     assert refused.status_code == 403
-    assert guarded.job(job_id)["state"] == "dead" and target.count() == 1
+    assert fetch(guarded, f"/v1/jobs/{job_id}").json()["state"] == "dead" and target.count() == 1
     assert guarded.get("/v1/audit", headers=guarded.auth).json()["actions"] == []
 
 
