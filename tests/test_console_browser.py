@@ -72,8 +72,8 @@ def test_an_operator_signs_in_finds_a_dead_job_reads_it_and_replays_it(browser, 
     Select(browser.find_element(By.NAME, "state")).select_by_value("dead")
     browser.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()
     wait_until(browser, lambda d: "state=dead" in d.current_url, "the filtered list")
-    rows = browser.find_elements(By.CSS_SELECTOR, "table.jobs tbody tr")
-    assert {r.find_element(By.TAG_NAME, "a").text for r in rows} == {job_id, other}
+    wait_until(browser, lambda d: {a.text for a in d.find_elements(By.CSS_SELECTOR, "table.jobs tbody th a")}
+               == {job_id, other}, "both dead jobs listed")
     screenshot(browser, "console-jobs")
 
     # By id prefix, typed after "/" (the keyboard's way to the search)
@@ -81,10 +81,10 @@ def test_an_operator_signs_in_finds_a_dead_job_reads_it_and_replays_it(browser, 
     search = browser.switch_to.active_element
     assert search.get_attribute("name") == "id"
     search.send_keys(job_id[:12], Keys.ENTER)
-    wait_until(browser, lambda d: "id=" in d.current_url, "the list by id prefix")
-    links = browser.find_elements(By.CSS_SELECTOR, "table.jobs tbody th a")
-    assert [a.text for a in links] == [job_id]
-    links[0].click()
+    listed = (By.CSS_SELECTOR, "table.jobs tbody th a")
+    wait_until(browser, lambda d: "id=" in d.current_url and loaded(d)
+               and [a.text for a in d.find_elements(*listed)] == [job_id], "the list by id prefix")
+    browser.find_element(*listed).click()
 
     wait_until(browser, lambda d: d.find_element(By.TAG_NAME, "h1").text.startswith("Job"), "the job's page")
     text = browser.find_element(By.TAG_NAME, "main").text
