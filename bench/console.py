@@ -241,6 +241,8 @@ def pages(s: dict[str, str]) -> list[tuple[str, str]]:
         ("scheduled", "/ui/scheduled"),
         ("destinations", "/ui/destinations"),
         ("audit", "/ui/audit"),
+        ("confirm: replay every dead job", "/ui/confirm?action=replay&state=dead"),
+        ("confirm: cancel every scheduled job", "/ui/confirm?action=cancel&state=scheduled"),
         ("sign-in", "/ui/sign-in"),
         ("API: GET /v1/jobs", "/v1/jobs"),
         ("API: GET /v1/jobs?state=dead", "/v1/jobs?state=dead"),

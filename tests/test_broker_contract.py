@@ -635,6 +635,22 @@ def test_find_lists_newest_first_by_filter_a_page_at_a_time(h):
     assert [e.job.id for e, _ in h.broker.find(Filter(since=a2, until=a4), 10)] == ["a3", "a2"]
 
 
+def test_count_says_how_many_jobs_a_filter_matches_up_to_a_bound(h):
+    for i in range(5):
+        h.add(_at("a", i))
+        pause(0.002)
+    h.add(_at("b", 0))
+    h.run(h.take_one("a1"), dead())
+    h.settled()
+    position = next(at for e, at in h.broker.find(Filter(), 10) if e.job.id == "a3")
+    assert h.broker.count(Filter(), 100) == 6
+    assert h.broker.count(Filter(after=position), 100) == 6  # the whole filter, not a page of it
+    assert h.broker.count(Filter(), 4) == 4
+    assert h.broker.count(Filter(state=State.DEAD), 100) == 1
+    assert h.broker.count(Filter(host="b.example"), 100) == 1
+    assert h.broker.count(Filter(state=State.SUCCEEDED), 100) == 0
+
+
 def _pages(h: Harness, where: Filter, size: int) -> list[list[str]]:
     """The ids of every page of `where`, `size` a page, each after the last one's position."""
     pages = []

@@ -283,6 +283,10 @@ class Operations(Protocol):
         """Finished jobs in `states` back to the queue, attempts reset (ids None: all of
         them); the others of `ids` are skipped, as `unreplayable` says."""
 
+    def count(self, where: Filter, most: int) -> int:
+        """How many jobs match `where` (its position ignored), counted up to `most`: what a
+        bulk action would touch, without reading the jobs where the broker can help it."""
+
 
 AUDIT_KEEP = 10_000  # operator actions a broker keeps (gq/audit.py): the newest; older ones go
 Position = tuple[float, int]  # a kept action's place, newest first: (when, a number the broker keeps)

@@ -25,6 +25,7 @@ daemon's API.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sqlite3
@@ -231,6 +232,10 @@ class JournalBroker(InProcess):
     def find(self, where: Filter, limit: int) -> Iterator[Found]:
         """From the file (off the hub), a few at a time; jobs in memory as last written."""
         return found(self.db.read, where, limit)
+
+    def count(self, where: Filter, most: int) -> int:
+        """The matching jobs' positions only, from the indexes: no job is read."""
+        return len(self.db.read(JournalFile.positions, dataclasses.replace(where, after=None), most))
 
     def dead_letters(self) -> list[Entry]:
         return self.db.read(lambda f: list(f.dead_letters()))

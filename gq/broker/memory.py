@@ -6,6 +6,7 @@ It keeps no backlog beyond the queue: the intake waits for queue room (and
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Iterable, Iterator
@@ -200,6 +201,9 @@ class MemoryBroker(AuditRows, InProcess):
         self._remember_finished(entry)
         self._waiting.compact(self._counts.unfinished(), self._entries.get)
         return True
+
+    def count(self, where: Filter, most: int) -> int:
+        return sum(1 for _ in self.find(dataclasses.replace(where, after=None), most))
 
     def find(self, where: Filter, limit: int) -> Iterator[Found]:
         return newest_first(list(self._entries.values()), where, limit)

@@ -118,8 +118,7 @@ class Views:
 
     def matching(self, action: str, query: dict[str, str]) -> tuple[int, bool]:
         """How many jobs a bulk `action` would touch (BULK_MOST at most), and whether more match."""
-        where = self._bulk_filter(action, query)
-        count = sum(1 for _ in self.broker.find(where, BULK_MOST + 1))
+        count = self.broker.count(self._bulk_filter(action, query), BULK_MOST + 1)
         return min(count, BULK_MOST), count > BULK_MOST
 
     def _bulk_filter(self, action: str, query: dict[str, str]) -> Filter:
