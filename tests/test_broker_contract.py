@@ -1,7 +1,7 @@
 """One contract for every broker: memory only, the embedded journal and Redis Streams,
 driven through the same scenarios by tests/broker_harness.py, as the dispatcher drives
-them. CONTRACT.md ("Every broker, the same rules") and the README ("Operating on jobs")
-say what each scenario expects; where the brokers differ today, the README decides.
+them. CONTRACT.md ("Every broker, the same rules") and docs/jobs.md ("Operating on jobs")
+say what each scenario expects; where the brokers differ today, docs/jobs.md decides.
 
 A test that needs a broker to do what the interface cannot express yet (a clock of its
 own, a size it does not show) says so; those that apply to some brokers only say why.
@@ -361,7 +361,7 @@ def test_replay_runs_a_dead_job_again_with_its_attempts_reset(h):
 
 
 def test_a_replayed_job_takes_its_place_in_its_key(h):
-    """The contract: a key's jobs run in the order accepted; README, Order by key: a replayed
+    """The contract: a key's jobs run in the order accepted; docs/jobs.md, Order by key: a replayed
     job runs after the one of its key that runs, before those accepted after it."""
     h.add(*(job(f"k{i}", ordering_key="k") for i in (1, 2, 3)))
     h.run(h.take_one("k1"), dead())

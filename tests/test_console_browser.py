@@ -3,7 +3,7 @@ it: sign in, find a dead job by filter and by id prefix, read its payload and at
 it and see the target receive it, a bulk replay after its count, a viewer refused, a change
 without the CSRF token refused, nothing asked of any origin but gq's, the page's policy, local
 times, refresh in place, phone width and dark mode. Each page is saved as a screenshot
-($GQ_SCREENSHOTS: the README's are made so)."""
+($GQ_SCREENSHOTS: docs/images/ are made so)."""
 
 from __future__ import annotations
 
@@ -231,7 +231,7 @@ def test_phone_width_and_dark_mode(browser, daemon, target):
 
 
 def test_the_overview_for_the_readme(browser, daemon, target):
-    """The README's overview: deliveries and failures in the chart, a dead letter, a scheduled job."""
+    """The overview of docs/images/: deliveries and failures in the chart, a dead letter, a scheduled job."""
     for n in range(40):
         post_job(daemon, {"id": new_id("ok"), "url": target.url("/orders"), "json": {"n": n}})
     for n in range(6):

@@ -341,8 +341,8 @@ def test_deny_private_holds_through_a_proxy_and_is_checked_before_it(start_daemo
     assert proxy.seen() == [] and not records(target, job_id)
 
 
-def test_the_example_config_and_readme_name_the_egress_keys():
+def test_the_example_config_and_the_docs_name_the_egress_keys():
     example = (ROOT / "config.example.toml").read_text()
-    readme = (ROOT / "README.md").read_text()
+    docs = (ROOT / "docs" / "configuration.md").read_text() + (ROOT / "docs" / "security.md").read_text()
     for key in ("proxy", "client_cert", "client_key", "deny_private"):
-        assert f"\n{key} = " in example and f"target.{key}" in readme, key
+        assert f"\n{key} = " in example and f"target.{key}" in docs, key

@@ -23,7 +23,7 @@ import requests
 from support import NOT_KEPT, Daemon, Target, assert_clean_log, fetch, metric, records, wait_for, wait_state
 
 JOURNAL = {"path": "data/journal.sqlite3"}
-PAGE_BYTES = 2**20   # bytes of a page's answer at most (README)
+PAGE_BYTES = 2**20   # bytes of a page's answer at most (docs/jobs.md)
 FULL = 64 * 1024     # a page is full when the next job would take it past PAGE_BYTES: jobs here are smaller
 BROKERS = [pytest.param(JOURNAL, id="journal"), pytest.param({"path": ""}, id="memory")]
 

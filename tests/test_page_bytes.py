@@ -16,7 +16,7 @@ from support import Daemon, closed_port, fetch, gq_command, wait_for
 
 MB = 2**20
 JOURNAL = {"path": "data/journal.sqlite3"}
-PAGE_BYTES = MB            # the README's bound on a page's answer
+PAGE_BYTES = MB            # docs/jobs.md's bound on a page's answer
 JOBS = 300
 HEADERS = {f"X-Large-{n:02}": "v" * 25_000 for n in range(36)}  # some 0.9 MB of headers a job
 PER_REQUEST = 15           # jobs a request: few, large requests
