@@ -96,6 +96,9 @@ def test_the_wheel_holds_every_file_of_the_package_and_the_docs(built):
         data = f"gq-{__version__}.data/data/{DOCS}"
         assert z.read(f"{data}/README.md") == (ROOT / "README.md").read_bytes()
         assert z.read(f"{data}/runbook.md") == (ROOT / "docs" / "runbook.md").read_bytes()
+        # docs/ beside the README, so that its links hold where it is installed.
+        for page in [*(ROOT / "docs").glob("*.md"), *(ROOT / "docs" / "images").iterdir()]:
+            assert z.read(f"{data}/{page.relative_to(ROOT)}") == page.read_bytes(), page
         assert z.read(f"{data}/LICENSE") == z.read(f"gq-{__version__}.dist-info/licenses/LICENSE") \
             == (ROOT / "LICENSE").read_bytes()
     package = {name for name in tracked_files() if name.startswith("gq/")}
@@ -107,6 +110,7 @@ def test_the_sdist_holds_the_license_and_the_docs(built):
     with tarfile.open(built.sdist) as t:
         names = {name.split("/", 1)[1] for name in t.getnames() if "/" in name}
     assert {"LICENSE", "README.md", "docs/runbook.md", "pyproject.toml"} <= names
+    assert {str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*") if p.is_file()} <= names
 
 
 @pytest.mark.parametrize("installed", ["wheel_venv", "sdist_venv"])
@@ -120,3 +124,4 @@ def test_the_installed_gq_runs_and_its_docs_are_beside_it(built, installed, tmp_
     assert (venv / DOCS / "README.md").read_bytes() == (ROOT / "README.md").read_bytes()
     assert (venv / DOCS / "LICENSE").read_bytes() == (ROOT / "LICENSE").read_bytes()
     assert (venv / DOCS / "runbook.md").read_bytes() == (ROOT / "docs" / "runbook.md").read_bytes()
+    assert (venv / DOCS / "docs" / "operating.md").read_bytes() == (ROOT / "docs" / "operating.md").read_bytes()
