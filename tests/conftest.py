@@ -26,12 +26,12 @@ from support import (
 # -- tiers: every test gets one marker (pytest -m unit runs the in-process tests alone)
 
 SYSTEM_MODULES = {"test_systemd.py", "test_storage.py"}
-IN_PROCESS_MODULES = {"test_breaker.py", "test_broker_contract.py", "test_broker_states.py", "test_config.py",
-                      "test_console_parts.py",
-                      "test_dispatcher.py", "test_docs.py", "test_job.py", "test_journal_lock.py",
-                      "test_access.py", "test_journal_lookups.py", "test_lifecycle.py", "test_limits.py",
-                      "test_metrics.py",
-                      "test_openapi.py", "test_outcome.py", "test_redaction.py",
+# test_broker_states.py runs in this process too, but its random sequences take the better
+# part of a minute: it is in the process tier, so that the unit tier stays within seconds.
+IN_PROCESS_MODULES = {"test_access.py", "test_breaker.py", "test_broker_contract.py", "test_config.py",
+                      "test_console_parts.py", "test_dispatcher.py", "test_docs.py", "test_job.py",
+                      "test_journal_lock.py", "test_journal_lookups.py", "test_lifecycle.py", "test_limits.py",
+                      "test_metrics.py", "test_openapi.py", "test_outcome.py", "test_redaction.py",
                       "test_supervisor.py", "test_transport.py", "test_urls.py"}
 PROCESS_FIXTURES = {"start_daemon", "token_daemon", "fuzzed", "gq", "target", "shared_target", "redis_server",
                     "redis_binary", "module_redis", "chromium", "browser"}
