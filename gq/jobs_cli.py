@@ -72,7 +72,7 @@ def add_commands(jobs: argparse.ArgumentParser, parser_class: type[argparse.Argu
     actions = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION", parser_class=parser_class)
 
     def action(name: str, text: str) -> argparse.ArgumentParser:
-        return options(actions.add_parser(name, help=text, description=text))
+        return options(actions.add_parser(name, help=text, description=text, epilog=WHERE))
 
     def window(p: argparse.ArgumentParser) -> None:
         p.add_argument("--host", metavar="H", help="jobs to this host (name or address) only")

@@ -24,16 +24,16 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported when a test asks for them: the plugin is loaded in every session
+    from http.server import ThreadingHTTPServer
+
     from gq.client import Client
 
 START_TIMEOUT = 30.0   # seconds gq may take to listen and be ready
@@ -121,6 +121,8 @@ class GqDaemon:
             if not found:
                 return False
             self.api = found.group(1)
+        import urllib.request
+
         try:
             with urllib.request.urlopen(f"{self.api}/readyz", timeout=2) as answer:
                 return bool(answer.status == 200)
@@ -227,6 +229,8 @@ class GqReceiver:
             return answer
 
     def start(self) -> GqReceiver:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):

@@ -96,6 +96,9 @@ def test_the_wheel_holds_every_file_of_the_package_and_the_docs(built):
         data = f"gq-{__version__}.data/data/{DOCS}"
         assert z.read(f"{data}/README.md") == (ROOT / "README.md").read_bytes()
         assert z.read(f"{data}/runbook.md") == (ROOT / "docs" / "runbook.md").read_bytes()
+        assert z.read(f"{data}/client.md") == (ROOT / "docs" / "client.md").read_bytes()
+        # pytest finds gq's plugin (gq_daemon, gq_receiver) in every session of the venv
+        assert "[pytest11]\ngq = gq.pytest_plugin" in z.read(f"gq-{__version__}.dist-info/entry_points.txt").decode()
         assert z.read(f"{data}/LICENSE") == z.read(f"gq-{__version__}.dist-info/licenses/LICENSE") \
             == (ROOT / "LICENSE").read_bytes()
     package = {name for name in tracked_files() if name.startswith("gq/")}
