@@ -101,7 +101,8 @@ def test_a_bad_job_is_refused_with_its_field_and_index(client, target):
 def test_a_wrong_token_is_refused_401(token_daemon):
     with pytest.raises(Refused) as wrong:
         Client(token_daemon.api, token="wrong").status()
-    assert wrong.value.status == 401 and "Authorization" in wrong.value.error
+    assert (wrong.value.status, wrong.value.field) == (401, "Authorization")
+    assert wrong.value.error == "Authorization: missing or wrong bearer token"
     assert Client(token_daemon.api, token=TOKEN).status()["draining"] is False
 
 
