@@ -151,7 +151,8 @@ class Api:
         if who is None:
             raise Refusal("401 Unauthorized",
                           {"error": "Authorization: missing or wrong bearer token"
-                           if environ.get("HTTP_AUTHORIZATION") else "Authorization: bearer token required"},
+                           if environ.get("HTTP_AUTHORIZATION") else "Authorization: bearer token required",
+                           "field": "Authorization"},
                           "unauthorized", [("WWW-Authenticate", 'Bearer realm="gq"')])
         if method not in access.READS and not access.may_change(who):
             log.warning("refused %s %s: the read token cannot change anything (403)", method, path)

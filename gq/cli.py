@@ -11,14 +11,17 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from gq import __version__, access, jobs_cli, redaction
 from gq import config as config_
-from gq.errors import EXIT_FAILURE, EXIT_OK, ConfigError, GqError, JobError, UsageError
+from gq.errors import EXIT_FAILURE, EXIT_OK, ConfigError, GqError, JobError, Refused, UsageError
 from gq.job import read_lines
 
 if TYPE_CHECKING:
-    from gq.broker import DeadLetterAdmin
+    from gq.broker import DeadLetterAdmin, JobsAdmin
+    from gq.client import Client
 
-ENV_API = "GQ_API"
+ENV_API = "GQ_API"      # as gq.client reads them
 ENV_TOKEN = "GQ_TOKEN"
+SUBMIT_BATCH = 100      # jobs per request of `gq submit`
+BUSY_PATIENCE = 60.0    # seconds the CLI keeps retrying a daemon that answers 429/503
 COMPLETION_SHELLS = ("bash", "zsh", "tcsh")  # the shells shtab writes a completion script for
 
 
@@ -71,8 +74,9 @@ def _parser() -> Parser:
                        help="split the jobs over N processes (one core each), each with its own journal")
     batch.add_argument("--part", help=argparse.SUPPRESS)  # "I/N": set by -p on each part file (its journal)
 
-    def with_api(p: argparse.ArgumentParser, default: str = "from the config's api.listen") -> argparse.ArgumentParser:
-        p.add_argument("--api", metavar="URL", help=f"daemon's URL (default: ${ENV_API}, else {default})")
+    def with_api(p: argparse.ArgumentParser, default: str = "the config's api.listen") -> argparse.ArgumentParser:
+        p.add_argument("--api", metavar="URL", help="the daemon's address: http://HOST:PORT, https://HOST:PORT "
+                       f"or HOST:PORT (default: ${ENV_API}, else {default})")
         p.add_argument("--token", metavar="T", help=f"bearer token (default: ${ENV_TOKEN}, else api.token)")
         return p
 
@@ -93,8 +97,9 @@ def _parser() -> Parser:
         p = with_config(dlq_commands.add_parser(action, help=text))
         p.add_argument("ids", nargs="*", metavar="ID", help="dead letters' job ids")
         p.add_argument("--all", action="store_true", help="every dead letter")
-    jobs = commands.add_parser("jobs", help="list, show, cancel or replay jobs")
-    jobs_cli.add_commands(jobs, Parser, lambda p: with_api(with_config(p), "none: the config's journal"))
+    jobs = commands.add_parser("jobs", help="list, show, cancel or replay jobs", description=jobs_cli.WHERE)
+    jobs_cli.add_commands(jobs, Parser, lambda p: with_api(
+        with_config(p), "the config's journal file when it exists, else the daemon at its api.listen"))
     commands.add_parser("completion", help="print the shell completion script of gq").add_argument(
         "shell", choices=COMPLETION_SHELLS, help="the shell it is for")
     return parser
@@ -118,28 +123,80 @@ def _read_objects(path: str) -> list[tuple[int, Any]]:
         raise UsageError(f"{source}:{e.index}: {e}") from None
 
 
-def _client(args: argparse.Namespace, holder_of: str = ""):
-    """The client of the daemon at --api, else $GQ_API, else the config's api.listen;
-    `holder_of`: the journal that daemon holds, when that is why it is asked."""
+def _client(args: argparse.Namespace, why: str = "", note: str = "") -> Client:
+    """The client of the daemon at --api, else $GQ_API, else the config's api.listen; its
+    token: --token, else $GQ_TOKEN, else the config's api.token. `why`: why api.listen's
+    daemon is asked (said when its port is 0); `note`: what it is (said if unreachable)."""
     from gq.client import Client  # imports requests: only for the client commands
 
     api, token = args.api or os.environ.get(ENV_API), args.token or os.environ.get(ENV_TOKEN)
-    whose = ""
+    if api:
+        note = ""  # the address given is the one to reach, whatever the config says
     if not api or token is None:
         config = config_.load(args.config)
         if not api:
             host, port = config_.split_listen(config.api.listen)
             if port == 0:
-                held = f"{holder_of} is in use by a running gq, and " if holder_of else ""
+                held = f"{why}, and " if why else ""
                 raise UsageError(f"{held}api.listen has port 0: give the daemon's address with --api")
-            api = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-            if holder_of:
-                whose = f" (it holds {holder_of}; the address is api.listen's, give another with --api)"
+            api = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         token = config.api.token if token is None else token
     redaction.KNOWN.add([token or ""])
-    client = Client(api, token, whose=whose)
+    client = Client(api, token or "", timeout=BUSY_PATIENCE, note=note)
     client.session.headers[access.CLIENT_HEADER] = "cli"  # the daemon's audit says `via: cli`
     return client
+
+
+def _remote(args: argparse.Namespace, why: str = "", note: str = "") -> JobsAdmin:
+    """`gq jobs` through the daemon _client finds."""
+    from gq.remote_admin import RemoteAdmin
+
+    return RemoteAdmin(_client(args, why, note))
+
+
+def _submit(args: argparse.Namespace) -> int:
+    """Send the file's jobs SUBMIT_BATCH at a time, printing the ids accepted; a job
+    refused is named by its line and the rest of its batch sent again. 1 if any was refused."""
+    from gq.remote_admin import TOKEN_HINT
+
+    source = "stdin" if args.jobs == "-" else args.jobs
+    objects = _read_objects(args.jobs)
+    client = _client(args)
+    rejected = 0
+    for start in range(0, len(objects), SUBMIT_BATCH):
+        batch = objects[start:start + SUBMIT_BATCH]
+        while batch:
+            try:
+                ids = client.submit([job for _, job in batch])
+            except Refused as e:
+                if e.status == 400 and e.index is not None and 0 <= e.index < len(batch):
+                    line, _ = batch.pop(e.index)
+                    print(f"gq: {source}:{line}: {e.field or 'job'}: {e.error.split(': ', 1)[-1]}", file=sys.stderr)
+                    rejected += 1
+                    continue
+                lines = f"{source}:{batch[0][0]}-{batch[-1][0]}"
+                if e.status == 401:
+                    raise GqError(f"{lines}: rejected: unauthorized: {e.error} {TOKEN_HINT}") from None
+                print(f"gq: {lines}: rejected: {e}", file=sys.stderr)
+                rejected += len(batch)
+                break
+            sys.stdout.write("".join(f"{i}\n" for i in ids))
+            break
+    return EXIT_FAILURE if rejected else EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    from gq.remote_admin import explained
+
+    try:
+        status = _client(args).status()
+    except Refused as e:
+        raise explained(e, "read the status") from None
+    if args.json:
+        print(json.dumps(status))
+    else:
+        _print_status(status)
+    return EXIT_OK
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -159,21 +216,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "batch":
         return _batch(args)
     if args.command == "submit":
-        objects = _read_objects(args.jobs)
-        client = _client(args)
-        rejected = client.submit("stdin" if args.jobs == "-" else args.jobs, objects, sys.stdout)
-        return EXIT_FAILURE if rejected else EXIT_OK
+        return _submit(args)
     if args.command == "status":
-        status = _client(args).status()
-        if args.json:
-            print(json.dumps(status))
-        else:
-            _print_status(status)
-        return EXIT_OK
+        return _status(args)
     if args.command == "dlq":
         return _dlq(args)
     if args.command == "jobs":
-        return jobs_cli.run(args, _client, ENV_API)
+        return jobs_cli.run(args, _remote, ENV_API)
     if args.command == "completion":
         sys.stdout.write(_completion(args.shell))
         return EXIT_OK

@@ -53,6 +53,35 @@ class BrokerUnavailable(GqError):
     """The broker cannot be reached for now (Redis down); the intake answers 503."""
 
 
+class Unreachable(GqError):
+    """gq.Client: the daemon cannot be reached (nothing listens, the name does not resolve,
+    no answer in time). One line: `cannot reach the daemon at http://127.0.0.1:8765:
+    connection refused`."""
+
+    def __init__(self, api: str, cause: str, note: str = ""):
+        self.api, self.cause = api, cause
+        super().__init__(f"cannot reach the daemon at {api}{note}: {cause}")
+
+
+class Refused(GqError):
+    """gq.Client: the daemon answered a request with a refusal (4xx, 5xx): its `status`,
+    and the `error` and `field` of its `{"error", "field"}` answer (`field` None when it
+    names none). `index`: the job at fault in a list that was submitted, when it says;
+    `retry_after`: the seconds its Retry-After asked for (429, 503), else None; `answer`:
+    the whole JSON answer (a 409 names the job's `state`).
+
+    >>> try:
+    ...     client.submit({"url": "ftp://example.com/"})
+    ... except gq.Refused as e:
+    ...     print(e.status, e.field)
+    400 url
+    """
+
+    def __init__(self, status: int, error: str, field: str | None = None, index: int | None = None,
+                 retry_after: float | None = None, answer: dict | None = None):
+        self.status, self.error, self.field, self.index, self.retry_after = status, error, field, index, retry_after
+        self.answer = answer or {}
+        super().__init__(f"{status} {error}")
 
 
 class JobError(GqError):

@@ -33,9 +33,13 @@ LOCAL_FORMATS = ("%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H
 COLUMNS = ("ID", "STATE", "ATTEMPTS", "LAST", "ACCEPTED", "HOST", "URL")
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # a target's answer could move a terminal's cursor
 
-# The client of a daemon's API, from the command line (and the journal it holds, when
-# that is why it is asked).
-Connect = Callable[[argparse.Namespace, str], JobsAdmin]
+# The jobs of a daemon through its API, from the command line; and why the daemon at the
+# config's api.listen is asked (said if its port is 0), and what it is (said if unreachable).
+Connect = Callable[[argparse.Namespace, str, str], JobsAdmin]
+WHERE = ("Where the jobs are: the daemon at --api, else at $GQ_API; else the journal file of the config "
+         "(-c, else $GQ_CONFIG, else built-in defaults) when it exists, read directly (a change goes "
+         "through the daemon that holds it, if one does); else the daemon at the config's api.listen, "
+         "as gq status finds it. The token: --token, else $GQ_TOKEN, else the config's api.token.")
 
 
 def moment(text: str) -> float:
@@ -68,7 +72,7 @@ def add_commands(jobs: argparse.ArgumentParser, parser_class: type[argparse.Argu
     actions = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION", parser_class=parser_class)
 
     def action(name: str, text: str) -> argparse.ArgumentParser:
-        return options(actions.add_parser(name, help=text, description=text))
+        return options(actions.add_parser(name, help=text, description=text, epilog=WHERE))
 
     def window(p: argparse.ArgumentParser) -> None:
         p.add_argument("--host", metavar="H", help="jobs to this host (name or address) only")
@@ -111,22 +115,28 @@ def run(args: argparse.Namespace, connect: Connect, env_api: str) -> int:
 
 
 def _admin(args: argparse.Namespace, connect: Connect, env_api: str) -> tuple[JobsAdmin, str]:
-    """Where the jobs are: the API of --api (or $GQ_API), else the config's journal; and
-    its name, for errors."""
+    """Where the jobs are (WHERE): the API of --api (or $GQ_API); else the config's journal
+    file, when it exists; else the daemon at the config's api.listen. And its name, for errors."""
     if args.api or os.environ.get(env_api):
-        return connect(args, ""), args.api or os.environ[env_api]
+        return connect(args, "", ""), args.api or os.environ[env_api]
     config = config_.load(args.config)
-    if config.broker.kind == "redis":
-        raise UsageError(f"usage error: jobs: the Redis broker keeps the jobs: give a running daemon's "
-                         f"address with --api (or ${env_api})")
     path = config.journal.path
-    if not path:
-        raise UsageError(f"usage error: jobs: journal.path is empty: the jobs were kept in memory only "
-                         f"(a running daemon's can be reached with --api or ${env_api})")
-    from gq.broker.journal import JournalAdmin
+    if config.broker.kind == "redis":
+        why = "the Redis broker keeps the jobs"
+    elif not path:
+        why = "journal.path is empty: the jobs were kept in memory only"
+    elif not os.path.exists(path):
+        why = f"the journal {path} does not exist"
+    else:
+        from gq.broker.journal import JournalAdmin
 
-    return JournalAdmin(path, config.target.hidden_headers(), lambda: connect(args, path),
-                        f"gq jobs {args.jobs_command}"), path
+        holder = f" (it holds {path}; the address is api.listen's, give another with --api)"
+        return JournalAdmin(path, config.target.hidden_headers(),
+                            lambda: connect(args, f"{path} is in use by a running gq", holder),
+                            f"gq jobs {args.jobs_command}"), path
+    # No journal file to read: the daemon of the config, found as `gq status` finds it.
+    return connect(args, f"usage error: jobs: {why}",
+                   f" (api.listen's, as {why}; give another address with --api or ${env_api})"), "the daemon"
 
 
 def _check(args: argparse.Namespace) -> None:

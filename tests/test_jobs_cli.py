@@ -484,6 +484,11 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, args, start):
 
 
 def test_a_journal_that_is_not_there_is_named(tmp_path):
-    (tmp_path / "gq.toml").write_text('[journal]\npath = "nowhere/journal.sqlite3"\n')
-    assert errors(gq_jobs(tmp_path, "list", "-c", "gq.toml")) == \
-        ["gq: journal: nowhere/journal.sqlite3 does not exist (journal.path)"]
+    # No journal file: the daemon at api.listen is asked, as `gq status` asks it.
+    port = closed_port()
+    (tmp_path / "gq.toml").write_text(f'[journal]\npath = "nowhere/journal.sqlite3"\n'
+                                      f'[api]\nlisten = "127.0.0.1:{port}"\n')
+    [line] = errors(gq_jobs(tmp_path, "list", "-c", "gq.toml"))
+    assert line == (f"gq: cannot reach the daemon at http://127.0.0.1:{port} (api.listen's, as the journal "
+                    "nowhere/journal.sqlite3 does not exist; give another address with --api or $GQ_API): "
+                    "connection refused")

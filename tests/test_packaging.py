@@ -99,6 +99,8 @@ def test_the_wheel_holds_every_file_of_the_package_and_the_docs(built):
         # docs/ beside the README, so that its links hold where it is installed.
         for page in [*(ROOT / "docs").glob("*.md"), *(ROOT / "docs" / "images").iterdir()]:
             assert z.read(f"{data}/{page.relative_to(ROOT)}") == page.read_bytes(), page
+        # pytest finds gq's plugin (gq_daemon, gq_receiver) in every session of the venv
+        assert "[pytest11]\ngq = gq.pytest_plugin" in z.read(f"gq-{__version__}.dist-info/entry_points.txt").decode()
         assert z.read(f"{data}/LICENSE") == z.read(f"gq-{__version__}.dist-info/licenses/LICENSE") \
             == (ROOT / "LICENSE").read_bytes()
     package = {name for name in tracked_files() if name.startswith("gq/")}
