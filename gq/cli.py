@@ -95,6 +95,16 @@ def _parser() -> Parser:
         p.add_argument("--all", action="store_true", help="every dead letter")
     jobs = commands.add_parser("jobs", help="list, show, cancel or replay jobs")
     jobs_cli.add_commands(jobs, Parser, lambda p: with_api(with_config(p), "none: the config's journal"))
+    echo = commands.add_parser(
+        "echo", help="a receiver that prints every request it gets: for trying gq and debugging a route",
+        description="Print each request received (method, path, headers, body; JSON pretty-printed, a "
+                    "long body cut) and answer CODE after SECONDS. SIGINT/SIGTERM stop it.")
+    echo.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:9000",
+                      help="address to listen on (default 127.0.0.1:9000; port 0: any free port, printed)")
+    echo.add_argument("--status", type=int, default=200, metavar="CODE",
+                      help="the status every request is answered with (default 200)")
+    echo.add_argument("--delay", type=float, default=0.0, metavar="SECONDS",
+                      help="seconds to wait before answering (default 0)")
     commands.add_parser("completion", help="print the shell completion script of gq").add_argument(
         "shell", choices=COMPLETION_SHELLS, help="the shell it is for")
     return parser
@@ -174,6 +184,9 @@ def _run(args: argparse.Namespace) -> int:
         return _dlq(args)
     if args.command == "jobs":
         return jobs_cli.run(args, _client, ENV_API)
+    if args.command == "echo":
+        from gq import echo
+        return echo.run(args.listen, args.status, args.delay)
     if args.command == "completion":
         sys.stdout.write(_completion(args.shell))
         return EXIT_OK
