@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -69,6 +70,9 @@ def _parser() -> Parser:
     batch.add_argument("jobs", metavar="JOBS", help="JSON-lines file of jobs, - for stdin")
     batch.add_argument("-p", "--processes", type=int, default=1, metavar="N",
                        help="split the jobs over N processes (one core each), each with its own journal")
+    batch.add_argument("--journal", metavar="PATH",
+                       help="journal file of this batch instead of the config's journal.path "
+                            "(\"\" = memory only), so that it can run beside a daemon on that one")
     batch.add_argument("--part", help=argparse.SUPPRESS)  # "I/N": set by -p on each part file (its journal)
 
     def with_api(p: argparse.ArgumentParser, default: str = "from the config's api.listen") -> argparse.ArgumentParser:
@@ -236,18 +240,26 @@ def _dlq(args: argparse.Namespace) -> int:
 
 def _batch(args: argparse.Namespace) -> int:
     from gq import batch, log
+    from gq.broker.journal_file import JournalInUse
 
     config = config_.load(args.config)
     if args.processes < 1:
         raise UsageError("usage error: --processes must be 1 or more")
+    if args.journal is not None:
+        if config.broker.kind == "redis":
+            raise UsageError("usage error: batch: --journal: the config's broker.kind is redis, which keeps the jobs")
+        config = dataclasses.replace(config, journal=dataclasses.replace(config.journal, path=args.journal))
     part = batch.parse_part(args.part) if args.part else (0, 1)
     with batch.JobFile.open(args.jobs, config) as jobs:
         log.setup(config.log.level, config.log.format)
-        if args.processes > 1:
-            summary = batch.run_processes(args.config, jobs, args.processes)
-        else:
-            progress = sys.stderr if sys.stderr.isatty() and not args.part else None
-            summary = batch.run_batch(batch.part_config(config, *part), jobs, progress=progress)
+        try:
+            if args.processes > 1:
+                summary = batch.run_processes(args.config, jobs, args.processes, args.journal)
+            else:
+                progress = sys.stderr if sys.stderr.isatty() and not args.part else None
+                summary = batch.run_batch(batch.part_config(config, *part), jobs, progress=progress)
+        except JournalInUse as e:
+            raise JournalInUse(f"{e} (give this batch a journal of its own with --journal PATH)") from None
     print(json.dumps(summary))
     return EXIT_OK if summary["succeeded"] == summary["total"] else EXIT_FAILURE
 

@@ -229,6 +229,52 @@ def test_batch_draws_its_progress_on_a_terminal(tmp_path, target):
     assert "\r[" + "#" * 30 + "] 12/12 ok 12 dead 0 " in shown.decode(), shown
 
 
+def test_batch_with_log_lines_keeps_its_progress_bar_on_the_last_line(tmp_path, target):
+    # Dead jobs log a warning each: every log line clears the bar's line first, and the bar
+    # is drawn again below it, so no log line starts in the middle of a bar.
+    config = write_config(tmp_path / "gq.toml", pool={"size": 2}, retry={"max_attempts": 1})
+    path = write_jobs(tmp_path / "jobs.jsonl", _jobs(target, 3, "ok") + _jobs(target, 3, "gone", status=404))
+    terminal, its_end = pty.openpty()
+    proc = subprocess.Popen(gq_command("batch", "-c", str(config), str(path)), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=its_end, text=True)
+    os.close(its_end)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(terminal)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    text = shown.decode()
+    warnings = re.findall(r"(.?.?.?.?.?)\d{4}-\d\d-\d\d [\d:,]+ WARNING gq\S*: job gone-\d dead[^\r\n]*\r?\n(.)", text)
+    assert len(warnings) == 3, text
+    for before, after in warnings:
+        assert before.endswith("\r\x1b[K") and after == "[", (before, after, text)
+    assert re.search(r"\r\[#{30}\] 6/6 ok 3 dead 3 \d+ jobs/s \r\n$", text), text  # the last bar stays
+
+
+def test_batch_beside_a_daemon_on_the_same_journal_is_told_of_journal(tmp_path, target, start_daemon):
+    daemon = start_daemon(journal={"path": "data/journal.sqlite3"})
+    path = write_jobs(tmp_path / "jobs.jsonl", _jobs(target, 3, "beside"))
+    refused = gq("batch", "-c", "gq.toml", str(path), cwd=tmp_path)
+    assert refused.returncode == 1
+    one_error(refused, f"gq: journal: data/journal.sqlite3 is in use by another gq process: gq run (pid {daemon.pid}) "
+                       "(give this batch a journal of its own with --journal PATH)")
+    done = gq("batch", "-c", "gq.toml", "--journal", "data/batch.sqlite3", str(path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert summary(done)["succeeded"] == 3
+    assert (tmp_path / "data" / "batch.sqlite3").exists()
+    parts = gq("batch", "-c", "gq.toml", "--journal", "data/parts.sqlite3", "-p", "2", str(path), cwd=tmp_path)
+    assert parts.returncode == 0, parts.stderr
+    assert sorted(p.name for p in (tmp_path / "data").glob("parts*.sqlite3")) == \
+        ["parts.part0of2.sqlite3", "parts.part1of2.sqlite3"]
+
+
 def test_batch_on_several_processes_delivers_every_job_once_and_resumes(tmp_path, target):
     jobs = _jobs(target, 40, "parts") + [{"id": "parts-0", "url": target.url("/parts")}]  # a duplicate
     config = write_config(tmp_path / "gq.toml", pool={"size": 4}, journal={"path": "data/j.sqlite3"})
