@@ -30,7 +30,7 @@ from gq.admission import Admission
 from gq.broker import Intake, State
 from gq.config import Config
 from gq.errors import Draining, GqError, JobError, UsageError
-from gq.job import Job, loads, parse
+from gq.job import Job, loads, not_json, parse
 from gq.observers import Observer
 from gq.runtime import Runtime
 from gq.signals import STOP_SIGNALS, StopSignals
@@ -107,9 +107,9 @@ class JobFile:
 
     def _parse(self, number: int, line: str) -> Job:
         try:
-            obj = loads(line)
+            obj = loads(line.rstrip("\r\n"))  # an error's position on the line, not past its end
         except ValueError as e:
-            raise UsageError(f"{self.shown}:{number}: json: invalid JSON: {e}") from None
+            raise UsageError(f"{self.shown}: {not_json(e, number)}") from None
         try:
             return parse(obj, default_url=self.default_url, policy=self.policy,
                          default_id=line_id(number, obj))

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from gq import __version__, access, jobs_cli, redaction
 from gq import config as config_
-from gq.errors import EXIT_FAILURE, EXIT_OK, ConfigError, GqError, JobError, UsageError
-from gq.job import read_lines
+from gq.errors import EXIT_FAILURE, EXIT_OK, ConfigError, GqError, UsageError
+from gq.job import Unreadable, read_jobs
 
 if TYPE_CHECKING:
     from gq.broker import DeadLetterAdmin
@@ -28,7 +28,7 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"usage error: {message} (see {self.prog} --help)")  # prog: "gq dlq list"
 
 
-FILE_METAVARS = ("FILE", "JOBS")  # arguments that name a file: completed with file names
+FILE_METAVARS = ("FILE", "JOBS", "PATH")  # arguments that name a file: completed with file names
 
 
 def _completion(shell: str) -> str:
@@ -125,11 +125,12 @@ def _read_source(path: str) -> str:
 
 
 def _read_objects(path: str) -> list[tuple[int, Any]]:
+    """The jobs of a file: JSON lines, a JSON array, or one JSON object (gq.job.read_jobs)."""
     source = "stdin" if path == "-" else path
     try:
-        return read_lines(_read_source(path))
-    except JobError as e:
-        raise UsageError(f"{source}:{e.index}: {e}") from None
+        return read_jobs(_read_source(path))
+    except Unreadable as e:
+        raise UsageError(f"{source}: {e}") from None
 
 
 def _client(args: argparse.Namespace, holder_of: str = ""):

@@ -397,3 +397,73 @@ def read_lines(text: str) -> list[tuple[int, Any]]:
         except ValueError as e:
             raise JobError("json", f"invalid JSON: {e}", number) from None
     return objects
+
+
+class Unreadable(ValueError):
+    """A jobs file that is not JSON lines, a JSON array or one JSON object: `str()` says
+    where (`line 3`) and why, in words that cannot be mistaken for a job's `json` field."""
+
+
+def not_json(e: ValueError, line: int) -> Unreadable:
+    """The error of a text that failed `loads`, its first line being `line` of a file."""
+    if isinstance(e, json.JSONDecodeError):
+        return Unreadable(f"line {line + e.lineno - 1}: not valid JSON: {e.msg} (column {e.colno})")
+    return Unreadable(f"line {line}: not valid JSON: {e}")
+
+
+def _line_of(text: str, position: int) -> int:
+    return text.count("\n", 0, position) + 1
+
+
+def read_jobs(text: str) -> list[tuple[int, Any]]:
+    """A jobs file → (line where each job starts, its JSON value). The file is JSON lines
+    (one job a line, blank lines skipped), a JSON array of jobs, or one JSON object however
+    spaced: told by its first non-space character and whether the whole text parses.
+    Raises Unreadable naming the line at fault."""
+    stripped = text.lstrip()
+    if not stripped:
+        return []
+    first = _line_of(text, len(text) - len(stripped))
+    if stripped[0] == "[":
+        try:
+            whole = loads(text)
+        except ValueError as e:
+            raise not_json(e, 1) from None
+        if not isinstance(whole, list):  # "[1] [2]" fails above: a text that starts with [ parses as a list
+            raise Unreadable(f"line {first}: not a JSON array")
+        return list(zip(_element_lines(text, len(text) - len(stripped)), whole))
+    if stripped[0] == "{":
+        try:
+            return [(first, loads(text))]
+        except ValueError as e:
+            whole_error = e
+        if "\n" in stripped.rstrip():
+            opening = text[len(text) - len(stripped):].split("\n", 1)[0]
+            try:
+                loads(opening)
+            except ValueError:  # its first line is no JSON of its own: meant as one object
+                raise not_json(whole_error, 1) from None
+    objects = []
+    for number, line in enumerate(text.split("\n"), 1):  # only \n ends a line, as in read_lines
+        if line.strip():
+            try:
+                objects.append((number, loads(line)))
+            except ValueError as e:
+                raise not_json(e, number) from None
+    return objects
+
+
+def _element_lines(text: str, start: int) -> list[int]:
+    """The line on which each element of the JSON array at `start` begins (the text is
+    known to parse)."""
+    decoder = json.JSONDecoder()
+    lines: list[int] = []
+    position = start + 1
+    while True:
+        while text[position] in " \t\r\n,":
+            position += 1
+        if text[position] == "]":
+            return lines
+        lines.append(_line_of(text, position))
+        _, position = decoder.raw_decode(text, position)
+

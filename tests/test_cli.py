@@ -299,7 +299,8 @@ def test_batch_on_several_processes_from_stdin_checks_every_line_first(tmp_path,
     lines = [json.dumps({"url": target.url("/stdin"), "json": {"n": n}}) for n in range(30)]
     bad = gq("batch", "-c", str(config), "-p", "2", "-", input="\n".join(lines[:20] + ["{nope"] + lines[20:]),
              cwd=tmp_path, TMPDIR=str(spool))
-    assert bad.returncode == 2 and one_error(bad, "gq: stdin:21: json: invalid JSON")
+    assert bad.returncode == 2 and one_error(bad, "gq: stdin: line 21: not valid JSON: Expecting property name "
+                                                  "enclosed in double quotes (column 2)")
     assert target.count() == 0 and list(spool.iterdir()) == []
     good = gq("batch", "-c", str(config), "-p", "2", "-", input="\n".join(lines), cwd=tmp_path, TMPDIR=str(spool))
     assert good.returncode == 0, good.stderr
@@ -322,7 +323,8 @@ def test_batch_with_dead_jobs_exits_1(tmp_path, target):
     ('{"url": "ftp://127.0.0.1/x"}', "url"),
     ('{"url": "http://127.0.0.1:1/", "timeout": "soon"}', "timeout"),
     ('{"url": "http://127.0.0.1:1/", "colour": "red"}', "colour"),
-    ('{"url": "http://127.0.0.1:1/", ', "json"),
+    ('{"url": "http://127.0.0.1:1/", ', " line 2: not valid JSON: Expecting property name enclosed in double quotes "
+                                         "(column 32)"),
 ], ids=["url", "timeout", "unknown field", "invalid JSON"])
 def test_batch_with_an_invalid_line_exits_2_and_sends_nothing(tmp_path, target, line, field):
     jobs = [{"url": target.url()}, line, {"url": target.url()}]
@@ -330,7 +332,7 @@ def test_batch_with_an_invalid_line_exits_2_and_sends_nothing(tmp_path, target, 
     config = write_config(tmp_path / "gq.toml")
     result = gq("batch", "-c", str(config), "jobs.jsonl", cwd=tmp_path)
     assert result.returncode == 2
-    one_error(result, f"gq: jobs.jsonl:2: {field}")
+    one_error(result, f"gq: jobs.jsonl:{field}" if field.startswith(" line") else f"gq: jobs.jsonl:2: {field}")
     assert result.stdout == ""
     assert target.count() == 0
 
@@ -439,6 +441,29 @@ def test_submit_reports_rejected_lines_and_delivers_the_rest(tmp_path, target, t
     kept = [j["id"] for j in jobs if j["id"].startswith("kept-")]
     assert result.stdout.splitlines() == kept
     _wait_delivered(target, kept)
+
+
+@pytest.mark.parametrize("shape", ["array", "pretty object"])
+def test_submit_reads_a_json_array_or_one_pretty_printed_object(tmp_path, target, token_daemon, shape):
+    jobs = _jobs(target, 2 if shape == "array" else 1, f"submit-{shape.replace(' ', '-')}")
+    text = json.dumps(jobs if shape == "array" else jobs[0], indent=2)
+    (tmp_path / "jobs.json").write_text(text)
+    result = gq("submit", "--api", token_daemon.api, "jobs.json", cwd=tmp_path, **_auth_env())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [j["id"] for j in jobs]
+    _wait_delivered(target, [j["id"] for j in jobs])
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ('{"url": "http://a/"}\n{"url": \n', "line 2: not valid JSON: Expecting value (column 9)"),
+    ('{\n  "url": "http://a/"\n  "json": {}\n}\n', "line 3: not valid JSON: Expecting ',' delimiter (column 3)"),
+    ('[\n  {"url": "http://a/"},\n  {"url": NaN}\n]\n', "line 1: not valid JSON: NaN is not JSON"),
+    ('[\n  {"url": "http://a/"}\n  {}\n]\n', "line 3: not valid JSON: Expecting ',' delimiter (column 3)"),
+], ids=["JSON lines", "pretty object", "array: NaN", "array: a comma missing"])
+def test_submit_names_the_line_of_a_file_that_is_not_json(tmp_path, text, error):
+    (tmp_path / "pretty.json").write_text(text)
+    result = gq("submit", "--api", f"http://127.0.0.1:{closed_port()}", "pretty.json", cwd=tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", f"gq: pretty.json: {error}\n")
 
 
 def test_submit_with_a_wrong_token_exits_1(tmp_path, target, token_daemon):

@@ -21,8 +21,10 @@ from gq.job import (
     RESERVED_HEADERS,
     UNREACHABLE_IDS,
     Job,
+    Unreadable,
     loads,
     parse,
+    read_jobs,
     read_lines,
     timestamp,
 )
@@ -325,6 +327,32 @@ def test_read_lines_splits_on_newlines_only():
     # JSON allows U+2028 and U+2029 raw inside strings; they do not end a JSON line.
     text = json.dumps({"body": "a\u2028b\u2029c\x85d"}, ensure_ascii=False) + "\n{}\n"
     assert read_lines(text) == [(1, {"body": "a\u2028b\u2029c\x85d"}), (2, {})]
+
+
+# -- read_jobs: what gq submit reads
+
+@pytest.mark.parametrize("text, jobs", [
+    ("", []),
+    ('{"a": 1}\n\n{"a": 2}\n', [(1, {"a": 1}), (3, {"a": 2})]),
+    ('\n{\n  "a": 1,\n  "b": [\n    2\n  ]\n}\n', [(2, {"a": 1, "b": [2]})]),
+    ('[\n  {"a": 1},\n\n  {"a": [2,\n 3]}, {"a": 4}\n]', [(2, {"a": 1}), (4, {"a": [2, 3]}), (5, {"a": 4})]),
+    ("[]", []),
+])
+def test_read_jobs_reads_lines_an_array_or_one_object_with_the_line_each_starts_on(text, jobs):
+    assert read_jobs(text) == jobs
+
+
+@pytest.mark.parametrize("text, error", [
+    ('{"a": 1}\n{"a": 2\n', "line 2: not valid JSON: Expecting ',' delimiter (column 8)"),
+    ('{\n  "a": 1\n  "b": 2\n}', "line 3: not valid JSON: Expecting ',' delimiter (column 3)"),
+    ('{"a": 1} {"b": 2}', "line 1: not valid JSON: Extra data (column 10)"),
+    ("[1] [2]", "line 1: not valid JSON: Extra data (column 5)"),
+    ("nope", "line 1: not valid JSON: Expecting value (column 1)"),
+])
+def test_read_jobs_names_the_line_at_fault(text, error):
+    with pytest.raises(Unreadable) as caught:
+        read_jobs(text)
+    assert str(caught.value) == error
 
 
 # -- loads: the JSON a client sends
