@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import sys
@@ -97,6 +98,9 @@ def _parser() -> Parser:
         p = with_config(dlq_commands.add_parser(action, help=text))
         p.add_argument("ids", nargs="*", metavar="ID", help="dead letters' job ids")
         p.add_argument("--all", action="store_true", help="every dead letter")
+        if action == "purge":
+            p.add_argument("-y", "--yes", action="store_true",
+                           help="purge --all without asking (needed when not on a terminal)")
     jobs = commands.add_parser("jobs", help="list, show, cancel or replay jobs")
     jobs_cli.add_commands(jobs, Parser, lambda p: with_api(with_config(p), "none: the config's journal"))
     echo = commands.add_parser(
@@ -211,23 +215,23 @@ def _dead_letters(config: config_.Config, command: str) -> DeadLetterAdmin:
 
 
 def _dlq(args: argparse.Namespace) -> int:
-    from gq.broker import describe
 
     config = config_.load(args.config)
+    if args.dlq_command != "list" and bool(args.ids) == args.all:
+        raise UsageError(f"usage error: dlq {args.dlq_command}: give job ids or --all (not both)")
+    purge_all = args.dlq_command == "purge" and args.all and not args.yes
+    if purge_all and not sys.stdin.isatty():
+        raise UsageError("usage error: dlq purge --all: give --yes to purge every dead letter "
+                         "(no terminal to ask for confirmation)")
     admin = _dead_letters(config, f"gq dlq {args.dlq_command}")
     hidden = config.target.hidden_headers()
     try:
         if args.dlq_command == "list":
-            for entry in admin.dead_letters():
-                shown = describe(entry, hidden)
-                if args.json:
-                    print(json.dumps(shown, ensure_ascii=False))
-                else:
-                    last = shown["last_status"] or shown["last_error"] or "-"
-                    print(f"{entry.job.id}\t{entry.attempts}\t{last}\t{entry.reason}\t{shown['url']}")
-            return EXIT_OK
-        if bool(args.ids) == args.all:
-            raise UsageError(f"usage error: dlq {args.dlq_command}: give job ids or --all (not both)")
+            return _dlq_list(admin, hidden, args.json)
+        if purge_all and not _confirmed(f"purge all {sum(1 for _ in admin.dead_letters())} dead letters "
+                                        "for good? [y/N] "):
+            print("gq: dlq purge: not confirmed: nothing purged", file=sys.stderr)
+            return EXIT_FAILURE
         done = admin.run(args.dlq_command, None if args.all else args.ids)
     finally:
         admin.close()
@@ -237,6 +241,45 @@ def _dlq(args: argparse.Namespace) -> int:
     for job_id in missing:
         print(f"gq: dlq {args.dlq_command}: {jobs_cli.printable(job_id)}: no such dead letter", file=sys.stderr)
     return EXIT_FAILURE if missing else EXIT_OK
+
+
+DLQ_COLUMNS = ("ID", "ATTEMPTS", "LAST", "REASON", "URL")
+DLQ_GIVE_WAY = ((4, 12), (3, 16), (2, 8), (0, 12), (4, 3))  # the URL first, then the reason
+
+
+def _dlq_list(admin: DeadLetterAdmin, hidden: frozenset[str], as_json: bool) -> int:
+    """The dead letters, oldest first: a table as `gq jobs list` prints one, or JSON lines;
+    `no dead letters` on stderr when there are none."""
+    from gq.broker import describe
+
+    letters = iter(admin.dead_letters())
+    first = next(letters, None)
+    if first is None:
+        if not as_json:
+            print("no dead letters", file=sys.stderr)
+        return EXIT_OK
+    shown = (describe(entry, hidden) for entry in itertools.chain([first], letters))
+    if as_json:
+        for letter in shown:
+            print(json.dumps(letter, ensure_ascii=False))
+        return EXIT_OK
+    printable = jobs_cli.printable
+    rows = ((printable(d["id"]), str(d["attempts"]), printable(d["last_status"] or d["last_error"]),
+             printable(d["reason"]), printable(d["url"])) for d in shown)
+    jobs_cli.columns(DLQ_COLUMNS, rows, sys.stdout, jobs_cli.terminal_width(sys.stdout), DLQ_GIVE_WAY)
+    return EXIT_OK
+
+
+def _confirmed(question: str) -> bool:
+    """Whether the person at the terminal answers yes to `question` (asked on stderr)."""
+    print(f"gq: dlq {question}", end="", file=sys.stderr, flush=True)
+    try:
+        answer = sys.stdin.readline()
+    except KeyboardInterrupt:
+        answer = ""
+    if not answer:
+        print(file=sys.stderr)
+    return answer.strip().lower() in ("y", "yes")
 
 
 def _batch(args: argparse.Namespace) -> int:

@@ -401,6 +401,48 @@ def test_batch_drain_starts_nothing_its_deadline_could_cut_off_and_resumes_witho
     assert stats["keys"] == 550 and stats["duplicates"] == 0
 
 
+# -- dlq
+
+def _purge_at_a_terminal(tmp_path: Path, answer: str) -> tuple[int, str, str]:
+    """`gq dlq purge --all` with a terminal for its stdin, answered `answer`."""
+    terminal, its_end = pty.openpty()
+    proc = subprocess.Popen(gq_command("dlq", "purge", "--all", "-c", "gq.toml"), cwd=tmp_path, stdin=its_end,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+    os.close(its_end)
+    try:
+        prompt = proc.stderr.read(len("gq: dlq purge all 2 dead letters for good? [y/N] "))
+        os.write(terminal, answer.encode() + b"\n")
+        out, err = proc.communicate(timeout=30)
+    finally:
+        os.close(terminal)
+    return proc.returncode, out, prompt + err
+
+
+def test_dlq_lists_with_a_header_and_purge_all_asks_first(tmp_path, target):
+    config = write_config(tmp_path / "gq.toml", journal={"path": "data/journal.sqlite3"})
+    write_jobs(tmp_path / "jobs.jsonl", _jobs(target, 2, "gone", status=404))
+    assert gq("batch", "-c", str(config), "jobs.jsonl", cwd=tmp_path).returncode == 1
+    listed = gq("dlq", "list", "-c", "gq.toml", cwd=tmp_path)
+    assert (listed.returncode, listed.stderr) == (0, "")
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == ["ID", "ATTEMPTS", "LAST", "REASON", "URL"]
+    assert [r.split()[:3] for r in rows] == [["gone-0", "1", "404"], ["gone-1", "1", "404"]]
+
+    refused = gq("dlq", "purge", "--all", "-c", "gq.toml", cwd=tmp_path)
+    assert (refused.returncode, refused.stdout, refused.stderr) == (2, "", (
+        "gq: usage error: dlq purge --all: give --yes to purge every dead letter (no terminal to ask for "
+        "confirmation)\n"))
+    code, out, err = _purge_at_a_terminal(tmp_path, "n")
+    assert (code, out, err) == (1, "", "gq: dlq purge all 2 dead letters for good? [y/N] "
+                                       "gq: dlq purge: not confirmed: nothing purged\n")
+    code, out, err = _purge_at_a_terminal(tmp_path, "y")
+    assert (code, sorted(out.split()), err) == (0, ["gone-0", "gone-1"],
+                                                "gq: dlq purge all 2 dead letters for good? [y/N] ")
+    empty = gq("dlq", "list", "-c", "gq.toml", cwd=tmp_path)
+    assert (empty.returncode, empty.stdout, empty.stderr) == (0, "", "no dead letters\n")
+    assert gq("dlq", "purge", "--all", "--yes", "-c", "gq.toml", cwd=tmp_path).returncode == 0
+
+
 # -- submit
 
 def _auth_env() -> dict[str, str]:

@@ -149,7 +149,7 @@ def test_dead_letters_listed_replayed_and_purged_with_the_daemon_up_and_down(
     wait_for(lambda: daemon.status()["jobs"]["dead"] == 1, what="it to die again")
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 0
-    assert dlq(tmp_path, "purge", "--all").stdout.split() == ["gone"]
+    assert dlq(tmp_path, "purge", "--all", "--yes").stdout.split() == ["gone"]
     assert dlq(tmp_path, "list").stdout == ""
 
 
