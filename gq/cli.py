@@ -310,11 +310,14 @@ def _batch(args: argparse.Namespace) -> int:
 
 def _print_status(status: dict[str, Any]) -> None:
     jobs, finished = status["jobs"], status["finished"]
-    print(f"draining:  {'yes' if status['draining'] else 'no'}")
-    print(f"queue:     {status['queue_depth']}/{status['queue_maxsize']}")
-    print(f"workers:   {status['pool_busy']}/{status['pool_size']} busy")
-    print("jobs:      " + ", ".join(f"{n} {state}" for state, n in jobs.items()))
-    print("finished:  " + ", ".join(f"{n} {what}" for what, n in finished.items()))
+    lines = [("draining", "yes" if status["draining"] else "no"),
+             ("queue", f"{status['queue_depth']}/{status['queue_maxsize']} in memory, waiting for a worker"),
+             ("workers", f"{status['pool_busy']}/{status['pool_size']} busy"),
+             ("jobs kept now", ", ".join(f"{n} {state}" for state, n in jobs.items())),
+             ("finished since this daemon started", ", ".join(f"{n} {what}" for what, n in finished.items()))]
+    width = max(len(name) for name, _ in lines) + 1
+    for name, value in lines:
+        print(f"{name + ':':<{width}} {value}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

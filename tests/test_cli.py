@@ -549,10 +549,11 @@ def busy_daemon(tmp_path_factory):
 def test_status_prints_queue_workers_draining(busy_daemon):
     result = gq("status", "--api", busy_daemon.api)
     assert result.returncode == 0, result.stderr
-    lines = {line.split(":", 1)[0]: line.split(":", 1)[1].split() for line in result.stdout.splitlines()}
-    assert lines["queue"][0] == "0/40"
-    assert lines["workers"][0] == "1/3"
-    assert lines["draining"] == ["no"]
+    lines = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in result.stdout.splitlines()}
+    assert lines == {"draining": "no", "queue": "0/40 in memory, waiting for a worker", "workers": "1/3 busy",
+                     "jobs kept now": "0 queued, 0 scheduled, 1 running, 0 retrying, 0 dead",
+                     "finished since this daemon started": "0 succeeded, 0 dead, 0 cancelled"}
+    assert result.stdout.splitlines()[0] == "draining:                           no"
 
 
 def test_status_json(busy_daemon):
