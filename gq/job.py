@@ -166,16 +166,34 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+JSON_TYPES = ((bool, "a boolean"), (int, "a number"), (float, "a number"), (str, "a string"),
+              (list, "an array"), (dict, "an object"))
+SHOWN_VALUE = 80  # characters of a refused value an error quotes
+
+
+def json_type(value: Any) -> str:
+    """What `value` is, in JSON's words: "a number", "an array", "null"."""
+    return next((name for kind, name in JSON_TYPES if isinstance(value, kind)), "null")
+
+
+def quoted(text: str) -> str:
+    """A refused text as an error quotes it: in JSON quotes, cut after SHOWN_VALUE characters,
+    a URL's password and credential query values redacted."""
+    shown = redaction.url(text)
+    return json.dumps(shown if len(shown) <= SHOWN_VALUE else shown[:SHOWN_VALUE] + CUT, ensure_ascii=False)
+
+
 def _check_url(url: Any, policy: HostPolicy) -> str:
-    if not isinstance(url, str) or not url:
-        raise JobError("url", "must be a non-empty string")
+    if not isinstance(url, str):
+        raise JobError("url", f"must be a string (an http:// or https:// URL), got {json_type(url)}")
+    if not url:
+        raise JobError("url", "must be an http:// or https:// URL, got an empty string")
     if len(url) > MAX_URL_LENGTH:
-        raise JobError("url", f"longer than {MAX_URL_LENGTH} characters")
+        raise JobError("url", f"longer than {MAX_URL_LENGTH:,} characters ({len(url):,})")
     if _CONTROL.search(url) or " " in url or not encodes(url, "utf-8"):
         raise JobError("url", "contains spaces, control characters or text that is not Unicode")
-    scheme = url.partition(":")[0].lower() if ":" in url else ""
-    if scheme not in ("http", "https"):
-        raise JobError("url", f"scheme must be http or https, got {scheme or 'none'!r}")
+    if not url.lower().startswith(("http://", "https://")):
+        raise JobError("url", f"needs http:// or https://, got {quoted(url)}")
     try:  # read as the transport reads it, and refused if another parser would read it otherwise
         host = url_host(url)
     except ValueError as e:
@@ -228,7 +246,8 @@ def timestamp(value: Any) -> float:
     accepted is read back by the same rule); ValueError names what is wrong."""
     seconds = value if is_number(value) else _rfc3339(value)
     if not 0 <= seconds < 1e11:  # compared before float(): an int too large for one is refused here
-        raise ValueError("must be from 1970-01-01T00:00:00Z on (Unix seconds 0 to 1e11)")
+        raise ValueError("must be from 1970-01-01T00:00:00Z to 5138-11-16T09:46:40Z "
+                         "(Unix seconds from 0 to 100,000,000,000)")
     return float(seconds)
 
 
@@ -263,7 +282,7 @@ def _schedule(obj: dict[str, Any], now: float) -> float | None:
     if "delay" in obj:
         delay = obj["delay"]
         if not is_number(delay) or not 0 <= delay <= MAX_DELAY:
-            raise JobError("delay", f"must be a number of seconds from 0 to {MAX_DELAY:g}")
+            raise JobError("delay", f"must be a number of seconds from 0 to {MAX_DELAY:,.0f} (10 years)")
         return now + delay
     if "run_at" in obj:
         try:
@@ -368,13 +387,13 @@ def parse(obj: Any, *, default_url: str = "", policy: HostPolicy = HostPolicy(),
 
     timeout = obj.get("timeout")
     if timeout is not None and (not is_number(timeout) or not 0 < timeout <= MAX_TIMEOUT):
-        raise JobError("timeout", f"must be a number of seconds > 0 and <= {MAX_TIMEOUT:g}")
+        raise JobError("timeout", f"must be a number of seconds above 0, at most {MAX_TIMEOUT:,.0f} (a day)")
 
     max_attempts = obj.get("max_attempts")
     if max_attempts is not None and (
             not isinstance(max_attempts, int) or isinstance(max_attempts, bool)
             or not 1 <= max_attempts <= MAX_ATTEMPTS):
-        raise JobError("max_attempts", f"must be an integer from 1 to {MAX_ATTEMPTS}")
+        raise JobError("max_attempts", f"must be a whole number from 1 to {MAX_ATTEMPTS:,}")
 
     run_at = _schedule(obj, time.time() if now is None else now)
     return Job(job_id, method.upper(), url, headers, data, is_json,

@@ -234,6 +234,26 @@ def test_url_of_the_wrong_type_is_refused_even_with_a_default_url(url):
     assert refusal({"url": url}, default_url=URL).field == "url"
 
 
+@pytest.mark.parametrize("job, error", [
+    ({"url": "127.0.0.1:9000/hook"}, 'url: needs http:// or https://, got "127.0.0.1:9000/hook"'),
+    ({"url": "ftp://user:hunter2@example.com/x"}, 'url: needs http:// or https://, got "ftp://<redacted>@example.com/x"'),
+    ({"url": "x" * 100}, f'url: needs http:// or https://, got "{"x" * 80}…"'),
+    ({"url": 9000}, "url: must be a string (an http:// or https:// URL), got a number"),
+    ({"url": True}, "url: must be a string (an http:// or https:// URL), got a boolean"),
+    ({"url": ["http://a/"]}, "url: must be a string (an http:// or https:// URL), got an array"),
+    ({"url": ""}, "url: must be an http:// or https:// URL, got an empty string"),
+    ({"url": URL + "?q=" + "a" * 8192}, "url: longer than 8,192 characters (8,218)"),
+    ({"url": URL, "delay": -1}, "delay: must be a number of seconds from 0 to 316,224,000 (10 years)"),
+    ({"url": URL, "timeout": 0}, "timeout: must be a number of seconds above 0, at most 86,400 (a day)"),
+    ({"url": URL, "max_attempts": 1001}, "max_attempts: must be a whole number from 1 to 1,000"),
+    ({"url": URL, "run_at": 1e11}, "run_at: must be from 1970-01-01T00:00:00Z to 5138-11-16T09:46:40Z "
+                                   "(Unix seconds from 0 to 100,000,000,000)"),
+], ids=["no scheme", "another scheme, password hidden", "long", "a number", "a boolean", "an array", "empty",
+        "too long", "delay", "timeout", "max_attempts", "run_at"])
+def test_refusals_read_as_a_person_reads_them_once(job, error):
+    assert str(refusal(job)) == error
+
+
 def test_url_missing_says_no_default_is_configured():
     assert "target.url" in refusal({}).reason
 
