@@ -211,7 +211,11 @@ def _dead_letters(config: config_.Config, command: str) -> DeadLetterAdmin:
     if not config.journal.path:
         raise UsageError("dlq: journal.path is empty: dead letters were kept in memory only")
     from gq.broker.journal import JournalAdmin
-    return JournalAdmin(config.journal.path, command=command)
+    from gq.broker.journal_file import JournalMissing
+    try:
+        return JournalAdmin(config.journal.path, command=command)
+    except JournalMissing as e:
+        raise JournalMissing(f"{e}; {jobs_cli.MISSING_HINT}") from None
 
 
 def _dlq(args: argparse.Namespace) -> int:

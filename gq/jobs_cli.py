@@ -26,6 +26,7 @@ from gq.broker import REPLAYABLE, Conflict, Filter, JobsAdmin, Replayed, State
 from gq.errors import EXIT_FAILURE, EXIT_OK, GqError, UsageError
 from gq.job import timestamp
 
+MISSING_HINT = "is gq running elsewhere? give -c FILE"  # when the config's journal is not there
 LIMIT = 100             # jobs `gq jobs list` shows by default
 WIDTHS_FROM = 1000      # rows that set the columns' widths; later rows keep them
 LAST_WIDTH = 40         # characters of a last error a list shows (`show` has all of it)
@@ -125,9 +126,13 @@ def _admin(args: argparse.Namespace, connect: Connect, env_api: str) -> tuple[Jo
         raise UsageError(f"usage error: jobs: journal.path is empty: the jobs were kept in memory only "
                          f"(a running daemon's can be reached with --api or ${env_api})")
     from gq.broker.journal import JournalAdmin
+    from gq.broker.journal_file import JournalMissing
 
-    return JournalAdmin(path, config.target.hidden_headers(), lambda: connect(args, path),
-                        f"gq jobs {args.jobs_command}"), path
+    try:
+        return JournalAdmin(path, config.target.hidden_headers(), lambda: connect(args, path),
+                            f"gq jobs {args.jobs_command}"), path
+    except JournalMissing as e:
+        raise JournalMissing(f"{e}; {MISSING_HINT}, or --api URL for a running daemon") from None
 
 
 def _check(args: argparse.Namespace) -> None:

@@ -509,4 +509,11 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, args, start):
 def test_a_journal_that_is_not_there_is_named(tmp_path):
     (tmp_path / "gq.toml").write_text('[journal]\npath = "nowhere/journal.sqlite3"\n')
     assert errors(gq_jobs(tmp_path, "list", "-c", "gq.toml")) == \
-        ["gq: journal: nowhere/journal.sqlite3 does not exist (journal.path)"]
+        ["gq: journal: nowhere/journal.sqlite3 does not exist (journal.path); is gq running elsewhere? "
+         "give -c FILE, or --api URL for a running daemon"]
+    assert errors(gq_jobs(tmp_path, "list")) == \
+        ["gq: journal: gq-data/journal.sqlite3 does not exist (journal.path); is gq running elsewhere? "
+         "give -c FILE, or --api URL for a running daemon"]
+    dlq = run_gq("dlq", "list", cwd=tmp_path, env={k: v for k, v in os.environ.items() if not k.startswith("GQ_")})
+    assert (dlq.returncode, dlq.stderr) == (1, "gq: journal: gq-data/journal.sqlite3 does not exist (journal.path); "
+                                               "is gq running elsewhere? give -c FILE\n")
