@@ -42,17 +42,13 @@ def _listen(listen: str) -> socket.socket:
         host, port = split_listen(listen)
     except Invalid as e:
         raise UsageError(f"usage error: echo: --listen {e}") from None
+    from gq.listeners import bound
+
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(128)
+        return bound(host, port, backlog=128)
     except OSError as e:
         why = "address in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e)).lower()
         raise UsageError(f"echo: cannot listen on {listen}: {why}") from None
-    return sock
 
 
 def body_text(data: bytes, content_type: str = "", most: int = SHOWN_BODY) -> str:

@@ -206,9 +206,8 @@ def test_batch_delivers_every_job_and_prints_the_summary(tmp_path, target, sourc
     assert sorted(r["key"] for r in target.received()) == sorted(j["id"] for j in jobs)
 
 
-def test_batch_draws_its_progress_on_a_terminal(tmp_path, target):
-    config = write_config(tmp_path / "gq.toml", pool={"size": 4})
-    path = write_jobs(tmp_path / "jobs.jsonl", _jobs(target, 12, "tty"))
+def batch_at_a_terminal(tmp_path: Path, config: Path, path: Path) -> tuple[int, str, str]:
+    """`gq batch` with a terminal for its stderr: (exit code, stdout, what the terminal showed)."""
     terminal, its_end = pty.openpty()
     proc = subprocess.Popen(gq_command("batch", "-c", str(config), str(path)), cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=its_end, text=True)
@@ -224,9 +223,16 @@ def test_batch_draws_its_progress_on_a_terminal(tmp_path, target):
         shown += chunk
     os.close(terminal)
     out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0
+    return proc.returncode, out, shown.decode()
+
+
+def test_batch_draws_its_progress_on_a_terminal(tmp_path, target):
+    config = write_config(tmp_path / "gq.toml", pool={"size": 4})
+    path = write_jobs(tmp_path / "jobs.jsonl", _jobs(target, 12, "tty"))
+    code, out, shown = batch_at_a_terminal(tmp_path, config, path)
+    assert code == 0
     assert json.loads(out.splitlines()[-1])["succeeded"] == 12
-    assert "\r[" + "#" * 30 + "] 12/12 ok 12 dead 0 " in shown.decode(), shown
+    assert "\r[" + "#" * 30 + "] 12/12 ok 12 dead 0 " in shown, shown
 
 
 def test_batch_with_log_lines_keeps_its_progress_bar_on_the_last_line(tmp_path, target):
@@ -234,27 +240,11 @@ def test_batch_with_log_lines_keeps_its_progress_bar_on_the_last_line(tmp_path, 
     # is drawn again below it, so no log line starts in the middle of a bar.
     config = write_config(tmp_path / "gq.toml", pool={"size": 2}, retry={"max_attempts": 1})
     path = write_jobs(tmp_path / "jobs.jsonl", _jobs(target, 3, "ok") + _jobs(target, 3, "gone", status=404))
-    terminal, its_end = pty.openpty()
-    proc = subprocess.Popen(gq_command("batch", "-c", str(config), str(path)), cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=its_end, text=True)
-    os.close(its_end)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(terminal, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(terminal)
-    proc.communicate(timeout=60)
-    assert proc.returncode == 1
-    text = shown.decode()
-    warnings = re.findall(r"(.?.?.?.?.?)\d{4}-\d\d-\d\d [\d:,]+ WARNING gq\S*: job gone-\d dead[^\r\n]*\r?\n(.)", text)
+    code, _, text = batch_at_a_terminal(tmp_path, config, path)
+    assert code == 1
+    warnings = re.findall(r"(\r\x1b\[K)?\d{4}-\d\d-\d\d [\d:,]+ WARNING gq\S*: job gone-\d dead[^\r\n]*\r?\n(.)", text)
     assert len(warnings) == 3, text
-    for before, after in warnings:
-        assert before.endswith("\r\x1b[K") and after == "[", (before, after, text)
+    assert warnings == [("\r\x1b[K", "[")] * 3, text  # the bar's line cleared before, the bar drawn after
     assert re.search(r"\r\[#{30}\] 6/6 ok 3 dead 3 \d+ jobs/s \r\n$", text), text  # the last bar stays
 
 
