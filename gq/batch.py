@@ -30,7 +30,7 @@ from gq.admission import Admission
 from gq.broker import Intake, State
 from gq.config import Config
 from gq.errors import Draining, GqError, JobError, UsageError
-from gq.job import Job, loads, parse
+from gq.job import Job, loads, not_json, parse
 from gq.observers import Observer
 from gq.runtime import Runtime
 from gq.signals import STOP_SIGNALS, StopSignals
@@ -107,9 +107,9 @@ class JobFile:
 
     def _parse(self, number: int, line: str) -> Job:
         try:
-            obj = loads(line)
+            obj = loads(line.rstrip("\r\n"))  # an error's position on the line, not past its end
         except ValueError as e:
-            raise UsageError(f"{self.shown}:{number}: json: invalid JSON: {e}") from None
+            raise UsageError(f"{self.shown}: {not_json(e, number)}") from None
         try:
             return parse(obj, default_url=self.default_url, policy=self.policy,
                          default_id=line_id(number, obj))
@@ -161,17 +161,63 @@ def _submit_all(admission: Admission, broker: Intake, jobs: Iterable[Job], tally
                 tally.count(job_id, entry.state)
 
 
-def _progress(tally: Tally, started: float, out: TextIO) -> None:
-    total = tally.total
+class ProgressLine:
+    """A line kept at the bottom of a terminal while log lines scroll above it. `draw` redraws
+    it in place; it is also the stream the log handler writes to: a log line first clears
+    the bar's line, then is written, then the bar is drawn again below it."""
+
+    CLEAR = "\r\x1b[K"  # to the line's start, erase to its end
+
+    def __init__(self, out: TextIO):
+        self.out = out
+        self.text = ""
+
+    def draw(self, text: str) -> None:
+        self.text = text
+        self.out.write(f"\r{text}")
+        self.out.flush()
+
+    def write(self, text: str) -> int:
+        """A log handler's write: whole lines (logging writes a record and its newline at once)."""
+        self.out.write(self.CLEAR + text)
+        if text.endswith("\n") and self.text:
+            self.out.write(self.text)
+        self.out.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def end(self) -> None:
+        """The bar stays as last drawn; what follows starts on a line of its own."""
+        if self.text:
+            self.out.write("\n")
+            self.out.flush()
+
+    @contextlib.contextmanager
+    def above(self) -> Iterator[None]:
+        """While in it, gq's log lines that went to the bar's stream go through `write`."""
+        handlers = [h for h in logging.getLogger("gq").handlers
+                    if isinstance(h, logging.StreamHandler) and h.stream is self.out]
+        for handler in handlers:
+            handler.setStream(self)  # type: ignore[arg-type]  # a stream: write and flush
+        try:
+            yield
+        finally:
+            for handler in handlers:
+                handler.setStream(self.out)
+
+
+def bar_text(tally: Tally, elapsed: float, width: int = 30) -> str:
+    total, done = tally.total, tally.succeeded + tally.dead
+    filled = width * done // total if total else width
+    return (f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} ok {tally.succeeded} dead {tally.dead} "
+            f"{done / elapsed if elapsed else 0:.0f} jobs/s ")
+
+
+def _progress(tally: Tally, started: float, line: ProgressLine) -> None:
     while True:
-        done = tally.succeeded + tally.dead
-        elapsed = time.monotonic() - started
-        width = 30
-        filled = width * done // total if total else width
-        out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
-                  f"ok {tally.succeeded} dead {tally.dead} "
-                  f"{done / elapsed if elapsed else 0:.0f} jobs/s ")
-        out.flush()
+        line.draw(bar_text(tally, time.monotonic() - started))
         gevent.sleep(PROGRESS_EVERY)
 
 
@@ -181,9 +227,11 @@ def run_batch(config: Config, jobs: JobFile, progress: TextIO | None = None) -> 
     too). SIGTERM/SIGINT drains, and what is left counts as remaining."""
     started = time.monotonic()
     signals = StopSignals()
+    line = ProgressLine(progress) if progress is not None else None
     try:
         tally = Tally(jobs.ids())  # raises before anything is sent if a line is wrong
-        _deliver(config, jobs, tally, signals, started, progress)
+        with line.above() if line is not None else contextlib.nullcontext():
+            _deliver(config, jobs, tally, signals, started, line)
     finally:
         signals.close()
     return {"total": tally.total, "succeeded": tally.succeeded, "dead": tally.dead,
@@ -192,7 +240,7 @@ def run_batch(config: Config, jobs: JobFile, progress: TextIO | None = None) -> 
 
 
 def _deliver(config: Config, jobs: JobFile, tally: Tally, signals: StopSignals, started: float,
-             progress: TextIO | None) -> None:
+             progress: ProgressLine | None) -> None:
     # A loop that fails for good stops the batch as a signal would: what is left is remaining.
     # A signal while it waits for a command to let the journal go stops it there.
     runtime = Runtime.build(config, Supervisor(on_fatal=lambda why: signals.stop.set()), batch=True,
@@ -218,7 +266,8 @@ def _deliver(config: Config, jobs: JobFile, tally: Tally, signals: StopSignals, 
     dispatcher.drain(config.shutdown.drain_timeout, signals.hurry)
     if bar is not None and progress is not None:
         bar.kill()
-        progress.write("\n")
+        progress.draw(bar_text(tally, time.monotonic() - started))
+        progress.end()
     if ledger and tally.total and tally.done():  # complete: the ids of other batches may go
         ledger.batch_done(tally.final, forget_others=True)
     runtime.close()
@@ -244,11 +293,13 @@ def part_config(config: Config, index: int, count: int) -> Config:
     return dataclasses.replace(config, journal=journal)
 
 
-def run_processes(config_path: str | None, jobs: JobFile, count: int) -> dict:
+def run_processes(config_path: str | None, jobs: JobFile, count: int, journal: str | None = None) -> dict:
     """Split the file (checking every line), run `count` child batches, one on each part;
-    sum their summaries. SIGTERM/SIGINT are passed on: each child drains as a batch does."""
+    sum their summaries. SIGTERM/SIGINT are passed on: each child drains as a batch does.
+    `journal`: the --journal given, passed on (each part's own is beside it)."""
     started = time.monotonic()
     base = [sys.executable, "-m", "gq", "batch"] + (["-c", config_path] if config_path else [])
+    base += ["--journal", journal] if journal is not None else []
     signals = StopSignals()  # from here a SIGTERM stops in order: the split files are removed
     try:
         with tempfile.TemporaryDirectory(prefix="gq-batch-") as directory:

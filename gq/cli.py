@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import os
 import sys
@@ -11,8 +13,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from gq import __version__, access, jobs_cli, redaction
 from gq import config as config_
-from gq.errors import EXIT_FAILURE, EXIT_OK, ConfigError, GqError, JobError, Refused, UsageError
-from gq.job import read_lines
+from gq.errors import EXIT_FAILURE, EXIT_OK, ConfigError, GqError, Refused, UsageError
+from gq.job import Unreadable, read_jobs
 
 if TYPE_CHECKING:
     from gq.broker import DeadLetterAdmin, JobsAdmin
@@ -30,7 +32,7 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"usage error: {message} (see {self.prog} --help)")  # prog: "gq dlq list"
 
 
-FILE_METAVARS = ("FILE", "JOBS")  # arguments that name a file: completed with file names
+FILE_METAVARS = ("FILE", "JOBS", "PATH")  # arguments that name a file: completed with file names
 
 
 def _completion(shell: str) -> str:
@@ -72,6 +74,9 @@ def _parser() -> Parser:
     batch.add_argument("jobs", metavar="JOBS", help="JSON-lines file of jobs, - for stdin")
     batch.add_argument("-p", "--processes", type=int, default=1, metavar="N",
                        help="split the jobs over N processes (one core each), each with its own journal")
+    batch.add_argument("--journal", metavar="PATH",
+                       help="journal file of this batch instead of the config's journal.path "
+                            "(\"\" = memory only), so that it can run beside a daemon on that one")
     batch.add_argument("--part", help=argparse.SUPPRESS)  # "I/N": set by -p on each part file (its journal)
 
     def with_api(p: argparse.ArgumentParser, default: str = "the config's api.listen") -> argparse.ArgumentParser:
@@ -97,9 +102,22 @@ def _parser() -> Parser:
         p = with_config(dlq_commands.add_parser(action, help=text))
         p.add_argument("ids", nargs="*", metavar="ID", help="dead letters' job ids")
         p.add_argument("--all", action="store_true", help="every dead letter")
+        if action == "purge":
+            p.add_argument("-y", "--yes", action="store_true",
+                           help="purge --all without asking (needed when not on a terminal)")
     jobs = commands.add_parser("jobs", help="list, show, cancel or replay jobs", description=jobs_cli.WHERE)
     jobs_cli.add_commands(jobs, Parser, lambda p: with_api(
         with_config(p), "the config's journal file when it exists, else the daemon at its api.listen"))
+    echo = commands.add_parser(
+        "echo", help="a receiver that prints every request it gets: for trying gq and debugging a route",
+        description="Print each request received (method, path, headers, body; JSON pretty-printed, a "
+                    "long body cut) and answer CODE after SECONDS. SIGINT/SIGTERM stop it.")
+    echo.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:9000",
+                      help="address to listen on (default 127.0.0.1:9000; port 0: any free port, printed)")
+    echo.add_argument("--status", type=int, default=200, metavar="CODE",
+                      help="the status every request is answered with (default 200)")
+    echo.add_argument("--delay", type=float, default=0.0, metavar="SECONDS",
+                      help="seconds to wait before answering (default 0)")
     commands.add_parser("completion", help="print the shell completion script of gq").add_argument(
         "shell", choices=COMPLETION_SHELLS, help="the shell it is for")
     return parser
@@ -116,11 +134,12 @@ def _read_source(path: str) -> str:
 
 
 def _read_objects(path: str) -> list[tuple[int, Any]]:
+    """The jobs of a file: JSON lines, a JSON array, or one JSON object (gq.job.read_jobs)."""
     source = "stdin" if path == "-" else path
     try:
-        return read_lines(_read_source(path))
-    except JobError as e:
-        raise UsageError(f"{source}:{e.index}: {e}") from None
+        return read_jobs(_read_source(path))
+    except Unreadable as e:
+        raise UsageError(f"{source}: {e}") from None
 
 
 def _client(args: argparse.Namespace, why: str = "", note: str = "") -> Client:
@@ -223,6 +242,9 @@ def _run(args: argparse.Namespace) -> int:
         return _dlq(args)
     if args.command == "jobs":
         return jobs_cli.run(args, _remote, ENV_API)
+    if args.command == "echo":
+        from gq import echo
+        return echo.run(args.listen, args.status, args.delay)
     if args.command == "completion":
         sys.stdout.write(_completion(args.shell))
         return EXIT_OK
@@ -238,27 +260,31 @@ def _dead_letters(config: config_.Config, command: str) -> DeadLetterAdmin:
     if not config.journal.path:
         raise UsageError("dlq: journal.path is empty: dead letters were kept in memory only")
     from gq.broker.journal import JournalAdmin
-    return JournalAdmin(config.journal.path, command=command)
+    from gq.broker.journal_file import JournalMissing
+    try:
+        return JournalAdmin(config.journal.path, command=command)
+    except JournalMissing as e:
+        raise JournalMissing(f"{e}; {jobs_cli.MISSING_HINT}") from None
 
 
 def _dlq(args: argparse.Namespace) -> int:
-    from gq.broker import describe
 
     config = config_.load(args.config)
+    if args.dlq_command != "list" and bool(args.ids) == args.all:
+        raise UsageError(f"usage error: dlq {args.dlq_command}: give job ids or --all (not both)")
+    purge_all = args.dlq_command == "purge" and args.all and not args.yes
+    if purge_all and not sys.stdin.isatty():
+        raise UsageError("usage error: dlq purge --all: give --yes to purge every dead letter "
+                         "(no terminal to ask for confirmation)")
     admin = _dead_letters(config, f"gq dlq {args.dlq_command}")
     hidden = config.target.hidden_headers()
     try:
         if args.dlq_command == "list":
-            for entry in admin.dead_letters():
-                shown = describe(entry, hidden)
-                if args.json:
-                    print(json.dumps(shown, ensure_ascii=False))
-                else:
-                    last = shown["last_status"] or shown["last_error"] or "-"
-                    print(f"{entry.job.id}\t{entry.attempts}\t{last}\t{entry.reason}\t{shown['url']}")
-            return EXIT_OK
-        if bool(args.ids) == args.all:
-            raise UsageError(f"usage error: dlq {args.dlq_command}: give job ids or --all (not both)")
+            return _dlq_list(admin, hidden, args.json)
+        if purge_all and not _confirmed(f"purge all {sum(1 for _ in admin.dead_letters())} dead letters "
+                                        "for good? [y/N] "):
+            print("gq: dlq purge: not confirmed: nothing purged", file=sys.stderr)
+            return EXIT_FAILURE
         done = admin.run(args.dlq_command, None if args.all else args.ids)
     finally:
         admin.close()
@@ -270,31 +296,81 @@ def _dlq(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if missing else EXIT_OK
 
 
+DLQ_COLUMNS = ("ID", "ATTEMPTS", "LAST", "REASON", "URL")
+DLQ_GIVE_WAY = ((4, 12), (3, 16), (2, 8), (0, 12), (4, 3))  # the URL first, then the reason
+
+
+def _dlq_list(admin: DeadLetterAdmin, hidden: frozenset[str], as_json: bool) -> int:
+    """The dead letters, oldest first: a table as `gq jobs list` prints one, or JSON lines;
+    `no dead letters` on stderr when there are none."""
+    from gq.broker import describe
+
+    letters = iter(admin.dead_letters())
+    first = next(letters, None)
+    if first is None:
+        if not as_json:
+            print("no dead letters", file=sys.stderr)
+        return EXIT_OK
+    shown = (describe(entry, hidden) for entry in itertools.chain([first], letters))
+    if as_json:
+        for letter in shown:
+            print(json.dumps(letter, ensure_ascii=False))
+        return EXIT_OK
+    printable = jobs_cli.printable
+    rows = ((printable(d["id"]), str(d["attempts"]), printable(d["last_status"] or d["last_error"]),
+             printable(d["reason"]), printable(d["url"])) for d in shown)
+    jobs_cli.columns(DLQ_COLUMNS, rows, sys.stdout, jobs_cli.terminal_width(sys.stdout), DLQ_GIVE_WAY)
+    return EXIT_OK
+
+
+def _confirmed(question: str) -> bool:
+    """Whether the person at the terminal answers yes to `question` (asked on stderr)."""
+    print(f"gq: dlq {question}", end="", file=sys.stderr, flush=True)
+    try:
+        answer = sys.stdin.readline()
+    except KeyboardInterrupt:
+        answer = ""
+    if not answer:
+        print(file=sys.stderr)
+    return answer.strip().lower() in ("y", "yes")
+
+
 def _batch(args: argparse.Namespace) -> int:
     from gq import batch, log
+    from gq.broker.journal_file import JournalInUse
 
     config = config_.load(args.config)
     if args.processes < 1:
         raise UsageError("usage error: --processes must be 1 or more")
+    if args.journal is not None:
+        if config.broker.kind == "redis":
+            raise UsageError("usage error: batch: --journal: the config's broker.kind is redis, which keeps the jobs")
+        config = dataclasses.replace(config, journal=dataclasses.replace(config.journal, path=args.journal))
     part = batch.parse_part(args.part) if args.part else (0, 1)
     with batch.JobFile.open(args.jobs, config) as jobs:
         log.setup(config.log.level, config.log.format)
-        if args.processes > 1:
-            summary = batch.run_processes(args.config, jobs, args.processes)
-        else:
-            progress = sys.stderr if sys.stderr.isatty() and not args.part else None
-            summary = batch.run_batch(batch.part_config(config, *part), jobs, progress=progress)
+        try:
+            if args.processes > 1:
+                summary = batch.run_processes(args.config, jobs, args.processes, args.journal)
+            else:
+                progress = sys.stderr if sys.stderr.isatty() and not args.part else None
+                summary = batch.run_batch(batch.part_config(config, *part), jobs, progress=progress)
+        except JournalInUse as e:
+            raise JournalInUse(f"{e} (give this batch a journal of its own with --journal PATH)") from None
     print(json.dumps(summary))
     return EXIT_OK if summary["succeeded"] == summary["total"] else EXIT_FAILURE
 
 
 def _print_status(status: dict[str, Any]) -> None:
     jobs, finished = status["jobs"], status["finished"]
-    print(f"draining:  {'yes' if status['draining'] else 'no'}")
-    print(f"queue:     {status['queue_depth']}/{status['queue_maxsize']}")
-    print(f"workers:   {status['pool_busy']}/{status['pool_size']} busy")
-    print("jobs:      " + ", ".join(f"{n} {state}" for state, n in jobs.items()))
-    print("finished:  " + ", ".join(f"{n} {what}" for what, n in finished.items()))
+    lines = [("draining", "yes" if status["draining"] else "no"),
+             ("queue", f"{status['queue_depth']}/{status['queue_maxsize']} in memory, waiting for a worker"),
+             ("workers", f"{status['pool_busy']}/{status['pool_size']} busy"),
+             ("jobs kept now", ", ".join(f"{n} {state}" for state, n in jobs.items())),
+             ("finished since this daemon started", ", ".join(f"{n} {what}" for what, n in finished.items()))]
+    width = max(len(name) for name, _ in lines) + 1
+    for name, value in lines:
+        print(f"{name + ':':<{width}} {value}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

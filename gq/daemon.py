@@ -23,6 +23,7 @@ from gq.systemd import Notifier, listen_socket
 log = logging.getLogger("gq")
 
 HEARTBEAT = 1.0           # seconds between STATUS= updates and memory checks
+WAITING = ("queued", "scheduled", "retrying")  # the states of jobs a drain leaves for later
 EXTEND_MARGIN = 10.0      # seconds asked beyond the drain deadline while a drain makes progress,
                           # and beyond each beat while the start goes on
 
@@ -107,22 +108,36 @@ class Daemon:
 
     def _close(self, report: DrainReport) -> None:
         self.listeners.stop(timeout=1)
+        waiting = self._waiting_jobs()
         self.runtime.close()
         self.signals.close()
-        self._log_drain(report)
+        self._log_drain(report, waiting)
         self.notifier.close()
 
-    def _log_drain(self, report: DrainReport) -> None:
+    def _waiting_jobs(self) -> str:
+        """What waits in the broker once drained ("4 scheduled, 1 retrying"), for the summary;
+        "" when nothing does, or when the broker cannot tell."""
+        try:
+            counts = self.runtime.broker.counts()
+        except Exception as e:  # noqa: BLE001 - a summary line must not stop the exit
+            log.debug("drain summary: cannot count the jobs left: %s", e)
+            return ""
+        return ", ".join(f"{counts[state]} {state}" for state in WAITING if counts.get(state))
+
+    def _log_drain(self, report: DrainReport, waiting: str) -> None:
         now = self.runtime.dispatcher.snapshot()
         kept = ("given back to the shared stream" if self.config.broker.kind == "redis"
                 else "they run at the next start" if self.config.journal.path else "lost (no journal)")
+        where = ("left in Redis for the fleet" if self.config.broker.kind == "redis"
+                 else "left in the journal for the next start" if self.config.journal.path
+                 else "lost: no journal")
+        left = f"; {waiting} {where}" if waiting else ""
         if report.finished:
-            log.info("drained in %.2fs: %d succeeded, %d dead since start; nothing left in flight%s",
-                     report.seconds, now.succeeded, now.dead,
-                     f"; {report.not_started} job(s) not started, {kept}" if report.not_started else "")
+            log.info("drained in %.2fs: %d succeeded, %d dead since this daemon started; nothing left in flight%s",
+                     report.seconds, now.succeeded, now.dead, left)
         else:
-            log.warning("stopped after %.2fs with %d queued and %d in flight left unfinished; %s",
-                        report.seconds, report.queued_left + report.not_started, report.in_flight_left, kept)
+            log.warning("stopped after %.2fs with %d queued and %d in flight left unfinished; %s%s",
+                        report.seconds, report.queued_left + report.not_started, report.in_flight_left, kept, left)
 
     def _fatal(self, why: str) -> None:
         """A loop that cannot be started again: not ready, no more watchdog pings, drain, exit 1

@@ -166,16 +166,34 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+JSON_TYPES = ((bool, "a boolean"), (int, "a number"), (float, "a number"), (str, "a string"),
+              (list, "an array"), (dict, "an object"))
+SHOWN_VALUE = 80  # characters of a refused value an error quotes
+
+
+def json_type(value: Any) -> str:
+    """What `value` is, in JSON's words: "a number", "an array", "null"."""
+    return next((name for kind, name in JSON_TYPES if isinstance(value, kind)), "null")
+
+
+def quoted(text: str) -> str:
+    """A refused text as an error quotes it: in JSON quotes, cut after SHOWN_VALUE characters,
+    a URL's password and credential query values redacted."""
+    shown = redaction.url(text)
+    return json.dumps(shown if len(shown) <= SHOWN_VALUE else shown[:SHOWN_VALUE] + CUT, ensure_ascii=False)
+
+
 def _check_url(url: Any, policy: HostPolicy) -> str:
-    if not isinstance(url, str) or not url:
-        raise JobError("url", "must be a non-empty string")
+    if not isinstance(url, str):
+        raise JobError("url", f"must be a string (an http:// or https:// URL), got {json_type(url)}")
+    if not url:
+        raise JobError("url", "must be an http:// or https:// URL, got an empty string")
     if len(url) > MAX_URL_LENGTH:
-        raise JobError("url", f"longer than {MAX_URL_LENGTH} characters")
+        raise JobError("url", f"longer than {MAX_URL_LENGTH:,} characters ({len(url):,})")
     if _CONTROL.search(url) or " " in url or not encodes(url, "utf-8"):
         raise JobError("url", "contains spaces, control characters or text that is not Unicode")
-    scheme = url.partition(":")[0].lower() if ":" in url else ""
-    if scheme not in ("http", "https"):
-        raise JobError("url", f"scheme must be http or https, got {scheme or 'none'!r}")
+    if not url.lower().startswith(("http://", "https://")):
+        raise JobError("url", f"needs http:// or https://, got {quoted(url)}")
     try:  # read as the transport reads it, and refused if another parser would read it otherwise
         host = url_host(url)
     except ValueError as e:
@@ -228,7 +246,8 @@ def timestamp(value: Any) -> float:
     accepted is read back by the same rule); ValueError names what is wrong."""
     seconds = value if is_number(value) else _rfc3339(value)
     if not 0 <= seconds < 1e11:  # compared before float(): an int too large for one is refused here
-        raise ValueError("must be from 1970-01-01T00:00:00Z on (Unix seconds 0 to 1e11)")
+        raise ValueError("must be from 1970-01-01T00:00:00Z to 5138-11-16T09:46:40Z "
+                         "(Unix seconds from 0 to 100,000,000,000)")
     return float(seconds)
 
 
@@ -263,7 +282,7 @@ def _schedule(obj: dict[str, Any], now: float) -> float | None:
     if "delay" in obj:
         delay = obj["delay"]
         if not is_number(delay) or not 0 <= delay <= MAX_DELAY:
-            raise JobError("delay", f"must be a number of seconds from 0 to {MAX_DELAY:g}")
+            raise JobError("delay", f"must be a number of seconds from 0 to {MAX_DELAY:,.0f} (10 years)")
         return now + delay
     if "run_at" in obj:
         try:
@@ -368,13 +387,13 @@ def parse(obj: Any, *, default_url: str = "", policy: HostPolicy = HostPolicy(),
 
     timeout = obj.get("timeout")
     if timeout is not None and (not is_number(timeout) or not 0 < timeout <= MAX_TIMEOUT):
-        raise JobError("timeout", f"must be a number of seconds > 0 and <= {MAX_TIMEOUT:g}")
+        raise JobError("timeout", f"must be a number of seconds above 0, at most {MAX_TIMEOUT:,.0f} (a day)")
 
     max_attempts = obj.get("max_attempts")
     if max_attempts is not None and (
             not isinstance(max_attempts, int) or isinstance(max_attempts, bool)
             or not 1 <= max_attempts <= MAX_ATTEMPTS):
-        raise JobError("max_attempts", f"must be an integer from 1 to {MAX_ATTEMPTS}")
+        raise JobError("max_attempts", f"must be a whole number from 1 to {MAX_ATTEMPTS:,}")
 
     run_at = _schedule(obj, time.time() if now is None else now)
     return Job(job_id, method.upper(), url, headers, data, is_json,
@@ -397,3 +416,73 @@ def read_lines(text: str) -> list[tuple[int, Any]]:
         except ValueError as e:
             raise JobError("json", f"invalid JSON: {e}", number) from None
     return objects
+
+
+class Unreadable(ValueError):
+    """A jobs file that is not JSON lines, a JSON array or one JSON object: `str()` says
+    where (`line 3`) and why, in words that cannot be mistaken for a job's `json` field."""
+
+
+def not_json(e: ValueError, line: int) -> Unreadable:
+    """The error of a text that failed `loads`, its first line being `line` of a file."""
+    if isinstance(e, json.JSONDecodeError):
+        return Unreadable(f"line {line + e.lineno - 1}: not valid JSON: {e.msg} (column {e.colno})")
+    return Unreadable(f"line {line}: not valid JSON: {e}")
+
+
+def _line_of(text: str, position: int) -> int:
+    return text.count("\n", 0, position) + 1
+
+
+def read_jobs(text: str) -> list[tuple[int, Any]]:
+    """A jobs file → (line where each job starts, its JSON value). The file is JSON lines
+    (one job a line, blank lines skipped), a JSON array of jobs, or one JSON object however
+    spaced: told by its first non-space character and whether the whole text parses.
+    Raises Unreadable naming the line at fault."""
+    stripped = text.lstrip()
+    if not stripped:
+        return []
+    first = _line_of(text, len(text) - len(stripped))
+    if stripped[0] == "[":
+        try:
+            whole = loads(text)
+        except ValueError as e:
+            raise not_json(e, 1) from None
+        if not isinstance(whole, list):  # "[1] [2]" fails above: a text that starts with [ parses as a list
+            raise Unreadable(f"line {first}: not a JSON array")
+        return list(zip(_element_lines(text, len(text) - len(stripped)), whole))
+    if stripped[0] == "{":
+        try:
+            return [(first, loads(text))]
+        except ValueError as e:
+            whole_error = e
+        if "\n" in stripped.rstrip():
+            opening = text[len(text) - len(stripped):].split("\n", 1)[0]
+            try:
+                loads(opening)
+            except ValueError:  # its first line is no JSON of its own: meant as one object
+                raise not_json(whole_error, 1) from None
+    objects = []
+    for number, line in enumerate(text.split("\n"), 1):  # only \n ends a line, as in read_lines
+        if line.strip():
+            try:
+                objects.append((number, loads(line)))
+            except ValueError as e:
+                raise not_json(e, number) from None
+    return objects
+
+
+def _element_lines(text: str, start: int) -> list[int]:
+    """The line on which each element of the JSON array at `start` begins (the text is
+    known to parse)."""
+    decoder = json.JSONDecoder()
+    lines: list[int] = []
+    position = start + 1
+    while True:
+        while text[position] in " \t\r\n,":
+            position += 1
+        if text[position] == "]":
+            return lines
+        lines.append(_line_of(text, position))
+        _, position = decoder.raw_decode(text, position)
+

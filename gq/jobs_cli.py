@@ -8,13 +8,14 @@ gq.client.Client through the API. This module only reads the command line and pr
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from itertools import islice
 from typing import Any, TextIO
@@ -25,6 +26,7 @@ from gq.broker import REPLAYABLE, Conflict, Filter, JobsAdmin, Replayed, State
 from gq.errors import EXIT_FAILURE, EXIT_OK, GqError, UsageError
 from gq.job import timestamp
 
+MISSING_HINT = "is gq running elsewhere? give -c FILE"  # when the config's journal is not there
 LIMIT = 100             # jobs `gq jobs list` shows by default
 WIDTHS_FROM = 1000      # rows that set the columns' widths; later rows keep them
 LAST_WIDTH = 40         # characters of a last error a list shows (`show` has all of it)
@@ -166,12 +168,17 @@ def _where(args: argparse.Namespace, state: str | None) -> Filter:
 # -- the actions
 
 def _list(admin: JobsAdmin, args: argparse.Namespace) -> int:
-    found = admin.jobs(_where(args, args.state), args.limit or None)
+    # One more than the limit is asked for: it tells that more match, and is not shown.
+    found = iter(admin.jobs(_where(args, args.state), args.limit + 1 if args.limit else None))
+    shown = islice(found, args.limit) if args.limit else found
     if args.json:
-        for job in found:
+        for job in shown:
             print(json.dumps(job, ensure_ascii=False))
     else:
-        table(found, sys.stdout)
+        table(shown, sys.stdout, terminal_width(sys.stdout))
+    if args.limit and next(found, None) is not None:
+        sys.stdout.flush()
+        print(f"… more jobs match than the {args.limit} shown: --limit N shows N (0: all)", file=sys.stderr)
     return EXIT_OK
 
 
@@ -238,8 +245,22 @@ def printable(value: Any) -> str:
     return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:width - 1] + "…"
+def _cut(text: str, width: int, from_the_left: bool = False) -> str:
+    if len(text) <= width:
+        return text
+    return text[len(text) - width:] if from_the_left else text[:width - 1] + "…"
+
+
+def terminal_width(out: TextIO) -> int | None:
+    """The columns a table may take: $COLUMNS, else the terminal's width when `out` is one;
+    None (no limit) when it goes to a file or a pipe."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    try:
+        return os.get_terminal_size(out.fileno()).columns if out.isatty() else None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def row(job: dict[str, Any]) -> tuple[str, ...]:
@@ -250,20 +271,44 @@ def row(job: dict[str, Any]) -> tuple[str, ...]:
             local(job["accepted_at"]), printable(hosts.destination(url)), printable(url))
 
 
-def table(jobs: Iterable[dict[str, Any]], out: TextIO) -> None:
-    """A header and a line per job, in columns as wide as the first WIDTHS_FROM lines need
-    (a longer value later moves the rest of its line over); the URL last, as it is."""
-    rows: Iterator[tuple[str, ...]] = (row(job) for job in jobs)
-    first = [COLUMNS, *islice(rows, WIDTHS_FROM)]
-    widths = [max(len(r[i]) for r in first) for i in range(len(COLUMNS) - 1)]
-    for line in first:
-        out.write(_line(line, widths))
-    for line in rows:
+def table(jobs: Iterable[dict[str, Any]], out: TextIO, width: int | None = None) -> None:
+    """A header and a line per job (COLUMNS); see `columns`."""
+    columns(COLUMNS, (row(job) for job in jobs), out, width, JOBS_GIVE_WAY)
+
+
+# How the columns of a table give way, in turn, when it is wider than the terminal: each
+# (column, narrowest) — the URL first, the last error, the year of the time accepted, the
+# host, the id (it can be found again with --id-prefix), and the URL again, to its header.
+JOBS_GIVE_WAY = ((6, 12), (3, 8), (4, 14), (5, 8), (0, 12), (6, 3))
+FROM_THE_LEFT = ("ACCEPTED",)  # cut at their start, not their end: a time keeps its hour
+
+
+def columns(header: tuple[str, ...], rows: Iterable[tuple[str, ...]], out: TextIO, width: int | None = None,
+            give_way: Iterable[tuple[int, int]] = ()) -> None:
+    """A header and a line per row, in columns as wide as the first WIDTHS_FROM lines need
+    (a longer value later moves the rest of its line over), the last one as it is. With a
+    `width` (the terminal's), the columns narrow as `give_way` says until a line fits it,
+    and every value is cut (…) to its column."""
+    rows = iter(rows)
+    first = [header, *islice(rows, WIDTHS_FROM)]
+    widths = [max(len(r[i]) for r in first) for i in range(len(header))]
+    if width is not None:
+        for column, narrowest in give_way:
+            over = sum(widths) + 2 * (len(widths) - 1) - width
+            if over <= 0:
+                break
+            widths[column] = max(min(narrowest, widths[column]), len(header[column]), widths[column] - over)
+        left = {i for i, name in enumerate(header) if name in FROM_THE_LEFT}
+        for line in itertools.chain(first, rows):
+            out.write(_line(tuple(_cut(v, w, i in left) if line is not header else v[:w]
+                                  for i, (v, w) in enumerate(zip(line, widths))), widths))
+        return
+    for line in itertools.chain(first, rows):
         out.write(_line(line, widths))
 
 
 def _line(values: tuple[str, ...], widths: list[int]) -> str:
-    return "  ".join([v.ljust(w) for v, w in zip(values, widths)] + [values[-1]]) + "\n"
+    return "  ".join([v.ljust(w) for v, w in zip(values[:-1], widths)] + [values[-1]]) + "\n"
 
 
 def _payload(request: dict[str, Any]) -> list[tuple[str, str]]:

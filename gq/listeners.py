@@ -69,16 +69,24 @@ def check_passed(sock: socket.socket, config: Config) -> None:
 
 def listen(listen: str) -> socket.socket:
     """A listening socket on HOST:PORT; raises GqError when it cannot listen."""
-    host, port = split_listen(listen)
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(1024)
+        return bound(*split_listen(listen))
     except OSError as e:
         raise GqError(f"cannot listen on {listen}: {e.strerror or e}") from None
+
+
+def bound(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    """A socket listening on `host` and `port`; raises OSError."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 

@@ -287,6 +287,12 @@ def test_refusals_name_the_field_are_counted_and_deliver_nothing(daemon, shared_
     assert not [r for r in shared_target.received() if r["path"] == "/refused"]
 
 
+def test_a_url_without_its_scheme_is_quoted_as_sent(daemon):
+    response = daemon.post({"url": "127.0.0.1:9000/hook"})
+    assert response.status_code == 400
+    assert response.json() == {"error": 'url: needs http:// or https://, got "127.0.0.1:9000/hook"', "field": "url"}
+
+
 def test_a_body_of_exactly_max_body_bytes_is_accepted(daemon, shared_target):
     job = {"id": new_id("limit"), "url": shared_target.url(), "body": ""}
     job["body"] = "x" * (MAX_BODY - len(json.dumps(job)))

@@ -168,7 +168,7 @@ def test_every_action_from_the_api_and_the_cli_is_kept_and_survives_a_restart(st
     # On the file, no daemon running: written in its audit table.
     gq(tmp_path, "jobs", "cancel", "c", "-c", "gq.toml")
     gq(tmp_path, "jobs", "replay", "gone-2", "-c", "gq.toml")
-    gq(tmp_path, "dlq", "purge", "--all", "-c", "gq.toml")
+    gq(tmp_path, "dlq", "purge", "--all", "--yes", "-c", "gq.toml")
     restarted = journal_daemon(start_daemon)
     assert brief(actions(restarted)) == [("purge", {"state": "dead"}, 2, "local", "cli"),
                                          ("replay", ["gone-2"], 1, "local", "cli"),

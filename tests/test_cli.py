@@ -206,9 +206,8 @@ def test_batch_delivers_every_job_and_prints_the_summary(tmp_path, target, sourc
     assert sorted(r["key"] for r in target.received()) == sorted(j["id"] for j in jobs)
 
 
-def test_batch_draws_its_progress_on_a_terminal(tmp_path, target):
-    config = write_config(tmp_path / "gq.toml", pool={"size": 4})
-    path = write_jobs(tmp_path / "jobs.jsonl", _jobs(target, 12, "tty"))
+def batch_at_a_terminal(tmp_path: Path, config: Path, path: Path) -> tuple[int, str, str]:
+    """`gq batch` with a terminal for its stderr: (exit code, stdout, what the terminal showed)."""
     terminal, its_end = pty.openpty()
     proc = subprocess.Popen(gq_command("batch", "-c", str(config), str(path)), cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=its_end, text=True)
@@ -224,9 +223,46 @@ def test_batch_draws_its_progress_on_a_terminal(tmp_path, target):
         shown += chunk
     os.close(terminal)
     out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0
+    return proc.returncode, out, shown.decode()
+
+
+def test_batch_draws_its_progress_on_a_terminal(tmp_path, target):
+    config = write_config(tmp_path / "gq.toml", pool={"size": 4})
+    path = write_jobs(tmp_path / "jobs.jsonl", _jobs(target, 12, "tty"))
+    code, out, shown = batch_at_a_terminal(tmp_path, config, path)
+    assert code == 0
     assert json.loads(out.splitlines()[-1])["succeeded"] == 12
-    assert "\r[" + "#" * 30 + "] 12/12 ok 12 dead 0 " in shown.decode(), shown
+    assert "\r[" + "#" * 30 + "] 12/12 ok 12 dead 0 " in shown, shown
+
+
+def test_batch_with_log_lines_keeps_its_progress_bar_on_the_last_line(tmp_path, target):
+    # Dead jobs log a warning each: every log line clears the bar's line first, and the bar
+    # is drawn again below it, so no log line starts in the middle of a bar.
+    config = write_config(tmp_path / "gq.toml", pool={"size": 2}, retry={"max_attempts": 1})
+    path = write_jobs(tmp_path / "jobs.jsonl", _jobs(target, 3, "ok") + _jobs(target, 3, "gone", status=404))
+    code, _, text = batch_at_a_terminal(tmp_path, config, path)
+    assert code == 1
+    warnings = re.findall(r"(\r\x1b\[K)?\d{4}-\d\d-\d\d [\d:,]+ WARNING gq\S*: job gone-\d dead[^\r\n]*\r?\n(.)", text)
+    assert len(warnings) == 3, text
+    assert warnings == [("\r\x1b[K", "[")] * 3, text  # the bar's line cleared before, the bar drawn after
+    assert re.search(r"\r\[#{30}\] 6/6 ok 3 dead 3 \d+ jobs/s \r\n$", text), text  # the last bar stays
+
+
+def test_batch_beside_a_daemon_on_the_same_journal_is_told_of_journal(tmp_path, target, start_daemon):
+    daemon = start_daemon(journal={"path": "data/journal.sqlite3"})
+    path = write_jobs(tmp_path / "jobs.jsonl", _jobs(target, 3, "beside"))
+    refused = gq("batch", "-c", "gq.toml", str(path), cwd=tmp_path)
+    assert refused.returncode == 1
+    one_error(refused, f"gq: journal: data/journal.sqlite3 is in use by another gq process: gq run (pid {daemon.pid}) "
+                       "(give this batch a journal of its own with --journal PATH)")
+    done = gq("batch", "-c", "gq.toml", "--journal", "data/batch.sqlite3", str(path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert summary(done)["succeeded"] == 3
+    assert (tmp_path / "data" / "batch.sqlite3").exists()
+    parts = gq("batch", "-c", "gq.toml", "--journal", "data/parts.sqlite3", "-p", "2", str(path), cwd=tmp_path)
+    assert parts.returncode == 0, parts.stderr
+    assert sorted(p.name for p in (tmp_path / "data").glob("parts*.sqlite3")) == \
+        ["parts.part0of2.sqlite3", "parts.part1of2.sqlite3"]
 
 
 def test_batch_on_several_processes_delivers_every_job_once_and_resumes(tmp_path, target):
@@ -253,7 +289,8 @@ def test_batch_on_several_processes_from_stdin_checks_every_line_first(tmp_path,
     lines = [json.dumps({"url": target.url("/stdin"), "json": {"n": n}}) for n in range(30)]
     bad = gq("batch", "-c", str(config), "-p", "2", "-", input="\n".join(lines[:20] + ["{nope"] + lines[20:]),
              cwd=tmp_path, TMPDIR=str(spool))
-    assert bad.returncode == 2 and one_error(bad, "gq: stdin:21: json: invalid JSON")
+    assert bad.returncode == 2 and one_error(bad, "gq: stdin: line 21: not valid JSON: Expecting property name "
+                                                  "enclosed in double quotes (column 2)")
     assert target.count() == 0 and list(spool.iterdir()) == []
     good = gq("batch", "-c", str(config), "-p", "2", "-", input="\n".join(lines), cwd=tmp_path, TMPDIR=str(spool))
     assert good.returncode == 0, good.stderr
@@ -276,7 +313,8 @@ def test_batch_with_dead_jobs_exits_1(tmp_path, target):
     ('{"url": "ftp://127.0.0.1/x"}', "url"),
     ('{"url": "http://127.0.0.1:1/", "timeout": "soon"}', "timeout"),
     ('{"url": "http://127.0.0.1:1/", "colour": "red"}', "colour"),
-    ('{"url": "http://127.0.0.1:1/", ', "json"),
+    ('{"url": "http://127.0.0.1:1/", ', " line 2: not valid JSON: Expecting property name enclosed in double quotes "
+                                         "(column 32)"),
 ], ids=["url", "timeout", "unknown field", "invalid JSON"])
 def test_batch_with_an_invalid_line_exits_2_and_sends_nothing(tmp_path, target, line, field):
     jobs = [{"url": target.url()}, line, {"url": target.url()}]
@@ -284,7 +322,7 @@ def test_batch_with_an_invalid_line_exits_2_and_sends_nothing(tmp_path, target, 
     config = write_config(tmp_path / "gq.toml")
     result = gq("batch", "-c", str(config), "jobs.jsonl", cwd=tmp_path)
     assert result.returncode == 2
-    one_error(result, f"gq: jobs.jsonl:2: {field}")
+    one_error(result, f"gq: jobs.jsonl:{field}" if field.startswith(" line") else f"gq: jobs.jsonl:2: {field}")
     assert result.stdout == ""
     assert target.count() == 0
 
@@ -353,6 +391,48 @@ def test_batch_drain_starts_nothing_its_deadline_could_cut_off_and_resumes_witho
     assert stats["keys"] == 550 and stats["duplicates"] == 0
 
 
+# -- dlq
+
+def _purge_at_a_terminal(tmp_path: Path, answer: str) -> tuple[int, str, str]:
+    """`gq dlq purge --all` with a terminal for its stdin, answered `answer`."""
+    terminal, its_end = pty.openpty()
+    proc = subprocess.Popen(gq_command("dlq", "purge", "--all", "-c", "gq.toml"), cwd=tmp_path, stdin=its_end,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+    os.close(its_end)
+    try:
+        prompt = proc.stderr.read(len("gq: dlq purge all 2 dead letters for good? [y/N] "))
+        os.write(terminal, answer.encode() + b"\n")
+        out, err = proc.communicate(timeout=30)
+    finally:
+        os.close(terminal)
+    return proc.returncode, out, prompt + err
+
+
+def test_dlq_lists_with_a_header_and_purge_all_asks_first(tmp_path, target):
+    config = write_config(tmp_path / "gq.toml", journal={"path": "data/journal.sqlite3"})
+    write_jobs(tmp_path / "jobs.jsonl", _jobs(target, 2, "gone", status=404))
+    assert gq("batch", "-c", str(config), "jobs.jsonl", cwd=tmp_path).returncode == 1
+    listed = gq("dlq", "list", "-c", "gq.toml", cwd=tmp_path)
+    assert (listed.returncode, listed.stderr) == (0, "")
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == ["ID", "ATTEMPTS", "LAST", "REASON", "URL"]
+    assert [r.split()[:3] for r in rows] == [["gone-0", "1", "404"], ["gone-1", "1", "404"]]
+
+    refused = gq("dlq", "purge", "--all", "-c", "gq.toml", cwd=tmp_path)
+    assert (refused.returncode, refused.stdout, refused.stderr) == (2, "", (
+        "gq: usage error: dlq purge --all: give --yes to purge every dead letter (no terminal to ask for "
+        "confirmation)\n"))
+    code, out, err = _purge_at_a_terminal(tmp_path, "n")
+    assert (code, out, err) == (1, "", "gq: dlq purge all 2 dead letters for good? [y/N] "
+                                       "gq: dlq purge: not confirmed: nothing purged\n")
+    code, out, err = _purge_at_a_terminal(tmp_path, "y")
+    assert (code, sorted(out.split()), err) == (0, ["gone-0", "gone-1"],
+                                                "gq: dlq purge all 2 dead letters for good? [y/N] ")
+    empty = gq("dlq", "list", "-c", "gq.toml", cwd=tmp_path)
+    assert (empty.returncode, empty.stdout, empty.stderr) == (0, "", "no dead letters\n")
+    assert gq("dlq", "purge", "--all", "--yes", "-c", "gq.toml", cwd=tmp_path).returncode == 0
+
+
 # -- submit
 
 def _auth_env() -> dict[str, str]:
@@ -393,6 +473,29 @@ def test_submit_reports_rejected_lines_and_delivers_the_rest(tmp_path, target, t
     kept = [j["id"] for j in jobs if j["id"].startswith("kept-")]
     assert result.stdout.splitlines() == kept
     _wait_delivered(target, kept)
+
+
+@pytest.mark.parametrize("shape", ["array", "pretty object"])
+def test_submit_reads_a_json_array_or_one_pretty_printed_object(tmp_path, target, token_daemon, shape):
+    jobs = _jobs(target, 2 if shape == "array" else 1, f"submit-{shape.replace(' ', '-')}")
+    text = json.dumps(jobs if shape == "array" else jobs[0], indent=2)
+    (tmp_path / "jobs.json").write_text(text)
+    result = gq("submit", "--api", token_daemon.api, "jobs.json", cwd=tmp_path, **_auth_env())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [j["id"] for j in jobs]
+    _wait_delivered(target, [j["id"] for j in jobs])
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ('{"url": "http://a/"}\n{"url": \n', "line 2: not valid JSON: Expecting value (column 9)"),
+    ('{\n  "url": "http://a/"\n  "json": {}\n}\n', "line 3: not valid JSON: Expecting ',' delimiter (column 3)"),
+    ('[\n  {"url": "http://a/"},\n  {"url": NaN}\n]\n', "line 1: not valid JSON: NaN is not JSON"),
+    ('[\n  {"url": "http://a/"}\n  {}\n]\n', "line 3: not valid JSON: Expecting ',' delimiter (column 3)"),
+], ids=["JSON lines", "pretty object", "array: NaN", "array: a comma missing"])
+def test_submit_names_the_line_of_a_file_that_is_not_json(tmp_path, text, error):
+    (tmp_path / "pretty.json").write_text(text)
+    result = gq("submit", "--api", f"http://127.0.0.1:{closed_port()}", "pretty.json", cwd=tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", f"gq: pretty.json: {error}\n")
 
 
 def test_submit_with_a_wrong_token_exits_1(tmp_path, target, token_daemon):
@@ -436,10 +539,11 @@ def busy_daemon(tmp_path_factory):
 def test_status_prints_queue_workers_draining(busy_daemon):
     result = gq("status", "--api", busy_daemon.api)
     assert result.returncode == 0, result.stderr
-    lines = {line.split(":", 1)[0]: line.split(":", 1)[1].split() for line in result.stdout.splitlines()}
-    assert lines["queue"][0] == "0/40"
-    assert lines["workers"][0] == "1/3"
-    assert lines["draining"] == ["no"]
+    lines = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in result.stdout.splitlines()}
+    assert lines == {"draining": "no", "queue": "0/40 in memory, waiting for a worker", "workers": "1/3 busy",
+                     "jobs kept now": "0 queued, 0 scheduled, 1 running, 0 retrying, 0 dead",
+                     "finished since this daemon started": "0 succeeded, 0 dead, 0 cancelled"}
+    assert result.stdout.splitlines()[0] == "draining:                           no"
 
 
 def test_status_json(busy_daemon):

@@ -10,7 +10,7 @@ import pytest
 
 from support import run_gq, unavailable
 
-COMMANDS = ["run", "check-config", "batch", "submit", "status", "dlq", "jobs", "completion"]
+COMMANDS = ["run", "check-config", "batch", "submit", "status", "dlq", "jobs", "echo", "completion"]
 
 # What bash does at a TAB, done by hand: the COMP_* variables set, the function that
 # `complete -p gq` names called with the command, the word completed and the one before it.
@@ -65,6 +65,7 @@ def completions(script: Path, line: str, cwd: Path) -> list[str]:
     ("gq jobs replay --state ", ["dead", "succeeded"]),
     ("gq batch --p", ["--processes"]),  # not the hidden --part
     ("gq completion ", ["bash", "zsh", "tcsh"]),
+    ("gq echo --", ["--help", "--listen", "--status", "--delay"]),
 ])
 def test_bash_completes_commands_actions_options_and_choices(bash_script, workdir, line, offered):
     assert completions(bash_script, line, workdir) == offered

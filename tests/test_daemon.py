@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 
@@ -34,6 +35,18 @@ def test_drain_finishes_in_flight_and_queued_jobs_then_exits_0(start_daemon, tar
     keys = {r["key"] for r in target.received()}
     assert keys == set(ids)
     assert "nothing left in flight" in daemon.log()
+
+
+def test_the_drain_summary_counts_what_waits_in_the_journal(start_daemon, target):
+    daemon = start_daemon(journal={"path": "data/journal.sqlite3"}, retry={"backoff_base": 3600, "backoff_max": 3600})
+    assert daemon.post([{"id": f"later-{i}", "url": target.url(), "delay": 3600} for i in range(4)]
+                       + [{"id": "flaky", "url": target.url(status=503)}]).status_code == 202
+    wait_for(lambda: daemon.job("flaky")["state"] == "retrying", what="a job waiting for its retry")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+    assert re.search(r"drained in [\d.]+s: 0 succeeded, 0 dead since this daemon started; nothing left in "
+                     r"flight; 4 scheduled, 1 retrying left in the journal for the next start\n", daemon.log()), \
+        daemon.log()
 
 
 def test_second_signal_stops_at_once(start_daemon, target):

@@ -89,7 +89,7 @@ def test_a_drain_shorter_than_a_job_timeout_starts_nothing_and_duplicates_nothin
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 0
     log = daemon.log()
-    assert "nothing left in flight; 500 job(s) not started, they run at the next start" in log, log[-2000:]
+    assert "nothing left in flight; 500 queued left in the journal for the next start" in log, log[-2000:]
     assert target.count() == 50
 
     again = start_daemon(**sections)

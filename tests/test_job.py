@@ -21,8 +21,10 @@ from gq.job import (
     RESERVED_HEADERS,
     UNREACHABLE_IDS,
     Job,
+    Unreadable,
     loads,
     parse,
+    read_jobs,
     read_lines,
     timestamp,
 )
@@ -232,6 +234,26 @@ def test_url_of_the_wrong_type_is_refused_even_with_a_default_url(url):
     assert refusal({"url": url}, default_url=URL).field == "url"
 
 
+@pytest.mark.parametrize("job, error", [
+    ({"url": "127.0.0.1:9000/hook"}, 'url: needs http:// or https://, got "127.0.0.1:9000/hook"'),
+    ({"url": "ftp://user:hunter2@example.com/x"}, 'url: needs http:// or https://, got "ftp://<redacted>@example.com/x"'),
+    ({"url": "x" * 100}, f'url: needs http:// or https://, got "{"x" * 80}…"'),
+    ({"url": 9000}, "url: must be a string (an http:// or https:// URL), got a number"),
+    ({"url": True}, "url: must be a string (an http:// or https:// URL), got a boolean"),
+    ({"url": ["http://a/"]}, "url: must be a string (an http:// or https:// URL), got an array"),
+    ({"url": ""}, "url: must be an http:// or https:// URL, got an empty string"),
+    ({"url": URL + "?q=" + "a" * 8192}, "url: longer than 8,192 characters (8,218)"),
+    ({"url": URL, "delay": -1}, "delay: must be a number of seconds from 0 to 316,224,000 (10 years)"),
+    ({"url": URL, "timeout": 0}, "timeout: must be a number of seconds above 0, at most 86,400 (a day)"),
+    ({"url": URL, "max_attempts": 1001}, "max_attempts: must be a whole number from 1 to 1,000"),
+    ({"url": URL, "run_at": 1e11}, "run_at: must be from 1970-01-01T00:00:00Z to 5138-11-16T09:46:40Z "
+                                   "(Unix seconds from 0 to 100,000,000,000)"),
+], ids=["no scheme", "another scheme, password hidden", "long", "a number", "a boolean", "an array", "empty",
+        "too long", "delay", "timeout", "max_attempts", "run_at"])
+def test_refusals_read_as_a_person_reads_them_once(job, error):
+    assert str(refusal(job)) == error
+
+
 def test_url_missing_says_no_default_is_configured():
     assert "target.url" in refusal({}).reason
 
@@ -325,6 +347,32 @@ def test_read_lines_splits_on_newlines_only():
     # JSON allows U+2028 and U+2029 raw inside strings; they do not end a JSON line.
     text = json.dumps({"body": "a\u2028b\u2029c\x85d"}, ensure_ascii=False) + "\n{}\n"
     assert read_lines(text) == [(1, {"body": "a\u2028b\u2029c\x85d"}), (2, {})]
+
+
+# -- read_jobs: what gq submit reads
+
+@pytest.mark.parametrize("text, jobs", [
+    ("", []),
+    ('{"a": 1}\n\n{"a": 2}\n', [(1, {"a": 1}), (3, {"a": 2})]),
+    ('\n{\n  "a": 1,\n  "b": [\n    2\n  ]\n}\n', [(2, {"a": 1, "b": [2]})]),
+    ('[\n  {"a": 1},\n\n  {"a": [2,\n 3]}, {"a": 4}\n]', [(2, {"a": 1}), (4, {"a": [2, 3]}), (5, {"a": 4})]),
+    ("[]", []),
+])
+def test_read_jobs_reads_lines_an_array_or_one_object_with_the_line_each_starts_on(text, jobs):
+    assert read_jobs(text) == jobs
+
+
+@pytest.mark.parametrize("text, error", [
+    ('{"a": 1}\n{"a": 2\n', "line 2: not valid JSON: Expecting ',' delimiter (column 8)"),
+    ('{\n  "a": 1\n  "b": 2\n}', "line 3: not valid JSON: Expecting ',' delimiter (column 3)"),
+    ('{"a": 1} {"b": 2}', "line 1: not valid JSON: Extra data (column 10)"),
+    ("[1] [2]", "line 1: not valid JSON: Extra data (column 5)"),
+    ("nope", "line 1: not valid JSON: Expecting value (column 1)"),
+])
+def test_read_jobs_names_the_line_at_fault(text, error):
+    with pytest.raises(Unreadable) as caught:
+        read_jobs(text)
+    assert str(caught.value) == error
 
 
 # -- loads: the JSON a client sends

@@ -162,6 +162,21 @@ def test_list_shows_aligned_columns_newest_first_in_local_time(settled, source):
 
 
 @pytest.mark.parametrize("source", ["journal", "api"])
+def test_list_fits_the_terminal_cutting_the_url_first(settled, source):
+    daemon, workdir, _ = settled
+    lines = ok(gq_jobs(workdir, "list", *source_args(daemon, source), COLUMNS="80"))
+    assert max(len(line) for line in lines) <= 80, "\n".join(lines)
+    rows = table(lines)
+    assert [r["ID"] for r in rows] == NEWEST_FIRST
+    for row in rows:
+        url = daemon.job(row["ID"])["request"]["url"]
+        assert row["URL"].endswith("…") and url.startswith(row["URL"][:-1]), row
+        assert local(daemon.job(row["ID"])["accepted_at"]).endswith(row["ACCEPTED"]), row
+    wide = table(ok(gq_jobs(workdir, "list", *source_args(daemon, source), COLUMNS="300")))
+    assert [r["URL"] for r in wide] == [daemon.job(r["ID"])["request"]["url"] for r in wide]
+
+
+@pytest.mark.parametrize("source", ["journal", "api"])
 def test_list_json_is_the_apis_job_object_with_secrets_redacted(settled, source):
     daemon, workdir, _ = settled
     result = gq_jobs(workdir, "list", "--json", *source_args(daemon, source))
@@ -192,7 +207,10 @@ def test_list_filters_by_state_host_and_acceptance_time(settled, source):
     assert ids("--until", local(boundary)[:16]) == []                     # local, to the minute: before them all
     tomorrow = (datetime.fromtimestamp(boundary, LOCAL) + timedelta(days=1)).strftime("%Y-%m-%d")
     assert ids("--since", "2000-01-01T00:00", "--until", tomorrow) == NEWEST_FIRST  # local dates
-    assert ids("--limit", "2") == NEWEST_FIRST[:2]
+    two = gq_jobs(workdir, "list", *source_args(daemon, source), "--limit", "2")
+    assert [r["ID"] for r in table(two.stdout.splitlines())] == NEWEST_FIRST[:2]
+    assert two.stderr == "… more jobs match than the 2 shown: --limit N shows N (0: all)\n"
+    assert ids("--limit", str(len(NEWEST_FIRST))) == NEWEST_FIRST  # as many as match: no note
 
 
 @pytest.mark.parametrize("source", ["journal", "api"])
@@ -253,12 +271,17 @@ def test_list_follows_pages_up_to_the_limit(start_daemon, target, tmp_path):
         jobs = [{"id": i, "url": target.url(), "delay": 3600} for i in ids[start:start + 617]]
         assert daemon.post(jobs).status_code == 202
     newest_first = ids[::-1]
+    more = "… more jobs match than the {} shown: --limit N shows N (0: all)\n"
     for source in ("journal", "api"):
         def listed(*args: str) -> list[str]:
             return [json.loads(line)["id"] for line in ok(gq_jobs(tmp_path, "list", "--json",
                                                                    *source_args(daemon, source), *args))]
-        assert listed() == newest_first[:100], source
-        assert listed("--limit", "1100") == newest_first[:1100], source
+        first = gq_jobs(tmp_path, "list", "--json", *source_args(daemon, source))
+        assert (first.returncode, first.stderr) == (0, more.format(100)), source
+        assert [json.loads(line)["id"] for line in first.stdout.splitlines()] == newest_first[:100], source
+        cut = gq_jobs(tmp_path, "list", *source_args(daemon, source), "--limit", "1233")
+        assert (cut.returncode, cut.stderr, len(table(cut.stdout.splitlines()))) == (0, more.format(1233), 1233)
+        assert listed("--limit", "1234") == newest_first, source
         assert listed("--limit", "0") == newest_first, source
         assert listed("--limit", "0", "--state", "scheduled", "--host", "127.0.0.1") == newest_first, source
     rows = table(ok(gq_jobs(tmp_path, "list", "-c", "gq.toml", "--limit", "0")))
@@ -492,3 +515,6 @@ def test_a_journal_that_is_not_there_is_named(tmp_path):
     assert line == (f"gq: cannot reach the daemon at http://127.0.0.1:{port} (api.listen's, as the journal "
                     "nowhere/journal.sqlite3 does not exist; give another address with --api or $GQ_API): "
                     "connection refused")
+    dlq = run_gq("dlq", "list", cwd=tmp_path, env={k: v for k, v in os.environ.items() if not k.startswith("GQ_")})
+    assert (dlq.returncode, dlq.stderr) == (1, "gq: journal: gq-data/journal.sqlite3 does not exist (journal.path); "
+                                               "is gq running elsewhere? give -c FILE\n")

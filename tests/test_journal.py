@@ -81,7 +81,7 @@ def test_drain_timeout_leaves_the_rest_for_the_next_start(start_daemon, target, 
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 0
     # A job's timeout (10 s) outlasts the drain: no queued job is started, none is cut off.
-    assert "nothing left in flight" in daemon.log() and "not started, they run at the next start" in daemon.log()
+    assert "nothing left in flight" in daemon.log() and "queued left in the journal for the next start" in daemon.log()
     left = journal_states(tmp_path)
     assert left.get("queued", 0) > 100, left
 
@@ -149,7 +149,7 @@ def test_dead_letters_listed_replayed_and_purged_with_the_daemon_up_and_down(
     wait_for(lambda: daemon.status()["jobs"]["dead"] == 1, what="it to die again")
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 0
-    assert dlq(tmp_path, "purge", "--all").stdout.split() == ["gone"]
+    assert dlq(tmp_path, "purge", "--all", "--yes").stdout.split() == ["gone"]
     assert dlq(tmp_path, "list").stdout == ""
 
 

@@ -339,7 +339,7 @@ def test_a_start_that_waits_for_a_command_stops_at_once_on_sigterm(systemd, held
     replay, ids = held_replay
     holder = f"gq jobs replay (pid {replay.pid})"
     # Another command meanwhile is told who holds the journal (none of a daemon's ways is open).
-    other = run_gq("dlq", "purge", "--all", "-c", "admin.toml", cwd=tmp_path)
+    other = run_gq("dlq", "purge", "--all", "--yes", "-c", "admin.toml", cwd=tmp_path)
     assert other.returncode == 1, other.stderr
     assert other.stderr == f"gq: journal: {JOURNAL['path']} is in use by {holder}; try again once it is done\n"
 

@@ -564,7 +564,8 @@ def dlq(config: Path, *args: str) -> list[str]:
 
 
 def listed(config: Path) -> dict[str, list[str]]:
-    return {line.split("\t")[0]: line.split("\t") for line in dlq(config, "list")}
+    """`gq dlq list`'s rows (the header left out) by id: ID, ATTEMPTS, LAST, then the reason's words."""
+    return {line.split()[0]: line.split() for line in dlq(config, "list")[1:]}
 
 
 def test_dead_letters_with_daemons_running_and_with_none(fleet, target):
@@ -584,7 +585,7 @@ def test_dead_letters_with_daemons_running_and_with_none(fleet, target):
     wait_for(lambda: sorted(fleet.dead_ids()) == ["gone-0", "gone-1", "gone-2"], 20, "it dead again (404)")
     missing = run_gq("dlq", "replay", "no-such-id", "-c", str(config))
     assert missing.returncode == 1 and "no-such-id: no such dead letter" in missing.stderr, missing.stderr
-    assert sorted(dlq(config, "purge", "--all")) == ["gone-0", "gone-1", "gone-2"]
+    assert sorted(dlq(config, "purge", "--all", "--yes")) == ["gone-0", "gone-1", "gone-2"]
     assert listed(config) == {} and fleet.redis.xlen(fleet.dead) == 0
     for daemon in (a, b):
         wait_for(lambda: metric(daemon, "gq_dead_letters") == 0, 5, f"gq_dead_letters 0 on {daemon.name}")
@@ -602,7 +603,7 @@ def test_dead_letters_with_daemons_running_and_with_none(fleet, target):
     assert dlq(config, "replay", "late-0") == ["late-0"]
     assert set(listed(config)) == {"late-1"}
     assert fleet.redis.xlen(fleet.stream) == 1          # waiting for a daemon
-    assert dlq(config, "purge", "--all") == ["late-1"]
+    assert dlq(config, "purge", "--all", "--yes") == ["late-1"]
     assert listed(config) == {} and fleet.redis.xlen(fleet.dead) == 0
     assert target.count() == count
     c = fleet.start("c", pool={"size": 2})  # the replayed job runs at the next start

@@ -59,7 +59,7 @@ from gq.broker import journal_upkeep as upkeep
 from gq.broker.journal_access import JournalAccess, JournalLock, Waiting
 from gq.broker.journal_changes import JournalChanges
 from gq.broker.journal_feed import JournalFeed
-from gq.broker.journal_file import TAKEN, JournalError, JournalFile
+from gq.broker.journal_file import TAKEN, JournalError, JournalFile, JournalMissing
 from gq.broker.journal_lookups import found
 from gq.broker.journal_operations import CANCELLABLE_ROWS
 from gq.broker.journal_writer import Add, JournalWriter
@@ -291,7 +291,7 @@ class JournalAdmin:
         `daemon`: the API of the daemon that holds the journal, asked for when one does;
         `command`: this one, as named to a daemon that waits for the file meanwhile."""
         if not os.path.exists(path):
-            raise JournalError(f"journal: {path} does not exist (journal.path)")
+            raise JournalMissing(f"journal: {path} does not exist (journal.path)")
         self.path, self.hidden, self._daemon, self.command = path, hidden, daemon, command
         self.reader = JournalFile(path, reader=True)
         self._lock: JournalLock | None = None

@@ -24,7 +24,7 @@ from typing import Any
 import gevent
 from gevent.lock import BoundedSemaphore
 
-from gq.broker.journal_file import JournalError, JournalFile
+from gq.broker.journal_file import JournalFile, JournalInUse
 from gq.errors import Stopped
 
 log = logging.getLogger("gq.journal")
@@ -129,9 +129,9 @@ def _take(lock: JournalLock, path: str, waiting: Waiting | None) -> None:
         if holder is None:
             unnamed_since = now if unnamed_since is None else unnamed_since
             if now - unnamed_since >= UNNAMED_GRACE:
-                raise JournalError(f"journal: {path} is in use by another gq process")
+                raise JournalInUse(f"journal: {path} is in use by another gq process")
         elif holder.runner:
-            raise JournalError(f"journal: {path} is in use by another gq process: {holder}")
+            raise JournalInUse(f"journal: {path} is in use by another gq process: {holder}")
         else:
             unnamed_since = None
             if now - logged >= WAIT_LOG_EVERY:

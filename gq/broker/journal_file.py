@@ -101,6 +101,14 @@ class JournalError(GqError):
     """The journal file cannot be opened, locked or written."""
 
 
+class JournalMissing(JournalError):
+    """The journal file a command was to read does not exist."""
+
+
+class JournalInUse(JournalError):
+    """Another gq process (a daemon, a batch) runs on the journal file."""
+
+
 def _history(attempts: list[AttemptResult]) -> str:
     return json.dumps([stored(a) for a in attempts], ensure_ascii=False)
 
