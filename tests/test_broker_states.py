@@ -179,8 +179,9 @@ class BrokerMachine(RuleBasedStateMachine):
         added = self.h.add(*jobs, hold=hold)
         assert added.duplicates == ([again] if again else []), f"duplicates {added.duplicates}, known {again}"
         assert len(added.entries) + added.stored == len(new)
-        for spec, (key, when) in zip(new, specs):
-            self.jobs[spec.id] = Model(spec.id, key, self.seq, "scheduled" if when == "far" else "waiting")
+        first = self.seq - len(new) + 1  # each new job's own place in the order accepted
+        for seq, spec, (key, when) in zip(range(first, self.seq + 1), new, specs):
+            self.jobs[spec.id] = Model(spec.id, key, seq, "scheduled" if when == "far" else "waiting")
             if key is not None:
                 self.lines.setdefault(key, []).append(spec.id)
         assert len(added.entries) <= hold, f"{len(added.entries)} handed back, hold {hold}"
