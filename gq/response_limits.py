@@ -14,8 +14,13 @@ with `protocol: ...`.
 from __future__ import annotations
 
 import http.client
+import io
+from typing import TYPE_CHECKING, Any
 
 import gevent
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 MAX_INTERIM = 10             # 1xx responses before the real one
 MAX_STATUS_LINE = 8192       # bytes
@@ -33,7 +38,7 @@ class BoundedReader:
     """The buffered socket reader of one response, holding the part of the framing being
     read (`limit`) to its size, and yielding to the hub every YIELD_EVERY reads."""
 
-    def __init__(self, fp):
+    def __init__(self, fp: io.BufferedReader):
         self._fp = fp
         self._reads = 0
         self.limit("status line", MAX_STATUS_LINE)
@@ -51,41 +56,58 @@ class BoundedReader:
             raise ProtocolViolation(f"{self._part} over {self._size} bytes")
         return line
 
-    def read(self, *args):
+    def read(self, size: int | None = -1) -> bytes:
         self._tick()
-        return self._fp.read(*args)
+        return self._fp.read(size)
 
-    def read1(self, *args):
+    def read1(self, size: int = -1) -> bytes:
         self._tick()
-        return self._fp.read1(*args)
+        return self._fp.read1(size)
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: WriteableBuffer) -> int:
         self._tick()
         return self._fp.readinto(buffer)
 
-    def peek(self, *args):
+    def peek(self, size: int = 0) -> bytes:
         self._tick()
-        return self._fp.peek(*args)
+        return self._fp.peek(size)
 
     def _tick(self) -> None:
         self._reads += 1
         if self._reads % YIELD_EVERY == 0:
             gevent.sleep(0)  # data that is always ready must not keep the hub from running
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._fp, name)
 
 
-class BoundedResponse(http.client.HTTPResponse):
+# Two of the hooks below are private steps of CPython's HTTPResponse (3.11 and later alike),
+# which typeshed leaves out. Were one renamed, its override would silently stop running and
+# its limit with it: a Python without them is refused here, at import, instead.
+_HOOKS = ("_read_status", "_read_and_discard_trailer")
+if missing := [name for name in _HOOKS if not callable(getattr(http.client.HTTPResponse, name, None))]:
+    raise ImportError(f"http.client.HTTPResponse has no {', '.join(missing)}: gq cannot bound a target's answers")
+
+
+class _HTTPResponse(http.client.HTTPResponse):
+    """http.client's response, with its private framing steps typed as CPython defines them."""
+
+    if TYPE_CHECKING:
+        def _read_status(self) -> tuple[str, int, str]: ...
+        def _read_and_discard_trailer(self) -> None: ...
+
+
+class BoundedResponse(_HTTPResponse):
     """http.client's response, read through a BoundedReader. It hooks the three steps of
     http.client's reading that frame an answer (status line, body start, trailers)."""
 
-    def __init__(self, sock, *args, **kwargs):
+    def __init__(self, sock: Any, *args: Any, **kwargs: Any):
         super().__init__(sock, *args, **kwargs)
-        self.fp = self._reader = BoundedReader(self.fp)
+        # Not a BufferedReader: http.client only calls methods of `fp` that BoundedReader has or passes on.
+        self.fp = self._reader = BoundedReader(self.fp)  # type: ignore[assignment]
         self._interim = 0
 
-    def _read_status(self):
+    def _read_status(self) -> tuple[str, int, str]:
         self._reader.limit("status line", MAX_STATUS_LINE)
         version, status, reason = super()._read_status()
         if status == http.client.CONTINUE:  # begin() skips it and reads another
@@ -95,10 +117,10 @@ class BoundedResponse(http.client.HTTPResponse):
         self._reader.limit("header block", MAX_HEADER_BLOCK)
         return version, status, reason
 
-    def begin(self):
+    def begin(self) -> None:
         super().begin()
         self._reader.limit("chunk-size lines", MAX_CHUNK_LINES)
 
-    def _read_and_discard_trailer(self):
+    def _read_and_discard_trailer(self) -> None:
         self._reader.limit("trailers", MAX_TRAILERS)
         super()._read_and_discard_trailer()
