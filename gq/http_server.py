@@ -26,6 +26,9 @@ import json
 import logging
 import socket
 from collections.abc import Callable
+from email.message import Message
+from typing import Any, BinaryIO, cast
+from wsgiref.types import WSGIApplication as WSGIApp
 
 import gevent
 from gevent.pool import Pool
@@ -58,7 +61,7 @@ def has_body(environ: dict) -> bool:
     return length != "0" or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
 
 
-def check_framing(headers, version: str) -> None:
+def check_framing(headers: Message, version: str) -> None:
     """Raises AmbiguousFraming for a request head whose body length is not one reading."""
     lengths = headers.get_all("Content-Length") or []
     codings = headers.get_all("Transfer-Encoding") or []
@@ -78,8 +81,9 @@ class _HeadLimit:
     """The connection's reader, counting the bytes of each request head against MAX_HEAD
     (gevent's own limits allow 100 headers of 64 KiB: 6.4 MB held per connection)."""
 
-    def __init__(self, rfile):
-        self._rfile, self.left = rfile, None  # None: reading a body, not a head
+    def __init__(self, rfile: BinaryIO):
+        self._rfile = rfile
+        self.left: int | None = None  # None: reading a body, not a head
 
     def readline(self, size: int = -1) -> bytes:
         line = self._rfile.readline(size)
@@ -89,7 +93,7 @@ class _HeadLimit:
                 raise HeadTooLarge(f"request head over {MAX_HEAD} bytes")
         return line
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._rfile, name)
 
 
@@ -117,15 +121,17 @@ class IntakeHandler(WSGIHandler):
     """gevent's WSGI handler with the bounds in this module's docstring."""
 
     _head_timer: gevent.Timeout | None = None
+    rfile: _HeadLimit
+    server: IntakeServer
 
-    def __init__(self, sock, address, server, rfile=None):
+    def __init__(self, sock: socket.socket, address: Any, server: IntakeServer, rfile: BinaryIO | None = None):
         super().__init__(sock, address, server, rfile)
-        self.rfile = _HeadLimit(self.rfile)
+        self.rfile = _HeadLimit(cast(BinaryIO, self.rfile))  # until here, gevent's own reader
 
     def _timeout(self) -> float:
         return self.server.client_timeout()
 
-    def read_requestline(self):
+    def read_requestline(self) -> str:
         self._stop_timer()
         self._head_timer = gevent.Timeout.start_new(
             self._timeout(), SlowClient(f"request head not received within {self._timeout():g}s"))
@@ -133,14 +139,14 @@ class IntakeHandler(WSGIHandler):
         self.server.pool.waiting[gevent.getcurrent()] = None
         return super().read_requestline()
 
-    def read_request(self, raw_requestline):
+    def read_request(self, raw_requestline: str) -> bool:
         try:
             return super().read_request(raw_requestline)
         finally:
             self.rfile.left = None
             self._head_done()
 
-    def MessageClass(self, *args):  # noqa: N802 - gevent's name
+    def MessageClass(self, *args: Any) -> Message:  # noqa: N802 - gevent's name
         headers = super().MessageClass(*args)
         check_framing(headers, getattr(self, "request_version", ""))
         return headers
@@ -154,7 +160,7 @@ class IntakeHandler(WSGIHandler):
             self._head_timer.close()
             self._head_timer = None
 
-    def _handle_client_error(self, ex):
+    def _handle_client_error(self, ex: Exception) -> tuple[str, bytes]:
         """A malformed request: one line at debug (a client must not flood the log), then 4xx."""
         self.close_connection = True
         log.debug("bad request from %s: %s", self.client_address, ex)
@@ -170,7 +176,7 @@ class IntakeHandler(WSGIHandler):
                            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
         return ("400", b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
 
-    def run_application(self):
+    def run_application(self) -> None:
         try:
             super().run_application()
         finally:
@@ -179,7 +185,7 @@ class IntakeHandler(WSGIHandler):
                 self.wsgi_input.content_length = self.wsgi_input.position  # nothing left to discard
                 self.wsgi_input.chunked_input = False
 
-    def handle(self):
+    def handle(self) -> None:
         try:
             super().handle()
         finally:
@@ -189,7 +195,9 @@ class IntakeHandler(WSGIHandler):
 class IntakeServer(WSGIServer):
     """gevent's WSGI server, telling its handlers what they need besides the app."""
 
-    def __init__(self, sock: socket.socket, app, connections: Connections, client_timeout: Callable[[], float],
+    pool: Connections
+
+    def __init__(self, sock: socket.socket, app: WSGIApp, connections: Connections, client_timeout: Callable[[], float],
                  on_invalid: Callable[[], None]):
         super().__init__(sock, app, log=None, spawn=connections, handler_class=IntakeHandler,
                          error_log=LoggingLogAdapter(logging.getLogger("gq.api.server"), logging.ERROR))
@@ -197,7 +205,7 @@ class IntakeServer(WSGIServer):
         self.on_invalid = on_invalid          # a request refused for its framing
 
 
-def start(sock: socket.socket, app, connections: Connections, client_timeout: Callable[[], float],
+def start(sock: socket.socket, app: WSGIApp, connections: Connections, client_timeout: Callable[[], float],
           on_invalid: Callable[[], None] = lambda: None) -> IntakeServer:
     """Serve `app` on the listening `sock`, one greenlet of `connections` per connection."""
     if sock.family in (socket.AF_INET, socket.AF_INET6):
