@@ -31,11 +31,13 @@ def to_json(body: Any) -> bytes:
         return json.dumps(body).encode()
 
 
-def json_answer(status: str, body: Any, start_response: Callable, headers=()) -> list[bytes]:
+def json_answer(status: str, body: Any, start_response: Callable,
+                headers: Iterable[tuple[str, str]] = ()) -> list[bytes]:
     return encoded_answer(status, to_json(body), start_response, headers)
 
 
-def encoded_answer(status: str, data: bytes, start_response: Callable, headers=()) -> list[bytes]:
+def encoded_answer(status: str, data: bytes, start_response: Callable,
+                   headers: Iterable[tuple[str, str]] = ()) -> list[bytes]:
     """An answer of JSON already encoded (`to_json`)."""
     start_response(status, [("Content-Type", "application/json"),
                             ("Content-Length", str(len(data))), *headers])

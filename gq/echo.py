@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import gevent
@@ -87,7 +88,7 @@ class Echo:
         self.status, self.delay, self.out = status, delay, out
         self.count = 0
 
-    def __call__(self, environ: dict[str, Any], start_response) -> list[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> list[bytes]:
         body = environ["wsgi.input"].read()
         self.count += 1
         self.out.write(format_request(environ, body, self.count))  # one write: requests do not mix

@@ -17,6 +17,7 @@ from requests.structures import CaseInsensitiveDict
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NameResolutionError, NewConnectionError
+from urllib3.response import BaseHTTPResponse
 from urllib3.util import connection as urllib3_connection
 
 from gq import __version__, hosts, redaction
@@ -109,13 +110,13 @@ class GuardedAdapter(HTTPAdapter):
     Through a proxy, a connection goes to the proxy (the operator's, not a job's, to choose):
     the worker checks the target's addresses itself before it asks the proxy."""
 
-    def __init__(self, policy: HostPolicy, **kwargs):
+    def __init__(self, policy: HostPolicy, **kwargs: Any):
         self._pool_classes = _pool_classes("Guarded", (_Guarded,), {"policy": policy,
                                                                      "response_class": BoundedResponse})
         self._proxied_pool_classes = _pool_classes("Proxied", (), {"response_class": BoundedResponse})
         super().__init__(**kwargs)
 
-    def init_poolmanager(self, *args, **kwargs) -> None:
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = self._pool_classes
 
@@ -127,11 +128,12 @@ class GuardedAdapter(HTTPAdapter):
         manager.pool_classes_by_scheme = self._proxied_pool_classes
         return manager
 
-    def build_response(self, req: requests.PreparedRequest, resp) -> requests.Response:
+    def build_response(self, req: requests.PreparedRequest, resp: BaseHTTPResponse) -> requests.Response:
         """The status, headers (urllib3's, case-blind) and raw body; no cookie jar."""
         response = requests.Response()
-        response.status_code, response.headers, response.raw = resp.status, resp.headers, resp
-        response.reason, response.request, response.connection = resp.reason, req, self
+        response.status_code, response.raw = resp.status, resp
+        response.headers = resp.headers  # type: ignore[assignment]  # urllib3's HTTPHeaderDict: case-blind too, not copied
+        response.reason, response.request, response.connection = resp.reason or "", req, self
         response.url = req.url or ""
         return response
 
@@ -147,7 +149,7 @@ class AttemptTimeout(gevent.Timeout):
         self._due = time.monotonic() + self.seconds
         super().start()
 
-    def _on_expiration(self, prev_greenlet, ex) -> None:
+    def _on_expiration(self, prev_greenlet: gevent.Greenlet, ex: BaseException) -> None:
         late = time.monotonic() - self._due
         if late < FROZEN:
             prev_greenlet.throw(ex)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from gevent.event import Event
 
@@ -44,8 +44,8 @@ class MemoryBroker(AuditRows, InProcess):
 
     backlog = False
 
-    def __init__(self, clock=time.time, keep_finished: int = KEEP_FINISHED, max_backlog: int = 10_000_000,
-                 keep_seconds: float = float("inf"), keep_payload: bool = False):
+    def __init__(self, clock: Callable[[], float] = time.time, keep_finished: int = KEEP_FINISHED,
+                 max_backlog: int = 10_000_000, keep_seconds: float = float("inf"), keep_payload: bool = False):
         """`keep_finished` and `keep_seconds` (journal.keep_succeeded): succeeded and
         cancelled jobs are remembered, for look-ups and as duplicates, that many at most and
         that long at most; `keep_payload` (journal.keep_succeeded_payload): a succeeded job

@@ -111,7 +111,7 @@ class RedisWriter:
             done.set(True)
         return True
 
-    def _write(self, pipe, op: tuple[str, Any]) -> None:
+    def _write(self, pipe: redis.client.Pipeline, op: tuple[str, Any]) -> None:
         kind, item = op
         keys = self.keys
         if kind == "ack":
