@@ -346,18 +346,7 @@ def parse(obj: Any, *, default_url: str = "", policy: HostPolicy = HostPolicy(),
     if None in obj.values():  # rare: most jobs are copied for nothing otherwise
         obj = {name: value for name, value in obj.items() if value is not None or name == "json"}
 
-    job_id = obj.get("id")
-    if job_id is None:
-        job_id = default_id or uuid.uuid4().hex
-    elif not isinstance(job_id, str) or not job_id or len(job_id) > MAX_ID_LENGTH:
-        raise JobError("id", f"must be a string of 1 to {MAX_ID_LENGTH} characters")
-    elif not _ID.fullmatch(job_id):
-        # The id travels as the Idempotency-Key header: printable ASCII, no space at either end.
-        raise JobError("id", "must be printable ASCII without spaces at either end "
-                             "(it is sent as the Idempotency-Key header)")
-    elif job_id in UNREACHABLE_IDS:
-        raise JobError("id", f'"{job_id}" is reserved: no URL can name it ({UNREACHABLE_IDS[job_id]})')
-
+    job_id = _check_id(obj.get("id"), default_id)
     method = obj.get("method", "POST")
     if not isinstance(method, str) or method.upper() not in METHODS:
         raise JobError("method", f"must be one of {', '.join(METHODS)}")
@@ -368,22 +357,7 @@ def parse(obj: Any, *, default_url: str = "", policy: HostPolicy = HostPolicy(),
     url = _check_url(url, policy)
 
     headers = _check_headers(obj.get("headers", {}))
-
-    if "json" in obj and "body" in obj:
-        raise JobError("body", "json and body cannot both be given")
-    data, is_json = None, False
-    if "json" in obj:
-        try:
-            data, is_json = json.dumps(obj["json"], separators=(",", ":"), ensure_ascii=False,
-                                       allow_nan=False), True
-        except ValueError:
-            raise JobError("json", "numbers must be finite (NaN and Infinity are not JSON)") from None
-    elif "body" in obj:
-        if not isinstance(obj["body"], str):
-            raise JobError("body", "must be a string (use json for structured data)")
-        data = obj["body"]
-    if data is not None and not encodes(data, "utf-8"):
-        raise JobError("json" if is_json else "body", "has text that is not Unicode (a lone surrogate)")
+    data, is_json = _check_body(obj)
 
     timeout = obj.get("timeout")
     if timeout is not None and (not is_number(timeout) or not 0 < timeout <= MAX_TIMEOUT):
@@ -399,6 +373,41 @@ def parse(obj: Any, *, default_url: str = "", policy: HostPolicy = HostPolicy(),
     return Job(job_id, method.upper(), url, headers, data, is_json,
                float(timeout) if timeout is not None else None, max_attempts, run_at,
                _check_key(obj.get("ordering_key")))
+
+
+def _check_id(job_id: Any, default_id: str | None) -> str:
+    """A job's `id` as given, else `default_id`, else a random one."""
+    if job_id is None:
+        return default_id or uuid.uuid4().hex
+    if not isinstance(job_id, str) or not job_id or len(job_id) > MAX_ID_LENGTH:
+        raise JobError("id", f"must be a string of 1 to {MAX_ID_LENGTH} characters")
+    if not _ID.fullmatch(job_id):
+        # The id travels as the Idempotency-Key header: printable ASCII, no space at either end.
+        raise JobError("id", "must be printable ASCII without spaces at either end "
+                             "(it is sent as the Idempotency-Key header)")
+    if job_id in UNREACHABLE_IDS:
+        raise JobError("id", f'"{job_id}" is reserved: no URL can name it ({UNREACHABLE_IDS[job_id]})')
+    return job_id
+
+
+def _check_body(obj: dict[str, Any]) -> tuple[str | None, bool]:
+    """A job's body from its `json` (encoded) or `body` field, and whether it came from `json`."""
+    if "json" in obj and "body" in obj:
+        raise JobError("body", "json and body cannot both be given")
+    data, is_json = None, False
+    if "json" in obj:
+        try:
+            data, is_json = json.dumps(obj["json"], separators=(",", ":"), ensure_ascii=False,
+                                       allow_nan=False), True
+        except ValueError:
+            raise JobError("json", "numbers must be finite (NaN and Infinity are not JSON)") from None
+    elif "body" in obj:
+        if not isinstance(obj["body"], str):
+            raise JobError("body", "must be a string (use json for structured data)")
+        data = obj["body"]
+    if data is not None and not encodes(data, "utf-8"):
+        raise JobError("json" if is_json else "body", "has text that is not Unicode (a lone surrogate)")
+    return data, is_json
 
 
 def read_lines(text: str) -> list[tuple[int, Any]]:
