@@ -59,6 +59,10 @@ def _job_refusal(error: JobError, where: str | None) -> Refusal:
     return Refusal("400 Bad Request", body, "invalid")
 
 
+def _no_such_endpoint(path: str) -> Refusal:
+    return Refusal("404 Not Found", {"error": f"path: no such endpoint {path}"})
+
+
 class Api:
     def __init__(self, config: Config, dispatcher: Dispatcher, broker: Broker, metrics: Metrics,
                  audit: Audit | None = None, console: Console | None = None):
@@ -89,49 +93,8 @@ class Api:
         method = environ["REQUEST_METHOD"]
         try:
             if path.startswith("/v1/"):
-                who = self._authorize(environ, method, path)
-                if path == "/v1/jobs":
-                    if self._allow(method, "POST", "GET") == "GET":
-                        return self.jobs.find(environ, start_response)
-                    return self._post_jobs(environ, start_response)
-                if path == "/v1/jobs/replay":
-                    self._allow(method, "POST")
-                    return self.jobs.replay(environ, start_response, who, access.via(environ))
-                if path.startswith("/v1/jobs/"):
-                    job_id = path[len("/v1/jobs/"):]
-                    if self._allow(method, "GET", "DELETE") == "DELETE":
-                        return self.jobs.cancel(job_id, start_response, who, access.via(environ))
-                    return self.jobs.get(job_id, start_response)
-                if path == "/v1/status":
-                    self._allow(method, "GET")
-                    return json_answer("200 OK", self.status(), start_response)
-                if path == "/v1/audit":
-                    self._allow(method, "GET")
-                    return self.jobs.actions(environ, start_response)
-            elif path == "/healthz":
-                self._allow(method, "GET")
-                return json_answer("200 OK", {"status": "ok"}, start_response)
-            elif path == "/readyz":
-                self._allow(method, "GET")
-                problem = self.broker.health()
-                if self.ready and not self.dispatcher.draining and problem is None:
-                    return json_answer("200 OK", {"status": "ready"}, start_response)
-                state = ("draining" if self.dispatcher.draining else problem or "starting")
-                return json_answer("503 Service Unavailable", {"status": state}, start_response)
-            elif (path == "/ui" or path.startswith("/ui/")) and self.console and self.config.console.enabled:
-                return self.console(environ, start_response, path)
-            elif path == "/openapi.json":
-                self._allow(method, "GET")
-                start_response("200 OK", [("Content-Type", "application/json"),
-                                          ("Content-Length", str(len(self.description)))])
-                return [self.description]
-            elif path == "/metrics":
-                self._allow(method, "GET")
-                data = self.metrics.exposition()
-                start_response("200 OK", [("Content-Type", METRICS_CONTENT_TYPE),
-                                          ("Content-Length", str(len(data)))])
-                return [data]
-            raise Refusal("404 Not Found", {"error": f"path: no such endpoint {path}"})
+                return self._v1(environ, start_response, method, path)
+            return self._outside_v1(environ, start_response, method, path)
         except Refusal as r:
             if r.reason:
                 self.metrics.rejected.inc(r.reason)
@@ -143,6 +106,57 @@ class Api:
             log.exception("internal error answering %s %s", method, path)
             return json_answer("500 Internal Server Error", {"error": "internal error, see the daemon's log"},
                          start_response)
+
+    def _v1(self, environ: dict, start_response: Callable, method: str, path: str) -> list[bytes]:
+        who = self._authorize(environ, method, path)
+        if path == "/v1/jobs":
+            if self._allow(method, "POST", "GET") == "GET":
+                return self.jobs.find(environ, start_response)
+            return self._post_jobs(environ, start_response)
+        if path == "/v1/jobs/replay":
+            self._allow(method, "POST")
+            return self.jobs.replay(environ, start_response, who, access.via(environ))
+        if path.startswith("/v1/jobs/"):
+            job_id = path[len("/v1/jobs/"):]
+            if self._allow(method, "GET", "DELETE") == "DELETE":
+                return self.jobs.cancel(job_id, start_response, who, access.via(environ))
+            return self.jobs.get(job_id, start_response)
+        if path == "/v1/status":
+            self._allow(method, "GET")
+            return json_answer("200 OK", self.status(), start_response)
+        if path == "/v1/audit":
+            self._allow(method, "GET")
+            return self.jobs.actions(environ, start_response)
+        raise _no_such_endpoint(path)
+
+    def _outside_v1(self, environ: dict, start_response: Callable, method: str, path: str) -> list[bytes]:
+        if path == "/healthz":
+            self._allow(method, "GET")
+            return json_answer("200 OK", {"status": "ok"}, start_response)
+        if path == "/readyz":
+            self._allow(method, "GET")
+            return self._readiness(start_response)
+        if (path == "/ui" or path.startswith("/ui/")) and self.console and self.config.console.enabled:
+            return self.console(environ, start_response, path)
+        if path == "/openapi.json":
+            self._allow(method, "GET")
+            start_response("200 OK", [("Content-Type", "application/json"),
+                                      ("Content-Length", str(len(self.description)))])
+            return [self.description]
+        if path == "/metrics":
+            self._allow(method, "GET")
+            data = self.metrics.exposition()
+            start_response("200 OK", [("Content-Type", METRICS_CONTENT_TYPE),
+                                      ("Content-Length", str(len(data)))])
+            return [data]
+        raise _no_such_endpoint(path)
+
+    def _readiness(self, start_response: Callable) -> list[bytes]:
+        problem = self.broker.health()
+        if self.ready and not self.dispatcher.draining and problem is None:
+            return json_answer("200 OK", {"status": "ready"}, start_response)
+        state = ("draining" if self.dispatcher.draining else problem or "starting")
+        return json_answer("503 Service Unavailable", {"status": state}, start_response)
 
     def _authorize(self, environ: dict, method: str, path: str) -> access.Role:
         """The request's role (gq.access); 401 without a token gq knows, 403 for a read
