@@ -35,7 +35,7 @@ class Listeners:
         else:
             sock = listen(config.api.listen)
         connections = Connections(config.api.max_connections, self.metrics.evicted.inc)
-        self.metrics.process.groups["intake"] = connections
+        self.metrics.count_greenlets("intake", connections.__len__)
         client_timeout = lambda: self.api.config.api.client_timeout  # noqa: E731 - as reloaded
         self.servers = [start(sock, self.api, connections, client_timeout,
                               lambda: self.metrics.rejected.inc("invalid"))]
