@@ -92,7 +92,7 @@ class JobFile:
     def __enter__(self) -> JobFile:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._spooled:
             os.unlink(self.path)
 
