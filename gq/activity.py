@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gq.broker import Entry
-from gq.observers import Observer
+from gq.observers import Quiet
 from gq.outcome import AttemptResult, Outcome, Verdict
 
 MINUTES = 60
@@ -24,7 +24,7 @@ class Minute:
     failed: int       # attempts that failed (retried or dead)
 
 
-class Activity(Observer):
+class Activity(Quiet):
     def __init__(self, clock: Callable[[], float] = time.time):
         self.clock = clock
         self._minute = [-1] * MINUTES   # the minute (since the epoch) each slot counts

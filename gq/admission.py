@@ -57,5 +57,5 @@ class Admission:
         for entry in added.entries:
             self.queue.put(entry)  # into the room reserved for it
         self.queue.changed()
-        self.observers.tell("accepted", len(added.entries) + added.stored)
+        self.observers.accepted(len(added.entries) + added.stored)
         return added

@@ -13,7 +13,7 @@ import time
 from gq.broker import Dispatch, Entry, State
 from gq.destinations import Destinations
 from gq.job import Job
-from gq.observers import Observers
+from gq.observers import Observer
 from gq.outcome import AttemptResult, Outcome, Verdict, decide, recorded
 from gq.retry import RetryPolicy
 from gq.transport import Worker
@@ -22,11 +22,10 @@ log = logging.getLogger("gq.dispatcher")
 
 
 class Attempts:
-    def __init__(self, broker: Dispatch, worker: Worker, destinations: Destinations, observers: Observers,
+    def __init__(self, broker: Dispatch, worker: Worker, destinations: Destinations, observers: Observer,
                  policy: RetryPolicy, default_timeout: float):
         self.broker, self.worker, self.destinations, self.observers = broker, worker, destinations, observers
         self.policy, self.default_timeout = policy, default_timeout
-        self.finished = {"succeeded": 0, "dead": 0}   # since start
 
     def configure(self, policy: RetryPolicy, default_timeout: float) -> None:
         self.policy, self.default_timeout = policy, default_timeout
@@ -65,7 +64,7 @@ class Attempts:
             result = recorded(result, outcome, interrupted)
             self.broker.settle(entry, result, outcome)
             self.destinations.count(host, outcome.verdict.value)
-            self.observers.tell("attempted", entry, result, outcome)
+            self.observers.attempted(entry, result, outcome)
             self._log(entry, result, outcome, quiet=refusal is not None)
         finally:
             if not refusal:
@@ -74,10 +73,8 @@ class Attempts:
     def _log(self, entry: Entry, result: AttemptResult, outcome: Outcome, quiet: bool) -> None:
         job = entry.job
         if outcome.verdict is Verdict.SUCCESS:
-            self.finished["succeeded"] += 1
             log.debug("job %s succeeded: %s after %d attempt(s)", job.id, result.status, entry.attempts)
         elif outcome.verdict is Verdict.FAIL:
-            self.finished["dead"] += 1
             log.warning("job %s dead after %d attempt(s): %s (%s); kept as a dead letter",
                         job.id, entry.attempts, outcome.reason, result.error or result.status)
         elif not quiet:  # one line per circuit, not per job behind it

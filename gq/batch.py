@@ -27,11 +27,12 @@ from typing import TextIO
 import gevent
 
 from gq.admission import Admission
-from gq.broker import Intake, State
+from gq.broker import Entry, Intake, State
 from gq.config import Config
 from gq.errors import Draining, GqError, JobError, UsageError
 from gq.job import Job, loads, not_json, parse
-from gq.observers import Observer
+from gq.observers import Quiet
+from gq.outcome import AttemptResult, Outcome
 from gq.runtime import Runtime
 from gq.signals import STOP_SIGNALS, StopSignals
 from gq.supervisor import Supervisor
@@ -42,7 +43,7 @@ SUBMIT_CHUNK = 500   # jobs handed to the dispatcher at once
 PROGRESS_EVERY = 0.25
 
 
-class Tally(Observer):
+class Tally(Quiet):
     """Final outcomes of the batch's own jobs (the journal may hold others), each id once:
     one table of the batch's ids, the outcome of each or None yet."""
 
@@ -67,7 +68,7 @@ class Tally(Observer):
         else:
             self.dead += 1
 
-    def attempted(self, entry, result, outcome) -> None:
+    def attempted(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
         self.count(entry.job.id, entry.state)
 
 
@@ -91,7 +92,7 @@ class JobFile:
     def __enter__(self) -> JobFile:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._spooled:
             os.unlink(self.path)
 

@@ -27,7 +27,7 @@ from gq.attempts import Attempts
 from gq.broker import Broker, Entry, State
 from gq.destinations import Destinations, Limits
 from gq.job_queue import POLL, JobQueue
-from gq.observers import Observer, Observers
+from gq.observers import Finished, Observer, Observers
 from gq.outcome import DIED_PREFIX
 from gq.parking import Parking
 from gq.retry import RetryPolicy
@@ -49,6 +49,7 @@ class Snapshot:
     queue_maxsize: int
     pool_busy: int
     pool_size: int
+    parked: int        # jobs held until their host may take them (in queue_depth's room, not in it)
     draining: bool
     succeeded: int     # since start
     dead: int          # since start
@@ -72,7 +73,8 @@ class Dispatcher:
         self.broker = broker
         self.supervisor = supervisor or Supervisor()
         self.destinations = destinations or Destinations(Limits(), [], 0)
-        self.observers = Observers(observers)
+        self.finished = Finished()     # since start: told first, whatever the others do
+        self.observers = Observers([self.finished, *observers])
         self.queue = JobQueue(queue_maxsize)
         self.parking = Parking(self.destinations)
         self.admission = Admission(broker, self.queue, self.parking, self.observers)
@@ -80,7 +82,6 @@ class Dispatcher:
         self.attempts = Attempts(broker, worker, self.destinations, self.observers, policy, default_timeout)
         self._deadline = float("inf")  # monotonic time a drain ends
         self._not_started = 0          # jobs a drain handed back unattempted
-        self._cancelled = 0            # since start
         self._loops: list[gevent.Greenlet] = []
 
     @property
@@ -88,17 +89,17 @@ class Dispatcher:
         return self.admission.closed
 
     def snapshot(self) -> Snapshot:
-        finished = self.attempts.finished
+        finished = self.finished.counts
         return Snapshot(self.queue.depth(), self.queue.maxsize, self.workers.busy(), self.workers.size,
-                        self.draining, finished["succeeded"], finished["dead"], self._cancelled)
+                        self.parking.count, self.draining, finished["succeeded"], finished["dead"],
+                        finished["cancelled"])
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a queued, scheduled or retrying job (see Operations.cancel). One held here
         (queued, parked) stays where it is, and is passed over when its turn comes."""
         cancelled = self.broker.cancel(job_id)
         if cancelled:
-            self._cancelled += 1
-            self.observers.tell("cancelled", job_id)
+            self.observers.cancelled(job_id)
             self.queue.changed()
         return cancelled
 
@@ -130,7 +131,7 @@ class Dispatcher:
             self.queue.changed()
             if entry.state is State.CANCELLED:
                 continue
-            self.observers.tell("dequeued", waited)
+            self.observers.dequeued(waited)
             host = hosts.destination(entry.job.url)
             if entry.interrupted:  # gq died during its last attempt: that one is settled first
                 self.workers.spawn(self._attempt, entry, host, DIED.format(entry.attempts))

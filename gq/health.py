@@ -7,6 +7,7 @@ call is starving the hub.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 
 import gevent
 import psutil
@@ -20,7 +21,7 @@ LAG_INTERVAL = 0.25  # seconds between lag probes
 class LoopMonitor:
     """A greenlet that measures how late the hub runs a timer; `lag` is the latest figure."""
 
-    def __init__(self, observe=None, interval: float = LAG_INTERVAL):
+    def __init__(self, observe: Callable[[float], None] | None = None, interval: float = LAG_INTERVAL):
         self.interval = interval
         self.lag = 0.0
         self.observe = observe  # called with each lag measured (a histogram's observe)
@@ -48,17 +49,10 @@ class HealthCollector:
 
     def __init__(self) -> None:
         self.process = psutil.Process()
-        self.groups: dict[str, object] = {}  # role → a gevent Group/Pool whose len() counts greenlets
+        self.greenlets: dict[str, Callable[[], int]] = {}  # role → how many greenlets it runs now
 
-    def collect(self):
-        # Under a sandbox that hides /proc/net (systemd's ProcSubset=pid), skip this figure
-        # rather than fail the scrape.
-        try:
-            states: dict[str, int] = {}
-            for conn in self.process.net_connections(kind="inet"):
-                states[conn.status.lower()] = states.get(conn.status.lower(), 0) + 1
-        except (OSError, psutil.Error):
-            states = None
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        states = self._connections()
         if states is not None:
             connections = GaugeMetricFamily("gq_connections", "TCP connections by state", labels=["state"])
             for state, count in sorted(states.items()):
@@ -67,9 +61,20 @@ class HealthCollector:
         # Counted by their owners: walking the heap (gc) would stall the hub on every scrape.
         greenlets = GaugeMetricFamily("gq_greenlets", "Greenlets running jobs (worker) and "
                                       "serving intake connections (intake)", labels=["role"])
-        for role, group in sorted(self.groups.items()):
-            greenlets.add_metric([role], len(group))
+        for role, counted in sorted(self.greenlets.items()):
+            greenlets.add_metric([role], counted())
         yield greenlets
+
+    def _connections(self) -> dict[str, int] | None:
+        """TCP connections by state; None under a sandbox that hides /proc/net (systemd's
+        ProcSubset=pid): the figure is skipped rather than the scrape failed."""
+        states: dict[str, int] = {}
+        try:
+            for conn in self.process.net_connections(kind="inet"):
+                states[conn.status.lower()] = states.get(conn.status.lower(), 0) + 1
+        except (OSError, psutil.Error):
+            return None
+        return states
 
     def rss(self) -> int:
         return self.process.memory_info().rss

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
+from typing import Any
 
 from gq.api import Api
 from gq.api_io import json_answer
@@ -35,7 +36,7 @@ class Listeners:
         else:
             sock = listen(config.api.listen)
         connections = Connections(config.api.max_connections, self.metrics.evicted.inc)
-        self.metrics.process.groups["intake"] = connections
+        self.metrics.count_greenlets("intake", connections.__len__)
         client_timeout = lambda: self.api.config.api.client_timeout  # noqa: E731 - as reloaded
         self.servers = [start(sock, self.api, connections, client_timeout,
                               lambda: self.metrics.rejected.inc("invalid"))]
@@ -90,7 +91,7 @@ def bound(host: str, port: int, backlog: int = 1024) -> socket.socket:
     return sock
 
 
-def shown_address(address) -> str:
+def shown_address(address: str | bytes | tuple[Any, ...]) -> str:
     if isinstance(address, (str, bytes)):  # a unix socket from systemd
         return f"unix:{address.decode() if isinstance(address, bytes) else address}"
     host, port = address[:2]

@@ -1,4 +1,5 @@
-"""Prometheus metrics: declared here against one registry, fed as a dispatcher observer.
+"""Prometheus metrics: declared here against one registry, fed as a dispatcher observer,
+reading the dispatcher's snapshot and the collectors registered with them.
 
 Gauges of state (queue depth, busy workers) are read at scrape time, so the
 job path only ever increments counters and observes histograms. Those are
@@ -12,7 +13,9 @@ from __future__ import annotations
 import platform
 import time
 from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
+from typing import Protocol
 
 import gevent
 from prometheus_client import (
@@ -24,15 +27,15 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gq import __version__
 from gq.audit import ACTIONS as OPERATOR_ACTIONS
-from gq.broker import Entry, SharedGauges
-from gq.destinations import DestinationsCollector
-from gq.health import HealthCollector
-from gq.observers import Observer
+from gq.broker import Entry, Gauges, SharedGauges
+from gq.dispatcher import Snapshot
+from gq.health import HealthCollector, LoopMonitor
+from gq.observers import FINISHED, Quiet
 from gq.outcome import AttemptResult, Outcome, Verdict
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -80,7 +83,23 @@ class HistogramFamily:
         return HistogramMetricFamily(self.name, self.doc, buckets=buckets, sum_value=self.sum)
 
 
-class Metrics(Observer):
+class Figures(Gauges, Protocol):
+    """What the metrics read from a broker, at scrape time."""
+
+    def counts(self) -> dict[str, int]: ...
+
+    def health(self) -> str | None: ...
+
+    def shared_gauges(self) -> SharedGauges | None: ...
+
+
+class Collector(Protocol):
+    """Families computed at scrape time (prometheus_client's custom collector)."""
+
+    def collect(self) -> Iterable[Metric]: ...
+
+
+class Metrics(Quiet):
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = r = registry or CollectorRegistry()
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
@@ -90,8 +109,6 @@ class Metrics(Observer):
               ("version", "python", "gevent"), registry=r).labels(
             __version__, platform.python_version(), gevent.__version__).set(1)
         self.jobs_accepted = CounterFamily("gq_jobs_accepted", "Jobs accepted (202)")
-        self.finished = CounterFamily("gq_jobs_finished", "Jobs finished", "outcome",
-                                      ("succeeded", "dead", "cancelled"))
         self.attempts = CounterFamily("gq_attempts", "Attempts by result", "result",
                                       tuple(v.value for v in Verdict))
         self.rejected = CounterFamily("gq_intake_rejected", "Intake requests refused", "reason",
@@ -125,28 +142,36 @@ class Metrics(Observer):
                 ("gq_event_loop_lag_seconds", "How late the latest event-loop timer fired"))}
         self.process = HealthCollector()
         r.register(self.process)
+        self._snapshot: Callable[[], Snapshot] | None = None
 
-    def bind(self, dispatcher) -> None:
-        """Read the dispatcher's state (its snapshot, its broker's counts) at scrape time."""
-        g, d, broker = self._gauges, dispatcher, dispatcher.broker
-        g["gq_queue_depth"].set_function(lambda: d.snapshot().queue_depth)
-        g["gq_queue_maxsize"].set_function(lambda: d.snapshot().queue_maxsize)
-        g["gq_pool_busy"].set_function(lambda: d.snapshot().pool_busy)
-        g["gq_pool_size"].set_function(lambda: d.snapshot().pool_size)
+    def read(self, snapshot: Callable[[], Snapshot], broker: Figures) -> None:
+        """Read the dispatcher's snapshot and the broker's figures at scrape time."""
+        g = self._gauges
+        self._snapshot = snapshot
+        g["gq_queue_depth"].set_function(lambda: snapshot().queue_depth)
+        g["gq_queue_maxsize"].set_function(lambda: snapshot().queue_maxsize)
+        g["gq_pool_busy"].set_function(lambda: snapshot().pool_busy)
+        g["gq_pool_size"].set_function(lambda: snapshot().pool_size)
         g["gq_retry_scheduled"].set_function(lambda: broker.counts()["retrying"])
         g["gq_journal_pending"].set_function(
             lambda: sum(n for s, n in broker.counts().items() if s != "dead"))
         g["gq_dead_letters"].set_function(lambda: broker.counts()["dead"])
-        g["gq_draining"].set_function(lambda: int(d.snapshot().draining))
+        g["gq_draining"].set_function(lambda: int(snapshot().draining))
         g["gq_oldest_job_age_seconds"].set_function(lambda: _age(broker.oldest_accepted()))
         g["gq_journal_bytes"].set_function(broker.stored_bytes)
         g["gq_broker_ready"].set_function(lambda: int(broker.health() is None))
-        self.bind_shared(broker)
-        self.process.groups["worker"] = d.workers.pool
-        self.registry.register(DestinationsCollector(d.destinations))
-        self.registry.register(d.parking)
+        self.count_greenlets("worker", lambda: snapshot().pool_busy)
+        self._read_shared(broker)
 
-    def bind_shared(self, broker) -> None:
+    def register(self, collector: Collector) -> None:
+        """Export what `collector` yields at scrape time (the destinations', the parking's)."""
+        self.registry.register(collector)
+
+    def count_greenlets(self, role: str, count: Callable[[], int]) -> None:
+        """gq_greenlets{role=`role`} is `count()` at scrape time."""
+        self.process.greenlets[role] = count
+
+    def _read_shared(self, broker: Figures) -> None:
         """A shared broker's fleet-wide figures: one Prometheus query can sum the daemons."""
         shared = broker.shared_gauges()
         if shared is None:
@@ -155,16 +180,25 @@ class Metrics(Observer):
                          ("pending", "Jobs of the shared stream held by some daemon")):
             Gauge(f"gq_broker_{key}", doc, registry=self.registry).set_function(partial(_shared, shared, key))
 
-    def bind_health(self, monitor) -> None:
+    def bind_health(self, monitor: LoopMonitor) -> None:
         """Event-loop lag from a LoopMonitor; psutil figures at scrape time."""
         self._gauges["gq_event_loop_lag_seconds"].set_function(lambda: monitor.lag)
 
-    def collect(self):
-        """The job path's counters and histograms, as they stand."""
-        for metric in (self.jobs_accepted, self.finished, self.attempts, self.rejected, self.operator_actions,
-                       self.evicted,
+    def collect(self) -> Iterator[Metric]:
+        """The job path's counters and histograms, as they stand; the finished jobs, as the
+        dispatcher's snapshot counts them (0 until `read`)."""
+        yield self.jobs_accepted.family()
+        yield self._finished()
+        for metric in (self.attempts, self.rejected, self.operator_actions, self.evicted,
                        self.attempt_duration, self.queue_wait, self.loop_lag):
             yield metric.family()
+
+    def _finished(self) -> CounterMetricFamily:
+        now = self._snapshot() if self._snapshot is not None else None
+        family = CounterMetricFamily("gq_jobs_finished", "Jobs finished", labels=["outcome"])
+        for outcome in FINISHED:
+            family.add_metric([outcome], getattr(now, outcome) if now is not None else 0)
+        return family
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -178,13 +212,6 @@ class Metrics(Observer):
     def attempted(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
         self.attempts.inc(outcome.verdict.value)
         self.attempt_duration.observe(result.duration)
-        if outcome.verdict is Verdict.SUCCESS:
-            self.finished.inc("succeeded")
-        elif outcome.verdict is Verdict.FAIL:
-            self.finished.inc("dead")
-
-    def cancelled(self, job_id: str) -> None:
-        self.finished.inc("cancelled")
 
 
 def _shared(gauges: SharedGauges, key: str) -> float:

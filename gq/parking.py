@@ -9,7 +9,7 @@ that, or for a long wait, `park` says no and the job goes back to the broker.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import gevent
 from prometheus_client.core import GaugeMetricFamily
@@ -66,7 +66,7 @@ class Parking:
         gevent.killall(list(self._timers.values()))
         self._timers = {}
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         """gq_destination_waiting, by the destinations' labels."""
         waiting = GaugeMetricFamily("gq_destination_waiting", "Jobs parked until their host may take them",
                                     labels=["host"])

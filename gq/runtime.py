@@ -28,7 +28,7 @@ from gq.broker.memory import KEEP_FINISHED, MemoryBroker
 from gq.config import Config
 from gq.console.app import Console
 from gq.console.views import Views
-from gq.destinations import Destinations
+from gq.destinations import Destinations, DestinationsCollector
 from gq.dispatcher import Dispatcher
 from gq.errors import GqError
 from gq.health import LoopMonitor
@@ -117,7 +117,9 @@ class Runtime:
             broker, worker, queue_maxsize=config.queue.maxsize, pool_size=config.pool.size,
             policy=retry_policy(config), default_timeout=config.target.timeout,
             observers=[metrics, activity, *observers], destinations=destinations, supervisor=supervisor)
-        metrics.bind(dispatcher)
+        metrics.read(dispatcher.snapshot, broker)
+        metrics.register(DestinationsCollector(destinations))
+        metrics.register(dispatcher.parking)
         monitor = LoopMonitor(metrics.loop_lag.observe)
         metrics.bind_health(monitor)
         audit = Audit(broker, metrics.operator_actions.inc)

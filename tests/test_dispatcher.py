@@ -19,8 +19,10 @@ from gq.broker.memory import MemoryBroker
 from gq.dispatcher import Dispatcher
 from gq.errors import Draining, QueueFull
 from gq.job import Job
+from gq.metrics import Metrics
 from gq.outcome import AttemptResult, Outcome, Verdict
 from gq.retry import RetryPolicy
+from support import exposition_samples
 
 DEADLINE = 5.0  # seconds any condition may take before the test fails
 
@@ -400,6 +402,21 @@ def test_failing_observer_breaks_neither_the_job_nor_other_observers(make):
     assert recorder.events.count(("dequeued",)) == 2
     assert {e for e in recorder.events if e[0] == "attempted"} == {
         ("attempted", "a", Verdict.SUCCESS), ("attempted", "b", Verdict.SUCCESS)}
+
+
+def test_finished_jobs_are_counted_once_for_the_status_and_the_metrics(make):
+    metrics = Metrics()
+    d = make(ScriptedWorker({"gone": [404]}), observers=[Broken(), metrics])
+    metrics.read(d.snapshot, d.broker)
+    d.admission.submit(jobs("a", "b", "gone") + jobs("later", run_at=time.time() + 3600), timeout=0)
+    wait_settled(d, "a", "b")
+    wait_settled(d, "gone", state=State.DEAD)
+    assert d.cancel("later")
+    now = d.snapshot()
+    assert (now.succeeded, now.dead, now.cancelled) == (2, 1, 1)
+    exported = exposition_samples(metrics.exposition().decode())
+    assert {outcome: exported[("gq_jobs_finished_total", (("outcome", outcome),))]
+            for outcome in ("succeeded", "dead", "cancelled")} == {"succeeded": 2, "dead": 1, "cancelled": 1}
 
 
 # -- draining
