@@ -201,7 +201,7 @@ class ProgressLine:
         handlers = [h for h in logging.getLogger("gq").handlers
                     if isinstance(h, logging.StreamHandler) and h.stream is self.out]
         for handler in handlers:
-            handler.setStream(self)  # type: ignore[arg-type]  # a stream: write and flush
+            handler.setStream(self)  # a stream: it writes and flushes
         try:
             yield
         finally:
