@@ -65,8 +65,10 @@ def contract(*kinds: str) -> dict[str, Any]:
     and a pytest_generate_tests that runs each of them on those of `kinds` it applies to
     (the broker_kind its fixtures read)."""
     def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-        if "broker_kind" in metafunc.fixturenames:
-            metafunc.parametrize("broker_kind", [k for k in _brokers_of(metafunc.function) if k in kinds])
+        if "broker_kind" not in metafunc.fixturenames:  # it would run in each module that takes it in
+            raise pytest.UsageError(f"{metafunc.function.__name__}: a test of the contract runs on a broker "
+                                    "(fixture h or make)")
+        metafunc.parametrize("broker_kind", [k for k in _brokers_of(metafunc.function) if k in kinds])
 
     taken = {name: value for name, value in globals().items()
              if not name.startswith(("_", "test_")) and name not in ("contract", "brokers")}
