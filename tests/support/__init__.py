@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 HERE = Path(__file__).parent   # tests/support/: the helper scripts run by path (target.py, proxy.py …)
 ROOT = HERE.parent.parent
 DEADLINE = 30.0  # seconds any condition in a test may take before it fails
-FUZZED_MAX_BODY = 65536  # api.max_body_bytes of conftest's fuzzed daemon
+FUZZED_MAX_BODY = 65536  # api.max_body_bytes of the fuzzed daemon (tests/process/conftest.py)
 CLIENT_TIMEOUT = 2.0     # api.client_timeout of the fuzzed daemon and of the one slow clients attack
 # Why a succeeded job is not replayed when its body was dropped, as the API and the CLI say it.
 NOT_KEPT = "payload not kept: journal.keep_succeeded_payload was false when it succeeded"
