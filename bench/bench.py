@@ -3,7 +3,7 @@
     python bench/bench.py [--quick] [--scenario NAME ...]
 
 Every figure comes from real processes talking HTTP on 127.0.0.1: the target
-(tests/target.py) runs alone on core 1, the process measured (the baseline, gq
+(tests/support/target.py) runs alone on core 1, the process measured (the baseline, gq
 batch, the gq daemon) alone on core 0; this script and the intake load client
 share core 1 with the target, where they cost little. Scenarios "cores" and
 "redis" pin nothing: there the target shares both cores with what is measured.

@@ -1,5 +1,5 @@
 #!/bin/sh
-# The brokers' stateful contract test (tests/test_broker_states.py) for a long while: rounds
+# The brokers' stateful contract test (tests/process/test_broker_states.py) for a long while: rounds
 # of GQ_STATEFUL_EXAMPLES examples per broker (default 500), each round with a seed of its
 # own, until SECONDS have passed (default 3600). Stops at the first round that fails, whose
 # output ends with the shrunk failing sequence of each failure found (GQ_STATEFUL_ALL_BUGS=1).
@@ -22,7 +22,7 @@ while [ "$(date +%s)" -lt "$end" ]; do
     round=$((round + 1))
     seed=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
     echo "stateful: round $round, seed $seed, $GQ_STATEFUL_EXAMPLES examples per broker ($filter)"
-    if ! "$python" -m pytest tests/test_broker_states.py -q -s -p no:cacheprovider \
+    if ! "$python" -m pytest tests/process/test_broker_states.py -q -s -p no:cacheprovider \
             -k "$filter" --hypothesis-seed="$seed"; then
         echo "stateful: round $round failed (seed $seed)"
         exit 1

@@ -2,7 +2,7 @@
 
 What gq relies on from gevent, all here: the handler's steps (`read_requestline`,
 `read_request`, `MessageClass`, `run_application`, `_handle_client_error`) and the
-server asking its pool `full()` before each accept (tests/test_http_server.py pins them).
+server asking its pool `full()` before each accept (tests/process/test_http_server.py pins them).
 
 - A request's head must arrive within api.client_timeout, counted from when the server
   starts waiting for it (an idle keep-alive connection is closed after that long too),

@@ -1,5 +1,5 @@
 """The reference pages of docs/, made from what the code declares: the config keys (gq/config.py)
-and the HTTP API (gq/openapi.json). tests/test_docs.py checks that the files equal this output.
+and the HTTP API (gq/openapi.json). tests/unit/test_docs.py checks that the files equal this output.
 
     python -m gq.reference config > docs/config-reference.md
     python -m gq.reference api > docs/api-reference.md
@@ -21,7 +21,7 @@ COMMANDS = {"config": "docs/config-reference.md", "api": "docs/api-reference.md"
 
 def _header(what: str, source: str) -> str:
     return (f"<!-- Generated from {source}: do not edit. Regenerate with "
-            f"`python -m gq.reference {what} > {COMMANDS[what]}`; tests/test_docs.py checks it is current. -->\n")
+            f"`python -m gq.reference {what} > {COMMANDS[what]}`; tests/unit/test_docs.py checks it is current. -->\n")
 
 
 def _cell(text: str) -> str:

@@ -83,7 +83,7 @@ def batch_argv(ctx: Context, label: str, jobs_count: int, pool: int, url: str, j
 class Daemon:
     """`gq run` on the measured core (or on both), API on a free loopback port.
 
-    Not the tests' Daemon (tests/support.py): that one starts gq itself, unpinned and reaped
+    Not the tests' Daemon (tests/support/): that one starts gq itself, unpinned and reaped
     by Popen, fails through pytest.fail and stops with SIGKILL, where a run here needs the
     daemon on its core from its first instruction, its own rusage (peak RSS), and a stop by
     SIGINT or SIGTERM whose exit code is checked."""

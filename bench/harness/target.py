@@ -1,4 +1,4 @@
-"""The target (tests/target.py) as the benchmark runs it: alone on its core, its CPU accounted."""
+"""The target (tests/support/target.py) as the benchmark runs it: alone on its core, its CPU accounted."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class BenchTarget(Target):
     its CPU, a check that every job came exactly once, and its cores shared for a while."""
 
     def __init__(self, ctx: Context):
-        launched = Proc("target", [PY, str(ROOT / "tests" / "target.py"), "--port", "0"], ctx, TARGET_CORE)
+        launched = Proc("target", [PY, str(ROOT / "tests" / "support" / "target.py"), "--port", "0"], ctx, TARGET_CORE)
         port = launched.wait_line(r"listening (\d+)", 15, stream="out").group(1)
         super().__init__(launched.popen, int(port))
         self.ps = psutil.Process(launched.pid)

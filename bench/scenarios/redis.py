@@ -23,7 +23,7 @@ from harness.shared import RedisServer, find_redis_server, wait_for
 
 
 class BenchRedis:
-    """The tests' RedisServer (tests/redis_server.py), found or installed as the tests do,
+    """The tests' RedisServer (tests/support/redis_server.py), found or installed as the tests do,
     its data in the work dir, with what a run needs besides: appendfsync everysec and no
     automatic AOF rewrite (a fork at a random moment of a run), both cores to run on,
     the server's command counters and its CPU."""
