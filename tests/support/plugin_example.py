@@ -36,8 +36,8 @@ def test_a_job_that_always_fails_is_dead_and_can_be_replayed(gq_daemon, gq_recei
 
 
 def test_the_journal_keeps_a_job_across_a_restart(gq_daemon, gq_receiver):
-    [job_id] = gq_daemon.client.submit({"url": gq_receiver.url, "json": {"order": 45}, "delay": 2})
+    [job_id] = gq_daemon.client.submit({"url": gq_receiver.url, "json": {"order": 45}, "delay": 5})
     gq_daemon.restart()
     assert gq_daemon.client.get(job_id)["state"] == "scheduled"
-    gq_receiver.wait(1, timeout=10)
+    gq_receiver.wait(1, timeout=15)
     gq_daemon.wait(job_id, "succeeded")
