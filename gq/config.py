@@ -1,7 +1,8 @@
 """The configuration: one frozen value, validated whole when it is loaded.
 
-Every key is declared once, in the section dataclasses below, with its
-default, its check and its help text; loading, `gq check-config` and
+Every key is declared once (gq/settings.py), with its default, its check and
+its help text, in the section dataclasses below or in the part that owns it
+(the destination limits: gq/destinations.py); loading, `gq check-config` and
 `config.example.toml` all come from those declarations.
 """
 
@@ -14,7 +15,6 @@ import json
 import os
 import ssl
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -23,60 +23,23 @@ from gq import redaction
 from gq.destinations import Limits
 from gq.errors import ConfigError
 from gq.hosts import HostPatterns, HostPolicy
+from gq.settings import (
+    URL,
+    WHOLE,
+    Invalid,
+    Table,
+    boolean,
+    choice,
+    integer,
+    quoted,
+    seconds,
+    setting,
+    string_list,
+    text,
+)
 from gq.signing import decode_secret
 
 ENV_CONFIG = "GQ_CONFIG"
-
-
-class Invalid(ValueError):
-    """Raised by a check; its text completes `section.key: ...`."""
-
-
-def _shown(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, (str, int, float, bool, list)) else repr(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def integer(minimum: int) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
-        if not _is_int(value) or value < minimum:
-            raise Invalid(f"must be an integer >= {minimum}, got {_shown(value)}")
-        return value
-    return check
-
-
-def seconds(minimum: float = 0.0, above: bool = False) -> Callable[[Any], float]:
-    bound = f"> {minimum:g}" if above else f">= {minimum:g}"
-
-    def check(value: Any) -> float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if ok and (value > minimum if above else value >= minimum) and value != float("inf"):
-            return float(value)
-        raise Invalid(f"must be a number of seconds {bound}, got {_shown(value)}")
-    return check
-
-
-def choice(*allowed: str) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
-        if value not in allowed:
-            raise Invalid(f"must be one of {', '.join(map(_shown, allowed))}, got {_shown(value)}")
-        return value
-    return check
-
-
-def text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise Invalid(f"must be a string, got {_shown(value)}")
-    return value
-
-
-def string_list(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise Invalid(f"must be a list of non-empty strings, got {_shown(value)}")
-    return tuple(value)
 
 
 def host_patterns(value: Any) -> tuple[str, ...]:
@@ -92,17 +55,10 @@ def split_listen(value: str) -> tuple[str, int]:
     """`host:port` or `[v6]:port` → (host, port); raises Invalid."""
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise Invalid(f'must be "HOST:PORT" with a port 0-65535, got {_shown(value)}')
+        raise Invalid(f'must be "HOST:PORT" with a port 0-65535, got {quoted(value)}')
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port)
-
-
-class Table(tuple):
-    """A TOML table's (key, value) pairs, immutable like the rest of the config."""
-
-    def as_dict(self) -> dict:
-        return {k: v.as_dict() if isinstance(v, Table) else v for k, v in self}
 
 
 def signing_secrets(value: Any) -> Table:
@@ -117,21 +73,7 @@ def signing_secrets(value: Any) -> Table:
     return Table(value.items())
 
 
-def number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-        raise Invalid(f"must be a number >= 0, got {_shown(value)}")
-    return float(value)
-
-
-def boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise Invalid(f"must be true or false, got {_shown(value)}")
-    return value
-
-
-LIMIT_CHECKS = {"max_in_flight": integer(0), "rate": number, "burst": integer(0),
-                "breaker_failures": integer(0), "breaker_window": seconds(0, above=True),
-                "breaker_cooldown": seconds(0, above=True), "pause_on_retry_after": boolean}
+LIMIT_CHECKS = {f.name: f.metadata["check"] for f in dataclasses.fields(Limits)}
 
 
 def destination_overrides(value: Any) -> Table:
@@ -182,7 +124,7 @@ def http_url(value: Any) -> str:
         except ValueError:
             ok = False
         if not ok:
-            raise Invalid(f"must be an http or https URL, got {_shown(redaction.url(value))}")
+            raise Invalid(f"must be an http or https URL, got {quoted(redaction.url(value))}")
     return value
 
 
@@ -200,7 +142,7 @@ def proxy_url(value: Any) -> str:
             ok = False
         if not ok:
             raise Invalid(f"must be an http:// or https:// proxy URL with a host and no path, "
-                          f"got {_shown(redaction.url(value))}")
+                          f"got {quoted(redaction.url(value))}")
     return value
 
 
@@ -254,20 +196,11 @@ def redis_url(value: Any) -> str:
         try:
             sentinel_parts(value)
         except ValueError as e:
-            raise Invalid(f"{e}, in {_shown(redaction.url(value))}") from None
+            raise Invalid(f"{e}, in {quoted(redaction.url(value))}") from None
     elif value and (scheme not in ("redis", "rediss", "unix") or "://" not in value):
         raise Invalid(f"must be a redis://, rediss://, unix:// or {SENTINEL_SCHEME}:// URL, "
-                      f"got {_shown(redaction.url(value))}")
+                      f"got {quoted(redaction.url(value))}")
     return value
-
-
-WHOLE, URL = "whole", "url"  # what of a key's value is secret: all of it, or a URL's credentials
-
-
-def setting(default: Any, check: Callable[[Any], Any], help: str, secret: str = "") -> Any:
-    """A config key: its default, the check that validates a given value, its help, and
-    what of its value is secret (WHOLE, URL or ""): shown only through `shown`."""
-    return field(default=default, metadata={"check": check, "help": help, "secret": secret})
 
 
 def shown(key: dataclasses.Field, value: Any) -> Any:
@@ -296,7 +229,7 @@ def _leaves(value: Any) -> list[str]:
         return [leaf for _, item in (value.items() if isinstance(value, dict) else value) for leaf in _leaves(item)]
     if isinstance(value, tuple | list):
         return [leaf for item in value for leaf in _leaves(item)]
-    return [str(value), _shown(value)] if value not in ("", None) else []
+    return [str(value), quoted(value)] if value not in ("", None) else []
 
 
 @dataclass(frozen=True)
@@ -416,18 +349,9 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
-class DestinationsConfig:
-    max_in_flight: int = setting(0, integer(0), "attempts in flight to one host, at most; 0 = no cap")
-    rate: float = setting(0.0, number, "attempts per second to one host, at most; 0 = no limit")
-    burst: int = setting(0, integer(0), "attempts a host may get at once within its rate; 0 = max(1, rate)")
-    breaker_failures: int = setting(0, integer(0), "failures within breaker_window that, with no answer "
-                                    "for that long, open a host's circuit; 0 = no breaker")
-    breaker_window: float = setting(10.0, seconds(0, above=True),
-                                    "seconds a host must have answered nothing before its circuit opens")
-    breaker_cooldown: float = setting(10.0, seconds(0, above=True),
-                                      "seconds an open circuit fails attempts at once, before probes")
-    pause_on_retry_after: bool = setting(False, boolean, "true: a Retry-After pauses every job to its "
-                                         "host, not just its own")
+class DestinationsConfig(Limits):
+    """The limits of every host (Limits' keys, declared there), and how they apply."""
+
     scope: str = setting("daemon", choice("daemon", "fleet"), '"fleet" (Redis broker): max_in_flight, rate and '
                          "the circuit are shared by every daemon of the fleet")
     metrics_hosts: int = setting(50, integer(0), 'hosts with their own metric labels; the rest are "other"')
@@ -436,8 +360,7 @@ class DestinationsConfig:
 
     def limits(self) -> tuple[Limits, list]:
         """The default limits, and (patterns, limits) for each override, in order."""
-        defaults = Limits(self.max_in_flight, self.rate, self.burst, self.breaker_failures,
-                          self.breaker_window, self.breaker_cooldown, self.pause_on_retry_after)
+        defaults = Limits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Limits)})
         return defaults, [(HostPatterns.parse([p]), dataclasses.replace(defaults, **dict(v)))
                           for p, v in self.overrides]
 
@@ -514,7 +437,7 @@ def from_dict(data: dict[str, Any], source: str = "") -> Config:
         if name not in SECTIONS:
             problems.append(f"{where}: {name}: unknown section{_hint(name, list(SECTIONS))}")
         elif not isinstance(value, dict):
-            problems.append(f"{where}: {name}: must be a table ([{name}]), got {_shown(value)}")
+            problems.append(f"{where}: {name}: must be a table ([{name}]), got {quoted(value)}")
     for name, cls in SECTIONS.items():
         given = data.get(name)
         if not isinstance(given, dict):
@@ -605,7 +528,7 @@ def cross_checks(config: Config) -> list[str]:
     host, _ = split_listen(config.api.listen)
     if not config.api.token and not is_loopback(host):
         problems.append(f"api.token: required when api.listen is not a loopback address "
-                        f"(listen is {_shown(config.api.listen)})")
+                        f"(listen is {quoted(config.api.listen)})")
     if config.api.read_token and not config.api.token:
         problems.append("api.read_token: needs api.token (without it everyone may act)")
     if config.api.read_token and config.api.read_token == config.api.token:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from gq.hosts import HostPatterns
 from gq.outcome import AttemptResult, Outcome
+from gq.settings import boolean, integer, number, seconds, setting
 
 if TYPE_CHECKING:
     from gq.broker.fleet_limits import FleetLimits
@@ -48,13 +49,20 @@ MAX_HOSTS = 10000   # host states kept; past it, idle ones are forgotten
 
 @dataclass(frozen=True)
 class Limits:
-    max_in_flight: int = 0          # 0 = no cap
-    rate: float = 0.0               # attempts per second; 0 = no limit
-    burst: int = 0                  # tokens the bucket holds; 0 = max(1, rate)
-    breaker_failures: int = 0       # failures within the window that open the circuit; 0 = no breaker
-    breaker_window: float = 10.0    # seconds without an answer, and over which failures count
-    breaker_cooldown: float = 10.0  # seconds the circuit stays open before probes
-    pause_on_retry_after: bool = False  # a Retry-After pauses every job to the host
+    """One host's limits: the keys of [destinations] (its defaults) and of each of its
+    destinations.overrides, declared here once."""
+
+    max_in_flight: int = setting(0, integer(0), "attempts in flight to one host, at most; 0 = no cap")
+    rate: float = setting(0.0, number, "attempts per second to one host, at most; 0 = no limit")
+    burst: int = setting(0, integer(0), "attempts a host may get at once within its rate; 0 = max(1, rate)")
+    breaker_failures: int = setting(0, integer(0), "failures within breaker_window that, with no answer "
+                                    "for that long, open a host's circuit; 0 = no breaker")
+    breaker_window: float = setting(10.0, seconds(0, above=True),
+                                    "seconds a host must have answered nothing before its circuit opens")
+    breaker_cooldown: float = setting(10.0, seconds(0, above=True),
+                                      "seconds an open circuit fails attempts at once, before probes")
+    pause_on_retry_after: bool = setting(False, boolean, "true: a Retry-After pauses every job to its "
+                                         "host, not just its own")
 
 
 @dataclass
