@@ -247,7 +247,7 @@ class PoolConfig:
 @dataclass(frozen=True)
 class ApiConfig:
     listen: str = setting("127.0.0.1:8765", listen_address,
-                          "intake API, health and /metrics; port 0 = any free port (logged)")
+                          "intake API, health and /metrics; port 0 = any free port (logged)", live=False)
     token: str = setting("", text, "bearer token for /v1/*; empty = no auth (loopback listen only)",
                          secret=WHOLE)
     token_file: str = setting("", text, "file holding the token; relative: to $CREDENTIALS_DIRECTORY if set")
@@ -260,7 +260,7 @@ class ApiConfig:
     client_timeout: float = setting(10.0, seconds(0, above=True),
                                     "seconds a client has to send a request's head, and its body")
     health_listen: str = setting("", optional_listen_address, "HOST:PORT of a listener of their own for "
-                                 "/healthz, /readyz and /metrics, beside api.listen; \"\" = none")
+                                 "/healthz, /readyz and /metrics, beside api.listen; \"\" = none", live=False)
 
 
 @dataclass(frozen=True)
@@ -308,7 +308,7 @@ class RetryConfig:
 @dataclass(frozen=True)
 class JournalConfig:
     path: str = setting("gq-data/journal.sqlite3", text,
-                        'SQLite journal, relative to the working directory; "" = memory only')
+                        'SQLite journal, relative to the working directory; "" = memory only', live=False)
     max_backlog: int = setting(10_000_000, integer(1), "unfinished jobs held at most (memory only too); "
                                "past it intake answers 429")
     min_free_mb: int = setting(256, integer(0), "free space kept on the journal's file system; below it "
@@ -326,10 +326,11 @@ class ShutdownConfig:
 
 @dataclass(frozen=True)
 class BrokerConfig:
-    kind: str = setting("embedded", choice("embedded", "redis"), '"redis": daemons share one Redis stream')
+    kind: str = setting("embedded", choice("embedded", "redis"), '"redis": daemons share one Redis stream',
+                       live=False)
     url: str = setting("redis://127.0.0.1:6379/0", redis_url, "Redis URL when kind = \"redis\"; or "
                        "redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT…]/SERVICE[/DB]"
-                       "[?sentinel_password=P] (Redis Sentinel)", secret=URL)
+                       "[?sentinel_password=P] (Redis Sentinel)", secret=URL, live=False)
     prefix: str = setting("gq", text, "Redis keys' prefix: daemons with the same one share the queue")
     claim_idle: float = setting(60.0, seconds(1),
                                 "seconds a job may sit with a daemon that stopped before another takes it")
@@ -353,7 +354,7 @@ class DestinationsConfig(Limits):
     """The limits of every host (Limits' keys, declared there), and how they apply."""
 
     scope: str = setting("daemon", choice("daemon", "fleet"), '"fleet" (Redis broker): max_in_flight, rate and '
-                         "the circuit are shared by every daemon of the fleet")
+                         "the circuit are shared by every daemon of the fleet", live=False)
     metrics_hosts: int = setting(50, integer(0), 'hosts with their own metric labels; the rest are "other"')
     overrides: Table = setting(Table(), destination_overrides,
                                'per host pattern: { "api.example.com" = { max_in_flight = 10 } }')

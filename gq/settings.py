@@ -21,10 +21,13 @@ class Invalid(ValueError):
     """Raised by a check; its text completes `section.key: ...`."""
 
 
-def setting(default: Any, check: Callable[[Any], Any], help: str, secret: str = "") -> Any:
-    """A config key: its default, the check that validates a given value, its help, and
-    what of its value is secret (WHOLE, URL or ""): shown only through gq.config.shown."""
-    return dataclasses.field(default=default, metadata={"check": check, "help": help, "secret": secret})
+def setting(default: Any, check: Callable[[Any], Any], help: str, secret: str = "", live: bool = True) -> Any:
+    """A config key: its default, the check that validates a given value, its help, what
+    of its value is secret (WHOLE, URL or ""): shown only through gq.config.shown, and
+    whether a reload applies it to a running gq (`live`) or it keeps its value until a
+    restart."""
+    return dataclasses.field(default=default, metadata={"check": check, "help": help, "secret": secret,
+                                                        "live": live})
 
 
 def quoted(value: Any) -> str:
