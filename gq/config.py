@@ -397,12 +397,9 @@ class Config:
     warnings: tuple[str, ...] = field(default=(), compare=False)  # worth logging, not refusing
 
 
-SECTIONS: dict[str, type] = {
-    "queue": QueueConfig, "pool": PoolConfig, "api": ApiConfig, "target": TargetConfig,
-    "retry": RetryConfig, "journal": JournalConfig, "shutdown": ShutdownConfig,
-    "broker": BrokerConfig, "log": LogConfig, "memory": MemoryConfig,
-    "destinations": DestinationsConfig, "console": ConsoleConfig,
-}
+# Config's sections by name, in the file's order: its fields whose default is a section.
+SECTIONS: dict[str, type] = {f.name: type(f.default) for f in dataclasses.fields(Config)
+                             if dataclasses.is_dataclass(f.default)}
 
 
 def keys(section: str) -> list[str]:
