@@ -13,13 +13,13 @@ import difflib
 import ipaddress
 import json
 import os
-import ssl
 import tomllib
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Any
+from urllib.parse import urlsplit
 
-from gq import redaction
+from gq import credentials, redaction
+from gq.broker.redis_urls import redis_url
 from gq.destinations import Limits
 from gq.errors import ConfigError
 from gq.hosts import HostPatterns, HostPolicy
@@ -143,63 +143,6 @@ def proxy_url(value: Any) -> str:
         if not ok:
             raise Invalid(f"must be an http:// or https:// proxy URL with a host and no path, "
                           f"got {quoted(redaction.url(value))}")
-    return value
-
-
-SENTINEL_SCHEME = "redis+sentinel"
-SENTINEL_QUERY = ("sentinel_username", "sentinel_password")
-
-
-class SentinelURL(NamedTuple):
-    sentinels: list[tuple[str, int]]
-    service: str
-    db: int
-    username: str | None            # the master's (and its replicas'), before the @
-    password: str | None
-    sentinel_username: str | None   # the sentinels' own, in the query
-    sentinel_password: str | None
-
-
-def sentinel_parts(url: str) -> SentinelURL:
-    """redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT…]/SERVICE[/DB][?sentinel_password=P]
-    → its parts (credentials percent-decoded); ValueError naming what is wrong."""
-    rest, _, query = url[len(SENTINEL_SCHEME) + 3:].partition("?")
-    userinfo, at, rest = rest.rpartition("@")
-    hosts_text, _, path = rest.partition("/")
-    service, _, db = path.partition("/")
-    sentinels = []
-    for item in hosts_text.split(","):
-        host, _, port = item.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"sentinel {item!r} is not HOST:PORT")
-        sentinels.append((host.strip("[]"), int(port)))
-    if not service:
-        raise ValueError("no service name after the sentinels (…/SERVICE[/DB])")
-    if db and not db.isdigit():
-        raise ValueError(f"database {db!r} is not a number")
-    username, colon, password = userinfo.partition(":")
-    if at and not colon:
-        raise ValueError("the credentials before @ must be [USER]:PASSWORD")
-    given = parse_qs(query, keep_blank_values=True)
-    for name in given:
-        if name not in SENTINEL_QUERY:
-            raise ValueError(f"unknown query parameter {name!r} (known: {', '.join(SENTINEL_QUERY)})")
-    sentinel_username, sentinel_password = (given.get(name, [None])[-1] for name in SENTINEL_QUERY)
-    return SentinelURL(sentinels, service, int(db or 0), unquote(username) or None,
-                       unquote(password) if colon else None, sentinel_username, sentinel_password)
-
-
-def redis_url(value: Any) -> str:
-    value = text(value)
-    scheme = value.partition("://")[0]
-    if scheme == SENTINEL_SCHEME:
-        try:
-            sentinel_parts(value)
-        except ValueError as e:
-            raise Invalid(f"{e}, in {quoted(redaction.url(value))}") from None
-    elif value and (scheme not in ("redis", "rediss", "unix") or "://" not in value):
-        raise Invalid(f"must be a redis://, rediss://, unix:// or {SENTINEL_SCHEME}:// URL, "
-                      f"got {quoted(redaction.url(value))}")
     return value
 
 
@@ -456,68 +399,29 @@ def from_dict(data: dict[str, Any], source: str = "") -> Config:
     for key in ("token", "read_token"):
         if getattr(sections["api"], f"{key}_file"):
             try:
-                token = _read_token(sections["api"], key, warnings)
+                if getattr(sections["api"], key):
+                    raise Invalid(f"give api.{key} or api.{key}_file, not both")
+                token = credentials.token(getattr(sections["api"], f"{key}_file"), f"api.{key}_file", warnings)
             except Invalid as e:
                 problems.append(f"{where}: api.{key}_file: {e}")
             else:
                 sections["api"] = dataclasses.replace(sections["api"], **{key: token})
-    if sections["target"].client_cert or sections["target"].client_key:
-        sections["target"], cert_problems = _client_files(sections["target"])
-        problems += [f"{where}: {p}" for p in cert_problems]
+    target = sections["target"]
+    if target.client_key and not target.client_cert:
+        problems.append(f"{where}: target.client_key: needs target.client_cert")
+    elif target.client_cert:
+        try:
+            cert, key = credentials.client_certificate(target.client_cert, target.client_key)
+        except Invalid as e:
+            problems.append(f"{where}: target.{e}")
+        else:
+            sections["target"] = dataclasses.replace(target, client_cert=cert, client_key=key)
     config = Config(**sections, source=source, warnings=tuple(f"{where}: {w}" for w in warnings))
     redaction.KNOWN.add(secrets(config))  # before anything can log them
     problems += [f"{where}: {p}" for p in cross_checks(config)]
     if problems:
         raise ConfigError(problems)
     return config
-
-
-def credential(path: str) -> str:
-    """A secret file's path: a relative one is in $CREDENTIALS_DIRECTORY when systemd sets it
-    (LoadCredential=), else in the working directory."""
-    return os.path.join(os.environ.get("CREDENTIALS_DIRECTORY", ""), path)
-
-
-def _read_token(api: ApiConfig, key: str, warnings: list[str]) -> str:
-    """The token in api.KEY_file (systemd's LoadCredential= puts it in $CREDENTIALS_DIRECTORY)."""
-    if getattr(api, key):
-        raise Invalid(f"give api.{key} or api.{key}_file, not both")
-    path = credential(getattr(api, f"{key}_file"))
-    try:
-        with open(path, encoding="utf-8") as f:
-            token = f.read().strip()
-        mode = os.stat(path).st_mode
-    except (OSError, UnicodeDecodeError) as e:
-        raise Invalid(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
-    if not token:
-        raise Invalid(f"{path} is empty")
-    if mode & 0o077:
-        warnings.append(f"api.{key}_file: {path} can be read by other users (mode {mode & 0o777:o}): "
-                        f"chmod 600 it")
-    return token
-
-
-def _client_files(target: TargetConfig) -> tuple[TargetConfig, list[str]]:
-    """target.client_cert and client_key resolved (relative: in $CREDENTIALS_DIRECTORY, where
-    systemd's LoadCredential= puts them) and loaded once now, so that a wrong file stops gq
-    at start rather than failing every attempt; problems, as `target.KEY: ...`."""
-    if not target.client_cert:
-        return target, ["target.client_key: needs target.client_cert"]
-    cert = credential(target.client_cert)
-    key = credential(target.client_key) if target.client_key else ""
-    for name, path in (("client_cert", cert), ("client_key", key)):
-        if path and not os.access(path, os.R_OK):
-            return target, [f"target.{name}: cannot read {path}"
-                            + ("" if os.path.exists(path) else ": no such file")]
-    try:
-        # An encrypted key is refused here (password ""), not asked for on a terminal later.
-        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert, key or None, password="")
-    except OSError as e:  # ssl.SSLError among them
-        what = f"{cert} and {key}" if key else cert
-        why = getattr(e, "reason", None) or e.strerror or e
-        return target, [f"target.client_cert: {what}: not a PEM certificate with its unencrypted private key "
-                        f"({why})"]
-    return dataclasses.replace(target, client_cert=cert, client_key=key), []
 
 
 def cross_checks(config: Config) -> list[str]:
