@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -34,6 +34,8 @@ from gq.outcome import AttemptResult, Outcome
 from gq.settings import boolean, integer, number, seconds, setting
 
 if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
     from gq.broker.fleet_limits import FleetLimits
 
 log = logging.getLogger("gq.destinations")
@@ -284,7 +286,7 @@ class DestinationsCollector:
     def __init__(self, destinations: Destinations):
         self.destinations = destinations
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
         known = self.destinations
         in_flight = GaugeMetricFamily("gq_destination_in_flight", "Attempts in flight", labels=["host"])
