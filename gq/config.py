@@ -11,14 +11,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import ipaddress
-import json
 import os
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from gq import credentials, redaction
+from gq import credentials, redaction, toml_text
 from gq.broker.redis_urls import redis_url
 from gq.destinations import Limits
 from gq.errors import ConfigError
@@ -355,7 +354,7 @@ def key_field(section: str, key: str) -> dataclasses.Field:
 
 def shown_key(config: Config, section: str, key: str) -> str:
     """`section.key`'s value in `config`, as TOML, through `shown`."""
-    return _toml_value(shown(key_field(section, key), getattr(getattr(config, section), key)))
+    return toml_text.value(shown(key_field(section, key), getattr(getattr(config, section), key)))
 
 
 def secrets(config: Config) -> list[str]:
@@ -461,29 +460,6 @@ def load(path: str | None) -> Config:
     return from_dict(data, source=path)
 
 
-_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
-
-
-def _toml_string(text: str) -> str:
-    """A TOML basic string: quotes, backslashes and control characters escaped, the rest as is."""
-    return '"' + "".join(
-        _TOML_ESCAPES.get(c) or (f"\\u{ord(c):04X}" if ord(c) < 0x20 or ord(c) == 0x7F else c)
-        for c in text) + '"'
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, Table):
-        return "{ " + ", ".join(f"{_toml_string(k)} = {_toml_value(v)}" for k, v in value) + " }" \
-            if value else "{}"
-    if isinstance(value, tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, float):
-        return repr(value)
-    return json.dumps(value)  # int, bool: JSON's spelling is TOML's
-
-
 def to_toml(config: Config, comments: bool = False, secrets: bool = False) -> str:
     """The effective config as TOML, every key present; secrets hidden unless `secrets`;
     with comments, each key's help."""
@@ -493,7 +469,7 @@ def to_toml(config: Config, comments: bool = False, secrets: bool = False) -> st
         out.append(f"[{name}]")
         for f in dataclasses.fields(section):
             value = getattr(section, f.name)
-            line = f"{f.name} = {_toml_value(value if secrets else shown(f, value))}"
+            line = f"{f.name} = {toml_text.value(value if secrets else shown(f, value))}"
             if comments:
                 line = f"{line:<40} # {f.metadata['help']}"
             out.append(line)
