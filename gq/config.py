@@ -2,14 +2,13 @@
 
 Every key is declared once (gq/settings.py), with its default, its check and
 its help text, in the section dataclasses below or in the part that owns it
-(the destination limits: gq/destinations.py); loading, `gq check-config` and
+([destinations] and its limits: gq/destinations.py); loading, `gq check-config` and
 `config.example.toml` all come from those declarations.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import ipaddress
 import os
 import tomllib
@@ -19,7 +18,7 @@ from urllib.parse import urlsplit
 
 from gq import credentials, redaction, toml_text
 from gq.broker.redis_urls import redis_url
-from gq.destinations import Limits
+from gq.destinations import DestinationsConfig
 from gq.errors import ConfigError
 from gq.hosts import HostPatterns, HostPolicy
 from gq.settings import (
@@ -29,6 +28,7 @@ from gq.settings import (
     Table,
     boolean,
     choice,
+    did_you_mean,
     integer,
     quoted,
     seconds,
@@ -70,30 +70,6 @@ def signing_secrets(value: Any) -> Table:
         except ValueError as e:
             raise Invalid(f"{pattern}: {e}") from None
     return Table(value.items())
-
-
-LIMIT_CHECKS = {f.name: f.metadata["check"] for f in dataclasses.fields(Limits)}
-
-
-def destination_overrides(value: Any) -> Table:
-    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-        raise Invalid('must be a table of "host pattern" = { key = value, ... }')
-    out = []
-    for pattern, limits in value.items():
-        try:
-            HostPatterns.parse([pattern])
-        except ValueError as e:
-            raise Invalid(f"{pattern}: {e}") from None
-        checked = []
-        for key, v in limits.items():
-            if key not in LIMIT_CHECKS:
-                raise Invalid(f"{pattern}: {key}: unknown key{_hint(key, list(LIMIT_CHECKS))}")
-            try:
-                checked.append((key, LIMIT_CHECKS[key](v)))
-            except Invalid as e:
-                raise Invalid(f"{pattern}: {key}: {e}") from None
-        out.append((pattern, Table(checked)))
-    return Table(out)
 
 
 def listen_address(value: Any) -> str:
@@ -292,23 +268,6 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
-class DestinationsConfig(Limits):
-    """The limits of every host (Limits' keys, declared there), and how they apply."""
-
-    scope: str = setting("daemon", choice("daemon", "fleet"), '"fleet" (Redis broker): max_in_flight, rate and '
-                         "the circuit are shared by every daemon of the fleet", live=False)
-    metrics_hosts: int = setting(50, integer(0), 'hosts with their own metric labels; the rest are "other"')
-    overrides: Table = setting(Table(), destination_overrides,
-                               'per host pattern: { "api.example.com" = { max_in_flight = 10 } }')
-
-    def limits(self) -> tuple[Limits, list]:
-        """The default limits, and (patterns, limits) for each override, in order."""
-        defaults = Limits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Limits)})
-        return defaults, [(HostPatterns.parse([p]), dataclasses.replace(defaults, **dict(v)))
-                          for p, v in self.overrides]
-
-
-@dataclass(frozen=True)
 class MemoryConfig:
     max_rss_mb: int = setting(0, integer(0), "drain and exit (for systemd to restart gq) past this RSS; 0 = off")
 
@@ -363,11 +322,6 @@ def secrets(config: Config) -> list[str]:
             for secret in secrets_of(f, getattr(getattr(config, name), f.name))]
 
 
-def _hint(name: str, known: list[str], prefix: str = "") -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    return f" (did you mean {prefix}{close[0]}?)" if close else ""
-
-
 def from_dict(data: dict[str, Any], source: str = "") -> Config:
     """Build a Config from parsed TOML; raises ConfigError listing every problem."""
     where = source or "<defaults>"
@@ -375,7 +329,7 @@ def from_dict(data: dict[str, Any], source: str = "") -> Config:
     sections: dict[str, Any] = {}
     for name, value in data.items():
         if name not in SECTIONS:
-            problems.append(f"{where}: {name}: unknown section{_hint(name, list(SECTIONS))}")
+            problems.append(f"{where}: {name}: unknown section{did_you_mean(name, list(SECTIONS))}")
         elif not isinstance(value, dict):
             problems.append(f"{where}: {name}: must be a table ([{name}]), got {quoted(value)}")
     for name, cls in SECTIONS.items():
@@ -387,7 +341,7 @@ def from_dict(data: dict[str, Any], source: str = "") -> Config:
         values = {}
         for key, value in given.items():
             if key not in fields:
-                problems.append(f"{where}: {name}.{key}: unknown key{_hint(key, list(fields), name + '.')}")
+                problems.append(f"{where}: {name}.{key}: unknown key{did_you_mean(key, list(fields), name + '.')}")
                 continue
             try:
                 values[key] = fields[key].metadata["check"](value)

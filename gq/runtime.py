@@ -100,8 +100,7 @@ class Runtime:
         broker = open_broker(config, batch, supervisor, waiting)
         worker = HttpWorker.from_config(config.target, config.pool)
         metrics = Metrics()
-        destinations = Destinations(*config.destinations.limits(), config.destinations.metrics_hosts,
-                                    fleet=fleet_limits(config, broker))
+        destinations = Destinations.from_config(config.destinations, fleet=fleet_limits(config, broker))
         activity = Activity()
         dispatcher = Dispatcher(
             broker, worker, queue_maxsize=config.queue.maxsize, pool_size=config.pool.size,

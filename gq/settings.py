@@ -10,6 +10,7 @@ declare its settings without importing the config.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -95,3 +96,10 @@ class Table(tuple):
 
     def as_dict(self) -> dict:
         return {k: v.as_dict() if isinstance(v, Table) else v for k, v in self}
+
+
+def did_you_mean(name: str, known: list[str], prefix: str = "") -> str:
+    """The hint of an unknown key's error: ' (did you mean PREFIX+KEY?)', KEY the known key
+    closest to `name`, or "" when none is close."""
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
