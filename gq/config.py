@@ -1,82 +1,44 @@
 """The configuration: one frozen value, validated whole when it is loaded.
 
-Every key is declared once, in the section dataclasses below, with its
-default, its check and its help text; loading, `gq check-config` and
+Every key is declared once (gq/settings.py), with its default, its check and
+its help text, in the section dataclasses below or in the part that owns it
+([destinations] and its limits: gq/destinations.py); loading, `gq check-config` and
 `config.example.toml` all come from those declarations.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import ipaddress
-import json
 import os
-import ssl
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Any
+from urllib.parse import urlsplit
 
-from gq import redaction
-from gq.destinations import Limits
+from gq import credentials, redaction, toml_text
+from gq.broker.redis_urls import redis_url
+from gq.destinations import DestinationsConfig
 from gq.errors import ConfigError
 from gq.hosts import HostPatterns, HostPolicy
+from gq.settings import (
+    URL,
+    WHOLE,
+    Invalid,
+    Table,
+    boolean,
+    choice,
+    did_you_mean,
+    integer,
+    quoted,
+    seconds,
+    setting,
+    string_list,
+    text,
+)
 from gq.signing import decode_secret
 
 ENV_CONFIG = "GQ_CONFIG"
-
-
-class Invalid(ValueError):
-    """Raised by a check; its text completes `section.key: ...`."""
-
-
-def _shown(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, (str, int, float, bool, list)) else repr(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def integer(minimum: int) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
-        if not _is_int(value) or value < minimum:
-            raise Invalid(f"must be an integer >= {minimum}, got {_shown(value)}")
-        return value
-    return check
-
-
-def seconds(minimum: float = 0.0, above: bool = False) -> Callable[[Any], float]:
-    bound = f"> {minimum:g}" if above else f">= {minimum:g}"
-
-    def check(value: Any) -> float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if ok and (value > minimum if above else value >= minimum) and value != float("inf"):
-            return float(value)
-        raise Invalid(f"must be a number of seconds {bound}, got {_shown(value)}")
-    return check
-
-
-def choice(*allowed: str) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
-        if value not in allowed:
-            raise Invalid(f"must be one of {', '.join(map(_shown, allowed))}, got {_shown(value)}")
-        return value
-    return check
-
-
-def text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise Invalid(f"must be a string, got {_shown(value)}")
-    return value
-
-
-def string_list(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise Invalid(f"must be a list of non-empty strings, got {_shown(value)}")
-    return tuple(value)
 
 
 def host_patterns(value: Any) -> tuple[str, ...]:
@@ -92,17 +54,10 @@ def split_listen(value: str) -> tuple[str, int]:
     """`host:port` or `[v6]:port` → (host, port); raises Invalid."""
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise Invalid(f'must be "HOST:PORT" with a port 0-65535, got {_shown(value)}')
+        raise Invalid(f'must be "HOST:PORT" with a port 0-65535, got {quoted(value)}')
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port)
-
-
-class Table(tuple):
-    """A TOML table's (key, value) pairs, immutable like the rest of the config."""
-
-    def as_dict(self) -> dict:
-        return {k: v.as_dict() if isinstance(v, Table) else v for k, v in self}
 
 
 def signing_secrets(value: Any) -> Table:
@@ -115,44 +70,6 @@ def signing_secrets(value: Any) -> Table:
         except ValueError as e:
             raise Invalid(f"{pattern}: {e}") from None
     return Table(value.items())
-
-
-def number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-        raise Invalid(f"must be a number >= 0, got {_shown(value)}")
-    return float(value)
-
-
-def boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise Invalid(f"must be true or false, got {_shown(value)}")
-    return value
-
-
-LIMIT_CHECKS = {"max_in_flight": integer(0), "rate": number, "burst": integer(0),
-                "breaker_failures": integer(0), "breaker_window": seconds(0, above=True),
-                "breaker_cooldown": seconds(0, above=True), "pause_on_retry_after": boolean}
-
-
-def destination_overrides(value: Any) -> Table:
-    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-        raise Invalid('must be a table of "host pattern" = { key = value, ... }')
-    out = []
-    for pattern, limits in value.items():
-        try:
-            HostPatterns.parse([pattern])
-        except ValueError as e:
-            raise Invalid(f"{pattern}: {e}") from None
-        checked = []
-        for key, v in limits.items():
-            if key not in LIMIT_CHECKS:
-                raise Invalid(f"{pattern}: {key}: unknown key{_hint(key, list(LIMIT_CHECKS))}")
-            try:
-                checked.append((key, LIMIT_CHECKS[key](v)))
-            except Invalid as e:
-                raise Invalid(f"{pattern}: {key}: {e}") from None
-        out.append((pattern, Table(checked)))
-    return Table(out)
 
 
 def listen_address(value: Any) -> str:
@@ -182,7 +99,7 @@ def http_url(value: Any) -> str:
         except ValueError:
             ok = False
         if not ok:
-            raise Invalid(f"must be an http or https URL, got {_shown(redaction.url(value))}")
+            raise Invalid(f"must be an http or https URL, got {quoted(redaction.url(value))}")
     return value
 
 
@@ -200,74 +117,8 @@ def proxy_url(value: Any) -> str:
             ok = False
         if not ok:
             raise Invalid(f"must be an http:// or https:// proxy URL with a host and no path, "
-                          f"got {_shown(redaction.url(value))}")
+                          f"got {quoted(redaction.url(value))}")
     return value
-
-
-SENTINEL_SCHEME = "redis+sentinel"
-SENTINEL_QUERY = ("sentinel_username", "sentinel_password")
-
-
-class SentinelURL(NamedTuple):
-    sentinels: list[tuple[str, int]]
-    service: str
-    db: int
-    username: str | None            # the master's (and its replicas'), before the @
-    password: str | None
-    sentinel_username: str | None   # the sentinels' own, in the query
-    sentinel_password: str | None
-
-
-def sentinel_parts(url: str) -> SentinelURL:
-    """redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT…]/SERVICE[/DB][?sentinel_password=P]
-    → its parts (credentials percent-decoded); ValueError naming what is wrong."""
-    rest, _, query = url[len(SENTINEL_SCHEME) + 3:].partition("?")
-    userinfo, at, rest = rest.rpartition("@")
-    hosts_text, _, path = rest.partition("/")
-    service, _, db = path.partition("/")
-    sentinels = []
-    for item in hosts_text.split(","):
-        host, _, port = item.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"sentinel {item!r} is not HOST:PORT")
-        sentinels.append((host.strip("[]"), int(port)))
-    if not service:
-        raise ValueError("no service name after the sentinels (…/SERVICE[/DB])")
-    if db and not db.isdigit():
-        raise ValueError(f"database {db!r} is not a number")
-    username, colon, password = userinfo.partition(":")
-    if at and not colon:
-        raise ValueError("the credentials before @ must be [USER]:PASSWORD")
-    given = parse_qs(query, keep_blank_values=True)
-    for name in given:
-        if name not in SENTINEL_QUERY:
-            raise ValueError(f"unknown query parameter {name!r} (known: {', '.join(SENTINEL_QUERY)})")
-    sentinel_username, sentinel_password = (given.get(name, [None])[-1] for name in SENTINEL_QUERY)
-    return SentinelURL(sentinels, service, int(db or 0), unquote(username) or None,
-                       unquote(password) if colon else None, sentinel_username, sentinel_password)
-
-
-def redis_url(value: Any) -> str:
-    value = text(value)
-    scheme = value.partition("://")[0]
-    if scheme == SENTINEL_SCHEME:
-        try:
-            sentinel_parts(value)
-        except ValueError as e:
-            raise Invalid(f"{e}, in {_shown(redaction.url(value))}") from None
-    elif value and (scheme not in ("redis", "rediss", "unix") or "://" not in value):
-        raise Invalid(f"must be a redis://, rediss://, unix:// or {SENTINEL_SCHEME}:// URL, "
-                      f"got {_shown(redaction.url(value))}")
-    return value
-
-
-WHOLE, URL = "whole", "url"  # what of a key's value is secret: all of it, or a URL's credentials
-
-
-def setting(default: Any, check: Callable[[Any], Any], help: str, secret: str = "") -> Any:
-    """A config key: its default, the check that validates a given value, its help, and
-    what of its value is secret (WHOLE, URL or ""): shown only through `shown`."""
-    return field(default=default, metadata={"check": check, "help": help, "secret": secret})
 
 
 def shown(key: dataclasses.Field, value: Any) -> Any:
@@ -296,7 +147,7 @@ def _leaves(value: Any) -> list[str]:
         return [leaf for _, item in (value.items() if isinstance(value, dict) else value) for leaf in _leaves(item)]
     if isinstance(value, tuple | list):
         return [leaf for item in value for leaf in _leaves(item)]
-    return [str(value), _shown(value)] if value not in ("", None) else []
+    return [str(value), quoted(value)] if value not in ("", None) else []
 
 
 @dataclass(frozen=True)
@@ -314,7 +165,7 @@ class PoolConfig:
 @dataclass(frozen=True)
 class ApiConfig:
     listen: str = setting("127.0.0.1:8765", listen_address,
-                          "intake API, health and /metrics; port 0 = any free port (logged)")
+                          "intake API, health and /metrics; port 0 = any free port (logged)", live=False)
     token: str = setting("", text, "bearer token for /v1/*; empty = no auth (loopback listen only)",
                          secret=WHOLE)
     token_file: str = setting("", text, "file holding the token; relative: to $CREDENTIALS_DIRECTORY if set")
@@ -327,7 +178,7 @@ class ApiConfig:
     client_timeout: float = setting(10.0, seconds(0, above=True),
                                     "seconds a client has to send a request's head, and its body")
     health_listen: str = setting("", optional_listen_address, "HOST:PORT of a listener of their own for "
-                                 "/healthz, /readyz and /metrics, beside api.listen; \"\" = none")
+                                 "/healthz, /readyz and /metrics, beside api.listen; \"\" = none", live=False)
 
 
 @dataclass(frozen=True)
@@ -375,7 +226,7 @@ class RetryConfig:
 @dataclass(frozen=True)
 class JournalConfig:
     path: str = setting("gq-data/journal.sqlite3", text,
-                        'SQLite journal, relative to the working directory; "" = memory only')
+                        'SQLite journal, relative to the working directory; "" = memory only', live=False)
     max_backlog: int = setting(10_000_000, integer(1), "unfinished jobs held at most (memory only too); "
                                "past it intake answers 429")
     min_free_mb: int = setting(256, integer(0), "free space kept on the journal's file system; below it "
@@ -393,10 +244,11 @@ class ShutdownConfig:
 
 @dataclass(frozen=True)
 class BrokerConfig:
-    kind: str = setting("embedded", choice("embedded", "redis"), '"redis": daemons share one Redis stream')
+    kind: str = setting("embedded", choice("embedded", "redis"), '"redis": daemons share one Redis stream',
+                       live=False)
     url: str = setting("redis://127.0.0.1:6379/0", redis_url, "Redis URL when kind = \"redis\"; or "
                        "redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT…]/SERVICE[/DB]"
-                       "[?sentinel_password=P] (Redis Sentinel)", secret=URL)
+                       "[?sentinel_password=P] (Redis Sentinel)", secret=URL, live=False)
     prefix: str = setting("gq", text, "Redis keys' prefix: daemons with the same one share the queue")
     claim_idle: float = setting(60.0, seconds(1),
                                 "seconds a job may sit with a daemon that stopped before another takes it")
@@ -413,33 +265,6 @@ class LogConfig:
     level: str = setting("info", choice("debug", "info", "warning", "error"), "least severe level logged")
     format: str = setting("text", choice("text", "json"),
                           '"json": one JSON object per line; text under systemd: journald priorities, no timestamp')
-
-
-@dataclass(frozen=True)
-class DestinationsConfig:
-    max_in_flight: int = setting(0, integer(0), "attempts in flight to one host, at most; 0 = no cap")
-    rate: float = setting(0.0, number, "attempts per second to one host, at most; 0 = no limit")
-    burst: int = setting(0, integer(0), "attempts a host may get at once within its rate; 0 = max(1, rate)")
-    breaker_failures: int = setting(0, integer(0), "failures within breaker_window that, with no answer "
-                                    "for that long, open a host's circuit; 0 = no breaker")
-    breaker_window: float = setting(10.0, seconds(0, above=True),
-                                    "seconds a host must have answered nothing before its circuit opens")
-    breaker_cooldown: float = setting(10.0, seconds(0, above=True),
-                                      "seconds an open circuit fails attempts at once, before probes")
-    pause_on_retry_after: bool = setting(False, boolean, "true: a Retry-After pauses every job to its "
-                                         "host, not just its own")
-    scope: str = setting("daemon", choice("daemon", "fleet"), '"fleet" (Redis broker): max_in_flight, rate and '
-                         "the circuit are shared by every daemon of the fleet")
-    metrics_hosts: int = setting(50, integer(0), 'hosts with their own metric labels; the rest are "other"')
-    overrides: Table = setting(Table(), destination_overrides,
-                               'per host pattern: { "api.example.com" = { max_in_flight = 10 } }')
-
-    def limits(self) -> tuple[Limits, list]:
-        """The default limits, and (patterns, limits) for each override, in order."""
-        defaults = Limits(self.max_in_flight, self.rate, self.burst, self.breaker_failures,
-                          self.breaker_window, self.breaker_cooldown, self.pause_on_retry_after)
-        return defaults, [(HostPatterns.parse([p]), dataclasses.replace(defaults, **dict(v)))
-                          for p, v in self.overrides]
 
 
 @dataclass(frozen=True)
@@ -473,12 +298,9 @@ class Config:
     warnings: tuple[str, ...] = field(default=(), compare=False)  # worth logging, not refusing
 
 
-SECTIONS: dict[str, type] = {
-    "queue": QueueConfig, "pool": PoolConfig, "api": ApiConfig, "target": TargetConfig,
-    "retry": RetryConfig, "journal": JournalConfig, "shutdown": ShutdownConfig,
-    "broker": BrokerConfig, "log": LogConfig, "memory": MemoryConfig,
-    "destinations": DestinationsConfig, "console": ConsoleConfig,
-}
+# Config's sections by name, in the file's order: its fields whose default is a section.
+SECTIONS: dict[str, type] = {f.name: type(f.default) for f in dataclasses.fields(Config)
+                             if dataclasses.is_dataclass(f.default)}
 
 
 def keys(section: str) -> list[str]:
@@ -491,18 +313,13 @@ def key_field(section: str, key: str) -> dataclasses.Field:
 
 def shown_key(config: Config, section: str, key: str) -> str:
     """`section.key`'s value in `config`, as TOML, through `shown`."""
-    return _toml_value(shown(key_field(section, key), getattr(getattr(config, section), key)))
+    return toml_text.value(shown(key_field(section, key), getattr(getattr(config, section), key)))
 
 
 def secrets(config: Config) -> list[str]:
     """Every secret `config` holds, as literals."""
     return [secret for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)
             for secret in secrets_of(f, getattr(getattr(config, name), f.name))]
-
-
-def _hint(name: str, known: list[str], prefix: str = "") -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    return f" (did you mean {prefix}{close[0]}?)" if close else ""
 
 
 def from_dict(data: dict[str, Any], source: str = "") -> Config:
@@ -512,9 +329,9 @@ def from_dict(data: dict[str, Any], source: str = "") -> Config:
     sections: dict[str, Any] = {}
     for name, value in data.items():
         if name not in SECTIONS:
-            problems.append(f"{where}: {name}: unknown section{_hint(name, list(SECTIONS))}")
+            problems.append(f"{where}: {name}: unknown section{did_you_mean(name, list(SECTIONS))}")
         elif not isinstance(value, dict):
-            problems.append(f"{where}: {name}: must be a table ([{name}]), got {_shown(value)}")
+            problems.append(f"{where}: {name}: must be a table ([{name}]), got {quoted(value)}")
     for name, cls in SECTIONS.items():
         given = data.get(name)
         if not isinstance(given, dict):
@@ -524,7 +341,7 @@ def from_dict(data: dict[str, Any], source: str = "") -> Config:
         values = {}
         for key, value in given.items():
             if key not in fields:
-                problems.append(f"{where}: {name}.{key}: unknown key{_hint(key, list(fields), name + '.')}")
+                problems.append(f"{where}: {name}.{key}: unknown key{did_you_mean(key, list(fields), name + '.')}")
                 continue
             try:
                 values[key] = fields[key].metadata["check"](value)
@@ -535,14 +352,23 @@ def from_dict(data: dict[str, Any], source: str = "") -> Config:
     for key in ("token", "read_token"):
         if getattr(sections["api"], f"{key}_file"):
             try:
-                token = _read_token(sections["api"], key, warnings)
+                if getattr(sections["api"], key):
+                    raise Invalid(f"give api.{key} or api.{key}_file, not both")
+                token = credentials.token(getattr(sections["api"], f"{key}_file"), f"api.{key}_file", warnings)
             except Invalid as e:
                 problems.append(f"{where}: api.{key}_file: {e}")
             else:
                 sections["api"] = dataclasses.replace(sections["api"], **{key: token})
-    if sections["target"].client_cert or sections["target"].client_key:
-        sections["target"], cert_problems = _client_files(sections["target"])
-        problems += [f"{where}: {p}" for p in cert_problems]
+    target = sections["target"]
+    if target.client_key and not target.client_cert:
+        problems.append(f"{where}: target.client_key: needs target.client_cert")
+    elif target.client_cert:
+        try:
+            cert, key = credentials.client_certificate(target.client_cert, target.client_key)
+        except Invalid as e:
+            problems.append(f"{where}: target.{e}")
+        else:
+            sections["target"] = dataclasses.replace(target, client_cert=cert, client_key=key)
     config = Config(**sections, source=source, warnings=tuple(f"{where}: {w}" for w in warnings))
     redaction.KNOWN.add(secrets(config))  # before anything can log them
     problems += [f"{where}: {p}" for p in cross_checks(config)]
@@ -551,61 +377,13 @@ def from_dict(data: dict[str, Any], source: str = "") -> Config:
     return config
 
 
-def credential(path: str) -> str:
-    """A secret file's path: a relative one is in $CREDENTIALS_DIRECTORY when systemd sets it
-    (LoadCredential=), else in the working directory."""
-    return os.path.join(os.environ.get("CREDENTIALS_DIRECTORY", ""), path)
-
-
-def _read_token(api: ApiConfig, key: str, warnings: list[str]) -> str:
-    """The token in api.KEY_file (systemd's LoadCredential= puts it in $CREDENTIALS_DIRECTORY)."""
-    if getattr(api, key):
-        raise Invalid(f"give api.{key} or api.{key}_file, not both")
-    path = credential(getattr(api, f"{key}_file"))
-    try:
-        with open(path, encoding="utf-8") as f:
-            token = f.read().strip()
-        mode = os.stat(path).st_mode
-    except (OSError, UnicodeDecodeError) as e:
-        raise Invalid(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
-    if not token:
-        raise Invalid(f"{path} is empty")
-    if mode & 0o077:
-        warnings.append(f"api.{key}_file: {path} can be read by other users (mode {mode & 0o777:o}): "
-                        f"chmod 600 it")
-    return token
-
-
-def _client_files(target: TargetConfig) -> tuple[TargetConfig, list[str]]:
-    """target.client_cert and client_key resolved (relative: in $CREDENTIALS_DIRECTORY, where
-    systemd's LoadCredential= puts them) and loaded once now, so that a wrong file stops gq
-    at start rather than failing every attempt; problems, as `target.KEY: ...`."""
-    if not target.client_cert:
-        return target, ["target.client_key: needs target.client_cert"]
-    cert = credential(target.client_cert)
-    key = credential(target.client_key) if target.client_key else ""
-    for name, path in (("client_cert", cert), ("client_key", key)):
-        if path and not os.access(path, os.R_OK):
-            return target, [f"target.{name}: cannot read {path}"
-                            + ("" if os.path.exists(path) else ": no such file")]
-    try:
-        # An encrypted key is refused here (password ""), not asked for on a terminal later.
-        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert, key or None, password="")
-    except OSError as e:  # ssl.SSLError among them
-        what = f"{cert} and {key}" if key else cert
-        why = getattr(e, "reason", None) or e.strerror or e
-        return target, [f"target.client_cert: {what}: not a PEM certificate with its unencrypted private key "
-                        f"({why})"]
-    return dataclasses.replace(target, client_cert=cert, client_key=key), []
-
-
 def cross_checks(config: Config) -> list[str]:
     """Rules between keys (a public listen needs a token...): problems, without the file name."""
     problems = []
     host, _ = split_listen(config.api.listen)
     if not config.api.token and not is_loopback(host):
         problems.append(f"api.token: required when api.listen is not a loopback address "
-                        f"(listen is {_shown(config.api.listen)})")
+                        f"(listen is {quoted(config.api.listen)})")
     if config.api.read_token and not config.api.token:
         problems.append("api.read_token: needs api.token (without it everyone may act)")
     if config.api.read_token and config.api.read_token == config.api.token:
@@ -636,29 +414,6 @@ def load(path: str | None) -> Config:
     return from_dict(data, source=path)
 
 
-_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
-
-
-def _toml_string(text: str) -> str:
-    """A TOML basic string: quotes, backslashes and control characters escaped, the rest as is."""
-    return '"' + "".join(
-        _TOML_ESCAPES.get(c) or (f"\\u{ord(c):04X}" if ord(c) < 0x20 or ord(c) == 0x7F else c)
-        for c in text) + '"'
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, Table):
-        return "{ " + ", ".join(f"{_toml_string(k)} = {_toml_value(v)}" for k, v in value) + " }" \
-            if value else "{}"
-    if isinstance(value, tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, float):
-        return repr(value)
-    return json.dumps(value)  # int, bool: JSON's spelling is TOML's
-
-
 def to_toml(config: Config, comments: bool = False, secrets: bool = False) -> str:
     """The effective config as TOML, every key present; secrets hidden unless `secrets`;
     with comments, each key's help."""
@@ -668,7 +423,7 @@ def to_toml(config: Config, comments: bool = False, secrets: bool = False) -> st
         out.append(f"[{name}]")
         for f in dataclasses.fields(section):
             value = getattr(section, f.name)
-            line = f"{f.name} = {_toml_value(value if secrets else shown(f, value))}"
+            line = f"{f.name} = {toml_text.value(value if secrets else shown(f, value))}"
             if comments:
                 line = f"{line:<40} # {f.metadata['help']}"
             out.append(line)

@@ -22,17 +22,21 @@ open it for another cooldown.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gq.hosts import HostPatterns
 from gq.outcome import AttemptResult, Outcome
+from gq.settings import Invalid, Table, boolean, choice, did_you_mean, integer, number, seconds, setting
 
 if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
     from gq.broker.fleet_limits import FleetLimits
 
 log = logging.getLogger("gq.destinations")
@@ -48,13 +52,62 @@ MAX_HOSTS = 10000   # host states kept; past it, idle ones are forgotten
 
 @dataclass(frozen=True)
 class Limits:
-    max_in_flight: int = 0          # 0 = no cap
-    rate: float = 0.0               # attempts per second; 0 = no limit
-    burst: int = 0                  # tokens the bucket holds; 0 = max(1, rate)
-    breaker_failures: int = 0       # failures within the window that open the circuit; 0 = no breaker
-    breaker_window: float = 10.0    # seconds without an answer, and over which failures count
-    breaker_cooldown: float = 10.0  # seconds the circuit stays open before probes
-    pause_on_retry_after: bool = False  # a Retry-After pauses every job to the host
+    """One host's limits: the keys of [destinations] (its defaults) and of each of its
+    destinations.overrides, declared here once."""
+
+    max_in_flight: int = setting(0, integer(0), "attempts in flight to one host, at most; 0 = no cap")
+    rate: float = setting(0.0, number, "attempts per second to one host, at most; 0 = no limit")
+    burst: int = setting(0, integer(0), "attempts a host may get at once within its rate; 0 = max(1, rate)")
+    breaker_failures: int = setting(0, integer(0), "failures within breaker_window that, with no answer "
+                                    "for that long, open a host's circuit; 0 = no breaker")
+    breaker_window: float = setting(10.0, seconds(0, above=True),
+                                    "seconds a host must have answered nothing before its circuit opens")
+    breaker_cooldown: float = setting(10.0, seconds(0, above=True),
+                                      "seconds an open circuit fails attempts at once, before probes")
+    pause_on_retry_after: bool = setting(False, boolean, "true: a Retry-After pauses every job to its "
+                                         "host, not just its own")
+
+
+LIMIT_CHECKS = {f.name: f.metadata["check"] for f in dataclasses.fields(Limits)}
+
+
+def destination_overrides(value: Any) -> Table:
+    """destinations.overrides: each host pattern's limits, checked by Limits' declarations."""
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise Invalid('must be a table of "host pattern" = { key = value, ... }')
+    out = []
+    for pattern, limits in value.items():
+        try:
+            HostPatterns.parse([pattern])
+        except ValueError as e:
+            raise Invalid(f"{pattern}: {e}") from None
+        checked = []
+        for key, v in limits.items():
+            if key not in LIMIT_CHECKS:
+                raise Invalid(f"{pattern}: {key}: unknown key{did_you_mean(key, list(LIMIT_CHECKS))}")
+            try:
+                checked.append((key, LIMIT_CHECKS[key](v)))
+            except Invalid as e:
+                raise Invalid(f"{pattern}: {key}: {e}") from None
+        out.append((pattern, Table(checked)))
+    return Table(out)
+
+
+@dataclass(frozen=True)
+class DestinationsConfig(Limits):
+    """The limits of every host (Limits' keys, declared there), and how they apply."""
+
+    scope: str = setting("daemon", choice("daemon", "fleet"), '"fleet" (Redis broker): max_in_flight, rate and '
+                         "the circuit are shared by every daemon of the fleet", live=False)
+    metrics_hosts: int = setting(50, integer(0), 'hosts with their own metric labels; the rest are "other"')
+    overrides: Table = setting(Table(), destination_overrides,
+                               'per host pattern: { "api.example.com" = { max_in_flight = 10 } }')
+
+    def limits(self) -> tuple[Limits, list[tuple[HostPatterns, Limits]]]:
+        """The default limits, and (patterns, limits) for each override, in order."""
+        defaults = Limits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Limits)})
+        return defaults, [(HostPatterns.parse([p]), dataclasses.replace(defaults, **dict(v)))
+                          for p, v in self.overrides]
 
 
 @dataclass
@@ -98,6 +151,12 @@ class Destinations:
         self._labels: set[str] = set()
         self.attempts: dict[str, dict[str, int]] = {}     # label → result → count
         self.transitions: dict[str, dict[str, int]] = {}  # label → circuit state entered → count
+
+    @classmethod
+    def from_config(cls, section: DestinationsConfig, fleet: FleetLimits | None = None) -> Destinations:
+        """The destinations [destinations] limits; `fleet`: see __init__."""
+        defaults, overrides = section.limits()
+        return cls(defaults, overrides, section.metrics_hosts, fleet=fleet)
 
     def configure(self, defaults: Limits, overrides: list[tuple[HostPatterns, Limits]]) -> None:
         """New limits (a reload); each host keeps its counts and circuit (a circuit whose
@@ -276,7 +335,7 @@ class DestinationsCollector:
     def __init__(self, destinations: Destinations):
         self.destinations = destinations
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
         known = self.destinations
         in_flight = GaugeMetricFamily("gq_destination_in_flight", "Attempts in flight", labels=["host"])

@@ -37,18 +37,21 @@ def _code(text: str) -> str:
 
 
 def config_reference() -> str:
-    """docs/config-reference.md: a table per section of every key, its default as TOML, its help."""
+    """docs/config-reference.md: a table per section of every key, its default as TOML, its help,
+    and whether a reload (SIGHUP) applies it or it needs a restart."""
     out = [_header("config", "gq/config.py"), "# Configuration reference", "",
-           "Every key of gq's TOML config file, by section, with its default and what it means. Every key",
+           "Every key of gq's TOML config file, by section, with its default, what it means, and whether",
+           "a reload (`SIGHUP`) applies it to the running gq or it keeps its value until a restart. Every key",
            "is optional; unknown keys and wrong types are errors. The same list, as a file to start from, is",
            "[`config.example.toml`](../config.example.toml) (`gq check-config --comments`); what the keys",
            "do together is in [Configuration](configuration.md).", ""]
     defaults = config.Config()
     for name in config.SECTIONS:
-        out += [f"## [{name}]", "", "| key | default | meaning |", "|---|---|---|"]
+        out += [f"## [{name}]", "", "| key | default | meaning | on reload |", "|---|---|---|---|"]
         for f in dataclasses.fields(config.SECTIONS[name]):
             default = config.shown_key(defaults, name, f.name)
-            out.append(f"| {_code(f.name)} | {_cell(_code(default))} | {_cell(f.metadata['help'])} |")
+            applies = "applies" if f.metadata["live"] else "needs a restart"
+            out.append(f"| {_code(f.name)} | {_cell(_code(default))} | {_cell(f.metadata['help'])} | {applies} |")
         out.append("")
     return "\n".join(out)
 

@@ -11,9 +11,10 @@ from gq.errors import ConfigError
 
 log = logging.getLogger("gq")
 
-# Keys a reload cannot apply to a running process: they keep their value until a restart.
-RESTART_ONLY = (("api", "listen"), ("api", "health_listen"), ("journal", "path"), ("broker", "kind"),
-                ("broker", "url"), ("destinations", "scope"))
+# Keys a reload cannot apply to a running process (declared `live=False`): they keep their
+# value until a restart.
+RESTART_ONLY = tuple((section, f.name) for section, cls in config_.SECTIONS.items()
+                     for f in dataclasses.fields(cls) if not f.metadata["live"])
 
 
 def reloaded(current: Config) -> tuple[Config, list[str]]:

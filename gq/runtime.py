@@ -35,9 +35,8 @@ from gq.health import LoopMonitor
 from gq.metrics import Metrics
 from gq.observers import Observer
 from gq.retry import RetryPolicy
-from gq.signing import Signer
 from gq.supervisor import Supervisor
-from gq.transport import Egress, HttpWorker
+from gq.transport import HttpWorker
 
 if TYPE_CHECKING:
     from gq.broker.fleet_limits import FleetLimits
@@ -62,9 +61,7 @@ def open_broker(config: Config, batch: bool, supervisor: Supervisor, waiting: Wa
         log.warning("journal.path is empty: jobs are kept in memory only, and a crash loses them")
         return MemoryBroker(keep_finished=0 if batch else KEEP_FINISHED, max_backlog=journal.max_backlog,
                             keep_seconds=journal.keep_succeeded, keep_payload=journal.keep_succeeded_payload)
-    embedded = JournalBroker(journal.path, batch, journal.max_backlog, journal.min_free_mb,
-                             journal.keep_succeeded, supervisor,
-                             keep_payload=journal.keep_succeeded_payload, waiting=waiting)
+    embedded = JournalBroker.from_config(journal, supervisor, batch=batch, waiting=waiting)
     log.info("journal %s: %d unfinished job(s) recovered", config.journal.path, embedded.recovered)
     return embedded
 
@@ -84,13 +81,6 @@ def retry_policy(config: Config) -> RetryPolicy:
     return RetryPolicy(config.retry.max_attempts, config.retry.backoff_base, config.retry.backoff_max)
 
 
-def worker_settings(config: Config) -> tuple:
-    """HttpWorker's settings, in the order its constructor and `configure` take them."""
-    target = config.target
-    egress = Egress(target.policy(), target.ca_bundle, target.proxy, target.client_certificate())
-    return config.pool.size, egress, Signer(target.signing_secrets.as_dict()), target.hidden_headers()
-
-
 @dataclass
 class Runtime:
     config: Config
@@ -108,10 +98,9 @@ class Runtime:
         """The parts, their long-lived loops watched by `supervisor`; the journal is
         recovered here, before anything listens."""
         broker = open_broker(config, batch, supervisor, waiting)
-        worker = HttpWorker(*worker_settings(config))
+        worker = HttpWorker.from_config(config.target, config.pool)
         metrics = Metrics()
-        destinations = Destinations(*config.destinations.limits(), config.destinations.metrics_hosts,
-                                    fleet=fleet_limits(config, broker))
+        destinations = Destinations.from_config(config.destinations, fleet=fleet_limits(config, broker))
         activity = Activity()
         dispatcher = Dispatcher(
             broker, worker, queue_maxsize=config.queue.maxsize, pool_size=config.pool.size,
@@ -132,7 +121,7 @@ class Runtime:
 
     def configure(self, new: Config) -> None:
         """A reloaded config (already checked: gq/reload.py), applied part by part."""
-        self.worker.configure(*worker_settings(new))
+        self.worker.configure(new.target, new.pool)
         self.dispatcher.configure(pool_size=new.pool.size, queue_maxsize=new.queue.maxsize,
                                   policy=retry_policy(new), default_timeout=new.target.timeout)
         self.destinations.configure(*new.destinations.limits())

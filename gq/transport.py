@@ -7,7 +7,7 @@ import socket
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import urlsplit
 
 import gevent
@@ -26,6 +26,9 @@ from gq.job import Job
 from gq.outcome import AttemptResult
 from gq.response_limits import BoundedResponse
 from gq.signing import Signer
+
+if TYPE_CHECKING:
+    from gq.config import PoolConfig, TargetConfig
 
 USER_AGENT = f"gq/{__version__}"
 # identity: a body is kept as sent (its first bytes), never inflated (a gzip bomb stays small)
@@ -177,9 +180,24 @@ class HttpWorker:
         # a job's URL → (as requests prepares it: quoted, IDNA; basic auth from its user:password@)
         self._urls: dict[str, tuple[str, str | bytes | None]] = {}  # URL → (as sent, its basic auth)
         self.egress, self._pool_size = egress, 0  # size 0: no adapter yet
-        self.configure(pool_size, egress, signer, hidden)
+        self._take(pool_size, egress, signer, hidden)
 
-    def configure(self, pool_size: int, egress: Egress, signer: Signer | None, hidden: frozenset[str]) -> None:
+    @classmethod
+    def from_config(cls, target: TargetConfig, pool: PoolConfig) -> HttpWorker:
+        """A worker for [target], with pool.size keep-alive connections per host."""
+        return cls(**cls._settings(target, pool))
+
+    def configure(self, target: TargetConfig, pool: PoolConfig) -> None:
+        """A reloaded [target] and [pool]; the next attempt uses them."""
+        self._take(**self._settings(target, pool))
+
+    @staticmethod
+    def _settings(target: TargetConfig, pool: PoolConfig) -> dict[str, Any]:
+        egress = Egress(target.policy(), target.ca_bundle, target.proxy, target.client_certificate())
+        return {"pool_size": pool.size, "egress": egress, "signer": Signer(target.signing_secrets.as_dict()),
+                "hidden": target.hidden_headers()}
+
+    def _take(self, pool_size: int, egress: Egress, signer: Signer | None, hidden: frozenset[str]) -> None:
         """Take (reloaded) settings; the next attempt uses them. A new pool size or egress
         means new keep-alive connections: `pool_size` per host, through the policy's guard."""
         self.signer = signer

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import redis
 
@@ -55,7 +57,7 @@ class FleetLimits:
         left = self._quietly(self.redis.pttl, self._circuit(host))
         return left / 1000 if isinstance(left, int) and left > 0 else 0.0
 
-    def _quietly(self, command, *args, **kwargs):
+    def _quietly(self, command: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """A command whose failure only means the fleet does not share this circuit change."""
         try:
             return command(*args, **kwargs)

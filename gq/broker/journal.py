@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent.event import Event
@@ -69,6 +69,9 @@ from gq.job import Job
 from gq.outcome import AttemptResult, Outcome, Verdict
 from gq.supervisor import Supervisor
 
+if TYPE_CHECKING:
+    from gq.config import JournalConfig
+
 log = logging.getLogger("gq.journal")
 
 
@@ -92,6 +95,14 @@ class JournalBroker(InProcess):
     and purges its `changes` (JournalChanges)."""
 
     backlog = True
+
+    @classmethod
+    def from_config(cls, journal: JournalConfig, supervisor: Supervisor | None = None, *, batch: bool = False,
+                    waiting: Waiting | None = None) -> JournalBroker:
+        """The journal [journal] names, its unfinished jobs recovered."""
+        return cls(journal.path, batch=batch, max_backlog=journal.max_backlog, min_free_mb=journal.min_free_mb,
+                   keep_succeeded=journal.keep_succeeded, supervisor=supervisor,
+                   keep_payload=journal.keep_succeeded_payload, waiting=waiting)
 
     def __init__(self, path: str, batch: bool = False, max_backlog: int = 10_000_000, min_free_mb: int = 256,
                  keep_succeeded: float = 3600.0, supervisor: Supervisor | None = None, keep_payload: bool = False,

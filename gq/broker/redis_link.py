@@ -13,7 +13,7 @@ import redis
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from gq.broker import Entry, State, attempt_of, stored
-from gq.config import SENTINEL_SCHEME, sentinel_parts
+from gq.broker.redis_urls import SENTINEL_SCHEME, sentinel_parts
 from gq.errors import GqError
 from gq.job import as_stored, parse
 

@@ -71,8 +71,9 @@ from gq.broker.redis_link import (
 )
 from gq.broker.redis_maintenance import RedisMaintenance
 from gq.broker.redis_operations import RedisOperations
+from gq.broker.redis_urls import SENTINEL_SCHEME
 from gq.broker.redis_writer import RedisWriter
-from gq.config import SENTINEL_SCHEME, BrokerConfig
+from gq.config import BrokerConfig
 from gq.errors import BrokerUnavailable, GqError
 from gq.job import Job
 from gq.lifecycle import CANCELLABLE, sources

@@ -22,14 +22,13 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gq import redaction
+from gq.broker.redis_urls import SentinelURL, sentinel_parts
 from gq.config import (
     ENV_CONFIG,
     SECTIONS,
     Config,
-    SentinelURL,
     from_dict,
     load,
-    sentinel_parts,
     to_toml,
 )
 from gq.errors import ConfigError
