@@ -326,29 +326,42 @@ def from_dict(data: dict[str, Any], source: str = "") -> Config:
     """Build a Config from parsed TOML; raises ConfigError listing every problem."""
     where = source or "<defaults>"
     problems: list[str] = []
-    sections: dict[str, Any] = {}
     for name, value in data.items():
         if name not in SECTIONS:
-            problems.append(f"{where}: {name}: unknown section{did_you_mean(name, list(SECTIONS))}")
+            problems.append(f"{name}: unknown section{did_you_mean(name, list(SECTIONS))}")
         elif not isinstance(value, dict):
-            problems.append(f"{where}: {name}: must be a table ([{name}]), got {quoted(value)}")
-    for name, cls in SECTIONS.items():
-        given = data.get(name)
-        if not isinstance(given, dict):
-            sections[name] = cls()
-            continue
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        values = {}
-        for key, value in given.items():
-            if key not in fields:
-                problems.append(f"{where}: {name}.{key}: unknown key{did_you_mean(key, list(fields), name + '.')}")
-                continue
-            try:
-                values[key] = fields[key].metadata["check"](value)
-            except Invalid as e:
-                problems.append(f"{where}: {name}.{key}: {redaction.scrub(str(e), secrets_of(fields[key], value))}")
-        sections[name] = cls(**values)
+            problems.append(f"{name}: must be a table ([{name}]), got {quoted(value)}")
+    sections = {name: _section(name, cls, data.get(name), problems) for name, cls in SECTIONS.items()}
     warnings: list[str] = []
+    _read_files(sections, problems, warnings)
+    config = Config(**sections, source=source, warnings=tuple(f"{where}: {w}" for w in warnings))
+    redaction.KNOWN.add(secrets(config))  # before anything can log them
+    problems += cross_checks(config)
+    if problems:
+        raise ConfigError([f"{where}: {p}" for p in problems])
+    return config
+
+
+def _section(name: str, cls: type, given: Any, problems: list[str]) -> Any:
+    """Section `name` from its table `given` (defaults when it is not one); each problem of a
+    key added to `problems` as `section.key: reason`, its secrets scrubbed."""
+    if not isinstance(given, dict):
+        return cls()
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in given.items():
+        if key not in fields:
+            problems.append(f"{name}.{key}: unknown key{did_you_mean(key, list(fields), name + '.')}")
+            continue
+        try:
+            values[key] = fields[key].metadata["check"](value)
+        except Invalid as e:
+            problems.append(f"{name}.{key}: {redaction.scrub(str(e), secrets_of(fields[key], value))}")
+    return cls(**values)
+
+
+def _read_files(sections: dict[str, Any], problems: list[str], warnings: list[str]) -> None:
+    """The tokens and the client certificate the config names by file, read into `sections`."""
     for key in ("token", "read_token"):
         if getattr(sections["api"], f"{key}_file"):
             try:
@@ -356,25 +369,19 @@ def from_dict(data: dict[str, Any], source: str = "") -> Config:
                     raise Invalid(f"give api.{key} or api.{key}_file, not both")
                 token = credentials.token(getattr(sections["api"], f"{key}_file"), f"api.{key}_file", warnings)
             except Invalid as e:
-                problems.append(f"{where}: api.{key}_file: {e}")
+                problems.append(f"api.{key}_file: {e}")
             else:
                 sections["api"] = dataclasses.replace(sections["api"], **{key: token})
     target = sections["target"]
     if target.client_key and not target.client_cert:
-        problems.append(f"{where}: target.client_key: needs target.client_cert")
+        problems.append("target.client_key: needs target.client_cert")
     elif target.client_cert:
         try:
             cert, key = credentials.client_certificate(target.client_cert, target.client_key)
         except Invalid as e:
-            problems.append(f"{where}: target.{e}")
+            problems.append(f"target.{e}")
         else:
             sections["target"] = dataclasses.replace(target, client_cert=cert, client_key=key)
-    config = Config(**sections, source=source, warnings=tuple(f"{where}: {w}" for w in warnings))
-    redaction.KNOWN.add(secrets(config))  # before anything can log them
-    problems += [f"{where}: {p}" for p in cross_checks(config)]
-    if problems:
-        raise ConfigError(problems)
-    return config
 
 
 def cross_checks(config: Config) -> list[str]:

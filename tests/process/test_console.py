@@ -138,8 +138,10 @@ def test_cancel_from_a_jobs_page(open_daemon, target):
 def test_a_bulk_replay_confirms_how_many_jobs_it_touches_then_replays_them(open_daemon, target):
     host_jobs = [dead_job(open_daemon, target, ordering_key=f"k{i}") for i in range(3)]
     session = requests.Session()
-    jobs = page(session, open_daemon, "/ui/dead").text
-    assert all(job_id in jobs for job_id in host_jobs)
+    # A list reads the journal's file, which the writer brings up to date a moment after
+    # a job's own look-up (from memory) says it is dead.
+    wait_for(lambda: all(job_id in page(session, open_daemon, "/ui/dead").text for job_id in host_jobs),
+             what="the dead letters to list the three jobs")
     confirm = page(session, open_daemon, "/ui/confirm?action=replay&state=dead")
     assert confirm.status_code == 200 and "Replay 3 jobs" in confirm.text
     target.control("/_reset")
@@ -242,8 +244,8 @@ def test_every_broker_serves_every_page_and_replays_from_it(any_broker, target):
                         ("/ui/scheduled", later), ("/ui/jobs?key=orders-1", job_id),
                         (f"/ui/jobs?id={job_id[:8]}", job_id), ("/ui/destinations", "127.0.0.1"),
                         (f"/ui/jobs/{job_id}", "orders-1")):
-        answer = page(session, daemon, path)
-        assert answer.status_code == 200 and shows in answer.text, path
+        wait_for(lambda: (answer := page(session, daemon, path)).status_code == 200 and shows in answer.text,
+                 what=f"{path} to show {shows}")
     for path in ("/ui/dead", "/ui/jobs?key=orders-1", f"/ui/jobs?id={job_id[:8]}"):
         assert later not in page(session, daemon, path).text, path
     html = page(session, daemon, f"/ui/jobs/{job_id}").text

@@ -119,6 +119,9 @@ def test_an_operator_signs_in_finds_a_dead_job_reads_it_and_replays_it(browser, 
 def test_a_bulk_replay_shows_its_count_first_then_replays_every_job(browser, daemon, target):
     jobs = {dead_job(daemon, target) for _ in range(3)}
     sign_in(browser, daemon, TOKEN, "/ui/dead")
+    # the page refreshes itself until the journal's file lists all three
+    wait_until(browser, lambda d: {a.text for a in d.find_elements(By.CSS_SELECTOR, "table.jobs tbody th a")} == jobs,
+               "the three dead letters listed")
     browser.find_element(By.PARTIAL_LINK_TEXT, "Replay every job that matches").click()
     wait_until(browser, lambda d: "/ui/confirm" in d.current_url, "the confirmation")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Replay 3 jobs?"
