@@ -6,16 +6,16 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import Protocol
 
 import gevent
 from gevent.event import Event
 
-from gq.audit import dlq_done
+from gq.audit import Audit, dlq_done
+from gq.broker import Replayed
+from gq.broker.journal_access import JournalAccess
 from gq.broker.journal_file import JournalFile
-
-if TYPE_CHECKING:
-    from gq.broker.journal import JournalBroker
 
 log = logging.getLogger("gq.journal")
 
@@ -24,7 +24,19 @@ EXPIRE_EVERY = 1.0    # seconds between deletions of succeeded jobs past keep_su
 EXPIRE_STEP = 500     # rows deleted per transaction, so that a commit never waits long for it
 
 
-def answer_dlq(broker: JournalBroker, stop: Event) -> None:
+class Kept(Protocol):
+    """What the loops use of the journal broker (gq/broker/journal.py) that runs them."""
+
+    db: JournalAccess
+    audit: Audit | None
+    keep_succeeded: float
+
+    def replay(self, ids: Iterable[str] | None) -> Replayed: ...
+
+    def purge(self, ids: Iterable[str] | None) -> list[str]: ...
+
+
+def answer_dlq(broker: Kept, stop: Event) -> None:
     """Carry out the replays and purges that `gq dlq` left in the control table."""
     while not stop.wait(CONTROL_POLL):
         try:
@@ -38,7 +50,7 @@ def answer_dlq(broker: JournalBroker, stop: Event) -> None:
             log.warning("journal: cannot read dlq commands: %s; will try again", e)
 
 
-def expire(broker: JournalBroker, stop: Event) -> None:
+def expire(broker: Kept, stop: Event) -> None:
     """Delete succeeded jobs past keep_succeeded, a few at a time."""
     while not stop.wait(EXPIRE_EVERY):
         try:
