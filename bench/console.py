@@ -85,8 +85,8 @@ def _finished(job, state: str, at: float, rng: random.Random) -> tuple:
     """The row gq writes when `job`, accepted `at`, ends in `state`, with its attempts' history."""
     from gq.broker import Entry
     from gq.broker.journal_file import state_row
-    from gq.lifecycle import State
-    from gq.outcome import AttemptResult
+    from gq.core.lifecycle import State
+    from gq.core.outcome import AttemptResult
 
     if state == "dead":
         history = [AttemptResult(at + 2 ** a, 0.05 + rng.random() / 10, 503, snippet='{"error":"unavailable"}')
@@ -105,7 +105,7 @@ def _finished(job, state: str, at: float, rng: random.Random) -> tuple:
 def build_journal(path: Path, count: int) -> dict:
     """`count` jobs in a new journal file at `path`; what was built."""
     from gq.broker.journal_file import JournalFile
-    from gq.job import parse
+    from gq.core.job import parse
 
     rng = random.Random(11)
     made = time.time()

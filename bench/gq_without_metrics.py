@@ -16,8 +16,8 @@ monkey.patch_all()
 
 import sys  # noqa: E402
 
-import gq.metrics  # noqa: E402
-from gq.cli import main  # noqa: E402
+import gq.observe.metrics  # noqa: E402
+from gq.commands.cli import main  # noqa: E402
 
 
 def _nothing(self, *args) -> None:
@@ -25,7 +25,7 @@ def _nothing(self, *args) -> None:
 
 
 for _name in ("accepted", "dequeued", "attempted"):
-    setattr(gq.metrics.Metrics, _name, _nothing)
+    setattr(gq.observe.metrics.Metrics, _name, _nothing)
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))

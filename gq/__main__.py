@@ -10,7 +10,7 @@ import faulthandler  # noqa: E402
 # A crash in C code (SQLite, a driver) leaves every thread's stack on stderr, in the journal.
 faulthandler.enable()
 
-from gq.cli import main  # noqa: E402
+from gq.commands.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -22,8 +22,8 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 
+from gq.delivery.transport import USER_AGENT
 from gq.errors import Refused, Unreachable, UsageError
-from gq.transport import USER_AGENT
 
 ENV_API = "GQ_API"
 ENV_TOKEN = "GQ_TOKEN"

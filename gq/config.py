@@ -1,8 +1,8 @@
 """The configuration: one frozen value, validated whole when it is loaded.
 
-Every key is declared once (gq/settings.py), with its default, its check and
+Every key is declared once (gq/core/settings.py), with its default, its check and
 its help text, in the section dataclasses below or in the part that owns it
-([destinations] and its limits: gq/destinations.py); loading, `gq check-config` and
+([destinations] and its limits: gq/dispatch/destinations.py); loading, `gq check-config` and
 `config.example.toml` all come from those declarations.
 """
 
@@ -16,12 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from gq import credentials, redaction, toml_text
 from gq.broker.redis_urls import redis_url
-from gq.destinations import DestinationsConfig
-from gq.errors import ConfigError
-from gq.hosts import HostPatterns, HostPolicy
-from gq.settings import (
+from gq.core import credentials, redaction, toml_text
+from gq.core.hosts import HostPatterns, HostPolicy
+from gq.core.settings import (
     URL,
     WHOLE,
     Invalid,
@@ -36,7 +34,9 @@ from gq.settings import (
     string_list,
     text,
 )
-from gq.signing import decode_secret
+from gq.delivery.signing import decode_secret
+from gq.dispatch.destinations import DestinationsConfig
+from gq.errors import ConfigError
 
 ENV_CONFIG = "GQ_CONFIG"
 
@@ -123,7 +123,7 @@ def proxy_url(value: Any) -> str:
 
 def shown(key: dataclasses.Field, value: Any) -> Any:
     """`value` of `key` as gq shows it anywhere (check-config, a reload's log, errors):
-    the one rule of gq/redaction.py applied to what the key declares secret."""
+    the one rule of gq/core/redaction.py applied to what the key declares secret."""
     if key.metadata["secret"] == WHOLE and value:
         return Table((k, redaction.REDACTED) for k, _ in value) if isinstance(value, Table) else redaction.REDACTED
     if key.metadata["secret"] == URL:

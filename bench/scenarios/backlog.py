@@ -11,7 +11,7 @@ from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
-from gq import hosts
+from gq.core import hosts
 from harness.context import Context, Run
 from harness.gq import Daemon
 from harness.measure import against_baseline, run_baseline, run_batch

@@ -120,7 +120,7 @@ def build_journal(path: Path, count: int) -> dict:
     jobs added (queued, or scheduled when their run_at is ahead) and, in the same
     transaction, the finished ones' rows changed to their final state as gq writes it."""
     from gq.broker.journal_file import JournalFile
-    from gq.job import parse
+    from gq.core.job import parse
 
     rng = random.Random(7)
     weights = [1 / (n + 1) for n in range(len(HOSTS))]

@@ -27,8 +27,8 @@ def observer_us_per_job(jobs_count: int = 200000) -> float:
     """What the Metrics observer's job-path methods cost per job, timed in this process: a
     Metrics of gq's fed what a job that succeeds feeds it (accepted in chunks of 500, as gq
     batch submits), less the same calls to no-op functions (the call itself stays in gq)."""
-    from gq.metrics import Metrics
-    from gq.outcome import AttemptResult, Outcome, Verdict
+    from gq.core.outcome import AttemptResult, Outcome, Verdict
+    from gq.observe.metrics import Metrics
 
     def nothing(*args) -> None:
         pass

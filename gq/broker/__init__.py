@@ -15,8 +15,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gq.job import Job
-from gq.lifecycle import (  # noqa: F401 - the broker's users read a job's states from here too
+from gq.core.job import Job
+from gq.core.lifecycle import (  # noqa: F401 - the broker's users read a job's states from here too
     CANCELLABLE,
     NO_SUCH_JOB,
     PAYLOAD_NOT_KEPT,
@@ -27,7 +27,7 @@ from gq.lifecycle import (  # noqa: F401 - the broker's users read a job's state
     State,
     unreplayable,
 )
-from gq.outcome import AttemptResult, Outcome, outcome_of
+from gq.core.outcome import AttemptResult, Outcome, outcome_of
 
 # What `"request"` shows in place of the payload of a succeeded job that did not keep it.
 PAYLOAD_DROPPED = "not kept"
@@ -111,7 +111,7 @@ def record(entry: Entry, result: AttemptResult) -> None:
 
 def drop_payload(entry: Entry, keep_payload: bool) -> None:
     """`entry` succeeds: its payload dropped unless `keep_payload` (journal.keep_succeeded_payload),
-    as gq/lifecycle.py says (a job that had one is then `trimmed`: it cannot be replayed)."""
+    as gq/core/lifecycle.py says (a job that had one is then `trimmed`: it cannot be replayed)."""
     if RULES[Event.SUCCEEDED].drops_payload and not keep_payload and entry.job.data is not None:
         entry.job, entry.trimmed = dataclasses.replace(entry.job, data=None, is_json=False), True
 
@@ -149,7 +149,7 @@ class Conflict(Exception):
 @dataclass(frozen=True, slots=True)
 class Filter:
     """Which jobs `find` returns: by state (None: any), host (a destination, as
-    gq.hosts.destination spells it), accepted in [since, until), ordering key (exact), id
+    gq.core.hosts.destination spells it), accepted in [since, until), ordering key (exact), id
     prefix; `after` a page's position (accepted_at, a number the broker keeps): only older ones."""
 
     state: State | None = None
@@ -277,7 +277,7 @@ class Operations(Protocol):
     def find(self, where: Filter, limit: int) -> Iterator[Found]:
         """Up to `limit` matching jobs, newest first, each with its position (for `after`),
         read as they are asked for: a job may be as large as api.max_body_bytes, so what a
-        page holds is up to its reader (gq.jobs_api stops at a byte budget)."""
+        page holds is up to its reader (gq.intake.jobs_api stops at a byte budget)."""
 
     def replay(self, ids: Iterable[str] | None, states: Iterable[State] = (State.DEAD,)) -> Replayed:
         """Finished jobs in `states` back to the queue, attempts reset (ids None: all of
@@ -288,12 +288,12 @@ class Operations(Protocol):
         bulk action would touch, without reading the jobs where the broker can help it."""
 
 
-AUDIT_KEEP = 10_000  # operator actions a broker keeps (gq/audit.py): the newest; older ones go
+AUDIT_KEEP = 10_000  # operator actions a broker keeps (gq/core/audit.py): the newest; older ones go
 Position = tuple[float, int]  # a kept action's place, newest first: (when, a number the broker keeps)
 
 
 class AuditLog(Protocol):
-    """Where the operator's actions are kept (gq/audit.py writes them): beside the jobs,
+    """Where the operator's actions are kept (gq/core/audit.py writes them): beside the jobs,
     AUDIT_KEEP of them at most, trimmed as they come; never growing with use."""
 
     def keep_action(self, row: dict[str, Any]) -> None:

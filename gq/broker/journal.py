@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 import gevent
 from gevent.event import Event
 
-from gq.audit import Audit, dlq_done
 from gq.broker import (
     REPLAYABLE,
     Added,
@@ -64,10 +63,11 @@ from gq.broker.journal_lookups import found
 from gq.broker.journal_operations import CANCELLABLE_ROWS
 from gq.broker.journal_writer import Add, JournalWriter
 from gq.broker.storage import StorageGuard
+from gq.core.audit import Audit, dlq_done
+from gq.core.job import Job
+from gq.core.outcome import AttemptResult, Outcome, Verdict
+from gq.core.supervisor import Supervisor
 from gq.errors import BacklogFull, StorageUnavailable
-from gq.job import Job
-from gq.outcome import AttemptResult, Outcome, Verdict
-from gq.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from gq.config import JournalConfig

@@ -26,13 +26,13 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from gq import hosts
 from gq.broker import AUDIT_KEEP, Entry, Position, State, drop_payload, stored
 from gq.broker.journal_lookups import BLOCKED, FINAL, TAKEN, JournalLookups, entry, shown
 from gq.broker.journal_operations import KEYED, JournalOperations
+from gq.core import hosts
+from gq.core.job import Job
+from gq.core.outcome import AttemptResult
 from gq.errors import GqError
-from gq.job import Job
-from gq.outcome import AttemptResult
 
 log = logging.getLogger("gq")
 
@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at  REAL,
     reason       TEXT,                       -- why it is dead
     history      TEXT NOT NULL DEFAULT '[]', -- attempts: [started, duration, status, error, snippet]
-    host         TEXT,                       -- its destination (gq.hosts.destination), for finding
+    host         TEXT,                       -- its destination (gq.core.hosts.destination), for finding
     ordering_key TEXT,
     trimmed      INTEGER NOT NULL DEFAULT 0  -- 1: succeeded, its body dropped (it cannot be replayed)
 );
@@ -68,7 +68,7 @@ CREATE TABLE IF NOT EXISTS control (       -- dlq commands for a running daemon
     ids    TEXT,                            -- JSON list; NULL = all
     result TEXT                             -- JSON list of ids done; NULL = not yet
 );
-CREATE TABLE IF NOT EXISTS audit (         -- operator actions (gq/audit.py): the newest AUDIT_KEEP
+CREATE TABLE IF NOT EXISTS audit (         -- operator actions (gq/core/audit.py): the newest AUDIT_KEEP
     seq    INTEGER PRIMARY KEY AUTOINCREMENT,
     action TEXT NOT NULL                    -- the row's JSON
 );
@@ -269,7 +269,7 @@ class JournalFile(JournalLookups, JournalOperations):
 
     def _readable(self, rows: list[sqlite3.Row], now: float) -> tuple[list[Entry], list[str], list[str]]:
         """The rows as entries; those that are no longer jobs gq may run are dead letters that
-        say why (gq/lifecycle.py: unreadable), made so in the transaction under way, and their
+        say why (gq/core/lifecycle.py: unreadable), made so in the transaction under way, and their
         keys let go. Returns the entries, the states the unreadable ones had, and the new
         states of the jobs let go from behind their keys."""
         entries, unreadable, released = [], [], []

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from gq.broker import Entry, Filter, Found, State, attempt_of
-from gq.job import LISTED_PAYLOAD, as_stored, parse
+from gq.core.job import LISTED_PAYLOAD, as_stored, parse
 
 TAKEN = "taken"
 BLOCKED = "blocked"
@@ -61,7 +61,7 @@ def shown(state: str) -> State:
 
 def found(read: Callable[..., Any], where: Filter, limit: int) -> Iterator[Found]:
     """Up to `limit` jobs that match `where`, newest first, each with its position, read
-    READ_BYTES at a time as they are asked for: the page that stops early (gq.jobs_api's byte
+    READ_BYTES at a time as they are asked for: the page that stops early (gq.intake.jobs_api's byte
     budget) has read little more than it holds. `read(method, *args)` calls a JournalFile
     method on a connection (off the hub, for the daemon)."""
     positions = read(JournalLookups.positions, where, limit)

@@ -12,10 +12,10 @@ from typing import Protocol
 import gevent
 from gevent.event import Event
 
-from gq.audit import Audit, dlq_done
 from gq.broker import Replayed
 from gq.broker.journal_access import JournalAccess
 from gq.broker.journal_file import JournalFile
+from gq.core.audit import Audit, dlq_done
 
 log = logging.getLogger("gq.journal")
 

@@ -18,8 +18,8 @@ from gevent.event import AsyncResult, Event
 from gq.broker import Added, Entry, State
 from gq.broker.journal_file import FINAL, JournalFile, state_row
 from gq.broker.storage import StorageGuard
+from gq.core.job import Job
 from gq.errors import StorageUnavailable
-from gq.job import Job
 
 log = logging.getLogger("gq.journal")
 

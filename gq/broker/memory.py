@@ -29,11 +29,11 @@ from gq.broker import (
     unreplayable,
 )
 from gq.broker.memory_parts import AuditRows, Finished, KeyLines, Waiting, newest_first
+from gq.core.job import Job
+from gq.core.lifecycle import Event as JobEvent
+from gq.core.lifecycle import allows
+from gq.core.outcome import AttemptResult, Outcome, Verdict
 from gq.errors import BacklogFull
-from gq.job import Job
-from gq.lifecycle import Event as JobEvent
-from gq.lifecycle import allows
-from gq.outcome import AttemptResult, Outcome, Verdict
 
 KEEP_FINISHED = 10000  # succeeded jobs remembered for status look-ups and duplicate detection
 

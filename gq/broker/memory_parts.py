@@ -13,8 +13,8 @@ from typing import Any
 
 import gevent
 
-from gq import hosts
 from gq.broker import AUDIT_KEEP, CANCELLABLE, Entry, Filter, Found, Position, State
+from gq.core import hosts
 
 COMPACT_AT = 1024    # cancelled jobs the heap may hold beyond twice the unfinished ones
 FIND_STRETCH = 4096  # jobs a list looks at before it lets other greenlets run
@@ -22,7 +22,7 @@ FIND_STRETCH = 4096  # jobs a list looks at before it lets other greenlets run
 
 class KeyLines:
     """Of each ordering key's unfinished jobs, the one that runs or waits to (its head), and
-    the others behind it, in the order accepted (a replayed one too: gq/lifecycle.py)."""
+    the others behind it, in the order accepted (a replayed one too: gq/core/lifecycle.py)."""
 
     def __init__(self) -> None:
         self._heads: dict[str, Entry] = {}

@@ -18,7 +18,7 @@ LAST = 2**64 - 1  # the largest of either number of a stream entry's id
 
 def _before(after: Position) -> str | None:
     """The id of the newest entry a page after `after` may hold (inclusive); None: nothing
-    can be older. A cursor holds any finite number and any 64-bit integer (gq.jobs_api):
+    can be older. A cursor holds any finite number and any 64-bit integer (gq.intake.jobs_api):
     the id is kept within what Redis takes."""
     ms, seq = min(int(after[0]), LAST), min(after[1], LAST + 1)
     if seq <= 0:

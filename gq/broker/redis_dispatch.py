@@ -17,7 +17,7 @@ from gq.broker.redis_link import READ_ERRORS, REDIS_ERRORS, Health, Keys, entry_
 from gq.broker.redis_takeovers import Takeovers
 from gq.broker.redis_writer import RedisWriter
 from gq.config import BrokerConfig
-from gq.outcome import AttemptResult, Outcome, Verdict
+from gq.core.outcome import AttemptResult, Outcome, Verdict
 
 log = logging.getLogger("gq.redis")
 

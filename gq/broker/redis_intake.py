@@ -13,8 +13,8 @@ import redis
 from gq.broker import Added, Entry
 from gq.broker.redis_link import REDIS_ERRORS, REDIS_TIMEOUT, Health, Keys, lua_script, passing, payload
 from gq.config import BrokerConfig
+from gq.core.job import Job
 from gq.errors import BacklogFull, BrokerUnavailable
-from gq.job import Job
 
 
 class RedisIntake:

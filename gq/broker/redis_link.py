@@ -14,8 +14,8 @@ from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from gq.broker import Entry, State, attempt_of, stored
 from gq.broker.redis_urls import SENTINEL_SCHEME, sentinel_parts
+from gq.core.job import as_stored, parse
 from gq.errors import GqError
-from gq.job import as_stored, parse
 
 log = logging.getLogger("gq.redis")
 
@@ -129,7 +129,7 @@ def payload(entry: Entry) -> str:
 def entry_of(data: str | bytes, handle: Any = None, state: State = State.QUEUED, strict: bool = True) -> Entry:
     """The Entry a payload() holds. `strict` (a job to run): its job is parsed again, checked
     as at intake (ValueError or GqError when it no longer passes); not (a look-up): the job
-    as stored, valid or not (gq.job.as_stored, as the journal reads its look-ups)."""
+    as stored, valid or not (gq.core.job.as_stored, as the journal reads its look-ups)."""
     loaded = json.loads(data)
     spec = loaded.get("job") if isinstance(loaded, dict) else None
     if strict:

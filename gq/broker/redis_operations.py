@@ -38,11 +38,11 @@ import gevent
 import redis
 from gevent.event import Event as Stop
 
-from gq import hosts
 from gq.broker import Entry, Filter, Found, Replayed, State, unreplayable
 from gq.broker.redis_link import REDIS_ERRORS, Keys, entry_of, lua_script, payload, text_id
+from gq.core import hosts
+from gq.core.lifecycle import Event, sources
 from gq.errors import BrokerUnavailable
-from gq.lifecycle import Event, sources
 
 log = logging.getLogger("gq.redis")
 

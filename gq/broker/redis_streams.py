@@ -27,7 +27,7 @@ any job idle in a consumer's hands is taken over (XAUTOCLAIM), so a job runs at
 least once. Live daemons keep their own jobs from looking idle. A scheduled job waits in
 P:retry until due. A cancelled job is marked so in its P:job hash; a daemon that reads it
 finds it so when it would start it, and drops it. Every move of a job is guarded in its
-script by the states gq.lifecycle allows it from (`sources(event)`, passed in), so that a
+script by the states gq.core.lifecycle allows it from (`sources(event)`, passed in), so that a
 move the table refuses (a held job cancelled, then handed back) is refused atomically. An
 attempt goes ahead only once its start is written. The Lua scripts that must be atomic are
 in scripts/, one a file.
@@ -53,8 +53,6 @@ import gevent
 import redis
 from gevent.event import Event
 
-from gq import redaction
-from gq.audit import Audit, dlq_done
 from gq.broker import Added, Conflict, Entry, Filter, FleetLink, Found, Replayed, State
 from gq.broker.redis_audit import RedisAudit
 from gq.broker.redis_dispatch import RedisDispatch
@@ -74,12 +72,14 @@ from gq.broker.redis_operations import RedisOperations
 from gq.broker.redis_urls import SENTINEL_SCHEME
 from gq.broker.redis_writer import RedisWriter
 from gq.config import BrokerConfig
+from gq.core import redaction
+from gq.core.audit import Audit, dlq_done
+from gq.core.job import Job
+from gq.core.lifecycle import CANCELLABLE, sources
+from gq.core.lifecycle import Event as LifeEvent
+from gq.core.outcome import AttemptResult, Outcome
+from gq.core.supervisor import Supervisor
 from gq.errors import BrokerUnavailable, GqError
-from gq.job import Job
-from gq.lifecycle import CANCELLABLE, sources
-from gq.lifecycle import Event as LifeEvent
-from gq.outcome import AttemptResult, Outcome
-from gq.supervisor import Supervisor
 
 log = logging.getLogger("gq.redis")
 

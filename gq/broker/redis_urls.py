@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote
 
-from gq import redaction
-from gq.settings import Invalid, quoted, text
+from gq.core import redaction
+from gq.core.settings import Invalid, quoted, text
 
 SENTINEL_SCHEME = "redis+sentinel"
 SENTINEL_QUERY = ("sentinel_username", "sentinel_password")

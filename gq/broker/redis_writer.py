@@ -11,8 +11,8 @@ from gevent.event import AsyncResult, Event
 
 from gq.broker import Entry, State
 from gq.broker.redis_link import BACKOFF_MAX, Health, Keys, Unreadable, lua_script, passing, payload
-from gq.lifecycle import Event as LifeEvent
-from gq.lifecycle import sources
+from gq.core.lifecycle import Event as LifeEvent
+from gq.core.lifecycle import sources
 
 # The event a settled entry's state says happened (QUEUED: handed back unattempted).
 EVENTS = {State.SUCCEEDED: LifeEvent.SUCCEEDED, State.DEAD: LifeEvent.FAILED, State.RETRYING: LifeEvent.RETRIED,

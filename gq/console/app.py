@@ -20,14 +20,14 @@ from urllib.parse import parse_qsl, quote, urlencode
 import jinja2
 
 from gq import __version__
-from gq.access import ANONYMOUS
-from gq.api_io import Refusal, read_body
 from gq.config import Config
 from gq.console import present
 from gq.console.sessions import Session, Sessions
 from gq.console.views import Views
 from gq.errors import BrokerUnavailable
-from gq.http_server import has_body
+from gq.intake.access import ANONYMOUS
+from gq.intake.api_io import Refusal, read_body
+from gq.intake.http_server import has_body
 
 log = logging.getLogger("gq.console")
 

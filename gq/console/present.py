@@ -10,7 +10,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from gq.activity import Minute
+from gq.observe.activity import Minute
 
 FILTERS = ("state", "id", "host", "key", "since", "until", "tz")   # the jobs page's filter fields
 PAYLOAD_SHOWN = 65536   # characters of a payload a job's page shows; the rest is cut

@@ -22,9 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 
-from gq import access
-from gq.access import Role
 from gq.config import ApiConfig
+from gq.intake import access
+from gq.intake.access import Role
 
 COOKIE = "gq_session"
 MAX_SIGNED_OUT = 10000
@@ -32,7 +32,7 @@ MAX_SIGNED_OUT = 10000
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    role: Role          # as gq.access names it, and the audit's "by"
+    role: Role          # as gq.intake.access names it, and the audit's "by"
     expires: float      # wall-clock seconds
     nonce: str
     csrf: str
@@ -67,7 +67,7 @@ class Sessions:
         return not self.token
 
     def role_of(self, given: str) -> Role | None:
-        """The role a token signs in as (gq.access); None for a wrong one."""
+        """The role a token signs in as (gq.intake.access); None for a wrong one."""
         return access.role_of(given.strip(), self.api)
 
     def new(self, role: Role) -> tuple[Session, str]:

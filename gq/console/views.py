@@ -9,21 +9,21 @@ import dataclasses
 import time
 from typing import Any
 
-from gq.access import Role
-from gq.activity import Activity
-from gq.api_io import bad_request
-from gq.audit import Audit
 from gq.broker import CANCELLABLE, REPLAYABLE, Broker, Conflict, Filter, State
 from gq.config import Config
-from gq.destinations import Destinations
-from gq.dispatcher import Dispatcher
-from gq.jobs_api import REPLAY_PAGE, cursor, parse_filter, position, replay_page
+from gq.core.audit import Audit
+from gq.dispatch.destinations import Destinations
+from gq.dispatch.dispatcher import Dispatcher
+from gq.intake.access import Role
+from gq.intake.api_io import bad_request
+from gq.intake.jobs_api import REPLAY_PAGE, cursor, parse_filter, position, replay_page
+from gq.observe.activity import Activity
 
 PAGE = 50            # jobs per page
 BULK_MOST = 10000    # jobs one bulk action touches at most (it can be run again for the rest)
 SHOWN_HOSTS = 500    # destinations listed at most (the busiest first)
 OVERVIEW_HOSTS = 8
-# The jobs page's fields → the API's filter parameters (gq.jobs_api.parse_filter reads them).
+# The jobs page's fields → the API's filter parameters (gq.intake.jobs_api.parse_filter reads them).
 FILTER_FIELDS = {"state": "state", "host": "host", "key": "ordering_key", "id": "id_prefix",
                  "since": "since", "until": "until", "cursor": "cursor"}
 BULK_STATES = {"replay": REPLAYABLE, "cancel": CANCELLABLE}
@@ -103,7 +103,7 @@ class Views:
                 "next": cursor(page[-1][1]) if len(found) > PAGE else None, "bulk": bulk}
 
     def actions(self, query: dict[str, str]) -> dict[str, Any]:
-        """A page of the operators' actions (gq.audit), newest first."""
+        """A page of the operators' actions (gq.core.audit), newest first."""
         after = query.get("cursor") or None
         found = self.broker.actions(PAGE + 1, None if after is None else position("cursor", after))
         page = found[:PAGE]

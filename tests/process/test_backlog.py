@@ -13,7 +13,7 @@ import psutil
 import requests
 
 from gq.broker.journal_file import JournalFile
-from gq.job import parse
+from gq.core.job import parse
 from support import closed_port, start_target, wait_for
 
 JOURNAL = {"path": "data/journal.sqlite3"}

@@ -281,7 +281,7 @@ class BrokerMachine(RuleBasedStateMachine):
         for job_id in sorted(expected, key=lambda i: self.jobs[i].seq):
             j = self.jobs[job_id]
             j.state, j.how, j.attempts = "waiting", "replayed", 0
-            if j.key is not None:  # behind its key's head, then in the order accepted (gq/lifecycle.py)
+            if j.key is not None:  # behind its key's head, then in the order accepted (gq/core/lifecycle.py)
                 line = self.lines.setdefault(j.key, [])
                 line[1:] = sorted([*line[1:], j.id] if line else [], key=lambda i: self.jobs[i].seq)
                 if not line:

@@ -15,7 +15,7 @@ from collections import Counter
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gq.destinations import PROBES
+from gq.dispatch.destinations import PROBES
 from support import Daemon, Target, assert_clean_log, daemon_config, run_gq, spawn_target, to_toml, wait_for
 
 OTHER_HOST = "127.0.0.2"

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from gq.echo import SHOWN_BODY, body_text
+from gq.commands.echo import SHOWN_BODY, body_text
 from support import Daemon, daemon_config, gq_command, post_job, run_gq, wait_for
 
 

@@ -18,7 +18,7 @@ import psutil
 import pytest
 import requests
 
-from gq.response_limits import YIELD_EVERY, BoundedReader
+from gq.delivery.response_limits import YIELD_EVERY, BoundedReader
 from support import HERE, Daemon, wait_for
 
 TIMEOUT = 2.0          # target.timeout

@@ -1,4 +1,4 @@
-"""The intake's HTTP server (gq/http_server.py): reachable under a flood of slow connections,
+"""The intake's HTTP server (gq/intake/http_server.py): reachable under a flood of slow connections,
 RFC 9112 framing, and the gevent behaviour it relies on."""
 
 from __future__ import annotations

@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from gq import hosts
 from gq.broker.journal_file import JournalFile
-from gq.job import parse
+from gq.core import hosts
+from gq.core.job import parse
 from support import DEADLINE, Daemon, daemon_config, earlier_journal, gq_command, records, run_gq, to_toml, wait_for
 
 WATCHDOG_USEC = 1_000_000  # gq pings at half of it

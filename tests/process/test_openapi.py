@@ -1,4 +1,4 @@
-"""gq/openapi.json, the description of gq's HTTP API: the one a running daemon serves at
+"""gq/intake/openapi.json, the description of gq's HTTP API: the one a running daemon serves at
 /openapi.json, and one whose claims a running daemon keeps (the document itself:
 tests/unit/test_openapi_document.py).
 
@@ -36,7 +36,7 @@ from schemathesis.specs.openapi.checks import (
 from support import TOKEN, Daemon, assert_clean_log, daemon_config, healthy, new_id
 from support.hostile_input import crafted_cursors
 
-DOCUMENT = resources.files("gq").joinpath("openapi.json")
+DOCUMENT = resources.files("gq.intake").joinpath("openapi.json")
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
 # Requests per operation and phase: enough to reach every branch of the schemas, few enough
 # for the whole module to take well under two minutes on two cores.

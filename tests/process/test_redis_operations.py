@@ -7,7 +7,7 @@ import pytest
 
 import gq.broker.redis_operations as ops
 from gq.broker import Filter
-from gq.job import Job
+from gq.core.job import Job
 from support.broker_harness import Harness, Options, storage
 
 

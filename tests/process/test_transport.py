@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import socket
 
-from gq.hosts import HostPatterns, HostPolicy
-from gq.job import Job
-from gq.transport import Egress, HttpWorker
+from gq.core.hosts import HostPatterns, HostPolicy
+from gq.core.job import Job
+from gq.delivery.transport import Egress, HttpWorker
 from support import spawn_listening
 
 

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 
 from gq.broker import Conflict, Entry, Filter, State
+from gq.core.job import Job
 from gq.errors import BacklogFull, QueueFull
-from gq.job import Job
 from support.broker_harness import (
     DEADLINE,
     DUE_MARGIN,
@@ -151,8 +151,8 @@ def test_a_known_id_is_a_duplicate_whatever_its_state(h):
 # -- the backlog bound
 
 def _refusal_reason(error: Exception) -> str | None:
-    """The reason the API gives a refusal of this type (gq/api.py's table)."""
-    from gq import api
+    """The reason the API gives a refusal of this type (gq/intake/api.py's table)."""
+    from gq.intake import api
     return next((reason for kind, (_, reason, _) in api.SUBMIT_REFUSALS.items() if isinstance(error, kind)), None)
 
 

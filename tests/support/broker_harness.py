@@ -1,7 +1,7 @@
 """The three brokers behind one harness, for the broker contract suite
 (tests/support/broker_contract.py) and its stateful test (tests/process/test_broker_states.py).
 
-Each broker is built in this process as gq/runtime.py builds it: memory only
+Each broker is built in this process as gq/operate/runtime.py builds it: memory only
 (MemoryBroker), the embedded journal (JournalBroker on a file of the test's own), or
 Redis Streams (RedisBroker on a real redis-server, under a key prefix of its own).
 The test process is not monkey-patched: gevent's hub and threadpool still run the
@@ -33,8 +33,8 @@ import gevent
 from gq.broker import Added, Broker, Entry, State
 from gq.broker.journal import JournalBroker
 from gq.broker.memory import KEEP_FINISHED, MemoryBroker
-from gq.job import Job, parse
-from gq.outcome import AttemptResult, Outcome, Verdict, recorded
+from gq.core.job import Job, parse
+from gq.core.outcome import AttemptResult, Outcome, Verdict, recorded
 from support import wait_for
 
 KINDS = ("memory", "journal", "redis")
@@ -115,7 +115,7 @@ class Storage:
     options: Options = field(default_factory=Options)
 
     def open(self, clock: Callable[[], float] = time.time) -> Broker:
-        """A broker on this storage, as gq/runtime.py's open_broker builds it."""
+        """A broker on this storage, as gq/operate/runtime.py's open_broker builds it."""
         o = self.options
         if self.kind == "memory":
             return MemoryBroker(clock=clock, keep_finished=o.keep_finished, max_backlog=o.max_backlog,
@@ -151,7 +151,7 @@ class Harness:
         self.running: dict[str, Entry] = {}   # started, not settled
         self.attempted: list[str] = []        # ids whose attempt went ahead, in order
         self.taken: list[str] = []            # ids taken (or handed back by add), in order
-        self.interrupted: set[str] = set()    # started as gq.attempts settles an attempt gq died during
+        self.interrupted: set[str] = set()    # started as gq.dispatch.attempts settles an attempt gq died during
         self.closed = False
 
     # -- intake
@@ -201,7 +201,7 @@ class Harness:
         return self.take_ids([job_id])[job_id]
 
     def start(self, entry: Entry) -> bool:
-        """Start an attempt of a held entry, as gq.attempts does: not when it is found
+        """Start an attempt of a held entry, as gq.dispatch.attempts does: not when it is found
         cancelled before its start, nor when the broker did not start it (False: dropped as
         cancelled, or handed back, its start not written)."""
         self.held.pop(entry.job.id, None)

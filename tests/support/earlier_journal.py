@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 from contextlib import closing
 
-from gq.job import parse
+from gq.core.job import parse
 
 LAYOUT = """
 CREATE TABLE jobs (

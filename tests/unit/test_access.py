@@ -1,4 +1,4 @@
-"""Who is asking (gq/access.py) and what the audit records (gq/audit.py), in process."""
+"""Who is asking (gq/intake/access.py) and what the audit records (gq/core/audit.py), in process."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import logging
 
 import pytest
 
-from gq import access
-from gq.audit import IDS_KEPT, Audit, dlq_done
 from gq.broker.memory_parts import AuditRows
 from gq.config import ApiConfig
+from gq.core.audit import IDS_KEPT, Audit, dlq_done
+from gq.intake import access
 
 FULL, READ = "full-token", "read-token"
 CONFIGURED = ApiConfig(token=FULL, read_token=READ)

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from gq.destinations import CLOSED, HALF_OPEN, OPEN, PROBES, Destinations, Limits
-from gq.outcome import AttemptResult, decide
-from gq.retry import RetryPolicy
+from gq.core.outcome import AttemptResult, decide
+from gq.core.retry import RetryPolicy
+from gq.dispatch.destinations import CLOSED, HALF_OPEN, OPEN, PROBES, Destinations, Limits
 from support import Clock
 
 HOST = "hooks.example.com"
@@ -25,7 +25,7 @@ def destinations(clock: Clock, **limits) -> Destinations:
 
 def end(d: Destinations, result: AttemptResult, retry_after: float | None = None) -> None:
     """An admitted attempt ended with `result` (with a Retry-After of `retry_after` seconds):
-    released as the dispatcher does, with what gq.outcome decides it means."""
+    released as the dispatcher does, with what gq.core.outcome decides it means."""
     if retry_after is not None:
         result = dataclasses.replace(result, retry_after=f"{retry_after:g}")
     d.release(HOST, result, decide(result, 1, POLICY.max_attempts, POLICY))

@@ -21,7 +21,6 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gq import redaction
 from gq.broker.redis_urls import SentinelURL, sentinel_parts
 from gq.config import (
     ENV_CONFIG,
@@ -31,6 +30,7 @@ from gq.config import (
     load,
     to_toml,
 )
+from gq.core import redaction
 from gq.errors import ConfigError
 
 CASES = Path(__file__).parent.parent / "support" / "config_cases"

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from gq.access import ANONYMOUS
-from gq.access import READ_TOKEN as VIEWER
-from gq.access import TOKEN as OPERATOR
-from gq.activity import MINUTES, Activity
-from gq.api_io import Refusal
 from gq.config import ApiConfig
 from gq.console import present, sessions
 from gq.console.sessions import Sessions
 from gq.console.views import _local_moment
-from gq.outcome import AttemptResult, Outcome, Verdict
+from gq.core.outcome import AttemptResult, Outcome, Verdict
+from gq.intake.access import ANONYMOUS
+from gq.intake.access import READ_TOKEN as VIEWER
+from gq.intake.access import TOKEN as OPERATOR
+from gq.intake.api_io import Refusal
+from gq.observe.activity import MINUTES, Activity
 from support import Clock
 
 TOKENS = ApiConfig(token="operator-token", read_token="viewer-token")

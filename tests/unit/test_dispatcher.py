@@ -16,12 +16,12 @@ from gevent.event import Event
 
 from gq.broker import State
 from gq.broker.memory import MemoryBroker
-from gq.dispatcher import Dispatcher
+from gq.core.job import Job
+from gq.core.outcome import AttemptResult, Outcome, Verdict
+from gq.core.retry import RetryPolicy
+from gq.dispatch.dispatcher import Dispatcher
 from gq.errors import Draining, QueueFull
-from gq.job import Job
-from gq.metrics import Metrics
-from gq.outcome import AttemptResult, Outcome, Verdict
-from gq.retry import RetryPolicy
+from gq.observe.metrics import Metrics
 from support import exposition_samples
 
 DEADLINE = 5.0  # seconds any condition may take before the test fails

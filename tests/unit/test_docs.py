@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gq import config, reference
+from gq import config
+from gq.commands import reference
 from support import ROOT
 from support.docs_pages import anchors, is_relative, links, pages
 
@@ -33,7 +34,7 @@ def test_readme_test_command_is_what_ci_runs():
 @pytest.mark.parametrize(("name", "generate"), [("config-reference.md", reference.config_reference),
                                                  ("api-reference.md", reference.api_reference)])
 def test_generated_references_are_current(name, generate):
-    # Regenerate with: python -m gq.reference config|api > docs/NAME (the file's first line says which).
+    # Regenerate with: python -m gq.commands.reference config|api > docs/NAME (the file's first line says which).
     assert (ROOT / "docs" / name).read_text() == generate()
 
 

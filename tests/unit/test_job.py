@@ -1,4 +1,4 @@
-"""Jobs: `gq.job.parse` against the contract's job table, and JSON-lines reading."""
+"""Jobs: `gq.core.job.parse` against the contract's job table, and JSON-lines reading."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gq.config import TargetConfig
-from gq.errors import JobError
-from gq.job import (
+from gq.core.job import (
     FIELDS,
     LISTED_HEADERS,
     LISTED_VALUE,
@@ -28,7 +27,8 @@ from gq.job import (
     read_lines,
     timestamp,
 )
-from gq.redaction import REDACTED
+from gq.core.redaction import REDACTED
+from gq.errors import JobError
 
 URL = "http://example.com/hook"
 
@@ -497,7 +497,7 @@ def test_whatever_run_at_intake_takes_is_read_back_by_the_same_parser(run_at):
 
 
 def test_a_payload_is_shown_whole_and_cut_in_a_list():
-    from gq.job import LISTED_PAYLOAD
+    from gq.core.job import LISTED_PAYLOAD
 
     exact, over = "b" * LISTED_PAYLOAD, "b" * (LISTED_PAYLOAD + 1)
     assert parse({"url": "http://x/", "body": exact}).shown(listed=True)["body"] == exact

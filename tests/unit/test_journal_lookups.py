@@ -12,7 +12,7 @@ from gq.broker import Filter, State
 from gq.broker.journal_access import JournalAccess
 from gq.broker.journal_file import JournalFile
 from gq.broker.journal_lookups import READ_BYTES
-from gq.job import parse
+from gq.core.job import parse
 
 
 def test_a_looked_up_job_shows_its_request_as_parsing_it_would(tmp_path):

@@ -1,10 +1,10 @@
-"""A job's life, written once (gq/lifecycle.py): the table every broker persists."""
+"""A job's life, written once (gq/core/lifecycle.py): the table every broker persists."""
 
 from __future__ import annotations
 
 import pytest
 
-from gq.lifecycle import (
+from gq.core.lifecycle import (
     CANCELLABLE,
     FINISHED,
     REPLAYABLE,

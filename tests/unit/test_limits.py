@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from gq import destinations as destinations_
-from gq.destinations import Destinations, Limits
-from gq.hosts import HostPatterns
-from gq.outcome import AttemptResult, decide
-from gq.retry import RetryPolicy
+from gq.core.hosts import HostPatterns
+from gq.core.outcome import AttemptResult, decide
+from gq.core.retry import RetryPolicy
+from gq.dispatch import destinations as destinations_
+from gq.dispatch.destinations import Destinations, Limits
 
 HOST = "hooks.example.com"
 OK = AttemptResult(0.0, 0.1, status=200)

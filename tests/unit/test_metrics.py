@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from gq.metrics import LATENCY_BUCKETS, HistogramFamily, Metrics
+from gq.observe.metrics import LATENCY_BUCKETS, HistogramFamily, Metrics
 from support import exposition_samples
 
 

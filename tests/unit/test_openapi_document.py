@@ -1,4 +1,4 @@
-"""gq/openapi.json, the description of gq's HTTP API, as a document: valid OpenAPI 3.1, kept
+"""gq/intake/openapi.json, the description of gq's HTTP API, as a document: valid OpenAPI 3.1, kept
 in one layout, shipped in the package (that a running daemon keeps it: tests/process/test_openapi.py)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from openapi_spec_validator import OpenAPIV31SpecValidator
 import gq
 from support import ROOT
 
-DOCUMENT = resources.files("gq").joinpath("openapi.json")
+DOCUMENT = resources.files("gq.intake").joinpath("openapi.json")
 
 
 def document() -> dict:
@@ -37,7 +37,7 @@ def test_document_is_kept_in_one_layout():
 
 def test_document_is_shipped_in_the_package():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert "openapi.json" in pyproject["tool"]["setuptools"]["package-data"]["gq"]
+    assert "openapi.json" in pyproject["tool"]["setuptools"]["package-data"]["gq.intake"]
     assert DOCUMENT.is_file()
 
 

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from gq.outcome import AttemptResult, Verdict, decide, parse_retry_after
-from gq.retry import RetryPolicy
+from gq.core.outcome import AttemptResult, Verdict, decide, parse_retry_after
+from gq.core.retry import RetryPolicy
 
 NOW = 1_700_000_000.0
 POLICY = RetryPolicy(max_attempts=5, backoff_base=0.5, backoff_max=60.0)
@@ -167,7 +167,7 @@ def test_retry_after_header_sets_the_delay(header, delay):
 
 def test_an_attempt_is_kept_with_its_outcome_and_read_back_from_five_elements_too():
     from gq.broker import attempt_of, stored
-    from gq.outcome import Outcome, outcome_of, recorded
+    from gq.core.outcome import Outcome, outcome_of, recorded
 
     result = AttemptResult(NOW, 0.25, status=503, snippet="busy")
     retried = recorded(result, Outcome(Verdict.RETRY, delay=1.0))

@@ -1,4 +1,4 @@
-"""The one rule by which gq shows a value that may hold a secret (gq/redaction.py)."""
+"""The one rule by which gq shows a value that may hold a secret (gq/core/redaction.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import logging
 import pytest
 
 from gq import config as config_
-from gq import log, redaction
+from gq.core import redaction
 from gq.errors import ConfigError
+from gq.operate import log
 
 R = redaction.REDACTED
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gevent
 import pytest
 
-from gq.supervisor import Supervisor
+from gq.core.supervisor import Supervisor
 
 DEADLINE = 5.0
 

@@ -3,8 +3,8 @@ real target: tests/process/test_transport.py)."""
 
 from __future__ import annotations
 
-from gq.job import Job
-from gq.transport import HttpWorker
+from gq.core.job import Job
+from gq.delivery.transport import HttpWorker
 
 
 def job(url: str, **headers: str) -> Job:

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from urllib3.util import parse_url
 
+from gq.core.hosts import HostPatterns, HostPolicy, url_host
+from gq.core.job import parse
 from gq.errors import JobError
-from gq.hosts import HostPatterns, HostPolicy, url_host
-from gq.job import parse
 
 
 def transport_host(url: str) -> str:
