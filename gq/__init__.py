@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from gq.errors import GqError, Refused, Unreachable
 
 __version__ = "0.1.0"
+USER_AGENT = f"gq/{__version__}"  # what gq sends: its deliveries, and gq.Client's requests
 __all__ = ["Client", "GqError", "Refused", "Unreachable", "__version__"]
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 
-from gq.delivery.transport import USER_AGENT
+from gq import USER_AGENT
 from gq.errors import Refused, Unreachable, UsageError
 
 ENV_API = "GQ_API"

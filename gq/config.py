@@ -1,9 +1,11 @@
 """The configuration: one frozen value, validated whole when it is loaded.
 
 Every key is declared once (gq/core/settings.py), with its default, its check and
-its help text, in the section dataclasses below or in the part that owns it
-([destinations] and its limits: gq/dispatch/destinations.py); loading, `gq check-config` and
-`config.example.toml` all come from those declarations.
+its help text: in the part that reads it where that part lies below the config
+([target] and [pool]: gq/delivery/sections.py; [destinations]: gq/dispatch/destinations.py;
+[broker] and [journal]: gq/broker/sections.py), and below for the sections of the parts
+above it (the intake, the console, the daemon). Loading, `gq check-config`,
+`config.example.toml`, the reference and a reload all come from those declarations.
 """
 
 from __future__ import annotations
@@ -14,11 +16,9 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
-from gq.broker.redis_urls import redis_url
+from gq.broker.sections import BrokerConfig, JournalConfig
 from gq.core import credentials, redaction, toml_text
-from gq.core.hosts import HostPatterns, HostPolicy
 from gq.core.settings import (
     URL,
     WHOLE,
@@ -31,23 +31,13 @@ from gq.core.settings import (
     quoted,
     seconds,
     setting,
-    string_list,
     text,
 )
-from gq.delivery.signing import decode_secret
+from gq.delivery.sections import PoolConfig, TargetConfig
 from gq.dispatch.destinations import DestinationsConfig
 from gq.errors import ConfigError
 
 ENV_CONFIG = "GQ_CONFIG"
-
-
-def host_patterns(value: Any) -> tuple[str, ...]:
-    patterns = string_list(value)
-    try:
-        HostPatterns.parse(patterns)
-    except ValueError as e:
-        raise Invalid(f"{e} (use a host, *.suffix or a CIDR network)") from None
-    return patterns
 
 
 def split_listen(value: str) -> tuple[str, int]:
@@ -58,18 +48,6 @@ def split_listen(value: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port)
-
-
-def signing_secrets(value: Any) -> Table:
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise Invalid('must be a table of "host pattern" = "whsec_..." strings')
-    for pattern, secret in value.items():
-        try:
-            HostPatterns.parse([pattern])
-            decode_secret(secret)
-        except ValueError as e:
-            raise Invalid(f"{pattern}: {e}") from None
-    return Table(value.items())
 
 
 def listen_address(value: Any) -> str:
@@ -88,37 +66,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def http_url(value: Any) -> str:
-    value = text(value)
-    if value:
-        try:
-            parts = urlsplit(value)
-            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-        except ValueError:
-            ok = False
-        if not ok:
-            raise Invalid(f"must be an http or https URL, got {quoted(redaction.url(value))}")
-    return value
-
-
-def proxy_url(value: Any) -> str:
-    """`http://` or `https://`, [user:password@], host, port; nothing after (its errors
-    never show the password)."""
-    value = text(value)
-    if value:
-        try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018 - raises ValueError for a port that is not one
-            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.path in ("", "/") \
-                and not parts.query and not parts.fragment
-        except ValueError:
-            ok = False
-        if not ok:
-            raise Invalid(f"must be an http:// or https:// proxy URL with a host and no path, "
-                          f"got {quoted(redaction.url(value))}")
-    return value
 
 
 def shown(key: dataclasses.Field, value: Any) -> Any:
@@ -158,11 +105,6 @@ class QueueConfig:
 
 
 @dataclass(frozen=True)
-class PoolConfig:
-    size: int = setting(100, integer(1), "jobs in flight at once")
-
-
-@dataclass(frozen=True)
 class ApiConfig:
     listen: str = setting("127.0.0.1:8765", listen_address,
                           "intake API, health and /metrics; port 0 = any free port (logged)", live=False)
@@ -182,41 +124,6 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
-class TargetConfig:
-    url: str = setting("", http_url, "used when a job has no url", secret=URL)
-    timeout: float = setting(10.0, seconds(0, above=True), "seconds, per attempt")
-    allowed_hosts: tuple[str, ...] = setting(
-        (), host_patterns, "hosts, *.suffix or CIDRs; empty = any host but link-local/metadata")
-    ca_bundle: str = setting("", text, "CA certificates (PEM file) to verify HTTPS targets (and an https "
-                             "proxy); \"\" = the system's")
-    proxy: str = setting("", proxy_url, "http(s)://[user:password@]HOST:PORT every attempt goes through "
-                         "(CONNECT for https targets); \"\" = none", secret=URL)
-    client_cert: str = setting("", text, "PEM file: the TLS client certificate shown to HTTPS targets (mTLS); "
-                               "relative: to $CREDENTIALS_DIRECTORY if set")
-    client_key: str = setting("", text, "PEM file: client_cert's private key, if not in client_cert's file")
-    deny_private: bool = setting(False, boolean, "true: refuse loopback, RFC 1918, CGNAT and unique-local "
-                                 "addresses too, at intake and at connect time")
-    secret_headers: tuple[str, ...] = setting(
-        (), string_list, "header names never shown (Authorization, Cookie and the like always hidden)")
-    signing_secrets: Table = setting(
-        Table(), signing_secrets, 'sign deliveries (Standard Webhooks): { "host pattern" = "whsec_..." }',
-        secret=WHOLE)
-
-
-    def policy(self) -> HostPolicy:
-        return HostPolicy(HostPatterns.parse(self.allowed_hosts), self.deny_private)
-
-    def client_certificate(self) -> str | tuple[str, str] | None:
-        """As requests takes it: the certificate's file, with its key's when apart."""
-        if not self.client_cert:
-            return None
-        return (self.client_cert, self.client_key) if self.client_key else self.client_cert
-
-    def hidden_headers(self) -> frozenset[str]:
-        return frozenset(h.lower() for h in self.secret_headers)
-
-
-@dataclass(frozen=True)
 class RetryConfig:
     max_attempts: int = setting(5, integer(1), "attempts in all, the first included")
     backoff_base: float = setting(0.5, seconds(), "seconds before the 2nd attempt; doubles, full jitter")
@@ -224,40 +131,8 @@ class RetryConfig:
 
 
 @dataclass(frozen=True)
-class JournalConfig:
-    path: str = setting("gq-data/journal.sqlite3", text,
-                        'SQLite journal, relative to the working directory; "" = memory only', live=False)
-    max_backlog: int = setting(10_000_000, integer(1), "unfinished jobs held at most (memory only too); "
-                               "past it intake answers 429")
-    min_free_mb: int = setting(256, integer(0), "free space kept on the journal's file system; below it "
-                               "intake answers 503")
-    keep_succeeded: float = setting(3600.0, seconds(), "seconds a succeeded job stays visible and counts as a "
-                                    "duplicate; its body is dropped at success")
-    keep_succeeded_payload: bool = setting(False, boolean, "true: a succeeded job keeps its body while it is "
-                                           "kept, so that it can be replayed (more disk; memory only and Redis too)")
-
-
-@dataclass(frozen=True)
 class ShutdownConfig:
     drain_timeout: float = setting(30.0, seconds(), "after SIGTERM: seconds to finish queued and in-flight jobs")
-
-
-@dataclass(frozen=True)
-class BrokerConfig:
-    kind: str = setting("embedded", choice("embedded", "redis"), '"redis": daemons share one Redis stream',
-                       live=False)
-    url: str = setting("redis://127.0.0.1:6379/0", redis_url, "Redis URL when kind = \"redis\"; or "
-                       "redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT…]/SERVICE[/DB]"
-                       "[?sentinel_password=P] (Redis Sentinel)", secret=URL, live=False)
-    prefix: str = setting("gq", text, "Redis keys' prefix: daemons with the same one share the queue")
-    claim_idle: float = setting(60.0, seconds(1),
-                                "seconds a job may sit with a daemon that stopped before another takes it")
-    max_backlog: int = setting(1000000, integer(1), "unfinished jobs of the fleet beyond which intake answers 429")
-    status_ttl: int = setting(86400, integer(60), "seconds job ids and states are kept in Redis after the job ends")
-    prefetch: int = setting(0, integer(0), "jobs a daemon holds from the shared stream beyond those in "
-                            "flight; 0 = pool.size")
-    heartbeat: float = setting(1.0, seconds(0.1), "seconds between a daemon's liveness beats; silent for 3 "
-                               "beats, it is dead and its jobs run on the others")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,11 @@ the dispatcher asks for work and reports each attempt's start and outcome
 (`Dispatch`), metrics read its gauges (`Gauges`). Every broker keeps retries
 waiting on its own schedule, so a job waiting for its next attempt holds
 neither a worker nor a queue slot.
+
+The wing holds three brokers: memory.py (with memory_parts.py), the SQLite journal
+(journal*.py, storage.py) and Redis Streams (redis_*.py, fleet_limits.py, scripts/*.lua);
+[broker] and [journal] are declared in sections.py. Owns: the jobs. May import: gq.core
+and gq.errors only. Every wing above may import it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gq.core.audit import AuditLog
 from gq.core.job import Job
 from gq.core.lifecycle import (  # noqa: F401 - the broker's users read a job's states from here too
     CANCELLABLE,
@@ -286,22 +292,6 @@ class Operations(Protocol):
     def count(self, where: Filter, most: int) -> int:
         """How many jobs match `where` (its position ignored), counted up to `most`: what a
         bulk action would touch, without reading the jobs where the broker can help it."""
-
-
-AUDIT_KEEP = 10_000  # operator actions a broker keeps (gq/core/audit.py): the newest; older ones go
-Position = tuple[float, int]  # a kept action's place, newest first: (when, a number the broker keeps)
-
-
-class AuditLog(Protocol):
-    """Where the operator's actions are kept (gq/core/audit.py writes them): beside the jobs,
-    AUDIT_KEEP of them at most, trimmed as they come; never growing with use."""
-
-    def keep_action(self, row: dict[str, Any]) -> None:
-        """Keep one action (a JSON object); once this returns, a durable broker has written it."""
-
-    def actions(self, limit: int, after: Position | None = None) -> list[tuple[dict[str, Any], Position]]:
-        """Up to `limit` kept actions, newest first, each with its position; `after`: only
-        those older than that position."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gevent
 from gevent.event import Event
@@ -48,7 +48,6 @@ from gq.broker import (
     Found,
     InProcess,
     JobsAdmin,
-    Position,
     Replayed,
     State,
     drop_payload,
@@ -62,15 +61,13 @@ from gq.broker.journal_file import TAKEN, JournalError, JournalFile, JournalMiss
 from gq.broker.journal_lookups import found
 from gq.broker.journal_operations import CANCELLABLE_ROWS
 from gq.broker.journal_writer import Add, JournalWriter
+from gq.broker.sections import JournalConfig
 from gq.broker.storage import StorageGuard
-from gq.core.audit import Audit, dlq_done
+from gq.core.audit import Audit, Position, dlq_done
 from gq.core.job import Job
 from gq.core.outcome import AttemptResult, Outcome, Verdict
 from gq.core.supervisor import Supervisor
 from gq.errors import BacklogFull, StorageUnavailable
-
-if TYPE_CHECKING:
-    from gq.config import JournalConfig
 
 log = logging.getLogger("gq.journal")
 
@@ -257,7 +254,7 @@ class JournalBroker(InProcess):
     def purge(self, ids: Iterable[str] | None) -> list[str]:
         return self.changes.purge(ids)
 
-    # -- the audit (gq.broker.AuditLog)
+    # -- the audit (gq.core.audit.AuditLog)
 
     def keep_action(self, row: dict[str, Any]) -> None:
         self.db.write(JournalFile.keep_action, row)
@@ -421,7 +418,7 @@ class JournalAdmin:
             if count:
                 self.audit.record("replay", by="local", via="cli", filter=shown, count=count)
 
-    # -- the audit (gq.broker.AuditLog): the file's, written only while this command holds it
+    # -- the audit (gq.core.audit.AuditLog): the file's, written only while this command holds it
 
     def keep_action(self, row: dict[str, Any]) -> None:
         if self._writer is None:

@@ -26,10 +26,11 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from gq.broker import AUDIT_KEEP, Entry, Position, State, drop_payload, stored
+from gq.broker import Entry, State, drop_payload, stored
 from gq.broker.journal_lookups import BLOCKED, FINAL, TAKEN, JournalLookups, entry, shown
 from gq.broker.journal_operations import KEYED, JournalOperations
 from gq.core import hosts
+from gq.core.audit import AUDIT_KEEP, Position
 from gq.core.job import Job
 from gq.core.outcome import AttemptResult
 from gq.errors import GqError

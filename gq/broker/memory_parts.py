@@ -13,8 +13,9 @@ from typing import Any
 
 import gevent
 
-from gq.broker import AUDIT_KEEP, CANCELLABLE, Entry, Filter, Found, Position, State
+from gq.broker import CANCELLABLE, Entry, Filter, Found, State
 from gq.core import hosts
+from gq.core.audit import AUDIT_KEEP, Position
 
 COMPACT_AT = 1024    # cancelled jobs the heap may hold beyond twice the unfinished ones
 FIND_STRETCH = 4096  # jobs a list looks at before it lets other greenlets run
@@ -146,7 +147,7 @@ def newest_first(entries: list[Entry], where: Filter, limit: int) -> Iterator[Fo
 
 class AuditRows:
     """The operator's actions of a broker with no storage: the newest `keep`, in memory
-    (gq.broker.AuditLog); a row's position is (when, its number)."""
+    (gq.core.audit.AuditLog); a row's position is (when, its number)."""
 
     def __init__(self, keep: int | None = None) -> None:
         self._rows: deque[tuple[dict[str, Any], Position]] = deque(maxlen=keep or AUDIT_KEEP)

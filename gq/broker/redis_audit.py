@@ -1,4 +1,4 @@
-"""The operator's actions in Redis (gq.broker.AuditLog): a stream, P:audit, capped at about
+"""The operator's actions in Redis (gq.core.audit.AuditLog): a stream, P:audit, capped at about
 AUDIT_KEEP entries (`XADD … MAXLEN ~`: Redis trims whole nodes of it, so a few more may
 stay), shared by the fleet and by `gq dlq`. A row's position is its entry id's two numbers."""
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import redis
 
-from gq.broker import AUDIT_KEEP, Position
 from gq.broker.redis_link import REDIS_ERRORS
+from gq.core.audit import AUDIT_KEEP, Position
 from gq.errors import BrokerUnavailable
 
 LAST = 2**64 - 1  # the largest of either number of a stream entry's id

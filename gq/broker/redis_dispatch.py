@@ -16,7 +16,7 @@ from gq.broker import Entry, State, drop_payload, record
 from gq.broker.redis_link import READ_ERRORS, REDIS_ERRORS, Health, Keys, entry_of, passing, text_id, unreadable
 from gq.broker.redis_takeovers import Takeovers
 from gq.broker.redis_writer import RedisWriter
-from gq.config import BrokerConfig
+from gq.broker.sections import BrokerConfig
 from gq.core.outcome import AttemptResult, Outcome, Verdict
 
 log = logging.getLogger("gq.redis")

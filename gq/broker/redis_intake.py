@@ -12,7 +12,7 @@ import redis
 
 from gq.broker import Added, Entry
 from gq.broker.redis_link import REDIS_ERRORS, REDIS_TIMEOUT, Health, Keys, lua_script, passing, payload
-from gq.config import BrokerConfig
+from gq.broker.sections import BrokerConfig
 from gq.core.job import Job
 from gq.errors import BacklogFull, BrokerUnavailable
 

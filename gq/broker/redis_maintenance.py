@@ -20,7 +20,7 @@ from gq.broker.redis_link import (
     passing,
     text_id,
 )
-from gq.config import BrokerConfig
+from gq.broker.sections import BrokerConfig
 
 log = logging.getLogger("gq.redis")
 

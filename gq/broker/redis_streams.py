@@ -71,7 +71,7 @@ from gq.broker.redis_maintenance import RedisMaintenance
 from gq.broker.redis_operations import RedisOperations
 from gq.broker.redis_urls import SENTINEL_SCHEME
 from gq.broker.redis_writer import RedisWriter
-from gq.config import BrokerConfig
+from gq.broker.sections import BrokerConfig
 from gq.core import redaction
 from gq.core.audit import Audit, dlq_done
 from gq.core.job import Job

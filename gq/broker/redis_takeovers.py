@@ -18,7 +18,7 @@ import redis
 
 from gq.broker import Entry, State, attempt_of
 from gq.broker.redis_link import Keys, lua_script, text_id
-from gq.config import BrokerConfig
+from gq.broker.sections import BrokerConfig
 
 log = logging.getLogger("gq.redis")
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
-
-from gq.broker import AuditLog
+from typing import Any, Protocol
 
 log = logging.getLogger("gq.audit")
 
@@ -27,6 +25,20 @@ ACTIONS = ("cancel", "replay", "purge", "reload")
 BY = ("token", "read_token", "local", "anonymous")  # the roles of gq.intake.access, and "local": the machine's user
 VIA = ("api", "console", "cli", "signal")           # "signal": a SIGHUP's reload
 IDS_KEPT = 100  # ids a row names at most; `count` says how many there were
+AUDIT_KEEP = 10_000  # operator actions a broker keeps (its AuditLog): the newest; older ones go
+Position = tuple[float, int]  # a kept action's place, newest first: (when, a number the broker keeps)
+
+
+class AuditLog(Protocol):
+    """Where the operator's actions are kept (Audit writes them): beside the jobs,
+    AUDIT_KEEP of them at most, trimmed as they come; never growing with use."""
+
+    def keep_action(self, row: dict[str, Any]) -> None:
+        """Keep one action (a JSON object); once this returns, a durable broker has written it."""
+
+    def actions(self, limit: int, after: Position | None = None) -> list[tuple[dict[str, Any], Position]]:
+        """Up to `limit` kept actions, newest first, each with its position; `after`: only
+        those older than that position."""
 
 
 def row(action: str, *, by: str, via: str, count: int, ids: Sequence[str] | None = None,

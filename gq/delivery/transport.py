@@ -7,7 +7,7 @@ import socket
 import time
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 import gevent
@@ -20,18 +20,15 @@ from urllib3.exceptions import ConnectTimeoutError, HTTPError, NameResolutionErr
 from urllib3.response import BaseHTTPResponse
 from urllib3.util import connection as urllib3_connection
 
-from gq import __version__
+from gq import USER_AGENT
 from gq.core import hosts, redaction
 from gq.core.hosts import HostPolicy
 from gq.core.job import Job
 from gq.core.outcome import AttemptResult
 from gq.delivery.response_limits import BoundedResponse
+from gq.delivery.sections import PoolConfig, TargetConfig
 from gq.delivery.signing import Signer
 
-if TYPE_CHECKING:
-    from gq.config import PoolConfig, TargetConfig
-
-USER_AGENT = f"gq/{__version__}"
 # identity: a body is kept as sent (its first bytes), never inflated (a gzip bomb stays small)
 BASE_HEADERS = {"User-Agent": USER_AGENT, "Accept": "*/*", "Accept-Encoding": "identity"}
 URL_CACHE = 4096             # prepared URLs remembered (webhook jobs share few URLs)

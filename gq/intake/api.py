@@ -9,11 +9,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 from gq.broker import Broker
 from gq.config import Config
-from gq.console.app import Console
 from gq.core import job as jobs_
 from gq.core.audit import Audit
 from gq.dispatch.dispatcher import Dispatcher
@@ -51,6 +50,15 @@ SUBMIT_REFUSALS: dict[type[Exception], tuple[str, str | None, str]] = {
 OPENAPI = "openapi.json"   # the API's description, shipped in the package
 
 
+class Pages(Protocol):
+    """What answers under /ui/ (the console, gq/console/app.py: built above the intake and
+    handed in, so that the intake imports nothing of it)."""
+
+    def configure(self, config: Config) -> None: ...
+
+    def __call__(self, environ: dict, start_response: Callable, path: str) -> list[bytes]: ...
+
+
 def _job_refusal(error: JobError, where: str | None) -> Refusal:
     prefix = f"{where}." if where else ""
     body: dict[str, str | int] = {"error": f"{prefix}{error}", "field": error.field}
@@ -65,7 +73,7 @@ def _no_such_endpoint(path: str) -> Refusal:
 
 class Api:
     def __init__(self, config: Config, dispatcher: Dispatcher, broker: Broker, metrics: Metrics,
-                 audit: Audit | None = None, console: Console | None = None):
+                 audit: Audit | None = None, console: Pages | None = None):
         """`audit`: where operator actions are recorded (by default into `broker`, counted in `metrics`)."""
         self.dispatcher = dispatcher  # its admission takes the jobs; its snapshot is the status
         self.broker = broker          # the counts, the broker's health

@@ -798,7 +798,7 @@ def test_a_page_of_the_memory_brokers_jobs_costs_what_a_page_costs(make):
     assert large < 5 * small + 0.002, f"a page: {small * 1e3:.2f} ms of 500 jobs, {large * 1e3:.2f} ms of 50,000"
 
 
-# -- the audit (gq.broker.AuditLog): the operator's actions kept beside the jobs
+# -- the audit (gq.core.audit.AuditLog): the operator's actions kept beside the jobs
 
 KEEP = 20          # AUDIT_KEEP for these tests
 REDIS_SLACK = 100  # entries Redis may keep beyond MAXLEN ~ N: it trims whole nodes (stream-node-max-entries)

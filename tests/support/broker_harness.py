@@ -124,7 +124,7 @@ class Storage:
             return JournalBroker(self.path, max_backlog=o.max_backlog, min_free_mb=0,
                                  keep_succeeded=o.keep_succeeded, keep_payload=o.keep_payload)
         from gq.broker.redis_streams import RedisBroker
-        from gq.config import BrokerConfig
+        from gq.broker.sections import BrokerConfig
         # Built directly: the config's checks (status_ttl >= 60, say) are not applied, so a
         # test may shorten what it needs to see pass.
         config = BrokerConfig(kind="redis", url=self.redis_url, prefix=self.prefix, max_backlog=o.max_backlog,

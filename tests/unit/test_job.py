@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gq.config import TargetConfig
 from gq.core.job import (
     FIELDS,
     LISTED_HEADERS,
@@ -28,6 +27,7 @@ from gq.core.job import (
     timestamp,
 )
 from gq.core.redaction import REDACTED
+from gq.delivery.sections import TargetConfig
 from gq.errors import JobError
 
 URL = "http://example.com/hook"
