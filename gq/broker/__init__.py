@@ -24,6 +24,7 @@ from gq.core.audit import AuditLog
 from gq.core.job import Job
 from gq.core.lifecycle import (  # noqa: F401 - the broker's users read a job's states from here too
     CANCELLABLE,
+    LEDGER,
     NO_SUCH_JOB,
     PAYLOAD_NOT_KEPT,
     REPLAYABLE,
@@ -31,6 +32,7 @@ from gq.core.lifecycle import (  # noqa: F401 - the broker's users read a job's 
     UNFINISHED,
     Event,
     State,
+    moved,
     unreplayable,
 )
 from gq.core.outcome import AttemptResult, Outcome, outcome_of
@@ -40,7 +42,7 @@ PAYLOAD_DROPPED = "not kept"
 HISTORY_LIMIT = 20  # attempts kept per job; the first and the latest ones
 
 
-UNCOUNTED = (State.SUCCEEDED, State.CANCELLED)  # finished and let go: Counts does not keep them
+SHOWN = (State.QUEUED, State.SCHEDULED, State.RUNNING, State.RETRYING, State.DEAD)  # Counts.shown()'s
 
 
 @dataclass(eq=False, slots=True)
@@ -123,25 +125,32 @@ def drop_payload(entry: Entry, keep_payload: bool) -> None:
 
 
 class Counts:
-    """Jobs by state, kept as entries move: queued, scheduled, running, retrying, dead
-    (succeeded and cancelled jobs only leave, and are not counted)."""
+    """The broker's ledger, kept in this process as its entries move (gq/core/lifecycle.py:
+    every job accepted is in one state, or forgotten); `start`: as the broker's storage
+    last had it."""
 
-    def __init__(self, start: dict[State, int] | None = None):
-        self.by_state = dict.fromkeys((State.QUEUED, State.SCHEDULED, State.RUNNING, State.RETRYING, State.DEAD), 0)
-        self.by_state.update({s: n for s, n in (start or {}).items() if s not in UNCOUNTED})
+    def __init__(self, start: dict[str, int] | None = None):
+        self.ledger = dict.fromkeys(LEDGER, 0)
+        self.ledger.update(start or {})
+
+    def arrived(self, state: State, n: int = 1) -> None:
+        """`n` new jobs, accepted into `state`."""
+        moved(self.ledger, None, state, n)
+
+    def shift(self, was: State, now: State | None, n: int = 1) -> None:
+        """`n` jobs that are not entries here moved (None: forgotten)."""
+        moved(self.ledger, was, now, n)
 
     def move(self, entry: Entry, state: State) -> None:
-        if entry.state not in UNCOUNTED:
-            self.by_state[entry.state] -= 1
-        if state not in UNCOUNTED:
-            self.by_state[state] += 1
+        moved(self.ledger, entry.state, state)
         entry.state = state
 
     def unfinished(self) -> int:
-        return sum(self.by_state[s] for s in UNFINISHED)
+        return sum(self.ledger[s.value] for s in UNFINISHED)
 
     def shown(self) -> dict[str, int]:
-        return {state.value: n for state, n in self.by_state.items()}
+        """Jobs by state as the status and the metrics show them: unfinished, and dead."""
+        return {s.value: self.ledger[s.value] for s in SHOWN}
 
 
 class Conflict(Exception):
@@ -244,6 +253,11 @@ class Gauges(Protocol):
 
     def stored_bytes(self) -> int:
         """Bytes of the broker's files on disk (0 for none)."""
+
+    def ledger(self) -> dict[str, int] | None:
+        """Every job accepted, and where each is now (gq/core/lifecycle.py LEDGER), as one
+        consistent reading: of this process's jobs, of the journal's life, of the fleet's
+        Redis; None when it cannot be read now (Redis unavailable)."""
 
 
 class DeadLetters(Protocol):

@@ -111,8 +111,8 @@ class JournalBroker(InProcess):
         self.guard = StorageGuard(path, min_free_mb)
         self.writer = JournalWriter(self.db.write, self.guard, self, keep_payload)
         self._stop = Event()
-        counts, running, next_due = self.db.write(JournalFile.recover)
-        self._counts = Counts(counts)
+        ledger, running, next_due = self.db.write(JournalFile.recover)
+        self._counts = Counts(ledger)
         self.feed = JournalFeed(self.db, self._counts, self._stop, next_due, running)
         self.changes = JournalChanges(self.db, self._counts, self.feed, self.writer)
         self.audit: Audit | None = None  # the daemon's (Runtime sets it): records the dlq commands it carries out
@@ -156,10 +156,10 @@ class JournalBroker(InProcess):
                 entry = Entry(job, accepted_at=accepted_at)
                 self.feed.held[job.id] = entry
                 entries.append(entry)
-                self._counts.by_state[State.QUEUED] += 1
+                self._counts.arrived(State.QUEUED)
             else:  # it waits in the file: queued, scheduled, or blocked behind its key (queued)
                 stored += 1
-                self._counts.by_state[State.SCHEDULED if state == "scheduled" else State.QUEUED] += 1
+                self._counts.arrived(State.SCHEDULED if state == "scheduled" else State.QUEUED)
         request.done.set(Added(entries, duplicates, stored))
         return stored
 
@@ -173,6 +173,18 @@ class JournalBroker(InProcess):
 
     def counts(self) -> dict[str, int]:
         return self._counts.shown()
+
+    def ledger(self) -> dict[str, int]:
+        """Of the journal's life: as the file had it at start, moved since as this broker
+        moves its jobs (the file keeps its own: `gq verify`)."""
+        return dict(self._counts.ledger)
+
+    def expire(self, before: float, limit: int) -> int:
+        """Forget up to `limit` succeeded or cancelled jobs that finished before `before`."""
+        states = self.db.write(JournalFile.expire, before, limit)
+        for state in states:
+            self._counts.shift(State(state), None)
+        return len(states)
 
     def health(self) -> str | None:
         return self.guard.problem()
@@ -195,12 +207,11 @@ class JournalBroker(InProcess):
         if outcome.verdict is Verdict.SUCCESS:
             drop_payload(entry, self.writer.keep_payload)
             self._counts.move(entry, State.SUCCEEDED)
-            if self.batch:  # only its id is kept
+            if self.batch or not self.keep_succeeded:  # its row goes (a batch keeps its id)
+                self._counts.shift(State.SUCCEEDED, None)
                 self.writer.forget(entry.job)
-                self.writer.done(entry.job.id)
-                return
-            if not self.keep_succeeded:
-                self.writer.forget(entry.job)
+                if self.batch:
+                    self.writer.done(entry.job.id)
                 return
         elif outcome.verdict is Verdict.FAIL:
             entry.reason = outcome.reason

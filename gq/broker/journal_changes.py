@@ -31,7 +31,7 @@ class JournalChanges:
         if entry is None:
             was, released = self.db.write(JournalFile.cancel, job_id, time.time())
             if was in CANCELLABLE_ROWS:
-                self.counts.by_state[State.QUEUED if was == BLOCKED else State(was)] -= 1
+                self.counts.shift(State.QUEUED if was == BLOCKED else State(was), State.CANCELLED)
                 if released:  # the next job of its key waits in the file now: the feeder looks again
                     self.feed.wrote(0, [], time.time(), [released])
                 return True
@@ -52,12 +52,12 @@ class JournalChanges:
 
     def replay(self, ids: Iterable[str] | None, states: Iterable[State] = (State.DEAD,)) -> Replayed:
         done, dead = self.db.write(JournalFile.replay, None if ids is None else list(ids), [s.value for s in states])
-        self.counts.by_state[State.DEAD] -= dead
-        self.counts.by_state[State.QUEUED] += len(done.ids)
+        self.counts.shift(State.DEAD, State.QUEUED, dead)
+        self.counts.shift(State.SUCCEEDED, State.QUEUED, len(done.ids) - dead)  # the others replayed
         self.feed.look_again()
         return done
 
     def purge(self, ids: Iterable[str] | None) -> list[str]:
         purged = self.db.write(JournalFile.purge, None if ids is None else list(ids))
-        self.counts.by_state[State.DEAD] -= len(purged)
+        self.counts.shift(State.DEAD, None, len(purged))
         return purged

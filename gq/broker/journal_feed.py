@@ -52,8 +52,7 @@ class JournalFeed:
         """See journal_writer.Commits.wrote."""
         for state in released:  # let go from behind their key: counted as queued until now
             if state == "scheduled":
-                self.counts.by_state[State.QUEUED] -= 1
-                self.counts.by_state[State.SCHEDULED] += 1
+                self.counts.shift(State.QUEUED, State.SCHEDULED)
         if stored or dues or released:  # jobs wait in the file now: the feeder looks again
             self._writes += 1
             self._next_due = min([self._next_due, *dues] + ([written_at] if stored or released else []))
@@ -86,8 +85,7 @@ class JournalFeed:
             return
         for state in unreadable:
             log.error("journal: a job could not be read back from the file; kept as a dead letter")
-            self.counts.by_state[State(state)] -= 1
-            self.counts.by_state[State.DEAD] += 1
+            self.counts.shift(State(state), State.DEAD)
         self.wrote(0, [], now, released)
         for entry in entries:
             self.counts.move(entry, State.QUEUED)  # a due retry is queued again

@@ -73,7 +73,26 @@ CREATE TABLE IF NOT EXISTS audit (         -- operator actions (gq/core/audit.py
     seq    INTEGER PRIMARY KEY AUTOINCREMENT,
     action TEXT NOT NULL                    -- the row's JSON
 );
+CREATE TABLE IF NOT EXISTS ledger (        -- the jobs ever accepted, and those forgotten (rows gone)
+    name  TEXT PRIMARY KEY,
+    count INTEGER NOT NULL
+) WITHOUT ROWID;
+-- A file made by an earlier gq starts its ledger with the jobs it holds (and a batch's done ids);
+-- counted once, when the ledger is new.
+INSERT INTO ledger (name, count) SELECT 'accepted', (SELECT count(*) FROM jobs) + (SELECT count(*) FROM done)
+    WHERE NOT EXISTS (SELECT 1 FROM ledger WHERE name = 'accepted');
+INSERT INTO ledger (name, count) SELECT 'forgotten', (SELECT count(*) FROM done)
+    WHERE NOT EXISTS (SELECT 1 FROM ledger WHERE name = 'forgotten');
+-- Kept by the file itself, in the transaction that adds or deletes the row, whoever writes it
+-- (a daemon, gq batch, gq jobs or gq dlq on the file): the ledger always adds up on disk.
+CREATE TRIGGER IF NOT EXISTS ledger_accepted AFTER INSERT ON jobs
+    BEGIN UPDATE ledger SET count = count + 1 WHERE name = 'accepted'; END;
+CREATE TRIGGER IF NOT EXISTS ledger_forgotten AFTER DELETE ON jobs
+    BEGIN UPDATE ledger SET count = count + 1 WHERE name = 'forgotten'; END;
 """
+LEDGER_OF_FILE = """SELECT 'accepted', count FROM ledger WHERE name = 'accepted' UNION ALL
+SELECT 'forgotten', count FROM ledger WHERE name = 'forgotten' UNION ALL
+SELECT state, count(*) FROM jobs GROUP BY state"""
 # Newest first by acceptance, for GET /v1/jobs: through jobs_accepted with no filter,
 # jobs_state by state, jobs_host by host (and state), jobs_ordering by ordering key (and
 # state); an id prefix through the id's own index, its matches sorted.
@@ -89,6 +108,15 @@ CREATE INDEX IF NOT EXISTS jobs_host ON jobs (host, state, accepted_at);
 CREATE INDEX IF NOT EXISTS jobs_key ON jobs (ordering_key, state) WHERE {KEYED};
 CREATE INDEX IF NOT EXISTS jobs_ordering ON jobs (ordering_key, state, accepted_at) WHERE ordering_key IS NOT NULL;
 """
+
+
+def ledger_of(db: sqlite3.Connection) -> dict[str, int]:
+    """The file's ledger, in one statement: one reading (a blocked or taken job is queued)."""
+    ledger: dict[str, int] = {}
+    for name, n in db.execute(LEDGER_OF_FILE):
+        name = name if name in ("accepted", "forgotten") else shown(name).value
+        ledger[name] = ledger.get(name, 0) + n
+    return ledger
 
 
 def _destination(spec: str) -> str:
@@ -182,20 +210,17 @@ class JournalFile(JournalLookups, JournalOperations):
 
     # -- the daemon's connection
 
-    def recover(self) -> tuple[dict[State, int], list[Entry], float]:
+    def recover(self) -> tuple[dict[str, int], list[Entry], float]:
         """At start: jobs read into memory by the last process wait on disk again; returns
-        the jobs by state (unfinished and dead), those whose attempt was under way, and
-        when the first waiting job is due (inf: none)."""
+        the file's ledger, the jobs whose attempt was under way, and when the first waiting
+        job is due (inf: none)."""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute("UPDATE jobs SET state = 'queued' WHERE state = ?", (TAKEN,))
             running, _, _ = self._readable(
                 self.db.execute("SELECT * FROM jobs WHERE state = 'running'").fetchall(), time.time())
-            counts: dict[State, int] = {}
-            for state, n in self.db.execute("SELECT state, count(*) FROM jobs WHERE state NOT IN "
-                                            "('succeeded', 'cancelled') GROUP BY state"):
-                counts[shown(state)] = counts.get(shown(state), 0) + n
-        return counts, running, self._next_due()
+            ledger = ledger_of(self.db)
+        return ledger, running, self._next_due()
 
     def _next_due(self) -> float:
         rows = self.db.execute(f"SELECT due FROM jobs {BY_DUE} WHERE {WAITING} ORDER BY due LIMIT 1").fetchall()
@@ -289,12 +314,12 @@ class JournalFile(JournalLookups, JournalOperations):
         """Jobs read into memory wait on disk again (the daemon stops)."""
         self.db.execute("UPDATE jobs SET state = 'queued' WHERE state = ?", (TAKEN,))
 
-    def expire(self, before: float, limit: int) -> int:
+    def expire(self, before: float, limit: int) -> list[str]:
         """Delete up to `limit` succeeded or cancelled jobs that finished before `before`;
-        returns how many."""
-        return self.db.execute(
+        returns the states they had."""
+        return [row[0] for row in self.db.execute(
             "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs WHERE state IN ('succeeded', 'cancelled') "
-            "AND finished_at < ? LIMIT ?)", (before, limit)).rowcount
+            "AND finished_at < ? LIMIT ?) RETURNING state", (before, limit)).fetchall()]
 
     def batch_done(self, ids: Iterable[str], forget_others: bool) -> set[str]:
         """Those of a batch's `ids` that succeeded before (in an interrupted run of it, or

@@ -35,6 +35,8 @@ class Kept(Protocol):
 
     def purge(self, ids: Iterable[str] | None) -> list[str]: ...
 
+    def expire(self, before: float, limit: int) -> int: ...
+
 
 def answer_dlq(broker: Kept, stop: Event) -> None:
     """Carry out the replays and purges that `gq dlq` left in the control table."""
@@ -55,7 +57,7 @@ def expire(broker: Kept, stop: Event) -> None:
     while not stop.wait(EXPIRE_EVERY):
         try:
             before = time.time() - broker.keep_succeeded
-            while broker.db.write(JournalFile.expire, before, EXPIRE_STEP) == EXPIRE_STEP:
+            while broker.expire(before, EXPIRE_STEP) == EXPIRE_STEP:
                 gevent.sleep(0)
         except sqlite3.Error as e:
             log.warning("journal: cannot delete expired succeeded jobs: %s; will try again", e)

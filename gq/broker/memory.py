@@ -85,7 +85,7 @@ class MemoryBroker(AuditRows, InProcess):
         at_once: list[Entry] = []
         for entry in fresh:
             self._entries[entry.job.id] = entry
-            self._counts.by_state[State.QUEUED] += 1
+            self._counts.arrived(entry.state)
             if self._lines.join(entry):
                 continue
             if (entry.job.run_at or 0.0) > now:
@@ -165,8 +165,8 @@ class MemoryBroker(AuditRows, InProcess):
             self._hold(head, max(run_at, now), State.SCHEDULED if run_at > now else State.QUEUED)
 
     def _drop(self, job_id: str) -> None:
-        """Forget a job: a succeeded one past the window, or a purged dead letter."""
-        del self._entries[job_id]
+        """Forget a job: a succeeded or cancelled one past the window, or a purged dead letter."""
+        self._counts.shift(self._entries.pop(job_id).state, None)
 
     # -- look-ups
 
@@ -188,6 +188,10 @@ class MemoryBroker(AuditRows, InProcess):
 
     def stored_bytes(self) -> int:
         return 0
+
+    def ledger(self) -> dict[str, int]:
+        self._forget()
+        return dict(self._counts.ledger)
 
     # -- operations
 
@@ -240,7 +244,6 @@ class MemoryBroker(AuditRows, InProcess):
     def purge(self, ids: Iterable[str] | None) -> list[str]:
         dead = [e for _, e in self._pick(ids, (State.DEAD,)) if e is not None and e.state is State.DEAD]
         for entry in dead:
-            self._counts.by_state[State.DEAD] -= 1
             self._drop(entry.job.id)
         return [e.job.id for e in sorted(dead, key=lambda e: e.handle)]
 

@@ -66,8 +66,9 @@ def passing(error: BaseException) -> bool:
         isinstance(error, redis.ResponseError) and str(error).startswith(PASSING_REPLIES))
 
 
-# Scripts that place jobs, and so need scripts/keys.lua (the ordering keys' rules) before them.
-PLACING = ("add", "cancel", "settle", "start", "requeue")
+# Scripts that move jobs, and so need scripts/keys.lua (the ordering keys' rules, the ledger's
+# moves) before them.
+PLACING = ("add", "cancel", "settle", "start", "requeue", "forget", "purge")
 
 
 def lua_script(name: str) -> str:

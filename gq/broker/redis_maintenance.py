@@ -1,6 +1,6 @@
 """What a daemon of the fleet does beside its jobs: beat (it is alive), move due retries
-back to the stream, read the fleet's counts, keep the jobs it holds from looking idle, and
-forget the consumers of daemons that are gone."""
+back to the stream, read the fleet's counts (and forget finished jobs past their ttl), keep
+the jobs it holds from looking idle, and forget the consumers of daemons that are gone."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ from gq.broker.sections import BrokerConfig
 log = logging.getLogger("gq.redis")
 
 MOVE_EVERY = 0.2      # seconds between looks for due retries
-COUNTS_EVERY = 1.0    # seconds between refreshes of the shared counts
+COUNTS_EVERY = 1.0    # seconds between refreshes of the shared counts (and forgetting jobs past the ttl)
+FORGET_STEP = 1000    # finished jobs forgotten per script, so that Redis never blocks long for it
 
 
 class RedisMaintenance:
@@ -37,6 +38,7 @@ class RedisMaintenance:
         self.held, self.settling, self.health = held, settling, health
         self._move = client.register_script(lua_script("move"))
         self._sweep = client.register_script(lua_script("sweep"))
+        self._forget = client.register_script(lua_script("forget"))
         self.shared: dict[str, Any] = {"stream_length": 0, "pending": 0}  # the fleet's, for the metrics
         self.counts = {"queued": 0, "scheduled": 0, "running": 0, "retrying": 0, "dead": 0}  # the fleet's
         self.replicas = 0   # the master's replicas, as last looked at
@@ -52,6 +54,8 @@ class RedisMaintenance:
                     last_beat = now
                 self._move(keys=[self.keys.retry_set, self.keys.stream], args=[time.time(), 500])
                 if now - last_counts >= COUNTS_EVERY:
+                    while self._forget(keys=[self.keys.prefix], args=[time.time(), FORGET_STEP]) == FORGET_STEP:
+                        pass
                     self.refresh_counts()
                     last_counts = now
                 if now - last_touch >= self.config.claim_idle / 3:

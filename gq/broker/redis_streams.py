@@ -75,7 +75,7 @@ from gq.broker.sections import BrokerConfig
 from gq.core import redaction
 from gq.core.audit import Audit, dlq_done
 from gq.core.job import Job
-from gq.core.lifecycle import CANCELLABLE, sources
+from gq.core.lifecycle import CANCELLABLE, LEDGER, sources
 from gq.core.lifecycle import Event as LifeEvent
 from gq.core.outcome import AttemptResult, Outcome
 from gq.core.supervisor import Supervisor
@@ -107,6 +107,7 @@ class RedisBroker(RedisAudit):
         self.sentinel = config.url.startswith(SENTINEL_SCHEME)
         self._leave = self.redis.register_script(lua_script("leave"))
         self._cancel = self.redis.register_script(lua_script("cancel"))
+        self._begin_ledger = self.redis.register_script(lua_script("ledger"))
         self._stopped = Event()
         self.link = Health()
         self.writer = RedisWriter(self.redis, keys, config.status_ttl, self.link)
@@ -146,6 +147,7 @@ class RedisBroker(RedisAudit):
                 if "BUSYGROUP" not in str(e):
                     raise
             self._count_unfinished()
+            self._begin_ledger(keys=[self.keys.prefix], args=[time.time()])
             self.maintenance.refresh_counts()
             self.maintenance.beat()
         except REDIS_ERRORS as e:
@@ -218,6 +220,14 @@ class RedisBroker(RedisAudit):
         every second: a job held by a daemon and not started is queued."""
         return dict(self.maintenance.counts)
 
+    def ledger(self) -> dict[str, int] | None:
+        """The fleet's, as its scripts keep it (P:counts), read now: one reading."""
+        try:
+            kept: Any = self.redis.hgetall(self.keys.prefix + ":counts")
+        except REDIS_ERRORS:
+            return None
+        return {name: int(kept.get(name.encode(), 0)) for name in LEDGER}
+
     # -- operations (find and replay: redis_operations)
 
     def cancel(self, job_id: str) -> bool:
@@ -286,6 +296,7 @@ class DeadLetters(RedisAudit):
         self.audit = Audit(self)
         self.stream, self.dead = self.keys.stream, self.keys.dead
         self._requeue = client.register_script(lua_script("requeue"))
+        self._purge = client.register_script(lua_script("purge"))
 
     @classmethod
     def open(cls, config: BrokerConfig) -> DeadLetters:
@@ -326,7 +337,7 @@ class DeadLetters(RedisAudit):
                     entry.job.id, payload(entry), entry.job.ordering_key or "", now, self.ttl,
                     "|".join(sources(LifeEvent.REPLAYED))])
             else:
-                pipe.delete(self.keys.status(entry.job.id))
+                self._purge(keys=[self.keys.prefix], client=pipe, args=[entry.job.id])
         try:
             pipe.execute()
         except REDIS_ERRORS as e:

@@ -121,6 +121,11 @@ def _parser() -> Parser:
                       help="the status every request is answered with (default 200)")
     echo.add_argument("--delay", type=float, default=0.0, metavar="SECONDS",
                       help="seconds to wait before answering (default 0)")
+    with_config(commands.add_parser(
+        "verify", help="check the journal file: SQLite's integrity, and that its ledger adds up",
+        description="Check the config's journal file, whether a daemon runs on it or not: SQLite's integrity "
+                    "check, and that every job accepted is counted once, by state or forgotten. Exit 0 when "
+                    "both hold, 1 otherwise."))
     commands.add_parser("completion", help="print the shell completion script of gq").add_argument(
         "shell", choices=COMPLETION_SHELLS, help="the shell it is for")
     return parser
@@ -245,6 +250,8 @@ def _run(args: argparse.Namespace) -> int:
         return _dlq(args)
     if args.command == "jobs":
         return jobs_cli.run(args, _remote, ENV_API)
+    if args.command == "verify":
+        return _verify(args)
     if args.command == "echo":
         from gq.commands import echo
         return echo.run(args.listen, args.status, args.delay)
@@ -252,6 +259,27 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.write(_completion(args.shell))
         return EXIT_OK
     raise UsageError(f"usage error: unknown command {args.command}")
+
+
+def _verify(args: argparse.Namespace) -> int:
+    config = config_.load(args.config)
+    if config.broker.kind == "redis":
+        raise UsageError("verify: broker.kind is \"redis\": gq verify checks a journal file; the fleet's "
+                         "ledger is in GET /v1/status")
+    if not config.journal.path:
+        raise UsageError("verify: journal.path is empty: nothing is kept on disk to verify")
+    from gq.broker.journal_file import JournalMissing
+    from gq.broker.journal_verify import verify
+    try:
+        problems, ledger = verify(config.journal.path)
+    except JournalMissing as e:
+        raise JournalMissing(f"{e}; {jobs_cli.MISSING_HINT}") from None
+    for problem in problems:
+        print(f"gq: verify: {config.journal.path}: {problem}", file=sys.stderr)
+    if problems:
+        return EXIT_FAILURE
+    print(f"{config.journal.path}: integrity ok; the ledger adds up: {ledger}")
+    return EXIT_OK
 
 
 def _dead_letters(config: config_.Config, command: str) -> DeadLetterAdmin:

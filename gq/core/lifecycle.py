@@ -21,6 +21,11 @@ or script.
     taken over  running on a daemon that died → retrying: that attempt's outcome is unknown
     expired     succeeded or cancelled past keep_succeeded, dead purged → forgotten
     unreadable  any unfinished → dead, with why; releases its key
+
+The ledger follows from the table: a job accepted is counted once in `accepted` and, from
+then on, in exactly one of the states or in `forgotten` (an event whose target is None), so
+`accepted` is always the sum of the rest, whatever happens to the jobs. Every broker keeps
+its ledger by `moved(was, now)` alone.
 """
 
 from __future__ import annotations
@@ -97,6 +102,43 @@ RULES: dict[Event, Rule] = {
     Event.EXPIRED: Rule(FINISHED, None, Key.HOLD),
     Event.UNREADABLE: Rule(UNFINISHED, State.DEAD, Key.RELEASE),
 }
+
+# GET /v1/status's "ledger" and gq_jobs{state}, in this order: every job ever accepted, and
+# where each is now (FORGOTTEN: finished and gone, after keep_succeeded, status_ttl or a purge).
+ACCEPTED, FORGOTTEN = "accepted", "forgotten"
+LEDGER = (ACCEPTED, *(s.value for s in State), FORGOTTEN)
+
+
+def moved(ledger: dict[str, int], was: State | str | None, now: State | str | None, n: int = 1) -> None:
+    """What `n` jobs moving from `was` to `now` do to `ledger`: None for `was`, they are new
+    (accepted); None for `now`, they are forgotten (an event with no target state)."""
+    source = ACCEPTED if was is None else was.value if isinstance(was, State) else was
+    target = FORGOTTEN if now is None else now.value if isinstance(now, State) else now
+    if source == ACCEPTED:
+        ledger[ACCEPTED] = ledger.get(ACCEPTED, 0) + n
+    else:
+        ledger[source] = ledger.get(source, 0) - n
+    ledger[target] = ledger.get(target, 0) + n
+
+
+def unbalanced(ledger: dict[str, int]) -> str | None:
+    """Why `ledger` does not add up (accepted is not the sum of the others, or a count is
+    below zero), or None when it does."""
+    counts = {name: int(ledger.get(name, 0)) for name in LEDGER}
+    below = [name for name, n in counts.items() if n < 0]
+    if below:
+        return f"below zero: {', '.join(f'{name} {counts[name]}' for name in below)}"
+    rest = sum(n for name, n in counts.items() if name != ACCEPTED)
+    if counts[ACCEPTED] != rest:
+        terms = " + ".join(f"{name} {counts[name]}" for name in LEDGER[1:])
+        return f"accepted {counts[ACCEPTED]} != {terms} = {rest}"
+    return None
+
+
+def said(ledger: dict[str, int]) -> str:
+    """The ledger as one line: `accepted N = queued a + … + forgotten f`."""
+    return f"accepted {ledger.get(ACCEPTED, 0)} = " + " + ".join(f"{name} {ledger.get(name, 0)}" for name in LEDGER[1:])
+
 
 CANCELLABLE = RULES[Event.CANCELLED].sources
 REPLAYABLE = RULES[Event.REPLAYED].sources

@@ -258,6 +258,6 @@ class Api:
         return {
             "queue_depth": now.queue_depth, "queue_maxsize": now.queue_maxsize,
             "pool_busy": now.pool_busy, "pool_size": now.pool_size,
-            "draining": now.draining, "jobs": self.broker.counts(),
+            "draining": now.draining, "jobs": self.broker.counts(), "ledger": self.broker.ledger(),
             "finished": {"succeeded": now.succeeded, "dead": now.dead, "cancelled": now.cancelled},
         }

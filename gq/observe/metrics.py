@@ -27,12 +27,13 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gq import __version__
 from gq.broker import Entry, Gauges, SharedGauges
 from gq.core.audit import ACTIONS as OPERATOR_ACTIONS
+from gq.core.lifecycle import LEDGER
 from gq.core.outcome import AttemptResult, Outcome, Verdict
 from gq.dispatch.dispatcher import Snapshot
 from gq.dispatch.observers import FINISHED, Quiet
@@ -143,11 +144,13 @@ class Metrics(Quiet):
         self.process = HealthCollector()
         r.register(self.process)
         self._snapshot: Callable[[], Snapshot] | None = None
+        self._ledger: Callable[[], dict[str, int] | None] | None = None
 
     def read(self, snapshot: Callable[[], Snapshot], broker: Figures) -> None:
         """Read the dispatcher's snapshot and the broker's figures at scrape time."""
         g = self._gauges
         self._snapshot = snapshot
+        self._ledger = broker.ledger
         g["gq_queue_depth"].set_function(lambda: snapshot().queue_depth)
         g["gq_queue_maxsize"].set_function(lambda: snapshot().queue_maxsize)
         g["gq_pool_busy"].set_function(lambda: snapshot().pool_busy)
@@ -189,6 +192,7 @@ class Metrics(Quiet):
         dispatcher's snapshot counts them (0 until `read`)."""
         yield self.jobs_accepted.family()
         yield self._finished()
+        yield from self._jobs()
         for metric in (self.attempts, self.rejected, self.operator_actions, self.evicted,
                        self.attempt_duration, self.queue_wait, self.loop_lag):
             yield metric.family()
@@ -199,6 +203,17 @@ class Metrics(Quiet):
         for outcome in FINISHED:
             family.add_metric([outcome], getattr(now, outcome) if now is not None else 0)
         return family
+
+    def _jobs(self) -> Iterator[GaugeMetricFamily]:
+        """gq_jobs{state}: the broker's ledger (none while it cannot be read: Redis down)."""
+        ledger = self._ledger() if self._ledger is not None else None
+        if ledger is None:
+            return
+        family = GaugeMetricFamily("gq_jobs", "Jobs ever accepted (state=\"accepted\"), and where each is now: "
+                                   "by state, or forgotten; accepted is the sum of the others", labels=["state"])
+        for state in LEDGER:
+            family.add_metric([state], ledger.get(state, 0))
+        yield family
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

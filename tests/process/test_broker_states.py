@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -35,7 +36,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from gq.broker import Conflict, Entry, Filter
+from gq.broker import Conflict, Entry, Filter, State
+from gq.core.lifecycle import unbalanced
 from support.broker_harness import DEADLINE, KINDS, SUCCESS, Harness, dead, job, retry, storage
 
 EXAMPLES = {"memory": 80, "journal": 30, "redis": 25}   # each broker's examples in CI (some 5 s each)
@@ -323,27 +325,42 @@ class BrokerMachine(RuleBasedStateMachine):
             assert entry is not None, f"{j.id} ({j.state}) is unknown to the broker"
             assert entry.state.value in self.allowed(j), f"{j.id} shows {entry.state.value}, not {self.allowed(j)}"
 
-    @precondition(lambda self: "counts" not in WITHOUT)
-    @invariant()
-    def counts_match_the_model(self):
-        counts = self.h.counts()
+    def bounds(self, counted: Callable[[Model], bool] = lambda j: True) -> tuple[dict[str, int], dict[str, int]]:
+        """How many of the `counted` jobs each state holds at least, and at most, as the model
+        sees them (a job may show one of several states: `allowed`)."""
         low: dict[str, int] = {}
         high: dict[str, int] = {}
-        expected = 0
-        for j in self.jobs.values():
+        for j in filter(counted, self.jobs.values()):
             allowed = self.allowed(j)
-            if allowed[0] in UNCOUNTED:
-                continue
-            expected += 1
             for state in allowed:
                 high[state] = high.get(state, 0) + 1
             if len(allowed) == 1:
                 low[allowed[0]] = low.get(allowed[0], 0) + 1
+        return low, high
+
+    @precondition(lambda self: "counts" not in WITHOUT)
+    @invariant()
+    def counts_match_the_model(self):
+        counts = self.h.counts()
+        low, high = self.bounds(lambda j: self.allowed(j)[0] not in UNCOUNTED)
+        expected = sum(1 for j in self.jobs.values() if self.allowed(j)[0] not in UNCOUNTED)
         shown = {s: counts.get(s, 0) for s in ("queued", "scheduled", "running", "retrying", "dead")}
         assert sum(shown.values()) == expected, f"counts {counts}: {sum(shown.values())} jobs, the model's {expected}"
         for state, n in shown.items():
             assert low.get(state, 0) <= n <= high.get(state, 0), (
                 f"counts {counts}: {state} {n}, the model's {low.get(state, 0)} to {high.get(state, 0)}")
+
+    @invariant()
+    def the_ledger_adds_up_to_the_models_jobs(self):
+        """Every job accepted is counted once, in a state the model allows it (none is
+        forgotten here: finished jobs are kept an hour)."""
+        ledger = self.h.ledger()
+        assert unbalanced(ledger) is None, f"ledger {ledger}: {unbalanced(ledger)}"
+        assert (ledger["accepted"], ledger["forgotten"]) == (len(self.jobs), 0), f"ledger {ledger}"
+        low, high = self.bounds()
+        for state in (s.value for s in State):
+            assert low.get(state, 0) <= ledger[state] <= high.get(state, 0), (
+                f"ledger {ledger}: {state} {ledger[state]}, the model's {low.get(state, 0)} to {high.get(state, 0)}")
 
 
 @pytest.mark.parametrize("broker_kind", KINDS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sqlite3
 import subprocess
@@ -11,6 +12,7 @@ import threading
 import time
 from contextlib import closing
 
+from gq.core.lifecycle import LEDGER
 from support import NOT_KEPT, earlier_journal, records, run_gq, wait_for
 
 JOURNAL = {"path": "data/journal.sqlite3"}
@@ -48,6 +50,12 @@ def test_kill_9_loses_no_accepted_job(start_daemon, target, tmp_path):
     print(f"\n{len(accepted)} accepted, {delivered_before} delivered before kill -9, "
           f"{stats['duplicates']} delivered twice")
     wait_for(lambda: journal_states(tmp_path).get("queued", 0) == 0, what="journal settled")
+    # Every job accepted is accounted for, once: by the daemon, and by the file itself.
+    wait_for(lambda: restarted.status()["ledger"]["succeeded"] == len(accepted), what="the ledger to settle")
+    assert restarted.status()["ledger"] == {**dict.fromkeys(LEDGER, 0), "accepted": len(accepted),
+                                            "succeeded": len(accepted)}
+    verified = run_gq("verify", "-c", str(restarted.config_path), cwd=tmp_path)
+    assert verified.returncode == 0 and f"accepted {len(accepted)} = " in verified.stdout, verified.stderr
 
 
 def test_a_job_that_kills_gq_during_its_attempts_uses_them_up_and_dies(start_daemon, target, tmp_path):
@@ -366,3 +374,52 @@ def test_a_journal_of_the_earlier_layout_is_upgraded_and_runs_its_jobs(start_dae
     # Opened again, nothing is upgraded twice.
     again = start_daemon(journal=JOURNAL, workdir=tmp_path)
     assert "upgrading" not in again.log()
+
+
+def test_gq_verify_checks_the_journals_integrity_and_ledger_daemon_running_or_not(start_daemon, target, tmp_path):
+    daemon = start_daemon(journal={**JOURNAL, "keep_succeeded": 0}, retry={"max_attempts": 1})
+    config = str(daemon.config_path)
+    daemon.post([{"id": "done", "url": target.url()}, {"id": "gone", "url": target.url(status=404)},
+                 {"id": "later", "url": target.url(), "delay": 3600}])
+    wait_for(lambda: daemon.status()["ledger"]["forgotten"] == 1 and daemon.status()["ledger"]["dead"] == 1,
+             what="one job forgotten (keep_succeeded 0), one dead")
+    assert daemon.status()["ledger"] == {**dict.fromkeys(LEDGER, 0), "accepted": 3, "scheduled": 1, "dead": 1,
+                                         "forgotten": 1}
+    running = run_gq("verify", "-c", config, cwd=tmp_path)
+    assert running.returncode == 0, running.stderr
+    assert running.stdout.strip().endswith("integrity ok; the ledger adds up: accepted 3 = queued 0 + scheduled 1 "
+                                           "+ running 0 + retrying 0 + succeeded 0 + dead 1 + cancelled 0 "
+                                           "+ forgotten 1"), running.stdout
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+    assert run_gq("verify", "-c", config, cwd=tmp_path).returncode == 0
+
+    # A row deleted behind gq's back: the file's ledger says one job is missing.
+    journal_query(tmp_path, "SELECT 1")  # the daemon is gone: the file is ours
+    with closing(sqlite3.connect(tmp_path / JOURNAL["path"])) as db, db:
+        db.execute("DROP TRIGGER ledger_forgotten")
+        db.execute("DELETE FROM jobs WHERE id = 'later'")
+    unbalanced = run_gq("verify", "-c", config, cwd=tmp_path)
+    assert unbalanced.returncode == 1, unbalanced.stdout
+    assert "ledger: accepted 3 != queued 0 + scheduled 0" in unbalanced.stderr, unbalanced.stderr
+
+    # A file whose pages are damaged: SQLite's integrity check names it.
+    with closing(sqlite3.connect(tmp_path / JOURNAL["path"])) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every page in the file itself
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+    path = tmp_path / JOURNAL["path"]
+    data = bytearray(path.read_bytes())
+    for start in range(page, len(data), page):     # each page's header but the first's
+        data[start:start + 8] = b"\xff" * 8
+    path.write_bytes(bytes(data))
+    damaged = run_gq("verify", "-c", config, cwd=tmp_path)
+    assert damaged.returncode == 1, damaged.stdout
+    assert re.search(r"gq: verify: data/journal.sqlite3: (integrity|cannot read the file)", damaged.stderr), (
+        damaged.stderr)
+    assert "Traceback" not in damaged.stderr
+
+    missing = run_gq("verify", "-c", config, cwd=tmp_path / "data")  # journal.path is relative: not there
+    assert missing.returncode == 1 and "does not exist" in missing.stderr, missing.stderr
+    (tmp_path / "memory.toml").write_text('[journal]\npath = ""\n')
+    nothing = run_gq("verify", "-c", "memory.toml", cwd=tmp_path)
+    assert nothing.returncode == 2 and "journal.path is empty" in nothing.stderr, nothing.stderr

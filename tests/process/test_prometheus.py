@@ -69,6 +69,8 @@ CONTRACT = {
     "gq_oldest_job_age_seconds": ("gauge", {}),
     "gq_journal_bytes": ("gauge", {}),
     "gq_broker_ready": ("gauge", {}),
+    "gq_jobs": ("gauge", {"state": {"accepted", "queued", "scheduled", "running", "retrying", "succeeded", "dead",
+                                    "cancelled", "forgotten"}}),
     # the daemon runs this test's interpreter (support.gq_command): the versions are these
     "gq_build_info": ("gauge", {"version": {gq.__version__}, "python": {platform.python_version()},
                                 "gevent": {gevent.__version__}}),
@@ -85,10 +87,10 @@ ALERTS = {"GqNoReadyInstance", "GqInstanceDown", "GqDrainingTooLong", "GqBrokerN
           "GqIntakeRejectingQueueFull", "GqIntakeRejectingRequests", "GqDeadLettersRising",
           "GqRetriesPilingUp", "GqOldestJobAgeHigh", "GqOldestJobAgeCritical", "GqPoolSaturated",
           "GqCircuitOpen", "GqRedisPendingStalled", "GqEventLoopLagHigh", "GqEventLoopBlocked",
-          "GqFileDescriptorsNearLimit", "GqFileDescriptorsExhausted"}
+          "GqFileDescriptorsNearLimit", "GqFileDescriptorsExhausted", "GqLedgerUnbalanced"}
 # Alerts monitoring/gq-alerts-test.yml must fire (and hold back) on made-up series.
 UNIT_TESTED_ALERTS = {"GqNoReadyInstance", "GqBrokerNotReady", "GqOldestJobAgeHigh", "GqOldestJobAgeCritical",
-                      "GqCircuitOpen", "GqRedisPendingStalled"}
+                      "GqCircuitOpen", "GqRedisPendingStalled", "GqLedgerUnbalanced"}
 SEVERITIES = {"critical", "warning", "info"}
 # Labels Prometheus attaches to every scraped series: not in gq's exposition.
 TARGET_LABELS = {"job", "instance"}
@@ -576,6 +578,9 @@ def test_contract_metrics_are_exported_with_their_types(populated):
     assert (v("gq_pool_size"), v("gq_queue_maxsize")) == (7, 50)
     assert (v("gq_queue_depth"), v("gq_retry_scheduled"), v("gq_journal_pending")) == (0, 0, 0)
     assert v("gq_dead_letters") == 1
+    ledger = {state: v("gq_jobs", state=state) for state in exposition.labels("gq_jobs")["state"]}
+    assert ledger == {**dict.fromkeys(ledger, 0), "accepted": 5, "succeeded": 4, "dead": 1}
+    assert ledger == populated.daemon.status()["ledger"]
     assert v("gq_draining") == 0
     assert v("gq_build_info") == 1
     assert v("gq_broker_ready") == 1

@@ -21,6 +21,7 @@ import psutil
 import pytest
 import requests
 
+from gq.core.lifecycle import LEDGER
 from support import Daemon, closed_port, metric, run_gq, to_toml, wait_for
 from support.fleet import (
     CLAIM_IDLE,
@@ -166,6 +167,8 @@ def test_jobs_of_a_killed_daemon_are_taken_over(fleet, target):
     # Nothing stays pending for the dead consumer, and the fleet forgets it.
     wait_for(lambda: victim_consumer not in fleet.consumers(), 20, "the dead consumer removed from the group")
     wait_for(lambda: fleet.pending_total() == 0 and fleet.redis.xlen(fleet.stream) == 0, 10, "an empty stream")
+    # The fleet's ledger: every job accepted once, each succeeded, whatever the kill did.
+    assert survivor.status()["ledger"] == {**dict.fromkeys(LEDGER, 0), "accepted": 80, "succeeded": 80}
     assert survivor.proc.poll() is None
     assert_no_traceback(survivor)
 
@@ -412,6 +415,9 @@ def test_dead_letters_with_daemons_running_and_with_none(fleet, target):
     assert listed(config) == {} and fleet.redis.xlen(fleet.dead) == 0
     for daemon in (a, b):
         wait_for(lambda: metric(daemon, "gq_dead_letters") == 0, 5, f"gq_dead_letters 0 on {daemon.name}")
+    # The purged letters are forgotten in the fleet's ledger, the same on both daemons.
+    assert a.status()["ledger"] == b.status()["ledger"] == {**dict.fromkeys(LEDGER, 0), "accepted": 3,
+                                                           "forgotten": 3}
 
     # With none running.
     for n, daemon in enumerate((a, b)):

@@ -26,6 +26,7 @@ import pytest
 
 from gq.broker import Conflict, Entry, Filter, State
 from gq.core.job import Job
+from gq.core.lifecycle import LEDGER
 from gq.errors import BacklogFull, QueueFull
 from support.broker_harness import (
     DEADLINE,
@@ -738,6 +739,62 @@ def test_counts_follow_every_state(h):
     states = {i: h.state(i).value for i in ("run", "held", "retry", "defer", "dead", "k1", "k2", "sched", "wait")}
     assert states == {"run": "running", "held": "queued", "retry": "retrying", "defer": "queued", "dead": "dead",
                       "k1": "queued", "k2": "queued", "sched": "scheduled", "wait": "queued"}
+
+
+# -- the ledger (gq/core/lifecycle.py): every job accepted, by state or forgotten
+
+def _ledger(**counts: int) -> dict[str, int]:
+    ledger = dict.fromkeys(LEDGER, 0) | counts
+    ledger["accepted"] = sum(n for name, n in ledger.items() if name != "accepted")
+    return ledger
+
+
+def test_the_ledger_counts_every_job_accepted_where_it_is_now(h):
+    h.add(job("run"), job("held"), job("retry"), job("done"), job("dead"), job("cancel", delay=FAR),
+          job("k1", ordering_key="k"), job("k2", ordering_key="k"), job("sched", delay=FAR))
+    assert h.add(job("run"), job("done")).duplicates == ["run", "done"]  # a duplicate is not accepted again
+    taken = h.take_ids(["run", "held", "retry", "done", "dead", "k1"])
+    h.start(taken["run"])
+    h.run(taken["retry"], retry(FAR))
+    h.run(taken["done"])
+    h.run(taken["dead"], dead())
+    assert h.broker.cancel("cancel") is True
+    assert h.ledger() == _ledger(queued=3, scheduled=1, running=1, retrying=1, succeeded=1, dead=1, cancelled=1)
+
+
+def test_the_ledger_adds_up_as_jobs_are_replayed_purged_and_forgotten(make):
+    h = make(keep_succeeded=1.0, status_ttl=1)
+    h.add(job("again"), job("gone"), job("done"), job("k1", ordering_key="k"), job("k2", ordering_key="k"))
+    for i in ("again", "gone", "k1"):
+        h.run(h.take_one(i), dead())
+    h.run(h.take_one("done"))
+    assert h.ledger() == _ledger(queued=1, succeeded=1, dead=3)
+    assert h.broker.replay(["again", "k1"]).ids == ["again", "k1"]
+    assert h.purge("gone") == ["gone"]
+    assert h.ledger() == _ledger(queued=3, succeeded=1, forgotten=1)  # k1 runs again before k2
+    h.run(h.take_one("again"))
+    poll(lambda: h.ledger()["forgotten"] == 3, 4.0, "the succeeded jobs forgotten after keep_succeeded")
+    assert h.ledger() == _ledger(queued=2, forgotten=3)
+    assert h.add(job("done")).duplicates == []  # forgotten: its id is new, and accepted again
+    assert h.ledger() == _ledger(queued=3, forgotten=3)
+
+
+@brokers("journal", "redis")  # memory only: a crash loses every job, by design
+def test_the_ledger_survives_a_crash_and_counts_the_attempt_gq_died_during(make):
+    first = make(heartbeat=0.2)
+    first.add(job("flying"), job("waiting"), job("done"))
+    first.run(first.take_one("done"))
+    assert first.start(first.take_one("flying"))
+    assert first.ledger() == _ledger(queued=1, running=1, succeeded=1)
+    first.vanish()
+    second = first.successor()
+    try:
+        back = second.take_ids(["flying", "waiting"])
+        second.run(back["flying"])
+        second.run(back["waiting"], dead())
+        assert second.ledger() == _ledger(succeeded=2, dead=1)
+    finally:
+        second.close()
 
 
 # -- Redis: every operation of the API (no 501)

@@ -293,6 +293,27 @@ class Harness:
             broker.maintenance.refresh_counts()
         return self.broker.counts()
 
+    def ledger(self) -> dict[str, int]:
+        """The broker's ledger once what it answered is written; on the journal, also the
+        file's own (`gq verify`'s reading), which must agree."""
+        self.settled()
+        ledger = self.broker.ledger()
+        assert ledger is not None
+        if self.kind == "journal":
+            from gq.broker.journal_file import ledger_of
+            broker: Any = self.broker
+            on_disk = broker.db.read(lambda file: ledger_of(file.db))
+            assert {k: on_disk.get(k, 0) for k in ledger} == ledger, f"the file's ledger {on_disk} != {ledger}"
+        return ledger
+
+    def purge(self, *ids: str) -> list[str]:
+        """Dead letters deleted, as `gq dlq purge` does (on Redis: DeadLetters, no daemon needed)."""
+        broker: Any = self.broker
+        if self.kind == "redis":
+            from gq.broker.redis_streams import DeadLetters
+            return DeadLetters(broker.redis, broker.config).run("purge", list(ids))
+        return broker.purge(list(ids))
+
     # -- lifetime
 
     def close(self) -> None:

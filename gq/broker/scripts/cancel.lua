@@ -12,5 +12,5 @@ moved(p, state, 'cancelled')
 redis.call('ZREM', p .. ':retry', redis.call('HGET', status, 'payload'))
 local key = redis.call('HGET', status, 'key')
 if key and key ~= '' then release(p, key, id, tonumber(ARGV[2])) end
-finished(p, id, ARGV[3])
+finished(p, id, 'cancelled', ARGV[3], tonumber(ARGV[2]))
 return state

@@ -20,25 +20,29 @@ local function allowed(state, sources)
   return false
 end
 
--- A job moves from one state to another (false: it is new): P:counts counts the unfinished
--- ones by state, for the metrics (dead letters are P:dead's length).
+-- A job moves from one state to another (false: it is new, accepted; 'forgotten': gone): the
+-- fleet's ledger P:counts counts every job accepted and, by state or forgotten, where each is
+-- (gq.core.lifecycle.moved); the metrics read the unfinished ones from it.
 local function moved(p, from, to)
   if from == to then return end
-  if from and from ~= 'succeeded' and from ~= 'dead' and from ~= 'cancelled' then
-    redis.call('HINCRBY', p .. ':counts', from, -1)
-  end
-  if to ~= 'succeeded' and to ~= 'dead' and to ~= 'cancelled' then
-    redis.call('HINCRBY', p .. ':counts', to, 1)
-  end
+  redis.call('HINCRBY', p .. ':counts', from or 'accepted', from and -1 or 1)
+  redis.call('HINCRBY', p .. ':counts', to, 1)
 end
 
--- Job `id` is finished: one unfinished job less; its id and status go after the ttl.
-local function finished(p, id, ttl)
+-- Job `id` is finished in `state`: one unfinished job less; its id and status go after the
+-- ttl, when P:ending (scored by that time, "state\nid" each) has it forgotten (forget.lua).
+local function finished(p, id, state, ttl, now)
   redis.call('EXPIRE', p .. ':job:' .. id, ttl)
   redis.call('EXPIRE', p .. ':id:' .. id, ttl)
+  redis.call('ZADD', p .. ':ending', now + tonumber(ttl), state .. '\n' .. id)
   if tonumber(redis.call('GET', p .. ':unfinished') or '0') > 0 then
     redis.call('DECR', p .. ':unfinished')
   end
+end
+
+-- A finished job runs again (replayed): it is not to be forgotten at the end of its ttl.
+local function unfinished_again(p, id, state)
+  redis.call('ZREM', p .. ':ending', state .. '\n' .. id)
 end
 
 local function place(p, due, payload, now)

@@ -18,6 +18,7 @@ local seq = tonumber(redis.call('HGET', status, 'seq')) or redis.call('INCR', p 
 redis.call('HSET', status, 'state', enqueue(p, key, id, 0, payload, now, seq), 'payload', payload,
            'attempts', 0, 'reason', '', 'due', 0, 'seq', seq)
 moved(p, state, 'queued')
+unfinished_again(p, id, state)
 redis.call('PERSIST', status)
 redis.call('SET', p .. ':id:' .. id, '1')
 redis.call('INCR', p .. ':unfinished')

@@ -23,6 +23,6 @@ redis.call('HSET', status, 'state', target, 'payload', payload, 'reason', reason
 if #ARGV > 10 then redis.call('HSET', status, unpack(ARGV, 11)) end
 if target == 'succeeded' or target == 'dead' then
   if key ~= '' then release(p, key, id, now) end
-  finished(p, id, ttl)
+  finished(p, id, target, ttl, now)
 end
 return 1
