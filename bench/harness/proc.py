@@ -11,21 +11,28 @@ import signal
 import subprocess
 import time
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import psutil
 
 from harness import BenchError, TimedOut
 from harness.shared import wait_for
 
-if TYPE_CHECKING:
-    from harness.context import Context
-
 TARGET_CORE, MEASURED_CORE = 1, 0
 BOTH_CORES = frozenset({TARGET_CORE, MEASURED_CORE})   # "not pinned": a process may run on either
 POLL = 0.005                        # seconds between looks at a child that is about to exit
 
 Cores = int | frozenset[int]   # one core, or BOTH_CORES
+
+
+class Placement(Protocol):
+    """Where a child process starts: its work dir and environment, and whether it is pinned to
+    a core (harness.context.Context is one; a protocol, so that context need not be imported)."""
+
+    workdir: Path
+    env: dict[str, str]
+    pinned: bool
 
 
 def core_set(cores: Cores) -> frozenset[int]:
@@ -39,7 +46,7 @@ class Proc:
 
     live: dict[int, Proc] = {}
 
-    def __init__(self, name: str, argv: list[str], ctx: Context, cores: Cores | None):
+    def __init__(self, name: str, argv: list[str], ctx: Placement, cores: Cores | None):
         self.name = name
         self.out = ctx.workdir / f"{name}.out"
         self.err = ctx.workdir / f"{name}.err"
@@ -162,7 +169,7 @@ class CoreClock:
     how much of it went to processes other than those measured: another load on the machine.
     This script's own CPU counts as measured when it runs on one of those cores."""
 
-    def __init__(self, ctx: Context, cores: Cores = MEASURED_CORE):
+    def __init__(self, ctx: Placement, cores: Cores = MEASURED_CORE):
         self.enabled = ctx.pinned
         self.cores = sorted(core_set(cores))
         self.mine = bool(set(self.cores) & os.sched_getaffinity(0))

@@ -5,16 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import psutil
 
 from harness import PY, ROOT, BenchError
-from harness.proc import BOTH_CORES, TARGET_CORE, Cores, Proc, core_set, cpu_seconds_of, request
+from harness.proc import BOTH_CORES, TARGET_CORE, Cores, Placement, Proc, core_set, cpu_seconds_of, request
 from harness.shared import Target
-
-if TYPE_CHECKING:
-    from harness.context import Context
 
 
 class BenchTarget(Target):
@@ -22,7 +18,7 @@ class BenchTarget(Target):
     pins nothing and is reaped by Popen), with what a run needs besides: a reset between runs,
     its CPU, a check that every job came exactly once, and its cores shared for a while."""
 
-    def __init__(self, ctx: Context):
+    def __init__(self, ctx: Placement):
         launched = Proc("target", [PY, str(ROOT / "tests" / "support" / "target.py"), "--port", "0"], ctx, TARGET_CORE)
         port = launched.wait_line(r"listening (\d+)", 15, stream="out").group(1)
         super().__init__(launched.popen, int(port))
@@ -41,7 +37,7 @@ class BenchTarget(Target):
         return cpu_seconds_of(self.ps)
 
     @contextlib.contextmanager
-    def beside(self, ctx: Context, cores: Cores) -> Iterator[None]:
+    def beside(self, ctx: Placement, cores: Cores) -> Iterator[None]:
         """While what is measured runs on `cores`: when that is both cores, the target may run
         on either too (it shares them), and is back on its own core afterwards."""
         shared = ctx.pinned and core_set(cores) == BOTH_CORES

@@ -29,6 +29,7 @@ from gq.broker import (
     unreplayable,
 )
 from gq.broker.memory_parts import AuditRows, Finished, KeyLines, Waiting, newest_first
+from gq.broker.sections import JournalConfig
 from gq.core.job import Job
 from gq.core.lifecycle import Event as JobEvent
 from gq.core.lifecycle import allows
@@ -43,6 +44,13 @@ class MemoryBroker(AuditRows, InProcess):
     counted as queued, until it finishes; jobs not due yet wait in a heap (Waiting)."""
 
     backlog = False
+
+    @classmethod
+    def from_config(cls, journal: JournalConfig, *, batch: bool = False) -> MemoryBroker:
+        """Memory only, kept by the journal's limits ([journal] with path = ""); for `gq batch`,
+        no succeeded job is remembered (nobody looks them up)."""
+        return cls(keep_finished=0 if batch else KEEP_FINISHED, max_backlog=journal.max_backlog,
+                   keep_seconds=journal.keep_succeeded, keep_payload=journal.keep_succeeded_payload)
 
     def __init__(self, clock: Callable[[], float] = time.time, keep_finished: int = KEEP_FINISHED,
                  max_backlog: int = 10_000_000, keep_seconds: float = float("inf"), keep_payload: bool = False):

@@ -71,7 +71,7 @@ from gq.broker.redis_maintenance import RedisMaintenance
 from gq.broker.redis_operations import RedisOperations
 from gq.broker.redis_urls import SENTINEL_SCHEME
 from gq.broker.redis_writer import RedisWriter
-from gq.broker.sections import BrokerConfig
+from gq.broker.sections import BrokerConfig, JournalConfig
 from gq.core import redaction
 from gq.core.audit import Audit, dlq_done
 from gq.core.job import Job
@@ -89,6 +89,14 @@ class RedisBroker(RedisAudit):
     the jobs still held given back) and the look-ups; the rest is its parts'."""
 
     backlog = True
+
+    @classmethod
+    def from_config(cls, broker: BrokerConfig, journal: JournalConfig, supervisor: Supervisor | None = None, *,
+                    pool_size: int) -> RedisBroker:
+        """The stream [broker] names, holding what the pool runs and broker.prefetch beyond it;
+        a succeeded job's body kept as [journal] keeps it."""
+        return cls(broker, supervisor, hold_at_most=pool_size + (broker.prefetch or pool_size),
+                   keep_payload=journal.keep_succeeded_payload)
 
     def __init__(self, config: BrokerConfig, supervisor: Supervisor | None = None, hold_at_most: int = 200,
                  keep_payload: bool = False):

@@ -1,4 +1,4 @@
-"""The console's requests: who asks (gq/console/sessions.py), which page or action, and the
+"""The console's requests: who asks (gq/console/signin.py), which page or action, and the
 answer, a page rendered from gq/console/templates with what gq/console/views.py reads.
 
 Every answer carries a Content-Security-Policy that allows the console's own script and
@@ -9,10 +9,8 @@ that carries the session's CSRF token.
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
@@ -22,10 +20,11 @@ import jinja2
 from gq import __version__
 from gq.config import Config
 from gq.console import present
+from gq.console.answers import Answer, Request, redirect
 from gq.console.sessions import Session, Sessions
+from gq.console.signin import SignIn
 from gq.console.views import Views
 from gq.errors import BrokerUnavailable
-from gq.intake.access import ANONYMOUS
 from gq.intake.api_io import Refusal, read_body
 from gq.intake.http_server import has_body
 
@@ -46,26 +45,6 @@ MAX_QUERY = 4096   # characters of a page's query string
 REFRESHED = {"overview.html", "jobs.html", "job.html", "destinations.html", "audit.html"}
 
 
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    session: Session
-    form: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Answer:
-    status: str
-    body: bytes = b""
-    headers: list[tuple[str, str]] = field(default_factory=list)
-
-
-def redirect(location: str, status: str = "303 See Other") -> Answer:
-    return Answer(status, headers=[("Location", location)])
-
-
 class Console:
     def __init__(self, config: Config, views: Views):
         self.views = views
@@ -78,6 +57,7 @@ class Console:
         static = resources.files("gq.console").joinpath("static")
         self.static = {f.name: f.read_bytes() for f in static.iterdir() if f.name.rsplit(".", 1)[-1] in STATIC_TYPES}
         self.sessions = Sessions(config.api, config.console.session_lifetime)
+        self.signin = SignIn(self.sessions, self._page)
         self.configure(config)
 
     def configure(self, config: Config) -> None:
@@ -115,17 +95,11 @@ class Console:
         form = self._form(environ) if method == "POST" else {}
         secure = environ.get("wsgi.url_scheme") == "https"
         if path == "/ui/sign-in":
-            return self._sign_in(method, query, form, secure)
-        session = self.sessions.of(environ.get("HTTP_COOKIE", ""))
-        cookie = None
-        if session is None:
-            if not self.sessions.open:
-                if method == "POST":
-                    return self._page("403 Forbidden", "error.html", None,
-                                      message="Your session has ended: sign in again. Nothing was changed.")
-                return redirect("/ui/sign-in?" + urlencode({"next": self._next(environ, path)}))
-            session, value = self.sessions.new(ANONYMOUS)
-            cookie = self.sessions.cookie(value, self.sessions.lifetime, secure)
+            return self.signin.answer(method, query, form, secure)
+        found = self.signin.session(environ, method, path, secure)
+        if isinstance(found, Answer):
+            return found
+        session, cookie = found
         request = Request(method, path, query, session, form)
         if method == "POST":
             answer = self._post(request, environ)
@@ -149,30 +123,6 @@ class Console:
                                   keep_blank_values=True))
         except UnicodeDecodeError:
             raise Refusal("400 Bad Request", {"error": "body: not UTF-8"}) from None
-
-    @staticmethod
-    def _next(environ: dict, path: str) -> str:
-        query = environ.get("QUERY_STRING", "")
-        return quote(path) + ("?" + query if query else "")
-
-    def _sign_in(self, method: str, query: dict[str, str], form: dict[str, str], secure: bool) -> Answer:
-        # Only a path of the console: never a redirect to another site.
-        target = query.get("next") or form.get("next") or "/ui/"
-        if not target.startswith("/ui/") or target.startswith("//"):
-            target = "/ui/"
-        if self.sessions.open:
-            return redirect(target)
-        if method != "POST":
-            return self._page("200 OK", "sign_in.html", None, next=target, failed=False)
-        role = self.sessions.role_of(form.get("token", ""))
-        if role is None:
-            log.warning("console: a sign-in with a wrong token")
-            return self._page("401 Unauthorized", "sign_in.html", None, next=target, failed=True)
-        _, value = self.sessions.new(role)
-        answer = redirect(target)
-        answer.headers.append(("Set-Cookie", self.sessions.cookie(value, self.sessions.lifetime, secure)))
-        log.info("console: signed in with the %s", role.replace("_", " "))
-        return answer
 
     # -- pages
 
@@ -224,17 +174,11 @@ class Console:
 
     def _post(self, request: Request, environ: dict) -> Answer:
         session, form = request.session, request.form
-        given = form.get("csrf", "")
-        if not hmac.compare_digest(given.encode(), session.csrf.encode()) or not self._same_origin(environ):
-            log.warning("console: a change refused: no valid CSRF token (%s %s)", request.method, request.path)
-            return self._page("403 Forbidden", "error.html", session,
-                              message="This form is out of date or came from elsewhere: nothing was changed. "
-                                      "Reload the page and try again.")
+        refused = self.signin.refusal(request, environ)
+        if refused:
+            return refused
         if request.path == "/ui/sign-out":
-            self.sessions.sign_out(session)
-            answer = redirect("/ui/sign-in" if not self.sessions.open else "/ui/")
-            answer.headers.append(("Set-Cookie", self.sessions.cookie("", 0, False)))
-            return answer
+            return self.signin.sign_out(session)
         if not session.may_act:
             return self._page("403 Forbidden", "error.html", session,
                               message="Signed in with the read token: you can see everything and change nothing.")
@@ -252,15 +196,6 @@ class Console:
                 return self._page("400 Bad Request", "error.html", session, message=r.body["error"])
             return self._page("200 OK", "done.html", session, action=action, **summary)
         return self._page("404 Not Found", "error.html", session, message=f"No such action: {path}")
-
-    @staticmethod
-    def _same_origin(environ: dict) -> bool:
-        """A browser's Origin, when it sends one, names this host (a second guard beside the
-        CSRF token and SameSite=Strict)."""
-        origin = environ.get("HTTP_ORIGIN")
-        if not origin or origin == "null":
-            return origin is None
-        return origin.split("://", 1)[-1] == environ.get("HTTP_HOST", "")
 
     # -- answers
 

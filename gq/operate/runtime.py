@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from gq.broker import Broker
 from gq.broker.journal import JournalBroker
 from gq.broker.journal_access import Waiting
-from gq.broker.memory import KEEP_FINISHED, MemoryBroker
+from gq.broker.memory import MemoryBroker
 from gq.config import Config
 from gq.console.app import Console
 from gq.console.views import Views
@@ -51,16 +51,13 @@ def open_broker(config: Config, batch: bool, supervisor: Supervisor, waiting: Wa
     succeeded job (nobody looks them up)."""
     if config.broker.kind == "redis":
         from gq.broker.redis_streams import RedisBroker  # imports redis: only when used
-        broker = RedisBroker(config.broker, supervisor,
-                             hold_at_most=config.pool.size + (config.broker.prefetch or config.pool.size),
-                             keep_payload=config.journal.keep_succeeded_payload)
+        broker = RedisBroker.from_config(config.broker, config.journal, supervisor, pool_size=config.pool.size)
         log.info("broker: Redis stream %s, consumer %s", broker.stream, broker.consumer)
         return broker
     journal = config.journal
     if not journal.path:
         log.warning("journal.path is empty: jobs are kept in memory only, and a crash loses them")
-        return MemoryBroker(keep_finished=0 if batch else KEEP_FINISHED, max_backlog=journal.max_backlog,
-                            keep_seconds=journal.keep_succeeded, keep_payload=journal.keep_succeeded_payload)
+        return MemoryBroker.from_config(journal, batch=batch)
     embedded = JournalBroker.from_config(journal, supervisor, batch=batch, waiting=waiting)
     log.info("journal %s: %d unfinished job(s) recovered", config.journal.path, embedded.recovered)
     return embedded

@@ -49,39 +49,34 @@ RUNBOOK_URL = "https://github.com/gq-project/gq/blob/main/docs/runbook.md"
 DASHBOARD = MONITORING / "gq-dashboard.json"
 EXAMPLE_CONFIG = MONITORING / "prometheus.yml"
 
+
+def _plain(kind: str, *names: str) -> dict[str, tuple[str, dict]]:
+    """Metrics of one exposition type without labels, as CONTRACT lists them."""
+    return {name: (kind, {}) for name in names}
+
+
 # The contract's metrics: name as stored by Prometheus → (exposition type, label → values).
 CONTRACT = {
-    "gq_jobs_accepted_total": ("counter", {}),
+    **_plain("counter", "gq_jobs_accepted_total"),
     "gq_jobs_finished_total": ("counter", {"outcome": {"succeeded", "dead", "cancelled"}}),
     "gq_attempts_total": ("counter", {"result": {"success", "retry", "fail"}}),
     "gq_intake_rejected_total": ("counter", {"reason": {"invalid", "unauthorized", "too_large",
                                                         "queue_full", "draining", "backlog_full", "storage"}}),
-    "gq_queue_depth": ("gauge", {}),
-    "gq_queue_maxsize": ("gauge", {}),
-    "gq_pool_busy": ("gauge", {}),
-    "gq_pool_size": ("gauge", {}),
-    "gq_retry_scheduled": ("gauge", {}),
-    "gq_journal_pending": ("gauge", {}),
-    "gq_dead_letters": ("gauge", {}),
-    "gq_attempt_duration_seconds": ("histogram", {}),
-    "gq_queue_wait_seconds": ("histogram", {}),
-    "gq_draining": ("gauge", {}),
-    "gq_oldest_job_age_seconds": ("gauge", {}),
-    "gq_journal_bytes": ("gauge", {}),
-    "gq_broker_ready": ("gauge", {}),
+    **_plain("gauge", "gq_queue_depth", "gq_queue_maxsize", "gq_pool_busy", "gq_pool_size", "gq_retry_scheduled",
+             "gq_journal_pending", "gq_dead_letters", "gq_draining", "gq_oldest_job_age_seconds",
+             "gq_journal_bytes", "gq_broker_ready"),
+    **_plain("histogram", "gq_attempt_duration_seconds", "gq_queue_wait_seconds"),
     "gq_jobs": ("gauge", {"state": {"accepted", "queued", "scheduled", "running", "retrying", "succeeded", "dead",
                                     "cancelled", "forgotten"}}),
     # the daemon runs this test's interpreter (support.gq_command): the versions are these
     "gq_build_info": ("gauge", {"version": {gq.__version__}, "python": {platform.python_version()},
                                 "gevent": {gevent.__version__}}),
     # process health
-    "process_open_fds": ("gauge", {}),
-    "process_max_fds": ("gauge", {}),
+    **_plain("gauge", "process_open_fds", "process_max_fds", "gq_event_loop_lag_seconds",
+             "process_resident_memory_bytes"),
     "gq_connections": ("gauge", {"state": None}),   # values depend on the sockets open
     "gq_greenlets": ("gauge", {"role": {"worker", "intake"}}),
-    "gq_event_loop_lag_seconds": ("gauge", {}),
-    "gq_event_loop_delay_seconds": ("histogram", {}),
-    "process_resident_memory_bytes": ("gauge", {}),
+    **_plain("histogram", "gq_event_loop_delay_seconds"),
 }
 ALERTS = {"GqNoReadyInstance", "GqInstanceDown", "GqDrainingTooLong", "GqBrokerNotReady", "GqQueueNearlyFull",
           "GqIntakeRejectingQueueFull", "GqIntakeRejectingRequests", "GqDeadLettersRising",

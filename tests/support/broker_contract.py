@@ -643,44 +643,14 @@ def test_an_id_is_known_until_its_job_has_run(make, broker_kind):
 
 # -- list, filter and cursors
 
-def test_find_lists_newest_first_by_filter_a_page_at_a_time(h):
+def _six_jobs_one_dead(h: Harness) -> None:
+    """a0…a4 to a.example, then b0 to b.example, accepted in that order; a1 dead, the rest waiting."""
     for i in range(5):
         h.add(_at("a", i))
         pause(0.002)
     h.add(_at("b", 0))
     h.run(h.take_one("a1"), dead())
     h.settled()
-    everything = list(h.broker.find(Filter(), 100))
-    assert [e.job.id for e, _ in everything] == ["b0", "a4", "a3", "a2", "a1", "a0"]
-    pages, where = [], Filter()
-    while True:
-        page = list(h.broker.find(where, 2))
-        pages.append([e.job.id for e, _ in page])
-        if len(page) < 2:
-            break
-        where = Filter(after=page[-1][1])
-    assert pages == [["b0", "a4"], ["a3", "a2"], ["a1", "a0"], []]
-    assert [e.job.id for e, _ in h.broker.find(Filter(state=State.DEAD), 10)] == ["a1"]
-    assert [e.job.id for e, _ in h.broker.find(Filter(host="b.example"), 10)] == ["b0"]
-    a2 = h.get("a2").accepted_at
-    a4 = h.get("a4").accepted_at
-    assert [e.job.id for e, _ in h.broker.find(Filter(since=a2, until=a4), 10)] == ["a3", "a2"]
-
-
-def test_count_says_how_many_jobs_a_filter_matches_up_to_a_bound(h):
-    for i in range(5):
-        h.add(_at("a", i))
-        pause(0.002)
-    h.add(_at("b", 0))
-    h.run(h.take_one("a1"), dead())
-    h.settled()
-    position = next(at for e, at in h.broker.find(Filter(), 10) if e.job.id == "a3")
-    assert h.broker.count(Filter(), 100) == 6
-    assert h.broker.count(Filter(after=position), 100) == 6  # the whole filter, not a page of it
-    assert h.broker.count(Filter(), 4) == 4
-    assert h.broker.count(Filter(state=State.DEAD), 100) == 1
-    assert h.broker.count(Filter(host="b.example"), 100) == 1
-    assert h.broker.count(Filter(state=State.SUCCEEDED), 100) == 0
 
 
 def _pages(h: Harness, where: Filter, size: int) -> list[list[str]]:
@@ -692,6 +662,29 @@ def _pages(h: Harness, where: Filter, size: int) -> list[list[str]]:
         if len(page) < size:
             return pages
         where = dataclasses.replace(where, after=page[-1][1])
+
+
+def test_find_lists_newest_first_by_filter_a_page_at_a_time(h):
+    _six_jobs_one_dead(h)
+    everything = list(h.broker.find(Filter(), 100))
+    assert [e.job.id for e, _ in everything] == ["b0", "a4", "a3", "a2", "a1", "a0"]
+    assert _pages(h, Filter(), 2) == [["b0", "a4"], ["a3", "a2"], ["a1", "a0"], []]
+    assert [e.job.id for e, _ in h.broker.find(Filter(state=State.DEAD), 10)] == ["a1"]
+    assert [e.job.id for e, _ in h.broker.find(Filter(host="b.example"), 10)] == ["b0"]
+    a2 = h.get("a2").accepted_at
+    a4 = h.get("a4").accepted_at
+    assert [e.job.id for e, _ in h.broker.find(Filter(since=a2, until=a4), 10)] == ["a3", "a2"]
+
+
+def test_count_says_how_many_jobs_a_filter_matches_up_to_a_bound(h):
+    _six_jobs_one_dead(h)
+    position = next(at for e, at in h.broker.find(Filter(), 10) if e.job.id == "a3")
+    assert h.broker.count(Filter(), 100) == 6
+    assert h.broker.count(Filter(after=position), 100) == 6  # the whole filter, not a page of it
+    assert h.broker.count(Filter(), 4) == 4
+    assert h.broker.count(Filter(state=State.DEAD), 100) == 1
+    assert h.broker.count(Filter(host="b.example"), 100) == 1
+    assert h.broker.count(Filter(state=State.SUCCEEDED), 100) == 0
 
 
 def test_find_filters_by_ordering_key_and_id_prefix_a_page_at_a_time(h):

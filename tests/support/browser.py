@@ -154,6 +154,11 @@ def requested_urls(driver: webdriver.Chrome) -> list[str]:
     return urls
 
 
+def requested_origins(driver: webdriver.Chrome) -> set[str]:
+    """The origins of requested_urls(): every host the browser asked anything of since the last call."""
+    return {origin(url) for url in requested_urls(driver)}
+
+
 def cookies(driver: webdriver.Chrome) -> dict[str, dict[str, Any]]:
     """The current page's cookies by name, as the browser holds them: value, path, httpOnly,
     secure, sameSite, expiry (absent for a session cookie)."""
