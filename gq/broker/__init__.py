@@ -35,7 +35,7 @@ from gq.core.lifecycle import (  # noqa: F401 - the broker's users read a job's 
     moved,
     unreplayable,
 )
-from gq.core.outcome import AttemptResult, Outcome, outcome_of
+from gq.core.outcome import AttemptResult, Outcome, outcome_of, unknown_attempts
 
 # What `"request"` shows in place of the payload of a succeeded job that did not keep it.
 PAYLOAD_DROPPED = "not kept"
@@ -72,6 +72,7 @@ class Entry:
             "state": self.state.value,
             "request": request,
             "attempts": self.attempts,
+            "unknown_attempts": unknown_attempts(self.history),
             "last_status": last.status if last else None,
             "last_error": last.error if last else None,
             "next_attempt_at": self.due if self.state in (State.RETRYING, State.SCHEDULED) else None,

@@ -24,6 +24,7 @@ from gq import config as config_
 from gq.broker import REPLAYABLE, Conflict, Filter, JobsAdmin, Replayed, State
 from gq.core import hosts
 from gq.core.job import timestamp
+from gq.core.outcome import UNKNOWN
 from gq.errors import EXIT_FAILURE, EXIT_OK, GqError, UsageError
 
 MISSING_HINT = "is gq running elsewhere? give -c FILE"  # when the config's journal is not there
@@ -323,9 +324,18 @@ def _payload(request: dict[str, Any]) -> list[tuple[str, str]]:
     return []
 
 
+MAYBE_DELIVERED = "may have been delivered"
+
+
+def maybe_delivered(count: int) -> str:
+    """What a job's `unknown_attempts` means, as `show` says it."""
+    return f"{count} attempt(s) of unknown outcome (gq stopped during them)"
+
+
 def details(job: dict[str, Any]) -> list[str]:
     """Every field of a job, one `name: value` line each (times local), its request's
-    method, URL, headers and payload, then its attempts, each with its outcome."""
+    method, URL, headers and payload; the attempts of unknown outcome, if any, as a line
+    that says the job may have been delivered; then its attempts, each with its outcome."""
     fields: list[tuple[str, str]] = []
     history: list[dict[str, Any]] = []
     for name, value in job.items():
@@ -335,17 +345,23 @@ def details(job: dict[str, Any]) -> list[str]:
             fields += _payload(value)
         elif name == "history":
             history = value
+        elif name == "unknown_attempts":
+            continue  # said in plain words, below
         elif name.endswith("_at") and isinstance(value, (int, float)):
             fields.append((name, local(value)))
         else:
             fields.append((name, printable(value)))
     width = max(len(name) for name, _ in fields) + 1
     lines = [f"{name + ':':<{width}} {value}" for name, value in fields]
+    if job.get("unknown_attempts"):
+        lines.append(f"{MAYBE_DELIVERED}: {maybe_delivered(job['unknown_attempts'])}")
     lines.append(f"{'history:':<{width}} {len(history)} attempt(s) kept" if history else f"{'history:':<{width}} -")
     for attempt in history:
         outcome = [f"status {attempt['status']}"] if attempt["status"] is not None else []
         outcome += [printable(attempt["error"])] if attempt["error"] else []
         verdict = printable(attempt.get("outcome"))
+        if attempt.get("outcome") == UNKNOWN:
+            verdict += f" ({MAYBE_DELIVERED})"
         lines.append(f"  {local(attempt['started'])}  {attempt['duration']:.3f}s  {verdict}  "
                      f"{'; '.join(outcome) or '-'}")
         if attempt.get("response"):

@@ -4,6 +4,7 @@ its host (it answered, it failed, or it was never asked), in one rule: `decide`.
 from __future__ import annotations
 
 import email.utils
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import Enum
 
@@ -113,3 +114,10 @@ def outcome_of(result: AttemptResult) -> str | None:
     if result.error is not None and result.error.startswith(DIED_PREFIX):
         return UNKNOWN
     return None
+
+
+def unknown_attempts(history: Iterable[AttemptResult]) -> int:
+    """How many attempts of a job's `history` are of unknown outcome (`outcome_of`): gq
+    died during each, so the target may have received it, and the job may have been
+    delivered more than once. What a job's view shows as `unknown_attempts`."""
+    return sum(outcome_of(attempt) == UNKNOWN for attempt in history)

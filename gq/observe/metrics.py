@@ -34,7 +34,7 @@ from gq import __version__
 from gq.broker import Entry, Gauges, SharedGauges
 from gq.core.audit import ACTIONS as OPERATOR_ACTIONS
 from gq.core.lifecycle import LEDGER
-from gq.core.outcome import AttemptResult, Outcome, Verdict
+from gq.core.outcome import UNKNOWN, AttemptResult, Outcome, Verdict
 from gq.dispatch.dispatcher import Snapshot
 from gq.dispatch.observers import FINISHED, Quiet
 from gq.observe.health import HealthCollector, LoopMonitor
@@ -112,6 +112,9 @@ class Metrics(Quiet):
         self.jobs_accepted = CounterFamily("gq_jobs_accepted", "Jobs accepted (202)")
         self.attempts = CounterFamily("gq_attempts", "Attempts by result", "result",
                                       tuple(v.value for v in Verdict))
+        self.attempts_unknown = CounterFamily(
+            "gq_attempts_unknown", "Attempts this daemon settled as of unknown outcome: under way when gq "
+            "died (or, on Redis, when the daemon whose job it took over did); each may have reached its target")
         self.rejected = CounterFamily("gq_intake_rejected", "Intake requests refused", "reason",
                                       REJECT_REASONS)
         self.operator_actions = CounterFamily("gq_operator_actions", "Operator actions this daemon carried out "
@@ -193,7 +196,7 @@ class Metrics(Quiet):
         yield self.jobs_accepted.family()
         yield self._finished()
         yield from self._jobs()
-        for metric in (self.attempts, self.rejected, self.operator_actions, self.evicted,
+        for metric in (self.attempts, self.attempts_unknown, self.rejected, self.operator_actions, self.evicted,
                        self.attempt_duration, self.queue_wait, self.loop_lag):
             yield metric.family()
 
@@ -226,6 +229,8 @@ class Metrics(Quiet):
 
     def attempted(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
         self.attempts.inc(outcome.verdict.value)
+        if result.outcome == UNKNOWN:
+            self.attempts_unknown.inc()
         self.attempt_duration.observe(result.duration)
 
 

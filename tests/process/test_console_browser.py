@@ -34,10 +34,13 @@ ORDER = {"order": 4127, "customer": "c-981", "lines": [{"sku": "A-1", "qty": 2},
          "note": "<img src=x onerror=alert(1)>"}
 
 
+SECTIONS = {"api": {"token": TOKEN, "read_token": READ_TOKEN},
+            "journal": {"path": "journal.sqlite3", "min_free_mb": 16}, "console": {"refresh": 1.0}}
+
+
 @pytest.fixture
 def daemon(start_daemon):
-    started = start_daemon(api={"token": TOKEN, "read_token": READ_TOKEN},
-                           journal={"path": "journal.sqlite3", "min_free_mb": 16}, console={"refresh": 1.0})
+    started = start_daemon(**SECTIONS)
     started.auth = {"Authorization": f"Bearer {TOKEN}"}
     return started
 
@@ -114,6 +117,27 @@ def test_an_operator_signs_in_finds_a_dead_job_reads_it_and_replays_it(browser, 
     received = delivered(target, job_id)
     assert len(received) == 2 and json.loads(received[-1]["body"]) == ORDER
     assert received[-1]["headers"]["authorization"] == "Bearer target-secret"
+
+
+def test_a_job_gq_died_during_says_at_the_top_that_it_may_have_been_delivered(browser, daemon, start_daemon, target):
+    job_id = new_id("held")
+    assert post_job(daemon, {"id": job_id, "url": target.url("/orders", gate="held"), "timeout": 60}).status_code == 202
+    wait_for(lambda: len(delivered(target, job_id)) == 1, what="the attempt in flight")
+    daemon.proc.kill()  # kill -9 while the target holds the attempt
+    daemon.wait()
+    target.control("/_open?gate=held")
+    restarted = start_daemon(**SECTIONS)
+    restarted.auth = daemon.auth
+    assert final_state(restarted, job_id)["state"] == "succeeded" and len(delivered(target, job_id)) == 2
+
+    sign_in(browser, restarted, TOKEN, f"/ui/jobs/{job_id}")
+    wait_until(browser, lambda d: d.find_element(By.TAG_NAME, "h1").text.startswith("Job"), "the job's page")
+    first = browser.find_element(By.CSS_SELECTOR, "main section")
+    assert first.get_attribute("class") == "maybe", "the first thing the page says"
+    assert first.text.startswith("May have been delivered\n1 attempt of unknown outcome: gq stopped during it")
+    history = browser.find_elements(By.CSS_SELECTOR, "table.history tbody tr")
+    assert ["may have been delivered" in row.text for row in history] == [True, False]
+    screenshot(browser, "console-job-unknown")
 
 
 def test_a_bulk_replay_shows_its_count_first_then_replays_every_job(browser, daemon, target):

@@ -13,7 +13,7 @@ import time
 from contextlib import closing
 
 from gq.core.lifecycle import LEDGER
-from support import NOT_KEPT, earlier_journal, records, run_gq, wait_for
+from support import NOT_KEPT, earlier_journal, fetch, metric, records, run_gq, wait_for
 
 JOURNAL = {"path": "data/journal.sqlite3"}
 
@@ -77,8 +77,47 @@ def test_a_job_that_kills_gq_during_its_attempts_uses_them_up_and_dies(start_dae
     assert [a["error"][:36] for a in job["history"]] == ["died: gq stopped during attempt 1 (a",
                                                          "died: gq stopped during attempt 2 (a"]
     assert [a["outcome"] for a in job["history"]] == ["unknown", "unknown"]  # each may have reached the target
+    assert job["unknown_attempts"] == 2
+    assert metric(daemon, "gq_attempts_unknown_total") == 1  # this daemon settled attempt 2 only
     assert target.count() == 2, "the dead job was sent again"
     assert "gq stopped during its attempt 2, which counts as failed" in daemon.log()
+
+
+def test_an_attempt_gq_died_during_is_shown_as_one_that_may_have_been_delivered(start_daemon, target, tmp_path):
+    # gq is killed while the target holds an attempt: the target has the request, gq never
+    # has its answer. Restarted, gq settles that attempt as of unknown outcome and sends the
+    # job again, so the target gets it twice; the job's view, `gq jobs show`, the console
+    # and /metrics say it may have been delivered.
+    sections = {"journal": JOURNAL, "retry": {"backoff_base": 0.1, "backoff_max": 0.1}}
+    daemon = start_daemon(**sections)
+    job_id = daemon.post({"url": target.url(gate="held"), "timeout": 60}).json()["id"]
+    wait_for(lambda: target.count() == 1, what="the attempt in flight")
+    daemon.proc.send_signal(signal.SIGKILL)
+    daemon.wait()
+    target.control("/_open?gate=held")  # the next attempt is answered at once
+    daemon = start_daemon(**sections)
+    job = wait_for(lambda: (j := daemon.job(job_id))["state"] == "succeeded" and j, what="the job delivered again")
+    assert len(records(target, job_id)) == 2
+    assert [a["outcome"] for a in job["history"]] == ["unknown", "success"] and job["unknown_attempts"] == 1
+    [listed] = daemon.get("/v1/jobs", params={"id_prefix": job_id}).json()["jobs"]
+    assert listed["unknown_attempts"] == 1
+    assert metric(daemon, "gq_attempts_unknown_total") == 1
+
+    for source in (["-c", "gq.toml"], ["--api", daemon.api]):
+        shown = run_gq("jobs", "show", job_id, *source, cwd=tmp_path)
+        assert shown.returncode == 0, shown.stderr
+        assert "may have been delivered: 1 attempt(s) of unknown outcome (gq stopped during them)" in \
+            shown.stdout.splitlines(), shown.stdout
+        marked = [line for line in shown.stdout.splitlines() if "(may have been delivered)" in line]
+        assert len(marked) == 1 and "unknown (may have been delivered)  died: " in marked[0], shown.stdout
+
+    page = fetch(daemon, f"/ui/jobs/{job_id}")
+    assert page.status_code == 200
+    assert "<h2 id=\"maybe\">May have been delivered</h2>" in page.text
+    assert "<strong>1 attempt of unknown outcome</strong>" in page.text
+    assert page.text.count("may have been delivered</span>") == 1  # the attempt gq died during, marked
+    listing = fetch(daemon, "/ui/jobs")
+    assert listing.status_code == 200 and ">1 unknown</span>" in listing.text
 
 
 def test_drain_timeout_leaves_the_rest_for_the_next_start(start_daemon, target, tmp_path):

@@ -164,6 +164,11 @@ def test_jobs_of_a_killed_daemon_are_taken_over(fleet, target):
     assert stats["duplicates"] <= len(held)
     for job_id in held:
         wait_for(lambda: survivor.job(job_id)["state"] == "succeeded", 10, f"{job_id} succeeded")
+    # The attempts the victim had under way are settled by the survivor as of unknown outcome:
+    # the jobs show them, the survivor counts them, and only those jobs were delivered twice.
+    unknown = {job_id: n for job_id in held if (n := survivor.job(job_id)["unknown_attempts"])}
+    assert unknown and set(twice) <= set(unknown), (twice, unknown)
+    assert metric(survivor, "gq_attempts_unknown_total") == sum(unknown.values()), unknown
     # Nothing stays pending for the dead consumer, and the fleet forgets it.
     wait_for(lambda: victim_consumer not in fleet.consumers(), 20, "the dead consumer removed from the group")
     wait_for(lambda: fleet.pending_total() == 0 and fleet.redis.xlen(fleet.stream) == 0, 10, "an empty stream")

@@ -34,3 +34,20 @@ def test_counters_start_at_zero_and_count():
     assert got[("gq_intake_rejected_total", (("reason", "queue_full"),))] == 1
     assert got[("gq_intake_rejected_total", (("reason", "draining"),))] == 0
     assert got[("gq_jobs_finished_total", (("outcome", "dead"),))] == 0
+
+
+def test_an_attempt_of_unknown_outcome_is_counted_apart_and_by_its_verdict():
+    from gq.broker import Entry
+    from gq.core.job import Job
+    from gq.core.outcome import AttemptResult, Outcome, Verdict, recorded
+
+    metrics = Metrics()
+    entry = Entry(Job("j", "POST", "http://x/", {}))
+    died = AttemptResult(0.0, 0.0, error="died: gq stopped during attempt 1")
+    metrics.attempted(entry, recorded(died, Outcome(Verdict.RETRY), interrupted=True), Outcome(Verdict.RETRY))
+    metrics.attempted(entry, recorded(AttemptResult(0.0, 0.1, status=200), Outcome(Verdict.SUCCESS)),
+                      Outcome(Verdict.SUCCESS))
+    got = registry_samples(metrics.registry)
+    assert got[("gq_attempts_unknown_total", ())] == 1
+    assert got[("gq_attempts_total", (("result", "retry"),))] == 1
+    assert got[("gq_attempts_total", (("result", "success"),))] == 1

@@ -178,3 +178,19 @@ def test_an_attempt_is_kept_with_its_outcome_and_read_back_from_five_elements_to
     assert [outcome_of(AttemptResult(NOW, 0.0, status=s, error=e)) for s, e in [
         (204, None), (None, "died: gq stopped during attempt 1"), (503, None), (None, "timeout: 10s")]] == [
         "success", "unknown", None, None]
+
+
+def test_a_jobs_view_counts_its_attempts_of_unknown_outcome():
+    from gq.broker import Entry
+    from gq.core.job import Job
+    from gq.core.outcome import Outcome, recorded, unknown_attempts
+
+    died = AttemptResult(NOW, 0.0, error="died: gq stopped during attempt 1")
+    history = [recorded(died, Outcome(Verdict.RETRY), interrupted=True),
+               AttemptResult(NOW, 0.0, error="died: gq stopped during attempt 2"),  # kept by an earlier gq
+               recorded(result(503), Outcome(Verdict.RETRY)),
+               recorded(result(200), Outcome(Verdict.SUCCESS))]
+    assert unknown_attempts(history) == 2 and unknown_attempts(history[2:]) == 0 and unknown_attempts([]) == 0
+    entry = Entry(Job("j", "POST", "http://x/", {}), attempts=4, history=history)
+    assert entry.status()["unknown_attempts"] == 2 and entry.status(listed=True)["unknown_attempts"] == 2
+    assert Entry(Job("k", "POST", "http://x/", {})).status()["unknown_attempts"] == 0
