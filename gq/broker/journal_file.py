@@ -26,8 +26,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from gq.broker import Entry, State, drop_payload, stored
-from gq.broker.journal_lookups import BLOCKED, FINAL, TAKEN, JournalLookups, entry, shown
+from gq.broker import Entry, State, drop_payload, journal_ledger, stored
+from gq.broker.journal_lookups import BLOCKED, FINAL, TAKEN, JournalLookups, entry
 from gq.broker.journal_operations import KEYED, JournalOperations
 from gq.core import hosts
 from gq.core.audit import AUDIT_KEEP, Position
@@ -73,26 +73,7 @@ CREATE TABLE IF NOT EXISTS audit (         -- operator actions (gq/core/audit.py
     seq    INTEGER PRIMARY KEY AUTOINCREMENT,
     action TEXT NOT NULL                    -- the row's JSON
 );
-CREATE TABLE IF NOT EXISTS ledger (        -- the jobs ever accepted, and those forgotten (rows gone)
-    name  TEXT PRIMARY KEY,
-    count INTEGER NOT NULL
-) WITHOUT ROWID;
--- A file made by an earlier gq starts its ledger with the jobs it holds (and a batch's done ids);
--- counted once, when the ledger is new.
-INSERT INTO ledger (name, count) SELECT 'accepted', (SELECT count(*) FROM jobs) + (SELECT count(*) FROM done)
-    WHERE NOT EXISTS (SELECT 1 FROM ledger WHERE name = 'accepted');
-INSERT INTO ledger (name, count) SELECT 'forgotten', (SELECT count(*) FROM done)
-    WHERE NOT EXISTS (SELECT 1 FROM ledger WHERE name = 'forgotten');
--- Kept by the file itself, in the transaction that adds or deletes the row, whoever writes it
--- (a daemon, gq batch, gq jobs or gq dlq on the file): the ledger always adds up on disk.
-CREATE TRIGGER IF NOT EXISTS ledger_accepted AFTER INSERT ON jobs
-    BEGIN UPDATE ledger SET count = count + 1 WHERE name = 'accepted'; END;
-CREATE TRIGGER IF NOT EXISTS ledger_forgotten AFTER DELETE ON jobs
-    BEGIN UPDATE ledger SET count = count + 1 WHERE name = 'forgotten'; END;
 """
-LEDGER_OF_FILE = """SELECT 'accepted', count FROM ledger WHERE name = 'accepted' UNION ALL
-SELECT 'forgotten', count FROM ledger WHERE name = 'forgotten' UNION ALL
-SELECT state, count(*) FROM jobs GROUP BY state"""
 # Newest first by acceptance, for GET /v1/jobs: through jobs_accepted with no filter,
 # jobs_state by state, jobs_host by host (and state), jobs_ordering by ordering key (and
 # state); an id prefix through the id's own index, its matches sorted.
@@ -108,15 +89,6 @@ CREATE INDEX IF NOT EXISTS jobs_host ON jobs (host, state, accepted_at);
 CREATE INDEX IF NOT EXISTS jobs_key ON jobs (ordering_key, state) WHERE {KEYED};
 CREATE INDEX IF NOT EXISTS jobs_ordering ON jobs (ordering_key, state, accepted_at) WHERE ordering_key IS NOT NULL;
 """
-
-
-def ledger_of(db: sqlite3.Connection) -> dict[str, int]:
-    """The file's ledger, in one statement: one reading (a blocked or taken job is queued)."""
-    ledger: dict[str, int] = {}
-    for name, n in db.execute(LEDGER_OF_FILE):
-        name = name if name in ("accepted", "forgotten") else shown(name).value
-        ledger[name] = ledger.get(name, 0) + n
-    return ledger
 
 
 def _destination(spec: str) -> str:
@@ -190,6 +162,7 @@ class JournalFile(JournalLookups, JournalOperations):
         """Create the tables and indexes, or bring a file of an earlier version up to date:
         the columns it lacks added (each job's host read from its URL), old indexes dropped."""
         self.db.executescript(TABLES)
+        self.db.executescript(journal_ledger.TABLE)
         if self.db.execute("PRAGMA user_version").fetchone()[0] < VERSION:
             jobs = self.db.execute("SELECT max(rowid) FROM jobs").fetchone()[0] or 0  # at once, unlike count(*)
             if jobs:  # some 15 s per million jobs, before gq listens: say why it waits
@@ -219,7 +192,7 @@ class JournalFile(JournalLookups, JournalOperations):
             self.db.execute("UPDATE jobs SET state = 'queued' WHERE state = ?", (TAKEN,))
             running, _, _ = self._readable(
                 self.db.execute("SELECT * FROM jobs WHERE state = 'running'").fetchall(), time.time())
-            ledger = ledger_of(self.db)
+            ledger = journal_ledger.ledger_of(self.db)
         return ledger, running, self._next_due()
 
     def _next_due(self) -> float:
@@ -239,6 +212,7 @@ class JournalFile(JournalLookups, JournalOperations):
           succeeded jobs; `keys`: ordering keys whose running job may have finished.
         Also returns the states of the jobs let go from behind their key."""
         fates: list[list[str] | None] = []
+        accepted = 0
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             for jobs, hold in adds:
@@ -260,12 +234,14 @@ class JournalFile(JournalLookups, JournalOperations):
                     fates.append(None)
                 else:
                     budget -= new
+                    accepted += new
                     fates.append(got)
                 self.db.execute("RELEASE request")
             self.db.executemany(
                 "UPDATE jobs SET state = ?, attempts = ?, due = ?, finished_at = ?, reason = ?, history = ?, "
                 "spec = coalesce(?, spec), trimmed = ? WHERE id = ?", changed)
-            self.db.executemany("DELETE FROM jobs WHERE id = ?", ((i,) for i in deleted))
+            forgotten = self.db.executemany("DELETE FROM jobs WHERE id = ?", ((i,) for i in deleted)).rowcount
+            journal_ledger.count(self.db, accepted, forgotten)
             self.db.executemany("INSERT OR IGNORE INTO done (id) VALUES (?)", ((i,) for i in done))
             released = [state for key in set(keys) if (state := self._release(key, accepted_at))]
         return fates, released
@@ -317,9 +293,13 @@ class JournalFile(JournalLookups, JournalOperations):
     def expire(self, before: float, limit: int) -> list[str]:
         """Delete up to `limit` succeeded or cancelled jobs that finished before `before`;
         returns the states they had."""
-        return [row[0] for row in self.db.execute(
-            "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs WHERE state IN ('succeeded', 'cancelled') "
-            "AND finished_at < ? LIMIT ?) RETURNING state", (before, limit)).fetchall()]
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            states = [row[0] for row in self.db.execute(
+                "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs WHERE state IN ('succeeded', 'cancelled') "
+                "AND finished_at < ? LIMIT ?) RETURNING state", (before, limit)).fetchall()]
+            journal_ledger.count(self.db, forgotten=len(states))
+        return states
 
     def batch_done(self, ids: Iterable[str], forget_others: bool) -> set[str]:
         """Those of a batch's `ids` that succeeded before (in an interrupted run of it, or

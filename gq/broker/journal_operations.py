@@ -10,7 +10,7 @@ import sqlite3
 import time
 from collections.abc import Iterable
 
-from gq.broker import Replayed, State, unreplayable
+from gq.broker import Replayed, State, journal_ledger, unreplayable
 from gq.broker.journal_lookups import BLOCKED, shown
 
 KEYED = ("ordering_key IS NOT NULL AND state IN "
@@ -122,6 +122,7 @@ class JournalOperations(JournalKeys):
             self.db.execute("BEGIN IMMEDIATE")
             done = [row["id"] for row in self._rows(ids, ("dead",)) if row["state"] == "dead"]
             self.db.executemany("DELETE FROM jobs WHERE id = ?", ((i,) for i in done))
+            journal_ledger.count(self.db, forgotten=len(done))
         return done
 
     # -- commands for a running daemon

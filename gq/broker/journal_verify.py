@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 import sqlite3
 
-from gq.broker.journal_file import JournalMissing, ledger_of
+from gq.broker.journal_file import JournalMissing
+from gq.broker.journal_ledger import ledger_of
 from gq.core.lifecycle import said, unbalanced
 
 INTEGRITY_LINES = 10  # of SQLite's integrity report, shown at most

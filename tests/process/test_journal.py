@@ -436,7 +436,6 @@ def test_gq_verify_checks_the_journals_integrity_and_ledger_daemon_running_or_no
     # A row deleted behind gq's back: the file's ledger says one job is missing.
     journal_query(tmp_path, "SELECT 1")  # the daemon is gone: the file is ours
     with closing(sqlite3.connect(tmp_path / JOURNAL["path"])) as db, db:
-        db.execute("DROP TRIGGER ledger_forgotten")
         db.execute("DELETE FROM jobs WHERE id = 'later'")
     unbalanced = run_gq("verify", "-c", config, cwd=tmp_path)
     assert unbalanced.returncode == 1, unbalanced.stdout

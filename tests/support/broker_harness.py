@@ -300,7 +300,7 @@ class Harness:
         ledger = self.broker.ledger()
         assert ledger is not None
         if self.kind == "journal":
-            from gq.broker.journal_file import ledger_of
+            from gq.broker.journal_ledger import ledger_of
             broker: Any = self.broker
             on_disk = broker.db.read(lambda file: ledger_of(file.db))
             assert {k: on_disk.get(k, 0) for k in ledger} == ledger, f"the file's ledger {on_disk} != {ledger}"
