@@ -10,7 +10,7 @@ import pytest
 
 from support import run_gq, unavailable
 
-COMMANDS = ["run", "check-config", "batch", "submit", "status", "dlq", "jobs", "echo", "completion"]
+COMMANDS = ["run", "check-config", "batch", "submit", "status", "dlq", "jobs", "echo", "verify", "completion"]
 
 # What bash does at a TAB, done by hand: the COMP_* variables set, the function that
 # `complete -p gq` names called with the command, the word completed and the one before it.
