@@ -16,6 +16,7 @@ from gq import config as config_
 from gq.commands import jobs_cli
 from gq.core import redaction
 from gq.core.job import Unreadable, read_jobs
+from gq.core.lifecycle import said
 from gq.errors import EXIT_FAILURE, EXIT_OK, ConfigError, GqError, Refused, UsageError
 from gq.intake import access
 
@@ -399,7 +400,8 @@ def _print_status(status: dict[str, Any]) -> None:
              ("queue", f"{status['queue_depth']}/{status['queue_maxsize']} in memory, waiting for a worker"),
              ("workers", f"{status['pool_busy']}/{status['pool_size']} busy"),
              ("jobs kept now", ", ".join(f"{n} {state}" for state, n in jobs.items())),
-             ("finished since this daemon started", ", ".join(f"{n} {what}" for what, n in finished.items()))]
+             ("finished since this daemon started", ", ".join(f"{n} {what}" for what, n in finished.items())),
+             ("ledger", said(status["ledger"]) if status.get("ledger") else "cannot be read now")]
     width = max(len(name) for name, _ in lines) + 1
     for name, value in lines:
         print(f"{name + ':':<{width}} {value}")

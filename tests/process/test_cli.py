@@ -542,7 +542,9 @@ def test_status_prints_queue_workers_draining(busy_daemon):
     lines = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in result.stdout.splitlines()}
     assert lines == {"draining": "no", "queue": "0/40 in memory, waiting for a worker", "workers": "1/3 busy",
                      "jobs kept now": "0 queued, 0 scheduled, 1 running, 0 retrying, 0 dead",
-                     "finished since this daemon started": "0 succeeded, 0 dead, 0 cancelled"}
+                     "finished since this daemon started": "0 succeeded, 0 dead, 0 cancelled",
+                     "ledger": "accepted 1 = queued 0 + scheduled 0 + running 1 + retrying 0 + succeeded 0 + dead 0 "
+                               "+ cancelled 0 + forgotten 0"}
     assert result.stdout.splitlines()[0] == "draining:                           no"
 
 
