@@ -356,3 +356,22 @@ def test_a_circuit_opened_by_one_daemon_is_open_for_the_fleet(redis_server, star
         assert "another daemon of the fleet opened it" in b.log()
     finally:
         a.proc.send_signal(signal.SIGCONT)
+
+
+def test_a_live_daemons_jobs_stay_with_it_when_redis_comes_back(redis_server, start_daemon, target, tmp_path):
+    # Redis away for longer than claim_idle (2 s) and 3 heartbeats: when it is back, the idle
+    # times and liveness keys it kept say nothing of b, which runs its job all along. a must
+    # leave the job with b: taken over, it would run on both at once, and its key with it.
+    fleet = Fleet(redis_server, start_daemon, tmp_path, "back")
+    b = fleet.start("b")
+    [job] = accepted(b.post([{"url": target.url(delay=6), "ordering_key": "k"}]))
+    wait_for(lambda: target.count() == 1, what="b's attempt at the target")
+    a = fleet.start("a")
+    redis_server.kill()
+    time.sleep(3.5)  # the outage
+    redis_server.start()
+    wait_for(lambda: b.job(job)["state"] == "succeeded", what="b's attempt to succeed")
+    sent = [(r["t"], r["end"]) for r in target.received()]
+    assert len(sent) == 1, f"the job was sent {len(sent)} times: {sent}\n{a.log()[-3000:]}"
+    assert_no_traceback(a, b)
+
