@@ -20,8 +20,9 @@ EVENTS = {State.SUCCEEDED: LifeEvent.SUCCEEDED, State.DEAD: LifeEvent.FAILED, St
 
 
 class RedisWriter:
-    def __init__(self, client: redis.Redis, keys: Keys, status_ttl: int, health: Health):
+    def __init__(self, client: redis.Redis, keys: Keys, status_ttl: int, health: Health, consumer: str):
         self.redis, self.keys, self.status_ttl, self.health = client, keys, status_ttl, health
+        self.consumer = consumer   # this daemon's: a start's token names it
         self._ops: list[tuple[str, Any]] = []  # waiting to be written, in order
         self._starting: list[AsyncResult] = []         # start() callers waiting for their write
         self._settled: list[AsyncResult] = []          # settle() callers that may wait for theirs
@@ -125,8 +126,10 @@ class RedisWriter:
             return
         entry = item
         if kind == "start":  # the state and the attempt count; the job itself is there since intake
+            # Its token: a start written again after its answer was lost finds itself there.
+            token = f"{self.consumer} {entry.handle} {entry.attempts}"
             self._start(keys=[keys.status(entry.job.id)], client=pipe,
-                        args=[entry.attempts, "|".join(sources(LifeEvent.STARTED)), keys.prefix])
+                        args=[entry.attempts, "|".join(sources(LifeEvent.STARTED)), keys.prefix, token])
             return
         last = entry.history[-1] if entry.history else None
         self._settle(keys=[keys.prefix], client=pipe, args=[
