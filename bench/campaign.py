@@ -17,6 +17,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -71,7 +72,13 @@ def one_round(seed: int, setup: str, seconds: float, ledger: bool, keep: bool) -
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # the round under way stops its processes and unmounts its disk
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)   # also when started in the background, where it is ignored
     args = parse()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**9)
     kinds = setups(args.setup)

@@ -59,16 +59,20 @@ class Campaign:
         print(f"campaign seed={self.seed} setup={self.setup} duration={self.duration:g}s", flush=True)
         report = Report(self.seed, self.setup, self.duration)
         world = World(self.workdir, self.setup, self.disk_mb)
+        producer: list[Producer] = []
         try:
-            self._run(world, report)
+            self._run(world, report, producer)
         finally:
+            for p in producer:
+                p.halt.set()
             world.close()
         print(report.summary(), flush=True)
         return report
 
-    def _run(self, world: World, report: Report) -> None:
+    def _run(self, world: World, report: Report, started: list[Producer]) -> None:
         records = Records()
         producer = Producer(world.apis, world.target, world.hostile_base, records, self.seed, self.prefix)
+        started.append(producer)
         injector = Injector(world, producer.slow)
         halt, errors = threading.Event(), []
 
@@ -82,16 +86,19 @@ class Campaign:
         producer.start()
         lanes = [threading.Thread(target=lane, args=(faults,), daemon=True)
                  for faults in (self.plan.process, self.plan.target)]
-        for thread in lanes:
-            thread.start()
-        halt.wait(self.duration)
-        halt.set()
-        for thread in lanes:
-            thread.join(120)
+        try:
+            for thread in lanes:
+                thread.start()
+            halt.wait(self.duration)
+        finally:  # an interrupted campaign stops its faults and its producer too
+            halt.set()
+            for thread in lanes:
+                thread.join(120)
         world.heal()
         producer.stop()
         report.faults = injector.counts
-        report.fault_log = [f"{d.fault} -> {d.note}" for d in injector.done]
+        report.fault_log = [f"{time.strftime('%H:%M:%S', time.localtime(d.began))} {d.fault} -> {d.note}"
+                            for d in injector.done]
         report.violations += [Violation("harness", "-", e) for e in errors + producer.errors]
         evidence = gather(world.apis, world.target, records, self.prefix, self.settle)
         checker = Checker(records, evidence, injector.orphaning())
