@@ -37,20 +37,18 @@ class SmallDisk:
         """Write the ballast until `leave_bytes` are left free (0: to the last byte, until the
         file system says ENOSPC); returns the bytes written."""
         written = 0
-        with open(self.ballast, "ab") as f:
+        with open(self.ballast, "ab", buffering=0) as f:   # unbuffered: ENOSPC comes from write()
             block = b"\0" * CHUNK
             while True:
                 room = self.free_bytes() - leave_bytes
                 if room <= 0 and leave_bytes:
                     break
                 try:
-                    f.write(block[:max(min(CHUNK, room), 4096)] if leave_bytes else block)
-                    f.flush()
+                    written += f.write(block[:max(min(CHUNK, room), 4096)] if leave_bytes else block) or 0
                 except OSError as e:
                     if e.errno != errno.ENOSPC:
                         raise
                     break
-                written += CHUNK
         return written
 
     def free(self) -> None:
