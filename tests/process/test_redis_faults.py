@@ -379,6 +379,31 @@ def test_a_live_daemons_jobs_stay_with_it_when_redis_comes_back(redis_server, st
     assert_no_traceback(a, b)
 
 
+
+def test_a_paused_daemons_late_outcome_is_not_written_over_the_daemon_that_took_its_job(
+        redis_server, start_daemon, target, tmp_path):
+    # b is paused with an attempt under way (it will get a 503); a takes the job over and runs
+    # it (200). b, continued while a's attempt runs, has its outcome: a retry, which must not be
+    # written over a's run (the job would run a third time, delivered twice).
+    fleet = Fleet(redis_server, start_daemon, tmp_path, "late")
+    a = fleet.start("a")
+    b = fleet.start("b")
+    [job] = accepted(b.post([{"url": target.url(delay=4, fail=1)}]))
+    wait_for(lambda: target.count() == 1, what="an attempt at the target")
+    taker = a if job in fleet.pending_job_ids(consumer_of(b)) else b
+    holder = b if taker is a else a
+    holder.proc.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: target.count() == 2, what="the job taken over and sent again")
+    finally:
+        holder.proc.send_signal(signal.SIGCONT)
+    wait_for(lambda: taker.job(job)["state"] == "succeeded", what="the job to succeed")
+    wait_for(lambda: fleet.pending_total() == 0 and not fleet.retry_ids(), what="nothing left to run")
+    statuses = [r["status"] for r in target.received()]
+    assert statuses.count(200) == 1, statuses
+    assert_no_traceback(a, b)
+
+
 class AnswerCutter:
     """A TCP relay between gq and Redis on loopback that can lose Redis's answers: while
     `cutting`, the answer to a transaction (MULTI … EXEC: gq's writer) that holds `marker`
