@@ -35,7 +35,7 @@ from gq.core.lifecycle import (  # noqa: F401 - the broker's users read a job's 
     moved,
     unreplayable,
 )
-from gq.core.outcome import AttemptResult, Outcome, outcome_of, unknown_attempts
+from gq.core.outcome import UNKNOWN, AttemptResult, Outcome, outcome_of, unknown_attempts
 
 # What `"request"` shows in place of the payload of a succeeded job that did not keep it.
 PAYLOAD_DROPPED = "not kept"
@@ -112,10 +112,18 @@ def attempt_of(kept: list[Any]) -> AttemptResult:
 
 def record(entry: Entry, result: AttemptResult) -> None:
     """Add an attempt to `entry`'s history, which keeps the first and the latest ones."""
-    history = entry.history
-    history.append(result)
-    if len(history) > HISTORY_LIMIT:
-        del history[1]  # keep the first attempt: it often says the most
+    entry.history.append(result)
+    entry.history = cut_history(entry.history, HISTORY_LIMIT)
+
+
+def cut_history(history: list[AttemptResult], most: int) -> list[AttemptResult]:
+    """`history` cut to `most` attempts: the first (it often says the most) and the latest;
+    but an attempt of unknown outcome (gq died during it: the target may have received it)
+    stays all the same, so that the job still shows it may have been delivered twice."""
+    if len(history) <= most:
+        return history
+    older, latest = history[1:-(most - 1)], history[-(most - 1):]
+    return history[:1] + [a for a in older if outcome_of(a) == UNKNOWN] + latest
 
 
 def drop_payload(entry: Entry, keep_payload: bool) -> None:

@@ -4,8 +4,10 @@ them on from the API and from `gq dlq`'s control table)."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from gq.broker import CANCELLABLE, Conflict, Counts, Replayed, State
 from gq.broker.journal_access import JournalAccess
@@ -13,6 +15,7 @@ from gq.broker.journal_feed import JournalFeed
 from gq.broker.journal_file import BLOCKED, TAKEN, JournalFile
 from gq.broker.journal_operations import CANCELLABLE_ROWS
 from gq.broker.journal_writer import JournalWriter
+from gq.errors import StorageUnavailable
 
 
 class JournalChanges:
@@ -29,7 +32,7 @@ class JournalChanges:
         Any other is cancelled in the file, if it waits there."""
         entry = self.feed.held.get(job_id) or self.writer.pending(job_id)
         if entry is None:
-            was, released = self.db.write(JournalFile.cancel, job_id, time.time())
+            was, released = self._write(JournalFile.cancel, job_id, time.time())
             if was in CANCELLABLE_ROWS:
                 self.counts.shift(State.QUEUED if was == BLOCKED else State(was), State.CANCELLED)
                 if released:  # the next job of its key waits in the file now: the feeder looks again
@@ -47,17 +50,28 @@ class JournalChanges:
             raise Conflict(job_id, entry.state)
         self.feed.held.pop(job_id, None)
         self.counts.move(entry, State.CANCELLED)
-        self.writer.commit(entry)  # the 200 promises it never runs: a crash after it must not undo it
+        # The 200 promises it never runs: a crash after it must not undo it. A write that
+        # failed promises nothing (503): the cancel stays pending, written with the next one.
+        if not self.writer.commit(entry):
+            raise StorageUnavailable(f"journal: the cancel of {job_id} could not be written; try again")
         return True
 
     def replay(self, ids: Iterable[str] | None, states: Iterable[State] = (State.DEAD,)) -> Replayed:
-        done, dead = self.db.write(JournalFile.replay, None if ids is None else list(ids), [s.value for s in states])
+        done, dead = self._write(JournalFile.replay, None if ids is None else list(ids), [s.value for s in states])
         self.counts.shift(State.DEAD, State.QUEUED, dead)
         self.counts.shift(State.SUCCEEDED, State.QUEUED, len(done.ids) - dead)  # the others replayed
         self.feed.look_again()
         return done
 
     def purge(self, ids: Iterable[str] | None) -> list[str]:
-        purged = self.db.write(JournalFile.purge, None if ids is None else list(ids))
+        purged = self._write(JournalFile.purge, None if ids is None else list(ids))
         self.counts.shift(State.DEAD, None, len(purged))
         return purged
+
+    def _write(self, function: Callable[..., Any], *args: Any) -> Any:
+        """The file's change, or StorageUnavailable when it cannot be written (a full disk, an
+        I/O error): the intake answers 503, as it does to jobs then."""
+        try:
+            return self.db.write(function, *args)
+        except sqlite3.OperationalError as e:
+            raise StorageUnavailable(f"journal: write failed: {e}") from None

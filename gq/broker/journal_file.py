@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from gq.broker import Entry, State, drop_payload, journal_ledger, stored
+from gq.broker import Entry, State, cut_history, drop_payload, journal_ledger, stored
 from gq.broker.journal_lookups import BLOCKED, FINAL, TAKEN, JournalLookups, entry
 from gq.broker.journal_operations import KEYED, JournalOperations
 from gq.core import hosts
@@ -41,7 +41,7 @@ WAITING = "state IN ('queued', 'retrying', 'scheduled')"  # the jobs_waiting ind
 # Without it SQLite's planner picks jobs_state for WAITING and sorts every waiting job by due:
 # seconds per look with a million of them, instead of a few index pages.
 BY_DUE = "INDEXED BY jobs_waiting"
-SUCCEEDED_HISTORY = 3   # attempts a succeeded job keeps: the first and the last two
+SUCCEEDED_HISTORY = 3   # attempts a succeeded job keeps: the first and the last two (and any of unknown outcome)
 VERSION = 1             # PRAGMA user_version of the layout below
 COLUMNS_ADDED = (("host", "TEXT"), ("ordering_key", "TEXT"), ("trimmed", "INTEGER NOT NULL DEFAULT 0"))  # since 0
 
@@ -121,7 +121,7 @@ def state_row(entry: Entry, keep_payload: bool = False) -> tuple:
     spec, trimmed, history = None, 0, entry.history
     finished = time.time() if entry.state.value in FINAL else None
     if entry.state is State.SUCCEEDED:
-        history = history[:1] + history[1:][-(SUCCEEDED_HISTORY - 1):]
+        history = cut_history(history, SUCCEEDED_HISTORY)
         drop_payload(entry, keep_payload)  # done at settle already: the entry shows it until written
         if entry.trimmed:
             spec, trimmed = entry.job.to_json(), 1

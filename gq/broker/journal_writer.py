@@ -95,12 +95,14 @@ class JournalWriter:
         """Keep only the id of a batch's succeeded job."""
         self._done.append(job_id)
 
-    def commit(self, entry: Entry) -> None:
-        """Write `entry` and return once it is committed (an attempt's start, a cancel)."""
+    def commit(self, entry: Entry) -> bool:
+        """Write `entry` and return once the write was tried (an attempt's start, a cancel):
+        True when it is committed, False when the write failed (the change stays pending,
+        written with the next write that succeeds)."""
         self.change(entry)
         committed = AsyncResult()
         self._starting.append(committed)
-        committed.get()
+        return bool(committed.get())
 
     def run(self) -> None:
         while not self._stop.is_set():
@@ -138,7 +140,7 @@ class JournalWriter:
                 raise OSError("the journal file was deleted or replaced")
         except Exception as e:  # the writer must live on: a failed write fails its own adds only
             self._failed(e, adding, deleted, done, keys)
-            self._release(starting)  # the attempts go on: their state is written with the next write
+            self._release(starting, False)  # an attempt goes on: its start is written with the next write
             self._stop.wait(FAILED_WRITE_PAUSE)
             return
         stored = sum([self.broker.accepted(request, fate, accepted_at) for request, fate in zip(adding, fates)])
@@ -164,6 +166,6 @@ class JournalWriter:
             request.done.set_exception(refusal)
 
     @staticmethod
-    def _release(waiters: list[AsyncResult]) -> None:
+    def _release(waiters: list[AsyncResult], committed: bool = True) -> None:
         for waiter in waiters:
-            waiter.set(True)
+            waiter.set(committed)

@@ -42,7 +42,7 @@ class RedisDispatch:
         # Entries this daemon still holds, or has settled but not yet written (Redis refusing
         # writes, its touches failing meanwhile), are its own: never taken over.
         self.takeovers = Takeovers(client, config, consumer, self._taken,
-                                   lambda: self.held.keys() | writer.settling)
+                                   lambda: self.held.keys() | writer.settling, link)
 
     def take(self, limit: int, timeout: float) -> list[Entry]:
         """Jobs of dead daemons first, then jobs idle too long in any consumer's hands, then

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
@@ -104,10 +105,12 @@ class Keys:
 
 
 class Health:
-    """Whether Redis serves this daemon now, as its writes last said: /readyz reads it."""
+    """Whether Redis serves this daemon now, as its writes last said: /readyz reads it; and
+    since when (time.monotonic())."""
 
     def __init__(self) -> None:
         self.healthy = False
+        self.since = 0.0
 
     def failed(self, what: str, error: BaseException) -> None:
         if self.healthy:
@@ -117,7 +120,12 @@ class Health:
     def recovered(self) -> None:
         if not self.healthy:
             log.info("broker: Redis reachable again")
+            self.since = time.monotonic()
         self.healthy = True
+
+    def served_for(self) -> float:
+        """Seconds Redis has served this daemon without a failure; 0 while it does not."""
+        return time.monotonic() - self.since if self.healthy else 0.0
 
 
 def payload(entry: Entry) -> str:

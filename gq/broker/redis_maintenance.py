@@ -103,14 +103,16 @@ class RedisMaintenance:
         self._sweep(keys=[self.keys.stream], args=[self.keys.group, self.consumer, int(2000 * self.config.claim_idle)])
 
     def _touch_held(self) -> None:
-        """Reset the idle time of the jobs this daemon holds, so nobody takes them over; a job
-        another daemon took over meanwhile (this one was paused) is left with it."""
-        if not self.held:
+        """Reset the idle time of the jobs this daemon holds, and of those it settled and could
+        not write yet (Redis away: their outcome is written once it is back), so nobody takes
+        them over; a job another daemon took over meanwhile (this one was paused) is left
+        with it."""
+        if not self.held and not self.settling:
             return
         keys = self.keys
         pending: Any = self.redis.xpending_range(
             keys.stream, keys.group, "-", "+", len(self.held) + len(self.settling), consumername=self.consumer)
         owned = {text_id(p["message_id"]) for p in pending}
-        held: list[Any] = [i for i in self.held if i in owned]
+        held: list[Any] = [i for i in (*self.held, *self.settling) if i in owned]
         for start in range(0, len(held), 500):
             self.redis.xclaim(keys.stream, keys.group, self.consumer, 0, held[start:start + 500], justid=True)

@@ -118,7 +118,7 @@ class RedisBroker(RedisAudit):
         self._begin_ledger = self.redis.register_script(lua_script("ledger"))
         self._stopped = Event()
         self.link = Health()
-        self.writer = RedisWriter(self.redis, keys, config.status_ttl, self.link)
+        self.writer = RedisWriter(self.redis, keys, config.status_ttl, self.link, self.consumer)
         self.dispatch = RedisDispatch(self.redis, config, self.consumer, self.writer, self.link,
                                       hold_at_most, self._stopped, self._connect)
         self.dispatch.keep_payload = keep_payload

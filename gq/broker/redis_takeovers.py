@@ -4,6 +4,13 @@ Two kinds: the jobs of a daemon whose liveness key expired (three heartbeats
 without a beat), looked for once a heartbeat; and any job idle in a consumer's
 hands for broker.claim_idle seconds (XAUTOCLAIM), looked for twice in that time.
 A job taken over keeps the attempts its state records.
+
+Neither is looked for until Redis has served this daemon for 3 heartbeats (a dead
+daemon's) or claim_idle (an idle job) since it last failed or refused writes: while Redis
+was away (killed, restarted on its append-only file, a read-only replica) no daemon could
+beat or keep its jobs fresh, so a liveness key expired then, or an idle time grown then,
+says nothing of a daemon that still runs its jobs. Its holder, reaching Redis again, beats
+and keeps them fresh within that time.
 """
 
 from __future__ import annotations
@@ -17,18 +24,19 @@ from typing import Any
 import redis
 
 from gq.broker import Entry, State, attempt_of
-from gq.broker.redis_link import Keys, lua_script, text_id
+from gq.broker.redis_link import Health, Keys, lua_script, text_id
 from gq.broker.sections import BrokerConfig
 
 log = logging.getLogger("gq.redis")
 
+SILENT_BEATS = 3    # heartbeats a daemon's liveness key lasts without a beat
 Taken = Callable[[Any, Any], "Entry | None"]   # (stream id, fields) → the entry, now held here
 
 
 class Takeovers:
     def __init__(self, client: redis.Redis, config: BrokerConfig, consumer: str, taken: Taken,
-                 mine: Callable[[], Set[str]]):
-        self.redis, self.config, self.consumer = client, config, consumer
+                 mine: Callable[[], Set[str]], link: Health):
+        self.redis, self.config, self.consumer, self.link = client, config, consumer, link
         self.keys = Keys.of(config.prefix)
         self._taken, self._mine = taken, mine
         self._takeover = client.register_script(lua_script("takeover"))
@@ -36,7 +44,9 @@ class Takeovers:
 
     def claim(self, limit: int) -> list[Entry]:
         """Up to `limit` jobs to run here: a dead daemon's first, else stale ones; often none."""
-        return self._dead(limit) or self._stale(limit)
+        served = self.link.served_for()
+        dead = self._dead(limit) if served >= SILENT_BEATS * self.config.heartbeat else []
+        return dead or (self._stale(limit) if served >= self.config.claim_idle else [])
 
     def _dead(self, limit: int) -> list[Entry]:
         now = time.monotonic()
@@ -49,7 +59,8 @@ class Takeovers:
                                for msg_id, fields in claimed) if e]
         if entries:
             self._resume_attempts(entries)
-            log.warning("broker: took over %d job(s) of a daemon silent for %g heartbeats", len(entries), 3)
+            log.warning("broker: took over %d job(s) of a daemon silent for %g heartbeats", len(entries),
+                        SILENT_BEATS)
         return entries
 
     def _stale(self, limit: int) -> list[Entry]:

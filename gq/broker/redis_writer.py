@@ -20,8 +20,9 @@ EVENTS = {State.SUCCEEDED: LifeEvent.SUCCEEDED, State.DEAD: LifeEvent.FAILED, St
 
 
 class RedisWriter:
-    def __init__(self, client: redis.Redis, keys: Keys, status_ttl: int, health: Health):
+    def __init__(self, client: redis.Redis, keys: Keys, status_ttl: int, health: Health, consumer: str):
         self.redis, self.keys, self.status_ttl, self.health = client, keys, status_ttl, health
+        self.consumer = consumer   # this daemon's: a start's token names it, a settle is its own
         self._ops: list[tuple[str, Any]] = []  # waiting to be written, in order
         self._starting: list[AsyncResult] = []         # start() callers waiting for their write
         self._settled: list[AsyncResult] = []          # settle() callers that may wait for theirs
@@ -121,17 +122,19 @@ class RedisWriter:
         if kind == "unreadable":
             self._settle(keys=[keys.prefix], client=pipe, args=[
                 item.handle, item.job_id, State.DEAD.value, "|".join(sources(LifeEvent.UNREADABLE)), time.time(),
-                self.status_ttl, item.key, 0, item.payload, item.reason, "attempts", 0])
+                self.status_ttl, item.key, 0, item.payload, item.reason, self.consumer, "attempts", 0])
             return
         entry = item
         if kind == "start":  # the state and the attempt count; the job itself is there since intake
+            # Its token: a start written again after its answer was lost finds itself there.
+            token = f"{self.consumer} {entry.handle} {entry.attempts}"
             self._start(keys=[keys.status(entry.job.id)], client=pipe,
-                        args=[entry.attempts, "|".join(sources(LifeEvent.STARTED)), keys.prefix])
+                        args=[entry.attempts, "|".join(sources(LifeEvent.STARTED)), keys.prefix, token])
             return
         last = entry.history[-1] if entry.history else None
         self._settle(keys=[keys.prefix], client=pipe, args=[
             entry.handle, entry.job.id, entry.state.value, "|".join(sources(EVENTS[entry.state])), time.time(),
-            self.status_ttl, entry.job.ordering_key or "", entry.due, payload(entry), entry.reason,
+            self.status_ttl, entry.job.ordering_key or "", entry.due, payload(entry), entry.reason, self.consumer,
             "attempts", entry.attempts, "trimmed", int(entry.trimmed),
             "last_status", "" if not last or last.status is None else last.status,
             "last_error", (last.error or "") if last else ""])

@@ -27,7 +27,7 @@ from gq.errors import (
 from gq.intake import access
 from gq.intake.api_io import Refusal, json_answer, read_body
 from gq.intake.http_server import has_body
-from gq.intake.jobs_api import JobsApi
+from gq.intake.jobs_api import RETRY_AFTER_STORAGE, JobsApi
 from gq.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gq.observe.metrics import Metrics
 
@@ -38,7 +38,6 @@ NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-l
 RETRY_AFTER_FULL = "1"      # seconds: the queue moves in well under that
 RETRY_AFTER_DRAINING = "5"  # seconds: long enough for a restart, or another instance
 RETRY_AFTER_BACKLOG = "10"  # seconds: a backlog that long drains slowly
-RETRY_AFTER_STORAGE = "10"  # seconds: an operator, or the disk, has to act
 # Why submit refused a request → (status, gq_intake_rejected_total reason, Retry-After)
 SUBMIT_REFUSALS: dict[type[Exception], tuple[str, str | None, str]] = {
     QueueFull: ("429 Too Many Requests", "queue_full", RETRY_AFTER_FULL),

@@ -26,7 +26,7 @@ from gq.core import hosts
 from gq.core.audit import Audit
 from gq.core.job import MAX_ID_LENGTH, MAX_KEY_LENGTH, encodes, is_number, loads, timestamp
 from gq.dispatch.dispatcher import Dispatcher
-from gq.errors import BrokerUnavailable
+from gq.errors import BrokerUnavailable, StorageUnavailable
 from gq.intake.api_io import Refusal, bad_request, encoded_answer, json_answer, read_body, to_json
 
 PAGE = 100            # jobs per page by default
@@ -39,6 +39,7 @@ REPLAY_PAGE = 1000    # jobs a replay by filter takes by default
 MAX_REPLAY_PAGE = 10000
 MAX_REPLAY_IDS = 10000
 RETRY_AFTER_BROKER = "5"
+RETRY_AFTER_STORAGE = "10"   # seconds: an operator, or the disk, has to act
 LIST_PARAMETERS = ("state", "host", "since", "until", "ordering_key", "id_prefix", "limit", "cursor")
 AUDIT_PARAMETERS = ("limit", "cursor")
 # a replay filter as its audit row keeps it
@@ -162,6 +163,9 @@ class JobsApi:
         except BrokerUnavailable as e:
             raise Refusal("503 Service Unavailable", {"error": str(e)},
                           headers=[("Retry-After", RETRY_AFTER_BROKER)]) from None
+        except StorageUnavailable as e:  # the journal cannot write the change (a full disk)
+            raise Refusal("503 Service Unavailable", {"error": str(e)},
+                          headers=[("Retry-After", RETRY_AFTER_STORAGE)]) from None
 
     # -- GET /v1/jobs/{id}
 

@@ -461,3 +461,18 @@ def test_gq_verify_checks_the_journals_integrity_and_ledger_daemon_running_or_no
     (tmp_path / "memory.toml").write_text('[journal]\npath = ""\n')
     nothing = run_gq("verify", "-c", "memory.toml", cwd=tmp_path)
     assert nothing.returncode == 2 and "journal.path is empty" in nothing.stderr, nothing.stderr
+
+
+def test_a_succeeded_job_keeps_the_attempt_of_unknown_outcome_in_its_short_history(start_daemon, target, tmp_path):
+    # A succeeded job keeps the first and the last two attempts; the attempt gq died during
+    # (the target got it: it may have been delivered twice) must stay shown all the same.
+    config = {"journal": JOURNAL, "retry": {"backoff_base": 0.05, "backoff_max": 0.1}}
+    daemon = start_daemon(**config)
+    job = daemon.post({"url": target.url("/flaky", delay=1, fail=3)}).json()["id"]
+    wait_for(lambda: target.count() == 2, what="its second attempt at the target")   # the first got 503
+    daemon.proc.send_signal(signal.SIGKILL)
+    daemon.wait()
+    again = start_daemon(**config)
+    wait_for(lambda: again.job(job)["state"] == "succeeded", what="the job to succeed")
+    outcomes = [a["outcome"] for a in again.job(job)["history"]]
+    assert "unknown" in outcomes, outcomes

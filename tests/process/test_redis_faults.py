@@ -5,7 +5,10 @@ seconds; daemons share the work by their speed. Real redis-server on loopback.""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +19,7 @@ import pytest
 import requests
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
-from gq.broker.redis_link import CONNECTIONS, passing
+from gq.broker.redis_link import CONNECTIONS, lua_script, passing
 from support import closed_port, run_gq, wait_for
 from support.fleet import Fleet, Submitter, assert_no_traceback, consumer_of, wait_delivered
 from support.redis_server import RedisServer, Sentinel
@@ -356,3 +359,107 @@ def test_a_circuit_opened_by_one_daemon_is_open_for_the_fleet(redis_server, star
         assert "another daemon of the fleet opened it" in b.log()
     finally:
         a.proc.send_signal(signal.SIGCONT)
+
+
+def test_a_live_daemons_jobs_stay_with_it_when_redis_comes_back(redis_server, start_daemon, target, tmp_path):
+    # Redis away for longer than claim_idle (2 s) and 3 heartbeats: when it is back, the idle
+    # times and liveness keys it kept say nothing of b, which runs its job all along. a must
+    # leave the job with b: taken over, it would run on both at once, and its key with it.
+    fleet = Fleet(redis_server, start_daemon, tmp_path, "back")
+    b = fleet.start("b")
+    [job] = accepted(b.post([{"url": target.url(delay=6), "ordering_key": "k"}]))
+    wait_for(lambda: target.count() == 1, what="b's attempt at the target")
+    a = fleet.start("a")
+    redis_server.kill()
+    time.sleep(3.5)  # the outage
+    redis_server.start()
+    wait_for(lambda: b.job(job)["state"] == "succeeded", what="b's attempt to succeed")
+    sent = [(r["t"], r["end"]) for r in target.received()]
+    assert len(sent) == 1, f"the job was sent {len(sent)} times: {sent}\n{a.log()[-3000:]}"
+    assert_no_traceback(a, b)
+
+
+
+def test_a_paused_daemons_late_outcome_is_not_written_over_the_daemon_that_took_its_job(
+        redis_server, start_daemon, target, tmp_path):
+    # b is paused with an attempt under way (it will get a 503); a takes the job over and runs
+    # it (200). b, continued while a's attempt runs, has its outcome: a retry, which must not be
+    # written over a's run (the job would run a third time, delivered twice).
+    fleet = Fleet(redis_server, start_daemon, tmp_path, "late")
+    a = fleet.start("a")
+    b = fleet.start("b")
+    [job] = accepted(b.post([{"url": target.url(delay=4, fail=1)}]))
+    wait_for(lambda: target.count() == 1, what="an attempt at the target")
+    taker = a if job in fleet.pending_job_ids(consumer_of(b)) else b
+    holder = b if taker is a else a
+    holder.proc.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: target.count() == 2, what="the job taken over and sent again")
+    finally:
+        holder.proc.send_signal(signal.SIGCONT)
+    wait_for(lambda: taker.job(job)["state"] == "succeeded", what="the job to succeed")
+    wait_for(lambda: fleet.pending_total() == 0 and not fleet.retry_ids(), what="nothing left to run")
+    statuses = [r["status"] for r in target.received()]
+    assert statuses.count(200) == 1, statuses
+    assert_no_traceback(a, b)
+
+
+class AnswerCutter:
+    """A TCP relay between gq and Redis on loopback that can lose Redis's answers: while
+    `cutting`, the answer to a transaction (MULTI … EXEC: gq's writer) that holds `marker`
+    is dropped and its connection closed, after Redis wrote it (as a Redis killed between its
+    fsync and its answer, or a network that drops the answer, would leave it)."""
+
+    def __init__(self, redis_port: int, marker: bytes):
+        self.redis_port, self.marker, self.cutting, self.cut = redis_port, marker, threading.Event(), 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            client, _ = self.listener.accept()
+            server = socket.create_connection(("127.0.0.1", self.redis_port))
+            marked = threading.Event()   # a transaction was sent while cutting: its answer goes
+            threading.Thread(target=self._pump, args=(client, server, marked, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, marked, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, marked: threading.Event, answers: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if answers and marked.is_set():
+                    self.cut += 1
+                    break
+                if not answers and self.cutting.is_set() and b"MULTI" in data and self.marker in data:
+                    marked.set()
+                sink.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def test_a_start_written_whose_answer_was_lost_runs_the_job(redis_server, start_daemon, target, tmp_path):
+    # Redis writes an attempt's start and its answer is lost: gq writes the start again, and
+    # finds the job running already. That is this very start, not a cancel: the job must run,
+    # not be dropped with its state "running" for ever.
+    start_script = hashlib.sha1(lua_script("start").encode()).hexdigest().encode()   # as redis-py sends it
+    cutter = AnswerCutter(redis_server.port, start_script)
+    daemon = start_daemon(broker={"kind": "redis", "url": f"redis://127.0.0.1:{cutter.port}/0", "prefix": "cut"},
+                          pool={"size": 8})
+    ids = accepted(daemon.post([{"url": target.url(delay=0.05)} for _ in range(400)]))
+    for cuts in range(1, 6):
+        count = target.count()
+        wait_for(lambda: target.count() >= count + 16, what="jobs flowing")
+        cutter.cutting.set()
+        wait_for(lambda: cutter.cut >= cuts, what="an answer lost")
+        cutter.cutting.clear()
+
+    def unfinished() -> dict[str, str]:
+        return {i: state for i in ids if (state := daemon.job(i)["state"]) != "succeeded"}
+    try:
+        wait_for(lambda: not unfinished(), timeout=60, what="every job to succeed")
+    except pytest.fail.Exception:
+        pytest.fail(f"jobs never finished after {cutter.cut} answers lost: {unfinished()}\n{daemon.log()[-2000:]}")
+    assert_no_traceback(daemon)

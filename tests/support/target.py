@@ -112,6 +112,7 @@ class Target:
 
         key = headers.get("idempotency-key", "")
         self.per_key[key] += 1
+        failing = self.per_key[key] <= int(query.get("fail", 0))  # by arrival: of two at once, the first fails
         record = {"t": time.time(), "method": method, "path": url.path, "query": url.query,
                   "headers": headers, "body": body.decode("utf-8", "replace"), "key": key,
                   "end": None, "status": None, **peer}
@@ -133,7 +134,7 @@ class Target:
             sock.sendall(b"this is not HTTP\r\n\r\n")
             return False
         status, extra = (503 if self.down else int(query.get("status", 200))), []
-        if self.per_key[key] <= int(query.get("fail", 0)):
+        if failing:
             status = int(query.get("fail_status", 503))
             if "retry_after" in query:
                 extra.append(("Retry-After", query["retry_after"]))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from support import Daemon, rejected, samples, unavailable, wait_for
+from support import Daemon, final_state, rejected, samples, unavailable, wait_for
 
 JOB_BYTES = 1024
 
@@ -138,3 +138,52 @@ def test_a_journal_deleted_under_the_daemon_is_noticed_and_nothing_is_answered_2
     refusal(daemon.post(jobs(target, 1)), 503, "deleted or replaced under the running daemon")
     assert daemon.get("/readyz").status_code == 503
     assert "was deleted or replaced under the running daemon" in daemon.log()
+
+
+# -- an operator's change on a full disk
+
+def fill_to_the_last_byte(disk) -> Path:
+    filler = disk.path / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)
+    return filler
+
+
+def test_on_a_full_disk_a_cancel_or_replay_of_a_job_in_the_file_is_refused_503_then_done(
+        start_daemon, target, small_disk):
+    daemon = start_daemon(journal={"path": str(small_disk.path / "journal.sqlite3"), "min_free_mb": 0})
+    later = daemon.post({"url": target.url("/later"), "delay": 3600}).json()["id"]   # waits in the file
+    gone = daemon.post({"url": target.url("/gone", status=404)}).json()["id"]
+    final_state(daemon, gone)
+    filler = fill_to_the_last_byte(small_disk)
+    refusal(daemon.delete(f"/v1/jobs/{later}"), 503, "journal")
+    refusal(daemon.session.post(f"{daemon.api}/v1/jobs/replay", json={"ids": [gone]}, timeout=30), 503, "journal")
+    filler.unlink()
+    assert daemon.delete(f"/v1/jobs/{later}").status_code == 200
+    replayed = daemon.session.post(f"{daemon.api}/v1/jobs/replay", json={"ids": [gone]}, timeout=30)
+    assert replayed.json()["ids"] == [gone], replayed.text
+    assert "Traceback" not in daemon.log()
+
+
+def test_a_cancel_answered_200_on_a_full_disk_holds_after_a_kill(start_daemon, target, small_disk):
+    # One worker, held by the first job (a gate): the second waits in memory, queued. Its
+    # cancel is answered only once written; the disk full, the write fails: a 200 then would
+    # be a promise a kill -9 breaks (the job ran at the next start).
+    config = {"journal": {"path": str(small_disk.path / "journal.sqlite3"), "min_free_mb": 0}, "pool": {"size": 1}}
+    daemon = start_daemon(**config)
+    daemon.post({"url": target.url("/first", gate="g")})
+    second = daemon.post({"url": target.url("/second")}).json()["id"]
+    wait_for(lambda: target.count() == 1, what="the first job at the target")
+    filler = fill_to_the_last_byte(small_disk)
+    answer = daemon.delete(f"/v1/jobs/{second}")
+    assert answer.status_code in (200, 503), answer.text
+    daemon.stop()   # kill -9, the disk still full
+    filler.unlink()
+    again = start_daemon(**config)
+    target.control("/_open?gate=g")
+    ended = wait_for(lambda: (job := again.job(second))["state"] in ("succeeded", "dead", "cancelled") and job,
+                     what="the second job to end")
+    sent = [r for r in target.received() if r["path"] == "/second"]
+    if answer.status_code == 200:
+        assert (ended["state"], sent) == ("cancelled", []), ended
+    else:
+        refusal(answer, 503, "journal")

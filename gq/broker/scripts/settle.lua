@@ -1,12 +1,18 @@
 -- A held job's stream entry is done with: an attempt's outcome (succeeded, retrying, dead), a
 -- job handed back unattempted (queued: deferred, due later), or one that cannot be read back
--- as a job (dead: unreadable). The entry is acknowledged and deleted whatever happens; the
+-- as a job (dead: unreadable). Only by the daemon that holds it (ARGV[11]: its consumer): one
+-- whose entry another daemon took over (this one paused past claim_idle) writes nothing, as
+-- the job runs there now. The entry is acknowledged and deleted whatever happens then; the
 -- move is written only if the job's state allows it (ARGV[4]: the event's sources): a
 -- cancelled job handed back is dropped, its key already released by the cancel.
 -- KEYS: the fleet's prefix; ARGV: the stream entry, the id, the state it goes to, the
--- sources, now, the ttl, the ordering key, when due, the payload, the reason, then the
--- status hash's other fields and values. Returns 1 if written, else the state it was in.
-local p, handle, id, target = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+-- sources, now, the ttl, the ordering key, when due, the payload, the reason, the consumer,
+-- then the status hash's other fields and values. Returns 1 if written, else the state it was
+-- in, or 'taken' (not this daemon's entry: taken over, or settled already).
+local p, handle, id, target, consumer = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[11]
+if #redis.call('XPENDING', p .. ':jobs', p .. ':workers', handle, handle, 1, consumer) == 0 then
+  return 'taken'
+end
 redis.call('XACK', p .. ':jobs', p .. ':workers', handle)
 redis.call('XDEL', p .. ':jobs', handle)
 local status = p .. ':job:' .. id
@@ -20,7 +26,7 @@ elseif target == 'dead' then
 end
 moved(p, state, target)
 redis.call('HSET', status, 'state', target, 'payload', payload, 'reason', reason, 'due', due, 'key', key)
-if #ARGV > 10 then redis.call('HSET', status, unpack(ARGV, 11)) end
+if #ARGV > 11 then redis.call('HSET', status, unpack(ARGV, 12)) end
 if target == 'succeeded' or target == 'dead' then
   if key ~= '' then release(p, key, id, now) end
   finished(p, id, target, ttl, now)
