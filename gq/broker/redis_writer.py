@@ -37,7 +37,9 @@ class RedisWriter:
         False when the job was cancelled meanwhile (nothing is written then)."""
         written = AsyncResult()
         self._starting.append(written)
-        self._queue(("start", entry))
+        # As it is now: a start not confirmed in time is taken back from the entry (its attempts
+        # counted down) while this write may still be tried again, and must stay the same write.
+        self._queue(("start", (entry.job.id, entry.handle, entry.attempts)))
         return written
 
     def settle(self, entry: Entry) -> AsyncResult:
@@ -124,13 +126,14 @@ class RedisWriter:
                 item.handle, item.job_id, State.DEAD.value, "|".join(sources(LifeEvent.UNREADABLE)), time.time(),
                 self.status_ttl, item.key, 0, item.payload, item.reason, self.consumer, "attempts", 0])
             return
-        entry = item
         if kind == "start":  # the state and the attempt count; the job itself is there since intake
+            job_id, handle, attempts = item
             # Its token: a start written again after its answer was lost finds itself there.
-            token = f"{self.consumer} {entry.handle} {entry.attempts}"
-            self._start(keys=[keys.status(entry.job.id)], client=pipe,
-                        args=[entry.attempts, "|".join(sources(LifeEvent.STARTED)), keys.prefix, token])
+            token = f"{self.consumer} {handle} {attempts}"
+            self._start(keys=[keys.status(job_id)], client=pipe,
+                        args=[attempts, "|".join(sources(LifeEvent.STARTED)), keys.prefix, token])
             return
+        entry = item
         last = entry.history[-1] if entry.history else None
         self._settle(keys=[keys.prefix], client=pipe, args=[
             entry.handle, entry.job.id, entry.state.value, "|".join(sources(EVENTS[entry.state])), time.time(),

@@ -21,6 +21,7 @@ class Node:
         self.config = copy.deepcopy(config)
         self.config.setdefault("api", {})["listen"] = f"127.0.0.1:{self.port}"
         self.api = f"http://127.0.0.1:{self.port}"
+        self.first = copy.deepcopy(self.config)   # what heal() brings it back to
         self.daemon: Daemon | None = None
         self.past: list[Daemon] = []
         self.starts = 0
@@ -78,9 +79,14 @@ class Node:
             self.daemon = None
 
     def ensure_running(self) -> None:
-        """Continued if stopped, started if it is not running."""
+        """Continued if stopped, started if it is not running, on its first config (a pool of 2
+        left by a reload would make the jobs still waiting take minutes)."""
         if self.stopped:
             self.signal(signal.SIGCONT)
+        if self.config != self.first:
+            self.config = copy.deepcopy(self.first)
+            self.write_config()
+            self.signal(signal.SIGHUP)
         if not self.alive():
             self.start()
 
