@@ -60,7 +60,7 @@ from gq.broker.journal_feed import JournalFeed
 from gq.broker.journal_file import TAKEN, JournalError, JournalFile, JournalMissing
 from gq.broker.journal_lookups import found
 from gq.broker.journal_operations import CANCELLABLE_ROWS
-from gq.broker.journal_writer import Add, JournalWriter
+from gq.broker.journal_writer import FAILED_WRITE_PAUSE, Add, JournalWriter
 from gq.broker.sections import JournalConfig
 from gq.broker.storage import StorageGuard
 from gq.core.audit import Audit, Position, dlq_done
@@ -196,10 +196,20 @@ class JournalBroker(InProcess):
 
     def started(self, entry: Entry) -> None:
         """Returns once the attempt is committed: a job whose attempts crash or freeze the
-        process uses them up like any other."""
+        process uses them up like any other. When it cannot be committed (a full disk, an
+        I/O error), the attempt does not go ahead: a start not on record would be a
+        delivery no restart knows of, sent again and never shown as one of unknown outcome.
+        The job is handed back, to run once the file takes writes again."""
+        was = entry.state
         entry.attempts += 1
         self._counts.move(entry, State.RUNNING)
-        self.writer.commit(entry)
+        if self.writer.commit(entry):
+            return
+        entry.attempts -= 1
+        self._counts.move(entry, was)
+        log.warning("job %s: the start of its attempt could not be written; it waits until the journal takes "
+                    "writes again", entry.job.id)
+        self.defer(entry, time.time() + FAILED_WRITE_PAUSE)
 
     def settle(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
         record(entry, result)

@@ -164,6 +164,30 @@ def test_on_a_full_disk_a_cancel_or_replay_of_a_job_in_the_file_is_refused_503_t
     assert "Traceback" not in daemon.log()
 
 
+def test_an_attempt_whose_start_cannot_be_written_is_not_sent(start_daemon, target, small_disk):
+    # One worker, held by the first job (a gate): the second waits in memory, queued. The disk
+    # fills, the gate opens: the second's start cannot be written, so it is not sent (sent, a
+    # kill -9 would send it again at the next start, never shown as of unknown outcome).
+    config = {"journal": {"path": str(small_disk.path / "journal.sqlite3"), "min_free_mb": 0}, "pool": {"size": 1}}
+    daemon = start_daemon(**config)
+    first = daemon.post({"url": target.url("/first", gate="g")}).json()["id"]
+    second = daemon.post({"url": target.url("/second")}).json()["id"]
+    wait_for(lambda: target.count() == 1, what="the first job at the target")
+    filler = fill_to_the_last_byte(small_disk)
+    target.control("/_open?gate=g")
+    wait_for(lambda: f"job {second}: the start of its attempt could not be written" in daemon.log(),
+             what="the second job handed back, its start not written")
+    assert [r for r in target.received() if r["path"] == "/second"] == []
+    daemon.stop()   # kill -9, the disk still full
+    filler.unlink()
+    again = start_daemon(**config)
+    for job_id in (first, second):
+        wait_for(lambda: again.job(job_id)["state"] == "succeeded", what=f"{job_id} delivered after the restart")
+    assert len([r for r in target.received() if r["path"] == "/second"]) == 1
+    # The first's success was never written: it was sent again, and says it may have been delivered.
+    assert again.job(first)["unknown_attempts"] == 1
+
+
 def test_a_cancel_answered_200_on_a_full_disk_holds_after_a_kill(start_daemon, target, small_disk):
     # One worker, held by the first job (a gate): the second waits in memory, queued. Its
     # cancel is answered only once written; the disk full, the write fails: a 200 then would
