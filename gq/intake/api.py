@@ -26,7 +26,7 @@ from gq.errors import (
 )
 from gq.intake import access
 from gq.intake.api_io import Refusal, json_answer, read_body
-from gq.intake.http_server import has_body
+from gq.intake.http_server import RETRY_AFTER_DRAINING, has_body
 from gq.intake.jobs_api import RETRY_AFTER_STORAGE, JobsApi
 from gq.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gq.observe.metrics import Metrics
@@ -36,7 +36,6 @@ log = logging.getLogger("gq.api")
 JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
 RETRY_AFTER_FULL = "1"      # seconds: the queue moves in well under that
-RETRY_AFTER_DRAINING = "5"  # seconds: long enough for a restart, or another instance
 RETRY_AFTER_BACKLOG = "10"  # seconds: a backlog that long drains slowly
 # Why submit refused a request → (status, gq_intake_rejected_total reason, Retry-After)
 SUBMIT_REFUSALS: dict[type[Exception], tuple[str, str | None, str]] = {

@@ -1,7 +1,7 @@
 """The intake's HTTP server: gevent's WSGI server, bounded against clients that misbehave.
 
 What gq relies on from gevent, all here: the handler's steps (`read_requestline`,
-`read_request`, `MessageClass`, `run_application`, `_handle_client_error`) and the
+`read_request`, `MessageClass`, `run_application`, `_handle_client_error`, `handle_error`) and the
 server asking its pool `full()` before each accept (tests/process/test_http_server.py pins them).
 
 - A request's head must arrive within api.client_timeout, counted from when the server
@@ -18,6 +18,10 @@ server asking its pool `full()` before each accept (tests/process/test_http_serv
   or an idle keep-alive); connections with a request in progress are never closed for
   this. So /healthz, /readyz, /metrics and honest intake stay reachable under a flood of
   slow connections.
+- A request still being answered when gq stops (the listeners close a second after the
+  drain) is answered 503 with Retry-After, and logged: its change may or may not have been
+  made, and asking again is safe (intake ids, cancels and replays are idempotent). gevent
+  would answer a bare 500 and log nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any, BinaryIO, cast
 from wsgiref.types import WSGIApplication as WSGIApp
 
 import gevent
+from gevent import GreenletExit
 from gevent.pool import Pool
 from gevent.pywsgi import LoggingLogAdapter, WSGIHandler, WSGIServer
 
@@ -38,6 +43,7 @@ log = logging.getLogger("gq.api")
 
 MAX_HEAD = 65536   # bytes of request line and headers
 RESERVE = 64       # connections beyond api.max_connections, while older ones are being closed
+RETRY_AFTER_DRAINING = "5"  # seconds: long enough for a restart, or another instance
 
 
 class SlowClient(OSError):
@@ -175,6 +181,25 @@ class IntakeHandler(WSGIHandler):
             return ("400", b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: application/json\r\n"
                            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
         return ("400", b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+
+    def handle_error(self, t: type[BaseException], v: BaseException, tb: Any) -> None:
+        if not isinstance(v, GreenletExit):  # an unexpected error: gevent logs it and answers 500
+            super().handle_error(t, v, tb)
+            return
+        self.close_connection = True
+        method, path = self.environ.get("REQUEST_METHOD", "?"), self.environ.get("PATH_INFO", "?")
+        log.warning("request cut off by the stop: %s %s answered 503 (what it asked may or may not be done)",
+                    method, path)
+        if self.response_length:  # part of an answer went out already: the closed connection says it all
+            return
+        body = json.dumps({"error": "gq is stopping: the request was cut off; ask again"}).encode()
+        try:
+            self.start_response("503 Service Unavailable", [
+                ("Content-Type", "application/json"), ("Retry-After", RETRY_AFTER_DRAINING),
+                ("Content-Length", str(len(body))), ("Connection", "close")])
+            self.write(body)
+        except OSError:
+            pass  # the client is gone
 
     def run_application(self) -> None:
         try:

@@ -6,7 +6,7 @@ import re
 import signal
 import time
 
-from support import wait_for
+from support import Conn, head_bytes, wait_for
 
 
 def test_requests_are_cooperative_under_monkey_patching(start_daemon, target):
@@ -47,6 +47,22 @@ def test_the_drain_summary_counts_what_waits_in_the_journal(start_daemon, target
     assert re.search(r"drained in [\d.]+s: 0 succeeded, 0 dead since this daemon started; nothing left in "
                      r"flight; 4 scheduled, 1 retrying left in the journal for the next start\n", daemon.log()), \
         daemon.log()
+
+
+def test_a_request_cut_off_by_the_stop_is_answered_503_not_500(start_daemon):
+    # A request still being answered when the listeners close (here: its body still coming)
+    # is ended by gq's stop: it gets a JSON 503 to ask again, not gevent's bare 500.
+    daemon = start_daemon(api={"client_timeout": 30})
+    conn = Conn(daemon.api, timeout=20)
+    conn.send(head_bytes("POST", "/v1/jobs", [("Content-Type", "application/json"), ("Content-Length", "1000")])
+              + b"[")
+    wait_for(lambda: daemon.status()["pool_busy"] == 0, what="the status answered beside it")
+    daemon.signal(signal.SIGTERM)
+    answer = conn.answer(timeout=20)
+    assert daemon.wait() == 0
+    assert answer.status == 503, (answer, daemon.log()[-2000:])
+    assert "stopping" in answer.json()["error"] and answer.headers.get("retry-after") == "5", answer
+    assert "cut off by the stop: POST /v1/jobs" in daemon.log()
 
 
 def test_second_signal_stops_at_once(start_daemon, target):

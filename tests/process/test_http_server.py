@@ -150,3 +150,5 @@ def test_the_gevent_behaviour_the_server_relies_on():
     assert "self.MessageClass(self.rfile" in inspect.getsource(WSGIHandler.read_request)
     # read_request's errors reach _handle_client_error (a 4xx, not a 500).
     assert "self._handle_client_error(ex)" in inspect.getsource(WSGIHandler.handle_one_request)
+    # An app killed by the stop reaches handle_error (a 503 of gq's, not gevent's 500).
+    assert "self.handle_error(*sys.exc_info())" in inspect.getsource(WSGIHandler.handle_one_response)

@@ -7,7 +7,9 @@ naming the job, the rule and what shows it.
 3. order      per ordering key, the jobs reach the target in the order accepted (a replayed job's
               later attempts aside), and never two requests of one key at the target at once;
 4. duplicate  a job delivered (answered 2xx) more than once: n such extra deliveries, at most the
-              m attempts its history shows with outcome "unknown" (gq died during them).
+              m attempts its history shows with outcome "unknown" (gq died during them);
+5. answer     gq answers every request it reads, even while it stops, with what the API says
+              (a 5xx other than 503 is a fault of gq's; no answer at all is a process gone).
 The ledger's rules are in ledger.py."""
 
 from __future__ import annotations
@@ -62,6 +64,10 @@ class Checker:
         for key_jobs in self._by_key().values():
             self._order(key_jobs)
             self._one_at_a_time(key_jobs)
+        for answer, times in sorted(self.records.answers.items()):
+            status = answer.rsplit(" ", 1)[-1]
+            if status.startswith("5") and status != "503":
+                self.fail("answer", "-", f"{answer}: {times} time(s)")
         for key in sorted(set(self.evidence.unasked)):
             self.fail("fate", key, "the target received it, but no request for it was answered 2xx")
         return self.violations
