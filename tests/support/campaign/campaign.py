@@ -12,15 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from support.campaign.checker import Checker, Violation
-from support.campaign.evidence import FINAL, Evidence, gather
+from support.campaign.evidence import FINAL, STALL, Evidence, gather
 from support.campaign.faults import Injector
 from support.campaign.ledger import LEDGER_CHECKS, check_ledger
 from support.campaign.plan import Plan
 from support.campaign.producer import Producer
 from support.campaign.records import Records
 from support.campaign.world import World
-
-SETTLE = 120.0    # seconds the jobs may take to be final once the faults stopped
 
 
 @dataclass
@@ -49,9 +47,9 @@ class Report:
 
 class Campaign:
     def __init__(self, seed: int, setup: str, duration: float, workdir: Path, ledger: bool = LEDGER_CHECKS,
-                 disk_mb: int = 64, settle: float = SETTLE, kinds: dict[str, int] | None = None):
+                 disk_mb: int = 64, stall: float = STALL, kinds: dict[str, int] | None = None):
         self.seed, self.setup, self.duration, self.workdir = seed, setup, duration, workdir
-        self.ledger, self.disk_mb, self.settle = ledger, disk_mb, settle
+        self.ledger, self.disk_mb, self.stall = ledger, disk_mb, stall
         self.plan = Plan.make(seed, setup, duration, kinds)
         self.prefix = f"c{seed}{setup[0]}"
 
@@ -100,7 +98,7 @@ class Campaign:
         report.fault_log = [f"{time.strftime('%H:%M:%S', time.localtime(d.began))} {d.fault} -> {d.note}"
                             for d in injector.done]
         report.violations += [Violation("harness", "-", e) for e in errors + producer.errors]
-        evidence = gather(world.apis, world.target, records, self.prefix, self.settle)
+        evidence = gather(world.apis, world.target, records, self.prefix, self.stall)
         checker = Checker(records, evidence, injector.orphaning())
         report.violations += checker.check()
         if self.ledger:
@@ -116,6 +114,7 @@ def figures(records: Records, evidence: Evidence, checker: Checker) -> dict[str,
     return {"accepted": len(records.accepted), "delivered": states["succeeded"], "dead": states["dead"],
             "cancelled": states["cancelled"], "lost": states["lost"],
             "stuck": sum(n for s, n in states.items() if s not in (*FINAL, "lost")),
+            "settled in s": None if evidence.settled is None else round(evidence.settled),
             "duplicates n": checker.duplicates, "unknown attempts m": checker.unknown,
             "cancels answered 200": len(records.cancelled), "replayed": sum(records.replayed.values()),
             "requests at the target": sum(len(a) for a in evidence.arrivals.values()),

@@ -2,7 +2,8 @@
 naming the job, the rule and what shows it.
 
 1. fate       every job answered 202 is succeeded, dead or cancelled as the API says — none lost
-              (404), none stuck — and the target saw what that state means;
+              (404), none stuck (left unfinished once the jobs left stop moving: evidence.py) —
+              and the target saw what that state means;
 2. cancel     no request of a job reaches the target after its cancel was answered 200;
 3. order      per ordering key, the jobs reach the target in the order accepted (a replayed job's
               later attempts aside), and never two requests of one key at the target at once;
@@ -87,7 +88,7 @@ class Checker:
             return
         state = view.get("state")
         if state not in FINAL:
-            self.fail("fate", job.id, f"stuck: still {state} once the faults stopped "
+            self.fail("fate", job.id, f"stuck: still {state} when the jobs left had stopped moving "
                                       f"(attempts {view.get('attempts')}, next {view.get('next_attempt_at')})")
             return
         if job.hostile:

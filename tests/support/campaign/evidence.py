@@ -1,5 +1,5 @@
 """What the checker reads once the faults stopped: every accepted job as the API shows it
-(waiting, within a bound, until each is final), and what the target received."""
+(waiting until each is final, as long as they move), and what the target received."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from support.campaign.records import Records
 
 FINAL = ("succeeded", "dead", "cancelled")
 LOOK_TIMEOUT = 10.0
+STALL = 120.0          # seconds none of the jobs still waiting moves before they count as stuck
+SETTLE_MOST = 1800.0   # seconds the wait lasts at most, however they move
 
 
 @dataclass
@@ -22,6 +24,7 @@ class Evidence:
     views: dict[str, dict[str, Any] | None]         # id -> GET /v1/jobs/{id} (None: 404)
     arrivals: dict[str, list[dict[str, Any]]]        # id -> the target's records with that Idempotency-Key
     unasked: list[str] = field(default_factory=list)  # keys the target received that no request sent
+    settled: float | None = None                      # seconds until every job was final (None: some never were)
 
 
 def look(session: requests.Session, apis: list[str], job_id: str) -> dict[str, Any] | None:
@@ -43,22 +46,29 @@ def look(session: requests.Session, apis: list[str], job_id: str) -> dict[str, A
     raise RuntimeError(f"no daemon shows job {job_id}: {last}")
 
 
-def gather(apis: list[str], target: Target, records: Records, prefix: str, settle: float) -> Evidence:
-    """Wait up to `settle` seconds for every accepted job to be final; then read the target."""
+def gather(apis: list[str], target: Target, records: Records, prefix: str, stall: float = STALL,
+           most: float = SETTLE_MOST) -> Evidence:
+    """Wait for every accepted job to be final for as long as they move; then read the target.
+    The jobs still waiting when none of them moved (its state or attempts) for `stall`
+    seconds, or after `most` seconds in all, are stuck: the checker names them."""
     session = requests.Session()
     with records.lock:
         ids = list(records.accepted)
         maybe = sorted(records.given_up - set(records.accepted))
     views: dict[str, dict[str, Any] | None] = {}
-    deadline = time.monotonic() + settle
-    waiting = ids
+    started = moved = time.monotonic()
+    waiting, seen = ids, {}
     while waiting:
         for job_id in waiting:
             views[job_id] = look(session, apis, job_id)
         waiting = [i for i in waiting if (views[i] or {}).get("state", "lost") not in (*FINAL, "lost")]
-        if not waiting or time.monotonic() > deadline:
+        now = {i: ((views[i] or {}).get("state"), (views[i] or {}).get("attempts")) for i in waiting}
+        if now != seen:
+            seen, moved = now, time.monotonic()
+        if not waiting or time.monotonic() - moved > stall or time.monotonic() - started > most:
             break
         time.sleep(1)
+    settled = time.monotonic() - started if not waiting else None
     for job_id in maybe:  # a request given up may have been committed: then its jobs count too
         view = look(session, apis, job_id)
         if view is not None:
@@ -70,4 +80,4 @@ def gather(apis: list[str], target: Target, records: Records, prefix: str, settl
             arrivals[record["key"]].append(record)
         elif record["key"].startswith(prefix) and record["key"] not in maybe:
             unasked.append(record["key"])
-    return Evidence(views, dict(arrivals), unasked)
+    return Evidence(views, dict(arrivals), unasked, settled)
