@@ -15,7 +15,7 @@ from gevent.event import Event
 from gq.broker import Entry, State, drop_payload, record
 from gq.broker.redis_link import READ_ERRORS, REDIS_ERRORS, Health, Keys, entry_of, passing, text_id, unreadable
 from gq.broker.redis_takeovers import Takeovers
-from gq.broker.redis_writer import RedisWriter
+from gq.broker.redis_writer import TAKEN, RedisWriter
 from gq.broker.sections import BrokerConfig
 from gq.core.outcome import AttemptResult, Outcome, Verdict
 
@@ -100,15 +100,20 @@ class RedisDispatch:
     def started(self, entry: Entry) -> None:
         """Returns once the attempt's start is written, so that a daemon dying during it
         leaves the attempt counted. The entry is RUNNING then, and only then may the attempt
-        go: a job cancelled meanwhile is dropped (CANCELLED); one whose start Redis did not
-        confirm within START_WAIT is handed back unattempted (QUEUED)."""
+        go: a job cancelled meanwhile is dropped (CANCELLED); one another daemon took over is
+        left to it (QUEUED); one whose start Redis did not confirm within START_WAIT is handed
+        back unattempted (QUEUED)."""
         entry.attempts += 1
         entry.state = State.RUNNING
         written = self.writer.start(entry)
         confirmed = written.wait(START_WAIT)
-        if confirmed:
+        if confirmed is True:
             return
         entry.attempts -= 1
+        if confirmed == TAKEN:
+            entry.state = State.QUEUED
+            self._left_to_another(entry)
+            return
         if confirmed is False:  # cancelled while it waited here
             entry.state = State.CANCELLED
             self.held.pop(entry.handle, None)
@@ -119,10 +124,13 @@ class RedisDispatch:
         entry.state = State.QUEUED
         written.rawlink(lambda result: self._hand_back(entry, result.value))
 
-    def _hand_back(self, entry: Entry, started: bool) -> None:
+    def _hand_back(self, entry: Entry, started: bool | str) -> None:
         """A start confirmed too late (Redis stalled): the attempt did not go. Written, it
         counts as an attempt whose outcome is unknown (retried now, like a takeover); refused
-        (cancelled meanwhile), the entry is dropped."""
+        (cancelled meanwhile), the entry is dropped; taken over, it is left to that daemon."""
+        if started == TAKEN:
+            self._left_to_another(entry)
+            return
         if not started:
             self.held.pop(entry.handle, None)
             self._room.set()
@@ -132,6 +140,13 @@ class RedisDispatch:
         entry.state, entry.due = State.RETRYING, time.time()
         entry.reason = ""
         self._let_go(entry, wait=False)  # a callback: it cannot wait
+
+    def _left_to_another(self, entry: Entry) -> None:
+        """Not acknowledged: the entry is the other daemon's now, and runs there."""
+        log.warning("job %s: taken over by another daemon while this one was paused; not started here",
+                    entry.job.id)
+        self.held.pop(entry.handle, None)
+        self._room.set()
 
     def settle(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
         record(entry, result)

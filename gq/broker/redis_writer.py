@@ -17,6 +17,7 @@ from gq.core.lifecycle import sources
 # The event a settled entry's state says happened (QUEUED: handed back unattempted).
 EVENTS = {State.SUCCEEDED: LifeEvent.SUCCEEDED, State.DEAD: LifeEvent.FAILED, State.RETRYING: LifeEvent.RETRIED,
           State.QUEUED: LifeEvent.DEFERRED}
+TAKEN = "taken"  # a start's answer: its entry is another daemon's now (this one paused past claim_idle)
 
 
 class RedisWriter:
@@ -34,7 +35,8 @@ class RedisWriter:
 
     def start(self, entry: Entry) -> AsyncResult:
         """The attempt's start and count, to write; the result is set once written: True, or
-        False when the job was cancelled meanwhile (nothing is written then)."""
+        False when the job was cancelled meanwhile, or TAKEN when its entry is another
+        daemon's now (nothing is written then)."""
         written = AsyncResult()
         self._starting.append(written)
         # As it is now: a start not confirmed in time is taken back from the entry (its attempts
@@ -109,7 +111,7 @@ class RedisWriter:
         self.health.recovered()
         self.settling.difference_update(op[1].handle for op in ops if op[0] in ("settle", "unreadable"))
         for waiter, at in zip(starting, answers):
-            waiter.set(bool(results[at]))
+            waiter.set(TAKEN if results[at] in (b"taken", "taken") else bool(results[at]))
         for done in settled:
             done.set(True)
         return True
