@@ -58,11 +58,11 @@ READY_TIMEOUT_S = 120.0
 
 def layout_key(count: int) -> str:
     """A change to the journal's layout or to what is built here names another file."""
-    from gq.broker import journal_file
+    from gq.broker import journal_startup
 
-    what = [journal_file.VERSION, journal_file.TABLES, journal_file.INDEXES, BUILD, count, CHUNK, SPAN_S, DEAD,
+    what = [journal_startup.VERSION, journal_startup.TABLES, journal_startup.INDEXES, BUILD, count, CHUNK, SPAN_S, DEAD,
             SCHEDULED, CANCELLED, KEYED, KEYS, WITH_BODY, BODY_BYTES, HOSTS, WEIGHTS]
-    return f"console-v{journal_file.VERSION}-{count}-{hashlib.sha256(repr(what).encode()).hexdigest()[:12]}"
+    return f"console-v{journal_startup.VERSION}-{count}-{hashlib.sha256(repr(what).encode()).hexdigest()[:12]}"
 
 
 def _spec(rng: random.Random, n: int, state: str, far: float) -> dict[str, Any]:

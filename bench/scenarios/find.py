@@ -84,12 +84,12 @@ def data_dir() -> Path:
 
 def cache_key(count: int) -> str:
     """The layout's version and statements, and what is built: a change to either builds anew."""
-    from gq.broker import journal_file
+    from gq.broker import journal_startup
 
-    layout = f"{journal_file.VERSION}\0{journal_file.TABLES}\0{journal_file.INDEXES}"
+    layout = f"{journal_startup.VERSION}\0{journal_startup.TABLES}\0{journal_startup.INDEXES}"
     built = json.dumps([BUILD, count, MIX, HOSTS, SINK_PORT, SPAN_S, CHUNK, BODY_BYTES])
     digest = hashlib.sha256((layout + "\0" + built).encode()).hexdigest()[:12]
-    return f"find-v{journal_file.VERSION}-{count}-{digest}"
+    return f"find-v{journal_startup.VERSION}-{count}-{digest}"
 
 
 def free_mb(path: Path) -> float:

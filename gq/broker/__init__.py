@@ -7,7 +7,7 @@ the dispatcher asks for work and reports each attempt's start and outcome
 waiting on its own schedule, so a job waiting for its next attempt holds
 neither a worker nor a queue slot.
 
-The wing holds three brokers: memory.py (with memory_parts.py), the SQLite journal
+The wing holds three brokers: memory.py (with memory_*.py), the SQLite journal
 (journal*.py, storage.py) and Redis Streams (redis_*.py, fleet_limits.py, scripts/*.lua);
 [broker] and [journal] are declared in sections.py. Owns: the jobs. May import: gq.core
 and gq.errors only. Every wing above may import it.

@@ -50,22 +50,21 @@ from gq.broker import (
     JobsAdmin,
     Replayed,
     State,
-    drop_payload,
-    record,
 )
 from gq.broker import journal_upkeep as upkeep
 from gq.broker.journal_access import JournalAccess, JournalLock, Waiting
 from gq.broker.journal_changes import JournalChanges
+from gq.broker.journal_dispatch import JournalDispatch
 from gq.broker.journal_feed import JournalFeed
 from gq.broker.journal_file import TAKEN, JournalError, JournalFile, JournalMissing
 from gq.broker.journal_lookups import found
 from gq.broker.journal_operations import CANCELLABLE_ROWS
-from gq.broker.journal_writer import FAILED_WRITE_PAUSE, Add, JournalWriter
+from gq.broker.journal_writer import Add, JournalWriter
 from gq.broker.sections import JournalConfig
 from gq.broker.storage import StorageGuard
 from gq.core.audit import Audit, Position, dlq_done
 from gq.core.job import Job
-from gq.core.outcome import AttemptResult, Outcome, Verdict
+from gq.core.outcome import AttemptResult, Outcome
 from gq.core.supervisor import Supervisor
 from gq.errors import BacklogFull, StorageUnavailable
 
@@ -88,8 +87,9 @@ class JournalBroker(InProcess):
     skips every job that succeeded. The file is reached through JournalAccess (off the
     hub, look-ups on a connection of their own), once a command that holds it is done
     (`waiting`: see journal_access.Waiting). What memory holds from the file, and the
-    read-ahead of due jobs, are its `feed` (JournalFeed); an operator's cancels, replays
-    and purges its `changes` (JournalChanges)."""
+    read-ahead of due jobs, are its `feed` (JournalFeed); the attempts of the jobs it hands
+    the dispatcher its `dispatch` (JournalDispatch); an operator's cancels, replays and
+    purges its `changes` (JournalChanges)."""
 
     backlog = True
 
@@ -104,7 +104,6 @@ class JournalBroker(InProcess):
     def __init__(self, path: str, batch: bool = False, max_backlog: int = 10_000_000, min_free_mb: int = 256,
                  keep_succeeded: float = 3600.0, supervisor: Supervisor | None = None, keep_payload: bool = False,
                  waiting: Waiting | None = None):
-        self.batch = batch
         self.max_backlog = max_backlog
         self.keep_succeeded = keep_succeeded
         self.db = JournalAccess(path, "gq batch" if batch else "gq run", waiting)
@@ -114,6 +113,7 @@ class JournalBroker(InProcess):
         ledger, running, next_due = self.db.write(JournalFile.recover)
         self._counts = Counts(ledger)
         self.feed = JournalFeed(self.db, self._counts, self._stop, next_due, running)
+        self.dispatch = JournalDispatch(self.feed, self._counts, self.writer, batch, keep_succeeded)
         self.changes = JournalChanges(self.db, self._counts, self.feed, self.writer)
         self.audit: Audit | None = None  # the daemon's (Runtime sets it): records the dlq commands it carries out
         self.recovered = self._counts.unfinished()
@@ -189,53 +189,19 @@ class JournalBroker(InProcess):
     def health(self) -> str | None:
         return self.guard.problem()
 
-    # -- dispatch
+    # -- dispatch (journal_dispatch)
 
     def take(self, limit: int, timeout: float) -> list[Entry]:
-        return self.feed.take(limit, timeout)
+        return self.dispatch.take(limit, timeout)
 
     def started(self, entry: Entry) -> None:
-        """Returns once the attempt is committed: a job whose attempts crash or freeze the
-        process uses them up like any other. When it cannot be committed (a full disk, an
-        I/O error), the attempt does not go ahead: a start not on record would be a
-        delivery no restart knows of, sent again and never shown as one of unknown outcome.
-        The job is handed back, to run once the file takes writes again."""
-        was = entry.state
-        entry.attempts += 1
-        self._counts.move(entry, State.RUNNING)
-        if self.writer.commit(entry):
-            return
-        entry.attempts -= 1
-        self._counts.move(entry, was)
-        log.warning("job %s: the start of its attempt could not be written; it waits until the journal takes "
-                    "writes again", entry.job.id)
-        self.defer(entry, time.time() + FAILED_WRITE_PAUSE)
+        self.dispatch.started(entry)
 
     def settle(self, entry: Entry, result: AttemptResult, outcome: Outcome) -> None:
-        record(entry, result)
-        self.feed.held.pop(entry.job.id, None)
-        if outcome.verdict is Verdict.SUCCESS:
-            drop_payload(entry, self.writer.keep_payload)
-            self._counts.move(entry, State.SUCCEEDED)
-            if self.batch or not self.keep_succeeded:  # its row goes (a batch keeps its id)
-                self._counts.shift(State.SUCCEEDED, None)
-                self.writer.forget(entry.job)
-                if self.batch:
-                    self.writer.done(entry.job.id)
-                return
-        elif outcome.verdict is Verdict.FAIL:
-            entry.reason = outcome.reason
-            self._counts.move(entry, State.DEAD)
-        else:
-            entry.due = time.time() + outcome.delay
-            self._counts.move(entry, State.RETRYING)
-        self.writer.change(entry)
+        self.dispatch.settle(entry, result, outcome)
 
     def defer(self, entry: Entry, due: float) -> None:
-        """Back to the file, unattempted, until `due`."""
-        self.feed.held.pop(entry.job.id, None)
-        entry.due = due
-        self.writer.change(entry)
+        self.dispatch.defer(entry, due)
 
     # -- gauges
 

@@ -1,6 +1,6 @@
 """What the journal broker holds in memory from its file: the jobs taken from it, and the
-read-ahead of the due ones that the dispatcher's feeder takes (gq/broker/journal.py accepts,
-settles and changes them)."""
+read-ahead of the due ones that the dispatcher's feeder takes (gq/broker/journal.py accepts
+them, journal_dispatch settles them, journal_changes changes them)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The journal's SQLite file: its layout and every statement run on it.
+"""The journal's SQLite file: its connection, and the statements of a job's path (its layout
+and its start are journal_startup's, its look-ups journal_lookups', its operators' changes
+journal_operations').
 
 Not cooperative: the journal broker calls it from gevent's threadpool, one call
 at a time per connection. Each method is one transaction.
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import sqlite3
 import time
@@ -28,74 +29,18 @@ from typing import Any
 
 from gq.broker import Entry, State, cut_history, drop_payload, journal_ledger, stored
 from gq.broker.journal_lookups import BLOCKED, FINAL, TAKEN, JournalLookups, entry
-from gq.broker.journal_operations import KEYED, JournalOperations
+from gq.broker.journal_operations import JournalOperations
+from gq.broker.journal_startup import WAITING, JournalStartup
 from gq.core import hosts
 from gq.core.audit import AUDIT_KEEP, Position
 from gq.core.job import Job
 from gq.core.outcome import AttemptResult
 from gq.errors import GqError
 
-log = logging.getLogger("gq")
-
-WAITING = "state IN ('queued', 'retrying', 'scheduled')"  # the jobs_waiting index's own condition, word for word
 # Without it SQLite's planner picks jobs_state for WAITING and sorts every waiting job by due:
 # seconds per look with a million of them, instead of a few index pages.
 BY_DUE = "INDEXED BY jobs_waiting"
 SUCCEEDED_HISTORY = 3   # attempts a succeeded job keeps: the first and the last two (and any of unknown outcome)
-VERSION = 1             # PRAGMA user_version of the layout below
-COLUMNS_ADDED = (("host", "TEXT"), ("ordering_key", "TEXT"), ("trimmed", "INTEGER NOT NULL DEFAULT 0"))  # since 0
-
-TABLES = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id           TEXT PRIMARY KEY,
-    spec         TEXT NOT NULL,              -- the job's JSON form
-    state        TEXT NOT NULL,
-    attempts     INTEGER NOT NULL DEFAULT 0,
-    due          REAL NOT NULL DEFAULT 0,    -- when a waiting job may run (a blocked one, once let go)
-    accepted_at  REAL NOT NULL,
-    finished_at  REAL,
-    reason       TEXT,                       -- why it is dead
-    history      TEXT NOT NULL DEFAULT '[]', -- attempts: [started, duration, status, error, snippet]
-    host         TEXT,                       -- its destination (gq.core.hosts.destination), for finding
-    ordering_key TEXT,
-    trimmed      INTEGER NOT NULL DEFAULT 0  -- 1: succeeded, its body dropped (it cannot be replayed)
-);
-CREATE TABLE IF NOT EXISTS done (          -- gq batch: ids of its succeeded jobs, rows deleted
-    id TEXT PRIMARY KEY
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS control (       -- dlq commands for a running daemon
-    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
-    op     TEXT NOT NULL,                   -- replay | purge
-    ids    TEXT,                            -- JSON list; NULL = all
-    result TEXT                             -- JSON list of ids done; NULL = not yet
-);
-CREATE TABLE IF NOT EXISTS audit (         -- operator actions (gq/core/audit.py): the newest AUDIT_KEEP
-    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
-    action TEXT NOT NULL                    -- the row's JSON
-);
-"""
-# Newest first by acceptance, for GET /v1/jobs: through jobs_accepted with no filter,
-# jobs_state by state, jobs_host by host (and state), jobs_ordering by ordering key (and
-# state); an id prefix through the id's own index, its matches sorted.
-INDEXES = f"""
-DROP INDEX IF EXISTS jobs_by_state;         -- the layouts of earlier versions
-DROP INDEX IF EXISTS jobs_due;
-DROP INDEX IF EXISTS jobs_expiry;
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, accepted_at);
-CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (due) WHERE {WAITING};
-CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE state IN ('succeeded', 'cancelled');
-CREATE INDEX IF NOT EXISTS jobs_accepted ON jobs (accepted_at);
-CREATE INDEX IF NOT EXISTS jobs_host ON jobs (host, state, accepted_at);
-CREATE INDEX IF NOT EXISTS jobs_key ON jobs (ordering_key, state) WHERE {KEYED};
-CREATE INDEX IF NOT EXISTS jobs_ordering ON jobs (ordering_key, state, accepted_at) WHERE ordering_key IS NOT NULL;
-"""
-
-
-def _destination(spec: str) -> str:
-    try:
-        return hosts.destination(str(json.loads(spec).get("url", "")))
-    except (ValueError, AttributeError):
-        return ""
 
 
 class JournalError(GqError):
@@ -129,9 +74,10 @@ def state_row(entry: Entry, keep_payload: bool = False) -> tuple:
             _history(history), spec, trimmed, entry.job.id)
 
 
-class JournalFile(JournalLookups, JournalOperations):
-    """The journal's connection: its layout, and the transactions of a job's path; its
-    look-ups are JournalLookups', its operators' changes JournalOperations'."""
+class JournalFile(JournalStartup, JournalLookups, JournalOperations):
+    """The journal's connection: the transactions of a job's path; its layout and its
+    recovery at start are JournalStartup's, its look-ups JournalLookups', its operators'
+    changes JournalOperations'."""
 
     def __init__(self, path: str, reader: bool = False):
         """Open (creating it if need be) the file at `path`; a `reader` connection only reads."""
@@ -158,44 +104,10 @@ class JournalFile(JournalLookups, JournalOperations):
         except (OSError, sqlite3.Error) as e:
             raise JournalError(f"journal: cannot open {path}: {e}") from None
 
-    def _lay_out(self) -> None:
-        """Create the tables and indexes, or bring a file of an earlier version up to date:
-        the columns it lacks added (each job's host read from its URL), old indexes dropped."""
-        self.db.executescript(TABLES)
-        self.db.executescript(journal_ledger.TABLE)
-        if self.db.execute("PRAGMA user_version").fetchone()[0] < VERSION:
-            jobs = self.db.execute("SELECT max(rowid) FROM jobs").fetchone()[0] or 0  # at once, unlike count(*)
-            if jobs:  # some 15 s per million jobs, before gq listens: say why it waits
-                log.info("journal %s: upgrading the file's layout for about %d job(s); gq listens once done",
-                         self.path, jobs)
-            with self.db:
-                self.db.execute("BEGIN IMMEDIATE")
-                columns = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
-                for column, kind in COLUMNS_ADDED:
-                    if column not in columns:
-                        self.db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
-                # Before, every succeeded job dropped its body (none of them can be replayed).
-                self.db.execute("UPDATE jobs SET trimmed = 1 WHERE state = 'succeeded'")
-                self.db.create_function("gq_destination", 1, _destination, deterministic=True)
-                self.db.execute("UPDATE jobs SET host = gq_destination(spec) WHERE host IS NULL")
-                self.db.execute(f"PRAGMA user_version = {VERSION}")
-        self.db.executescript(INDEXES)  # IF NOT EXISTS: at once when they are there
-
     # -- the daemon's connection
 
-    def recover(self) -> tuple[dict[str, int], list[Entry], float]:
-        """At start: jobs read into memory by the last process wait on disk again; returns
-        the file's ledger, the jobs whose attempt was under way, and when the first waiting
-        job is due (inf: none)."""
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.execute("UPDATE jobs SET state = 'queued' WHERE state = ?", (TAKEN,))
-            running, _, _ = self._readable(
-                self.db.execute("SELECT * FROM jobs WHERE state = 'running'").fetchall(), time.time())
-            ledger = journal_ledger.ledger_of(self.db)
-        return ledger, running, self._next_due()
-
     def _next_due(self) -> float:
+        """When the first waiting job is due (inf: none)."""
         rows = self.db.execute(f"SELECT due FROM jobs {BY_DUE} WHERE {WAITING} ORDER BY due LIMIT 1").fetchall()
         return rows[0][0] if rows else float("inf")
 

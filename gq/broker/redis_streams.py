@@ -36,7 +36,9 @@ This module is the broker's connection (set up and closed) and look-ups. Its int
 RedisIntake's (redis_intake), its taking and holding of jobs until settled RedisDispatch's
 (redis_dispatch), its writes RedisWriter's (redis_writer), its takeovers of other
 daemons' jobs Takeovers' (redis_takeovers), what runs beside the jobs
-RedisMaintenance's (redis_maintenance); what they all share is in redis_link.
+RedisMaintenance's (redis_maintenance), joining and leaving the consumer group and
+reading the fleet's ledger Membership's (redis_membership); what they all share is in
+redis_link.
 """
 
 from __future__ import annotations
@@ -68,14 +70,14 @@ from gq.broker.redis_link import (
     payload,
 )
 from gq.broker.redis_maintenance import RedisMaintenance
+from gq.broker.redis_membership import Membership
 from gq.broker.redis_operations import RedisOperations
 from gq.broker.redis_urls import SENTINEL_SCHEME
 from gq.broker.redis_writer import RedisWriter
 from gq.broker.sections import BrokerConfig, JournalConfig
-from gq.core import redaction
 from gq.core.audit import Audit, dlq_done
 from gq.core.job import Job
-from gq.core.lifecycle import CANCELLABLE, LEDGER, sources
+from gq.core.lifecycle import CANCELLABLE, sources
 from gq.core.lifecycle import Event as LifeEvent
 from gq.core.outcome import AttemptResult, Outcome
 from gq.core.supervisor import Supervisor
@@ -86,7 +88,8 @@ log = logging.getLogger("gq.redis")
 
 class RedisBroker(RedisAudit):
     """The Broker of a Redis fleet: the connection (the group joined at start, left at close,
-    the jobs still held given back) and the look-ups; the rest is its parts'."""
+    the jobs still held given back; its `membership` joins and leaves) and the look-ups;
+    the rest is its parts'."""
 
     backlog = True
 
@@ -113,21 +116,20 @@ class RedisBroker(RedisAudit):
         self.redis = client(config.url)
         RedisAudit.__init__(self, self.redis, keys.audit)  # keep_action, actions: the fleet's audit stream
         self.sentinel = config.url.startswith(SENTINEL_SCHEME)
-        self._leave = self.redis.register_script(lua_script("leave"))
         self._cancel = self.redis.register_script(lua_script("cancel"))
-        self._begin_ledger = self.redis.register_script(lua_script("ledger"))
         self._stopped = Event()
         self.link = Health()
         self.writer = RedisWriter(self.redis, keys, config.status_ttl, self.link, self.consumer)
         self.dispatch = RedisDispatch(self.redis, config, self.consumer, self.writer, self.link,
-                                      hold_at_most, self._stopped, self._connect)
+                                      hold_at_most, self._stopped, lambda: self.membership.join())
         self.dispatch.keep_payload = keep_payload
         self.maintenance = RedisMaintenance(self.redis, keys, config, self.consumer, self.dispatch.held,
                                             self.writer.settling, self.link)
         self.intake = RedisIntake(self.redis, config, self.link,
                                   lambda: self.sentinel and bool(self.maintenance.replicas))
         self.operations = RedisOperations(self.redis, keys, config.status_ttl, lambda: self.writer.settling)
-        self._connect()
+        self.membership = Membership(self.redis, keys, config, self.consumer, self.link, self.maintenance)
+        self.membership.join()
         supervisor = supervisor or Supervisor()
         self._loops = [supervisor.spawn("Redis writer", self.writer.loop),
                        supervisor.spawn("Redis maintenance", self.maintenance.loop),
@@ -143,34 +145,6 @@ class RedisBroker(RedisAudit):
 
     def batch_ledger(self) -> None:
         return None
-
-    # -- connection
-
-    def _connect(self) -> None:
-        """Create the group (and stream) if missing; raises GqError if Redis cannot be reached."""
-        try:
-            try:
-                self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-            except redis.ResponseError as e:
-                if "BUSYGROUP" not in str(e):
-                    raise
-            self._count_unfinished()
-            self._begin_ledger(keys=[self.keys.prefix], args=[time.time()])
-            self.maintenance.refresh_counts()
-            self.maintenance.beat()
-        except REDIS_ERRORS as e:
-            raise GqError(f"broker: cannot reach Redis at {redaction.url(self.config.url)}: {e}") from None
-        self.link.recovered()
-
-    def _count_unfinished(self) -> None:
-        """P:unfinished, which the scripts keep, from a fleet of an earlier gq that kept none:
-        the stream and the retry set; the jobs behind a key are not counted, so that count is short
-        by them until they are done."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.xlen(self.stream)
-        pipe.zcard(self.keys.retry_set)
-        length, waiting = pipe.execute()
-        self.redis.set(self.keys.unfinished, length + waiting, nx=True)
 
     # -- intake
 
@@ -229,12 +203,7 @@ class RedisBroker(RedisAudit):
         return dict(self.maintenance.counts)
 
     def ledger(self) -> dict[str, int] | None:
-        """The fleet's, as its scripts keep it (P:counts), read now: one reading."""
-        try:
-            kept: Any = self.redis.hgetall(self.keys.prefix + ":counts")
-        except REDIS_ERRORS:
-            return None
-        return {name: int(kept.get(name.encode(), 0)) for name in LEDGER}
+        return self.membership.ledger()
 
     # -- operations (find and replay: redis_operations)
 
@@ -284,8 +253,7 @@ class RedisBroker(RedisAudit):
                     pipe.xack(self.stream, self.group, msg_id)
                     pipe.xdel(self.stream, msg_id)
                 pipe.execute()
-            given += self._leave(keys=[self.stream], args=[self.group, self.consumer])
-            self.redis.delete(self.keys.alive_prefix + self.consumer)
+            given += self.membership.leave()
             if given:
                 log.info("broker: %d unfinished job(s) given back to the stream", given)
         except REDIS_ERRORS as e:

@@ -83,6 +83,16 @@ def test_no_module_of_gq_is_in_an_import_circle() -> None:
     assert not circles, f"import circles: {circles}"
 
 
+CLASS_LINES = 200  # a class longer than this no longer reads in one sitting: split it into parts
+
+
+def test_no_class_of_gq_is_longer_than_it_reads_in_one_sitting() -> None:
+    long = [f"{path}: {node.name} is {length} lines" for path in modules()
+            for node in ast.walk(ast.parse((ROOT / path).read_text())) if isinstance(node, ast.ClassDef)
+            and (length := (node.end_lineno or node.lineno) - node.lineno + 1) > CLASS_LINES]
+    assert not long, f"classes longer than {CLASS_LINES} lines (split them into parts): {'; '.join(long)}"
+
+
 def test_the_import_contract_names_every_wing() -> None:
     contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
     layers = next(c["layers"] for c in contracts if c["type"] == "layers")
