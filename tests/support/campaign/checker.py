@@ -88,8 +88,9 @@ class Checker:
             return
         state = view.get("state")
         if state not in FINAL:
+            key = f", key {view['ordering_key']}" if view.get("ordering_key") else ""
             self.fail("fate", job.id, f"stuck: still {state} when the jobs left had stopped moving "
-                                      f"(attempts {view.get('attempts')}, next {view.get('next_attempt_at')})")
+                                      f"(attempts {view.get('attempts')}, next {view.get('next_attempt_at')}{key})")
             return
         if job.hostile:
             return
