@@ -116,8 +116,7 @@ class RedisDispatch:
             return
         if confirmed is False:  # cancelled while it waited here
             entry.state = State.CANCELLED
-            self.held.pop(entry.handle, None)
-            self._room.set()
+            self._release(entry)
             self.writer.ack(entry.handle)
             return
         # Not confirmed: the start may yet be written. Held until it is known, then handed back.
@@ -132,8 +131,7 @@ class RedisDispatch:
             self._left_to_another(entry)
             return
         if not started:
-            self.held.pop(entry.handle, None)
-            self._room.set()
+            self._release(entry)
             self.writer.ack(entry.handle)
             return
         entry.attempts += 1
@@ -145,6 +143,10 @@ class RedisDispatch:
         """Not acknowledged: the entry is the other daemon's now, and runs there."""
         log.warning("job %s: taken over by another daemon while this one was paused; not started here",
                     entry.job.id)
+        self._release(entry)
+
+    def _release(self, entry: Entry) -> None:
+        """No longer held here: room for another job."""
         self.held.pop(entry.handle, None)
         self._room.set()
 
@@ -169,8 +171,7 @@ class RedisDispatch:
         backlog bound) sees it. With Redis down (known so: at once; else after SETTLE_WAIT) it
         returns all the same, the write kept to be done once Redis answers, and seen then: a
         drain does not wait for every job it hands back."""
-        self.held.pop(entry.handle, None)
-        self._room.set()
+        self._release(entry)
         written = self.writer.settle(entry)
         if wait and self.link.healthy:
             written.wait(SETTLE_WAIT)

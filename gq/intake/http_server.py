@@ -20,8 +20,8 @@ server asking its pool `full()` before each accept (tests/process/test_http_serv
   slow connections.
 - A request still being answered when gq stops (the listeners close a second after the
   drain) is answered 503 with Retry-After, and logged: its change may or may not have been
-  made, and asking again is safe (intake ids, cancels and replays are idempotent). gevent
-  would answer a bare 500 and log nothing.
+  made (docs/durability.md says how to ask again). gevent would answer a bare 500 and log
+  nothing.
 """
 
 from __future__ import annotations
